@@ -1,0 +1,31 @@
+/// `torch.nn.Conv2d` with square kernel, symmetric zero padding, NCHW. Weights `<prefix>.weight`
+/// [out, in, kh, kw] and `<prefix>.bias` [out].
+///
+/// A quantizable layer kind; `name` is its state-dict prefix.
+public final class Conv2d {
+    public let name: String
+    public var weight: Tensor
+    public var bias: Tensor?
+    public let stride: Int
+    public let padding: Int
+
+    public init(name: String, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
+        self.name = name
+        self.weight = weight
+        self.bias = bias
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public convenience init(_ store: TensorStore, _ prefix: String, stride: Int = 1, padding: Int = 0) throws {
+        self.init(name: prefix, weight: try store.tensor(named: prefix + ".weight"),
+                  bias: try store.tensor(named: prefix + ".bias"), stride: stride, padding: padding)
+    }
+
+    public var inChannels: Int { weight.shape[1] }
+    public var outChannels: Int { weight.shape[0] }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    }
+}

@@ -1,0 +1,19 @@
+/// `torch.nn.GroupNorm` (affine) on NCHW, optionally fused with the SiLU that follows it in
+/// ResNet blocks.
+public struct GroupNorm {
+    public var weight: Tensor
+    public var bias: Tensor
+    public let groups: Int
+    public let epsilon: Float
+
+    public init(_ store: TensorStore, _ prefix: String, groups: Int, epsilon: Float) throws {
+        weight = try store.tensor(named: prefix + ".weight")
+        bias = try store.tensor(named: prefix + ".bias")
+        self.groups = groups
+        self.epsilon = epsilon
+    }
+
+    public func callAsFunction(_ x: Tensor, fusedSiLU: Bool = false) -> Tensor {
+        CPUKernels.groupNorm(x, groups: groups, weight: weight, bias: bias, epsilon: epsilon, fusedSiLU: fusedSiLU)
+    }
+}

@@ -1,0 +1,68 @@
+"""Reference draws of torch's CPU generator for TorchGenerator's tests.
+
+Records `torch.Generator("cpu").manual_seed(seed)` followed by `torch.randn(shape, generator=g)` (float32) for
+several seeds and shapes, plus successive draws from one generator (the stream diffusers uses: latents, then
+ancestral-sampler noise). Writes Tests/Fixtures/reference/rng.safetensors.
+
+torch's float kernel for >= 16 elements depends on its CPU dispatch capability: AVX2 and AVX512 run the
+avx_mathfun polynomials (rng.safetensors, recorded with the machine's capability, which must be one of those),
+DEFAULT runs libm logf/cosf/sinf (rng_libm.safetensors, recorded in a subprocess with
+ATEN_CPU_CAPABILITY=default). TorchGenerator's `.avx2` and `.libm` normal paths reproduce them.
+"""
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REFERENCE = os.path.join(HERE, "..", "..", "Tests", "Fixtures", "reference")
+
+SEEDS = [0, 42, 2**32 + 5, 2**63 + 12345]
+SHAPES = [[1], [7], [15], [16], [17], [100], [2, 4, 8, 8]]
+
+
+def gen(seed):
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def record_libm():
+    assert torch.backends.cpu.get_cpu_capability() == "DEFAULT", "run with ATEN_CPU_CAPABILITY=default"
+    tensors = {}
+    for si, seed in enumerate(SEEDS[:2]):
+        for shape in [[16], [17], [100], [2, 4, 8, 8]]:
+            name = f"seed{si}_" + "x".join(map(str, shape))
+            tensors[name] = torch.randn(shape, generator=gen(seed), dtype=torch.float32).contiguous()
+    save_file(tensors, os.path.join(REFERENCE, "rng_libm.safetensors"),
+              metadata={"cpu_capability": "DEFAULT", "torch": torch.__version__})
+
+
+def main():
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert capability in ("AVX2", "AVX512"), f"record on an x86-64 CPU with AVX2/AVX512 (got {capability})"
+    tensors = {}
+    for si, seed in enumerate(SEEDS):
+        for shape in SHAPES:
+            name = f"seed{si}_" + "x".join(map(str, shape))
+            tensors[name] = torch.randn(shape, generator=gen(seed), dtype=torch.float32).contiguous()
+        # SDXL latent: keep head and tail only (the whole tensor is 256 KiB)
+        big = torch.randn([1, 4, 128, 128], generator=gen(seed), dtype=torch.float32).flatten()
+        tensors[f"seed{si}_1x4x128x128_head"] = big[:64].clone()
+        tensors[f"seed{si}_1x4x128x128_tail"] = big[-64:].clone()
+        # successive draws from one generator: sizes mixing the vectorised and the scalar (cached) paths
+        g = gen(seed)
+        for k, shape in enumerate([[2, 4, 8, 8], [2, 4, 8, 8], [3], [5], [17], [1]]):
+            tensors[f"seed{si}_seq{k}"] = torch.randn(shape, generator=g, dtype=torch.float32).flatten().contiguous()
+    meta = {"seeds": ",".join(str(s) for s in SEEDS), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+    save_file(tensors, os.path.join(REFERENCE, "rng.safetensors"), metadata=meta)
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--libm"], env=env, check=True)
+
+
+if __name__ == "__main__":
+    if "--libm" in sys.argv:
+        record_libm()
+    else:
+        main()

@@ -9,13 +9,14 @@ max_length=model_max_length, truncation=True)`) and the untruncated ids (`tokeni
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from transformers import CLIPTokenizer
 
-import clip_vocab
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import clip_vocab  # noqa: E402
 FIXTURES = os.path.join(HERE, "..", "..", "Tests", "Fixtures")
 FULL = os.path.join(FIXTURES, "tokenizer", "clip")
 CONFIGS = os.path.join(FIXTURES, "tokenizer", "configs")

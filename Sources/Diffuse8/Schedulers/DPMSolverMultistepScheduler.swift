@@ -107,8 +107,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     public mutating func step(modelOutput: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
         let count = timesteps.count
         let useFirstOrderAtEnd = stepIndex == count - 1 && (eulerAtFinal || (lowerOrderFinal && count < 15) || finalSigmaIsZero)
-        let useSecondOrderAtEnd = stepIndex == count - 2 && lowerOrderFinal && count < 15
-        _ = useSecondOrderAtEnd  // with solver_order <= 2 the second-order update is the highest anyway
+        // (diffusers' `lower_order_second` only matters for solver_order 3, which is not supported.)
 
         // convert_model_output: the x0 prediction.
         let current = Self.alphaSigma(sigmas[stepIndex])

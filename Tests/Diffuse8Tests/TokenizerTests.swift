@@ -12,8 +12,10 @@ final class TokenizerTests: XCTestCase {
     struct Reference: Decodable {
         struct Row: Decodable { let ids: [Int]; let untruncated: [Int] }
         struct Case: Decodable { let model_max_length: Int; let pad_token_id: Int; let rows: [Row] }
+        struct Fuzz: Decodable { let strings: [String]; let tokenizers: [String: [[Int]]] }
         let strings: [String]
         let tokenizers: [String: Case]
+        let fuzz: Fuzz
     }
 
     static let reference: Reference = {
@@ -61,6 +63,24 @@ final class TokenizerTests: XCTestCase {
     func testTinySDXLTokenizers() throws {
         try check("tiny-sdxl/tokenizer")
         try check("tiny-sdxl/tokenizer_2")
+    }
+
+    /// 150 random strings mixing letters, digits, punctuation, contractions, specials, accents, CJK, emoji and
+    /// unusual whitespace.
+    func testRandomStringsMatchTransformers() throws {
+        for (name, expected) in Self.reference.fuzz.tokenizers {
+            let tokenizer = try tokenizer(for: name)
+            var mismatches = 0
+            for (string, ids) in zip(Self.reference.fuzz.strings, expected) {
+                let actual = [tokenizer.bosTokenID] + tokenizer.encode(string) + [tokenizer.eosTokenID]
+                if actual != ids {
+                    mismatches += 1
+                    if mismatches <= 3 { XCTFail("\(name): \(string.debugDescription): \(actual) != \(ids)") }
+                }
+            }
+            XCTAssertEqual(mismatches, 0, name)
+            XCTAssertEqual(expected.count, 150)
+        }
     }
 
     func testTruncationReportsDroppedTokens() throws {

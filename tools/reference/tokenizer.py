@@ -95,6 +95,23 @@ CONFIG_FILES = {
 }
 
 
+def fuzz_strings(count=150, seed=0):
+    """Random strings over a pool that exercises every branch of the pre-tokenizer (deterministic)."""
+    import random
+    rng = random.Random(seed)
+    pool = (list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") * 3
+            + list(" \t\n   '''!!?.,;:-_()[]{}<>|/\\\"#$%&*+=@^`~")
+            + ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "<|endoftext|>", "<|startoftext|>", "<|ENDOFTEXT|>"]
+            + list("éÉàçñöüßøåæœıİŞğΣσςΩ") + ["e\u0301", "A\u030a", "\u1100\u1161"]
+            + list("日本語中文한국어ｱＡ½²③Ⅻ٣")
+            + ["🙂", "👍🏽", "👨\u200d👩", "🇫🇷", "\u00a0", "\u3000", "\u200b", "\ufb01"])
+    strings = []
+    for _ in range(count):
+        length = rng.randint(1, 40)
+        strings.append("".join(rng.choice(pool) for _ in range(length)))
+    return strings
+
+
 def record(tokenizer):
     rows = []
     for s in STRINGS:
@@ -123,6 +140,15 @@ def main():
             result["tokenizers"]["full/" + name] = record(CLIPTokenizer.from_pretrained(tmp))
     for folder in ("tiny-sd15/tokenizer", "tiny-sdxl/tokenizer", "tiny-sdxl/tokenizer_2"):
         result["tokenizers"][folder] = record(CLIPTokenizer.from_pretrained(os.path.join(FIXTURES, folder)))
+    fuzz = fuzz_strings()
+    result["fuzz"] = {"strings": fuzz, "tokenizers": {}}
+    for name in ("sd15", "sdxl-tokenizer-2"):
+        with tempfile.TemporaryDirectory() as tmp:
+            for file_name in ("vocab.json", "merges.txt"):
+                shutil.copy(os.path.join(FULL, file_name), tmp)
+            shutil.copy(os.path.join(CONFIGS, name, "tokenizer_config.json"), tmp)
+            tokenizer = CLIPTokenizer.from_pretrained(tmp)
+            result["fuzz"]["tokenizers"]["full/" + name] = [tokenizer(s).input_ids for s in fuzz]
     with open(os.path.join(FIXTURES, "reference", "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, ensure_ascii=True, separators=(",", ":"))
 

@@ -57,6 +57,11 @@ def main():
     meta = {"seeds": ",".join(str(s) for s in SEEDS), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__}
     save_file(tensors, os.path.join(REFERENCE, "rng.safetensors"), metadata=meta)
+    # torch's AVX2 and AVX512 kernels draw the same floats (both run the avx_mathfun code); check it here.
+    probe = "import torch; print(torch.randn([2, 4, 8, 8], generator=torch.Generator().manual_seed(42)).numpy().tobytes().hex())"
+    outputs = {subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, ATEN_CPU_CAPABILITY=c), check=True,
+                              capture_output=True, text=True).stdout for c in ("avx2", "avx512")}
+    assert len(outputs) == 1, "torch's AVX2 and AVX512 randn differ: TorchGenerator's .avx2 path matches only one"
     env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
     subprocess.run([sys.executable, os.path.abspath(__file__), "--libm"], env=env, check=True)
 

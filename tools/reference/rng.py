@@ -35,7 +35,7 @@ def record_libm():
             name = f"seed{si}_" + "x".join(map(str, shape))
             tensors[name] = torch.randn(shape, generator=gen(seed), dtype=torch.float32).contiguous()
     save_file(tensors, os.path.join(REFERENCE, "rng_libm.safetensors"),
-              metadata={"cpu_capability": "DEFAULT", "torch": torch.__version__})
+              metadata={"recorded_with": f"torch {torch.__version__}, cpu capability DEFAULT"})
 
 
 def main():
@@ -54,8 +54,8 @@ def main():
         g = gen(seed)
         for k, shape in enumerate([[2, 4, 8, 8], [2, 4, 8, 8], [3], [5], [17], [1]]):
             tensors[f"seed{si}_seq{k}"] = torch.randn(shape, generator=g, dtype=torch.float32).flatten().contiguous()
-    meta = {"seeds": ",".join(str(s) for s in SEEDS), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__}
+    # one metadata key: safetensors writes several in a random order, and the fixture must be reproducible
+    meta = {"recorded_with": f"torch {torch.__version__}, cpu capability {capability}, seeds {SEEDS}"}
     save_file(tensors, os.path.join(REFERENCE, "rng.safetensors"), metadata=meta)
     # torch's AVX2 and AVX512 kernels draw the same floats (both run the avx_mathfun code); check it here.
     probe = "import torch; print(torch.randn([2, 4, 8, 8], generator=torch.Generator().manual_seed(42)).numpy().tobytes().hex())"

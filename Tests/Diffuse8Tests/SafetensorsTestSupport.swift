@@ -3,7 +3,7 @@ import Foundation
 /// Temporary folders for tests that write files (removed in tearDown).
 enum FormatsTestFiles {
     static func make() throws -> String {
-        let path = NSFormatsTestFiles() + "diffuse8-test-" + UUID().uuidString
+        let path = NSTemporaryDirectory() + "diffuse8-test-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }

@@ -77,13 +77,29 @@ def write_dtypes():
     save_file({k: v.float() for k, v in tensors.items()}, os.path.join(OUT, "python_dtypes_f32.safetensors"))
 
 
+def exact_ties(count):
+    """float32 x with (x * 0.5 + 0.5) * 255 == k + 0.5 exactly, for spread-out k."""
+    found = []
+    for k in range(0, 255, 7):
+        x = np.float32((k + 0.5) / 255 * 2 - 1)
+        for _ in range(64):
+            v = (x * np.float32(0.5) + np.float32(0.5)) * np.float32(255)
+            if v == np.float32(k + 0.5):
+                found.append(float(x))
+                break
+            x = np.nextafter(x, np.float32(2) if v < k + 0.5 else np.float32(-2), dtype=np.float32)
+        if len(found) == count:
+            break
+    return torch.tensor(found, dtype=torch.float32)
+
+
 def write_image_postprocess():
     from diffusers.image_processor import VaeImageProcessor
     g = torch.Generator().manual_seed(1)
     x = (torch.rand(2, 3, 4, 5, generator=g) * 2.4 - 1.2)
-    # Values that land exactly on .5 after *255 (ties) and on the clamp edges.
-    ties = torch.tensor([(2 * k + 1) / 510 * 2 - 1 for k in range(20)], dtype=torch.float32)
-    x.view(-1)[:20] = ties
+    # Values that land exactly on .5 after *255 in float32 (ties, which numpy rounds to even) and the clamp edges.
+    ties = exact_ties(20)
+    x.view(-1)[:len(ties)] = ties
     x.view(-1)[20:24] = torch.tensor([-1.0, 1.0, -1.0000001, 1.0000001])
     images = VaeImageProcessor().postprocess(x, output_type="pil")
     pixels = torch.from_numpy(np.stack([np.asarray(im) for im in images]))  # N, H, W, 3 uint8

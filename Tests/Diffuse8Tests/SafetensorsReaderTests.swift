@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import Diffuse8
 
@@ -68,6 +69,32 @@ final class SafetensorsReaderTests: XCTestCase {
         let weight = try unet.tensor(named: "conv_in.weight")
         XCTAssertEqual(weight.shape.count, 4)
         XCTAssertTrue(weight.scalars.allSatisfy { $0.isFinite })
+    }
+
+    /// A 5 GB tensor in a sparse file: opening maps it instead of reading it, so this is instant and
+    /// needs no memory for the data.
+    func testHugeFileIsMappedNotRead() throws {
+        let directory = try FormatsTestFiles.make()
+        defer { FormatsTestFiles.remove(directory) }
+        let size = 5_000_000_000
+        var writer = SafetensorsWriter()
+        try writer.add("small", dtype: .u8, shape: [2], bytes: [7, 9])
+        var header = Array(String(decoding: writer.headerBytes().dropFirst(8), as: UTF8.self)
+            .replacingOccurrences(of: "}}", with: "},\"big\":{\"dtype\":\"U8\",\"shape\":[\(size)],\"data_offsets\":[2,\(size + 2)]}}").utf8)
+        header += [UInt8](repeating: 0x20, count: (8 - header.count % 8) % 8)
+        let path = directory + "/huge.safetensors"
+        let prefix = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header + [7, 9]
+        try FormatsTestFiles.write(prefix, to: path)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: UInt64(prefix.count + size))
+        try handle.close()
+
+        let file = try SafetensorsFile(path: path)
+        XCTAssertEqual(file.fileSize, prefix.count + size)
+        XCTAssertEqual(try file.tensor(named: "small").scalars, [7, 9])
+        let big = try file.rawBytes(named: "big")
+        XCTAssertEqual(big.count, size)
+        XCTAssertEqual(big[size - 1], 0)
     }
 
     func testUnknownTensorNameNamesFileAndTensor() throws {

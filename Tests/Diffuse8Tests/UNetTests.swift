@@ -90,4 +90,47 @@ final class UNetTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("proj_in.weight"), "\($0)")
         }
     }
+
+    /// Writes F32 tensors as a safetensors file (test helper; the sharded loader reads it back).
+    private func writeSafetensors(_ tensors: [(String, Tensor)], to path: String) throws {
+        var header: [String: JSONValue] = [:]
+        var payload = Data()
+        for (name, t) in tensors {
+            let start = payload.count
+            t.scalars.withUnsafeBytes { payload.append(contentsOf: $0) }
+            header[name] = .object(["dtype": .string("F32"), "shape": .array(t.shape.map { .number(Double($0)) }),
+                                    "data_offsets": .array([.number(Double(start)), .number(Double(payload.count))])])
+        }
+        var json = try JSONEncoder().encode(JSONValue.object(header))
+        while json.count % 8 != 0 { json.append(0x20) }
+        var length = UInt64(json.count).littleEndian
+        var file = Data(bytes: &length, count: 8)
+        file.append(json)
+        file.append(payload)
+        try file.write(to: URL(fileURLWithPath: path))
+    }
+
+    func testLoadsShardedWeights() throws {
+        let source = Fixtures.path("tiny-sd15/unet")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("unet-shards-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.copyItem(atPath: source + "/config.json", toPath: directory + "/config.json")
+        let store = try SafetensorsFile(path: source + "/diffusion_pytorch_model.safetensors")
+        let names = store.tensorNames
+        var weightMap: [String: JSONValue] = [:]
+        for (i, part) in [names[..<(names.count / 2)], names[(names.count / 2)...]].enumerated() {
+            let file = "diffusion_pytorch_model-0000\(i + 1)-of-00002.safetensors"
+            try writeSafetensors(try part.map { ($0, try store.tensor(named: $0)) }, to: directory + "/" + file)
+            for name in part { weightMap[name] = .string(file) }
+        }
+        try JSONEncoder().encode(JSONValue.object(["metadata": .object([:]), "weight_map": .object(weightMap)]))
+            .write(to: URL(fileURLWithPath: directory + "/diffusion_pytorch_model.safetensors.index.json"))
+
+        let sharded = try UNet2DConditionModel.load(directory: directory)
+        let reference = try Fixtures.reference("unet_sd15")
+        let out = sharded(sample: try reference.tensor(named: "sample"), timesteps: try reference.tensor(named: "timesteps").scalars,
+                          encoderHiddenStates: try reference.tensor(named: "encoder_hidden_states"))
+        XCTAssertLessThan(out.relativeL2(to: try reference.tensor(named: "out")), 1e-4)
+    }
 }

@@ -92,6 +92,32 @@ final class CLIPTextModelTests: XCTestCase {
             eosTokenID: 2513, projectionDim: 32, vocabSize: 2514))
     }
 
+    /// The text encoder configs of the public SD1.5 and SDXL repositories (older transformers layouts).
+    func testParsesPublicStableDiffusionConfigurations() throws {
+        let sd15 = #"""
+            {"_name_or_path": "openai/clip-vit-large-patch14", "architectures": ["CLIPTextModel"],
+            "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu",
+            "hidden_size": 768, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 3072,
+            "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
+            "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 1, "projection_dim": 768,
+            "torch_dtype": "float32", "transformers_version": "4.22.0.dev0", "vocab_size": 49408}
+            """#
+        let sdxl2 = #"""
+            {"architectures": ["CLIPTextModelWithProjection"], "attention_dropout": 0.0, "bos_token_id": 0,
+            "dropout": 0.0, "eos_token_id": 2, "hidden_act": "gelu", "hidden_size": 1280, "initializer_factor": 1.0,
+            "initializer_range": 0.02, "intermediate_size": 5120, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+            "model_type": "clip_text_model", "num_attention_heads": 20, "num_hidden_layers": 32, "pad_token_id": 1,
+            "projection_dim": 1280, "torch_dtype": "float16", "transformers_version": "4.32.0.dev0", "vocab_size": 49408}
+            """#
+        let a = try CLIPTextConfiguration(json: try JSONDecoder().decode(JSONValue.self, from: Data(sd15.utf8)))
+        XCTAssertEqual(a, CLIPTextConfiguration(architecture: .textModel, hiddenSize: 768, intermediateSize: 3072,
+            numHiddenLayers: 12, numAttentionHeads: 12, hiddenAct: .quickGELU, eosTokenID: 2, projectionDim: 768))
+        let b = try CLIPTextConfiguration(json: try JSONDecoder().decode(JSONValue.self, from: Data(sdxl2.utf8)))
+        XCTAssertEqual(b, CLIPTextConfiguration(architecture: .textModelWithProjection, hiddenSize: 1280,
+            intermediateSize: 5120, numHiddenLayers: 32, numAttentionHeads: 20, hiddenAct: .gelu, eosTokenID: 2,
+            projectionDim: 1280))
+    }
+
     func testConfigurationErrorsNameTheKey() throws {
         func error(_ json: String) -> String {
             do {

@@ -98,6 +98,23 @@ final class VAETests: XCTestCase {
         XCTAssertTrue(activation.contains("act_fn"), activation)
     }
 
+    /// The public SD1.5 VAE config predates `scaling_factor`, `force_upcast` and the quant-conv keys:
+    /// diffusers' defaults apply.
+    func testParsesPublicSD15Configuration() throws {
+        let json = #"""
+            {"_class_name": "AutoencoderKL", "_diffusers_version": "0.6.0", "act_fn": "silu",
+            "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+            "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
+            "sample_size": 512,
+            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}
+            """#
+        let configuration = try VAEConfiguration(json: try JSONDecoder().decode(JSONValue.self, from: Data(json.utf8)))
+        XCTAssertEqual(configuration, VAEConfiguration(blockOutChannels: [128, 256, 512, 512], layersPerBlock: 2,
+                                                       normNumGroups: 32, scalingFactor: 0.18215))
+        XCTAssertEqual(configuration.downscaleFactor, 8)
+    }
+
     func testOptionalConvsAndDefaults() throws {
         let configuration = try VAEConfiguration(json: try JSONDecoder().decode(JSONValue.self, from: Data(
             #"{"block_out_channels": [32, 64], "use_post_quant_conv": false, "mid_block_add_attention": false}"#.utf8)))

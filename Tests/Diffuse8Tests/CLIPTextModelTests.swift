@@ -148,6 +148,27 @@ final class CLIPTextModelTests: XCTestCase {
         }
     }
 
+    /// A config with fewer layers than the weights would silently drop layers; it must be an error.
+    func testUnusedWeightsAreAnError() throws {
+        let directory = Fixtures.path("tiny-sdxl/text_encoder_2")
+        let weights = try SafetensorsFile(path: directory + "/model.safetensors")
+        var configuration = try CLIPTextConfiguration(directory: directory)
+        configuration.numHiddenLayers = 2
+        XCTAssertThrowsError(try CLIPTextModel(configuration: configuration, weights: weights)) {
+            XCTAssertTrue("\($0)".contains("text_model.encoder.layers.2."), "\($0)")
+        }
+        configuration = try CLIPTextConfiguration(directory: directory)
+        configuration.architecture = .textModel
+        XCTAssertThrowsError(try CLIPTextModel(configuration: configuration, weights: weights)) {
+            XCTAssertTrue("\($0)".contains("text_projection.weight"), "\($0)")
+        }
+        configuration = try CLIPTextConfiguration(directory: directory)
+        configuration.intermediateSize = 64
+        XCTAssertThrowsError(try CLIPTextModel(configuration: configuration, weights: weights)) {
+            XCTAssertTrue("\($0)".contains("mlp.fc1.weight"), "\($0)")
+        }
+    }
+
     /// The causal mask: a query sees only earlier positions, so later tokens never change earlier outputs.
     func testCausalAttentionIgnoresLaterTokens() throws {
         let model = try CLIPTextModel.load(directory: Fixtures.path("tiny-sd15/text_encoder"))

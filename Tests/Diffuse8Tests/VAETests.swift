@@ -126,6 +126,26 @@ final class VAETests: XCTestCase {
         XCTAssertNil(configuration.latentsMean)
     }
 
+    func testWeightsDisagreeingWithConfigurationAreAnError() throws {
+        let directory = Fixtures.path("tiny-sd15/vae")
+        let weights = try SafetensorsFile(path: directory + "/diffusion_pytorch_model.safetensors")
+        var configuration = try VAEConfiguration(directory: directory)
+        configuration.useQuantConv = false
+        XCTAssertThrowsError(try AutoencoderKL(configuration: configuration, weights: weights)) {
+            XCTAssertTrue("\($0)".contains("'quant_conv.weight'"), "\($0)")
+        }
+        configuration = try VAEConfiguration(directory: directory)
+        configuration.midBlockAddAttention = false
+        XCTAssertThrowsError(try AutoencoderKL(configuration: configuration, weights: weights)) {
+            XCTAssertTrue("\($0)".contains("mid_block.attentions.0"), "\($0)")
+        }
+        configuration = try VAEConfiguration(directory: directory)
+        configuration.blockOutChannels = [8, 16, 16, 16]
+        XCTAssertThrowsError(try AutoencoderKL(configuration: configuration, weights: weights)) {
+            XCTAssertTrue("\($0)".contains("down_blocks.1"), "\($0)")
+        }
+    }
+
     func testMissingWeightsNameTheTensor() throws {
         let directory = Fixtures.path("tiny-sd15/vae")
         var configuration = try VAEConfiguration(directory: directory)

@@ -32,8 +32,11 @@ public final class CLIPTextModel {
     /// `text_projection` (no bias); present for `.textModelWithProjection`.
     public let textProjection: Linear?
 
-    public init(configuration: CLIPTextConfiguration, weights: TensorStore) throws {
+    /// Builds the model and checks the weights against the configuration: every tensor's shape, and that
+    /// no tensor is left unused (so a wrong `num_hidden_layers` or architecture is an error, not silent).
+    public init(configuration: CLIPTextConfiguration, weights store: TensorStore) throws {
         self.configuration = configuration
+        let weights = ComponentWeightAudit(store)
         let prefix: String
         if weights.contains("text_model.embeddings.token_embedding.weight") {
             prefix = "text_model."
@@ -45,26 +48,29 @@ public final class CLIPTextModel {
                 + "(nor 'embeddings.token_embedding.weight'); is this a transformers CLIP text encoder checkpoint?")
         }
         let hidden = configuration.hiddenSize
-        tokenEmbedding = try Self.load(weights, prefix + "embeddings.token_embedding.weight",
-                                       expecting: [configuration.vocabSize, hidden], keys: "vocab_size, hidden_size")
-        positionEmbedding = try Self.load(weights, prefix + "embeddings.position_embedding.weight",
-                                          expecting: [configuration.maxPositionEmbeddings, hidden],
-                                          keys: "max_position_embeddings, hidden_size")
+        let tokenName = prefix + "embeddings.token_embedding.weight"
+        tokenEmbedding = try weights.tensor(named: tokenName)
+        try ComponentWeightAudit.requireShape(tokenEmbedding, [configuration.vocabSize, hidden], tokenName + " (vocab_size, hidden_size)")
+        let positionName = prefix + "embeddings.position_embedding.weight"
+        positionEmbedding = try weights.tensor(named: positionName)
+        try ComponentWeightAudit.requireShape(positionEmbedding, [configuration.maxPositionEmbeddings, hidden],
+                         positionName + " (max_position_embeddings, hidden_size)")
         layers = try (0..<configuration.numHiddenLayers).map {
             try CLIPEncoderLayer(weights, prefix + "encoder.layers.\($0)", configuration: configuration)
         }
         finalLayerNorm = try LayerNorm(weights, prefix + "final_layer_norm", epsilon: configuration.layerNormEpsilon)
+        try ComponentWeightAudit.requireShape(finalLayerNorm.weight, [hidden], prefix + "final_layer_norm.weight")
+        try ComponentWeightAudit.requireShape(finalLayerNorm.bias, [hidden], prefix + "final_layer_norm.bias")
         if configuration.architecture == .textModelWithProjection {
             let projection = try Linear(weights, "text_projection", bias: false)
-            guard projection.weight.shape == [configuration.projectionDim, hidden] else {
-                throw ComponentConfigurationError(
-                    "tensor 'text_projection.weight' has shape \(projection.weight.shape) but the config's "
-                    + "projection_dim, hidden_size give [\(configuration.projectionDim), \(hidden)]")
-            }
+            try ComponentWeightAudit.requireShape(projection.weight, [configuration.projectionDim, hidden], "text_projection.weight (projection_dim, hidden_size)")
             textProjection = projection
         } else {
             textProjection = nil
         }
+        // position_ids is a buffer older transformers saved; it carries no weights.
+        try weights.requireAllUsed(component: "CLIP text encoder (\(configuration.architecture.rawValue))",
+                                   ignoring: { $0.hasSuffix("embeddings.position_ids") })
     }
 
     /// Loads `<directory>/config.json` and `model.safetensors` (or `model.fp16.safetensors`).
@@ -128,14 +134,5 @@ public final class CLIPTextModel {
                 for c in 0..<hidden { out[b * hidden + c] = x.scalars[(b * length + p) * hidden + c] }
             }
         }
-    }
-
-    private static func load(_ store: TensorStore, _ name: String, expecting shape: [Int], keys: String) throws -> Tensor {
-        let tensor = try store.tensor(named: name)
-        guard tensor.shape == shape else {
-            throw ComponentConfigurationError(
-                "tensor '\(name)' has shape \(tensor.shape) but the config's \(keys) give \(shape); config.json and weights disagree")
-        }
-        return tensor
     }
 }

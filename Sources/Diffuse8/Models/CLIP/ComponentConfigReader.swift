@@ -99,3 +99,41 @@ extension ComponentConfigReader {
             + (sharded ? "; sharded checkpoints (*.safetensors.index.json) are not supported yet, merge the shards into one file" : ""))
     }
 }
+
+/// Wraps a weight store and records which tensors a model reads, so that tensors it never used can be
+/// reported: a `num_hidden_layers`, `layers_per_block` or `use_quant_conv` that does not belong to the
+/// weights would otherwise silently drop layers.
+final class ComponentWeightAudit: TensorStore {
+    let base: TensorStore
+    let tensorNames: [String]
+    private(set) var used: Set<String> = []
+
+    init(_ base: TensorStore) {
+        self.base = base
+        tensorNames = base.tensorNames
+    }
+
+    func tensor(named name: String) throws -> Tensor {
+        used.insert(name)
+        return try base.tensor(named: name)
+    }
+
+    /// Throws when a tensor other than those matching `ignoring` was never read. `component` names the model.
+    func requireAllUsed(component: String, ignoring: (String) -> Bool = { _ in false }) throws {
+        let unused = tensorNames.filter { !used.contains($0) && !ignoring($0) }
+        guard unused.isEmpty else {
+            let shown = unused.prefix(5).map { "'\($0)'" }.joined(separator: ", ")
+            throw ComponentConfigurationError(
+                "\(component): \(unused.count) weight tensor(s) are not used by the model its config.json describes "
+                + "(\(shown)\(unused.count > 5 ? ", …" : "")); the config and the weights do not belong together")
+        }
+    }
+
+    /// Throws unless `tensor` has `shape`; `name` is the state-dict key.
+    static func requireShape(_ tensor: Tensor, _ shape: [Int], _ name: String) throws {
+        guard tensor.shape == shape else {
+            throw ComponentConfigurationError(
+                "tensor '\(name)' has shape \(tensor.shape) but the config.json describes \(shape); the config and the weights do not belong together")
+        }
+    }
+}

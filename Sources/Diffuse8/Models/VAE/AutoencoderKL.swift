@@ -39,19 +39,21 @@ public final class AutoencoderKL {
     public let quantConv: Conv2d?
     public let postQuantConv: Conv2d?
 
-    public init(configuration: VAEConfiguration, weights: TensorStore) throws {
+    /// Builds the model and checks the weights against the configuration: every tensor's shape, and that
+    /// no tensor is left unused (a wrong `layers_per_block` or `use_quant_conv` is an error, not silent).
+    public init(configuration: VAEConfiguration, weights store: TensorStore) throws {
         self.configuration = configuration
+        let weights = ComponentWeightAudit(store)
         encoder = try VAEEncoder(weights, "encoder", configuration: configuration)
         decoder = try VAEDecoder(weights, "decoder", configuration: configuration)
         quantConv = configuration.useQuantConv ? try Conv2d(weights, "quant_conv") : nil
         postQuantConv = configuration.usePostQuantConv ? try Conv2d(weights, "post_quant_conv") : nil
+        try VAEWeightValidation.encoder(encoder, configuration)
+        try VAEWeightValidation.decoder(decoder, configuration)
         let latent = configuration.latentChannels
-        let first = decoder.convIn.inChannels
-        guard first == latent, encoder.convOut.outChannels == 2 * latent else {
-            throw ComponentConfigurationError(
-                "VAE weights 'decoder.conv_in.weight' (\(decoder.convIn.weight.shape)) / 'encoder.conv_out.weight' "
-                + "(\(encoder.convOut.weight.shape)) do not match the config's latent_channels \(latent)")
-        }
+        if let quantConv { try VAEWeightValidation.conv(quantConv, out: 2 * latent, in: 2 * latent, kernel: 1) }
+        if let postQuantConv { try VAEWeightValidation.conv(postQuantConv, out: latent, in: latent, kernel: 1) }
+        try weights.requireAllUsed(component: "AutoencoderKL")
     }
 
     /// Loads `<directory>/config.json` and `diffusion_pytorch_model.safetensors` (or the `.fp16` variant).

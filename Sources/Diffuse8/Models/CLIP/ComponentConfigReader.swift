@@ -88,15 +88,17 @@ struct ComponentConfigReader {
 }
 
 extension ComponentConfigReader {
-    /// Opens the first of `candidates` (file names inside `directory`) that exists.
-    static func openWeights(directory: String, candidates: [String]) throws -> SafetensorsFile {
+    /// Opens the first of `candidates` (file names inside `directory`) that exists; failing that, a sharded
+    /// checkpoint (`<candidate>.index.json` and its shards, read through the UNet's sharded reader).
+    static func openWeights(directory: String, candidates: [String]) throws -> TensorStore {
         for name in candidates where FileManager.default.fileExists(atPath: directory + "/" + name) {
             return try SafetensorsFile(path: directory + "/" + name)
         }
-        let sharded = candidates.contains { FileManager.default.fileExists(atPath: directory + "/" + $0 + ".index.json") }
+        for name in candidates where FileManager.default.fileExists(atPath: directory + "/" + name + ".index.json") {
+            return try UNetShardedWeights(index: directory + "/" + name + ".index.json")
+        }
         throw ComponentConfigurationError(
-            "\(directory): no weights file found (looked for \(candidates.joined(separator: ", ")))"
-            + (sharded ? "; sharded checkpoints (*.safetensors.index.json) are not supported yet, merge the shards into one file" : ""))
+            "\(directory): no weights file found (looked for \(candidates.joined(separator: ", ")) and their .index.json)")
     }
 }
 

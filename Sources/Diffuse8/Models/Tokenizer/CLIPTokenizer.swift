@@ -15,8 +15,10 @@ public struct TokenizerError: Error, CustomStringConvertible {
 public struct TokenizedPrompt: Sendable, Equatable {
     /// BOS, the first `contextLength - 2` prompt tokens, EOS, then padding: `contextLength` ids.
     public let ids: [Int]
-    /// Index of the EOS token in `ids` (what CLIP's pooled output reads).
-    public let endIndex: Int
+    /// The first index holding the EOS id: the token transformers' CLIP text model pools
+    /// (`(input_ids == eos_token_id).argmax()`). It is the appended EOS unless the prompt itself contains
+    /// `<|endoftext|>`.
+    public let eosIndex: Int
     /// Prompt tokens cut off by truncation (0 when the prompt fits). Callers print
     /// "prompt truncated: N tokens dropped", as diffusers warns.
     public let droppedTokenCount: Int
@@ -171,9 +173,8 @@ public struct CLIPTokenizer: Sendable {
         var ids = [bosTokenID]
         ids.append(contentsOf: tokens[0..<kept])
         ids.append(eosTokenID)
-        let endIndex = ids.count - 1
         ids.append(contentsOf: repeatElement(padTokenID, count: contextLength - ids.count))
-        return TokenizedPrompt(ids: ids, endIndex: endIndex, droppedTokenCount: tokens.count - kept,
+        return TokenizedPrompt(ids: ids, eosIndex: ids.firstIndex(of: eosTokenID)!, droppedTokenCount: tokens.count - kept,
                                droppedIDs: Array(tokens[kept...]))
     }
 

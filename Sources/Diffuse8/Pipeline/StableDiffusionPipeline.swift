@@ -18,7 +18,7 @@ public final class StableDiffusionPipeline {
     /// Loads every component of a diffusers folder. Throws an error naming the component or file at fault.
     public init(directory: String) throws {
         folder = try DiffusersFolder(path: directory)
-        unet = try UNet2DConditionModel.load(directory: folder.folder(of: "unet"))
+        unet = try QuantizedModelFolder.loadUNet(directory: folder.folder(of: "unet"))  // plain or quantized (simulated)
         vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
         var encoders = [TextConditioning.Encoder(
             tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),

@@ -8,6 +8,8 @@ public final class Conv2d {
     public var bias: Tensor?
     public let stride: Int
     public let padding: Int
+    /// Replaces the full-precision computation when set (observe / simulate modes); `nil` = plain FP32.
+    public var executionHook: Conv2dExecutionHook?
 
     public init(name: String, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
         self.name = name
@@ -26,6 +28,17 @@ public final class Conv2d {
     public var outChannels: Int { weight.shape[0] }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        if let executionHook { return executionHook.run(self, x) }
+        return CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+    }
+
+    /// The full-precision result, ignoring any hook.
+    public func fullPrecision(_ x: Tensor) -> Tensor {
         CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
     }
+}
+
+/// Runs a `Conv2d` layer in another mode than full precision (see `Quantization/`).
+public protocol Conv2dExecutionHook: AnyObject {
+    func run(_ layer: Conv2d, _ x: Tensor) -> Tensor
 }

@@ -7,6 +7,9 @@ public final class Linear {
     public let name: String
     public var weight: Tensor
     public var bias: Tensor?
+    /// Replaces the full-precision computation when set (calibration "observe" mode, simulated
+    /// quantization). `nil` (the default) runs the plain FP32 kernel with no extra work.
+    public var executionHook: LinearExecutionHook?
 
     public init(name: String, weight: Tensor, bias: Tensor?) {
         self.name = name
@@ -24,6 +27,17 @@ public final class Linear {
     public var outFeatures: Int { weight.shape[0] }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
+        if let executionHook { return executionHook.run(self, x) }
+        return CPUKernels.linear(x, weight: weight, bias: bias)
+    }
+
+    /// The full-precision result, ignoring any hook (hooks call this to observe or compare).
+    public func fullPrecision(_ x: Tensor) -> Tensor {
         CPUKernels.linear(x, weight: weight, bias: bias)
     }
+}
+
+/// Runs a `Linear` layer in another mode than full precision (see `Quantization/`).
+public protocol LinearExecutionHook: AnyObject {
+    func run(_ layer: Linear, _ x: Tensor) -> Tensor
 }

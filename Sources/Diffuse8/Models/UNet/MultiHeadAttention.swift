@@ -10,6 +10,8 @@ public final class MultiHeadAttention {
     public let value: Linear
     public let output: Linear
     public let heads: Int
+    /// Replaces the attention kernel when set (FP8 attention simulation, `Quantization/`); nil = FP32 SDPA.
+    public var attentionKernel: ((_ query: Tensor, _ key: Tensor, _ value: Tensor, _ heads: Int) -> Tensor)?
 
     init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
         query = try loader.linear(prefix + ".to_q", in: channels, out: channels, bias: false)
@@ -22,7 +24,8 @@ public final class MultiHeadAttention {
     /// x: [B, L, channels]; context: [B, Lc, contextChannels], or nil for self-attention.
     public func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
         let c = context ?? x
-        let attended = CPUKernels.attention(query: query(x), key: key(c), value: value(c), heads: heads)
+        let q = query(x), k = key(c), v = value(c)
+        let attended = attentionKernel?(q, k, v, heads) ?? CPUKernels.attention(query: q, key: k, value: v, heads: heads)
         return output(attended)
     }
 

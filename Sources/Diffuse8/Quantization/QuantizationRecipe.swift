@@ -1,0 +1,171 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which layers are quantized (DESIGN §3): 1 = Conv2d only; 2 = + feed-forward Linear (`ff.net.*`);
+/// 2.5 = + `to_q`/`to_k`/`to_v`; 3 = + every other Linear; 4 = level 3 + FP8 attention (Q, K, V and the
+/// softmax output in FP8; heads with head_dim % 16 == 0; FP8 format only). Always kept in full precision:
+/// `time_embedding`, `time_emb_proj`, `add_embedding`, `conv_in`, `conv_out`, `conv_shortcut`.
+public enum QuantizationLevel: String, Sendable, CaseIterable, Codable {
+    case convolutions = "1"
+    case feedForward = "2"
+    case attentionProjections = "2.5"
+    case allLinear = "3"
+    case fp8Attention = "4"
+
+    public init(parsing text: String) throws {
+        guard let level = QuantizationLevel(rawValue: text == "3.0" ? "3" : text == "2.0" ? "2" : text == "1.0" ? "1" : text == "4.0" ? "4" : text) else {
+            throw QuantizationError("unknown quantization level '\(text)'; choose one of 1, 2, 2.5, 3, 4")
+        }
+        self = level
+    }
+
+    var rank: Double { Double(rawValue)! }
+
+    /// Layer names that stay in full precision at every level (matched as whole name components).
+    public static let excludedComponents = ["time_embedding", "time_emb_proj", "add_embedding", "conv_in", "conv_out", "conv_shortcut"]
+
+    public static func isExcluded(_ name: String) -> Bool {
+        let parts = name.split(separator: ".").map(String.init)
+        return parts.contains { excludedComponents.contains($0) }
+    }
+
+    /// Whether this level quantizes the layer named `name` of kind `kind`.
+    public func quantizes(_ name: String, kind: LayerStatistics.Kind) -> Bool {
+        if Self.isExcluded(name) { return false }
+        if kind == .conv2d { return true }
+        if name.contains(".ff.net.") { return rank >= 2 }
+        if UNetLayerInventory.isAttentionProjection(name) { return rank >= 2.5 }
+        return rank >= 3
+    }
+}
+
+/// How the per-tensor activation amax of Conv2d inputs is chosen from the per-step statistics.
+public enum CalibrationMethod: String, Sendable, CaseIterable, Codable {
+    /// The largest amax ever seen (all steps, all batches).
+    case max
+    /// Percentile Quant over the first K = floor(T·p) steps with a collect method.
+    case percentile
+}
+
+/// Percentile Quant's reduction over steps and batches (DESIGN §3, from NVIDIA's PercentileCalibrator).
+public enum CollectMethod: String, Sendable, CaseIterable, Codable {
+    /// min over the first K steps of the per-step mean over batches (default).
+    case minMean = "min-mean"
+    /// min over the first K steps of the per-step max over batches.
+    case minMax = "min-max"
+    /// mean over the first K steps of the per-step max over batches.
+    case meanMax = "mean-max"
+    /// min over the first K steps of the per-step min over batches (the smallest amax seen).
+    case globalMin = "global_min"
+}
+
+/// SmoothQuant for Linear layers: off, one α for all, or α searched per layer.
+public enum SmoothingChoice: Sendable, Equatable {
+    case none
+    case fixed(Float)
+    case search
+
+    public init(parsing text: String) throws {
+        switch text.lowercased() {
+        case "none", "off": self = .none
+        case "search": self = .search
+        default:
+            guard let a = Float(text), (0...1).contains(a) else {
+                throw QuantizationError("--alpha must be a number in [0, 1], 'search' or 'none', got '\(text)'")
+            }
+            self = .fixed(a)
+        }
+    }
+
+    public var text: String {
+        switch self {
+        case .none: return "none"
+        case .fixed(let a): return String(a)
+        case .search: return "search"
+        }
+    }
+}
+
+/// A full quantization recipe (what `diffuse8 quantize` flags select).
+public struct QuantizationRecipe: Sendable {
+    public var format: QuantizedFormat = .int8
+    public var level: QuantizationLevel = .allLinear
+    public var calibration: CalibrationMethod = .percentile
+    /// Fraction of timesteps in (0, 1] for Percentile Quant.
+    public var percentile: Double = 1.0
+    public var collectMethod: CollectMethod = .minMean
+    public var smoothing: SmoothingChoice = .fixed(0.8)
+    /// α grid for `.search`: 0, step, 2·step, … 1.
+    public var alphaStep: Float = 0.1
+    /// Dynamic quantization: per-token activation scales at run time, per-channel weights, no calibration.
+    public var dynamic = false
+    /// FP8 weights per output channel instead of per tensor.
+    public var fp8PerChannelWeights = false
+
+    public init() {}
+
+    /// Throws a clear error for impossible combinations.
+    public func validate() throws {
+        guard percentile > 0 && percentile <= 1 else {
+            throw QuantizationError("--percentile \(percentile) is outside (0, 1]; it is the fraction of timesteps whose statistics are used (1.0 = all)")
+        }
+        if level == .fp8Attention && format != .fp8 {
+            throw QuantizationError("level 4 quantizes attention (Q, K, V, softmax) to FP8 and needs --format fp8; INT8 attention is not supported, use --level 3 with --format int8")
+        }
+        guard alphaStep > 0 && alphaStep <= 1 else { throw QuantizationError("--alpha-step must be in (0, 1]") }
+    }
+
+    /// The α values the search tries.
+    public var alphaGrid: [Float] {
+        let n = Int((1 / alphaStep).rounded())
+        return (0...n).map { min(1, Float($0) * alphaStep) }
+    }
+
+    // MARK: - Formulas
+
+    /// The per-tensor activation amax of a layer input from its per-step statistics.
+    ///
+    /// `.max`: max over all steps. `.percentile`: K = floor(T·p) first steps (at least 1), then
+    /// `collectMethod`. `min-mean` uses the true mean over batches (sum / batch count); NVIDIA's code
+    /// divides the sum by T instead — a quirk we do not copy.
+    public static func activationAmax(_ s: LayerStatistics, method: CalibrationMethod, percentile: Double,
+                                      collect: CollectMethod) -> Float {
+        let steps = s.amaxMax.indices.filter { s.batchCount[$0] > 0 }
+        guard !steps.isEmpty else { return 0 }
+        if method == .max { return steps.map { s.amaxMax[$0] }.max()! }
+        let k = max(1, Int((Double(s.amaxMax.count) * percentile).rounded(.down)))
+        let first = steps.filter { $0 < k }
+        guard !first.isEmpty else { return steps.map { s.amaxMax[$0] }.max()! }
+        switch collect {
+        case .minMean: return first.map { Float(s.amaxSum[$0] / s.batchCount[$0]) }.min()!
+        case .minMax: return first.map { s.amaxMax[$0] }.min()!
+        case .meanMax: return Float(first.map { Double(s.amaxMax[$0]) }.reduce(0, +) / Double(first.count))
+        case .globalMin: return first.map { s.amaxMin[$0] }.min()!
+        }
+    }
+
+    /// SmoothQuant's per-input-channel scales: s_j = max|W[:,j]|^(1-α) / max|X_j|^α, 1 where either max
+    /// is 0, clamped to [1e-4, 1e4]. The layer computes (x / s) · (W · s)ᵀ.
+    public static func smoothingScales(weight: Tensor, channelAmax: [Float], alpha: Float) -> [Float] {
+        let columnAmax = weightColumnAmax(weight)
+        return zip(columnAmax, channelAmax).map { w, x in
+            guard w > 0, x > 0 else { return 1 }
+            let s = Float(pow(Double(w), Double(1 - alpha)) / pow(Double(x), Double(alpha)))
+            return min(max(s, 1e-4), 1e4)
+        }
+    }
+
+    /// max |W[:, j]| over output rows, per input column j.
+    static func weightColumnAmax(_ weight: Tensor) -> [Float] {
+        let rows = weight.shape[0], columns = weight.shape[1]
+        var out = [Float](repeating: 0, count: columns)
+        for o in 0..<rows { for j in 0..<columns { out[j] = max(out[j], abs(weight.scalars[o * columns + j])) } }
+        return out
+    }
+}

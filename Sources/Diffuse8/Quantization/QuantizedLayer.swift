@@ -1,0 +1,130 @@
+/// One quantized layer: THE definition of its math, shared by simulated (fake-quant) execution, the α
+/// search and (later) real 8-bit kernels, which must agree with it to within rounding.
+///
+/// y = dequant(Wq) · fq(x / s)ᵀ + b, where
+/// - Wq: weight codes (INT8 per output channel, FP8 per tensor or per channel) of W·s (SmoothQuant
+///   absorbed, s = 1 without smoothing);
+/// - fq: quantize→dequantize of the activation with scale = `inputAmax / format.maxValue` (static) or,
+///   in dynamic mode, per token (Linear rows) / per sample (Conv2d) amax computed at run time;
+/// - FP8 attention (level 4): `to_q/k/v` outputs additionally pass through FP8 fq with `outputAmax`.
+public struct QuantizedLayer: Sendable {
+    public enum Kind: String, Sendable, Codable { case linear, conv2d }
+
+    public let name: String
+    public let kind: Kind
+    public let weight: QuantizedWeight
+    /// Calibrated per-tensor activation amax (after smoothing); nil = dynamic activation scales.
+    public let inputAmax: Float?
+    /// SmoothQuant divisors of the input channels (Linear only).
+    public let smoothing: [Float]?
+    /// FP8 attention: amax of this projection's output (Q, K or V), quantized to FP8.
+    public let outputAmax: Float?
+
+    public init(name: String, kind: Kind, weight: QuantizedWeight, inputAmax: Float?, smoothing: [Float]?, outputAmax: Float?) {
+        self.name = name
+        self.kind = kind
+        self.weight = weight
+        self.inputAmax = inputAmax
+        self.smoothing = smoothing
+        self.outputAmax = outputAmax
+    }
+
+    public var format: QuantizedFormat { weight.format }
+
+    /// x / s then fake-quantized, as the layer's kernel sees it. Linear: x is [..., C]; Conv2d: NCHW.
+    public func quantizedInput(_ x: Tensor) -> Tensor {
+        Self.quantizeActivation(x, kind: kind, format: format, amax: inputAmax, smoothing: smoothing)
+    }
+
+    /// Activation fake-quantization (see the type's doc comment).
+    public static func quantizeActivation(_ x: Tensor, kind: Kind, format: QuantizedFormat, amax: Float?, smoothing: [Float]?) -> Tensor {
+        var out = x
+        out.scalars.withUnsafeMutableBufferPointer { p in
+            let base = p.baseAddress!
+            if let smoothing {
+                let width = smoothing.count
+                let inverse = smoothing.map { 1 / $0 }
+                for r in 0..<(p.count / width) {
+                    for j in 0..<width { base[r * width + j] *= inverse[j] }
+                }
+            }
+            if let amax {
+                format.fakeQuantize(base, count: p.count, scale: format.scale(forAmax: amax))
+                return
+            }
+            // Dynamic: Linear per token (row), Conv2d per sample.
+            let group = kind == .linear ? x.shape.last! : x.count / max(x.shape[0], 1)
+            for start in stride(from: 0, to: p.count, by: group) {
+                var m: Float = 0
+                for i in start..<(start + group) { m = max(m, abs(base[i])) }
+                format.fakeQuantize(base + start, count: group, scale: format.scale(forAmax: m))
+            }
+        }
+        return out
+    }
+}
+
+/// Simulate mode: the layer's `weight` holds the dequantized codes (set by the loader); the hook
+/// fake-quantizes the input (and, for FP8 attention, the output) around the full-precision kernel.
+public final class SimulatedQuantizationHook: LinearExecutionHook, Conv2dExecutionHook {
+    public let layer: QuantizedLayer
+
+    public init(_ layer: QuantizedLayer) { self.layer = layer }
+
+    public func run(_ linear: Linear, _ x: Tensor) -> Tensor {
+        var y = linear.fullPrecision(layer.quantizedInput(x))
+        if let amax = layer.outputAmax {
+            y.scalars.withUnsafeMutableBufferPointer { QuantizedFormat.fp8.fakeQuantize($0.baseAddress!, count: $0.count, scale: QuantizedFormat.fp8.scale(forAmax: amax)) }
+        }
+        return y
+    }
+
+    public func run(_ conv: Conv2d, _ x: Tensor) -> Tensor {
+        conv.fullPrecision(layer.quantizedInput(x))
+    }
+}
+
+/// FP8 attention (level 4), simulated: Q, K, V arrive FP8-fake-quantized from their projections; the
+/// softmax probabilities are FP8-fake-quantized with amax 1 (they lie in [0, 1]) before P·V, as in
+/// NVIDIA's FP8 SDPA recipe. Same math and loop as `CPUKernels.attention` otherwise.
+public enum FP8AttentionSimulation {
+    public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int) -> Tensor {
+        let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
+        let d = channels / heads
+        let s = 1 / Float(d).squareRoot()
+        let probabilityScale = QuantizedFormat.fp8.scale(forAmax: 1)
+        return Tensor(shape: [batch, lq, channels]) { out in
+            q.scalars.withUnsafeBufferPointer { qp in
+                k.scalars.withUnsafeBufferPointer { kp in
+                    v.scalars.withUnsafeBufferPointer { vp in
+                        parallelFor(batch * heads * lq, minChunk: 8) { range in
+                            var scores = [Float](repeating: 0, count: lk)
+                            scores.withUnsafeMutableBufferPointer { sp in
+                                for item in range {
+                                    let i = item % lq, bh = item / lq
+                                    let h = bh % heads, b = bh / heads
+                                    let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
+                                    for j in 0..<lk {
+                                        let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
+                                        var acc: Float = 0
+                                        for t in 0..<d { acc += qi[t] * kj[t] }
+                                        sp[j] = acc * s
+                                    }
+                                    CPUKernels.softmaxRow(sp.baseAddress!, lk)
+                                    QuantizedFormat.fp8.fakeQuantize(sp.baseAddress!, count: lk, scale: probabilityScale)
+                                    let oi = out.baseAddress! + (b * lq + i) * channels + h * d
+                                    for t in 0..<d { oi[t] = 0 }
+                                    for j in 0..<lk {
+                                        let p = sp[j]
+                                        let vj = vp.baseAddress! + (b * lk + j) * channels + h * d
+                                        for t in 0..<d { oi[t] += p * vj[t] }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The JSON recipe stored as `unet/quantization.json` in a quantized model folder.
+public struct QuantizationManifest: Codable, Sendable {
+    public var toolVersion: String
+    public var format: QuantizedFormat
+    public var level: QuantizationLevel
+    public var dynamic: Bool
+    public var calibration: CalibrationMethod?
+    public var percentile: Double?
+    public var collectMethod: CollectMethod?
+    /// "none", a number, or "search".
+    public var alpha: String?
+    public var alphaPerLayer: [String: Float]
+    public var weightGranularity: String
+    public var calibrationPromptsHash: String?
+    public var calibrationPromptCount: Int?
+    public var calibrationSteps: Int?
+    public var modelFingerprint: String?
+    public var quantizedLayers: [String]
+    public var fp8AttentionModules: [String]
+    public var fullPrecisionAttentionModules: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case toolVersion = "tool_version", format, level, dynamic, calibration, percentile
+        case collectMethod = "collect_method", alpha, alphaPerLayer = "alpha_per_layer"
+        case weightGranularity = "weight_granularity", calibrationPromptsHash = "calibration_prompts_hash"
+        case calibrationPromptCount = "calibration_prompt_count", calibrationSteps = "calibration_steps"
+        case modelFingerprint = "model_fingerprint", quantizedLayers = "quantized_layers"
+        case fp8AttentionModules = "fp8_attention_modules", fullPrecisionAttentionModules = "full_precision_attention_modules"
+    }
+}
+
+/// A quantized model folder: the diffusers folder (other components hard-linked, or copied) with
+/// `unet/diffusion_pytorch_model.safetensors` holding quantized layers' weights as I8 / F8_E4M3 codes
+/// plus, per quantized layer `<n>`: `<n>.weight_scale` (F32 [O] or [1]), `<n>.input_amax` (F32 [1],
+/// absent in dynamic mode), `<n>.smooth_scale` (F32 [in], SmoothQuant divisors), `<n>.output_amax`
+/// (F32 [1], FP8 attention Q/K/V); every other tensor as in the source; and `unet/quantization.json`.
+public enum QuantizedModelFolder {
+    public static let toolVersion = "diffuse8-quant 0.1"
+    public static let manifestName = "quantization.json"
+    static let extraSuffixes = [".weight_scale", ".input_amax", ".smooth_scale", ".output_amax"]
+
+    /// Writes the folder atomically: built next to `output` under a temporary name, renamed at the end.
+    /// Refuses to overwrite an existing `output`.
+    public static func write(source: String, quantized: QuantizedUNet, to output: String) throws {
+        let fm = FileManager.default
+        let output = output.hasSuffix("/") && output.count > 1 ? String(output.dropLast()) : output
+        guard !fm.fileExists(atPath: output) else {
+            throw QuantizationError("\(output) already exists; remove it or choose another -o")
+        }
+        let folder = try DiffusersFolder(path: source)
+        let temporary = output + ".partial-\(getpid())"
+        try? fm.removeItem(atPath: temporary)
+        do {
+            try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+            for entry in try fm.contentsOfDirectory(atPath: source) where entry != "unet" && !entry.hasPrefix(".") {
+                try linkOrCopy(source + "/" + entry, temporary + "/" + entry)
+            }
+            let unetSource = try folder.folder(of: "unet")
+            try fm.createDirectory(atPath: temporary + "/unet", withIntermediateDirectories: true)
+            try fm.copyItem(atPath: unetSource + "/config.json", toPath: temporary + "/unet/config.json")
+            try writeWeights(unetSource: unetSource, quantized: quantized, to: temporary + "/unet/diffusion_pytorch_model.safetensors")
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFileWriter.write(Array(try encoder.encode(manifest(quantized))), to: temporary + "/unet/" + manifestName)
+            guard rename(temporary, output) == 0 else {
+                throw QuantizationError("cannot move the finished folder into place at \(output)")
+            }
+        } catch {
+            try? fm.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+
+    static func manifest(_ q: QuantizedUNet) -> QuantizationManifest {
+        let r = q.recipe
+        return QuantizationManifest(
+            toolVersion: toolVersion, format: r.format, level: r.level, dynamic: r.dynamic,
+            calibration: r.dynamic ? nil : r.calibration, percentile: r.dynamic ? nil : r.percentile,
+            collectMethod: r.dynamic ? nil : r.collectMethod, alpha: r.dynamic ? nil : r.smoothing.text,
+            alphaPerLayer: q.alphas,
+            weightGranularity: r.format == .int8 || r.fp8PerChannelWeights || r.dynamic ? "per-output-channel" : "per-tensor",
+            calibrationPromptsHash: q.statistics?.promptsHash, calibrationPromptCount: q.statistics?.promptCount,
+            calibrationSteps: q.statistics?.steps, modelFingerprint: q.statistics?.modelFingerprint,
+            quantizedLayers: q.layers.map(\.name), fp8AttentionModules: q.fp8AttentionModules,
+            fullPrecisionAttentionModules: q.skippedAttentionModules)
+    }
+
+    static func writeWeights(unetSource: String, quantized: QuantizedUNet, to path: String) throws {
+        let store = try UNet2DConditionModel.weights(in: unetSource)
+        let layers = Dictionary(uniqueKeysWithValues: quantized.layers.map { ($0.name + ".weight", $0) })
+        var writer = SafetensorsWriter(metadata: ["format": "pt", "quantization": "diffuse8"])
+        for name in store.tensorNames {
+            if let layer = layers[name] {
+                try writer.add(name, dtype: layer.format.storageDType, shape: layer.weight.shape, bytes: layer.weight.codes)
+                let n = layer.name
+                try writer.add(n + ".weight_scale", Tensor(shape: [layer.weight.scales.count], scalars: layer.weight.scales))
+                if let a = layer.inputAmax { try writer.add(n + ".input_amax", Tensor(shape: [1], scalars: [a])) }
+                if let s = layer.smoothing { try writer.add(n + ".smooth_scale", Tensor(shape: [s.count], scalars: s)) }
+                if let o = layer.outputAmax { try writer.add(n + ".output_amax", Tensor(shape: [1], scalars: [o])) }
+            } else if let file = store as? SafetensorsFile, let entry = file.entries[name] {
+                try writer.add(name, dtype: entry.dtype, shape: entry.shape, bytes: Array(try file.rawBytes(named: name)))
+            } else {
+                try writer.add(name, try store.tensor(named: name))
+            }
+        }
+        try writer.write(to: path)
+    }
+
+    static func linkOrCopy(_ from: String, _ to: String) throws {
+        let fm = FileManager.default
+        var info = stat()
+        guard stat(from, &info) == 0 else { throw QuantizationError("cannot read \(from)") }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            try fm.createDirectory(atPath: to, withIntermediateDirectories: true)
+            for entry in try fm.contentsOfDirectory(atPath: from) { try linkOrCopy(from + "/" + entry, to + "/" + entry) }
+        } else if link(from, to) != 0 {
+            try fm.copyItem(atPath: from, toPath: to)
+        }
+    }
+
+    // MARK: - Loading
+
+    /// Whether `unetDirectory` holds a quantized UNet.
+    public static func isQuantized(unetDirectory: String) -> Bool {
+        FileManager.default.fileExists(atPath: unetDirectory + "/" + manifestName)
+    }
+
+    /// Loads a `unet/` folder, plain or quantized; a quantized one runs in simulate mode (fake-quant).
+    public static func loadUNet(directory: String) throws -> UNet2DConditionModel {
+        guard isQuantized(unetDirectory: directory) else { return try UNet2DConditionModel.load(directory: directory) }
+        let (unet, _) = try loadQuantizedUNet(directory: directory)
+        return unet
+    }
+
+    /// Loads a quantized `unet/` folder and installs the simulated quantized layers.
+    public static func loadQuantizedUNet(directory: String) throws -> (UNet2DConditionModel, QuantizationManifest) {
+        let manifestPath = directory + "/" + manifestName
+        guard let data = FileManager.default.contents(atPath: manifestPath) else {
+            throw QuantizationError("cannot read \(manifestPath)")
+        }
+        let manifest: QuantizationManifest
+        do { manifest = try JSONDecoder().decode(QuantizationManifest.self, from: data) } catch {
+            throw QuantizationError("\(manifestPath) is not a valid quantization recipe (\(error)); re-run diffuse8 quantize")
+        }
+        let file = try SafetensorsFile(path: directory + "/diffusion_pytorch_model.safetensors")
+        let store = DequantizingStore(file: file, format: manifest.format)
+        let configuration = try UNetConfiguration(contentsOf: directory + "/config.json")
+        let unet = try UNet2DConditionModel(configuration: configuration, weights: store)
+        let inventory = UNetLayerInventory(unet)
+        let quantizedNames = Set(manifest.quantizedLayers)
+        func scalar(_ name: String) throws -> Float? { file.entries[name] == nil ? nil : try file.tensor(named: name).scalars.first }
+        func layer(_ name: String, _ kind: QuantizedLayer.Kind) throws -> QuantizedLayer {
+            let weight = try store.quantizedWeight(name + ".weight")
+            return QuantizedLayer(name: name, kind: kind, weight: weight, inputAmax: try scalar(name + ".input_amax"),
+                                  smoothing: file.entries[name + ".smooth_scale"] == nil ? nil : try file.tensor(named: name + ".smooth_scale").scalars,
+                                  outputAmax: try scalar(name + ".output_amax"))
+        }
+        for conv in inventory.convolutions where quantizedNames.contains(conv.name) {
+            conv.executionHook = SimulatedQuantizationHook(try layer(conv.name, .conv2d))
+        }
+        for linear in inventory.linears where quantizedNames.contains(linear.name) {
+            linear.executionHook = SimulatedQuantizationHook(try layer(linear.name, .linear))
+        }
+        let fp8 = Set(manifest.fp8AttentionModules)
+        for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
+            attention.attentionKernel = { FP8AttentionSimulation.attention(query: $0, key: $1, value: $2, heads: $3) }
+        }
+        return (unet, manifest)
+    }
+}
+
+/// Presents a quantized UNet weight file as a plain one: quantized weights come out dequantized
+/// (codes × scale, smoothing already absorbed), the extra scale/amax tensors are hidden.
+final class DequantizingStore: TensorStore {
+    let file: SafetensorsFile
+    let format: QuantizedFormat
+    let tensorNames: [String]
+
+    init(file: SafetensorsFile, format: QuantizedFormat) {
+        self.file = file
+        self.format = format
+        tensorNames = file.tensorNames.filter { name in !QuantizedModelFolder.extraSuffixes.contains { name.hasSuffix($0) } }
+    }
+
+    func quantizedWeight(_ name: String) throws -> QuantizedWeight {
+        let entry = try file.entry(named: name)
+        guard entry.dtype == format.storageDType else {
+            throw QuantizationError("\(file.path): \(name) is \(entry.dtype), expected \(format.storageDType) codes for a \(format) model")
+        }
+        let base = String(name.dropLast(".weight".count))
+        let scales = try file.tensor(named: base + ".weight_scale").scalars
+        guard scales.count == 1 || scales.count == entry.shape[0] else {
+            throw QuantizationError("\(file.path): \(base).weight_scale has \(scales.count) values for \(entry.shape[0]) output channels")
+        }
+        return QuantizedWeight(format: format, shape: entry.shape, codes: Array(try file.rawBytes(named: name)), scales: scales)
+    }
+
+    func tensor(named name: String) throws -> Tensor {
+        let entry = try file.entry(named: name)
+        if entry.dtype == .i8 || entry.dtype == .f8E4M3 { return try quantizedWeight(name).dequantized() }
+        return try file.tensor(named: name)
+    }
+}

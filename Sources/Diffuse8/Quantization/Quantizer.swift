@@ -1,0 +1,159 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The result of quantizing a UNet: every quantized layer plus what the recipe decided.
+public struct QuantizedUNet: Sendable {
+    public var recipe: QuantizationRecipe
+    public var layers: [QuantizedLayer]
+    /// α chosen per SmoothQuant layer.
+    public var alphas: [String: Float]
+    /// Attention modules (prefix of `to_q`) run in FP8 (level 4).
+    public var fp8AttentionModules: [String]
+    /// Attention modules level 4 left in full precision because head_dim % 16 != 0.
+    public var skippedAttentionModules: [String]
+    public var statistics: CalibrationStatistics.Provenance?
+}
+
+/// Turns a full-precision UNet + calibration statistics + a recipe into quantized layers (DESIGN §3).
+public enum Quantizer {
+    /// - Parameters:
+    ///   - statistics: required unless `recipe.dynamic`; must come from this UNet.
+    ///   - log: receives one line per decision worth showing (α search results).
+    public static func quantize(_ unet: UNet2DConditionModel, statistics: CalibrationStatistics?, recipe: QuantizationRecipe,
+                                log: ((String) -> Void)? = nil) throws -> QuantizedUNet {
+        try recipe.validate()
+        if !recipe.dynamic {
+            guard let statistics else {
+                throw QuantizationError("static quantization needs calibration statistics (--stats FILE or --calib-prompts FILE); or use --dynamic")
+            }
+            let fingerprint = ModelFingerprint.of(unet)
+            guard statistics.provenance.modelFingerprint == fingerprint else {
+                throw QuantizationError("the calibration statistics were computed on another model (fingerprint \(statistics.provenance.modelFingerprint), this model is \(fingerprint)); calibrate this --model")
+            }
+        }
+        let inventory = UNetLayerInventory(unet)
+        var result = QuantizedUNet(recipe: recipe, layers: [], alphas: [:], fp8AttentionModules: [], skippedAttentionModules: [],
+                                   statistics: statistics?.provenance)
+        let weightPerChannel = recipe.format == .int8 || recipe.fp8PerChannelWeights || recipe.dynamic
+
+        for conv in inventory.convolutions where recipe.level.quantizes(conv.name, kind: .conv2d) {
+            let amax = try recipe.dynamic ? nil : QuantizationRecipe.activationAmax(
+                stats(statistics, conv.name), method: recipe.calibration, percentile: recipe.percentile, collect: recipe.collectMethod)
+            result.layers.append(QuantizedLayer(name: conv.name, kind: .conv2d,
+                                                weight: QuantizedWeight(quantizing: conv.weight, format: recipe.format, perChannel: weightPerChannel),
+                                                inputAmax: amax, smoothing: nil, outputAmax: nil))
+        }
+
+        // FP8 attention modules (level 4): those with head_dim % 16 == 0.
+        var fp8Projections = Set<String>()
+        if recipe.level == .fp8Attention {
+            for attention in attentionModules(unet) {
+                let prefix = String(attention.query.name.dropLast(".to_q".count))
+                if (attention.query.outFeatures / attention.heads) % 16 == 0 {
+                    result.fp8AttentionModules.append(prefix)
+                    fp8Projections.formUnion([attention.query.name, attention.key.name, attention.value.name])
+                } else {
+                    result.skippedAttentionModules.append(prefix)
+                }
+            }
+        }
+
+        for linear in inventory.linears where recipe.level.quantizes(linear.name, kind: .linear) {
+            if recipe.dynamic {
+                result.layers.append(QuantizedLayer(name: linear.name, kind: .linear,
+                                                    weight: QuantizedWeight(quantizing: linear.weight, format: recipe.format, perChannel: true),
+                                                    inputAmax: nil, smoothing: nil, outputAmax: nil))
+                continue
+            }
+            let s = try stats(statistics, linear.name)
+            var outputAmax: Float?
+            if fp8Projections.contains(linear.name) {
+                guard let o = s.outputAmax else {
+                    throw QuantizationError("the statistics have no output amax for \(linear.name), which FP8 attention needs; recalibrate with this version")
+                }
+                outputAmax = o.max() ?? 0
+            }
+            guard let channelAmax = s.channelAmax else {
+                throw QuantizationError("the statistics have no per-channel amax for Linear layer \(linear.name); recalibrate with this version")
+            }
+            var alpha: Float?
+            switch recipe.smoothing {
+            case .none: alpha = nil
+            case .fixed(let a): alpha = a
+            case .search:
+                guard let reservoir = s.reservoir, reservoir.count > 0 else {
+                    throw QuantizationError("--alpha search needs sampled activations, but the statistics of \(linear.name) have none; calibrate with --reservoir-rows > 0 or use a fixed --alpha")
+                }
+                let (best, errors) = searchAlpha(linear, channelAmax: channelAmax, samples: reservoir.tensor, recipe: recipe, perChannel: weightPerChannel)
+                alpha = best
+                log?("\(linear.name): α = \(best) (output MSE \(errors.map { String(Float($0)) }.joined(separator: " ")))")
+            }
+            var smoothing: [Float]?
+            var weight = linear.weight
+            var amax = channelAmax.max() ?? 0  // Linear inputs: max calibration (percentile is for Conv2d inputs)
+            if let alpha {
+                let scales = QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha)
+                smoothing = scales
+                weight = smoothedWeight(linear.weight, scales)
+                amax = zip(channelAmax, scales).map { $0 / $1 }.max() ?? 0
+                result.alphas[linear.name] = alpha
+            }
+            result.layers.append(QuantizedLayer(name: linear.name, kind: .linear,
+                                                weight: QuantizedWeight(quantizing: weight, format: recipe.format, perChannel: weightPerChannel),
+                                                inputAmax: amax, smoothing: smoothing, outputAmax: outputAmax))
+        }
+        return result
+    }
+
+    static func stats(_ statistics: CalibrationStatistics?, _ name: String) throws -> LayerStatistics {
+        guard let s = statistics?.layer(named: name) else {
+            throw QuantizationError("the calibration statistics have no entry for layer \(name); they belong to another model layout")
+        }
+        guard s.batchCount.contains(where: { $0 > 0 }) else {
+            throw QuantizationError("the calibration statistics of \(name) are empty (no batches); the calibration did not run on any prompt")
+        }
+        return s
+    }
+
+    /// W[:, j] · s_j.
+    static func smoothedWeight(_ w: Tensor, _ s: [Float]) -> Tensor {
+        let columns = w.shape[1]
+        var out = w
+        for i in out.scalars.indices { out.scalars[i] *= s[i % columns] }
+        return out
+    }
+
+    /// Per-layer α search: the α of the grid minimising the mean squared error of the quantized layer's
+    /// output against full precision on the sampled calibration rows. Returns the α and every grid MSE.
+    public static func searchAlpha(_ linear: Linear, channelAmax: [Float], samples: Tensor, recipe: QuantizationRecipe,
+                                   perChannel: Bool) -> (Float, [Double]) {
+        let reference = CPUKernels.linear(samples, weight: linear.weight, bias: nil)
+        var best: (alpha: Float, error: Double) = (recipe.alphaGrid[0], .infinity)
+        var errors: [Double] = []
+        for alpha in recipe.alphaGrid {
+            let scales = QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha)
+            let weight = QuantizedWeight(quantizing: smoothedWeight(linear.weight, scales), format: recipe.format, perChannel: perChannel).dequantized()
+            let amax = zip(channelAmax, scales).map { $0 / $1 }.max() ?? 0
+            let input = QuantizedLayer.quantizeActivation(samples, kind: .linear, format: recipe.format, amax: amax, smoothing: scales)
+            let output = CPUKernels.linear(input, weight: weight, bias: nil)
+            var error = 0.0
+            for i in output.scalars.indices {
+                let d = Double(output.scalars[i]) - Double(reference.scalars[i])
+                error += d * d
+            }
+            error /= Double(max(1, output.count))
+            errors.append(error)
+            if error < best.error { best = (alpha, error) }
+        }
+        return (best.alpha, errors)
+    }
+
+    /// Every attention module of the UNet (self and cross), in execution order.
+    public static func attentionModules(_ unet: UNet2DConditionModel) -> [MultiHeadAttention] {
+        let transformers = unet.downBlocks.flatMap(\.attentions) + unet.midBlock.attentions + unet.upBlocks.flatMap(\.attentions)
+        return transformers.flatMap(\.blocks).flatMap { [$0.selfAttention, $0.crossAttention] }
+    }
+}

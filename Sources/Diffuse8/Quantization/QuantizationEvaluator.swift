@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Paired quality evaluation of quantized models against the full-precision model (DESIGN §5): for every
+/// prompt and seed, the image of each model vs the FP image (PSNR on RGB, SSIM on luma; see
+/// `ImageMetrics`) and the per-step noise-prediction SQNR, where each quantized UNet sees exactly the FP
+/// trajectory's input at every step (teacher forcing, so errors do not compound).
+public struct QuantizationEvaluator {
+    public struct Sample: Sendable {
+        public var prompt: String
+        public var seed: UInt64
+        /// Per model (index into `models`): PSNR, SSIM of its image vs FP.
+        public var psnr: [Double]
+        public var ssim: [Double]
+        /// Per model, per step: SQNR (dB) of its noise prediction vs FP on the FP trajectory.
+        public var stepSQNR: [[Double]]
+        /// FP image first, then one per model.
+        public var images: [PixelImage]
+    }
+
+    /// Summary of one quantized model over all samples.
+    public struct Summary: Sendable, Codable {
+        public var model: String
+        public var meanPSNR: Double
+        /// 10th percentile (the worst 10 %) of PSNR over samples.
+        public var p10PSNR: Double
+        public var meanSSIM: Double
+        public var p10SSIM: Double
+        /// Mean over samples of the per-step SQNR, per step.
+        public var meanStepSQNR: [Double]
+        public var meanSQNR: Double
+        public var seconds: Double
+    }
+
+    public let reference: StableDiffusionPipeline
+    public let models: [StableDiffusionPipeline]
+
+    public init(reference: StableDiffusionPipeline, models: [StableDiffusionPipeline]) {
+        self.reference = reference
+        self.models = models
+    }
+
+    /// One prompt/seed: generates FP and quantized images and the per-step SQNR.
+    /// `seconds[i]` accumulates model i's generation time.
+    public func evaluate(_ request: GenerationRequest, seconds: inout [Double]) throws -> Sample {
+        let fp = try reference.generate(request)
+        let fpImage = ImageConversion.pixelImages(fromDecoded: fp.image)[0]
+        var images = [fpImage], psnr: [Double] = [], ssim: [Double] = []
+        for (i, model) in models.enumerated() {
+            let start = Self.now()
+            let image = ImageConversion.pixelImages(fromDecoded: try model.generate(request).image)[0]
+            seconds[i] += Self.now() - start
+            images.append(image)
+            psnr.append(ImageMetrics.psnr(fpImage, image))
+            ssim.append(ImageMetrics.ssim(fpImage, image))
+        }
+        return Sample(prompt: request.prompt, seed: request.seed, psnr: psnr, ssim: ssim,
+                      stepSQNR: try stepSQNR(request), images: images)
+    }
+
+    /// Per model, per step: SQNR of the model's UNet output vs the FP UNet output on the FP trajectory.
+    /// The denoising loop mirrors `StableDiffusionPipeline.generate`.
+    public func stepSQNR(_ request: GenerationRequest) throws -> [[Double]] {
+        let p = reference
+        try p.validate(request)
+        let width = request.width ?? p.nativeSize, height = request.height ?? p.nativeSize
+        var warnings: [String] = []
+        let positive = p.conditioning.encode(request.prompt, warnings: &warnings)
+        let negative = request.negativePrompt == nil && p.zeroEmbeddingsForMissingNegativePrompt
+            ? TextConditioning.zeros(like: positive) : p.conditioning.encode(request.negativePrompt ?? "", warnings: &warnings)
+        let guided = request.guidanceScale > 1
+        let context = guided ? Tensor.concatenate([negative.hiddenStates, positive.hiddenStates]) : positive.hiddenStates
+        let batch = guided ? 2 : 1
+        var textEmbeds: Tensor?, timeIds: Tensor?
+        if let pooled = positive.pooled {
+            textEmbeds = guided ? Tensor.concatenate([negative.pooled!, pooled]) : pooled
+            let original = request.originalSize ?? (height, width), target = request.targetSize ?? (height, width)
+            let ids: [Float] = [original.height, original.width, request.cropTopLeft.top, request.cropTopLeft.left,
+                                target.height, target.width].map(Float.init)
+            timeIds = Tensor(shape: [batch, 6], scalars: Array([[Float]](repeating: ids, count: batch).joined()))
+        }
+        var scheduler = try request.scheduler.makeScheduler(config: p.schedulerConfiguration, steps: request.steps)
+        var generator = TorchGenerator(seed: request.seed)
+        let factor = p.vae.downscaleFactor
+        var latents = generator.randn([1, p.unet.configuration.inChannels, height / factor, width / factor])
+        latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
+        var result = Array(repeating: [Double](), count: models.count)
+        for (index, timestep) in scheduler.timesteps.enumerated() {
+            let input = scheduler.scaleModelInput(guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
+            let output = p.unet(sample: input, timestep: Float(timestep), encoderHiddenStates: context, textEmbeds: textEmbeds, timeIds: timeIds)
+            for (i, model) in models.enumerated() {
+                let q = model.unet(sample: input, timestep: Float(timestep), encoderHiddenStates: context, textEmbeds: textEmbeds, timeIds: timeIds)
+                result[i].append(ImageMetrics.sqnr(reference: output, q))
+            }
+            let noise = guided ? StableDiffusionPipeline.guide(output, scale: request.guidanceScale) : output
+            latents = scheduler.step(modelOutput: noise, stepIndex: index, sample: latents, generator: &generator)
+        }
+        return result
+    }
+
+    /// Summaries per model (`names[i]` labels model i).
+    public static func summarize(_ samples: [Sample], names: [String], seconds: [Double]) -> [Summary] {
+        names.indices.map { i in
+            let psnr = samples.map { min($0.psnr[i], ImageMetrics.psnrCap) }
+            let ssim = samples.map { $0.ssim[i] }
+            let steps = samples.first?.stepSQNR[i].count ?? 0
+            let capped = samples.map { $0.stepSQNR[i].map { min($0, ImageMetrics.psnrCap) } }
+            let perStep = (0..<steps).map { t in capped.map { $0[t] }.reduce(0, +) / Double(max(1, capped.count)) }
+            return Summary(model: names[i], meanPSNR: mean(psnr), p10PSNR: ImageMetrics.quantile(psnr, 0.1),
+                           meanSSIM: mean(ssim), p10SSIM: ImageMetrics.quantile(ssim, 0.1),
+                           meanStepSQNR: perStep, meanSQNR: mean(perStep), seconds: seconds[i])
+        }
+    }
+
+    static func mean(_ v: [Double]) -> Double { v.isEmpty ? .nan : v.reduce(0, +) / Double(v.count) }
+
+    /// A grid image: one row per sample, columns FP | model 1 | model 2 …, 2-pixel white gutters.
+    public static func grid(_ samples: [Sample]) -> PixelImage? {
+        guard let first = samples.first?.images.first else { return nil }
+        let w = first.width, h = first.height, gutter = 2
+        let columns = samples[0].images.count, rows = samples.count
+        let gw = columns * w + (columns - 1) * gutter, gh = rows * h + (rows - 1) * gutter
+        var pixels = [UInt8](repeating: 255, count: gw * gh * 3)
+        for (r, sample) in samples.enumerated() {
+            for (c, image) in sample.images.enumerated() {
+                for y in 0..<h {
+                    for x in 0..<w {
+                        let src = (y * w + x) * image.channels
+                        let dst = ((r * (h + gutter) + y) * gw + c * (w + gutter) + x) * 3
+                        for k in 0..<3 { pixels[dst + k] = image.pixels[src + min(k, image.channels - 1)] }
+                    }
+                }
+            }
+        }
+        return PixelImage(width: gw, height: gh, channels: 3, pixels: pixels)
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Diffuse8
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Quantize a model's UNet to INT8 or FP8 (percentile quant + SmoothQuant) and write a quantized model folder.")
+
+    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    var model: String?
+
+    @Option(name: .long, help: "Calibration statistics from `diffuse8 calibrate` (else give --calib-prompts and --calib-steps).")
+    var stats: String?
+
+    @OptionGroup var calibrationRun: CalibrationArguments
+
+    @Option(name: .long, help: "Write the statistics of a calibration run made here to this file too.")
+    var saveStats: String?
+
+    @Option(name: .long, help: "Number format: int8 or fp8.")
+    var format: String = "int8"
+
+    @Option(name: .long, help: "Quantization level: 1 (Conv2d), 2 (+ feed-forward), 2.5 (+ Q/K/V), 3 (+ all Linear), 4 (+ FP8 attention, fp8 only).")
+    var level: String = "3"
+
+    @Option(name: .long, help: "Conv2d input calibration: max or percentile.")
+    var calibration: String = "percentile"
+
+    @Option(name: .long, help: "Percentile Quant: fraction p in (0, 1] of the timesteps whose statistics are used.")
+    var percentile: Double = 1.0
+
+    @Option(name: .long, help: "Percentile Quant collect method: min-mean, min-max, mean-max or global_min.")
+    var collectMethod: String = "min-mean"
+
+    @Option(name: .long, help: "SmoothQuant α for Linear layers: a number in [0, 1], 'search' (per layer) or 'none'.")
+    var alpha: String = "0.8"
+
+    @Option(name: .long, help: "Grid step of --alpha search.")
+    var alphaStep: Float = 0.1
+
+    @Flag(name: .long, help: "Dynamic quantization: per-token activation scales at run time, per-channel weights, no calibration.")
+    var dynamic = false
+
+    @Flag(name: .long, help: "FP8: per-output-channel weight scales (default per tensor).")
+    var fp8PerChannel = false
+
+    @Flag(name: .long, help: "Print the α chosen for each layer.")
+    var verbose = false
+
+    @Option(name: .shortAndLong, help: "Output folder (must not exist).")
+    var output: String
+
+    @Option(name: .long, help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    func recipe() throws -> QuantizationRecipe {
+        var r = QuantizationRecipe()
+        guard let f = QuantizedFormat(rawValue: format.lowercased()) else {
+            throw ValidationError("unknown --format '\(format)'; choose int8 or fp8")
+        }
+        r.format = f
+        r.level = try QuantizationLevel(parsing: level)
+        guard let c = CalibrationMethod(rawValue: calibration) else {
+            throw ValidationError("unknown --calibration '\(calibration)'; choose max or percentile")
+        }
+        r.calibration = c
+        r.percentile = percentile
+        guard let m = CollectMethod(rawValue: collectMethod) else {
+            throw ValidationError("unknown --collect-method '\(collectMethod)'; choose one of \(CollectMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        r.collectMethod = m
+        r.smoothing = try SmoothingChoice(parsing: alpha)
+        r.alphaStep = alphaStep
+        r.dynamic = dynamic
+        r.fp8PerChannelWeights = fp8PerChannel
+        try r.validate()
+        return r
+    }
+
+    func validate() throws {
+        do { _ = try recipe() } catch let error as QuantizationError { throw ValidationError(error.description) }
+        if dynamic { return }
+        if stats != nil && calibrationRun.calibPrompts != nil {
+            throw ValidationError("give either --stats FILE or --calib-prompts FILE, not both")
+        }
+        if stats == nil && (calibrationRun.calibPrompts == nil || calibrationRun.calibSteps == nil) {
+            throw ValidationError("static quantization needs --stats FILE, or --calib-prompts FILE with --calib-steps T (or use --dynamic)")
+        }
+    }
+
+    func run() throws {
+        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        let recipe = try self.recipe()
+        let directory = try model ?? DefaultModel.locate()
+        let pipeline = try StableDiffusionPipeline(directory: directory)
+        var statistics: CalibrationStatistics?
+        if !dynamic {
+            if let stats {
+                let s = try CalibrationStatisticsFile.read(stats)
+                if let t = calibrationRun.calibSteps, t != s.provenance.steps {
+                    throw QuantizationError("\(stats) was calibrated with \(s.provenance.steps) steps, but --calib-steps \(t) was given; recalibrate or drop --calib-steps")
+                }
+                if !s.isComplete {
+                    FileHandleStderr.write("warning: \(stats) covers shards \(s.provenance.shards) of \(s.provenance.shardCount) only\n")
+                }
+                statistics = s
+            } else {
+                let prompts = try Calibrator.readPrompts(calibrationRun.calibPrompts!)
+                let s = try calibrationRun.calibrate(pipeline, prompts: prompts, options: try calibrationRun.options(steps: calibrationRun.calibSteps!))
+                if let saveStats { try CalibrationStatisticsFile.write(s, to: saveStats) }
+                statistics = s
+            }
+        }
+        let quantized = try Quantizer.quantize(pipeline.unet, statistics: statistics, recipe: recipe,
+                                               log: verbose ? { FileHandleStderr.write($0 + "\n") } : nil)
+        if !quantized.skippedAttentionModules.isEmpty {
+            FileHandleStderr.write("note: \(quantized.skippedAttentionModules.count) attention modules have head_dim % 16 != 0 and stay in full precision\n")
+        }
+        try QuantizedModelFolder.write(source: directory, quantized: quantized, to: output)
+        print(output)
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import XCTest
+import Diffuse8
+
+/// `diffuse8 calibrate / merge-stats / quantize / eval` end to end on the tiny SD1.5 fixture, and their
+/// refusals of bad input (clear message, non-zero exit, no output left behind).
+final class QuantCommandLineTests: XCTestCase {
+    private var executable: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("diffuse8").path
+    }
+    private var scratch: String!
+    private var model: String { Fixtures.path("tiny-sd15") }
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw XCTSkip("diffuse8 executable not built next to the test bundle (\(executable))")
+        }
+        scratch = NSTemporaryDirectory() + "d8-quant-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        try "a red circle\n# comment\n\na blue square\na green triangle\n".write(toFile: scratch + "/calib.txt", atomically: true, encoding: .utf8)
+        try "a yellow star\n".write(toFile: scratch + "/eval.txt", atomically: true, encoding: .utf8)
+    }
+
+    override func tearDownWithError() throws { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+
+    @discardableResult
+    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    private func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+
+    func testCalibrateMergeQuantizeGenerateEval() throws {
+        let s = scratch!
+        var r = try run(["calibrate", "--model", model, "--calib-prompts", s + "/calib.txt", "--calib-steps", "2", "--shard", "0/2", "-o", s + "/a.d8s"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["calibrate", "--model", model, "--calib-prompts", s + "/calib.txt", "--calib-steps", "2", "--shard", "1/2", "-o", s + "/b.d8s"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["merge-stats", s + "/a.d8s", s + "/b.d8s", "-o", s + "/all.d8s"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["quantize", "--model", model, "--stats", s + "/all.d8s", "--format", "int8", "--level", "3", "--alpha", "search", "-o", s + "/q8"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(exists(s + "/q8/unet/quantization.json"))
+        r = try run(["generate", "--model", s + "/q8", "a red circle", "--steps", "2", "-o", s + "/q8.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["eval", "--model", model, "--quantized", s + "/q8", "--prompts", s + "/eval.txt", "--steps", "2", "-o", s + "/ev"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for f in ["report.md", "report.json", "grid.png"] { XCTAssertTrue(exists(s + "/ev/" + f), f) }
+
+        // Statistics with another T than requested → clear error, no output folder.
+        r = try run(["quantize", "--model", model, "--stats", s + "/all.d8s", "--calib-steps", "5", "-o", s + "/bad"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("2 steps"), r.stderr)
+        XCTAssertFalse(exists(s + "/bad"))
+        // Statistics from another model → clear error.
+        r = try run(["quantize", "--model", Fixtures.path("tiny-sdxl"), "--stats", s + "/all.d8s", "-o", s + "/bad"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("another model"), r.stderr)
+        XCTAssertFalse(exists(s + "/bad"))
+    }
+
+    func testBadOptionsAreRefused() throws {
+        let s = scratch!
+        let cases: [([String], String)] = [
+            (["quantize", "--model", model, "--dynamic", "--level", "5", "-o", s + "/x"], "1, 2, 2.5, 3, 4"),
+            (["quantize", "--model", model, "--dynamic", "--format", "int4", "-o", s + "/x"], "int8 or fp8"),
+            (["quantize", "--model", model, "--dynamic", "--format", "int8", "--level", "4", "-o", s + "/x"], "--format fp8"),
+            (["quantize", "--model", model, "--dynamic", "--percentile", "1.5", "-o", s + "/x"], "(0, 1]"),
+            (["quantize", "--model", model, "--dynamic", "--percentile", "0", "-o", s + "/x"], "(0, 1]"),
+            (["quantize", "--model", model, "--dynamic", "--collect-method", "median", "-o", s + "/x"], "min-mean"),
+            (["quantize", "--model", model, "--dynamic", "--calibration", "entropy", "-o", s + "/x"], "max or percentile"),
+            (["quantize", "--model", model, "-o", s + "/x"], "--stats"),
+            (["calibrate", "--model", model, "--calib-prompts", s + "/calib.txt", "--calib-steps", "2", "--shard", "2/2", "-o", s + "/x"], "0 ≤ i < n"),
+        ]
+        for (arguments, message) in cases {
+            let r = try run(arguments)
+            XCTAssertNotEqual(r.status, 0, arguments.joined(separator: " "))
+            XCTAssertTrue(r.stderr.contains(message), "\(arguments): \(r.stderr)")
+            XCTAssertFalse(exists(s + "/x"))
+        }
+        try "# nothing\n".write(toFile: s + "/empty.txt", atomically: true, encoding: .utf8)
+        let r = try run(["calibrate", "--model", model, "--calib-prompts", s + "/empty.txt", "--calib-steps", "2", "-o", s + "/x"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("no prompts"), r.stderr)
+    }
+
+    func testInterruptedCalibrationLeavesNoFile() throws {
+        let s = scratch!
+        let prompts = (0..<40).map { "prompt number \($0)" }.joined(separator: "\n")
+        try prompts.write(toFile: s + "/many.txt", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["calibrate", "--model", model, "--calib-prompts", s + "/many.txt", "--calib-steps", "4", "-o", s + "/stats.d8s"]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 2)
+        process.interrupt()
+        process.waitUntilExit()
+        XCTAssertFalse(exists(s + "/stats.d8s"))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: s).filter { $0.contains("stats") }
+        XCTAssertEqual(leftovers, [])
+    }
+}

@@ -73,12 +73,11 @@ public final class CLIPTextModel {
                                    ignoring: { $0.hasSuffix("embeddings.position_ids") })
     }
 
-    /// Loads `<directory>/config.json` and `model.safetensors` (or `model.fp16.safetensors`).
+    /// Loads `<directory>/config.json` and the weights `ComponentWeights` finds (`model.safetensors`,
+    /// its sharded index, or the `fp16` variants).
     public static func load(directory: String) throws -> CLIPTextModel {
         let configuration = try CLIPTextConfiguration(directory: directory)
-        let weights = try ComponentConfigReader.openWeights(
-            directory: directory, candidates: ["model.safetensors", "model.fp16.safetensors"])
-        return try CLIPTextModel(configuration: configuration, weights: weights)
+        return try CLIPTextModel(configuration: configuration, weights: ComponentWeights.open(directory: directory))
     }
 
     /// Runs the encoder on equal-length token id sequences (normally 77 ids each, as the CLIP tokenizer

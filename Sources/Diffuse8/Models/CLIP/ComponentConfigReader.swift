@@ -87,21 +87,6 @@ struct ComponentConfigReader {
     }
 }
 
-extension ComponentConfigReader {
-    /// Opens the first of `candidates` (file names inside `directory`) that exists; failing that, a sharded
-    /// checkpoint (`<candidate>.index.json` and its shards, read through the UNet's sharded reader).
-    static func openWeights(directory: String, candidates: [String]) throws -> TensorStore {
-        for name in candidates where FileManager.default.fileExists(atPath: directory + "/" + name) {
-            return try SafetensorsFile(path: directory + "/" + name)
-        }
-        for name in candidates where FileManager.default.fileExists(atPath: directory + "/" + name + ".index.json") {
-            return try UNetShardedWeights(index: directory + "/" + name + ".index.json")
-        }
-        throw ComponentConfigurationError(
-            "\(directory): no weights file found (looked for \(candidates.joined(separator: ", ")) and their .index.json)")
-    }
-}
-
 /// Wraps a weight store and records which tensors a model reads, so that tensors it never used can be
 /// reported: a `num_hidden_layers`, `layers_per_block` or `use_quant_conv` that does not belong to the
 /// weights would otherwise silently drop layers.

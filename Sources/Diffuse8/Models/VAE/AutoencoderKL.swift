@@ -56,13 +56,11 @@ public final class AutoencoderKL {
         try weights.requireAllUsed(component: "AutoencoderKL")
     }
 
-    /// Loads `<directory>/config.json` and `diffusion_pytorch_model.safetensors` (or the `.fp16` variant).
+    /// Loads `<directory>/config.json` and the weights `ComponentWeights` finds
+    /// (`diffusion_pytorch_model.safetensors`, its sharded index, or the `fp16` variants).
     public static func load(directory: String) throws -> AutoencoderKL {
         let configuration = try VAEConfiguration(directory: directory)
-        let weights = try ComponentConfigReader.openWeights(
-            directory: directory,
-            candidates: ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"])
-        return try AutoencoderKL(configuration: configuration, weights: weights)
+        return try AutoencoderKL(configuration: configuration, weights: ComponentWeights.open(directory: directory))
     }
 
     /// `config.scaling_factor`: the pipeline divides latents by it before `decode`.

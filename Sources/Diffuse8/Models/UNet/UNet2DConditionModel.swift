@@ -1,9 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
 /// diffusers' `UNet2DConditionModel` (SD1.x/2.x and SDXL layouts), FP32 on the CPU kernels, with weights
 /// named exactly as in diffusers' state dict.
 ///
@@ -31,10 +25,10 @@ public final class UNet2DConditionModel {
     public let convOut: Conv2d
 
     /// Builds the model from `configuration`, reading every weight from `weights` by its diffusers name.
-    /// Throws `UNetWeightsError` when a tensor is missing, has the wrong shape, or is left unused.
+    /// Throws `ComponentWeightsError` when a tensor is missing, has the wrong shape, or is left unused.
     public init(configuration c: UNetConfiguration, weights: TensorStore) throws {
         configuration = c
-        let loader = UNetWeightLoader(weights)
+        let loader = ComponentWeightAudit(weights, component: "UNet")
         let first = c.blockOutChannels[0]
         timeProjection = SinusoidalTimestepProjection(channels: first, flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift)
         timeEmbedding = try TimestepEmbedding(loader, "time_embedding", inChannels: first, timeEmbeddingDim: c.timeEmbeddingDim)
@@ -57,7 +51,7 @@ public final class UNet2DConditionModel {
         upBlocks = try c.blockOutChannels.indices.map { try UNetUpBlock(loader, index: $0, configuration: c) }
         convNormOut = try loader.groupNorm("conv_norm_out", channels: first, groups: c.normNumGroups, epsilon: c.normEpsilon)
         convOut = try loader.conv("conv_out", in: first, out: c.outChannels, kernel: 3, padding: 1)
-        try loader.checkAllUsed()
+        try loader.requireAllUsed()
     }
 
     /// Loads a diffusers `unet/` folder: `config.json` and the weights `ComponentWeights` finds

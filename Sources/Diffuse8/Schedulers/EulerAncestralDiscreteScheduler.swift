@@ -16,7 +16,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     public let predictionType: PredictionType
 
     public init(config: JSONValue, steps: Int) throws {
-        let reader = try SchedulerConfiguration(config, className: "EulerAncestralDiscreteScheduler")
+        let reader = try ComponentConfigReader(scheduler: config, className: "EulerAncestralDiscreteScheduler")
         guard steps >= 1 else { throw SchedulerError("EulerAncestralDiscreteScheduler: the number of steps must be at least 1, got \(steps)") }
         let schedule = try reader.noiseSchedule()
         predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction"])

@@ -76,7 +76,11 @@ public struct EulerDiscreteScheduler: Scheduler {
     }
 
     public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor {
-        let sigma = sigmas[stepIndex]
+        Self.scaledInput(sample, sigma: sigmas[stepIndex])
+    }
+
+    /// `scale_model_input` of Euler-type schedulers: sample / (σ² + 1) ** 0.5.
+    static func scaledInput(_ sample: Tensor, sigma: Float) -> Tensor {
         let divisor = (sigma * sigma + 1).squareRoot()
         return Elementwise.map(sample) { $0 / divisor }
     }

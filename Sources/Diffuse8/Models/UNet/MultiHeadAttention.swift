@@ -13,7 +13,7 @@ public final class MultiHeadAttention {
     /// Replaces the attention kernel when set (FP8 attention simulation, `Quantization/`); nil = FP32 SDPA.
     public var attentionKernel: ((_ query: Tensor, _ key: Tensor, _ value: Tensor, _ heads: Int) -> Tensor)?
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
         query = try loader.linear(prefix + ".to_q", in: channels, out: channels, bias: false)
         key = try loader.linear(prefix + ".to_k", in: contextChannels, out: channels, bias: false)
         value = try loader.linear(prefix + ".to_v", in: contextChannels, out: channels, bias: false)

@@ -95,7 +95,7 @@ public enum QuantizedModelFolder {
     }
 
     static func writeWeights(unetSource: String, quantized: QuantizedUNet, to path: String) throws {
-        let store = try UNet2DConditionModel.weights(in: unetSource)
+        let store = try ComponentWeights.open(directory: unetSource)
         let layers = Dictionary(uniqueKeysWithValues: quantized.layers.map { ($0.name + ".weight", $0) })
         var writer = SafetensorsWriter(metadata: ["format": "pt", "quantization": "diffuse8"])
         for name in store.tensorNames {
@@ -106,10 +106,9 @@ public enum QuantizedModelFolder {
                 if let a = layer.inputAmax { try writer.add(n + ".input_amax", Tensor(shape: [1], scalars: [a])) }
                 if let s = layer.smoothing { try writer.add(n + ".smooth_scale", Tensor(shape: [s.count], scalars: s)) }
                 if let o = layer.outputAmax { try writer.add(n + ".output_amax", Tensor(shape: [1], scalars: [o])) }
-            } else if let file = store as? SafetensorsFile, let entry = file.entries[name] {
-                try writer.add(name, dtype: entry.dtype, shape: entry.shape, bytes: Array(try file.rawBytes(named: name)))
             } else {
-                try writer.add(name, try store.tensor(named: name))
+                let entry = try store.entry(named: name)  // copied as stored (F16 stays F16)
+                try writer.add(name, dtype: entry.dtype, shape: entry.shape, bytes: Array(try store.rawBytes(named: name)))
             }
         }
         try writer.write(to: path)

@@ -98,7 +98,7 @@ final class QuantCalibrationTests: XCTestCase {
         recipe.smoothing = .search
         let quantized = try Quantizer.quantize(pipeline.unet, statistics: stats, recipe: recipe)
         XCTAssertFalse(quantized.layers.contains { QuantizationLevel.isExcluded($0.name) })
-        XCTAssertEqual(quantized.alphas.count, quantized.layers.filter { $0.kind == .linear }.count)
+        XCTAssertEqual(quantized.alphas.count + quantized.unsmoothedLayers.count, quantized.layers.filter { $0.kind == .linear }.count)
         let output = scratch + "/q"
         try QuantizedModelFolder.write(source: source, quantized: quantized, to: output)
         XCTAssertThrowsError(try QuantizedModelFolder.write(source: source, quantized: quantized, to: output)) { XCTAssertTrue("\($0)".contains("already exists")) }

@@ -19,6 +19,8 @@ public struct QuantizationManifest: Codable, Sendable {
     /// "none", a number, or "search".
     public var alpha: String?
     public var alphaPerLayer: [String: Float]
+    /// Linear layers the α search left unsmoothed (no smoothing had the lowest output error).
+    public var unsmoothedLayers: [String]?
     public var weightGranularity: String
     public var calibrationPromptsHash: String?
     public var calibrationPromptCount: Int?
@@ -30,7 +32,7 @@ public struct QuantizationManifest: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case toolVersion = "tool_version", format, level, dynamic, calibration, percentile
-        case collectMethod = "collect_method", alpha, alphaPerLayer = "alpha_per_layer"
+        case collectMethod = "collect_method", alpha, alphaPerLayer = "alpha_per_layer", unsmoothedLayers = "unsmoothed_layers"
         case weightGranularity = "weight_granularity", calibrationPromptsHash = "calibration_prompts_hash"
         case calibrationPromptCount = "calibration_prompt_count", calibrationSteps = "calibration_steps"
         case modelFingerprint = "model_fingerprint", quantizedLayers = "quantized_layers"
@@ -86,7 +88,7 @@ public enum QuantizedModelFolder {
             toolVersion: toolVersion, format: r.format, level: r.level, dynamic: r.dynamic,
             calibration: r.dynamic ? nil : r.calibration, percentile: r.dynamic ? nil : r.percentile,
             collectMethod: r.dynamic ? nil : r.collectMethod, alpha: r.dynamic ? nil : r.smoothing.text,
-            alphaPerLayer: q.alphas,
+            alphaPerLayer: q.alphas, unsmoothedLayers: q.unsmoothedLayers,
             weightGranularity: r.format == .int8 || r.fp8PerChannelWeights || r.dynamic ? "per-output-channel" : "per-tensor",
             calibrationPromptsHash: q.statistics?.promptsHash, calibrationPromptCount: q.statistics?.promptCount,
             calibrationSteps: q.statistics?.steps, modelFingerprint: q.statistics?.modelFingerprint,

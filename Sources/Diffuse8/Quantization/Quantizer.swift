@@ -10,6 +10,8 @@ public struct QuantizedUNet: Sendable {
     public var layers: [QuantizedLayer]
     /// α chosen per SmoothQuant layer.
     public var alphas: [String: Float]
+    /// Layers where the α search found no smoothing best (s = 1).
+    public var unsmoothedLayers: [String] = []
     /// Attention modules (prefix of `to_q`) run in FP8 (level 4).
     public var fp8AttentionModules: [String]
     /// Attention modules level 4 left in full precision because head_dim % 16 != 0.
@@ -89,7 +91,8 @@ public enum Quantizer {
                 }
                 let (best, errors) = searchAlpha(linear, channelAmax: channelAmax, samples: reservoir.tensor, recipe: recipe, perChannel: weightPerChannel)
                 alpha = best
-                log?("\(linear.name): α = \(best) (output MSE \(errors.map { String(Float($0)) }.joined(separator: " ")))")
+                if best == nil { result.unsmoothedLayers.append(linear.name) }
+                log?("\(linear.name): α = \(best.map { String($0) } ?? "none") (output MSE per α, then without smoothing: \(errors.map { String(Float($0)) }.joined(separator: " ")))")
             }
             var smoothing: [Float]?
             var weight = linear.weight
@@ -127,28 +130,34 @@ public enum Quantizer {
     }
 
     /// Per-layer α search: the α of the grid minimising the mean squared error of the quantized layer's
-    /// output against full precision on the sampled calibration rows. Returns the α and every grid MSE.
+    /// output against full precision (bias left out: it is added in full precision) on the sampled
+    /// calibration rows. Beyond the grid, "no smoothing" (s = 1) is also a candidate — on models without
+    /// activation outliers it often wins, and leaving it out can make the search worse than no SmoothQuant.
+    /// Returns the chosen α (nil = no smoothing) and the MSE of every grid α followed by that of no smoothing.
     public static func searchAlpha(_ linear: Linear, channelAmax: [Float], samples: Tensor, recipe: QuantizationRecipe,
-                                   perChannel: Bool) -> (Float, [Double]) {
+                                   perChannel: Bool) -> (Float?, [Double]) {
         let reference = CPUKernels.linear(samples, weight: linear.weight, bias: nil)
-        var best: (alpha: Float, error: Double) = (recipe.alphaGrid[0], .infinity)
-        var errors: [Double] = []
-        for alpha in recipe.alphaGrid {
-            let scales = QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha)
-            let weight = QuantizedWeight(quantizing: smoothedWeight(linear.weight, scales), format: recipe.format, perChannel: perChannel).dequantized()
-            let amax = zip(channelAmax, scales).map { $0 / $1 }.max() ?? 0
+        func error(_ scales: [Float]?) -> Double {
+            let weight = QuantizedWeight(quantizing: scales.map { smoothedWeight(linear.weight, $0) } ?? linear.weight,
+                                         format: recipe.format, perChannel: perChannel).dequantized()
+            let amax = scales.map { s in zip(channelAmax, s).map { $0 / $1 }.max() ?? 0 } ?? (channelAmax.max() ?? 0)
             let input = QuantizedLayer.quantizeActivation(samples, kind: .linear, format: recipe.format, amax: amax, smoothing: scales)
             let output = CPUKernels.linear(input, weight: weight, bias: nil)
-            var error = 0.0
+            var sum = 0.0
             for i in output.scalars.indices {
                 let d = Double(output.scalars[i]) - Double(reference.scalars[i])
-                error += d * d
+                sum += d * d
             }
-            error /= Double(max(1, output.count))
-            errors.append(error)
-            if error < best.error { best = (alpha, error) }
+            return sum / Double(max(1, output.count))
         }
-        return (best.alpha, errors)
+        var best: (alpha: Float?, error: Double) = (nil, error(nil))
+        var errors: [Double] = []
+        for alpha in recipe.alphaGrid {
+            let e = error(QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha))
+            errors.append(e)
+            if e < best.error { best = (alpha, e) }
+        }
+        return (best.alpha, errors + [best.alpha == nil ? best.error : error(nil)])
     }
 
     /// Every attention module of the UNet (self and cross), in execution order.

@@ -90,10 +90,14 @@ public final class CUDAKernels: @unchecked Sendable {
                 .tensor(x), .tensor(columns), .int64(Int64(total)), .int(c), .int(h), .int(w), .int(kh), .int(kw),
                 .int(stride), .int(padding), .int(oh), .int(ow)])
         }
-        // Column-major per image: yᵀ[hw, o] = colsᵀ[hw, ck] · Wᵀ[ck, o]; batched over images (W shared).
-        try matmul.run(.init(m: hw, n: o, k: ck, transA: false, transB: false, lda: hw, ldb: ck, ldd: hw,
-                             epilogue: .none, batch: n, strideA: ck * hw, strideB: 0, strideD: o * hw),
-                       a: columns.address, b: weight.address, d: y.address)
+        // Column-major per image: yᵀ[hw, o] = colsᵀ[hw, ck] · Wᵀ[ck, o]. One GEMM per image (the weight is
+        // shared; a zero batch stride is not documented for cuBLASLt layouts).
+        let problem = CUDAMatmul.Problem(m: hw, n: o, k: ck, transA: false, transB: false, lda: hw, ldb: ck, ldd: hw,
+                                         epilogue: .none)
+        for image in 0..<n {
+            try matmul.run(problem, a: columns.address + UInt64(image * ck * hw * 2), b: weight.address,
+                           d: y.address + UInt64(image * o * hw * 2))
+        }
         if let bias {
             try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                 .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(hw), .int32(0)])

@@ -56,9 +56,12 @@ def main():
     gn = torch.nn.GroupNorm(32, 320).to(dev, h)
     ms = median_ms(lambda: F.silu(gn(x)))
     rows.append(("groupNorm+SiLU (2 ops)", "[2,320,64,64]", ms, 2 * x.numel() * 2 / ms / 1e6, "GB/s"))
-    conv = torch.nn.Conv2d(320, 320, 3, padding=1).to(dev, h)
-    ms = median_ms(lambda: conv(x))
-    rows.append(("conv2d 3x3 (cuDNN)", "[2,320,64,64]→320", ms, 2 * 2 * 4096 * 320 * 2880 / ms / 1e9, "TFLOP/s"))
+    for c, size in [(320, 64), (640, 32), (1280, 16)]:
+        xc = torch.randn(2, c, size, size, device=dev, dtype=h)
+        conv = torch.nn.Conv2d(c, c, 3, padding=1).to(dev, h)
+        ms = median_ms(lambda: conv(xc))
+        rows.append(("conv2d 3x3 (cuDNN)", f"[2,{c},{size},{size}]→{c}", ms,
+                     2 * 2 * size * size * c * c * 9 / ms / 1e9, "TFLOP/s"))
     t = torch.randn(2, 4096, 320, device=dev, dtype=h)
     ln = torch.nn.LayerNorm(320).to(dev, h)
     ms = median_ms(lambda: ln(t))

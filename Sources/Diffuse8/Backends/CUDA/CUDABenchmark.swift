@@ -73,10 +73,20 @@ public enum CUDABenchmark {
         let bytes = Double(feature.byteCount)
         var ms = try time(context) { _ = try kernels.groupNorm(feature, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true) }
         add(Row(name: "groupNorm+SiLU", shape: "[2,320,64,64]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
-        let convWeight = try device([320, 320, 3, 3], scale: 0.02), convBias = try device([320])
-        ms = try time(context) { _ = try kernels.conv2d(feature, weight: convWeight, bias: convBias, padding: 1) }
-        add(Row(name: "conv2d 3x3 (im2col+GEMM)", shape: "[2,320,64,64]→320", milliseconds: ms,
-                rate: 2.0 * 2 * 4096 * 320 * 2880 / ms / 1e9, unit: "TFLOP/s"))
+        let previousBackend = kernels.convolutionBackend
+        defer { kernels.convolutionBackend = previousBackend }
+        let hasCUDNN = (try? context.cudnn()) != nil
+        for (label, backend) in (hasCUDNN ? [("cuDNN", CUDAKernels.ConvolutionBackend.cudnn)] : []) + [("im2col+GEMM", .im2colGEMM)] {
+            kernels.convolutionBackend = backend
+            for (c, size) in [(320, 64), (640, 32), (1280, 16)] {
+                let x = c == 320 ? feature : try device([2, c, size, size])
+                let weight = try device([c, c, 3, 3], scale: 0.02), bias = try device([c])
+                ms = try time(context) { _ = try kernels.conv2d(x, weight: weight, bias: bias, padding: 1) }
+                add(Row(name: "conv2d 3x3 (\(label))", shape: "[2,\(c),\(size),\(size)]→\(c)", milliseconds: ms,
+                        rate: 2.0 * 2 * Double(size * size) * Double(c) * Double(c * 9) / ms / 1e9, unit: "TFLOP/s"))
+            }
+        }
+
         let tokens = try device([2, 4096, 320]), lnWeight = try device([320]), lnBias = try device([320])
         ms = try time(context) { _ = try kernels.layerNorm(tokens, weight: lnWeight, bias: lnBias, epsilon: 1e-5) }
         add(Row(name: "layerNorm", shape: "[2,4096,320]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))

@@ -16,6 +16,8 @@ public enum CUDAError: Error, CustomStringConvertible, Sendable {
     case nvrtc(call: String, code: Int32, message: String)
     /// A cuBLASLt call failed.
     case cublas(call: String, status: Int32, detail: String)
+    /// A cuDNN call failed.
+    case cudnn(call: String, status: Int32, message: String)
     /// Shapes or dtypes that the kernel cannot handle.
     case invalidArgument(String)
 
@@ -39,6 +41,8 @@ public enum CUDAError: Error, CustomStringConvertible, Sendable {
             return "NVRTC call \(call) failed (\(code)): \(message)"
         case let .cublas(call, status, detail):
             return "cuBLASLt call \(call) failed with status \(status) (\(CUDAError.cublasStatusName(status))). \(detail)"
+        case let .cudnn(call, status, message):
+            return "cuDNN call \(call) failed with status \(status): \(message)"
         case let .invalidArgument(message):
             return "CUDA kernel argument error: \(message)"
         }

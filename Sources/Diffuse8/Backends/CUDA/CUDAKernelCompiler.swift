@@ -62,7 +62,7 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
 
     private func loadModule(_ module: String, source: String) throws -> OpaquePointer? {
         let nvrtc = try context.nvrtc()
-        let options = ["--gpu-arch=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
+        let options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
         let version = nvrtc.version
         let key = Self.fnv1a(source + "\u{0}" + options.joined(separator: " ") + "\u{0}nvrtc\(version.major).\(version.minor)")
         let hex = String(key, radix: 16)

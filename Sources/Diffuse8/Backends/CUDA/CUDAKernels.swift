@@ -9,6 +9,19 @@ public final class CUDAKernels: @unchecked Sendable {
     public let context: CUDAContext
     public let compiler: CUDAKernelCompiler
     public let matmul: CUDAMatmul
+    /// How `conv2d` runs: cuDNN when it loads (`.automatic`), else im2col + cuBLASLt.
+    public var convolutionBackend = ConvolutionBackend.automatic
+    private var cudnnConvolution: CUDNNConvolution?
+    private var cudnnUnavailable: Error?
+
+    public enum ConvolutionBackend: Sendable {
+        /// cuDNN if it can be loaded, otherwise im2col + GEMM.
+        case automatic
+        /// cuDNN only (throws if it is missing).
+        case cudnn
+        /// im2col + one cuBLASLt GEMM per image.
+        case im2colGEMM
+    }
 
     /// Kernels on the shared context (device 0). Throws with the full search report when CUDA is absent.
     public convenience init() throws { try self.init(context: CUDAContext.shared()) }
@@ -70,20 +83,53 @@ public final class CUDAKernels: @unchecked Sendable {
         return c
     }
 
-    /// `torch.nn.functional.conv2d` on NCHW, weight [O, C, kh, kw], symmetric zero padding:
-    /// im2col into [C·kh·kw, OH·OW] per image (skipped for 1×1 stride-1 convolutions) and one cuBLASLt
-    /// GEMM per image, then the bias. Limitation: no groups or dilation.
+    /// `torch.nn.functional.conv2d` on NCHW, weight [O, C, kh, kw], symmetric zero padding, through cuDNN
+    /// (fastest algorithm found per shape) or im2col + cuBLASLt (see `convolutionBackend`); the bias is
+    /// added by a separate kernel. Limitation: no groups or dilation.
     public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0) throws -> CUDATensor {
         try requireHalf(x, weight, bias, op: "conv2d")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
         guard weight.shape[1] == c else { throw CUDAError.invalidArgument("conv2d: weight \(weight.shape) vs input \(x.shape)") }
         let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
-        let ck = c * kh * kw, hw = oh * ow
         let y = try output([n, o, oh, ow])
-        let pointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
+        if let cudnn = try cudnnIfWanted() {
+            let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
+            try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
+        } else {
+            try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+        }
+        if let bias {
+            try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+                .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
+        }
+        return y
+    }
+
+    private func cudnnIfWanted() throws -> CUDNNConvolution? {
+        switch convolutionBackend {
+        case .im2colGEMM: return nil
+        case .cudnn, .automatic:
+            if let cudnnConvolution { return cudnnConvolution }
+            if cudnnUnavailable != nil && convolutionBackend == .automatic { return nil }
+            do {
+                cudnnConvolution = try CUDNNConvolution(context: context)
+                return cudnnConvolution
+            } catch {
+                if convolutionBackend == .cudnn { throw error }
+                cudnnUnavailable = error
+                return nil
+            }
+        }
+    }
+
+    /// im2col into [C·kh·kw, OH·OW] per image (skipped for 1×1 stride-1 convolutions), then one GEMM per image.
+    private func im2colConvolution(_ x: CUDATensor, weight: CUDATensor, into y: CUDATensor, stride: Int, padding: Int) throws {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3], oh = y.shape[2], ow = y.shape[3]
+        let ck = c * kh * kw, hw = oh * ow
         var columns = x
-        if !pointwise {
+        if !(kh == 1 && kw == 1 && stride == 1 && padding == 0) {
             columns = try output([n, ck, hw])
             let total = n * ck * hw
             try compiler.launch(basic("im2col"), grid: elementwiseGrid(total), block: (256, 1, 1), [
@@ -98,11 +144,6 @@ public final class CUDAKernels: @unchecked Sendable {
             try matmul.run(problem, a: columns.address + UInt64(image * ck * hw * 2), b: weight.address,
                            d: y.address + UInt64(image * o * hw * 2))
         }
-        if let bias {
-            try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
-                .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(hw), .int32(0)])
-        }
-        return y
     }
 
     // MARK: Normalisation

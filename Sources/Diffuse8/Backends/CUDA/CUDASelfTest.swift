@@ -81,16 +81,25 @@ public enum CUDASelfTest {
             })
             return (try kernels.matmulTransposedB(a, b), reference)
         }
-        // Convolutions (im2col + cuBLASLt).
+        // Convolutions, through cuDNN (when it loads) and through im2col + cuBLASLt.
+        let hasCUDNN = (try? context.cudnn()) != nil
+        let backends: [(String, CUDAKernels.ConvolutionBackend)] =
+            (hasCUDNN ? [("cuDNN", .cudnn)] : []) + [("im2col", .im2colGEMM)]
+        let previousBackend = kernels.convolutionBackend
+        defer { kernels.convolutionBackend = previousBackend }
+        for (backendName, backend) in backends {
+        kernels.convolutionBackend = backend
         for (c, o, hw, k, stride, padding) in [(32, 64, 16, 3, 1, 1), (64, 64, 16, 3, 2, 1), (64, 128, 16, 1, 1, 0),
                                                (4, 32, 16, 3, 1, 1)] {
-            check("conv2d \(k)x\(k) s\(stride) p\(padding)", "[2,\(c),\(hw),\(hw)]→\(o)") { r in
+            check("conv2d \(k)x\(k) s\(stride) p\(padding) \(backendName)", "[2,\(c),\(hw),\(hw)]→\(o)") { r in
                 let (x, xh) = try pair([2, c, hw, hw], &r), (w, wh) = try pair([o, c, k, k], &r, scale: 0.1)
                 let (b, bh) = try pair([o], &r)
                 return (try kernels.conv2d(x, weight: w, bias: b, stride: stride, padding: padding),
                         CPUKernels.conv2d(xh, weight: wh, bias: bh, stride: stride, padding: padding))
             }
         }
+        }
+        kernels.convolutionBackend = previousBackend
         // Normalisation.
         for (shape, silu) in [([2, 64, 16, 16], false), ([2, 64, 16, 16], true), ([2, 320, 32, 32], true)] {
             check("groupNorm\(silu ? "+SiLU" : "") (32 groups)", "\(shape)") { r in
@@ -166,11 +175,11 @@ public enum CUDASelfTest {
 
     /// A table of results, one line each, and a summary line.
     public static func table(_ results: [CUDASelfTestResult]) -> String {
-        var lines = [pad("kernel", 26) + pad("shape", 30) + pad("rel. L2", 11) + pad("limit", 8) + "result"]
+        var lines = [pad("kernel", 30) + pad("shape", 30) + pad("rel. L2", 11) + pad("limit", 8) + "result"]
         for r in results {
             let status = r.passed ? "ok" : "FAIL" + (r.nonFinite > 0 ? " (\(r.nonFinite) unwritten/NaN)" : "")
                 + (r.error.map { ": " + $0 } ?? "")
-            lines.append(pad(r.name, 26) + pad(r.shape, 30) + pad(scientific(r.relativeL2), 11)
+            lines.append(pad(r.name, 30) + pad(r.shape, 30) + pad(scientific(r.relativeL2), 11)
                          + pad(scientific(r.threshold), 8) + status)
         }
         let failed = results.filter { !$0.passed }.count

@@ -100,13 +100,64 @@ struct CUBLASLtAPI {
     static let heuristicResultSize = 96
 }
 
-/// cuDNN, loaded for its version only in this first step (convolutions go through im2col + cuBLASLt).
+/// cuDNN's (legacy, still supported in cuDNN 9) convolution API, resolved from `libcudnn.so.9`.
 struct CUDNNAPI {
+    typealias Handle = OpaquePointer?
+    typealias Status = Int32
+
     let library: CUDASharedLibrary
     let cudnnGetVersion: @convention(c) () -> Int
+    let cudnnGetErrorString: @convention(c) (Status) -> UnsafePointer<CChar>?
+    let cudnnCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Status
+    let cudnnSetStream: @convention(c) (Handle, OpaquePointer?) -> Status
+    let cudnnCreateTensorDescriptor: @convention(c) (UnsafeMutablePointer<Handle>) -> Status
+    let cudnnSetTensor4dDescriptor: @convention(c) (Handle, Int32, Int32, Int32, Int32, Int32, Int32) -> Status
+    let cudnnDestroyTensorDescriptor: @convention(c) (Handle) -> Status
+    let cudnnCreateFilterDescriptor: @convention(c) (UnsafeMutablePointer<Handle>) -> Status
+    /// (desc, dataType, format, k, c, h, w) — note dataType before format, unlike tensors.
+    let cudnnSetFilter4dDescriptor: @convention(c) (Handle, Int32, Int32, Int32, Int32, Int32, Int32) -> Status
+    let cudnnDestroyFilterDescriptor: @convention(c) (Handle) -> Status
+    let cudnnCreateConvolutionDescriptor: @convention(c) (UnsafeMutablePointer<Handle>) -> Status
+    let cudnnSetConvolution2dDescriptor: @convention(c) (Handle, Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32) -> Status
+    let cudnnSetConvolutionMathType: @convention(c) (Handle, Int32) -> Status
+    let cudnnDestroyConvolutionDescriptor: @convention(c) (Handle) -> Status
+    let cudnnFindConvolutionForwardAlgorithmEx: @convention(c) (Handle, Handle, UInt64, Handle, UInt64, Handle, Handle, UInt64,
+                                                                Int32, UnsafeMutablePointer<Int32>, UnsafeMutableRawPointer,
+                                                                UInt64, Int) -> Status
+    let cudnnConvolutionForward: @convention(c) (Handle, UnsafeRawPointer, Handle, UInt64, Handle, UInt64, Handle, Int32,
+                                                 UInt64, Int, UnsafeRawPointer, Handle, UInt64) -> Status
 
     init(_ lib: CUDASharedLibrary) throws {
         library = lib
         cudnnGetVersion = try lib.function("cudnnGetVersion")
+        cudnnGetErrorString = try lib.function("cudnnGetErrorString")
+        cudnnCreate = try lib.function("cudnnCreate")
+        cudnnSetStream = try lib.function("cudnnSetStream")
+        cudnnCreateTensorDescriptor = try lib.function("cudnnCreateTensorDescriptor")
+        cudnnSetTensor4dDescriptor = try lib.function("cudnnSetTensor4dDescriptor")
+        cudnnDestroyTensorDescriptor = try lib.function("cudnnDestroyTensorDescriptor")
+        cudnnCreateFilterDescriptor = try lib.function("cudnnCreateFilterDescriptor")
+        cudnnSetFilter4dDescriptor = try lib.function("cudnnSetFilter4dDescriptor")
+        cudnnDestroyFilterDescriptor = try lib.function("cudnnDestroyFilterDescriptor")
+        cudnnCreateConvolutionDescriptor = try lib.function("cudnnCreateConvolutionDescriptor")
+        cudnnSetConvolution2dDescriptor = try lib.function("cudnnSetConvolution2dDescriptor")
+        cudnnSetConvolutionMathType = try lib.function("cudnnSetConvolutionMathType")
+        cudnnDestroyConvolutionDescriptor = try lib.function("cudnnDestroyConvolutionDescriptor")
+        cudnnFindConvolutionForwardAlgorithmEx = try lib.function("cudnnFindConvolutionForwardAlgorithmEx")
+        cudnnConvolutionForward = try lib.function("cudnnConvolutionForward")
     }
+
+    func check(_ status: Status, _ call: String) throws {
+        guard status != 0 else { return }
+        let message = cudnnGetErrorString(status).map { String(cString: $0) } ?? "status \(status)"
+        throw CUDAError.cudnn(call: call, status: status, message: message)
+    }
+
+    // Enum values from cudnn_graph.h / cudnn_cnn.h.
+    static let formatNCHW: Int32 = 0
+    static let dataFloat32: Int32 = 0, dataFloat16: Int32 = 2
+    static let crossCorrelation: Int32 = 1
+    static let tensorOpMath: Int32 = 1
+    /// sizeof(cudnnConvolutionFwdAlgoPerf_t): algo, status, time, (pad), memory (size_t), determinism, mathType, reserved[3].
+    static let algoPerfSize = 48
 }

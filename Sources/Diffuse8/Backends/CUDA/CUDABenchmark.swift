@@ -63,9 +63,16 @@ public enum CUDABenchmark {
         ]
         for (name, batch, heads, lq, lk, d) in attentions {
             let q = try device([batch, lq, heads * d]), k = try device([batch, lk, heads * d]), v = try device([batch, lk, heads * d])
-            let ms = try time(context) { _ = try kernels.attention(query: q, key: k, value: v, heads: heads) }
-            add(Row(name: name, shape: "B\(batch) H\(heads) Lq\(lq) Lk\(lk) D\(d)", milliseconds: ms,
-                    rate: 4.0 * Double(batch * heads) * Double(lq) * Double(lk) * Double(d) / ms / 1e9, unit: "TFLOP/s"))
+            let previous = kernels.attentionKernel
+            defer { kernels.attentionKernel = previous }
+            let variants: [(String, CUDAKernels.AttentionKernel)] = CUDAAttentionSource.pipelinedHeadDims.contains(d)
+                ? [("", .simple), (" (pipelined)", .pipelined)] : [("", .simple)]
+            for (label, variant) in variants {
+                kernels.attentionKernel = variant
+                let ms = try time(context) { _ = try kernels.attention(query: q, key: k, value: v, heads: heads) }
+                add(Row(name: name + label, shape: "B\(batch) H\(heads) Lq\(lq) Lk\(lk) D\(d)", milliseconds: ms,
+                        rate: 4.0 * Double(batch * heads) * Double(lq) * Double(lk) * Double(d) / ms / 1e9, unit: "TFLOP/s"))
+            }
         }
 
         // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).

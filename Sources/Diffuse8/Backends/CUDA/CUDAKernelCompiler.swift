@@ -62,7 +62,10 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
 
     private func loadModule(_ module: String, source: String) throws -> OpaquePointer? {
         let nvrtc = try context.nvrtc()
-        let options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
+        var options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
+        // DIFFUSE8_NVRTC_VERBOSE=1 prints ptxas' register/spill report for every kernel (to stderr).
+        let verbose = CUDALibraryLoader.environment("DIFFUSE8_NVRTC_VERBOSE") != nil
+        if verbose { options.append("--ptxas-options=-v") }
         let version = nvrtc.version
         let key = Self.fnv1a(source + "\u{0}" + options.joined(separator: " ") + "\u{0}nvrtc\(version.major).\(version.minor)")
         let hex = String(key, radix: 16)
@@ -73,7 +76,7 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
             cacheHits += 1
         } else {
             let start = Self.now()
-            cubin = try compile(module, source: source, options: options, nvrtc: nvrtc)
+            cubin = try compile(module, source: source, options: options, nvrtc: nvrtc, printLog: verbose)
             compileSeconds += Self.now() - start
             if let cachePath { Self.writeFileAtomically(cachePath, cubin) }
         }
@@ -85,7 +88,8 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
         return handle
     }
 
-    private func compile(_ module: String, source: String, options: [String], nvrtc: NVRTCAPI) throws -> [UInt8] {
+    private func compile(_ module: String, source: String, options: [String], nvrtc: NVRTCAPI,
+                         printLog: Bool = false) throws -> [UInt8] {
         var program: OpaquePointer? = nil
         try nvrtc.check(nvrtc.nvrtcCreateProgram(&program, source, module + ".cu", 0, nil, nil), "nvrtcCreateProgram")
         defer { _ = nvrtc.nvrtcDestroyProgram(&program) }
@@ -94,13 +98,14 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
         let result = cOptions.map { UnsafePointer($0) }.withUnsafeBufferPointer {
             nvrtc.nvrtcCompileProgram(program, Int32(options.count), $0.baseAddress)
         }
-        if result != 0 {
+        if result != 0 || printLog {
             var logSize = 0
             _ = nvrtc.nvrtcGetProgramLogSize(program, &logSize)
             var log = [CChar](repeating: 0, count: max(logSize, 1))
             _ = nvrtc.nvrtcGetProgramLog(program, &log)
             let text = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            throw CUDAError.compilation(kernel: module, options: options, log: text)
+            if result != 0 { throw CUDAError.compilation(kernel: module, options: options, log: text) }
+            fputs("NVRTC log for \(module):\n\(text)\n", stderr)
         }
         var size = 0
         try nvrtc.check(nvrtc.nvrtcGetCUBINSize(program, &size), "nvrtcGetCUBINSize")

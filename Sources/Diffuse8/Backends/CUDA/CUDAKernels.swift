@@ -14,6 +14,18 @@ public final class CUDAKernels: @unchecked Sendable {
     private var cudnnConvolution: CUDNNConvolution?
     private var cudnnUnavailable: Error?
 
+    /// Which attention kernel `attention` launches.
+    public var attentionKernel = AttentionKernel.automatic
+
+    public enum AttentionKernel: Sendable {
+        /// The pipelined kernel where it exists for the head dim, else the simple one.
+        case automatic
+        /// 64 queries per block, synchronous K/V loads (every head dim).
+        case simple
+        /// 128 queries per block, cp.async double-buffered K/V (`CUDAAttentionSource.pipelinedHeadDims`).
+        case pipelined
+    }
+
     public enum ConvolutionBackend: Sendable {
         /// cuDNN if it can be loaded, otherwise im2col + GEMM.
         case automatic
@@ -251,10 +263,16 @@ public final class CUDAKernels: @unchecked Sendable {
         guard CUDAAttentionSource.headDims.contains(d) else {
             throw CUDAError.invalidArgument("attention: head dim \(d) has no kernel (have \(CUDAAttentionSource.headDims))")
         }
+        let pipelined = attentionKernel != .simple && CUDAAttentionSource.pipelinedHeadDims.contains(d)
+        if attentionKernel == .pipelined && !pipelined {
+            throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
+        }
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
-        let function = try compiler.function("attention_d\(d)", module: "diffuse8_attention", source: CUDAAttentionSource.source)
-        try compiler.launch(function, grid: ((lq + 63) / 64, batch * heads, 1), block: (128, 1, 1), [
+        let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
+                                             module: "diffuse8_attention", source: CUDAAttentionSource.source)
+        let queriesPerBlock = pipelined ? 128 : 64
+        try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
             .tensor(q), .tensor(k), .tensor(v), .tensor(y), .int(heads), .int(lq), .int(lk),
             .float(s * 1.4426950408889634)])
         return y

@@ -155,15 +155,23 @@ public enum CUDASelfTest {
         // Fused attention: every head dim, ragged query/key counts, cross-attention with 77 keys.
         var attentionCases: [(batch: Int, heads: Int, lq: Int, lk: Int, d: Int)] =
             CUDAAttentionSource.headDims.map { (2, 2, 200, 200, $0) }
-        attentionCases += [(2, 8, 256, 77, 40), (2, 10, 64, 77, 64), (1, 4, 1024, 1024, 64), (2, 2, 7, 3, 80)]
+        attentionCases += [(2, 8, 256, 77, 40), (2, 10, 64, 77, 64), (1, 4, 1024, 1024, 64), (2, 2, 7, 3, 80),
+                           (1, 2, 333, 130, 32)]
         if large { attentionCases += [(1, 2, 4096, 4096, 40), (1, 1, 4096, 4096, 64)] }
+        let previousAttention = kernels.attentionKernel
+        defer { kernels.attentionKernel = previousAttention }
         for c in attentionCases {
-            check("attention d=\(c.d)", "B\(c.batch) H\(c.heads) Lq\(c.lq) Lk\(c.lk)", threshold: 2e-3) { r in
+            let variants: [(String, CUDAKernels.AttentionKernel)] = CUDAAttentionSource.pipelinedHeadDims.contains(c.d)
+                ? [("", .simple), (" pipelined", .pipelined)] : [("", .simple)]
+            for (label, variant) in variants {
+            kernels.attentionKernel = variant
+            check("attention d=\(c.d)\(label)", "B\(c.batch) H\(c.heads) Lq\(c.lq) Lk\(c.lk)", threshold: 2e-3) { r in
                 let channels = c.heads * c.d
                 let (q, qh) = try pair([c.batch, c.lq, channels], &r), (k, kh) = try pair([c.batch, c.lk, channels], &r)
                 let (v, vh) = try pair([c.batch, c.lk, channels], &r)
                 return (try kernels.attention(query: q, key: k, value: v, heads: c.heads),
                         CPUKernels.attention(query: qh, key: kh, value: vh, heads: c.heads))
+            }
             }
         }
         return results

@@ -2,7 +2,7 @@
 ///
 /// One block of 4 warps takes 64 queries of one (batch, head); each warp owns 16 query rows and walks
 /// the keys in tiles of 64: S = Q·Kᵀ with `mma.sync m16n8k16` (FP16 in, FP32 accumulate), an online
-/// softmax in FP32 (exp2 with the scale folded into log2 e), P rounded to FP16 and O += P·V with the
+/// softmax in FP32 (`ex2.approx` with the scale folded into log2 e), P rounded to FP16 and O += P·V with the
 /// same instruction (V fragments through `ldmatrix.trans`). The score matrix never leaves registers.
 /// Head dims: any multiple of 8 up to 256 instantiated below (Q·Kᵀ pads the head dim to a multiple of 16).
 ///
@@ -143,13 +143,13 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
                 for (int n = 0; n < BN / 8; ++n) m = fmaxf(m, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
                 m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
                 m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-                const float correction = exp2f(row_max[mt][r] - m);
+                const float correction = fast_exp2(row_max[mt][r] - m);
                 row_max[mt][r] = m;
                 float sum = 0.f;
 #pragma unroll
                 for (int n = 0; n < BN / 8; ++n) {
-                    s[mt][n][2 * r] = exp2f(s[mt][n][2 * r] - m);
-                    s[mt][n][2 * r + 1] = exp2f(s[mt][n][2 * r + 1] - m);
+                    s[mt][n][2 * r] = fast_exp2(s[mt][n][2 * r] - m);
+                    s[mt][n][2 * r + 1] = fast_exp2(s[mt][n][2 * r + 1] - m);
                     sum += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
                 }
                 row_sum[mt][r] = row_sum[mt][r] * correction + sum;
@@ -297,13 +297,13 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
             for (int n = 0; n < BN / 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
             m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
             m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-            const float correction = exp2f(row_max[r] - m);
+            const float correction = fast_exp2(row_max[r] - m);
             row_max[r] = m;
             float sum = 0.f;
 #pragma unroll
             for (int n = 0; n < BN / 8; ++n) {
-                s[n][2 * r] = exp2f(s[n][2 * r] - m);
-                s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - m);
+                s[n][2 * r] = fast_exp2(s[n][2 * r] - m);
+                s[n][2 * r + 1] = fast_exp2(s[n][2 * r + 1] - m);
                 sum += s[n][2 * r] + s[n][2 * r + 1];
             }
             row_sum[r] = row_sum[r] * correction + sum;   // per-thread partial; the quad is summed at the end

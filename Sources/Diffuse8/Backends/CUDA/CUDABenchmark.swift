@@ -78,8 +78,17 @@ public enum CUDABenchmark {
         // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).
         let feature = try device([2, 320, 64, 64]), gamma = try device([320]), beta = try device([320])
         let bytes = Double(feature.byteCount)
-        var ms = try time(context) { _ = try kernels.groupNorm(feature, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true) }
-        add(Row(name: "groupNorm+SiLU", shape: "[2,320,64,64]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
+        var ms = 0.0
+        let vaeFeature = try device([1, 128, 512, 512]), vaeGamma = try device([128]), vaeBeta = try device([128])
+        for (label, oneBlock) in [("", false), (" 1-block", true)] {
+            kernels.splitGroupNormDisabled = oneBlock
+            defer { kernels.splitGroupNormDisabled = false }
+            ms = try time(context) { _ = try kernels.groupNorm(feature, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true) }
+            add(Row(name: "groupNorm+SiLU" + label, shape: "[2,320,64,64]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
+            ms = try time(context) { _ = try kernels.groupNorm(vaeFeature, groups: 32, weight: vaeGamma, bias: vaeBeta, epsilon: 1e-6, fusedSiLU: true) }
+            add(Row(name: "groupNorm+SiLU" + label, shape: "[1,128,512,512]", milliseconds: ms,
+                    rate: 2 * Double(vaeFeature.byteCount) / ms / 1e6, unit: "GB/s"))
+        }
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
         let hasCUDNN = (try? context.cudnn()) != nil

@@ -18,6 +18,10 @@ __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
 }
 
+__device__ __forceinline__ i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+/// 2^x with the MUFU instruction (ftz; inputs here are ≤ 0 after the max is subtracted, -inf gives 0).
+__device__ __forceinline__ float fast_exp2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -84,6 +88,97 @@ extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const h
         float r = (h2f(xp[i]) - mean) * inv * h2f(gamma[c]) + h2f(beta[c]);
         if (fuse_silu) r = silu(r);
         y[base + i] = f2h(r);
+    }
+}
+
+// Split GroupNorm for large groups, pass 1: block (chunk, image*group) computes the mean and the centred sum of
+// squares (M2) of its chunk of the group (two passes over the chunk, which stays in L2) into partial[..] = (mean, M2).
+// Chunks are merged with Chan's formula in pass 2, so no E[x²] − E[x]² cancellation.
+extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float* __restrict__ partial,
+        i64 group_len, int chunk_len) {
+    __shared__ float scratch[32];
+    const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y;
+    const i64 start = (i64)chunk * chunk_len;
+    const int len = (int)min64((i64)chunk_len, group_len - start);
+    const half_t* xp = x + (i64)ng * group_len + start;
+    const bool vector = ((group_len | chunk_len) & 7) == 0;
+    float s = 0.f;
+    if (vector) {
+        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
+            const vec16 v = *(const vec16*)(xp + i);
+            const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s += h2f((half_t)(w[e] & 0xffffu)) + h2f((half_t)(w[e] >> 16));
+        }
+    } else {
+        for (int i = threadIdx.x; i < len; i += blockDim.x) s += h2f(xp[i]);
+    }
+    const float mean = block_sum(s, scratch) / (float)len;
+    float m2 = 0.f;
+    if (vector) {
+        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
+            const vec16 v = *(const vec16*)(xp + i);
+            const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float a = h2f((half_t)(w[e] & 0xffffu)) - mean, b = h2f((half_t)(w[e] >> 16)) - mean;
+                m2 += a * a + b * b;
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < len; i += blockDim.x) { const float d = h2f(xp[i]) - mean; m2 += d * d; }
+    }
+    m2 = block_sum(m2, scratch);
+    if (threadIdx.x == 0) { partial[2 * ((i64)ng * chunks + chunk)] = mean; partial[2 * ((i64)ng * chunks + chunk) + 1] = m2; }
+}
+
+// Split GroupNorm, pass 2: merges the group's chunk statistics (thread 0, in double) and normalises this block's
+// chunk, 8 values per 16-byte access when the sizes allow. Optional fused SiLU.
+extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const float* __restrict__ partial,
+        const half_t* __restrict__ gamma, const half_t* __restrict__ beta, half_t* __restrict__ y,
+        int C, int HW, int groups, i64 group_len, int chunk_len, float eps, int fuse_silu) {
+    __shared__ float stats[2];
+    const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y, g = ng % groups, cpg = C / groups;
+    if (threadIdx.x == 0) {
+        double n = 0.0, mean = 0.0, m2 = 0.0;
+        for (int c = 0; c < chunks; ++c) {
+            const double nb = (double)min64((i64)chunk_len, group_len - (i64)c * chunk_len);
+            const double mb = partial[2 * ((i64)ng * chunks + c)], m2b = partial[2 * ((i64)ng * chunks + c) + 1];
+            const double total = n + nb, delta = mb - mean;
+            mean += delta * nb / total;
+            m2 += m2b + delta * delta * n * nb / total;
+            n = total;
+        }
+        stats[0] = (float)mean;
+        stats[1] = rsqrtf((float)(m2 / n) + eps);
+    }
+    __syncthreads();
+    const float mean = stats[0], inv = stats[1];
+    const i64 start = (i64)chunk * chunk_len;
+    const int len = (int)min64((i64)chunk_len, group_len - start);
+    const i64 base = (i64)ng * group_len + start;
+    if (((group_len | chunk_len | HW) & 7) == 0) {
+        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
+            const int c = g * cpg + (int)((start + i) / HW);       // 8 values share a channel (HW % 8 == 0)
+            const float scale = inv * h2f(gamma[c]), shift = h2f(beta[c]) - mean * scale;
+            const vec16 v = *(const vec16*)(x + base + i);
+            u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float a = h2f((half_t)(w[e] & 0xffffu)) * scale + shift, b = h2f((half_t)(w[e] >> 16)) * scale + shift;
+                if (fuse_silu) { a = silu(a); b = silu(b); }
+                w[e] = pack_half2(a, b);
+            }
+            vec16 r; r.x = w[0]; r.y = w[1]; r.z = w[2]; r.w = w[3];
+            *(vec16*)(y + base + i) = r;
+        }
+    } else {
+        for (int i = threadIdx.x; i < len; i += blockDim.x) {
+            const int c = g * cpg + (int)((start + i) / HW);
+            float r = (h2f(x[base + i]) - mean) * inv * h2f(gamma[c]) + h2f(beta[c]);
+            if (fuse_silu) r = silu(r);
+            y[base + i] = f2h(r);
+        }
     }
 }
 

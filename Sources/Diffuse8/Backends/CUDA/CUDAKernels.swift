@@ -13,6 +13,8 @@ public final class CUDAKernels: @unchecked Sendable {
     public var convolutionBackend = ConvolutionBackend.automatic
     private var cudnnConvolution: CUDNNConvolution?
     private var cudnnUnavailable: Error?
+    /// `.automatic`'s choice per convolution shape: true when cuDNN measured faster than im2col + GEMM.
+    private var convolutionPrefersCUDNN: [CUDNNConvolution.Shape: Bool] = [:]
 
     /// Which attention kernel `attention` launches.
     public var attentionKernel = AttentionKernel.automatic
@@ -27,7 +29,7 @@ public final class CUDAKernels: @unchecked Sendable {
     }
 
     public enum ConvolutionBackend: Sendable {
-        /// cuDNN if it can be loaded, otherwise im2col + GEMM.
+        /// Times cuDNN and im2col + GEMM once per shape and uses the faster (im2col + GEMM without cuDNN).
         case automatic
         /// cuDNN only (throws if it is missing).
         case cudnn
@@ -105,9 +107,27 @@ public final class CUDAKernels: @unchecked Sendable {
         guard weight.shape[1] == c else { throw CUDAError.invalidArgument("conv2d: weight \(weight.shape) vs input \(x.shape)") }
         let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
         let y = try output([n, o, oh, ow])
+        let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
         if let cudnn = try cudnnIfWanted() {
-            let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
-            try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
+            var useCUDNN = true
+            if convolutionBackend == .automatic {
+                if let known = convolutionPrefersCUDNN[shape] { useCUDNN = known } else {
+                    // First time for this shape: measure both (the cuDNN run also does its algorithm search).
+                    let cudnnTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
+                        try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
+                    }
+                    let gemmTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
+                        try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+                    }
+                    useCUDNN = cudnnTime <= gemmTime
+                    convolutionPrefersCUDNN[shape] = useCUDNN
+                }
+            }
+            if useCUDNN {
+                try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
+            } else {
+                try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+            }
         } else {
             try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
         }
@@ -160,18 +180,36 @@ public final class CUDAKernels: @unchecked Sendable {
 
     // MARK: Normalisation
 
-    /// `torch.nn.GroupNorm` on NCHW, optionally followed by SiLU. weight/bias: [C] (FP16).
+    /// `torch.nn.GroupNorm` on NCHW, optionally followed by SiLU. weight/bias: [C] (FP16). Large groups are
+    /// split over several blocks (chunk statistics merged with Chan's formula), small ones take one block each.
     public func groupNorm(_ x: CUDATensor, groups: Int, weight: CUDATensor, bias: CUDATensor,
                           epsilon: Float, fusedSiLU: Bool = false) throws -> CUDATensor {
         try requireHalf(x, weight, bias, op: "groupNorm")
         let n = x.shape[0], c = x.shape[1], spatial = x.count / (n * c)
         guard c % groups == 0 else { throw CUDAError.invalidArgument("groupNorm: \(c) channels, \(groups) groups") }
         let y = try output(x.shape)
-        try compiler.launch(basic("group_norm_nchw"), grid: (n * groups, 1, 1), block: (512, 1, 1), [
-            .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
-            .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
+        let groupLength = c / groups * spatial
+        // Enough blocks to fill the card: split each group into chunks (≥ 2048 values, a multiple of 8).
+        let chunks = max(1, min((groupLength + 2047) / 2048, (4 * context.multiprocessorCount + n * groups - 1) / (n * groups)))
+        if chunks == 1 || splitGroupNormDisabled {
+            try compiler.launch(basic("group_norm_nchw"), grid: (n * groups, 1, 1), block: (512, 1, 1), [
+                .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
+                .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
+            return y
+        }
+        let chunkLength = ((groupLength + chunks - 1) / chunks + 7) / 8 * 8
+        let chunkCount = (groupLength + chunkLength - 1) / chunkLength
+        let partial = try context.empty([n * groups * chunkCount * 2], dtype: .float32)
+        try compiler.launch(basic("group_norm_stats"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
+            .tensor(x), .tensor(partial), .int64(Int64(groupLength)), .int(chunkLength)])
+        try compiler.launch(basic("group_norm_apply"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
+            .tensor(x), .tensor(partial), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
+            .int64(Int64(groupLength)), .int(chunkLength), .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
         return y
     }
+
+    /// Forces the one-block-per-group GroupNorm kernel (for tests and comparisons).
+    public var splitGroupNormDisabled = false
 
     /// `torch.nn.LayerNorm` over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {

@@ -100,10 +100,27 @@ public enum CUDASelfTest {
         }
         }
         kernels.convolutionBackend = previousBackend
-        // Normalisation.
-        for (shape, silu) in [([2, 64, 16, 16], false), ([2, 64, 16, 16], true), ([2, 320, 32, 32], true)] {
-            check("groupNorm\(silu ? "+SiLU" : "") (32 groups)", "\(shape)") { r in
-                let (x, xh) = try pair(shape, &r, scale: 2)
+        check("conv2d 3x3 s1 p1 automatic", "[2,64,32,32]→64") { r in
+            kernels.convolutionBackend = .automatic
+            let (x, xh) = try pair([2, 64, 32, 32], &r), (w, wh) = try pair([64, 64, 3, 3], &r, scale: 0.1)
+            let (b, bh) = try pair([64], &r)
+            return (try kernels.conv2d(x, weight: w, bias: b, padding: 1),
+                    CPUKernels.conv2d(xh, weight: wh, bias: bh, padding: 1))
+        }
+        kernels.convolutionBackend = previousBackend
+        // Normalisation: one block per group (small groups or forced), split groups (vector and scalar paths),
+        // and values far from zero (mean 10) to catch E[x²] − E[x]² cancellation.
+        let groupNormCases: [([Int], Bool, Float, Bool)] = [
+            ([2, 64, 16, 16], false, 0, false), ([2, 64, 16, 16], true, 0, false), ([2, 320, 32, 32], true, 0, false),
+            ([2, 320, 32, 32], true, 0, true), ([1, 64, 45, 47], true, 0, false), ([1, 128, 128, 128], false, 10, false)]
+        for (shape, silu, offset, oneBlock) in groupNormCases {
+            let label = "groupNorm\(silu ? "+SiLU" : "")\(offset != 0 ? " mean 10" : "")\(oneBlock ? " 1-block" : "")"
+            check(label, "\(shape)") { r in
+                kernels.splitGroupNormDisabled = oneBlock
+                defer { kernels.splitGroupNormDisabled = false }
+                var xh = r.normalHalfRounded(shape, scale: 2)
+                if offset != 0 { xh = Tensor(shape: shape, scalars: xh.scalars.map { Float(Float16($0 + offset)) }) }
+                let x = try context.upload(xh)
                 let (w, wh) = try pair([shape[1]], &r), (b, bh) = try pair([shape[1]], &r)
                 return (try kernels.groupNorm(x, groups: 32, weight: w, bias: b, epsilon: 1e-5, fusedSiLU: silu),
                         CPUKernels.groupNorm(xh, groups: 32, weight: wh, bias: bh, epsilon: 1e-5, fusedSiLU: silu))

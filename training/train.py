@@ -163,6 +163,9 @@ def train_unet(args, device):
 
     unet = unet_model().to(device).train()
     text = text_model(vocab_size).to(device).train()
+    if args.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    forward = torch.compile(unet) if args.compile else unet
     params = list(unet.parameters()) + list(text.parameters())
     print(f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M, "
           f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f}M params", flush=True)
@@ -185,7 +188,7 @@ def train_unet(args, device):
         batch_ids = torch.where(drop[:, None], empty_ids, ids[idx])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             cond = text(batch_ids).last_hidden_state
-            pred = unet(noisy, t, cond).sample
+            pred = forward(noisy, t, cond).sample
         loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,6 +199,14 @@ def train_unet(args, device):
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         if step % 10 == 0:
             losses.append(loss.item())
+        if args.profile and step == 40:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                      torch.profiler.ProfilerActivity.CUDA])
+            prof.__enter__()
+        if args.profile and step == 50:
+            torch.cuda.synchronize()
+            prof.__exit__(None, None, None)
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25), flush=True)
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             log_point(log, step + 1, losses or [loss.item()], t0)
             losses = []
@@ -234,10 +245,13 @@ def main():
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--cfg-dropout", type=float, default=0.1)
     p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--profile", action="store_true", help="print a profile of steps 40-50 (unet stage)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop early after this long (a guard; the LR schedule assumes --steps)")
     args = p.parse_args()
     defaults = {  # (images, steps, batch, lr, warmup, log_every)
-        ("vae", False): (100_000, 4000, 256, 1e-3, 200, 100), ("unet", False): (300_000, 15000, 256, 5e-4, 500, 100),
+        ("vae", False): (100_000, 4000, 256, 1e-3, 200, 100), ("unet", False): (300_000, 4000, 512, 1e-3, 300, 100),
         ("vae", True): (256, 20, 8, 1e-3, 5, 5), ("unet", True): (256, 20, 8, 5e-4, 5, 5)}[(args.stage, args.tiny)]
     for name, value in zip(["images", "steps", "batch", "lr", "warmup", "log_every"], defaults):
         if getattr(args, name) is None:
@@ -245,6 +259,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"{args.stage}: device {device}, {vars(args)}", flush=True)
     (train_vae if args.stage == "vae" else train_unet)(args, device)

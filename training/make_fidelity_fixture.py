@@ -34,3 +34,14 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def write_generated(npz_path):
+    """Writes Tests/Fixtures/fidelity/generated_heldout.safetensors from a `sample_grid.py` .npz (the 16
+    held-out grid images of the committed model: U8 [16, 64, 64, 3] + captions), for a fidelity baseline."""
+    from safetensors.numpy import save_file
+    data = np.load(npz_path)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "fidelity")
+    save_file({"images": np.ascontiguousarray(data["images"].astype(np.uint8))},
+              os.path.join(root, "generated_heldout.safetensors"),
+              metadata={"captions": json.dumps([str(p) for p in data["prompts"]])})

@@ -49,9 +49,10 @@ public struct FidelityReport: Sendable {
 ///   `maximumColourDistance` (blurred edges);
 /// - background = the most common colour;
 /// - shapes = 4-connected components of one non-background colour with at least `minimumInterior`
-///   interior pixels (pixels whose 4 neighbours share the colour; drops thin edge halos);
+///   interior pixels (pixels whose 4 neighbours share the colour; drops thin edge halos); boundary rows and
+///   columns with a single pixel are trimmed from the bounding box;
 /// - shape kind from the bounding-box corners (a square fills all 4, a triangle the 2 bottom ones, a circle
-///   none) with the fill ratio as a tie-break; size from the bounding box's longer side (small 12 px,
+///   none) and the fill ratio (square >= 0.88, circle >= 0.66, else triangle); size from the bounding box's longer side (small 12 px,
 ///   large 24 px at 64x64: threshold 18); position from the centroid (nearest of the 5 named places);
 ///   relations from the dominant axis between the two centroids.
 ///
@@ -121,8 +122,21 @@ public enum PromptFidelity {
             minX = min(minX, x); maxX = max(maxX, x); minY = min(minY, y); maxY = max(maxY, y)
             sumX += Double(x); sumY += Double(y)
         }
+        // Trim boundary rows/columns holding a single pixel (stray edge pixels of generated images), at most 2 a side.
+        var rowCounts = [Int: Int](), columnCounts = [Int: Int]()
+        for p in pixels { rowCounts[p / width, default: 0] += 1; columnCounts[p % width, default: 0] += 1 }
+        for _ in 0..<2 {
+            if maxY - minY > 4 && rowCounts[minY, default: 0] <= 1 { minY += 1 }
+            if maxY - minY > 4 && rowCounts[maxY, default: 0] <= 1 { maxY -= 1 }
+            if maxX - minX > 4 && columnCounts[minX, default: 0] <= 1 { minX += 1 }
+            if maxX - minX > 4 && columnCounts[maxX, default: 0] <= 1 { maxX -= 1 }
+        }
         let w = maxX - minX + 1, h = maxY - minY + 1
-        let fill = Double(pixels.count) / Double(w * h)
+        let inside = pixels.filter { p in
+            let x = p % width, y = p / width
+            return x >= minX && x <= maxX && y >= minY && y <= maxY
+        }.count
+        let fill = Double(inside) / Double(w * h)
         // Corner blocks of the bounding box: filled when at least half their pixels have the shape's colour.
         let block = max(1, min(w, h) / 6)
         func cornerFilled(_ x0: Int, _ y0: Int) -> Bool {
@@ -134,7 +148,7 @@ public enum PromptFidelity {
         let bottomLeft = cornerFilled(minX, maxY - block + 1), bottomRight = cornerFilled(maxX - block + 1, maxY - block + 1)
         let filledCorners = [topLeft, topRight, bottomLeft, bottomRight].filter { $0 }.count
         let shape: String
-        if filledCorners >= 3 || fill >= 0.92 {
+        if filledCorners >= 3 || fill >= 0.88 {
             shape = "square"
         } else if bottomLeft && bottomRight && !topLeft && !topRight {
             shape = "triangle"

@@ -27,7 +27,8 @@ struct ProgressBar {
         let eta = Double(total - step) / max(rate, 1e-9)
         let filled = total > 0 ? width * step / total : width
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        var line = "\r\(label) step \(step)/\(total) [\(bar)] \(format(rate)) it/s, ETA \(format(eta))s"
+        let prefix = label.isEmpty ? "" : label + " "
+        var line = "\r\(prefix)step \(step)/\(total) [\(bar)] \(format(rate)) it/s, ETA \(format(eta))s"
         if step == total { line += " (\(format(seconds))s)\n" }
         FileHandleStderr.write(line)
     }

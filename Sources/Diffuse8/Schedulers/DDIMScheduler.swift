@@ -20,7 +20,7 @@ public struct DDIMScheduler: Scheduler {
     private let clipRange: Float?
 
     public init(config: JSONValue, steps: Int, eta: Float = 0) throws {
-        let reader = try SchedulerConfiguration(config, className: "DDIMScheduler")
+        let reader = try ComponentConfigReader(scheduler: config, className: "DDIMScheduler")
         let schedule = try reader.noiseSchedule()
         guard steps >= 1 && steps <= schedule.trainTimesteps else {
             throw SchedulerError("DDIMScheduler: the number of steps must be between 1 and num_train_timesteps (\(schedule.trainTimesteps)), got \(steps)")

@@ -37,13 +37,13 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     private var lowerOrderCount = 0
 
     public init(config: JSONValue, steps: Int) throws {
-        let reader = try SchedulerConfiguration(config, className: "DPMSolverMultistepScheduler")
+        let reader = try ComponentConfigReader(scheduler: config, className: "DPMSolverMultistepScheduler")
         guard steps >= 1 else { throw SchedulerError("DPMSolverMultistepScheduler: the number of steps must be at least 1, got \(steps)") }
         let schedule = try reader.noiseSchedule()
         predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction", "sample"])
         solverOrder = try reader.int("solver_order", default: 2)
         guard solverOrder == 1 || solverOrder == 2 else {
-            throw SchedulerError("DPMSolverMultistepScheduler: scheduler_config.json key 'solver_order' = \(solverOrder) is not supported; use 1 or 2")
+            throw reader.error("solver_order", "not supported; use 1 or 2")
         }
         _ = try reader.choice("algorithm_type", default: "dpmsolver++", supported: ["dpmsolver++", "deis"])
         let solverType = try reader.choice("solver_type", default: "midpoint", supported: ["midpoint", "heun", "logrho", "bh1", "bh2"])

@@ -16,7 +16,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     public let predictionType: PredictionType
 
     public init(config: JSONValue, steps: Int) throws {
-        let reader = try SchedulerConfiguration(config, className: "EulerAncestralDiscreteScheduler")
+        let reader = try ComponentConfigReader(scheduler: config, className: "EulerAncestralDiscreteScheduler")
         guard steps >= 1 else { throw SchedulerError("EulerAncestralDiscreteScheduler: the number of steps must be at least 1, got \(steps)") }
         let schedule = try reader.noiseSchedule()
         predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction"])
@@ -30,9 +30,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     }
 
     public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor {
-        let sigma = sigmas[stepIndex]
-        let divisor = (sigma * sigma + 1).squareRoot()
-        return Elementwise.map(sample) { $0 / divisor }
+        EulerDiscreteScheduler.scaledInput(sample, sigma: sigmas[stepIndex])
     }
 
     public mutating func step(modelOutput: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {

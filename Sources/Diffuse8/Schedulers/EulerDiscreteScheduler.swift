@@ -23,7 +23,7 @@ public struct EulerDiscreteScheduler: Scheduler {
     public let predictionType: PredictionType
 
     public init(config: JSONValue, steps: Int) throws {
-        let reader = try SchedulerConfiguration(config, className: "EulerDiscreteScheduler")
+        let reader = try ComponentConfigReader(scheduler: config, className: "EulerDiscreteScheduler")
         guard steps >= 1 else { throw SchedulerError("EulerDiscreteScheduler: the number of steps must be at least 1, got \(steps)") }
         let schedule = try reader.noiseSchedule()
         predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction", "sample", "original_sample"])
@@ -33,7 +33,7 @@ public struct EulerDiscreteScheduler: Scheduler {
         let useKarras = try reader.bool("use_karras_sigmas", default: false)
         let timestepType = try reader.choice("timestep_type", default: "discrete", supported: ["discrete", "continuous"])
         if timestepType == "continuous" && predictionType == .vPrediction {
-            throw SchedulerError("EulerDiscreteScheduler: scheduler_config.json key 'timestep_type' = \"continuous\" with v_prediction is not supported; use \"discrete\"")
+            throw reader.error("timestep_type", "not supported with v_prediction; use \"discrete\"")
         }
         let spacing = try reader.choice("timestep_spacing", default: "linspace", supported: ["linspace", "leading", "trailing"])
         let finalSigmas = try reader.choice("final_sigmas_type", default: "zero", supported: ["zero", "sigma_min"])
@@ -76,7 +76,11 @@ public struct EulerDiscreteScheduler: Scheduler {
     }
 
     public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor {
-        let sigma = sigmas[stepIndex]
+        Self.scaledInput(sample, sigma: sigmas[stepIndex])
+    }
+
+    /// `scale_model_input` of Euler-type schedulers: sample / (σ² + 1) ** 0.5.
+    static func scaledInput(_ sample: Tensor, sigma: Float) -> Tensor {
         let divisor = (sigma * sigma + 1).squareRoot()
         return Elementwise.map(sample) { $0 / divisor }
     }

@@ -47,7 +47,8 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
 /// `Class.from_config(config)` + `set_timesteps(steps)` would (keys the class does not take are ignored, missing
 /// keys take the class's defaults). The DPM++ kinds override `algorithm_type` = "dpmsolver++", `solver_order` = 2
 /// and `use_karras_sigmas` (false for `dpmpp2m`, true for `dpmpp2mKarras`), as A1111's samplers are defined.
-/// Throws `SchedulerError` naming the key for configurations it does not support.
+/// Throws a `ComponentConfigurationError` naming the key for configurations it does not support, a
+/// `SchedulerError` for an unusable number of steps.
 public func makeScheduler(kind: SchedulerKind, config: JSONValue, steps: Int) throws -> any Scheduler {
     switch kind {
     case .euler:
@@ -58,7 +59,8 @@ public func makeScheduler(kind: SchedulerKind, config: JSONValue, steps: Int) th
         return try DDIMScheduler(config: config, steps: steps)
     case .dpmpp2m, .dpmpp2mKarras:
         guard var object = config.object else {
-            throw SchedulerError("DPMSolverMultistepScheduler: scheduler_config.json must be a JSON object, got \(config)")
+            throw ComponentConfigurationError(source: "DPMSolverMultistepScheduler scheduler_config.json",
+                                              reason: "the configuration must be a JSON object")
         }
         object["algorithm_type"] = .string("dpmsolver++")
         object["solver_order"] = .number(2)

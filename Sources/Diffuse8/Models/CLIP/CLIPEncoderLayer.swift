@@ -17,16 +17,13 @@ public final class CLIPEncoderLayer {
         fc2 = try Linear(store, prefix + ".mlp.fc2")
         activation = configuration.hiddenAct
         let hidden = configuration.hiddenSize, inner = configuration.intermediateSize
-        for norm in [(layerNorm1, ".layer_norm1"), (layerNorm2, ".layer_norm2")] {
-            try ComponentWeightAudit.requireShape(norm.0.weight, [hidden], prefix + norm.1 + ".weight")
-            try ComponentWeightAudit.requireShape(norm.0.bias, [hidden], prefix + norm.1 + ".bias")
-        }
+        try ComponentWeightAudit.check(layerNorm1, channels: hidden, prefix + ".layer_norm1")
+        try ComponentWeightAudit.check(layerNorm2, channels: hidden, prefix + ".layer_norm2")
         let attention = selfAttention
         for (linear, out, input) in [(attention.queryProjection, hidden, hidden), (attention.keyProjection, hidden, hidden),
                                      (attention.valueProjection, hidden, hidden), (attention.outputProjection, hidden, hidden),
                                      (fc1, inner, hidden), (fc2, hidden, inner)] {
-            try ComponentWeightAudit.requireShape(linear.weight, [out, input], linear.name + ".weight")
-            if let bias = linear.bias { try ComponentWeightAudit.requireShape(bias, [out], linear.name + ".bias") }
+            try ComponentWeightAudit.check(linear, out: out, in: input)
         }
     }
 

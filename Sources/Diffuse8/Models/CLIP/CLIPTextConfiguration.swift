@@ -49,13 +49,11 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
 
     /// Parses a `config.json`; `source` names the file in error messages.
     public init(json: JSONValue, source: String = "config.json") throws {
-        let reader = ComponentConfigReader(json: json, source: source)
+        let reader = try ComponentConfigReader(json, source: source)
         self.init()
         if let names = json["architectures"]?.array {
             guard let first = names.first?.string, let value = Architecture(rawValue: first) else {
-                throw ComponentConfigurationError(
-                    "\(source): `architectures` is \(names.map { $0.string ?? "?" }); expected [\"CLIPTextModel\"] "
-                    + "or [\"CLIPTextModelWithProjection\"] for a CLIP text encoder")
+                throw reader.error("architectures", "expected [\"CLIPTextModel\"] or [\"CLIPTextModelWithProjection\"] for a CLIP text encoder")
             }
             architecture = value
         }
@@ -66,8 +64,7 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
         maxPositionEmbeddings = try reader.int("max_position_embeddings", default: maxPositionEmbeddings)
         let act = try reader.string("hidden_act", default: hiddenAct.rawValue)
         guard let activation = Activation(rawValue: act) else {
-            throw ComponentConfigurationError(
-                "\(source): `hidden_act` is \"\(act)\", which is not supported; CLIP text encoders use \"quick_gelu\" or \"gelu\"")
+            throw reader.error("hidden_act", "not supported; CLIP text encoders use \"quick_gelu\" or \"gelu\"")
         }
         hiddenAct = activation
         layerNormEpsilon = Float(try reader.double("layer_norm_eps", default: Double(layerNormEpsilon)))
@@ -75,8 +72,7 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
         projectionDim = try reader.int("projection_dim", default: projectionDim)
         vocabSize = try reader.int("vocab_size", default: vocabSize)
         guard hiddenSize > 0, numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
-            throw ComponentConfigurationError(
-                "\(source): `hidden_size` (\(hiddenSize)) must be a positive multiple of `num_attention_heads` (\(numAttentionHeads))")
+            throw reader.error("hidden_size", "\(hiddenSize) must be a positive multiple of `num_attention_heads` (\(numAttentionHeads))")
         }
     }
 

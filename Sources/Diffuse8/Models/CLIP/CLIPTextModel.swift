@@ -36,14 +36,14 @@ public final class CLIPTextModel {
     /// no tensor is left unused (so a wrong `num_hidden_layers` or architecture is an error, not silent).
     public init(configuration: CLIPTextConfiguration, weights store: TensorStore) throws {
         self.configuration = configuration
-        let weights = ComponentWeightAudit(store)
+        let weights = ComponentWeightAudit(store, component: "CLIP text encoder (\(configuration.architecture.rawValue))")
         let prefix: String
         if weights.contains("text_model.embeddings.token_embedding.weight") {
             prefix = "text_model."
         } else if weights.contains("embeddings.token_embedding.weight") {
             prefix = ""
         } else {
-            throw ComponentConfigurationError(
+            throw ComponentWeightsError(
                 "CLIP text encoder weights have no tensor 'text_model.embeddings.token_embedding.weight' "
                 + "(nor 'embeddings.token_embedding.weight'); is this a transformers CLIP text encoder checkpoint?")
         }
@@ -59,8 +59,7 @@ public final class CLIPTextModel {
             try CLIPEncoderLayer(weights, prefix + "encoder.layers.\($0)", configuration: configuration)
         }
         finalLayerNorm = try LayerNorm(weights, prefix + "final_layer_norm", epsilon: configuration.layerNormEpsilon)
-        try ComponentWeightAudit.requireShape(finalLayerNorm.weight, [hidden], prefix + "final_layer_norm.weight")
-        try ComponentWeightAudit.requireShape(finalLayerNorm.bias, [hidden], prefix + "final_layer_norm.bias")
+        try ComponentWeightAudit.check(finalLayerNorm, channels: hidden, prefix + "final_layer_norm")
         if configuration.architecture == .textModelWithProjection {
             let projection = try Linear(weights, "text_projection", bias: false)
             try ComponentWeightAudit.requireShape(projection.weight, [configuration.projectionDim, hidden], "text_projection.weight (projection_dim, hidden_size)")
@@ -69,16 +68,14 @@ public final class CLIPTextModel {
             textProjection = nil
         }
         // position_ids is a buffer older transformers saved; it carries no weights.
-        try weights.requireAllUsed(component: "CLIP text encoder (\(configuration.architecture.rawValue))",
-                                   ignoring: { $0.hasSuffix("embeddings.position_ids") })
+        try weights.requireAllUsed(ignoring: { $0.hasSuffix("embeddings.position_ids") })
     }
 
-    /// Loads `<directory>/config.json` and `model.safetensors` (or `model.fp16.safetensors`).
+    /// Loads `<directory>/config.json` and the weights `ComponentWeights` finds (`model.safetensors`,
+    /// its sharded index, or the `fp16` variants).
     public static func load(directory: String) throws -> CLIPTextModel {
         let configuration = try CLIPTextConfiguration(directory: directory)
-        let weights = try ComponentConfigReader.openWeights(
-            directory: directory, candidates: ["model.safetensors", "model.fp16.safetensors"])
-        return try CLIPTextModel(configuration: configuration, weights: weights)
+        return try CLIPTextModel(configuration: configuration, weights: ComponentWeights.open(directory: directory))
     }
 
     /// Runs the encoder on equal-length token id sequences (normally 77 ids each, as the CLIP tokenizer

@@ -43,7 +43,7 @@ public final class AutoencoderKL {
     /// no tensor is left unused (a wrong `layers_per_block` or `use_quant_conv` is an error, not silent).
     public init(configuration: VAEConfiguration, weights store: TensorStore) throws {
         self.configuration = configuration
-        let weights = ComponentWeightAudit(store)
+        let weights = ComponentWeightAudit(store, component: "AutoencoderKL")
         encoder = try VAEEncoder(weights, "encoder", configuration: configuration)
         decoder = try VAEDecoder(weights, "decoder", configuration: configuration)
         quantConv = configuration.useQuantConv ? try Conv2d(weights, "quant_conv") : nil
@@ -51,18 +51,16 @@ public final class AutoencoderKL {
         try VAEWeightValidation.encoder(encoder, configuration)
         try VAEWeightValidation.decoder(decoder, configuration)
         let latent = configuration.latentChannels
-        if let quantConv { try VAEWeightValidation.conv(quantConv, out: 2 * latent, in: 2 * latent, kernel: 1) }
-        if let postQuantConv { try VAEWeightValidation.conv(postQuantConv, out: latent, in: latent, kernel: 1) }
-        try weights.requireAllUsed(component: "AutoencoderKL")
+        if let quantConv { try ComponentWeightAudit.check(quantConv, out: 2 * latent, in: 2 * latent, kernel: 1) }
+        if let postQuantConv { try ComponentWeightAudit.check(postQuantConv, out: latent, in: latent, kernel: 1) }
+        try weights.requireAllUsed()
     }
 
-    /// Loads `<directory>/config.json` and `diffusion_pytorch_model.safetensors` (or the `.fp16` variant).
+    /// Loads `<directory>/config.json` and the weights `ComponentWeights` finds
+    /// (`diffusion_pytorch_model.safetensors`, its sharded index, or the `fp16` variants).
     public static func load(directory: String) throws -> AutoencoderKL {
         let configuration = try VAEConfiguration(directory: directory)
-        let weights = try ComponentConfigReader.openWeights(
-            directory: directory,
-            candidates: ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"])
-        return try AutoencoderKL(configuration: configuration, weights: weights)
+        return try AutoencoderKL(configuration: configuration, weights: ComponentWeights.open(directory: directory))
     }
 
     /// `config.scaling_factor`: the pipeline divides latents by it before `decode`.

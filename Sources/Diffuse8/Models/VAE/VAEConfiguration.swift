@@ -43,11 +43,10 @@ public struct VAEConfiguration: Sendable, Equatable {
 
     /// Parses a `config.json`; `source` names the file in error messages.
     public init(json: JSONValue, source: String = "config.json") throws {
-        let r = ComponentConfigReader(json: json, source: source)
+        let r = try ComponentConfigReader(json, source: source)
         self.init()
         if let className = json["_class_name"]?.string, className != "AutoencoderKL" {
-            throw ComponentConfigurationError(
-                "\(source): `_class_name` is \"\(className)\"; only diffusers' AutoencoderKL is supported")
+            throw r.error("_class_name", "only diffusers' AutoencoderKL is supported")
         }
         inChannels = try r.int("in_channels", default: inChannels)
         outChannels = try r.int("out_channels", default: outChannels)
@@ -63,33 +62,27 @@ public struct VAEConfiguration: Sendable, Equatable {
         latentsMean = try r.optionalDoubles("latents_mean")?.map(Float.init)
         latentsStd = try r.optionalDoubles("latents_std")?.map(Float.init)
 
-        if let shift = try r.optionalDouble("shift_factor") {
-            throw ComponentConfigurationError(
-                "\(source): `shift_factor` is \(shift); shifted latents (SD3/Flux-style VAEs) are not supported, only null")
+        if try r.optionalDouble("shift_factor") != nil {
+            throw r.error("shift_factor", "shifted latents (SD3/Flux-style VAEs) are not supported, only null")
         }
-        let activation = try r.string("act_fn", default: "silu")
-        guard activation == "silu" else {
-            throw ComponentConfigurationError("\(source): `act_fn` is \"\(activation)\"; only \"silu\" is supported")
+        guard try r.string("act_fn", default: "silu") == "silu" else {
+            throw r.error("act_fn", "only \"silu\" is supported")
         }
         guard !blockOutChannels.isEmpty, blockOutChannels.allSatisfy({ $0 > 0 && $0 % normNumGroups == 0 }) else {
-            throw ComponentConfigurationError(
-                "\(source): `block_out_channels` \(blockOutChannels) must be non-empty multiples of `norm_num_groups` (\(normNumGroups))")
+            throw r.error("block_out_channels", "\(blockOutChannels) must be non-empty multiples of `norm_num_groups` (\(normNumGroups))")
         }
         for (key, expected) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
             let types = try r.strings(key, default: Array(repeating: expected, count: blockOutChannels.count))
             if let other = types.first(where: { $0 != expected }) {
-                throw ComponentConfigurationError(
-                    "\(source): `\(key)` contains \"\(other)\"; only \"\(expected)\" blocks are supported")
+                throw r.error(key, "contains \"\(other)\"; only \"\(expected)\" blocks are supported")
             }
             guard types.count == blockOutChannels.count else {
-                throw ComponentConfigurationError(
-                    "\(source): `\(key)` has \(types.count) entries but `block_out_channels` has \(blockOutChannels.count)")
+                throw r.error(key, "has \(types.count) entries but `block_out_channels` has \(blockOutChannels.count)")
             }
         }
         for (key, values) in [("latents_mean", latentsMean), ("latents_std", latentsStd)] {
             if let values, values.count != latentChannels {
-                throw ComponentConfigurationError(
-                    "\(source): `\(key)` has \(values.count) values but `latent_channels` is \(latentChannels)")
+                throw r.error(key, "has \(values.count) values but `latent_channels` is \(latentChannels)")
             }
         }
     }

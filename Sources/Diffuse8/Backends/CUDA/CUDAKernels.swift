@@ -5,6 +5,7 @@
 /// sequences [batch, tokens, channels]. GEMMs and convolutions (im2col + GEMM) go through cuBLASLt;
 /// everything else is CUDA C compiled by NVRTC on first use (see `CUDAKernelSources`, `CUDAAttentionSource`).
 /// All work is queued on `context.stream`; call `context.synchronize()` or `download` to wait.
+/// Not thread-safe (settings and caches are plain properties): use one instance per thread.
 public final class CUDAKernels: @unchecked Sendable {
     public let context: CUDAContext
     public let compiler: CUDAKernelCompiler

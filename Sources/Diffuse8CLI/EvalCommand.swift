@@ -77,19 +77,23 @@ struct EvalCommand: ParsableCommand {
             var models: [QuantizationEvaluator.Summary]
             var samples: [SampleRow]
         }
-        struct SampleRow: Encodable { var prompt: String; var seed: UInt64; var psnr: [Double]; var ssim: [Double] }
+        struct SampleRow: Encodable { var prompt: String; var seed: UInt64; var psnr: [Double]; var ssim: [Double]; var fidelity: [Double?] }
         let report = Report(referenceModel: directory, prompts: promptList.count, seedsPerPrompt: seeds, steps: steps, cfg: cfg,
                             models: summaries,
-                            samples: samples.map { SampleRow(prompt: $0.prompt, seed: $0.seed, psnr: $0.psnr.map { min($0, ImageMetrics.psnrCap) }, ssim: $0.ssim) })
+                            samples: samples.map { SampleRow(prompt: $0.prompt, seed: $0.seed, psnr: $0.psnr.map { min($0, ImageMetrics.psnrCap) }, ssim: $0.ssim, fidelity: $0.fidelity) })
         try AtomicFileWriter.write(Array(try encoder.encode(report)), to: output + "/report.json")
         var md = "# Quantization quality vs full precision\n\n"
         md += "Reference: `\(directory)`; \(promptList.count) prompts × \(seeds) seeds, \(steps) steps, CFG \(cfg).\n"
         md += "PSNR on 8-bit RGB (identical images count as \(Int(ImageMetrics.psnrCap)) dB); SSIM on luma, 7×7 uniform window (skimage defaults); "
         md += "SQNR of the UNet noise prediction on the FP trajectory, mean over steps. p10 = 10th percentile (worst 10 %).\n\n"
-        md += "| model | PSNR mean (dB) | PSNR p10 | SSIM mean | SSIM p10 | SQNR mean (dB) | generation time (s) |\n|---|---|---|---|---|---|---|\n"
+        md += "Fidelity: prompt fidelity (PromptFidelity, points out of 100) of the model's images; Δ = minus the FP images' fidelity on the same samples.\n\n"
+        md += "| model | PSNR mean (dB) | PSNR p10 | SSIM mean | SSIM p10 | SQNR mean (dB) | fidelity | Δ fidelity | generation time (s) |\n|---|---|---|---|---|---|---|---|---|\n"
         for s in summaries {
-            md += "| \(s.model) | \(Self.f(s.meanPSNR)) | \(Self.f(s.p10PSNR)) | \(Self.f(s.meanSSIM, 4)) | \(Self.f(s.p10SSIM, 4)) | \(Self.f(s.meanSQNR)) | \(Self.f(s.seconds, 1)) |\n"
+            let fidelity = s.meanFidelity.map { Self.f($0, 1) } ?? "n/a"
+            let delta = s.meanFidelity.flatMap { m in s.referenceFidelity.map { Self.f(m - $0, 1) } } ?? "n/a"
+            md += "| \(s.model) | \(Self.f(s.meanPSNR)) | \(Self.f(s.p10PSNR)) | \(Self.f(s.meanSSIM, 4)) | \(Self.f(s.p10SSIM, 4)) | \(Self.f(s.meanSQNR)) | \(fidelity) | \(delta) | \(Self.f(s.seconds, 1)) |\n"
         }
+        if let reference = summaries.first?.referenceFidelity { md += "\nFP fidelity on the scored samples: \(Self.f(reference, 1)).\n" }
         md += "\nPer-step SQNR (dB):\n\n| model | " + (0..<(summaries.first?.meanStepSQNR.count ?? 0)).map { "t\($0)" }.joined(separator: " | ") + " |\n"
         md += "|---|" + String(repeating: "---|", count: summaries.first?.meanStepSQNR.count ?? 0) + "\n"
         for s in summaries { md += "| \(s.model) | " + s.meanStepSQNR.map { Self.f($0, 1) }.joined(separator: " | ") + " |\n" }

@@ -17,6 +17,9 @@ public struct QuantizationEvaluator {
         public var stepSQNR: [[Double]]
         /// FP image first, then one per model.
         public var images: [PixelImage]
+        /// Prompt fidelity (`PromptFidelity`, 0…100 points) of each image, FP first; nil when the prompt is
+        /// outside the default model's caption templates.
+        public var fidelity: [Double?]
     }
 
     /// Summary of one quantized model over all samples.
@@ -31,6 +34,10 @@ public struct QuantizationEvaluator {
         public var meanStepSQNR: [Double]
         public var meanSQNR: Double
         public var seconds: Double
+        /// Mean prompt fidelity (points) of this model's images and of the FP images of the same samples
+        /// (nil when no prompt could be scored).
+        public var meanFidelity: Double?
+        public var referenceFidelity: Double?
     }
 
     public let reference: StableDiffusionPipeline
@@ -55,8 +62,12 @@ public struct QuantizationEvaluator {
             psnr.append(ImageMetrics.psnr(fpImage, image))
             ssim.append(ImageMetrics.ssim(fpImage, image))
         }
+        let fidelity: [Double?] = images.map { image in
+            let rgb = image.channels == 3 ? image.pixels : Self.rgb(image)
+            return (try? PromptFidelity.evaluate(caption: request.prompt, image: rgb, width: image.width, height: image.height)).map { $0.score * 100 }
+        }
         return Sample(prompt: request.prompt, seed: request.seed, psnr: psnr, ssim: ssim,
-                      stepSQNR: try stepSQNR(request), images: images)
+                      stepSQNR: try stepSQNR(request), images: images, fidelity: fidelity)
     }
 
     /// Per model, per step: SQNR of the model's UNet output vs the FP UNet output on the FP trajectory.
@@ -107,9 +118,12 @@ public struct QuantizationEvaluator {
             let steps = samples.first?.stepSQNR[i].count ?? 0
             let capped = samples.map { $0.stepSQNR[i].map { min($0, ImageMetrics.psnrCap) } }
             let perStep = (0..<steps).map { t in capped.map { $0[t] }.reduce(0, +) / Double(max(1, capped.count)) }
+            let scored = samples.filter { $0.fidelity[0] != nil && $0.fidelity[i + 1] != nil }
             return Summary(model: names[i], meanPSNR: mean(psnr), p10PSNR: ImageMetrics.quantile(psnr, 0.1),
                            meanSSIM: mean(ssim), p10SSIM: ImageMetrics.quantile(ssim, 0.1),
-                           meanStepSQNR: perStep, meanSQNR: mean(perStep), seconds: seconds[i])
+                           meanStepSQNR: perStep, meanSQNR: mean(perStep), seconds: seconds[i],
+                           meanFidelity: scored.isEmpty ? nil : mean(scored.map { $0.fidelity[i + 1]! }),
+                           referenceFidelity: scored.isEmpty ? nil : mean(scored.map { $0.fidelity[0]! }))
         }
     }
 
@@ -134,6 +148,14 @@ public struct QuantizationEvaluator {
             }
         }
         return PixelImage(width: gw, height: gh, channels: 3, pixels: pixels)
+    }
+
+    /// RGB bytes of a grey or RGBA image.
+    static func rgb(_ image: PixelImage) -> [UInt8] {
+        (0..<(image.width * image.height)).flatMap { i -> [UInt8] in
+            let p = i * image.channels
+            return image.channels == 1 ? [image.pixels[p], image.pixels[p], image.pixels[p]] : Array(image.pixels[p..<(p + 3)])
+        }
     }
 
     static func now() -> Double {

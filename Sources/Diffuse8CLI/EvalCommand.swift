@@ -30,6 +30,9 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "Use only the first N prompts.")
     var limit: Int?
 
+    @Option(name: .long, help: "Measure the per-step SQNR on the first N samples only (it doubles the cost); default all.")
+    var sqnrSamples: Int?
+
     @Option(name: .long, help: "Denoising steps.")
     var steps: Int = 20
 
@@ -65,7 +68,7 @@ struct EvalCommand: ParsableCommand {
         for prompt in promptList {
             for s in 0..<seeds {
                 let request = GenerationRequest(prompt: prompt, steps: steps, guidanceScale: cfg, seed: seed + UInt64(s))
-                samples.append(try evaluator.evaluate(request, seconds: &seconds))
+                samples.append(try evaluator.evaluate(request, seconds: &seconds, measureSQNR: samples.count < (sqnrSamples ?? Int.max)))
                 bar.update(step: samples.count, of: total)
             }
         }
@@ -85,7 +88,7 @@ struct EvalCommand: ParsableCommand {
         var md = "# Quantization quality vs full precision\n\n"
         md += "Reference: `\(directory)`; \(promptList.count) prompts × \(seeds) seeds, \(steps) steps, CFG \(cfg).\n"
         md += "PSNR on 8-bit RGB (identical images count as \(Int(ImageMetrics.psnrCap)) dB); SSIM on luma, 7×7 uniform window (skimage defaults); "
-        md += "SQNR of the UNet noise prediction on the FP trajectory, mean over steps. p10 = 10th percentile (worst 10 %).\n\n"
+        md += "SQNR of the UNet noise prediction on the FP trajectory, mean over steps (on the first \(min(sqnrSamples ?? total, total)) samples). p10 = 10th percentile (worst 10 %).\n\n"
         md += "Fidelity: prompt fidelity (PromptFidelity, points out of 100) of the model's images; Δ = minus the FP images' fidelity on the same samples.\n\n"
         md += "| model | PSNR mean (dB) | PSNR p10 | SSIM mean | SSIM p10 | SQNR mean (dB) | fidelity | Δ fidelity | generation time (s) |\n|---|---|---|---|---|---|---|---|---|\n"
         for s in summaries {

@@ -30,7 +30,7 @@ public struct QuantizationEvaluator {
         public var p10PSNR: Double
         public var meanSSIM: Double
         public var p10SSIM: Double
-        /// Mean over samples of the per-step SQNR, per step.
+        /// Mean over the samples where it was measured of the per-step SQNR, per step.
         public var meanStepSQNR: [Double]
         public var meanSQNR: Double
         public var seconds: Double
@@ -50,7 +50,8 @@ public struct QuantizationEvaluator {
 
     /// One prompt/seed: generates FP and quantized images and the per-step SQNR.
     /// `seconds[i]` accumulates model i's generation time.
-    public func evaluate(_ request: GenerationRequest, seconds: inout [Double]) throws -> Sample {
+    /// `measureSQNR: false` skips the teacher-forced pass (it costs as much as generating the images again).
+    public func evaluate(_ request: GenerationRequest, seconds: inout [Double], measureSQNR: Bool = true) throws -> Sample {
         let fp = try reference.generate(request)
         let fpImage = ImageConversion.pixelImages(fromDecoded: fp.image)[0]
         var images = [fpImage], psnr: [Double] = [], ssim: [Double] = []
@@ -67,7 +68,8 @@ public struct QuantizationEvaluator {
             return (try? PromptFidelity.evaluate(caption: request.prompt, image: rgb, width: image.width, height: image.height)).map { $0.score * 100 }
         }
         return Sample(prompt: request.prompt, seed: request.seed, psnr: psnr, ssim: ssim,
-                      stepSQNR: try stepSQNR(request), images: images, fidelity: fidelity)
+                      stepSQNR: measureSQNR ? try stepSQNR(request) : Array(repeating: [], count: models.count),
+                      images: images, fidelity: fidelity)
     }
 
     /// Per model, per step: SQNR of the model's UNet output vs the FP UNet output on the FP trajectory.
@@ -115,8 +117,9 @@ public struct QuantizationEvaluator {
         names.indices.map { i in
             let psnr = samples.map { min($0.psnr[i], ImageMetrics.psnrCap) }
             let ssim = samples.map { $0.ssim[i] }
-            let steps = samples.first?.stepSQNR[i].count ?? 0
-            let capped = samples.map { $0.stepSQNR[i].map { min($0, ImageMetrics.psnrCap) } }
+            let measured = samples.filter { !$0.stepSQNR[i].isEmpty }
+            let steps = measured.first?.stepSQNR[i].count ?? 0
+            let capped = measured.map { $0.stepSQNR[i].map { min($0, ImageMetrics.psnrCap) } }
             let perStep = (0..<steps).map { t in capped.map { $0[t] }.reduce(0, +) / Double(max(1, capped.count)) }
             let scored = samples.filter { $0.fidelity[0] != nil && $0.fidelity[i + 1] != nil }
             return Summary(model: names[i], meanPSNR: mean(psnr), p10PSNR: ImageMetrics.quantile(psnr, 0.1),

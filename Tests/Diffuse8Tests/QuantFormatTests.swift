@@ -99,7 +99,7 @@ final class QuantFormatTests: XCTestCase {
         for (a, b) in zip(s, expected) { XCTAssertEqual(a, b, accuracy: 1e-5 * b) }
         let weight = QuantizedWeight(quantizing: Quantizer.smoothedWeight(lw, s), format: .int8, perChannel: true)
         let linear = Linear(name: "l", weight: weight.dequantized(), bias: try ref.tensor(named: "linear_bias"))
-        let amax = zip(channelAmax, s).map { $0 / $1 }.max()!
+        let amax = zip(channelAmax, s).map { $0 * $1 }.max()!
         linear.executionHook = SimulatedQuantizationHook(QuantizedLayer(name: "l", kind: .linear, weight: weight, inputAmax: amax, smoothing: s, outputAmax: nil))
         XCTAssertLessThan(linear(lx).relativeL2(to: try ref.tensor(named: "linear_int8_smooth_output")), 1e-5)
     }
@@ -123,5 +123,26 @@ final class QuantFormatTests: XCTestCase {
         XCTAssertEqual(q.scalars[1], -64)  // -63.5 → -64 (even)
         XCTAssertEqual(q.scalars[2], 63.5)
         XCTAssertEqual(q.scalars[3], 0)    // 0.25 / 0.5 = 0.5 → 0 (even)
+    }
+
+    func testAlphaSearchPicksTheLowestOutputError() throws {
+        let ref = try Fixtures.reference("quant_layers")
+        let lw = try ref.tensor(named: "linear_weight"), lx = try ref.tensor(named: "linear_input")
+        let samples = lx.reshaped([-1, 16])
+        var channelAmax = [Float](repeating: 0, count: 16)
+        for (i, v) in samples.scalars.enumerated() { channelAmax[i % 16] = max(channelAmax[i % 16], abs(v)) }
+        let recipe = QuantizationRecipe()
+        let (alpha, errors) = Quantizer.searchAlpha(Linear(name: "l", weight: lw, bias: nil), channelAmax: channelAmax,
+                                                    samples: samples, recipe: recipe, perChannel: true)
+        XCTAssertEqual(errors.count, recipe.alphaGrid.count + 1)  // the grid, then no smoothing
+        let best = errors.indices.min { errors[$0] < errors[$1] }!
+        if let alpha {
+            XCTAssertEqual(alpha, recipe.alphaGrid[best])
+        } else {
+            XCTAssertEqual(best, errors.count - 1)
+        }
+        // With an outlier activation channel (×20) the search smooths, and beats no smoothing.
+        XCTAssertNotNil(alpha, "\(errors)")
+        XCTAssertLessThan(errors[best], errors.last! / 2)
     }
 }

@@ -94,16 +94,17 @@ def layers():
         t[f"conv_{fmt}_weight_scale"] = cs
         a_scale = torch.tensor(c_amax / (127 if fmt == "int8" else 448))
         t[f"conv_{fmt}_output"] = torch.nn.functional.conv2d(fq(cx, a_scale), cq, cb, padding=1)
-    # SmoothQuant, alpha 0.8: s_j = max|W[:,j]|^(1-a) / max|X_j|^a, clamp [1e-4, 1e4]
+    # SmoothQuant, alpha 0.8: s_j = max|W[:,j]|^(1-a) / max|X_j|^a, clamp [1e-4, 1e4]; x * s, W / s
+    # (ModelOpt's pre_quant_scale; the same as the paper's X / s', W * s' with s' = 1 / s)
     alpha = 0.8
     w_col = lw.abs().amax(dim=0)
     x_ch = lx.abs().reshape(-1, 16).amax(dim=0)
     s = (w_col.pow(1 - alpha) / x_ch.pow(alpha)).clamp(1e-4, 1e4)
     t["smooth_scales_0.8"] = s
-    ws_ = lw * s.reshape(1, -1)
-    xs = lx / s
+    ws_ = lw / s.reshape(1, -1)
+    xs = lx * s
     wq, _ = weight_int8_per_channel(ws_)
-    amax = (x_ch / s).max()
+    amax = (x_ch * s).max()
     t["linear_int8_smooth_output"] = torch.nn.functional.linear(fake_int8(xs, amax / 127), wq, lb)
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "quant_layers.safetensors"),
               metadata={"source": "tools/reference/quantization.py"})

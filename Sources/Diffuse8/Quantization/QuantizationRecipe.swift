@@ -150,8 +150,15 @@ public struct QuantizationRecipe: Sendable {
         }
     }
 
-    /// SmoothQuant's per-input-channel scales: s_j = max|W[:,j]|^(1-α) / max|X_j|^α, 1 where either max
-    /// is 0, clamped to [1e-4, 1e4]. The layer computes (x / s) · (W · s)ᵀ.
+    /// SmoothQuant's per-input-channel factors: s_j = max|W[:,j]|^(1-α) / max|X_j|^α, 1 where either max
+    /// is 0, clamped to [1e-4, 1e4] (DESIGN §3's formula, NVIDIA ModelOpt's `pre_quant_scale`). The layer
+    /// computes (x ⊙ s) · (W / s)ᵀ: the activation is **multiplied** by s and the weight divided.
+    ///
+    /// DESIGN §3 and the issue say "weights × s, activations ÷ s"; with this s that would give
+    /// x / s = x^(1+α) / w^(1-α), amplifying the outlier channels SmoothQuant exists to tame (measured:
+    /// 50–100× the output error of no smoothing on the reference layer). Multiplying by this s is the same as
+    /// dividing by the SmoothQuant paper's s = max|X_j|^α / max|W_j|^(1-α), which is what the paper and
+    /// ModelOpt do; we follow that.
     public static func smoothingScales(weight: Tensor, channelAmax: [Float], alpha: Float) -> [Float] {
         let columnAmax = weightColumnAmax(weight)
         return zip(columnAmax, channelAmax).map { w, x in

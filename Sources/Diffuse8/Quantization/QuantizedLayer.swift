@@ -1,9 +1,10 @@
 /// One quantized layer: THE definition of its math, shared by simulated (fake-quant) execution, the α
 /// search and (later) real 8-bit kernels, which must agree with it to within rounding.
 ///
-/// y = dequant(Wq) · fq(x / s)ᵀ + b, where
-/// - Wq: weight codes (INT8 per output channel, FP8 per tensor or per channel) of W·s (SmoothQuant
-///   absorbed, s = 1 without smoothing);
+/// y = dequant(Wq) · fq(x ⊙ s)ᵀ + b, where
+/// - s: SmoothQuant's per-input-channel factors s_j = max|W[:,j]|^(1-α) / max|X_j|^α (1 without smoothing),
+///   multiplied into the activation — ModelOpt's `pre_quant_scale`; see `QuantizationRecipe.smoothingScales`;
+/// - Wq: weight codes (INT8 per output channel, FP8 per tensor or per channel) of W[:, j] / s_j;
 /// - fq: quantize→dequantize of the activation with scale = `inputAmax / format.maxValue` (static) or,
 ///   in dynamic mode, per token (Linear rows) / per sample (Conv2d) amax computed at run time;
 /// - FP8 attention (level 4): `to_q/k/v` outputs additionally pass through FP8 fq with `outputAmax`.
@@ -15,7 +16,7 @@ public struct QuantizedLayer: Sendable {
     public let weight: QuantizedWeight
     /// Calibrated per-tensor activation amax (after smoothing); nil = dynamic activation scales.
     public let inputAmax: Float?
-    /// SmoothQuant divisors of the input channels (Linear only).
+    /// SmoothQuant factors s_j the input channels are multiplied by (Linear only; the weight holds W / s).
     public let smoothing: [Float]?
     /// FP8 attention: amax of this projection's output (Q, K or V), quantized to FP8.
     public let outputAmax: Float?
@@ -31,7 +32,7 @@ public struct QuantizedLayer: Sendable {
 
     public var format: QuantizedFormat { weight.format }
 
-    /// x / s then fake-quantized, as the layer's kernel sees it. Linear: x is [..., C]; Conv2d: NCHW.
+    /// x ⊙ s then fake-quantized, as the layer's kernel sees it. Linear: x is [..., C]; Conv2d: NCHW.
     public func quantizedInput(_ x: Tensor) -> Tensor {
         Self.quantizeActivation(x, kind: kind, format: format, amax: inputAmax, smoothing: smoothing)
     }
@@ -43,9 +44,8 @@ public struct QuantizedLayer: Sendable {
             let base = p.baseAddress!
             if let smoothing {
                 let width = smoothing.count
-                let inverse = smoothing.map { 1 / $0 }
                 for r in 0..<(p.count / width) {
-                    for j in 0..<width { base[r * width + j] *= inverse[j] }
+                    for j in 0..<width { base[r * width + j] *= smoothing[j] }
                 }
             }
             if let amax {

@@ -101,7 +101,7 @@ public enum Quantizer {
                 let scales = QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha)
                 smoothing = scales
                 weight = smoothedWeight(linear.weight, scales)
-                amax = zip(channelAmax, scales).map { $0 / $1 }.max() ?? 0
+                amax = zip(channelAmax, scales).map { $0 * $1 }.max() ?? 0
                 result.alphas[linear.name] = alpha
             }
             result.layers.append(QuantizedLayer(name: linear.name, kind: .linear,
@@ -121,11 +121,11 @@ public enum Quantizer {
         return s
     }
 
-    /// W[:, j] · s_j.
+    /// W[:, j] / s_j (the weight side of x ⊙ s; the product is unchanged in exact arithmetic).
     static func smoothedWeight(_ w: Tensor, _ s: [Float]) -> Tensor {
         let columns = w.shape[1]
         var out = w
-        for i in out.scalars.indices { out.scalars[i] *= s[i % columns] }
+        for i in out.scalars.indices { out.scalars[i] /= s[i % columns] }
         return out
     }
 
@@ -140,7 +140,7 @@ public enum Quantizer {
         func error(_ scales: [Float]?) -> Double {
             let weight = QuantizedWeight(quantizing: scales.map { smoothedWeight(linear.weight, $0) } ?? linear.weight,
                                          format: recipe.format, perChannel: perChannel).dequantized()
-            let amax = scales.map { s in zip(channelAmax, s).map { $0 / $1 }.max() ?? 0 } ?? (channelAmax.max() ?? 0)
+            let amax = scales.map { s in zip(channelAmax, s).map { $0 * $1 }.max() ?? 0 } ?? (channelAmax.max() ?? 0)
             let input = QuantizedLayer.quantizeActivation(samples, kind: .linear, format: recipe.format, amax: amax, smoothing: scales)
             let output = CPUKernels.linear(input, weight: weight, bias: nil)
             var sum = 0.0

@@ -47,29 +47,31 @@ public final class CUDAKernels: @unchecked Sendable {
         matmul = try CUDAMatmul(context: context)
     }
 
-    private func basic(_ name: String) throws -> CUDAFunction {
+    func basic(_ name: String) throws -> CUDAFunction {
         try compiler.function(name, module: "diffuse8_basic", source: CUDAKernelSources.basic)
     }
 
-    private func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: .float16) }
+    func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: .float16) }
 
-    private func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
+    func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
         for t in tensors.compactMap({ $0 }) where t.dtype != .float16 {
             throw CUDAError.invalidArgument("\(op): expects FP16 tensors, got \(t.dtype) of shape \(t.shape)")
         }
     }
 
     /// Grid for grid-stride element-wise kernels (256 threads, at most 16 blocks per SM).
-    private func elementwiseGrid(_ n: Int) -> (Int, Int, Int) {
+    func elementwiseGrid(_ n: Int) -> (Int, Int, Int) {
         (max(1, min((n + 255) / 256, context.multiprocessorCount * 16)), 1, 1)
     }
 
     // MARK: Linear algebra
 
     /// `y = x · wᵀ + b` over the last dimension (`torch.nn.functional.linear`), optionally followed by
-    /// cuBLASLt's GELU (tanh approximation). x: [..., in], weight: [out, in], bias: [out].
-    public func linear(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, tanhGELU: Bool = false) throws -> CUDATensor {
-        try requireHalf(x, weight, bias, op: "linear")
+    /// cuBLASLt's GELU (tanh approximation). x: [..., in], weight: [out, in], bias: [out]. `residual` (shape of
+    /// the output) is added by the GEMM itself (β = 1), after the epilogue: `y = act(x·wᵀ + b) + residual`.
+    public func linear(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, tanhGELU: Bool = false,
+                       residual: CUDATensor? = nil) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, residual, op: "linear")
         let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
         guard x.shape.last == inFeatures, bias.map({ $0.count == outFeatures }) ?? true else {
             throw CUDAError.invalidArgument("linear: input \(x.shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
@@ -77,12 +79,15 @@ public final class CUDAKernels: @unchecked Sendable {
         let rows = x.count / inFeatures
         var shape = x.shape
         shape[shape.count - 1] = outFeatures
+        if let residual, residual.shape != shape {
+            throw CUDAError.invalidArgument("linear: residual \(residual.shape) for output \(shape)")
+        }
         let y = try output(shape)
         let epilogue: CUDAMatmul.Epilogue = bias == nil ? (tanhGELU ? .gelu : .none) : (tanhGELU ? .biasGELU : .bias)
         // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows].
         try matmul.run(.init(m: outFeatures, n: rows, k: inFeatures, transA: true, transB: false,
                              lda: inFeatures, ldb: inFeatures, ldd: outFeatures, epilogue: epilogue),
-                       a: weight.address, b: x.address, d: y.address, bias: bias?.address)
+                       a: weight.address, b: x.address, d: y.address, bias: bias?.address, c: residual?.address)
         return y
     }
 
@@ -302,6 +307,23 @@ public final class CUDAKernels: @unchecked Sendable {
         guard CUDAAttentionSource.headDims.contains(d) else {
             throw CUDAError.invalidArgument("attention: head dim \(d) has no kernel (have \(CUDAAttentionSource.headDims))")
         }
+        return try attention(query: q.address, queryStride: channels, key: k.address, value: v.address, keyValueStride: channels,
+                             batch: batch, queries: lq, keys: lk, channels: channels, heads: heads, scale: scale)
+    }
+
+    /// Attention on rows that need not be contiguous: query row `i` of image `b` starts at
+    /// `query + ((b·queries + i)·queryStride)` halves, key/value rows likewise with `keyValueStride`, so fused
+    /// QKV (`[B, L, 3C]`) or K/V projections of several layers at once (`[B, Lk, Σ 2C]`) are read in place.
+    /// Addresses and strides must keep 16-byte alignment (multiples of 8 halves). Output: [batch, queries, channels].
+    func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
+                   batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil) throws -> CUDATensor {
+        let d = channels / heads
+        guard channels % heads == 0, CUDAAttentionSource.headDims.contains(d) else {
+            throw CUDAError.invalidArgument("attention: head dim \(channels)/\(heads) has no kernel (have \(CUDAAttentionSource.headDims))")
+        }
+        guard [query, key, value].allSatisfy({ $0 % 16 == 0 }), queryStride % 8 == 0, keyValueStride % 8 == 0 else {
+            throw CUDAError.invalidArgument("attention: rows must be 16-byte aligned (strides \(queryStride), \(keyValueStride))")
+        }
         let pipelined = attentionKernel != .simple && CUDAAttentionSource.pipelinedHeadDims.contains(d)
         if attentionKernel == .pipelined && !pipelined {
             throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
@@ -312,8 +334,8 @@ public final class CUDAKernels: @unchecked Sendable {
                                              module: "diffuse8_attention", source: CUDAAttentionSource.source)
         let queriesPerBlock = pipelined ? 128 : 64
         try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
-            .tensor(q), .tensor(k), .tensor(v), .tensor(y), .int(heads), .int(lq), .int(lk),
-            .float(s * 1.4426950408889634)])
+            .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
+            .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)])
         return y
     }
 

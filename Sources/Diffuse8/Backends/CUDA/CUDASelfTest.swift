@@ -173,7 +173,7 @@ public enum CUDASelfTest {
         var attentionCases: [(batch: Int, heads: Int, lq: Int, lk: Int, d: Int)] =
             CUDAAttentionSource.headDims.map { (2, 2, 200, 200, $0) }
         attentionCases += [(2, 8, 256, 77, 40), (2, 10, 64, 77, 64), (1, 4, 1024, 1024, 64), (2, 2, 7, 3, 80),
-                           (1, 2, 333, 130, 32)]
+                           (1, 2, 333, 130, 32), (2, 2, 64, 77, 8), (2, 2, 100, 77, 16), (2, 2, 70, 70, 48)]
         if large { attentionCases += [(1, 2, 4096, 4096, 40), (1, 1, 4096, 4096, 64)] }
         let previousAttention = kernels.attentionKernel
         defer { kernels.attentionKernel = previousAttention }
@@ -191,6 +191,8 @@ public enum CUDASelfTest {
             }
             }
         }
+        kernels.attentionKernel = previousAttention
+        for c in fusedCases(kernels) { check(c.name, c.shape, threshold: c.threshold, c.body) }
         return results
     }
 

@@ -1,0 +1,87 @@
+/// Fused element-wise kernels the FP16 UNet (`CUDAUNet`) uses to save passes over its feature maps:
+/// conv bias + time embedding, conv bias + residual (+ output scale), tokens → NCHW + residual.
+/// Each is the composition of `CUDAKernels` operations named in its doc comment, in FP32 arithmetic.
+extension CUDAKernels {
+    static let fusedSource = CUDAKernelSources.prelude + #"""
+
+// y[n,c,:] = x[n,c,:] + v[n * v_stride + c]  (v: per-image rows, e.g. one slice of all resnets' time projections).
+extern "C" __global__ void add_channel_vector(const half_t* __restrict__ x, const half_t* __restrict__ v,
+        half_t* __restrict__ y, i64 n, int C, int HW, int v_stride) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const i64 nc = i / HW;
+        const int image = (int)(nc / C), c = (int)(nc % C);
+        y[i] = f2h(h2f(x[i]) + h2f(v[(i64)image * v_stride + c]));
+    }
+}
+
+// y = (r + x + bias[c]) * scale on NCHW.
+extern "C" __global__ void bias_residual(const half_t* __restrict__ x, const half_t* __restrict__ bias,
+        const half_t* __restrict__ r, half_t* __restrict__ y, i64 n, int C, int HW, float scale) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const int c = (int)((i / HW) % C);
+        y[i] = f2h((h2f(r[i]) + (h2f(x[i]) + h2f(bias[c]))) * scale);
+    }
+}
+
+// y[b, c, p] = t[b, p, c] + r[b, c, p]: tokens [B, R=HW, C] back to NCHW plus the residual.
+extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, const half_t* __restrict__ r,
+        half_t* __restrict__ y, int R, int C) {
+    __shared__ half_t tile[32][33];
+    const i64 offset = (i64)blockIdx.z * R * C;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int row = r0 + j, c = c0 + threadIdx.x;
+        if (row < R && c < C) tile[j][threadIdx.x] = t[offset + (i64)row * C + c];
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j, row = r0 + threadIdx.x;
+        if (c < C && row < R) {
+            const i64 o = offset + (i64)c * R + row;
+            y[o] = f2h(h2f(tile[threadIdx.x][j]) + h2f(r[o]));
+        }
+    }
+}
+"""#
+
+    private func fused(_ name: String) throws -> CUDAFunction {
+        try compiler.function(name, module: "diffuse8_fused", source: Self.fusedSource)
+    }
+
+    /// `addChannelBias(x, v)` where image `n`'s vector starts at `v.address + (n·stride + offset)` halves.
+    func addChannelVector(_ x: CUDATensor, _ v: CUDATensor, offset: Int, stride: Int) throws -> CUDATensor {
+        let n = x.shape[0], c = x.shape[1], spatial = x.count / (n * c)
+        guard offset + (n - 1) * stride + c <= v.count else {
+            throw CUDAError.invalidArgument("addChannelVector: \(v.shape) too small for \(x.shape) at offset \(offset)")
+        }
+        let y = try output(x.shape)
+        try compiler.launch(fused("add_channel_vector"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .pointer(v.address + UInt64(offset * 2)), .tensor(y), .int64(Int64(x.count)), .int(c), .int(spatial),
+            .int(stride)])
+        return y
+    }
+
+    /// `scale(add(residual, addChannelBias(x, bias per channel)), s)` on NCHW in one pass.
+    func biasResidual(_ x: CUDATensor, bias: CUDATensor, residual: CUDATensor, scale: Float = 1) throws -> CUDATensor {
+        guard x.shape == residual.shape, bias.count == x.shape[1] else {
+            throw CUDAError.invalidArgument("biasResidual: x \(x.shape), bias \(bias.shape), residual \(residual.shape)")
+        }
+        let y = try output(x.shape)
+        try compiler.launch(fused("bias_residual"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .tensor(bias), .tensor(residual), .tensor(y), .int64(Int64(x.count)), .int(x.shape[1]),
+            .int(x.count / (x.shape[0] * x.shape[1])), .float(scale)])
+        return y
+    }
+
+    /// `add(tokensToChannels(tokens), residual)`: tokens [N, H·W, C], residual NCHW.
+    func tokensToChannelsAdding(_ tokens: CUDATensor, residual: CUDATensor) throws -> CUDATensor {
+        let n = residual.shape[0], c = residual.shape[1], hw = residual.count / (n * c)
+        guard tokens.shape == [n, hw, c] else {
+            throw CUDAError.invalidArgument("tokensToChannelsAdding: tokens \(tokens.shape), residual \(residual.shape)")
+        }
+        let y = try output(residual.shape)
+        try compiler.launch(fused("tokens_to_channels_add"), grid: ((c + 31) / 32, (hw + 31) / 32, n), block: (32, 8, 1), [
+            .tensor(tokens), .tensor(residual), .tensor(y), .int(hw), .int(c)])
+        return y
+    }
+}

@@ -84,4 +84,15 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
             .tensor(tokens), .tensor(residual), .tensor(y), .int(hw), .int(c)])
         return y
     }
+
+    /// [O, C, kh, kw] → [O, kh, kw, C] (the weight layout of channels-last convolutions).
+    public static func channelsLastWeight(_ w: Tensor) -> Tensor {
+        let o = w.shape[0], c = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+        return Tensor(shape: [o, kh, kw, c]) { out in
+            for oi in 0..<o { for ci in 0..<c { for y in 0..<kh { for x in 0..<kw {
+                out[((oi * kh + y) * kw + x) * c + ci] = w.scalars[((oi * c + ci) * kh + y) * kw + x]
+            } } } }
+        }
+    }
+
 }

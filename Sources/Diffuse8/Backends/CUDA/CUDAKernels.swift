@@ -14,14 +14,20 @@ public final class CUDAKernels: @unchecked Sendable {
     public var convolutionBackend = ConvolutionBackend.automatic
     private var cudnnConvolution: CUDNNConvolution?
     private var cudnnUnavailable: Error?
-    /// `.automatic`'s choice per convolution shape: true when cuDNN measured faster than im2col + GEMM.
-    private var convolutionPrefersCUDNN: [CUDNNConvolution.Shape: Bool] = [:]
+    /// `.automatic`'s choice per convolution shape (the fastest measured path).
+    private var convolutionChoice: [CUDNNConvolution.Shape: ConvolutionPath] = [:]
+
+    enum ConvolutionPath: Sendable {
+        case cudnn, im2colGEMM
+        /// NCHW → NHWC transpose, cuDNN channels-last convolution, NHWC → NCHW transpose.
+        case cudnnChannelsLast
+    }
 
     /// Which attention kernel `attention` launches.
     public var attentionKernel = AttentionKernel.automatic
 
     public enum AttentionKernel: Sendable {
-        /// The pipelined kernel where it exists for the head dim, else the simple one.
+        /// Where the head dim has both kernels, the faster one measured once per shape; else the simple one.
         case automatic
         /// 64 queries per block, synchronous K/V loads (every head dim).
         case simple
@@ -36,6 +42,8 @@ public final class CUDAKernels: @unchecked Sendable {
         case cudnn
         /// im2col + one cuBLASLt GEMM per image.
         case im2colGEMM
+        /// cuDNN on channels-last copies (needs `weightChannelsLast`; for tests).
+        case cudnnChannelsLast
     }
 
     /// Kernels on the shared context (device 0). Throws with the full search report when CUDA is absent.
@@ -104,39 +112,73 @@ public final class CUDAKernels: @unchecked Sendable {
     }
 
     /// `torch.nn.functional.conv2d` on NCHW, weight [O, C, kh, kw], symmetric zero padding, through cuDNN
-    /// (fastest algorithm found per shape) or im2col + cuBLASLt (see `convolutionBackend`); the bias is
-    /// added by a separate kernel. Limitation: no groups or dilation.
-    public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0) throws -> CUDATensor {
-        try requireHalf(x, weight, bias, op: "conv2d")
+    /// (fastest algorithm found per shape), im2col + cuBLASLt, or — when `weightChannelsLast` ([O, kh, kw, C], the
+    /// same weight permuted) is given — cuDNN on channels-last copies of x and y (transposed here; Hopper's
+    /// tensor-core convolutions are channels-last, so this often pays for the two transposes). `.automatic` times
+    /// the candidates once per shape and keeps the fastest. The bias is added by a separate kernel.
+    /// Limitation: no groups or dilation.
+    public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0,
+                       weightChannelsLast: CUDATensor? = nil) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, weightChannelsLast, op: "conv2d")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
         guard weight.shape[1] == c else { throw CUDAError.invalidArgument("conv2d: weight \(weight.shape) vs input \(x.shape)") }
-        let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
-        let y = try output([n, o, oh, ow])
-        let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
-        if let cudnn = try cudnnIfWanted() {
-            var useCUDNN = true
-            if convolutionBackend == .automatic {
-                if let known = convolutionPrefersCUDNN[shape] { useCUDNN = known } else {
-                    // First time for this shape: measure both (the cuDNN run also does its algorithm search).
-                    let cudnnTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
-                        try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
-                    }
-                    let gemmTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
-                        try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
-                    }
-                    useCUDNN = cudnnTime <= gemmTime
-                    convolutionPrefersCUDNN[shape] = useCUDNN
-                }
-            }
-            if useCUDNN {
-                try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
-            } else {
-                try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
-            }
-        } else {
-            try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+        if let weightChannelsLast, weightChannelsLast.shape != [o, kh, kw, c] {
+            throw CUDAError.invalidArgument("conv2d: channels-last weight \(weightChannelsLast.shape), expected [\(o), \(kh), \(kw), \(c)]")
         }
+        let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
+        let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
+        var lastShape = shape
+        lastShape.channelsLast = true
+
+        func run(_ path: ConvolutionPath) throws -> CUDATensor {
+            switch path {
+            case .im2colGEMM:
+                let y = try output([n, o, oh, ow])
+                try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+                return y
+            case .cudnn:
+                let y = try output([n, o, oh, ow])
+                try cudnnIfWanted()!.forward(shape, x: x.address, weight: weight.address, y: y.address)
+                return y
+            case .cudnnChannelsLast:
+                let xt = try channelsToTokens(x)
+                let yt = try output([n, oh * ow, o])
+                try cudnnIfWanted()!.forward(lastShape, x: xt.address, weight: weightChannelsLast!.address, y: yt.address)
+                return try tokensToChannels(yt, height: oh, width: ow)
+            }
+        }
+
+        let path: ConvolutionPath
+        let cudnn = try cudnnIfWanted()
+        switch convolutionBackend {
+        case .im2colGEMM: path = .im2colGEMM
+        case .cudnn: path = .cudnn
+        case .cudnnChannelsLast:
+            guard weightChannelsLast != nil, cudnn != nil else {
+                throw CUDAError.invalidArgument("conv2d: .cudnnChannelsLast needs cuDNN and weightChannelsLast")
+            }
+            path = .cudnnChannelsLast
+        case .automatic:
+            if cudnn == nil {
+                path = .im2colGEMM
+            } else if let known = convolutionChoice[weightChannelsLast == nil ? shape : lastShape] {
+                path = known
+            } else {
+                // First time for this shape: measure the candidates (the cuDNN runs also do their algorithm search).
+                var candidates: [ConvolutionPath] = [.cudnn, .im2colGEMM]
+                if weightChannelsLast != nil { candidates.append(.cudnnChannelsLast) }
+                var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
+                for candidate in candidates {
+                    // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
+                    guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { _ = try run(candidate) }) else { continue }
+                    if ms < best.ms { best = (candidate, ms) }
+                }
+                path = best.path
+                convolutionChoice[weightChannelsLast == nil ? shape : lastShape] = path
+            }
+        }
+        let y = try run(path)
         if let bias {
             try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                 .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
@@ -147,14 +189,14 @@ public final class CUDAKernels: @unchecked Sendable {
     private func cudnnIfWanted() throws -> CUDNNConvolution? {
         switch convolutionBackend {
         case .im2colGEMM: return nil
-        case .cudnn, .automatic:
+        case .cudnn, .automatic, .cudnnChannelsLast:
             if let cudnnConvolution { return cudnnConvolution }
             if cudnnUnavailable != nil && convolutionBackend == .automatic { return nil }
             do {
                 cudnnConvolution = try CUDNNConvolution(context: context)
                 return cudnnConvolution
             } catch {
-                if convolutionBackend == .cudnn { throw error }
+                if convolutionBackend != .automatic { throw error }
                 cudnnUnavailable = error
                 return nil
             }
@@ -324,20 +366,40 @@ public final class CUDAKernels: @unchecked Sendable {
         guard [query, key, value].allSatisfy({ $0 % 16 == 0 }), queryStride % 8 == 0, keyValueStride % 8 == 0 else {
             throw CUDAError.invalidArgument("attention: rows must be 16-byte aligned (strides \(queryStride), \(keyValueStride))")
         }
-        let pipelined = attentionKernel != .simple && CUDAAttentionSource.pipelinedHeadDims.contains(d)
-        if attentionKernel == .pipelined && !pipelined {
+        let hasPipelined = CUDAAttentionSource.pipelinedHeadDims.contains(d)
+        if attentionKernel == .pipelined && !hasPipelined {
             throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
         }
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
-        let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
-                                             module: "diffuse8_attention", source: CUDAAttentionSource.source)
-        let queriesPerBlock = pipelined ? 128 : 64
-        try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
-            .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
-            .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)])
+        func launch(pipelined: Bool) throws {
+            let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
+                                                 module: "diffuse8_attention", source: CUDAAttentionSource.source)
+            let queriesPerBlock = pipelined ? 128 : 64
+            try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
+                .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
+                .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)])
+        }
+        var pipelined = attentionKernel == .pipelined
+        if attentionKernel == .automatic && hasPipelined {
+            // The pipelined kernel is faster on long sequences, but its 128-query blocks can leave SMs idle on
+            // short ones: measure both once per shape.
+            let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride]
+            if let known = attentionPrefersPipelined[shape] {
+                pipelined = known
+            } else {
+                let pipelinedTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try launch(pipelined: true) }
+                let simpleTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try launch(pipelined: false) }
+                pipelined = pipelinedTime <= simpleTime
+                attentionPrefersPipelined[shape] = pipelined
+            }
+        }
+        try launch(pipelined: pipelined)
         return y
     }
+
+    /// `.automatic` attention's choice per shape (head dim, Lq, Lk, batch·heads, strides): true for the pipelined kernel.
+    private var attentionPrefersPipelined: [[Int]: Bool] = [:]
 
     // MARK: Layout
 

@@ -84,17 +84,18 @@ public enum CUDASelfTest {
         // Convolutions, through cuDNN (when it loads) and through im2col + cuBLASLt.
         let hasCUDNN = (try? context.cudnn()) != nil
         let backends: [(String, CUDAKernels.ConvolutionBackend)] =
-            (hasCUDNN ? [("cuDNN", .cudnn)] : []) + [("im2col", .im2colGEMM)]
+            (hasCUDNN ? [("cuDNN", .cudnn), ("cuDNN NHWC", .cudnnChannelsLast)] : []) + [("im2col", .im2colGEMM)]
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
         for (backendName, backend) in backends {
         kernels.convolutionBackend = backend
         for (c, o, hw, k, stride, padding) in [(32, 64, 16, 3, 1, 1), (64, 64, 16, 3, 2, 1), (64, 128, 16, 1, 1, 0),
-                                               (4, 32, 16, 3, 1, 1)] {
+                                               (4, 32, 16, 3, 1, 1)] where backend != .cudnnChannelsLast || c % 8 == 0 {
             check("conv2d \(k)x\(k) s\(stride) p\(padding) \(backendName)", "[2,\(c),\(hw),\(hw)]→\(o)") { r in
                 let (x, xh) = try pair([2, c, hw, hw], &r), (w, wh) = try pair([o, c, k, k], &r, scale: 0.1)
                 let (b, bh) = try pair([o], &r)
-                return (try kernels.conv2d(x, weight: w, bias: b, stride: stride, padding: padding),
+                let last = try context.upload(CUDAKernels.channelsLastWeight(wh))
+                return (try kernels.conv2d(x, weight: w, bias: b, stride: stride, padding: padding, weightChannelsLast: last),
                         CPUKernels.conv2d(xh, weight: wh, bias: bh, stride: stride, padding: padding))
             }
         }

@@ -188,7 +188,8 @@ public final class CUDAUNet {
     }
 
     private func convolution(_ x: CUDATensor, _ w: CUDAConvolutionWeights) throws -> CUDATensor {
-        try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding)
+        try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,
+                           weightChannelsLast: w.weightChannelsLast)
     }
 
     private func groupNorm(_ x: CUDATensor, _ n: CUDANormWeights, silu: Bool) throws -> CUDATensor {

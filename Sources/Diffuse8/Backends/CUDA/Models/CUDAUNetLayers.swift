@@ -37,12 +37,18 @@ struct CUDALinearWeights {
 
 struct CUDAConvolutionWeights {
     let weight: CUDATensor
+    /// The weight as [O, kh, kw, C] for cuDNN's channels-last convolutions (3×3 with channel counts that are
+    /// multiples of 8); `CUDAKernels.conv2d` then also tries that path.
+    let weightChannelsLast: CUDATensor?
     let bias: CUDATensor?
     let stride: Int
     let padding: Int
 
     init(_ context: CUDAContext, _ conv: Conv2d, withBias: Bool = true) throws {
         weight = try context.upload(conv.weight)
+        let w = conv.weight.shape
+        weightChannelsLast = w[2] > 1 && w[0] % 8 == 0 && w[1] % 8 == 0
+            ? try context.upload(CUDAKernels.channelsLastWeight(conv.weight)) : nil
         bias = withBias ? try conv.bias.map { try context.upload($0) } : nil
         stride = conv.stride
         padding = conv.padding

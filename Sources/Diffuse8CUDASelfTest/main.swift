@@ -12,7 +12,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
     print("""
     usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only]
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
-           diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph]
+           diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
       --large       add 4096-token attention checks (slower CPU reference)
       --bench       also time GEMMs, attention and UNet blocks at model shapes
@@ -21,7 +21,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     default 16x16), limit 5e-3 relative L2
       --unet-bench  time CUDAUNet.forward (batch 2, default 64x64 latents, 77 tokens); prints one JSON line;
                     --reference takes its inputs and compares with its `output`; also times the forward
-                    replayed as a CUDA graph unless --no-graph
+                    replayed as a CUDA graph unless --no-graph; --profile: ms per operation kind
     exit status: 0 all passed, 1 a check failed, 2 no CUDA GPU/driver/library
     """)
     exit(0)
@@ -49,7 +49,8 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
             let timing = try CUDAUNetCheck.benchmark(directory: directory, kernels: kernels, height: h, width: w,
                                                      reference: value(after: "--reference"),
                                                      repeats: Int(value(after: "--repeats") ?? "") ?? 20,
-                                                     graph: !arguments.contains("--no-graph"))
+                                                     graph: !arguments.contains("--no-graph"),
+                                                     profile: arguments.contains("--profile"))
             print("UNET_BENCH " + timing.json)
             exit(0)
         } catch {

@@ -109,7 +109,7 @@ def bench_model(name, args, log):
     torch.cuda.empty_cache()
 
     command = [args.binary, "--unet-bench", folder, "--size", f"{height}x{width}", "--reference", reference,
-               "--repeats", str(args.repeats)]
+               "--repeats", str(args.repeats)] + args.d8_extra.split()
     t0 = time.time()
     proc = subprocess.run(command, capture_output=True, text=True)
     log(proc.stdout.strip() + ("\n" + proc.stderr.strip() if proc.stderr.strip() else ""))
@@ -161,6 +161,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--d8-extra", default="", help="extra arguments for diffuse8-cuda-selftest, e.g. --profile")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)

@@ -40,6 +40,10 @@ public final class CUDAUNet {
     let convNormOut: CUDANormWeights
     let convOut: CUDAConvolutionWeights
 
+    /// When set (non-nil), `forward` brackets every operation with CUDA events and adds its milliseconds here,
+    /// per kind ("conv 3x3", "attention self", …). The events synchronise: for breakdowns, not for timing totals.
+    public var profile: [String: Double]?
+
     /// Uploads `model`'s weights (FP16) to `kernels`' device. The CPU model can be dropped afterwards.
     public init(_ model: UNet2DConditionModel, kernels: CUDAKernels? = nil) throws {
         let kernels = try kernels ?? CUDAKernels()
@@ -168,14 +172,16 @@ public final class CUDAUNet {
         }
         for block in upBlocks {
             for (j, resnet) in block.resnets.enumerated() {
-                h = try self.resnet(resnet, k.concatChannels(h, skips.removeLast()), state)
+                let skip = skips.removeLast(), input = h
+                h = try self.resnet(resnet, op("concat") { try k.concatChannels(input, skip) }, state)
                 if !block.attentions.isEmpty { h = try transformer(block.attentions[j], h, state) }
             }
-            if let upsampler = block.upsampler { h = try convolution(k.upsampleNearest2x(h), upsampler) }
+            if let upsampler = block.upsampler {
+                let input = h
+                h = try convolution(op("upsample") { try k.upsampleNearest2x(input) }, upsampler)
+            }
         }
-        let normed = try k.groupNorm(h, groups: convNormOut.groups, weight: convNormOut.weight, bias: convNormOut.bias,
-                                     epsilon: convNormOut.epsilon, fusedSiLU: true)
-        return try convolution(normed, convOut)
+        return try convolution(groupNorm(h, convNormOut, silu: true), convOut)
     }
 
     /// Per-forward tensors every block reads.
@@ -187,56 +193,75 @@ public final class CUDAUNet {
         let contextLength: Int
     }
 
+    /// Runs `body`, timing it into `profile` under `kind` when profiling.
+    private func op<T>(_ kind: String, _ body: () throws -> T) throws -> T {
+        guard profile != nil else { return try body() }
+        let start = try CUDAEvent(context), end = try CUDAEvent(context)
+        try start.record(on: context.stream)
+        let result = try body()
+        try end.record(on: context.stream)
+        profile![kind, default: 0] += try end.milliseconds(since: start)
+        return result
+    }
+
     private func convolution(_ x: CUDATensor, _ w: CUDAConvolutionWeights) throws -> CUDATensor {
-        try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,
-                           weightChannelsLast: w.weightChannelsLast)
+        try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3") {
+            try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,
+                               weightChannelsLast: w.weightChannelsLast)
+        }
     }
 
     private func groupNorm(_ x: CUDATensor, _ n: CUDANormWeights, silu: Bool) throws -> CUDATensor {
-        try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu)
+        try op("groupNorm") { try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu) }
+    }
+
+    private func layerNorm(_ x: CUDATensor, _ n: CUDANormWeights) throws -> CUDATensor {
+        try op("layerNorm") { try kernels.layerNorm(x, weight: n.weight, bias: n.bias, epsilon: n.epsilon) }
     }
 
     private func linear(_ x: CUDATensor, _ w: CUDALinearWeights, residual: CUDATensor? = nil) throws -> CUDATensor {
-        try kernels.linear(x, weight: w.weight, bias: w.bias, residual: residual)
+        try op("GEMM (linear)") { try kernels.linear(x, weight: w.weight, bias: w.bias, residual: residual) }
     }
 
     /// `ResnetBlock2D.callAsFunction` with the UNet's time embedding.
     private func resnet(_ r: CUDAResnet, _ x: CUDATensor, _ state: ForwardState) throws -> CUDATensor {
         var h = try convolution(groupNorm(x, r.norm1, silu: true), r.conv1)
-        h = try kernels.addChannelVector(h, state.timeVectors, offset: r.timeOffset, stride: state.timeVectors.shape[1])
+        h = try op("element-wise") { try kernels.addChannelVector(h, state.timeVectors, offset: r.timeOffset, stride: state.timeVectors.shape[1]) }
         h = try convolution(groupNorm(h, r.norm2, silu: true), r.conv2)
         let residual = try r.shortcut.map { try convolution(x, $0) } ?? x
-        return try kernels.biasResidual(h, bias: r.outputBias, residual: residual, scale: r.outputScale)
+        return try op("element-wise") { try kernels.biasResidual(h, bias: r.outputBias, residual: residual, scale: r.outputScale) }
     }
 
     /// `Transformer2DModel.callAsFunction` (both projection kinds on tokens).
     private func transformer(_ t: CUDATransformer, _ x: CUDATensor, _ state: ForwardState) throws -> CUDATensor {
         let k = kernels
         let batch = x.shape[0], tokenCount = x.shape[2] * x.shape[3]
-        var tokens = try linear(k.channelsToTokens(groupNorm(x, t.norm, silu: false)), t.projectIn)
+        let normed = try groupNorm(x, t.norm, silu: false)
+        var tokens = try linear(op("transpose") { try k.channelsToTokens(normed) }, t.projectIn)
         for b in t.blocks {
             let channels = b.channels
-            let qkv = try linear(k.layerNorm(tokens, weight: b.norm1.weight, bias: b.norm1.bias, epsilon: b.norm1.epsilon), b.selfQKV)
-            let selfAttended = try withExtendedLifetime(qkv) {
+            let qkv = try linear(layerNorm(tokens, b.norm1), b.selfQKV)
+            let selfAttended = try op("attention self") { try withExtendedLifetime(qkv) {
                 try k.attention(query: qkv.address, queryStride: 3 * channels, key: qkv.address + UInt64(channels * 2),
                                 value: qkv.address + UInt64(channels * 4), keyValueStride: 3 * channels, batch: batch,
                                 queries: tokenCount, keys: tokenCount, channels: channels, heads: b.heads)
-            }
+            } }
             tokens = try linear(selfAttended, b.selfOut, residual: tokens)
 
             guard let kv = state.contextKV else { throw CUDAError.invalidArgument("CUDAUNet: no context projection") }
-            let query = try linear(k.layerNorm(tokens, weight: b.norm2.weight, bias: b.norm2.bias, epsilon: b.norm2.epsilon), b.crossQuery)
-            let crossAttended = try withExtendedLifetime((query, kv)) {
+            let query = try linear(layerNorm(tokens, b.norm2), b.crossQuery)
+            let crossAttended = try op("attention cross") { try withExtendedLifetime((query, kv)) {
                 try k.attention(query: query.address, queryStride: channels, key: kv.address + UInt64(b.contextOffset * 2),
                                 value: kv.address + UInt64((b.contextOffset + channels) * 2), keyValueStride: kv.shape[2],
                                 batch: batch, queries: tokenCount, keys: state.contextLength, channels: channels, heads: b.heads)
-            }
+            } }
             tokens = try linear(crossAttended, b.crossOut, residual: tokens)
 
-            let normed = try k.layerNorm(tokens, weight: b.norm3.weight, bias: b.norm3.bias, epsilon: b.norm3.epsilon)
-            tokens = try linear(k.geglu(linear(normed, b.feedForwardIn)), b.feedForwardOut, residual: tokens)
+            let projected = try linear(layerNorm(tokens, b.norm3), b.feedForwardIn)
+            tokens = try linear(op("GEGLU") { try k.geglu(projected) }, b.feedForwardOut, residual: tokens)
         }
-        return try k.tokensToChannelsAdding(linear(tokens, t.projectOut), residual: x)
+        let projected = try linear(tokens, t.projectOut)
+        return try op("transpose") { try k.tokensToChannelsAdding(projected, residual: x) }
     }
 
     /// [B, a] ++ [B, b] → [B, a + b] by device-to-device row copies.

@@ -74,6 +74,8 @@ public enum CUDAUNetCheck {
         public var graphRelativeL2VersusEager: Double?
         public var graphError: String?
         public var graphPeakBytes: Int?
+        /// Milliseconds per operation kind of one profiled forward (`CUDAUNet.profile`), when asked for.
+        public var profile: [String: Double]?
 
         static func number(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
 
@@ -84,6 +86,7 @@ public enum CUDAUNetCheck {
                 + "\"peak_bytes\": \(peakBytes), \"rel_l2_vs_reference\": \(Self.number(relativeL2VersusReference)), "
                 + "\"graph_median_ms\": \(Self.number(graphMedianMilliseconds)), \"graph_min_ms\": \(Self.number(graphMinimumMilliseconds)), "
                 + "\"graph_rel_l2_vs_eager\": \(Self.number(graphRelativeL2VersusEager)), \"graph_peak_bytes\": \(graphPeakBytes.map { "\($0)" } ?? "null"), "
+                + "\"profile_ms\": \(profile.map { p in "{" + p.sorted { $0.value > $1.value }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}" } ?? "null"), "
                 + "\"graph_error\": \(graphError.map { "\"" + $0.replacing("\"", with: "'").replacing("\n", with: " ") + "\"" } ?? "null")}"
         }
     }
@@ -93,10 +96,11 @@ public enum CUDAUNetCheck {
     /// `reference`: a safetensors file with `sample`, `encoder_hidden_states`, `timestep` [1], optionally
     /// `text_embeds`, `time_ids`, and `output` (e.g. diffusers' FP16 output for those inputs) — its inputs are
     /// used and the output compared. Without it, random inputs of the given shape. `graph`: also capture the
-    /// forward as a CUDA graph (`CUDAUNetGraph`) and time its replays.
+    /// forward as a CUDA graph (`CUDAUNetGraph`) and time its replays. `profile`: one more forward with
+    /// `CUDAUNet.profile` on (milliseconds per operation kind).
     public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
-                                 repeats: Int = 20, graph: Bool = true) throws -> Timing {
+                                 repeats: Int = 20, graph: Bool = true, profile: Bool = false) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
         let unet = try CUDAUNet.load(directory: directory, kernels: kernels)
@@ -137,6 +141,13 @@ public enum CUDAUNetCheck {
         var timing = Timing(directory: directory, inputShape: inputs.sample.shape, loadSeconds: loadSeconds,
                             medianMilliseconds: times[times.count / 2], minimumMilliseconds: times[0], runs: repeats,
                             peakBytes: context.peakAllocatorBytes, relativeL2VersusReference: relativeL2)
+        if profile {
+            unet.profile = [:]
+            _ = try run()
+            try context.synchronize()
+            timing.profile = unet.profile
+            unet.profile = nil
+        }
         guard graph else { return timing }
         do {
             let eager = try context.download(output)

@@ -94,6 +94,7 @@ def bench_model(name, args, log):
     if not args.skip_compile:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        torch._dynamo.reset()  # a second model in this process would otherwise recompile with dynamic shapes
         compiled = torch.compile(unet)
         t0 = time.time()
         compiled_output = run(compiled)

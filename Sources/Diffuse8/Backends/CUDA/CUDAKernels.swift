@@ -264,6 +264,13 @@ public final class CUDAKernels: @unchecked Sendable {
         try requireHalf(x, weight, bias, op: "layerNorm")
         let d = x.shape.last!
         let y = try output(x.shape)
+        if d % 8 == 0 && d <= 2048 && weight.count == d && bias.count == d {
+            // One warp per row, 16-byte accesses (CUDAKernels+Fused).
+            let rows = x.count / d
+            try compiler.launch(fused("layer_norm_warp"), grid: ((rows + 3) / 4, 1, 1), block: (128, 1, 1), [
+                .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int64(Int64(rows)), .int(d), .float(epsilon)])
+            return y
+        }
         try compiler.launch(basic("layer_norm"), grid: (x.count / d, 1, 1), block: (d >= 1024 ? 256 : 128, 1, 1), [
             .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(d), .float(epsilon)])
         return y
@@ -297,6 +304,11 @@ public final class CUDAKernels: @unchecked Sendable {
         var shape = x.shape
         shape[shape.count - 1] = d
         let y = try output(shape)
+        if d % 8 == 0 {
+            try compiler.launch(fused("geglu_vec8"), grid: elementwiseGrid(rows * d / 8), block: (256, 1, 1), [
+                .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
+            return y
+        }
         try compiler.launch(basic("geglu"), grid: elementwiseGrid(rows * d), block: (256, 1, 1), [
             .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
         return y

@@ -127,7 +127,7 @@ public enum CUDASelfTest {
                         CPUKernels.groupNorm(xh, groups: 32, weight: wh, bias: bh, epsilon: 1e-5, fusedSiLU: silu))
             }
         }
-        for shape in [[2, 77, 768], [2, 256, 320]] {
+        for shape in [[2, 77, 768], [2, 256, 320], [2, 64, 1280], [3, 5, 100], [1, 3, 2048], [1, 3, 2056]] {
             check("layerNorm", "\(shape)") { r in
                 let (x, xh) = try pair(shape, &r), (w, wh) = try pair([shape[2]], &r), (b, bh) = try pair([shape[2]], &r)
                 return (try kernels.layerNorm(x, weight: w, bias: b, epsilon: 1e-5),
@@ -145,6 +145,7 @@ public enum CUDASelfTest {
             check(name, "[2,64,33,17]") { r in let (x, xh) = try pair([2, 64, 33, 17], &r, scale: 3); return (try gpu(x), cpu(xh)) }
         }
         check("geglu", "[2,64,1280]") { r in let (x, xh) = try pair([2, 64, 1280], &r); return (try kernels.geglu(x), CPUKernels.geglu(xh)) }
+        check("geglu (scalar path)", "[3,7,200]") { r in let (x, xh) = try pair([3, 7, 200], &r); return (try kernels.geglu(x), CPUKernels.geglu(xh)) }
         check("add", "[2,320,8,8]") { r in
             let (a, ah) = try pair([2, 320, 8, 8], &r), (b, bh) = try pair([2, 320, 8, 8], &r)
             return (try kernels.add(a, b), CPUKernels.add(ah, bh))

@@ -17,4 +17,14 @@ final class CUDAUNetTests: XCTestCase {
         let p = try CUDAUNetCheck.parity(directory: Fixtures.path("tiny-sdxl/unet"), kernels: kernels(), height: 16, width: 16)
         XCTAssertTrue(p.passed, "rel. L2 \(p.relativeL2), \(p.nonFinite) non-finite")
     }
+
+    /// The channels-last weight permutation ([O, C, kh, kw] → [O, kh, kw, C]) needs no GPU.
+    func testChannelsLastWeightPermutation() {
+        let w = Tensor(shape: [2, 3, 2, 2], scalars: (0..<24).map(Float.init))
+        let last = CUDAKernels.channelsLastWeight(w)
+        XCTAssertEqual(last.shape, [2, 2, 2, 3])
+        for o in 0..<2 { for c in 0..<3 { for y in 0..<2 { for x in 0..<2 {
+            XCTAssertEqual(last.scalars[((o * 2 + y) * 2 + x) * 3 + c], w.scalars[((o * 3 + c) * 2 + y) * 2 + x])
+        } } } }
+    }
 }

@@ -17,7 +17,10 @@ public final class CUDAKernels: @unchecked Sendable {
     /// `.automatic`'s choice per convolution shape (the fastest measured path).
     private var convolutionChoice: [CUDNNConvolution.Shape: ConvolutionPath] = [:]
 
-    enum ConvolutionPath: Sendable {
+    /// The path the last `conv2d` call took.
+    public internal(set) var lastConvolutionPath: ConvolutionPath?
+
+    public enum ConvolutionPath: Sendable {
         case cudnn, im2colGEMM
         /// NCHW → NHWC transpose, cuDNN channels-last convolution, NHWC → NCHW transpose.
         case cudnnChannelsLast
@@ -117,8 +120,12 @@ public final class CUDAKernels: @unchecked Sendable {
     /// tensor-core convolutions are channels-last, so this often pays for the two transposes). `.automatic` times
     /// the candidates once per shape and keeps the fastest. The bias is added by a separate kernel.
     /// Limitation: no groups or dilation.
+    ///
+    /// `forceChannelsLast` takes the channels-last path whatever the choice (for callers that dropped `weight`'s
+    /// data and keep only `weightChannelsLast`; `weight` then only gives the shape). `lastConvolutionPath` tells
+    /// which path the call took.
     public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0,
-                       weightChannelsLast: CUDATensor? = nil) throws -> CUDATensor {
+                       weightChannelsLast: CUDATensor? = nil, forceChannelsLast: Bool = false) throws -> CUDATensor {
         try requireHalf(x, weight, bias, weightChannelsLast, op: "conv2d")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
@@ -131,6 +138,7 @@ public final class CUDAKernels: @unchecked Sendable {
         var lastShape = shape
         lastShape.channelsLast = true
 
+        let cudnn = forceChannelsLast ? try cudnnRegardless() : try cudnnIfWanted()
         func run(_ path: ConvolutionPath) throws -> CUDATensor {
             switch path {
             case .im2colGEMM:
@@ -139,19 +147,18 @@ public final class CUDAKernels: @unchecked Sendable {
                 return y
             case .cudnn:
                 let y = try output([n, o, oh, ow])
-                try cudnnIfWanted()!.forward(shape, x: x.address, weight: weight.address, y: y.address)
+                try cudnn!.forward(shape, x: x.address, weight: weight.address, y: y.address)
                 return y
             case .cudnnChannelsLast:
                 let xt = try channelsToTokens(x)
                 let yt = try output([n, oh * ow, o])
-                try cudnnIfWanted()!.forward(lastShape, x: xt.address, weight: weightChannelsLast!.address, y: yt.address)
+                try cudnn!.forward(lastShape, x: xt.address, weight: weightChannelsLast!.address, y: yt.address)
                 return try tokensToChannels(yt, height: oh, width: ow)
             }
         }
 
         let path: ConvolutionPath
-        let cudnn = try cudnnIfWanted()
-        switch convolutionBackend {
+        switch forceChannelsLast ? .cudnnChannelsLast : convolutionBackend {
         case .im2colGEMM: path = .im2colGEMM
         case .cudnn: path = .cudnn
         case .cudnnChannelsLast:
@@ -176,14 +183,26 @@ public final class CUDAKernels: @unchecked Sendable {
                 }
                 path = best.path
                 convolutionChoice[weightChannelsLast == nil ? shape : lastShape] = path
+                // An NCHW winner is also the best of the NCHW candidates: callers that drop the channels-last
+                // weight then reuse the choice without measuring again.
+                if path != .cudnnChannelsLast && convolutionChoice[shape] == nil { convolutionChoice[shape] = path }
             }
         }
+        lastConvolutionPath = path
         let y = try run(path)
         if let bias {
             try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                 .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
         }
         return y
+    }
+
+    /// cuDNN whatever `convolutionBackend` says (throws without it).
+    private func cudnnRegardless() throws -> CUDNNConvolution {
+        if let cudnnConvolution { return cudnnConvolution }
+        let created = try CUDNNConvolution(context: context)
+        cudnnConvolution = created
+        return created
     }
 
     private func cudnnIfWanted() throws -> CUDNNConvolution? {

@@ -206,9 +206,34 @@ public final class CUDAUNet {
 
     private func convolution(_ x: CUDATensor, _ w: CUDAConvolutionWeights) throws -> CUDATensor {
         try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3") {
-            try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,
-                               weightChannelsLast: w.weightChannelsLast)
+            let y = try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,
+                                       weightChannelsLast: w.weightChannelsLast, forceChannelsLast: w.onlyChannelsLast)
+            w.lastPath = kernels.lastConvolutionPath
+            return y
         }
+    }
+
+    /// Every convolution layer's weights.
+    private var convolutionWeights: [CUDAConvolutionWeights] {
+        let resnets = downBlocks.flatMap(\.resnets) + midBlock.resnets + upBlocks.flatMap(\.resnets)
+        return [convIn, convOut] + resnets.flatMap { [$0.conv1, $0.conv2] + ($0.shortcut.map { [$0] } ?? []) }
+            + downBlocks.compactMap(\.downsampler) + upBlocks.compactMap(\.upsampler)
+    }
+
+    /// Frees, for every 3×3 convolution, the weight layout (NCHW or channels-last) its measured fastest path does
+    /// not use (both are uploaded because the choice is made per shape on first use): −1.0 GB for SD1.5, −0.6 GB
+    /// for SDXL. Call after one `forward` at the latent size you will use; later calls at other sizes keep each
+    /// layer on the layout it kept. Returns the bytes freed (back to the allocator's cache).
+    @discardableResult
+    public func releaseUnusedWeightLayouts() -> Int {
+        var freed = 0
+        for w in convolutionWeights {
+            let before = (w.weightChannelsLast?.byteCount ?? 0) + (w.onlyChannelsLast ? 0 : w.weight.byteCount)
+            w.releaseUnusedLayout()
+            let after = (w.weightChannelsLast?.byteCount ?? 0) + (w.onlyChannelsLast ? 0 : w.weight.byteCount)
+            freed += before - after
+        }
+        return freed
     }
 
     private func groupNorm(_ x: CUDATensor, _ n: CUDANormWeights, silu: Bool) throws -> CUDATensor {

@@ -63,7 +63,8 @@ public enum CUDAUNetCheck {
         public let medianMilliseconds: Double
         public let minimumMilliseconds: Double
         public let runs: Int
-        /// Most device memory the allocator held (weights included).
+        /// Most device memory the allocator held (weights included) after the first (autotuning) forward and
+        /// `releaseUnusedWeightLayouts`.
         public let peakBytes: Int
         /// Relative L2 of the output vs. `reference`'s `output` when one was given.
         public let relativeL2VersusReference: Double?
@@ -127,6 +128,12 @@ public enum CUDAUNetCheck {
         }
         var output = try run()
         let relativeL2 = try expected.map { try context.download(output).relativeL2(to: $0) }
+        // The per-shape convolution choices are made: drop the unused weight layouts, and count the peak from here
+        // (weights + one forward's working set) — the first forward's measurements allocate extra candidates.
+        unet.releaseUnusedWeightLayouts()
+        try context.synchronize()
+        try context.releaseCachedMemory()
+        context.resetPeakMemory()
         for _ in 1..<max(warmup, 1) { output = try run() }
         try context.synchronize()
         let begin = try CUDAEvent(context), end = try CUDAEvent(context)

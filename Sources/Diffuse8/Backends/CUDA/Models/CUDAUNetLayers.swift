@@ -35,11 +35,16 @@ struct CUDALinearWeights {
     }
 }
 
-struct CUDAConvolutionWeights {
-    let weight: CUDATensor
+final class CUDAConvolutionWeights {
+    /// [O, C, kh, kw]. After `releaseUnusedLayout` with the channels-last path chosen, only a shape: its buffer
+    /// is then `weightChannelsLast`'s and `onlyChannelsLast` is set.
+    private(set) var weight: CUDATensor
     /// The weight as [O, kh, kw, C] for cuDNN's channels-last convolutions (3×3 with channel counts that are
     /// multiples of 8); `CUDAKernels.conv2d` then also tries that path.
-    let weightChannelsLast: CUDATensor?
+    private(set) var weightChannelsLast: CUDATensor?
+    private(set) var onlyChannelsLast = false
+    /// The path `CUDAKernels.conv2d` took last time for this layer.
+    var lastPath: CUDAKernels.ConvolutionPath?
     let bias: CUDATensor?
     let stride: Int
     let padding: Int
@@ -52,6 +57,17 @@ struct CUDAConvolutionWeights {
         bias = withBias ? try conv.bias.map { try context.upload($0) } : nil
         stride = conv.stride
         padding = conv.padding
+    }
+
+    /// Frees the layout the last call did not use (both are kept until the per-shape choice is known).
+    func releaseUnusedLayout() {
+        guard let lastPath, let last = weightChannelsLast, !onlyChannelsLast else { return }
+        if lastPath == .cudnnChannelsLast {
+            weight = CUDATensor(buffer: last.buffer, shape: weight.shape, dtype: weight.dtype)
+            onlyChannelsLast = true
+        } else {
+            weightChannelsLast = nil
+        }
     }
 }
 

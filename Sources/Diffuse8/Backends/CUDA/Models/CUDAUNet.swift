@@ -12,8 +12,9 @@
 /// cross-attention's `to_k/to_v` of the whole UNet as one GEMM on the text context per forward; every resnet's
 /// `time_emb_proj` as one GEMM per forward, with conv1's bias folded in; conv2 bias + shortcut bias + residual
 /// (+ `output_scale_factor`) in one pass; residual adds of the transformer blocks inside the GEMMs (β = 1);
-/// 1×1 `proj_in`/`proj_out` as GEMMs on tokens; tokens → NCHW fused with the transformer's residual add.
-/// Activations stay on the device.
+/// 1×1 `proj_in`/`proj_out` as GEMMs on tokens; tokens → NCHW fused with the transformer's residual add;
+/// 3×3 convolutions may run channels-last (weights uploaded in both layouts until `releaseUnusedWeightLayouts`).
+/// Activations stay on the device. `CUDAUNetGraph` replays the forward as a CUDA graph.
 ///
 /// Limitations: one timestep for the whole batch; one cross-attention width; no `center_input_sample`, no
 /// `downsample_padding: 0`, latent sizes must be multiples of 2^(up blocks − 1) (no forwarded upsample size);

@@ -1,26 +1,172 @@
-/// Single-precision matrix multiplication on the CPU.
+/// Single-precision matrix multiplication on the CPU: a blocked, packed SGEMM in the BLIS style.
+///
+/// C is split into tiles of `Gemm.tileRows × Gemm.tileColumns`; workers pull tiles from a shared
+/// counter. For each tile and each `depthBlock` slice of K, the worker packs its slice of B into
+/// `MR`-independent `NR`-wide column slivers and its slice of A into `MR`-tall row slivers (zero-padded
+/// at the edges), then runs the register-tiled micro-kernel (`GemmMicroKernel.swift`) over every
+/// (MR × NR) block. Packing makes any operand layout (row-major, transposed, strided) feed the same
+/// micro-kernel with unit-stride loads.
 enum Gemm {
+    /// Micro-tile height (rows of A per kernel call) and width (columns of B).
+    static let mr = GemmMicroKernel.mr
+    static let nr = GemmMicroKernel.nr
+    /// Depth of one packed slice (keeps an NR-wide B sliver, kc·NR floats, inside L1).
+    static let depthBlock = 256
+    /// Rows and columns of C per parallel task (the packed A and B slices stay in L2).
+    static let tileRows = 16 * mr
+    static let tileColumns = 24 * nr
+
+    /// How B is laid out in memory.
+    enum BLayout {
+        /// B is [N, K] row-major with row stride `ldb` (the weight of a linear layer, or keys in attention).
+        case transposed
+        /// B is [K, N] row-major with row stride `ldb` (an NCHW feature map seen as [C, HW], or values).
+        case rowMajor
+    }
+
+    /// A value added to every element of C when it is first written.
+    enum Bias {
+        case none
+        /// `bias[j]` added to column j (linear layers).
+        case perColumn(UnsafePointer<Float>)
+        /// `bias[i]` added to row i (convolutions computed as W · columns).
+        case perRow(UnsafePointer<Float>)
+    }
+
     /// C[m×n] = A[m×k] · B[n×k]ᵀ, all row-major and contiguous. C is overwritten.
-    ///
-    /// Reference path: row-parallel dot products (both operands are contiguous along k).
     static func multiplyTransposedB(a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
                                     m: Int, n: Int, k: Int) {
-        parallelFor(m) { rows in
-            for i in rows {
-                let ai = a + i * k
-                for j in 0..<n {
-                    let bj = b + j * k
-                    var s0: Float = 0, s1: Float = 0, s2: Float = 0, s3: Float = 0
-                    var p = 0
-                    while p + 4 <= k {
-                        s0 += ai[p] * bj[p]; s1 += ai[p + 1] * bj[p + 1]
-                        s2 += ai[p + 2] * bj[p + 2]; s3 += ai[p + 3] * bj[p + 3]
-                        p += 4
-                    }
-                    while p < k { s0 += ai[p] * bj[p]; p += 1 }
-                    c[i * n + j] = (s0 + s1) + (s2 + s3)
-                }
+        multiply(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, bLayout: .transposed, c: c, ldc: n)
+    }
+
+    /// C[m×n] = A[m×k] · B[k×n], all row-major and contiguous. C is overwritten.
+    static func multiply(a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>,
+                         m: Int, n: Int, k: Int) {
+        multiply(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, bLayout: .rowMajor, c: c, ldc: n)
+    }
+
+    /// General form: C = A·B (+ bias) (+ C when `accumulate`), with row strides for every operand.
+    /// A(i, p) = a[i·lda + p]; B(p, j) = b[j·ldb + p] (transposed) or b[p·ldb + j] (rowMajor);
+    /// C(i, j) = c[i·ldc + j].
+    ///
+    /// - Parameter parallel: split the tiles over `CPUConfiguration.threadCount` workers. Pass false
+    ///   when already inside a parallel region (attention runs one GEMM per worker).
+    static func multiply(m: Int, n: Int, k: Int,
+                         a: UnsafePointer<Float>, lda: Int,
+                         b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
+                         c: UnsafeMutablePointer<Float>, ldc: Int,
+                         bias: Bias = .none, accumulate: Bool = false, parallel: Bool = true) {
+        guard m > 0, n > 0 else { return }
+        if k == 0 {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + biasValue(bias, i, j) } }
+            return
+        }
+        let rowTiles = (m + tileRows - 1) / tileRows
+        let columnTiles = (n + tileColumns - 1) / tileColumns
+        // A task is one column tile × a run of row tiles: its packed B slice is reused by every row
+        // tile of the run. Aim for a few tasks per worker so uneven progress still balances.
+        let workers = parallel ? CPUConfiguration.threadCount : 1
+        let rowChunks = workers <= 1 ? 1 : min(rowTiles, max(1, (4 * workers + columnTiles - 1) / columnTiles))
+        let tilesPerChunk = (rowTiles + rowChunks - 1) / rowChunks
+        let tasks = rowChunks * columnTiles
+        let scratchCount = packedACount + packedBCount
+        let body = { (task: Int, scratch: UnsafeMutablePointer<Float>) in
+            let chunk = task % rowChunks, columnTile = task / rowChunks
+            let firstRow = chunk * tilesPerChunk * tileRows
+            let endRow = min(m, firstRow + tilesPerChunk * tileRows)
+            if firstRow < endRow {
+                computeTask(rows: firstRow..<endRow, columnTile: columnTile, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                            bLayout: bLayout, c: c, ldc: ldc, bias: bias, accumulate: accumulate, scratch: scratch)
             }
+        }
+        let activeWorkers = min(workers, tasks)
+        if activeWorkers <= 1 {
+            ScratchPool.with(count: scratchCount) { scratch in for t in 0..<tasks { body(t, scratch) } }
+            return
+        }
+        let counter = TaskCounter()
+        runOnWorkers(activeWorkers) { _ in
+            ScratchPool.with(count: scratchCount) { scratch in
+                while let t = counter.next(below: tasks) { body(t, scratch) }
+            }
+        }
+    }
+
+    static let packedACount = tileRows * depthBlock
+    static let packedBCount = tileColumns * depthBlock
+
+    @inline(__always)
+    static func biasValue(_ bias: Bias, _ i: Int, _ j: Int) -> Float {
+        switch bias {
+        case .none: return 0
+        case .perColumn(let p): return p[j]
+        case .perRow(let p): return p[i]
+        }
+    }
+
+    /// One task: a column tile of C over a run of rows. Loops over K slices; packs B once per slice
+    /// and A once per (slice, row tile), and runs the micro-kernel over every MR × NR block.
+    @inline(__always)
+    static func computeTask(rows: Range<Int>, columnTile: Int, n: Int, k: Int,
+                            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias, accumulate: Bool,
+                            scratch: UnsafeMutablePointer<Float>) {
+        let j0 = columnTile * tileColumns
+        let columns = min(tileColumns, n - j0)
+        let packedA = scratch, packedB = scratch + packedACount
+        var p0 = 0
+        while p0 < k {
+            let kc = min(depthBlock, k - p0)
+            switch bLayout {
+            case .transposed: GemmPacking.packBTransposed(b + j0 * ldb + p0, ldb: ldb, columns: columns, depth: kc, into: packedB)
+            case .rowMajor: GemmPacking.packBRowMajor(b + p0 * ldb + j0, ldb: ldb, columns: columns, depth: kc, into: packedB)
+            }
+            let first = p0 == 0 && !accumulate
+            var i0 = rows.lowerBound
+            while i0 < rows.upperBound {
+                let tile = min(tileRows, rows.upperBound - i0)
+                GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, into: packedA)
+                macroKernel(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
+                            c: c + i0 * ldc + j0, ldc: ldc, bias: first ? bias.offset(rows: i0, columns: j0) : nil)
+                i0 += tile
+            }
+            p0 += kc
+        }
+    }
+
+    /// C[rows × columns] (+)= packedA · packedB for one K slice. `bias == nil` accumulates into C;
+    /// otherwise C is overwritten with the product plus the bias.
+    @inline(__always)
+    static func macroKernel(rows: Int, columns: Int, depth kc: Int,
+                            packedA: UnsafeMutablePointer<Float>, packedB: UnsafeMutablePointer<Float>,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias?) {
+        let rowSlivers = (rows + mr - 1) / mr, columnSlivers = (columns + nr - 1) / nr
+        for js in 0..<columnSlivers {
+            let jj = js * nr, nValid = min(nr, columns - jj)
+            let bSliver = UnsafePointer(packedB + js * nr * kc)
+            for isl in 0..<rowSlivers {
+                let ii = isl * mr, mValid = min(mr, rows - ii)
+                let initial: GemmMicroKernel.Initial
+                switch bias {
+                case nil: initial = .accumulate
+                case .some(.none): initial = .zero
+                case .some(.perColumn(let p)): initial = .columnBias(p + jj)
+                case .some(.perRow(let p)): initial = .rowBias(p + ii)
+                }
+                GemmMicroKernel.run(depth: kc, a: UnsafePointer(packedA + isl * mr * kc), b: bSliver,
+                                    c: c + ii * ldc + jj, ldc: ldc, rows: mValid, columns: nValid, initial: initial)
+            }
+        }
+    }
+}
+
+extension Gemm.Bias {
+    /// The same bias seen from the block starting at (rows, columns).
+    func offset(rows: Int, columns: Int) -> Gemm.Bias {
+        switch self {
+        case .none: return .none
+        case .perColumn(let p): return .perColumn(p + columns)
+        case .perRow(let p): return .perRow(p + rows)
         }
     }
 }

@@ -22,6 +22,10 @@ enum Gemm {
         case transposed
         /// B is [K, N] row-major with row stride `ldb` (an NCHW feature map seen as [C, HW], or values).
         case rowMajor
+        /// B is produced slice by slice by a packing function (implicit im2col in convolutions):
+        /// `pack(p0, depth, j0, columns, out)` writes B[p0..<p0+depth, j0..<j0+columns] in the packed
+        /// sliver layout of `GemmPacking` (NR-wide slivers, zero-padded past `columns`).
+        case packed((_ p0: Int, _ depth: Int, _ j0: Int, _ columns: Int, _ out: UnsafeMutablePointer<Float>) -> Void)
     }
 
     /// A value added to every element of C when it is first written.
@@ -120,6 +124,7 @@ enum Gemm {
             switch bLayout {
             case .transposed: GemmPacking.packBTransposed(b + j0 * ldb + p0, ldb: ldb, columns: columns, depth: kc, into: packedB)
             case .rowMajor: GemmPacking.packBRowMajor(b + p0 * ldb + j0, ldb: ldb, columns: columns, depth: kc, into: packedB)
+            case .packed(let pack): pack(p0, kc, j0, columns, packedB)
             }
             let first = p0 == 0 && !accumulate
             var i0 = rows.lowerBound

@@ -60,7 +60,8 @@ enum VectorMath {
         var i = 0
         var maxVector = V(repeating: -.infinity)
         while i + width <= count {
-            maxVector = pointwiseMax(maxVector, load(row + i))
+            let v = load(row + i)
+            maxVector.replace(with: v, where: v .> maxVector)  // `pointwiseMax` is not vectorised
             i += width
         }
         var maximum = maxVector.max()

@@ -22,7 +22,7 @@ let package = Package(
         // PNG encoding (deflate through compress-nio) with A1111-style text chunks.
         .target(
             name: "Diffuse8PNG",
-            dependencies: [.product(name: "CompressNIO", package: "compress-nio")]
+            dependencies: ["Diffuse8", .product(name: "CompressNIO", package: "compress-nio")]
         ),
         .executableTarget(
             name: "Diffuse8CLI",

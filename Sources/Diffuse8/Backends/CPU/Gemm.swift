@@ -74,26 +74,58 @@ enum Gemm {
         let tilesPerChunk = (rowTiles + rowChunks - 1) / rowChunks
         let tasks = rowChunks * columnTiles
         let scratchCount = packedACount + packedBCount
-        let body = { (task: Int, scratch: UnsafeMutablePointer<Float>) in
-            let chunk = task % rowChunks, columnTile = task / rowChunks
-            let firstRow = chunk * tilesPerChunk * tileRows
-            let endRow = min(m, firstRow + tilesPerChunk * tileRows)
-            if firstRow < endRow {
-                computeTask(rows: firstRow..<endRow, columnTile: columnTile, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                            bLayout: bLayout, c: c, ldc: ldc, bias: bias, accumulate: accumulate, scratch: scratch)
+        // A is reused by every column tile: when there are several, pack all of it once up front
+        // instead of once per task (e.g. a convolution's weights over 11 column tiles at 64×64).
+        let paddedRows = (m + mr - 1) / mr * mr
+        let prepackA = columnTiles > 1 && paddedRows * k <= maximumPrepackedA
+        let run = { (prepackedA: UnsafeMutablePointer<Float>?) in
+            let body = { (task: Int, scratch: UnsafeMutablePointer<Float>) in
+                let chunk = task % rowChunks, columnTile = task / rowChunks
+                let firstRow = chunk * tilesPerChunk * tileRows
+                let endRow = min(m, firstRow + tilesPerChunk * tileRows)
+                if firstRow < endRow {
+                    computeTask(rows: firstRow..<endRow, columnTile: columnTile, n: n, k: k, a: a, lda: lda,
+                                prepackedA: prepackedA, b: b, ldb: ldb, bLayout: bLayout, c: c, ldc: ldc, bias: bias,
+                                accumulate: accumulate, scratch: scratch)
+                }
+            }
+            let activeWorkers = min(workers, tasks)
+            if activeWorkers <= 1 {
+                ScratchPool.with(count: scratchCount) { scratch in for t in 0..<tasks { body(t, scratch) } }
+                return
+            }
+            let counter = TaskCounter()
+            runOnWorkers(activeWorkers) { _ in
+                ScratchPool.with(count: scratchCount) { scratch in
+                    while let t = counter.next(below: tasks) { body(t, scratch) }
+                }
             }
         }
-        let activeWorkers = min(workers, tasks)
-        if activeWorkers <= 1 {
-            ScratchPool.with(count: scratchCount) { scratch in for t in 0..<tasks { body(t, scratch) } }
-            return
-        }
-        let counter = TaskCounter()
-        runOnWorkers(activeWorkers) { _ in
-            ScratchPool.with(count: scratchCount) { scratch in
-                while let t = counter.next(below: tasks) { body(t, scratch) }
+        if prepackA {
+            ScratchPool.with(count: paddedRows * k) { packed in
+                let slices = (k + depthBlock - 1) / depthBlock
+                let pack = { (item: Int) in
+                    let i0 = (item / slices) * tileRows, p0 = (item % slices) * depthBlock
+                    let tile = min(tileRows, m - i0), kc = min(depthBlock, k - p0)
+                    GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc,
+                                      into: packed + prepackedOffset(row: i0, depth: p0, tile: tile, k: k))
+                }
+                if parallel { parallelForDynamic(rowTiles * slices, pack) } else { for i in 0..<(rowTiles * slices) { pack(i) } }
+                run(packed)
             }
+        } else {
+            run(nil)
         }
+    }
+
+    /// Largest A (in floats) packed whole up front.
+    static let maximumPrepackedA = 8 << 20
+
+    /// Where the packed slice (row tile at `row`, K slice at `depth`) starts in a whole packed A:
+    /// row tiles one after another (each rows·k, rows rounded up to MR), K slices within a tile.
+    @inline(__always)
+    static func prepackedOffset(row: Int, depth: Int, tile: Int, k: Int) -> Int {
+        row * k + depth * ((tile + mr - 1) / mr * mr)
     }
 
     static let packedACount = tileRows * depthBlock
@@ -109,15 +141,16 @@ enum Gemm {
     }
 
     /// One task: a column tile of C over a run of rows. Loops over K slices; packs B once per slice
-    /// and A once per (slice, row tile), and runs the micro-kernel over every MR × NR block.
+    /// and A once per (slice, row tile) unless A was packed up front, and runs the micro-kernel over every MR × NR block.
     @inline(__always)
     static func computeTask(rows: Range<Int>, columnTile: Int, n: Int, k: Int,
-                            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
+                            a: UnsafePointer<Float>, lda: Int, prepackedA: UnsafeMutablePointer<Float>?,
+                            b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
                             c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias, accumulate: Bool,
                             scratch: UnsafeMutablePointer<Float>) {
         let j0 = columnTile * tileColumns
         let columns = min(tileColumns, n - j0)
-        let packedA = scratch, packedB = scratch + packedACount
+        let packedB = scratch + packedACount
         var p0 = 0
         while p0 < k {
             let kc = min(depthBlock, k - p0)
@@ -130,7 +163,13 @@ enum Gemm {
             var i0 = rows.lowerBound
             while i0 < rows.upperBound {
                 let tile = min(tileRows, rows.upperBound - i0)
-                GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, into: packedA)
+                let packedA: UnsafeMutablePointer<Float>
+                if let prepackedA {
+                    packedA = prepackedA + prepackedOffset(row: i0, depth: p0, tile: tile, k: k)
+                } else {
+                    packedA = scratch
+                    GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, into: packedA)
+                }
                 macroKernel(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
                             c: c + i0 * ldc + j0, ldc: ldc, bias: first ? bias.offset(rows: i0, columns: j0) : nil)
                 i0 += tile

@@ -5,8 +5,10 @@ import Glibc
 /// Float32 CPU kernels with PyTorch semantics. Every model layer calls these; the layouts are
 /// NCHW for feature maps and [..., channels] (last dimension innermost) for token sequences.
 ///
-/// These are the reference implementations; `Gemm.swift`, `Conv2d.swift` and `Attention.swift`
-/// hold the optimised paths they dispatch to.
+/// Optimised for all cores: matrix products go through the packed SGEMM (`Gemm`), convolutions through
+/// implicit-im2col GEMMs (`CPUKernels+Conv2d.swift`), attention through per-head blocks of the SGEMM
+/// (`CPUKernels+Attention.swift`); norms and activations are `SIMD16` loops (`VectorMath`) split
+/// across workers. `tools/reference/cpu_kernels.py` records the PyTorch outputs they are tested against.
 public enum CPUKernels {
 
     // MARK: Linear algebra

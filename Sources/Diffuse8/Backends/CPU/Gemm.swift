@@ -1,11 +1,14 @@
 /// Single-precision matrix multiplication on the CPU: a blocked, packed SGEMM in the BLIS style.
 ///
-/// C is split into tiles of `Gemm.tileRows × Gemm.tileColumns`; workers pull tiles from a shared
-/// counter. For each tile and each `depthBlock` slice of K, the worker packs its slice of B into
-/// `MR`-independent `NR`-wide column slivers and its slice of A into `MR`-tall row slivers (zero-padded
-/// at the edges), then runs the register-tiled micro-kernel (`GemmMicroKernel.swift`) over every
-/// (MR × NR) block. Packing makes any operand layout (row-major, transposed, strided) feed the same
-/// micro-kernel with unit-stride loads.
+/// C is cut into column tiles of `tileColumns` and runs of row tiles of `tileRows`; each (column tile,
+/// row run) is one task, and workers pull tasks from a shared counter (`TaskCounter`). Within a task,
+/// for each `depthBlock` slice of K the worker packs B's slice into NR-wide column slivers (once, reused
+/// by the whole row run) and A's slice into MR-tall row slivers, then runs the register-tiled
+/// micro-kernel (`GemmMicroKernel`) over every MR × NR block. When several column tiles share A, A is
+/// packed once up front instead. Packing (zero-padded at the edges) lets any operand layout —
+/// row-major, transposed, strided, or generated on the fly like im2col — feed the same micro-kernel with
+/// unit-stride loads. Sums run over K in order within a slice, so results differ from PyTorch's BLAS
+/// only by float32 rounding (relative L2 ~1e-7 on the reference tests).
 enum Gemm {
     /// Micro-tile height (rows of A per kernel call) and width (columns of B).
     static let mr = GemmMicroKernel.mr

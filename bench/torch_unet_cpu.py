@@ -77,6 +77,7 @@ def main():
     parser.add_argument("--batches", default="2,1", help="comma-separated batch sizes for the SD1.5 UNet")
     parser.add_argument("--make-only", action="store_true", help="only write the SD1.5 unet folder")
     parser.add_argument("--skip-sd15", action="store_true", help="only time the tiny fixture UNets")
+    parser.add_argument("--skip-tiny", action="store_true", help="do not time the tiny fixture UNets")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = make_sd15_unet(args.folder)
@@ -84,13 +85,14 @@ def main():
         print(json.dumps({"folder": folder}))
         return
     results = []
-    for name in ["tiny-sd15", "tiny-sdxl"]:
+    for name in [] if args.skip_tiny else ["tiny-sd15", "tiny-sdxl"]:
         results.append(time_unet(os.path.join(REPO, "Tests", "Fixtures", name, "unet"), 2, None, 2, max(args.iterations, 10)))
     if not args.skip_sd15:
         for batch in [int(b) for b in args.batches.split(",")]:
             results.append(time_unet(folder, batch, 64, args.warmup, args.iterations))
     print(json.dumps({"framework": f"torch {torch.__version__} CPU FP32 eager", "threads": torch.get_num_threads(),
-                      "cpu": platform.processor() or platform.machine(), "load_average": os.getloadavg(),
+                      "cpu": platform.processor() or platform.machine(),
+                      "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                       "results": results}, indent=1))
 
 

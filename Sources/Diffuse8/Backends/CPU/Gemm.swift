@@ -68,13 +68,25 @@ enum Gemm {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + biasValue(bias, i, j) } }
             return
         }
-        let rowTiles = (m + tileRows - 1) / tileRows
-        let columnTiles = (n + tileColumns - 1) / tileColumns
-        // A task is one column tile × a run of row tiles: its packed B slice is reused by every row
-        // tile of the run. Aim for a few tasks per worker so uneven progress still balances.
+        // A task is one column tile × a run of rows: its packed B slice is reused by every row tile of
+        // the run. Tasks are sized so there are at least 4 per worker and their count is a multiple of
+        // the worker count, so no worker is left with one extra task at the end.
         let workers = parallel ? CPUConfiguration.threadCount : 1
-        let rowChunks = workers <= 1 ? 1 : min(rowTiles, max(1, (4 * workers + columnTiles - 1) / columnTiles))
-        let tilesPerChunk = (rowTiles + rowChunks - 1) / rowChunks
+        let rowSlivers = (m + mr - 1) / mr
+        var columnTiles = (n + tileColumns - 1) / tileColumns
+        var rowChunks = 1
+        if workers > 1 {
+            if columnTiles >= 2 * workers {
+                columnTiles = (columnTiles + workers - 1) / workers * workers
+            } else {
+                rowChunks = min(rowSlivers, (4 * workers + columnTiles - 1) / columnTiles)
+                while (rowChunks * columnTiles) % workers != 0 && rowChunks < rowSlivers { rowChunks += 1 }
+            }
+        }
+        let tileWidth = ((n + columnTiles - 1) / columnTiles + nr - 1) / nr * nr
+        columnTiles = (n + tileWidth - 1) / tileWidth
+        let chunkRows = ((m + rowChunks - 1) / rowChunks + mr - 1) / mr * mr
+        rowChunks = (m + chunkRows - 1) / chunkRows
         let tasks = rowChunks * columnTiles
         let scratchCount = packedACount + packedBCount
         // A is reused by every column tile: when there are several, pack all of it once up front
@@ -84,10 +96,11 @@ enum Gemm {
         let run = { (prepackedA: UnsafeMutablePointer<Float>?) in
             let body = { (task: Int, scratch: UnsafeMutablePointer<Float>) in
                 let chunk = task % rowChunks, columnTile = task / rowChunks
-                let firstRow = chunk * tilesPerChunk * tileRows
-                let endRow = min(m, firstRow + tilesPerChunk * tileRows)
+                let firstRow = chunk * chunkRows, endRow = min(m, firstRow + chunkRows)
+                let j0 = columnTile * tileWidth
                 if firstRow < endRow {
-                    computeTask(rows: firstRow..<endRow, columnTile: columnTile, n: n, k: k, a: a, lda: lda,
+                    computeTask(rows: firstRow..<endRow, columns: j0..<min(n, j0 + tileWidth), k: k, a: a, lda: lda,
+                                paddedRows: paddedRows,
                                 prepackedA: prepackedA, b: b, ldb: ldb, bLayout: bLayout, c: c, ldc: ldc, bias: bias,
                                 accumulate: accumulate, scratch: scratch)
                 }
@@ -107,11 +120,12 @@ enum Gemm {
         if prepackA {
             ScratchPool.with(count: paddedRows * k) { packed in
                 let slices = (k + depthBlock - 1) / depthBlock
+                let rowTiles = (m + tileRows - 1) / tileRows
                 let pack = { (item: Int) in
                     let i0 = (item / slices) * tileRows, p0 = (item % slices) * depthBlock
                     let tile = min(tileRows, m - i0), kc = min(depthBlock, k - p0)
                     GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc,
-                                      into: packed + prepackedOffset(row: i0, depth: p0, tile: tile, k: k))
+                                      into: packed + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc))
                 }
                 if parallel { parallelForDynamic(rowTiles * slices, pack) } else { for i in 0..<(rowTiles * slices) { pack(i) } }
                 run(packed)
@@ -124,11 +138,11 @@ enum Gemm {
     /// Largest A (in floats) packed whole up front.
     static let maximumPrepackedA = 8 << 20
 
-    /// Where the packed slice (row tile at `row`, K slice at `depth`) starts in a whole packed A:
-    /// row tiles one after another (each rows·k, rows rounded up to MR), K slices within a tile.
+    /// Where the slivers of rows from `row` (a multiple of MR) in the K slice at `depth` (depth `kc`)
+    /// start in a whole packed A: K slices one after another, each all row slivers (rows padded to MR).
     @inline(__always)
-    static func prepackedOffset(row: Int, depth: Int, tile: Int, k: Int) -> Int {
-        row * k + depth * ((tile + mr - 1) / mr * mr)
+    static func prepackedOffset(row: Int, depth: Int, paddedRows: Int, kc: Int) -> Int {
+        depth * paddedRows + row * kc
     }
 
     static let packedACount = tileRows * depthBlock
@@ -146,13 +160,12 @@ enum Gemm {
     /// One task: a column tile of C over a run of rows. Loops over K slices; packs B once per slice
     /// and A once per (slice, row tile) unless A was packed up front, and runs the micro-kernel over every MR × NR block.
     @inline(__always)
-    static func computeTask(rows: Range<Int>, columnTile: Int, n: Int, k: Int,
-                            a: UnsafePointer<Float>, lda: Int, prepackedA: UnsafeMutablePointer<Float>?,
+    static func computeTask(rows: Range<Int>, columns columnRange: Range<Int>, k: Int,
+                            a: UnsafePointer<Float>, lda: Int, paddedRows: Int, prepackedA: UnsafeMutablePointer<Float>?,
                             b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
                             c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias, accumulate: Bool,
                             scratch: UnsafeMutablePointer<Float>) {
-        let j0 = columnTile * tileColumns
-        let columns = min(tileColumns, n - j0)
+        let j0 = columnRange.lowerBound, columns = columnRange.count
         let packedB = scratch + packedACount
         var p0 = 0
         while p0 < k {
@@ -168,7 +181,7 @@ enum Gemm {
                 let tile = min(tileRows, rows.upperBound - i0)
                 let packedA: UnsafeMutablePointer<Float>
                 if let prepackedA {
-                    packedA = prepackedA + prepackedOffset(row: i0, depth: p0, tile: tile, k: k)
+                    packedA = prepackedA + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc)
                 } else {
                     packedA = scratch
                     GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, into: packedA)

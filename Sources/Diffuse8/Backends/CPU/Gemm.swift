@@ -17,7 +17,7 @@ enum Gemm {
     static let depthBlock = 256
     /// Rows and columns of C per parallel task (the packed A and B slices stay in L2).
     static let tileRows = 16 * mr
-    static let tileColumns = 24 * nr
+    static let tileColumns = 384
 
     /// How B is laid out in memory.
     enum BLayout {

@@ -1,15 +1,20 @@
-/// The register-tiled SGEMM micro-kernel: an MR × NR (6 × 16) block of C held in six `SIMD16<Float>`
-/// accumulators, updated with one broadcast of A and one vector of B per row and depth step.
+/// The register-tiled SGEMM micro-kernel: an MR × NR block of C held in six vector accumulators, updated
+/// with one broadcast of A and one vector of B per row and depth step.
 ///
-/// Code generation: with the default x86-64 target (SSE2) each `SIMD16` is four XMM registers and the
-/// kernel is correct but slow. Build with `-Xswiftc -target-cpu -Xswiftc x86-64-v3` (AVX2 + FMA; or
-/// `native`) and `-Xswiftc -DDIFFUSE8_FMA` to get YMM/ZMM FMAs: see docs/PERFORMANCE.md.
-/// `DIFFUSE8_FMA` must only be set together with an FMA-capable target CPU, otherwise every fused
-/// multiply-add becomes a call to `fmaf`.
+/// Two builds (see docs/PERFORMANCE.md): with `-Xswiftc -DDIFFUSE8_FMA` (set together with an AVX2/FMA
+/// target, `-Xswiftc -target-cpu -Xswiftc haswell` or `native`) the tile is 6 × 16 in `SIMD16<Float>`
+/// (twelve YMM accumulators, `vfmadd231ps`); the default baseline-x86-64 build uses 6 × 8 in
+/// `SIMD8<Float>` (twelve XMM accumulators, multiply + add), which fits SSE's sixteen registers.
+/// `DIFFUSE8_FMA` without an FMA-capable target would turn every fused multiply-add into a call to `fmaf`.
 enum GemmMicroKernel {
+    #if DIFFUSE8_FMA
     typealias Vector = SIMD16<Float>
-    static let mr = 6
     static let nr = 16
+    #else
+    typealias Vector = SIMD8<Float>
+    static let nr = 8
+    #endif
+    static let mr = 6
 
     /// What C holds before the product is added.
     enum Initial {

@@ -10,7 +10,13 @@ enum VectorMath {
     static let width = 16
 
     @inline(__always)
-    static func fma(_ acc: V, _ a: V, _ b: V) -> V { GemmMicroKernel.fma(acc, a, b) }
+    static func fma(_ acc: V, _ a: V, _ b: V) -> V {
+        #if DIFFUSE8_FMA
+        return acc.addingProduct(a, b)
+        #else
+        return acc + a * b
+        #endif
+    }
 
     @inline(__always)
     static func exp(_ input: V) -> V {

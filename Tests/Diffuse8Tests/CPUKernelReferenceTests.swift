@@ -81,7 +81,7 @@ final class CPUKernelReferenceTests: XCTestCase {
     func testAttention() throws {
         let cases: [(String, Int, Int, Int, Int, Int, Float?, Int)] = [
             ("attention_cross", 2, 50, 37, 3, 8, nil, 20), ("attention_long", 1, 130, 300, 2, 16, 0.3, 21),
-            ("attention_self", 2, 70, 70, 1, 40, nil, 22),
+            ("attention_self", 2, 70, 70, 1, 40, nil, 22), ("attention_wide", 1, 20, 800, 2, 8, nil, 23),
         ]
         try withThreadCounts {
             for (name, b, lq, lk, heads, d, scale, seed) in cases {

@@ -49,7 +49,8 @@ def main():
     # Attention (B, Lq, Lk, heads, head_dim, scale or None, seed)
     for name, bsz, lq, lk, heads, hd, scale, seed in [("attention_cross", 2, 50, 37, 3, 8, None, 20),
                                                       ("attention_long", 1, 130, 300, 2, 16, 0.3, 21),
-                                                      ("attention_self", 2, 70, 70, 1, 40, None, 22)]:
+                                                      ("attention_self", 2, 70, 70, 1, 40, None, 22),
+                                                      ("attention_wide", 1, 20, 800, 2, 8, None, 23)]:
         q = pattern([bsz, lq, heads * hd], seed, 2.0)
         k = pattern([bsz, lk, heads * hd], seed + 1, 2.0)
         v = pattern([bsz, lk, heads * hd], seed + 2)

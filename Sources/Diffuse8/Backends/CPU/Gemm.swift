@@ -29,6 +29,28 @@ enum Gemm {
         /// `pack(p0, depth, j0, columns, out)` writes B[p0..<p0+depth, j0..<j0+columns] in the packed
         /// sliver layout of `GemmPacking` (NR-wide slivers, zero-padded past `columns`).
         case packed((_ p0: Int, _ depth: Int, _ j0: Int, _ columns: Int, _ out: UnsafeMutablePointer<Float>) -> Void)
+        /// B already packed whole by `Gemm.packB` (reused by several products, e.g. keys and values
+        /// shared by every query block of an attention head). `paddedColumns` = N rounded up to NR.
+        case prepacked(UnsafePointer<Float>, paddedColumns: Int)
+    }
+
+    /// Floats needed to pack a whole K × N matrix B with `packB`.
+    static func packedBCount(k: Int, n: Int) -> Int { k * ((n + nr - 1) / nr * nr) }
+
+    /// Packs all of B (K × N, `layout` .transposed or .rowMajor, row stride `ldb`) for `.prepacked`:
+    /// K slices of `depthBlock` one after another, each holding every NR-wide column sliver.
+    static func packB(k: Int, n: Int, b: UnsafePointer<Float>, ldb: Int, layout: BLayout, into out: UnsafeMutablePointer<Float>) {
+        let paddedColumns = (n + nr - 1) / nr * nr
+        var p0 = 0
+        while p0 < k {
+            let kc = min(depthBlock, k - p0)
+            switch layout {
+            case .transposed: GemmPacking.packBTransposed(b + p0, ldb: ldb, columns: n, depth: kc, into: out + p0 * paddedColumns)
+            case .rowMajor: GemmPacking.packBRowMajor(b + p0 * ldb, ldb: ldb, columns: n, depth: kc, into: out + p0 * paddedColumns)
+            case .packed, .prepacked: preconditionFailure("Gemm.packB: B must be a plain matrix")
+            }
+            p0 += kc
+        }
     }
 
     /// A value added to every element of C when it is first written.
@@ -166,11 +188,13 @@ enum Gemm {
                             c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias, accumulate: Bool,
                             scratch: UnsafeMutablePointer<Float>) {
         let j0 = columnRange.lowerBound, columns = columnRange.count
-        let packedB = scratch + packedACount
+        var packedB = scratch + packedACount
         var p0 = 0
         while p0 < k {
             let kc = min(depthBlock, k - p0)
             switch bLayout {
+            case .prepacked(let whole, let paddedColumns):
+                packedB = UnsafeMutablePointer(mutating: whole + p0 * paddedColumns + j0 * kc)
             case .transposed: GemmPacking.packBTransposed(b + j0 * ldb + p0, ldb: ldb, columns: columns, depth: kc, into: packedB)
             case .rowMajor: GemmPacking.packBRowMajor(b + p0 * ldb + j0, ldb: ldb, columns: columns, depth: kc, into: packedB)
             case .packed(let pack): pack(p0, kc, j0, columns, packedB)

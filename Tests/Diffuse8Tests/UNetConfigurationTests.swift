@@ -40,7 +40,7 @@ final class UNetConfigurationTests: XCTestCase {
 
     private func assertRejects(_ key: String, _ value: JSONValue, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertThrowsError(try config { $0[key] = value }, file: file, line: line) { error in
-            let e = error as? UNetConfigurationError
+            let e = error as? ComponentConfigurationError
             XCTAssertEqual(e?.key, key, file: file, line: line)
             XCTAssertTrue("\(error)".contains(key), "\(error)", file: file, line: line)
         }
@@ -71,7 +71,7 @@ final class UNetConfigurationTests: XCTestCase {
 
     func testTextTimeNeedsItsDimensions() {
         XCTAssertThrowsError(try config { $0["addition_embed_type"] = .string("text_time") }) { error in
-            XCTAssertEqual((error as? UNetConfigurationError)?.key, "addition_time_embed_dim")
+            XCTAssertEqual((error as? ComponentConfigurationError)?.key, "addition_time_embed_dim")
         }
     }
 

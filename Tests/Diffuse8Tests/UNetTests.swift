@@ -65,7 +65,7 @@ final class UNetTests: XCTestCase {
         var tensorNames: [String] { (base.tensorNames.filter { !removed.contains($0) } + extra.keys).sorted() }
         func tensor(named name: String) throws -> Tensor {
             if let t = extra[name] { return t }
-            guard !removed.contains(name) else { throw UNetWeightsError("no \(name)") }
+            guard !removed.contains(name) else { throw ComponentWeightsError("no \(name)") }
             return try base.tensor(named: name)
         }
     }

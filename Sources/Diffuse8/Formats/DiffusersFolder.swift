@@ -36,8 +36,8 @@ public struct DiffusersFolderError: Error, CustomStringConvertible, Sendable {
 /// (`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`, ...), each with its config and weights.
 ///
 /// `model_index.json` maps component names to `[library, class]` (`[null, null]` for an absent
-/// component such as a disabled safety checker). Weights are found the way diffusers'
-/// `from_pretrained` finds safetensors weights: `diffusion_pytorch_model.safetensors` or
+/// component such as a disabled safety checker). Weights are found by `ComponentWeights`, the way
+/// diffusers' `from_pretrained` finds safetensors weights: `diffusion_pytorch_model.safetensors` or
 /// `model.safetensors`, the `.fp16` variant, or a sharded `*.safetensors.index.json`.
 ///
 /// Limitations: only safetensors weights (a folder with only `.bin` files gets an error saying so);
@@ -145,30 +145,15 @@ public final class DiffusersFolder: @unchecked Sendable {
         throw DiffusersFolderError(path: folder, "\(folder) has no \(candidates.joined(separator: " or ")); the component's configuration is missing")
     }
 
-    /// The weight file(s) to use: a single `.safetensors` file or a `.safetensors.index.json`.
-    /// `variant` ("fp16") prefers `<stem>.<variant>.safetensors`; without it the plain files are preferred
-    /// and the fp16 variant is used only when nothing else is there.
+    /// The weight file to use: a single `.safetensors` file or a `.safetensors.index.json`, found by
+    /// `ComponentWeights.path(directory:variant:)` in the component's folder.
     public func weightsPath(of name: String, variant: String? = nil) throws -> String {
-        let folder = try folder(of: name)
-        let stems = ["diffusion_pytorch_model", "model"]
-        func plain() -> [String] { stems.flatMap { ["\($0).safetensors", "\($0).safetensors.index.json"] } }
-        func variantFiles(_ v: String) -> [String] { stems.flatMap { ["\($0).\(v).safetensors", "\($0).safetensors.index.\(v).json"] } }
-        let candidates = variant.map { variantFiles($0) + plain() } ?? (plain() + variantFiles("fp16"))
-        for file in candidates where FileManager.default.fileExists(atPath: folder + "/" + file) {
-            return folder + "/" + file
-        }
-        let present = (try? FileManager.default.contentsOfDirectory(atPath: folder))?.sorted() ?? []
-        var advice = "the download is incomplete or the weights are in another format"
-        if present.contains(where: { $0.hasSuffix(".bin") }) {
-            advice = "only PyTorch .bin weights are there; convert them to safetensors (load and save_pretrained with safe_serialization=True)"
-        }
-        throw DiffusersFolderError(path: folder, "\(folder) has no safetensors weights (looked for \(candidates.joined(separator: ", ")); found: \(present.joined(separator: ", "))); \(advice)")
+        try ComponentWeights.path(directory: folder(of: name), variant: variant)
     }
 
-    /// The component's weights, memory-mapped.
+    /// The component's weights, memory-mapped (`ComponentWeights.open(directory:variant:)`).
     public func weights(of name: String, variant: String? = nil) throws -> any SafetensorsStore {
-        let path = try weightsPath(of: name, variant: variant)
-        return path.hasSuffix(".json") ? try ShardedSafetensors(indexPath: path) : try SafetensorsFile(path: path)
+        try ComponentWeights.open(directory: folder(of: name), variant: variant)
     }
 
     /// Class, parameter count and stored dtypes of every component.

@@ -10,7 +10,7 @@ public final class BasicTransformerBlock {
     public let norm3: LayerNorm
     public let feedForward: FeedForward
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
         norm1 = try loader.layerNorm(prefix + ".norm1", channels: channels, epsilon: 1e-5)
         selfAttention = try MultiHeadAttention(loader, prefix + ".attn1", channels: channels, contextChannels: channels, heads: heads)
         norm2 = try loader.layerNorm(prefix + ".norm2", channels: channels, epsilon: 1e-5)

@@ -4,7 +4,7 @@ public final class FeedForward {
     public let projectIn: Linear
     public let projectOut: Linear
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, multiplier: Int = 4) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, multiplier: Int = 4) throws {
         let inner = channels * multiplier
         projectIn = try loader.linear(prefix + ".net.0.proj", in: channels, out: 2 * inner)
         projectOut = try loader.linear(prefix + ".net.2", in: inner, out: channels)

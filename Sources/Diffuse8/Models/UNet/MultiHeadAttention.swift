@@ -11,7 +11,7 @@ public final class MultiHeadAttention {
     public let output: Linear
     public let heads: Int
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
         query = try loader.linear(prefix + ".to_q", in: channels, out: channels, bias: false)
         key = try loader.linear(prefix + ".to_k", in: contextChannels, out: channels, bias: false)
         value = try loader.linear(prefix + ".to_v", in: contextChannels, out: channels, bias: false)

@@ -45,7 +45,7 @@ public final class TimestepEmbedding {
     public let linear1: Linear
     public let linear2: Linear
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, inChannels: Int, timeEmbeddingDim: Int) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, inChannels: Int, timeEmbeddingDim: Int) throws {
         linear1 = try loader.linear(prefix + ".linear_1", in: inChannels, out: timeEmbeddingDim)
         linear2 = try loader.linear(prefix + ".linear_2", in: timeEmbeddingDim, out: timeEmbeddingDim)
     }

@@ -14,7 +14,7 @@ public final class Transformer2DModel {
     public let blocks: [BasicTransformerBlock]
     public let projectOut: Projection
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, heads: Int, layers: Int, contextChannels: Int,
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, heads: Int, layers: Int, contextChannels: Int,
          groups: Int, useLinearProjection: Bool) throws {
         norm = try loader.groupNorm(prefix + ".norm", channels: channels, groups: groups, epsilon: 1e-6)
         func projection(_ name: String) throws -> Projection {

@@ -1,9 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
 /// diffusers' `UNet2DConditionModel` (SD1.x/2.x and SDXL layouts), FP32 on the CPU kernels, with weights
 /// named exactly as in diffusers' state dict.
 ///
@@ -31,10 +25,10 @@ public final class UNet2DConditionModel {
     public let convOut: Conv2d
 
     /// Builds the model from `configuration`, reading every weight from `weights` by its diffusers name.
-    /// Throws `UNetWeightsError` when a tensor is missing, has the wrong shape, or is left unused.
+    /// Throws `ComponentWeightsError` when a tensor is missing, has the wrong shape, or is left unused.
     public init(configuration c: UNetConfiguration, weights: TensorStore) throws {
         configuration = c
-        let loader = UNetWeightLoader(weights)
+        let loader = ComponentWeightAudit(weights, component: "UNet")
         let first = c.blockOutChannels[0]
         timeProjection = SinusoidalTimestepProjection(channels: first, flipSinToCos: c.flipSinToCos, downscaleFreqShift: c.freqShift)
         timeEmbedding = try TimestepEmbedding(loader, "time_embedding", inChannels: first, timeEmbeddingDim: c.timeEmbeddingDim)
@@ -57,32 +51,14 @@ public final class UNet2DConditionModel {
         upBlocks = try c.blockOutChannels.indices.map { try UNetUpBlock(loader, index: $0, configuration: c) }
         convNormOut = try loader.groupNorm("conv_norm_out", channels: first, groups: c.normNumGroups, epsilon: c.normEpsilon)
         convOut = try loader.conv("conv_out", in: first, out: c.outChannels, kernel: 3, padding: 1)
-        try loader.checkAllUsed()
+        try loader.requireAllUsed()
     }
 
-    /// Loads a diffusers `unet/` folder: `config.json` and the weights, found in diffusers' order of file
-    /// names: `diffusion_pytorch_model.safetensors`, the sharded `diffusion_pytorch_model.safetensors.index.json`,
-    /// then the `fp16` variants of both, else the folder's only `.safetensors` file.
+    /// Loads a diffusers `unet/` folder: `config.json` and the weights `ComponentWeights` finds
+    /// (`diffusion_pytorch_model.safetensors`, its sharded index, or the `fp16` variants).
     public static func load(directory: String) throws -> UNet2DConditionModel {
         let configuration = try UNetConfiguration(contentsOf: directory + "/config.json")
-        return try UNet2DConditionModel(configuration: configuration, weights: weights(in: directory))
-    }
-
-    /// The UNet weights of a diffusers `unet/` folder (see `load(directory:)`).
-    static func weights(in directory: String) throws -> TensorStore {
-        let fm = FileManager.default
-        for (single, index) in [("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json"),
-                                ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors.index.fp16.json")] {
-            if fm.fileExists(atPath: directory + "/" + single) { return try SafetensorsFile(path: directory + "/" + single) }
-            if fm.fileExists(atPath: directory + "/" + index) { return try UNetShardedWeights(index: directory + "/" + index) }
-        }
-        let files = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
-        guard files.count == 1 else {
-            throw UNetWeightsError(files.isEmpty
-                ? "\(directory): no .safetensors weights found (expected diffusion_pytorch_model.safetensors)"
-                : "\(directory): several .safetensors files (\(files.joined(separator: ", "))), none named diffusion_pytorch_model.safetensors and no index")
-        }
-        return try SafetensorsFile(path: directory + "/" + files[0])
+        return try UNet2DConditionModel(configuration: configuration, weights: ComponentWeights.open(directory: directory))
     }
 
     /// One denoising evaluation with the same timestep for the whole batch. See `callAsFunction(sample:timesteps:...)`.

@@ -16,7 +16,7 @@ public final class UNetDownBlock {
     public let attentions: [Transformer2DModel]
     public let downsampler: Downsample2D?
 
-    init(_ loader: UNetWeightLoader, index i: Int, inChannels: Int, configuration c: UNetConfiguration) throws {
+    init(_ loader: ComponentWeightAudit, index i: Int, inChannels: Int, configuration c: UNetConfiguration) throws {
         let prefix = "down_blocks.\(i)"
         let out = c.blockOutChannels[i]
         resnets = try (0..<c.layersPerBlock[i]).map { j in
@@ -64,7 +64,7 @@ public final class UNetMidBlock {
     public let resnets: [ResnetBlock2D]
     public let attentions: [Transformer2DModel]
 
-    init(_ loader: UNetWeightLoader, configuration c: UNetConfiguration) throws {
+    init(_ loader: ComponentWeightAudit, configuration c: UNetConfiguration) throws {
         let channels = c.blockOutChannels.last!
         resnets = try (0..<2).map {
             try loader.resnet("mid_block.resnets.\($0)", in: channels, out: channels, timeEmbedding: c.timeEmbeddingDim,
@@ -102,7 +102,7 @@ public final class UNetUpBlock {
     public let attentions: [Transformer2DModel]
     public let upsampler: Upsample2D?
 
-    init(_ loader: UNetWeightLoader, index i: Int, configuration c: UNetConfiguration) throws {
+    init(_ loader: ComponentWeightAudit, index i: Int, configuration c: UNetConfiguration) throws {
         let prefix = "up_blocks.\(i)"
         let reversedChannels = Array(c.blockOutChannels.reversed())
         let n = reversedChannels.count

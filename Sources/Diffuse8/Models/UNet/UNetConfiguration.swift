@@ -1,26 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
-/// A UNet `config.json` key whose value this implementation cannot honour (or cannot read). Names the key,
-/// the value and the file, so the user knows which model feature is missing.
-public struct UNetConfigurationError: Error, CustomStringConvertible {
-    /// The `config.json` key at fault.
-    public let key: String
-    /// The offending value, as JSON-like text ("null" when missing).
-    public let value: String
-    /// Why it is rejected and what is supported instead.
-    public let reason: String
-    /// The file the configuration came from, when known.
-    public let source: String?
-
-    public var description: String {
-        "\(source ?? "unet config"): key '\(key)' = \(value): \(reason)"
-    }
-}
-
 /// diffusers' `UNet2DConditionModel` configuration (the unet `config.json`), reduced to what changes the
 /// math and checked key by key.
 ///
@@ -29,7 +6,7 @@ public struct UNetConfigurationError: Error, CustomStringConvertible {
 /// `cross_attention_dim`, `transformer_layers_per_block`) are stored expanded to one entry per down block;
 /// up blocks use them reversed, the mid block uses the last entry (as diffusers does).
 ///
-/// Limitations (each rejected with a `UNetConfigurationError` naming the key): class embeddings, encoder
+/// Limitations (each rejected with a `ComponentConfigurationError` naming the key): class embeddings, encoder
 /// hidden-state projections, timestep conditioning projections, `scale_shift` resnets, Fourier time
 /// embeddings, non-`silu` activations, GLIGEN and other attention types, asymmetric
 /// `reverse_transformer_layers_per_block`, addition embeddings other than SDXL's `text_time`, block types
@@ -110,39 +87,31 @@ public struct UNetConfiguration: Sendable, Equatable {
     public var sampleSize: Int?
 
     /// Reads a parsed `config.json`. `source` (a file path) is only used in error messages.
-    public init(json: JSONValue, source: String? = nil) throws {
-        let reader = try UNetConfigurationReader(json, source: source)
-        try self.init(reader)
+    public init(json: JSONValue, source: String = "unet config") throws {
+        try self.init(ComponentConfigReader(json, source: source))
     }
 
     /// Reads `path` (a unet `config.json`).
     public init(contentsOf path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw UNetConfigurationError(key: "(file)", value: "\"\(path)\"", reason: "cannot read the file", source: path)
-        }
-        let json: JSONValue
-        do { json = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
-            throw UNetConfigurationError(key: "(file)", value: "\"\(path)\"", reason: "not valid JSON (\(error))", source: path)
-        }
-        try self.init(json: json, source: path)
+        try self.init(json: ComponentConfigReader.load(path), source: path)
     }
 
-    private init(_ r: UNetConfigurationReader) throws {
-        try r.rejectUnsupported()
+    private init(_ r: ComponentConfigReader) throws {
+        try Self.rejectUnsupported(r)
         inChannels = try r.int("in_channels", default: 4)
         outChannels = try r.int("out_channels", default: 4)
-        blockOutChannels = try r.intList("block_out_channels", default: [320, 640, 1280, 1280])
+        blockOutChannels = try r.ints("block_out_channels", default: [320, 640, 1280, 1280])
         let blocks = blockOutChannels.count
         guard blocks > 0 else { throw r.error("block_out_channels", "must list at least one block") }
 
-        let downNames = try r.stringList("down_block_types", default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
+        let downNames = try r.strings("down_block_types", default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
         downBlockTypes = try downNames.map { name in
             guard let t = DownBlockType(rawValue: name) else {
                 throw r.error("down_block_types", "block type '\(name)' is not supported (supported: CrossAttnDownBlock2D, DownBlock2D)")
             }
             return t
         }
-        let upNames = try r.stringList("up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+        let upNames = try r.strings("up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
         upBlockTypes = try upNames.map { name in
             guard let t = UpBlockType(rawValue: name) else {
                 throw r.error("up_block_types", "block type '\(name)' is not supported (supported: CrossAttnUpBlock2D, UpBlock2D)")
@@ -176,10 +145,8 @@ public struct UNetConfiguration: Sendable, Equatable {
         }
 
         useLinearProjection = try r.bool("use_linear_projection", default: false)
-        guard let groups = try r.optionalInt("norm_num_groups", default: 32) else {
-            throw r.error("norm_num_groups", "null (no output GroupNorm) is not supported")
-        }
-        normNumGroups = groups
+        normNumGroups = try r.int("norm_num_groups", default: 32)
+        let groups = normNumGroups
         for (i, c) in blockOutChannels.enumerated() where groups <= 0 || c % groups != 0 {
             throw r.error("norm_num_groups", "does not divide block \(i)'s \(c) channels")
         }
@@ -191,14 +158,14 @@ public struct UNetConfiguration: Sendable, Equatable {
         downsamplePadding = try r.int("downsample_padding", default: 1)
         midBlockScaleFactor = Float(try r.double("mid_block_scale_factor", default: 1))
         resnetOutputScaleFactor = Float(try r.double("resnet_out_scale_factor", default: 1))
-        activationFunction = try r.string("act_fn", default: "silu") ?? "silu"
-        timeEmbeddingDim = try r.optionalInt("time_embedding_dim", default: nil) ?? blockOutChannels[0] * 4
+        activationFunction = try r.string("act_fn", default: "silu")
+        timeEmbeddingDim = try r.optionalInt("time_embedding_dim") ?? blockOutChannels[0] * 4
         sampleSize = r.json["sample_size"]?.int
 
-        let additionType = try r.string("addition_embed_type", default: nil)
+        let additionType = try r.optionalString("addition_embed_type")
         usesTextTimeEmbedding = additionType == "text_time"
-        additionTimeEmbedDim = try r.optionalInt("addition_time_embed_dim", default: nil)
-        projectionClassEmbeddingsInputDim = try r.optionalInt("projection_class_embeddings_input_dim", default: nil)
+        additionTimeEmbedDim = try r.optionalInt("addition_time_embed_dim")
+        projectionClassEmbeddingsInputDim = try r.optionalInt("projection_class_embeddings_input_dim")
         if usesTextTimeEmbedding {
             guard additionTimeEmbedDim != nil else {
                 throw r.error("addition_time_embed_dim", "must be set when addition_embed_type is \"text_time\"")
@@ -213,19 +180,7 @@ public struct UNetConfiguration: Sendable, Equatable {
     public func upBlockLayers(_ i: Int) -> Int { layersPerBlock.reversed()[i] + 1 }
 }
 
-/// Typed, key-naming access to a config object; also knows diffusers' unsupported keys.
-struct UNetConfigurationReader {
-    let json: JSONValue
-    let source: String?
-
-    init(_ json: JSONValue, source: String?) throws {
-        self.json = json
-        self.source = source
-        guard json.object != nil else {
-            throw UNetConfigurationError(key: "(root)", value: "…", reason: "the configuration must be a JSON object", source: source)
-        }
-    }
-
+extension UNetConfiguration {
     /// Keys that change the math, with the only values (or JSON types) this implementation accepts.
     /// An absent key is always fine (diffusers' default is the accepted value).
     static let acceptedValues: [(key: String, accepted: [JSONValue], meaning: String)] = [
@@ -253,85 +208,12 @@ struct UNetConfigurationReader {
         ("mid_block_type", [.string("UNetMidBlock2DCrossAttn")], "only \"UNetMidBlock2DCrossAttn\" is supported"),
     ]
 
-    func rejectUnsupported() throws {
+    static func rejectUnsupported(_ r: ComponentConfigReader) throws {
         for (key, accepted, meaning) in Self.acceptedValues {
-            guard let value = json[key], !accepted.contains(value) else { continue }
+            guard let value = r.json[key], !accepted.contains(value) else { continue }
             // `only_cross_attention` may also be a per-block list of false.
             if key == "only_cross_attention", let list = value.array, list.allSatisfy({ $0 == .bool(false) }) { continue }
-            throw error(key, meaning)
-        }
-    }
-
-    func isPresent(_ key: String) -> Bool { json[key].map { !$0.isNull } ?? false }
-
-    func error(_ key: String, _ reason: String) -> UNetConfigurationError {
-        UNetConfigurationError(key: key, value: json[key].map(Self.render) ?? "(missing)", reason: reason, source: source)
-    }
-
-    static func render(_ v: JSONValue) -> String {
-        switch v {
-        case .null: return "null"
-        case .bool(let b): return String(b)
-        case .number(let n): return n == n.rounded() && abs(n) < 1e15 ? String(Int(n)) : String(n)
-        case .string(let s): return "\"\(s)\""
-        case .array(let a): return "[" + a.map(render).joined(separator: ", ") + "]"
-        case .object: return "{…}"
-        }
-    }
-
-    func int(_ key: String, default d: Int) throws -> Int {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let i = v.int else { throw error(key, "expected an integer") }
-        return i
-    }
-
-    func optionalInt(_ key: String, default d: Int?) throws -> Int? {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let i = v.int else { throw error(key, "expected an integer or null") }
-        return i
-    }
-
-    func double(_ key: String, default d: Double) throws -> Double {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let x = v.double else { throw error(key, "expected a number") }
-        return x
-    }
-
-    func bool(_ key: String, default d: Bool) throws -> Bool {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let b = v.bool else { throw error(key, "expected true or false") }
-        return b
-    }
-
-    func string(_ key: String, default d: String?) throws -> String? {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let s = v.string else { throw error(key, "expected a string") }
-        return s
-    }
-
-    func intList(_ key: String, default d: [Int]) throws -> [Int] {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let a = v.array else { throw error(key, "expected a list of integers") }
-        return try a.map { guard let i = $0.int else { throw error(key, "expected a list of integers") }; return i }
-    }
-
-    func stringList(_ key: String, default d: [String]) throws -> [String] {
-        guard let v = json[key], !v.isNull else { return d }
-        guard let a = v.array else { throw error(key, "expected a list of strings") }
-        return try a.map { guard let s = $0.string else { throw error(key, "expected a list of strings") }; return s }
-    }
-
-    /// An integer or a list with one integer per down block, expanded to the list.
-    func perBlock(_ key: String, blocks: Int, default d: Int) throws -> [Int] {
-        guard let v = json[key], !v.isNull else { return Array(repeating: d, count: blocks) }
-        if let i = v.int { return Array(repeating: i, count: blocks) }
-        guard let a = v.array else { throw error(key, "expected an integer or a list of \(blocks) integers") }
-        guard a.count == blocks else { throw error(key, "has \(a.count) entries but there are \(blocks) down blocks") }
-        return try a.map {
-            guard let i = $0.int else {
-                throw error(key, "expected an integer or a list of \(blocks) integers (nested per-layer lists are not supported)")
-            }
-            return i
+            throw r.error(key, meaning)
         }
     }
 }

@@ -3,7 +3,7 @@
 public final class Downsample2D {
     public let conv: Conv2d
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int, padding: Int) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, padding: Int) throws {
         conv = try loader.conv(prefix + ".conv", in: channels, out: channels, kernel: 3, stride: 2, padding: padding)
     }
 
@@ -18,7 +18,7 @@ public final class Downsample2D {
 public final class Upsample2D {
     public let conv: Conv2d
 
-    init(_ loader: UNetWeightLoader, _ prefix: String, channels: Int) throws {
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int) throws {
         conv = try loader.conv(prefix + ".conv", in: channels, out: channels, kernel: 3, padding: 1)
     }
 

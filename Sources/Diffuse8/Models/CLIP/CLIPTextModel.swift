@@ -1,0 +1,135 @@
+/// What a CLIP text encoder returns, named after transformers' output fields.
+public struct CLIPTextOutput: Sendable {
+    /// [batch, tokens, hidden], after `final_layer_norm` (SD1.x's conditioning).
+    public var lastHiddenState: Tensor
+    /// `output_hidden_states=True`: index 0 = embeddings, index i = output of layer i (before the final
+    /// layer norm); `numHiddenLayers + 1` entries. SDXL conditions on `hiddenStates[count - 2]`.
+    public var hiddenStates: [Tensor]
+    /// [batch, hidden]: the final-normed hidden state at each sequence's EOS position.
+    public var pooledOutput: Tensor
+    /// [batch, projection_dim]: `text_projection(pooledOutput)`, only for CLIPTextModelWithProjection.
+    public var textEmbeds: Tensor?
+
+    /// The penultimate layer's output, `hiddenStates[hiddenStates.count - 2]` (what SDXL uses).
+    public var penultimateHiddenState: Tensor { hiddenStates[hiddenStates.count - 2] }
+}
+
+/// transformers' `CLIPTextModel` and `CLIPTextModelWithProjection` (5.24 semantics) in FP32 on the CPU.
+///
+/// token + position embeddings → `num_hidden_layers` causal pre-norm encoder layers → `final_layer_norm`;
+/// pooled output at the EOS position (config `eos_token_id == 2`: argmax of the ids, transformers' legacy
+/// rule; otherwise the first position whose id is `eos_token_id`, position 0 when there is none).
+///
+/// Weights are the transformers state-dict names. Both layouts of the plain text model load: with the
+/// `text_model.` prefix (transformers 4 saves, the public SD repositories) and without (transformers 5).
+/// Limitations: no attention (padding) mask and no custom position ids — diffusers' SD pipelines pass neither.
+public final class CLIPTextModel {
+    public let configuration: CLIPTextConfiguration
+    public let tokenEmbedding: Tensor
+    public let positionEmbedding: Tensor
+    public let layers: [CLIPEncoderLayer]
+    public let finalLayerNorm: LayerNorm
+    /// `text_projection` (no bias); present for `.textModelWithProjection`.
+    public let textProjection: Linear?
+
+    /// Builds the model and checks the weights against the configuration: every tensor's shape, and that
+    /// no tensor is left unused (so a wrong `num_hidden_layers` or architecture is an error, not silent).
+    public init(configuration: CLIPTextConfiguration, weights store: TensorStore) throws {
+        self.configuration = configuration
+        let weights = ComponentWeightAudit(store, component: "CLIP text encoder (\(configuration.architecture.rawValue))")
+        let prefix: String
+        if weights.contains("text_model.embeddings.token_embedding.weight") {
+            prefix = "text_model."
+        } else if weights.contains("embeddings.token_embedding.weight") {
+            prefix = ""
+        } else {
+            throw ComponentWeightsError(
+                "CLIP text encoder weights have no tensor 'text_model.embeddings.token_embedding.weight' "
+                + "(nor 'embeddings.token_embedding.weight'); is this a transformers CLIP text encoder checkpoint?")
+        }
+        let hidden = configuration.hiddenSize
+        let tokenName = prefix + "embeddings.token_embedding.weight"
+        tokenEmbedding = try weights.tensor(named: tokenName)
+        try ComponentWeightAudit.requireShape(tokenEmbedding, [configuration.vocabSize, hidden], tokenName + " (vocab_size, hidden_size)")
+        let positionName = prefix + "embeddings.position_embedding.weight"
+        positionEmbedding = try weights.tensor(named: positionName)
+        try ComponentWeightAudit.requireShape(positionEmbedding, [configuration.maxPositionEmbeddings, hidden],
+                         positionName + " (max_position_embeddings, hidden_size)")
+        layers = try (0..<configuration.numHiddenLayers).map {
+            try CLIPEncoderLayer(weights, prefix + "encoder.layers.\($0)", configuration: configuration)
+        }
+        finalLayerNorm = try LayerNorm(weights, prefix + "final_layer_norm", epsilon: configuration.layerNormEpsilon)
+        try ComponentWeightAudit.check(finalLayerNorm, channels: hidden, prefix + "final_layer_norm")
+        if configuration.architecture == .textModelWithProjection {
+            let projection = try Linear(weights, "text_projection", bias: false)
+            try ComponentWeightAudit.requireShape(projection.weight, [configuration.projectionDim, hidden], "text_projection.weight (projection_dim, hidden_size)")
+            textProjection = projection
+        } else {
+            textProjection = nil
+        }
+        // position_ids is a buffer older transformers saved; it carries no weights.
+        try weights.requireAllUsed(ignoring: { $0.hasSuffix("embeddings.position_ids") })
+    }
+
+    /// Loads `<directory>/config.json` and the weights `ComponentWeights` finds (`model.safetensors`,
+    /// its sharded index, or the `fp16` variants).
+    public static func load(directory: String) throws -> CLIPTextModel {
+        let configuration = try CLIPTextConfiguration(directory: directory)
+        return try CLIPTextModel(configuration: configuration, weights: ComponentWeights.open(directory: directory))
+    }
+
+    /// Runs the encoder on equal-length token id sequences (normally 77 ids each, as the CLIP tokenizer
+    /// pads them), like `model(input_ids, output_hidden_states=True)`.
+    public func callAsFunction(_ tokenIDs: [[Int]]) -> CLIPTextOutput {
+        let batch = tokenIDs.count
+        precondition(batch > 0, "CLIPTextModel: no token sequences")
+        let length = tokenIDs[0].count
+        precondition(tokenIDs.allSatisfy { $0.count == length }, "CLIPTextModel: token sequences differ in length")
+        precondition(length <= configuration.maxPositionEmbeddings,
+                     "CLIPTextModel: \(length) tokens exceed max_position_embeddings \(configuration.maxPositionEmbeddings)")
+        var hiddenStates = [embed(tokenIDs)]
+        for layer in layers { hiddenStates.append(layer(hiddenStates[hiddenStates.count - 1])) }
+        let last = finalLayerNorm(hiddenStates[hiddenStates.count - 1])
+        let pooled = gatherRows(last, positions: tokenIDs.map(poolingPosition))
+        return CLIPTextOutput(lastHiddenState: last, hiddenStates: hiddenStates, pooledOutput: pooled,
+                              textEmbeds: textProjection.map { $0(pooled) })
+    }
+
+    /// The token index whose hidden state becomes the pooled output (transformers' rule, see the type doc).
+    public func poolingPosition(_ ids: [Int]) -> Int {
+        if configuration.eosTokenID == 2 {
+            // argmax: first index of the largest id.
+            var best = 0
+            for (i, id) in ids.enumerated() where id > ids[best] { best = i }
+            return best
+        }
+        return ids.firstIndex(of: configuration.eosTokenID) ?? 0
+    }
+
+    /// token_embedding[ids] + position_embedding[0..<length] → [batch, length, hidden].
+    func embed(_ tokenIDs: [[Int]]) -> Tensor {
+        let hidden = configuration.hiddenSize, length = tokenIDs[0].count
+        return Tensor(shape: [tokenIDs.count, length, hidden]) { out in
+            for (b, ids) in tokenIDs.enumerated() {
+                for (t, id) in ids.enumerated() {
+                    precondition(id >= 0 && id < configuration.vocabSize,
+                                 "CLIPTextModel: token id \(id) outside the vocabulary (vocab_size \(configuration.vocabSize))")
+                    let dst = (b * length + t) * hidden
+                    for c in 0..<hidden {
+                        out[dst + c] = tokenEmbedding.scalars[id * hidden + c] + positionEmbedding.scalars[t * hidden + c]
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `x[b, positions[b], :]` → [batch, hidden].
+    private func gatherRows(_ x: Tensor, positions: [Int]) -> Tensor {
+        let length = x.shape[1], hidden = x.shape[2]
+        return Tensor(shape: [positions.count, hidden]) { out in
+            for (b, p) in positions.enumerated() {
+                for c in 0..<hidden { out[b * hidden + c] = x.scalars[(b * length + p) * hidden + c] }
+            }
+        }
+    }
+}

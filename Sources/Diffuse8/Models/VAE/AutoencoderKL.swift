@@ -1,0 +1,106 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// diffusers' `DiagonalGaussianDistribution`: the latent distribution the VAE encoder predicts.
+public struct DiagonalGaussianDistribution: Sendable {
+    /// [N, latent_channels, h, w].
+    public var mean: Tensor
+    /// log σ², clamped to [-30, 20] as diffusers does.
+    public var logVariance: Tensor
+
+    /// The most likely latent: the mean (`latent_dist.mode()`).
+    public func mode() -> Tensor { mean }
+
+    /// σ = exp(½ · logVariance).
+    public var standardDeviation: Tensor { CPUKernels.map(logVariance) { expf(0.5 * $0) } }
+
+    /// mean + σ · noise, `latent_dist.sample(generator)` given the caller's standard-normal draw
+    /// (shape of `mean`), so any generator can supply it.
+    public func sample(noise: Tensor) -> Tensor {
+        precondition(noise.shape == mean.shape, "sample: noise \(noise.shape) must have the latent shape \(mean.shape)")
+        return Tensor(shape: mean.shape) { out in
+            for i in 0..<out.count { out[i] = mean.scalars[i] + expf(0.5 * logVariance.scalars[i]) * noise.scalars[i] }
+        }
+    }
+}
+
+/// diffusers' `AutoencoderKL` (0.42.1) in FP32 on the CPU: the SD1.x / SDXL VAE.
+///
+/// `decode` is `vae.decode(z).sample` (post_quant_conv → decoder); `encode` is
+/// `vae.encode(x).latent_dist` (encoder → quant_conv → split into mean and clamped log-variance).
+/// Scaling by `scalingFactor` is the caller's job, as in diffusers' pipelines.
+/// Weights are diffusers' state-dict names (`encoder.*`, `decoder.*`, `quant_conv`, `post_quant_conv`).
+/// Limitations: no tiling or slicing (memory grows with the image), FP32 only (so `force_upcast` is moot).
+public final class AutoencoderKL {
+    public let configuration: VAEConfiguration
+    public let encoder: VAEEncoder
+    public let decoder: VAEDecoder
+    public let quantConv: Conv2d?
+    public let postQuantConv: Conv2d?
+
+    /// Builds the model and checks the weights against the configuration: every tensor's shape, and that
+    /// no tensor is left unused (a wrong `layers_per_block` or `use_quant_conv` is an error, not silent).
+    public init(configuration: VAEConfiguration, weights store: TensorStore) throws {
+        self.configuration = configuration
+        let weights = ComponentWeightAudit(store, component: "AutoencoderKL")
+        encoder = try VAEEncoder(weights, "encoder", configuration: configuration)
+        decoder = try VAEDecoder(weights, "decoder", configuration: configuration)
+        quantConv = configuration.useQuantConv ? try Conv2d(weights, "quant_conv") : nil
+        postQuantConv = configuration.usePostQuantConv ? try Conv2d(weights, "post_quant_conv") : nil
+        try VAEWeightValidation.encoder(encoder, configuration)
+        try VAEWeightValidation.decoder(decoder, configuration)
+        let latent = configuration.latentChannels
+        if let quantConv { try ComponentWeightAudit.check(quantConv, out: 2 * latent, in: 2 * latent, kernel: 1) }
+        if let postQuantConv { try ComponentWeightAudit.check(postQuantConv, out: latent, in: latent, kernel: 1) }
+        try weights.requireAllUsed()
+    }
+
+    /// Loads `<directory>/config.json` and the weights `ComponentWeights` finds
+    /// (`diffusion_pytorch_model.safetensors`, its sharded index, or the `fp16` variants).
+    public static func load(directory: String) throws -> AutoencoderKL {
+        let configuration = try VAEConfiguration(directory: directory)
+        return try AutoencoderKL(configuration: configuration, weights: ComponentWeights.open(directory: directory))
+    }
+
+    /// `config.scaling_factor`: the pipeline divides latents by it before `decode`.
+    public var scalingFactor: Float { configuration.scalingFactor }
+
+    /// Image pixels per latent pixel along each side (8 for SD1.x / SDXL).
+    public var downscaleFactor: Int { configuration.downscaleFactor }
+
+    /// latents [N, latent_channels, h, w], already divided by `scalingFactor` → image [N, out_channels, h·f, w·f]
+    /// in roughly [-1, 1] (not clamped), exactly `vae.decode(z).sample`.
+    public func decode(_ latents: Tensor) -> Tensor {
+        precondition(latents.rank == 4 && latents.shape[1] == configuration.latentChannels,
+                     "decode: latents \(latents.shape) must be [N, \(configuration.latentChannels), h, w]")
+        let z = postQuantConv.map { $0(latents) } ?? latents
+        return decoder(z)
+    }
+
+    /// image [N, in_channels, H, W] in [-1, 1], H and W multiples of `downscaleFactor` → the latent
+    /// distribution's mean and (clamped) log-variance, each [N, latent_channels, H/f, W/f].
+    public func encode(_ image: Tensor) -> (mean: Tensor, logVariance: Tensor) {
+        let distribution = latentDistribution(image)
+        return (distribution.mean, distribution.logVariance)
+    }
+
+    /// `vae.encode(image).latent_dist`, with `mode()` and a generator-free `sample(noise:)`.
+    public func latentDistribution(_ image: Tensor) -> DiagonalGaussianDistribution {
+        precondition(image.rank == 4 && image.shape[1] == configuration.inChannels,
+                     "encode: image \(image.shape) must be [N, \(configuration.inChannels), H, W]")
+        let h = encoder(image)
+        let moments = quantConv.map { $0(h) } ?? h
+        // torch.chunk(moments, 2, dim=1): first half of the channels is the mean.
+        let n = moments.shape[0], c = moments.shape[1] / 2, hh = moments.shape[2], ww = moments.shape[3]
+        let plane = c * hh * ww
+        var mean = Tensor(zeros: [n, c, hh, ww]), logVariance = Tensor(zeros: [n, c, hh, ww])
+        for b in 0..<n {
+            for i in 0..<plane {
+                mean.scalars[b * plane + i] = moments.scalars[b * 2 * plane + i]
+                logVariance.scalars[b * plane + i] = min(max(moments.scalars[b * 2 * plane + plane + i], -30), 20)
+            }
+        }
+        return DiagonalGaussianDistribution(mean: mean, logVariance: logVariance)
+    }
+}

@@ -1,0 +1,20 @@
+/// diffusers' `UNetMidBlock2D` as the VAE builds it (one layer, no time embedding, eps 1e-6):
+/// resnets.0 → attentions.0 (when `mid_block_add_attention`) → resnets.1.
+public final class VAEMidBlock {
+    public let firstResnet: ResnetBlock2D
+    public let attention: VAEAttentionBlock?
+    public let secondResnet: ResnetBlock2D
+
+    /// Loads `<prefix>.resnets.0`, `.attentions.0`, `.resnets.1`.
+    public init(_ store: TensorStore, _ prefix: String, groups: Int, addAttention: Bool) throws {
+        firstResnet = try ResnetBlock2D(store, prefix + ".resnets.0", groups: groups, epsilon: 1e-6)
+        attention = addAttention ? try VAEAttentionBlock(store, prefix + ".attentions.0", groups: groups) : nil
+        secondResnet = try ResnetBlock2D(store, prefix + ".resnets.1", groups: groups, epsilon: 1e-6)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = firstResnet(x)
+        if let attention { h = attention(h) }
+        return secondResnet(h)
+    }
+}

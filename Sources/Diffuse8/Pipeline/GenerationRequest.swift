@@ -1,0 +1,63 @@
+/// Everything that determines one text-to-image generation. With the same model, the same request
+/// gives the same image as diffusers' `StableDiffusionPipeline` / `StableDiffusionXLPipeline` called
+/// with these arguments and `generator=torch.Generator("cpu").manual_seed(seed)`.
+public struct GenerationRequest: Sendable {
+    /// The text to draw.
+    public var prompt: String
+    /// Text to steer away from (the unconditional half of classifier-free guidance). `nil` means "no
+    /// negative prompt": SD1.x encodes the empty string, SDXL uses zero embeddings when the model's
+    /// `force_zeros_for_empty_prompt` is set (as diffusers does).
+    public var negativePrompt: String?
+    /// Number of denoising steps.
+    public var steps: Int
+    /// Classifier-free guidance scale; ≤ 1 disables guidance (one UNet batch instead of two).
+    public var guidanceScale: Float
+    /// Seed of the CPU torch generator that draws the initial latents and any ancestral noise.
+    public var seed: UInt64
+    /// Image size in pixels; multiples of the VAE's downscale factor (8 for SD models). `nil` = the
+    /// model's native size (`unet.sample_size` × VAE factor).
+    public var width: Int?
+    public var height: Int?
+    /// Sampling method.
+    public var scheduler: SchedulerKind
+    /// SDXL micro-conditioning: the `original_size` (height, width) the model is told the image had;
+    /// `nil` = the output size.
+    public var originalSize: (height: Int, width: Int)?
+    /// SDXL micro-conditioning: `crops_coords_top_left` (top, left).
+    public var cropTopLeft: (top: Int, left: Int)
+    /// SDXL micro-conditioning: `target_size` (height, width); `nil` = the output size.
+    public var targetSize: (height: Int, width: Int)?
+
+    public init(prompt: String, negativePrompt: String? = nil, steps: Int = 30, guidanceScale: Float = 7.5,
+                seed: UInt64 = 0, width: Int? = nil, height: Int? = nil, scheduler: SchedulerKind = .euler,
+                originalSize: (height: Int, width: Int)? = nil, cropTopLeft: (top: Int, left: Int) = (0, 0),
+                targetSize: (height: Int, width: Int)? = nil) {
+        self.prompt = prompt
+        self.negativePrompt = negativePrompt
+        self.steps = steps
+        self.guidanceScale = guidanceScale
+        self.seed = seed
+        self.width = width
+        self.height = height
+        self.scheduler = scheduler
+        self.originalSize = originalSize
+        self.cropTopLeft = cropTopLeft
+        self.targetSize = targetSize
+    }
+}
+
+/// What one generation produced.
+public struct GenerationResult: Sendable {
+    /// Final latents (before dividing by the VAE scaling factor), [1, 4, h, w].
+    public var latents: Tensor
+    /// Decoded image, NCHW in [-1, 1] (the VAE's output).
+    public var image: Tensor
+    /// Warnings for the user (e.g. a prompt truncated to the 77-token context).
+    public var warnings: [String]
+}
+
+/// Progress of the denoising loop, reported after each step.
+public struct StepProgress: Sendable {
+    public var step: Int
+    public var totalSteps: Int
+}

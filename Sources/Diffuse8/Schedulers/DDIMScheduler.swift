@@ -1,0 +1,90 @@
+/// Matches diffusers' `DDIMScheduler` (0.42.1) built with `from_config(config)` and `set_timesteps(steps)`;
+/// A1111's "DDIM". `eta` is `step`'s `eta` (the SD pipelines' default is 0: deterministic); with `eta > 0` each
+/// step draws `randn(sample.shape)` from the generator, as diffusers does.
+///
+/// Config keys read (class defaults in brackets): `num_train_timesteps` [1000], `beta_start` [0.0001],
+/// `beta_end` [0.02], `beta_schedule` ["linear"; "linear" or "scaled_linear"], `clip_sample` [true],
+/// `clip_sample_range` [1.0], `set_alpha_to_one` [true], `steps_offset` [0], `prediction_type` ["epsilon";
+/// also "v_prediction", "sample"], `timestep_spacing` ["leading"; "linspace", "trailing"].
+/// Note the class defaults: a config without `clip_sample` (such as a PNDM config) clips x0 to [-1, 1], exactly as
+/// diffusers does. Rejected with an error: `trained_betas`, `rescale_betas_zero_snr`, `thresholding`.
+public struct DDIMScheduler: Scheduler {
+    public let timesteps: [Double]
+    public let initNoiseSigma: Float = 1
+    public let predictionType: PredictionType
+    public let eta: Float
+
+    private let alphasCumprod: [Float]
+    private let finalAlphaCumprod: Float
+    private let stepRatio: Int
+    private let clipRange: Float?
+
+    public init(config: JSONValue, steps: Int, eta: Float = 0) throws {
+        let reader = try ComponentConfigReader(scheduler: config, className: "DDIMScheduler")
+        let schedule = try reader.noiseSchedule()
+        guard steps >= 1 && steps <= schedule.trainTimesteps else {
+            throw SchedulerError("DDIMScheduler: the number of steps must be between 1 and num_train_timesteps (\(schedule.trainTimesteps)), got \(steps)")
+        }
+        predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction", "sample"])
+        try reader.requireOff("thresholding")
+        let clip = try reader.bool("clip_sample", default: true)
+        clipRange = clip ? Float(try reader.double("clip_sample_range", default: 1.0)) : nil
+        let alphaToOne = try reader.bool("set_alpha_to_one", default: true)
+        let spacing = try reader.choice("timestep_spacing", default: "leading", supported: ["leading", "trailing", "linspace"])
+        let stepsOffset = try reader.int("steps_offset", default: 0)
+        let trainTimesteps = schedule.trainTimesteps
+        switch spacing {
+        case "linspace":
+            timesteps = NumPy.linspace(0, Double(trainTimesteps - 1), steps).map(NumPy.round).reversed()
+        case "leading":
+            let ratio = trainTimesteps / steps
+            timesteps = (0..<steps).reversed().map { Double($0 * ratio + stepsOffset) }
+        default:
+            timesteps = NumPy.arange(Double(trainTimesteps), 0, -Double(trainTimesteps) / Double(steps)).map { NumPy.round($0) - 1 }
+        }
+        alphasCumprod = schedule.alphasCumprod
+        finalAlphaCumprod = alphaToOne ? 1 : schedule.alphasCumprod[0]
+        // diffusers steps back by num_train_timesteps // steps whatever the spacing.
+        stepRatio = trainTimesteps / steps
+        self.eta = eta
+    }
+
+    public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
+
+    public mutating func step(modelOutput: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+        let timestep = Int(timesteps[stepIndex])
+        let previous = timestep - stepRatio
+        let alphaProduct = alphasCumprod[timestep]
+        let alphaProductPrevious = previous >= 0 ? alphasCumprod[previous] : finalAlphaCumprod
+        let betaProduct = 1 - alphaProduct
+        let sqrtAlpha = alphaProduct.squareRoot(), sqrtBeta = betaProduct.squareRoot()
+
+        var original: Tensor
+        var epsilon: Tensor
+        switch predictionType {
+        case .epsilon:
+            original = Elementwise.zip(sample, modelOutput) { s, e in (s - sqrtBeta * e) / sqrtAlpha }
+            epsilon = modelOutput
+        case .sample:
+            original = modelOutput
+            epsilon = Elementwise.zip(sample, modelOutput) { s, x0 in (s - sqrtAlpha * x0) / sqrtBeta }
+        case .vPrediction:
+            original = Elementwise.zip(sample, modelOutput) { s, v in sqrtAlpha * s - sqrtBeta * v }
+            epsilon = Elementwise.zip(sample, modelOutput) { s, v in sqrtAlpha * v + sqrtBeta * s }
+        }
+        if let range = clipRange {
+            original = Elementwise.map(original) { min(max($0, -range), range) }
+        }
+        let betaProductPrevious = 1 - alphaProductPrevious
+        let variance = betaProductPrevious / betaProduct * (1 - alphaProduct / alphaProductPrevious)
+        let deviation = eta * variance.squareRoot()
+        let directionScale = (1 - alphaProductPrevious - deviation * deviation).squareRoot()
+        let sqrtAlphaPrevious = alphaProductPrevious.squareRoot()
+        var previousSample = Elementwise.zip(original, epsilon) { x0, e in sqrtAlphaPrevious * x0 + directionScale * e }
+        if eta > 0 {
+            let noise = generator.randn(modelOutput.shape)
+            previousSample = Elementwise.zip(previousSample, noise) { x, n in x + deviation * n }
+        }
+        return previousSample
+    }
+}

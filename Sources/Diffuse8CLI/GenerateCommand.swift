@@ -1,0 +1,82 @@
+import ArgumentParser
+import Diffuse8
+import Diffuse8PNG
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate an image from a text prompt (PNG with A1111-style parameters).")
+
+    @Argument(help: "The prompt.")
+    var prompt: String
+
+    @Option(name: .long, help: "Negative prompt.")
+    var negativePrompt: String?
+
+    @Option(name: .long, help: "Denoising steps.")
+    var steps: Int = 30
+
+    @Option(name: .long, help: "Classifier-free guidance scale (≤ 1 disables guidance).")
+    var cfg: Float = 7.5
+
+    @Option(name: .long, help: "Seed of the torch-compatible CPU generator.")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Image width in pixels (multiple of 8); default: the model's native size.")
+    var width: Int?
+
+    @Option(name: .long, help: "Image height in pixels (multiple of 8); default: the model's native size.")
+    var height: Int?
+
+    @Option(name: .long, help: "Sampler: \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var scheduler: String = SchedulerKind.euler.rawValue
+
+    @Option(name: .long, help: "Number of images, with seeds seed, seed+1, …")
+    var batchCount: Int = 1
+
+    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    var model: String?
+
+    @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
+    var output: String = "out.png"
+
+    @Option(name: .long, help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        guard SchedulerKind(rawValue: scheduler) != nil else {
+            throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard batchCount >= 1 else { throw ValidationError("--batch-count must be at least 1") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        if let width, width % 8 != 0 || width <= 0 { throw ValidationError("--width \(width) is not a positive multiple of 8") }
+        if let height, height % 8 != 0 || height <= 0 { throw ValidationError("--height \(height) is not a positive multiple of 8") }
+        guard output.lowercased().hasSuffix(".png") else { throw ValidationError("--output must end in .png, got '\(output)'") }
+    }
+
+    func run() throws {
+        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        let outputs = (1...batchCount).map { batchCount == 1 ? output : OutputPaths.numbered(output, $0) }
+        for path in outputs { try OutputPaths.checkWritable(path) }
+
+        let directory = try model ?? DefaultModel.locate()
+        FileHandleStderr.write("loading \(directory)\n")
+        let pipeline = try StableDiffusionPipeline(directory: directory)
+        let kind = SchedulerKind(rawValue: scheduler)!
+        for (index, path) in outputs.enumerated() {
+            let request = GenerationRequest(
+                prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: cfg,
+                seed: seed + UInt64(index), width: width, height: height, scheduler: kind)
+            try pipeline.validate(request)
+            var bar = ProgressBar(label: batchCount > 1 ? "image \(index + 1)/\(batchCount)" : "")
+            bar.restart()
+            let result = try pipeline.generate(request) { bar.update(step: $0.step, of: $0.totalSteps) }
+            for warning in result.warnings { FileHandleStderr.write("warning: \(warning)\n") }
+            let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
+            let parameters = A1111Parameters(request: request, width: image.width, height: image.height,
+                                              model: directory.split(separator: "/").last.map(String.init) ?? directory)
+            try PNGEncoder.write(image, text: [("parameters", parameters.text)], to: path)
+            print(path)
+        }
+    }
+}

@@ -110,6 +110,14 @@ struct Im2colPacking: @unchecked Sendable {
             UnsafeMutableRawPointer(d).storeBytes(of: v, as: GemmMicroKernel.Vector.self)
             return
         }
+        if stride == 1 {
+            // Partly in the padding: zeros, one contiguous run, zeros.
+            let lo = min(nr, max(0, -ix0)), hi = max(lo, min(count, width - ix0))
+            for j in 0..<lo { d[j] = 0 }
+            for j in lo..<hi { d[j] = row[ix0 + j] }
+            for j in hi..<nr { d[j] = 0 }
+            return
+        }
         for j in 0..<nr {
             let ix = ix0 + j * stride
             d[j] = (j < count && ix >= 0 && ix < width) ? row[ix] : 0

@@ -32,18 +32,31 @@ func parallelForDynamic(_ count: Int, _ body: (Int) -> Void) {
     }
 }
 
+/// A pthread mutex at a fixed address (Swift may move or copy a stored `pthread_mutex_t`).
+final class PthreadMutex: @unchecked Sendable {
+    private let pointer: UnsafeMutablePointer<pthread_mutex_t>
+    init() {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(pointer, nil)
+    }
+    deinit {
+        pthread_mutex_destroy(pointer)
+        pointer.deallocate()
+    }
+    func lock() { pthread_mutex_lock(pointer) }
+    func unlock() { pthread_mutex_unlock(pointer) }
+}
+
 /// A mutex-protected counter handing out task indices.
 final class TaskCounter: @unchecked Sendable {
     private var value = 0
-    private var mutex = pthread_mutex_t()
-
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
+    private let mutex = PthreadMutex()
 
     /// The next index, or nil once `limit` indices have been handed out.
     func next(below limit: Int) -> Int? {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        mutex.lock()
+        defer { mutex.unlock() }
         guard value < limit else { return nil }
         value += 1
         return value - 1
@@ -54,11 +67,7 @@ final class TaskCounter: @unchecked Sendable {
 /// don't pay for fresh zeroed pages on every call. Buffers go back to the pool after use.
 enum ScratchPool {
     nonisolated(unsafe) private static var free: [(pointer: UnsafeMutablePointer<Float>, count: Int)] = []
-    nonisolated(unsafe) private static var mutex: pthread_mutex_t = {
-        var m = pthread_mutex_t()
-        pthread_mutex_init(&m, nil)
-        return m
-    }()
+    private static let mutex = PthreadMutex()
 
     static func with<R>(count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
         let buffer = take(count)
@@ -67,20 +76,20 @@ enum ScratchPool {
     }
 
     private static func take(_ count: Int) -> (pointer: UnsafeMutablePointer<Float>, count: Int) {
-        pthread_mutex_lock(&mutex)
+        mutex.lock()
         if let index = free.firstIndex(where: { $0.count >= count }) {
             let buffer = free.remove(at: index)
-            pthread_mutex_unlock(&mutex)
+            mutex.unlock()
             return buffer
         }
-        pthread_mutex_unlock(&mutex)
+        mutex.unlock()
         let raw = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
         return (raw.bindMemory(to: Float.self, capacity: count), count)
     }
 
     private static func give(_ buffer: (pointer: UnsafeMutablePointer<Float>, count: Int)) {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        mutex.lock()
+        defer { mutex.unlock() }
         if free.count < 4 * CPUConfiguration.threadCount + 4 {
             free.append(buffer)
         } else {

@@ -55,17 +55,20 @@ def inputs(unet, batch, latent):
 def time_unet(folder, batch, latent, warmup, iterations):
     unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
     sample, t, context, kwargs = inputs(unet, batch, latent)
-    runs = []
+    runs, cpu = [], []
     with torch.inference_mode():
         for _ in range(warmup):
             unet(sample, t, encoder_hidden_states=context, **kwargs)
         for _ in range(iterations):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             unet(sample, t, encoder_hidden_states=context, **kwargs)
             runs.append((time.perf_counter() - start) * 1000)
+            cpu.append((time.process_time() - cpu_start) * 1000)
     size = latent or unet.config.sample_size
     return {"model": folder, "batch": batch, "latent": size, "median_ms": round(statistics.median(runs), 3),
-            "min_ms": round(min(runs), 3), "max_ms": round(max(runs), 3), "runs_ms": [round(r, 3) for r in runs]}
+            "min_ms": round(min(runs), 3), "max_ms": round(max(runs), 3),
+            # process CPU time / wall time: ~threads when the machine was free (includes OpenMP spinning)
+            "cores_used": round(sum(cpu) / sum(runs), 3), "runs_ms": [round(r, 3) for r in runs]}
 
 
 def main():

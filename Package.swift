@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Diffuse8", targets: ["Diffuse8"]),
         .library(name: "Diffuse8PNG", targets: ["Diffuse8PNG"]),
         .executable(name: "diffuse8", targets: ["Diffuse8CLI"]),
+        .executable(name: "diffuse8-cuda-selftest", targets: ["Diffuse8CUDASelfTest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,6 +32,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The GPU tests as a stand-alone binary (no argument parser): `diffuse8-cuda-selftest --help`.
+        .executableTarget(name: "Diffuse8CUDASelfTest", dependencies: ["Diffuse8"]),
         .testTarget(
             name: "Diffuse8Tests",
             dependencies: ["Diffuse8", "Diffuse8PNG"],

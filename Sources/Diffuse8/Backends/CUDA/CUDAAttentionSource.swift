@@ -10,7 +10,7 @@
 /// pipeline) and Hopper's wgmma is not used, so it stays below FlashAttention-3 speed.
 enum CUDAAttentionSource {
     /// Head dims with a compiled kernel (`attention_d<D>`).
-    static let headDims = [32, 40, 64, 80, 96, 128, 160]
+    static let headDims = [8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160]
 
     /// Head dims that also have the pipelined kernel (`attention_pipelined_d<D>`): 128 queries per block
     /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
@@ -20,16 +20,16 @@ enum CUDAAttentionSource {
         CUDAKernelSources.prelude + body + pipelinedBody + headDims.map { d in
             """
             extern "C" __global__ void __launch_bounds__(128) attention_d\(d)(const half_t* q, const half_t* k,
-                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2) {
-                attention_tile<\(d)>(q, k, v, o, heads, Lq, Lk, scale_log2);
+                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+                attention_tile<\(d)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
             }
 
             """
         }.joined() + pipelinedHeadDims.map { d in
             """
             extern "C" __global__ void __launch_bounds__(128) attention_pipelined_d\(d)(const half_t* q, const half_t* k,
-                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2) {
-                attention_tile_pipelined<\(d), 2>(q, k, v, o, heads, Lq, Lk, scale_log2);
+                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+                attention_tile_pipelined<\(d), 2>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
             }
 
             """
@@ -49,7 +49,7 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 
 template <int D, int MT>
 __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restrict__ q, const half_t* __restrict__ k,
-        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2) {
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
     constexpr int BM = 64 * MT, BN = 64;
     constexpr int DP = (D + 15) / 16 * 16;
     constexpr int KS = DP + 8;
@@ -61,9 +61,9 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
     const int b = blockIdx.y / heads, h = blockIdx.y % heads;
     const int stride = heads * D;
     const int q0 = blockIdx.x * BM + warp * 16 * MT;
-    const half_t* qb = q + (i64)b * Lq * stride + h * D;
-    const half_t* kb = k + (i64)b * Lk * stride + h * D;
-    const half_t* vb = v + (i64)b * Lk * stride + h * D;
+    const half_t* qb = q + (i64)b * Lq * q_stride + h * D;
+    const half_t* kb = k + (i64)b * Lk * kv_stride + h * D;
+    const half_t* vb = v + (i64)b * Lk * kv_stride + h * D;
 
     u32 qf[MT][DP / 16][4];
 #pragma unroll
@@ -74,7 +74,7 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
             for (int r = 0; r < 4; ++r) {
                 const int row = q0 + mt * 16 + g + ((r & 1) ? 8 : 0);
                 const int col = s * 16 + 2 * t + ((r & 2) ? 8 : 0);
-                qf[mt][s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * stride + col) : 0u;
+                qf[mt][s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * q_stride + col) : 0u;
             }
 
     float acc[MT][D / 8][4];
@@ -92,12 +92,12 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
         for (int i = tid; i < BN * (DP / 8); i += 128) {
             const int j = i / (DP / 8), c = (i % (DP / 8)) * 8;
             const bool inside = k0 + j < Lk && c < D;
-            cp_async16(shared_address(&Ks[buf][j * KS + c]), inside ? kb + (i64)(k0 + j) * stride + c : kb, inside ? 16 : 0);
+            cp_async16(shared_address(&Ks[buf][j * KS + c]), inside ? kb + (i64)(k0 + j) * kv_stride + c : kb, inside ? 16 : 0);
         }
         for (int i = tid; i < BN * (D / 8); i += 128) {
             const int j = i / (D / 8), c = (i % (D / 8)) * 8;
             const bool inside = k0 + j < Lk;
-            cp_async16(shared_address(&Vs[buf][j * VS + c]), inside ? vb + (i64)(k0 + j) * stride + c : vb, inside ? 16 : 0);
+            cp_async16(shared_address(&Vs[buf][j * VS + c]), inside ? vb + (i64)(k0 + j) * kv_stride + c : vb, inside ? 16 : 0);
         }
         cp_async_commit();
     };
@@ -213,10 +213,10 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
     return a;
 }
 
-// q, o: [B, Lq, heads*D]; k, v: [B, Lk, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
+// q: rows of q_stride halves, k, v: rows of kv_stride halves (head h at column h*D); o: [B, Lq, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
 template <int D>
 __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, const half_t* __restrict__ k,
-        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2) {
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
     constexpr int BM = 64, BN = 64;
     constexpr int DP = (D + 15) / 16 * 16;            // head dim padded for the k=16 steps of Q·Kᵀ
     constexpr int KS = DP + 8;                        // shared row strides (halves), chosen bank-conflict free
@@ -228,9 +228,9 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
     const int b = blockIdx.y / heads, h = blockIdx.y % heads;
     const int stride = heads * D;
     const int q0 = blockIdx.x * BM + warp * 16;
-    const half_t* qb = q + (i64)b * Lq * stride + h * D;
-    const half_t* kb = k + (i64)b * Lk * stride + h * D;
-    const half_t* vb = v + (i64)b * Lk * stride + h * D;
+    const half_t* qb = q + (i64)b * Lq * q_stride + h * D;
+    const half_t* kb = k + (i64)b * Lk * kv_stride + h * D;
+    const half_t* vb = v + (i64)b * Lk * kv_stride + h * D;
 
     // Q as A fragments, zero beyond D and beyond Lq.
     u32 qf[DP / 16][4];
@@ -240,7 +240,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         for (int r = 0; r < 4; ++r) {
             const int row = q0 + g + ((r & 1) ? 8 : 0);
             const int col = s * 16 + 2 * t + ((r & 2) ? 8 : 0);
-            qf[s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * stride + col) : 0u;
+            qf[s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * q_stride + col) : 0u;
         }
     }
 
@@ -255,13 +255,13 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         for (int i = tid; i < BN * (DP / 8); i += 128) {
             const int j = i / (DP / 8), c = (i % (DP / 8)) * 8;
             vec16 val = {0u, 0u, 0u, 0u};
-            if (k0 + j < Lk && c < D) val = *(const vec16*)(kb + (i64)(k0 + j) * stride + c);
+            if (k0 + j < Lk && c < D) val = *(const vec16*)(kb + (i64)(k0 + j) * kv_stride + c);
             *(vec16*)(Ks + j * KS + c) = val;
         }
         for (int i = tid; i < BN * (D / 8); i += 128) {
             const int j = i / (D / 8), c = (i % (D / 8)) * 8;
             vec16 val = {0u, 0u, 0u, 0u};
-            if (k0 + j < Lk) val = *(const vec16*)(vb + (i64)(k0 + j) * stride + c);
+            if (k0 + j < Lk) val = *(const vec16*)(vb + (i64)(k0 + j) * kv_stride + c);
             *(vec16*)(Vs + j * VS + c) = val;
         }
         __syncthreads();

@@ -118,6 +118,10 @@ public final class CUDAContext: @unchecked Sendable {
     /// Bytes held by live tensors and by the allocator's cache.
     public var allocatorStatistics: (liveBytes: Int, cachedBytes: Int) { (allocator.liveBytes, allocator.cachedBytes) }
 
+    /// The most device memory the allocator held at once (live + cached) since creation or `resetPeakMemory()`.
+    public var peakAllocatorBytes: Int { allocator.peakBytes }
+    public func resetPeakMemory() { allocator.resetPeak() }
+
     /// Returns cached device memory to the driver.
     public func releaseCachedMemory() throws { try allocator.releaseCache() }
 

@@ -36,6 +36,13 @@ struct CUDADriverAPI {
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    /// CUDA graphs (optional: nil when the driver lacks them).
+    let cuStreamBeginCapture: (@convention(c) (Handle, Int32) -> Result)?
+    let cuStreamEndCapture: (@convention(c) (Handle, UnsafeMutablePointer<Handle>) -> Result)?
+    let cuGraphInstantiateWithFlags: (@convention(c) (UnsafeMutablePointer<Handle>, Handle, UInt64) -> Result)?
+    let cuGraphLaunch: (@convention(c) (Handle, Handle) -> Result)?
+    let cuGraphExecDestroy: (@convention(c) (Handle) -> Result)?
+    let cuGraphDestroy: (@convention(c) (Handle) -> Result)?
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
     let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
 
@@ -70,6 +77,12 @@ struct CUDADriverAPI {
         cuModuleGetFunction = try lib.function("cuModuleGetFunction")
         cuFuncSetAttribute = try lib.function("cuFuncSetAttribute")
         cuLaunchKernel = try lib.function("cuLaunchKernel")
+        cuStreamBeginCapture = lib.optionalFunction("cuStreamBeginCapture_v2")
+        cuStreamEndCapture = lib.optionalFunction("cuStreamEndCapture")
+        cuGraphInstantiateWithFlags = lib.optionalFunction("cuGraphInstantiateWithFlags")
+        cuGraphLaunch = lib.optionalFunction("cuGraphLaunch")
+        cuGraphExecDestroy = lib.optionalFunction("cuGraphExecDestroy")
+        cuGraphDestroy = lib.optionalFunction("cuGraphDestroy")
         cuGetErrorName = try lib.function("cuGetErrorName")
         cuGetErrorString = try lib.function("cuGetErrorString")
     }

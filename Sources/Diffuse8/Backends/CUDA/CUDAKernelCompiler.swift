@@ -184,7 +184,7 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
         return hash
     }
 
-    static func now() -> Double {
+    public static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9

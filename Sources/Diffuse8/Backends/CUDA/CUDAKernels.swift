@@ -14,14 +14,23 @@ public final class CUDAKernels: @unchecked Sendable {
     public var convolutionBackend = ConvolutionBackend.automatic
     private var cudnnConvolution: CUDNNConvolution?
     private var cudnnUnavailable: Error?
-    /// `.automatic`'s choice per convolution shape: true when cuDNN measured faster than im2col + GEMM.
-    private var convolutionPrefersCUDNN: [CUDNNConvolution.Shape: Bool] = [:]
+    /// `.automatic`'s choice per convolution shape (the fastest measured path).
+    private var convolutionChoice: [CUDNNConvolution.Shape: ConvolutionPath] = [:]
+
+    /// The path the last `conv2d` call took.
+    public internal(set) var lastConvolutionPath: ConvolutionPath?
+
+    public enum ConvolutionPath: Sendable {
+        case cudnn, im2colGEMM
+        /// NCHW → NHWC transpose, cuDNN channels-last convolution, NHWC → NCHW transpose.
+        case cudnnChannelsLast
+    }
 
     /// Which attention kernel `attention` launches.
     public var attentionKernel = AttentionKernel.automatic
 
     public enum AttentionKernel: Sendable {
-        /// The pipelined kernel where it exists for the head dim, else the simple one.
+        /// Where the head dim has both kernels, the faster one measured once per shape; else the simple one.
         case automatic
         /// 64 queries per block, synchronous K/V loads (every head dim).
         case simple
@@ -36,6 +45,8 @@ public final class CUDAKernels: @unchecked Sendable {
         case cudnn
         /// im2col + one cuBLASLt GEMM per image.
         case im2colGEMM
+        /// cuDNN on channels-last copies (needs `weightChannelsLast`; for tests).
+        case cudnnChannelsLast
     }
 
     /// Kernels on the shared context (device 0). Throws with the full search report when CUDA is absent.
@@ -47,29 +58,31 @@ public final class CUDAKernels: @unchecked Sendable {
         matmul = try CUDAMatmul(context: context)
     }
 
-    private func basic(_ name: String) throws -> CUDAFunction {
+    func basic(_ name: String) throws -> CUDAFunction {
         try compiler.function(name, module: "diffuse8_basic", source: CUDAKernelSources.basic)
     }
 
-    private func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: .float16) }
+    func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: .float16) }
 
-    private func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
+    func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
         for t in tensors.compactMap({ $0 }) where t.dtype != .float16 {
             throw CUDAError.invalidArgument("\(op): expects FP16 tensors, got \(t.dtype) of shape \(t.shape)")
         }
     }
 
     /// Grid for grid-stride element-wise kernels (256 threads, at most 16 blocks per SM).
-    private func elementwiseGrid(_ n: Int) -> (Int, Int, Int) {
+    func elementwiseGrid(_ n: Int) -> (Int, Int, Int) {
         (max(1, min((n + 255) / 256, context.multiprocessorCount * 16)), 1, 1)
     }
 
     // MARK: Linear algebra
 
     /// `y = x · wᵀ + b` over the last dimension (`torch.nn.functional.linear`), optionally followed by
-    /// cuBLASLt's GELU (tanh approximation). x: [..., in], weight: [out, in], bias: [out].
-    public func linear(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, tanhGELU: Bool = false) throws -> CUDATensor {
-        try requireHalf(x, weight, bias, op: "linear")
+    /// cuBLASLt's GELU (tanh approximation). x: [..., in], weight: [out, in], bias: [out]. `residual` (shape of
+    /// the output) is added by the GEMM itself (β = 1), after the epilogue: `y = act(x·wᵀ + b) + residual`.
+    public func linear(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, tanhGELU: Bool = false,
+                       residual: CUDATensor? = nil) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, residual, op: "linear")
         let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
         guard x.shape.last == inFeatures, bias.map({ $0.count == outFeatures }) ?? true else {
             throw CUDAError.invalidArgument("linear: input \(x.shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
@@ -77,12 +90,15 @@ public final class CUDAKernels: @unchecked Sendable {
         let rows = x.count / inFeatures
         var shape = x.shape
         shape[shape.count - 1] = outFeatures
+        if let residual, residual.shape != shape {
+            throw CUDAError.invalidArgument("linear: residual \(residual.shape) for output \(shape)")
+        }
         let y = try output(shape)
         let epilogue: CUDAMatmul.Epilogue = bias == nil ? (tanhGELU ? .gelu : .none) : (tanhGELU ? .biasGELU : .bias)
         // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows].
         try matmul.run(.init(m: outFeatures, n: rows, k: inFeatures, transA: true, transB: false,
                              lda: inFeatures, ldb: inFeatures, ldd: outFeatures, epilogue: epilogue),
-                       a: weight.address, b: x.address, d: y.address, bias: bias?.address)
+                       a: weight.address, b: x.address, d: y.address, bias: bias?.address, c: residual?.address)
         return y
     }
 
@@ -99,39 +115,81 @@ public final class CUDAKernels: @unchecked Sendable {
     }
 
     /// `torch.nn.functional.conv2d` on NCHW, weight [O, C, kh, kw], symmetric zero padding, through cuDNN
-    /// (fastest algorithm found per shape) or im2col + cuBLASLt (see `convolutionBackend`); the bias is
-    /// added by a separate kernel. Limitation: no groups or dilation.
-    public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0) throws -> CUDATensor {
-        try requireHalf(x, weight, bias, op: "conv2d")
+    /// (fastest algorithm found per shape), im2col + cuBLASLt, or — when `weightChannelsLast` ([O, kh, kw, C], the
+    /// same weight permuted) is given — cuDNN on channels-last copies of x and y (transposed here; Hopper's
+    /// tensor-core convolutions are channels-last, so this often pays for the two transposes). `.automatic` times
+    /// the candidates once per shape and keeps the fastest. The bias is added by a separate kernel.
+    /// Limitation: no groups or dilation.
+    ///
+    /// `forceChannelsLast` takes the channels-last path whatever the choice (for callers that dropped `weight`'s
+    /// data and keep only `weightChannelsLast`; `weight` then only gives the shape). `lastConvolutionPath` tells
+    /// which path the call took.
+    public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0,
+                       weightChannelsLast: CUDATensor? = nil, forceChannelsLast: Bool = false) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, weightChannelsLast, op: "conv2d")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
         guard weight.shape[1] == c else { throw CUDAError.invalidArgument("conv2d: weight \(weight.shape) vs input \(x.shape)") }
-        let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
-        let y = try output([n, o, oh, ow])
-        let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
-        if let cudnn = try cudnnIfWanted() {
-            var useCUDNN = true
-            if convolutionBackend == .automatic {
-                if let known = convolutionPrefersCUDNN[shape] { useCUDNN = known } else {
-                    // First time for this shape: measure both (the cuDNN run also does its algorithm search).
-                    let cudnnTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
-                        try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
-                    }
-                    let gemmTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
-                        try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
-                    }
-                    useCUDNN = cudnnTime <= gemmTime
-                    convolutionPrefersCUDNN[shape] = useCUDNN
-                }
-            }
-            if useCUDNN {
-                try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
-            } else {
-                try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
-            }
-        } else {
-            try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+        if let weightChannelsLast, weightChannelsLast.shape != [o, kh, kw, c] {
+            throw CUDAError.invalidArgument("conv2d: channels-last weight \(weightChannelsLast.shape), expected [\(o), \(kh), \(kw), \(c)]")
         }
+        let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
+        let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
+        var lastShape = shape
+        lastShape.channelsLast = true
+
+        let cudnn = forceChannelsLast ? try cudnnRegardless() : try cudnnIfWanted()
+        func run(_ path: ConvolutionPath) throws -> CUDATensor {
+            switch path {
+            case .im2colGEMM:
+                let y = try output([n, o, oh, ow])
+                try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+                return y
+            case .cudnn:
+                let y = try output([n, o, oh, ow])
+                try cudnn!.forward(shape, x: x.address, weight: weight.address, y: y.address)
+                return y
+            case .cudnnChannelsLast:
+                let xt = try channelsToTokens(x)
+                let yt = try output([n, oh * ow, o])
+                try cudnn!.forward(lastShape, x: xt.address, weight: weightChannelsLast!.address, y: yt.address)
+                return try tokensToChannels(yt, height: oh, width: ow)
+            }
+        }
+
+        let path: ConvolutionPath
+        switch forceChannelsLast ? .cudnnChannelsLast : convolutionBackend {
+        case .im2colGEMM: path = .im2colGEMM
+        case .cudnn: path = .cudnn
+        case .cudnnChannelsLast:
+            guard weightChannelsLast != nil, cudnn != nil else {
+                throw CUDAError.invalidArgument("conv2d: .cudnnChannelsLast needs cuDNN and weightChannelsLast")
+            }
+            path = .cudnnChannelsLast
+        case .automatic:
+            if cudnn == nil {
+                path = .im2colGEMM
+            } else if let known = convolutionChoice[weightChannelsLast == nil ? shape : lastShape] {
+                path = known
+            } else {
+                // First time for this shape: measure the candidates (the cuDNN runs also do their algorithm search).
+                var candidates: [ConvolutionPath] = [.cudnn, .im2colGEMM]
+                if weightChannelsLast != nil { candidates.append(.cudnnChannelsLast) }
+                var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
+                for candidate in candidates {
+                    // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
+                    guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { _ = try run(candidate) }) else { continue }
+                    if ms < best.ms { best = (candidate, ms) }
+                }
+                path = best.path
+                convolutionChoice[weightChannelsLast == nil ? shape : lastShape] = path
+                // An NCHW winner is also the best of the NCHW candidates: callers that drop the channels-last
+                // weight then reuse the choice without measuring again.
+                if path != .cudnnChannelsLast && convolutionChoice[shape] == nil { convolutionChoice[shape] = path }
+            }
+        }
+        lastConvolutionPath = path
+        let y = try run(path)
         if let bias {
             try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                 .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
@@ -139,17 +197,25 @@ public final class CUDAKernels: @unchecked Sendable {
         return y
     }
 
+    /// cuDNN whatever `convolutionBackend` says (throws without it).
+    private func cudnnRegardless() throws -> CUDNNConvolution {
+        if let cudnnConvolution { return cudnnConvolution }
+        let created = try CUDNNConvolution(context: context)
+        cudnnConvolution = created
+        return created
+    }
+
     private func cudnnIfWanted() throws -> CUDNNConvolution? {
         switch convolutionBackend {
         case .im2colGEMM: return nil
-        case .cudnn, .automatic:
+        case .cudnn, .automatic, .cudnnChannelsLast:
             if let cudnnConvolution { return cudnnConvolution }
             if cudnnUnavailable != nil && convolutionBackend == .automatic { return nil }
             do {
                 cudnnConvolution = try CUDNNConvolution(context: context)
                 return cudnnConvolution
             } catch {
-                if convolutionBackend == .cudnn { throw error }
+                if convolutionBackend != .automatic { throw error }
                 cudnnUnavailable = error
                 return nil
             }
@@ -217,6 +283,13 @@ public final class CUDAKernels: @unchecked Sendable {
         try requireHalf(x, weight, bias, op: "layerNorm")
         let d = x.shape.last!
         let y = try output(x.shape)
+        if d % 8 == 0 && d <= 2048 && weight.count == d && bias.count == d {
+            // One warp per row, 16-byte accesses (CUDAKernels+Fused).
+            let rows = x.count / d
+            try compiler.launch(fused("layer_norm_warp"), grid: ((rows + 3) / 4, 1, 1), block: (128, 1, 1), [
+                .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int64(Int64(rows)), .int(d), .float(epsilon)])
+            return y
+        }
         try compiler.launch(basic("layer_norm"), grid: (x.count / d, 1, 1), block: (d >= 1024 ? 256 : 128, 1, 1), [
             .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(d), .float(epsilon)])
         return y
@@ -250,6 +323,11 @@ public final class CUDAKernels: @unchecked Sendable {
         var shape = x.shape
         shape[shape.count - 1] = d
         let y = try output(shape)
+        if d % 8 == 0 {
+            try compiler.launch(fused("geglu_vec8"), grid: elementwiseGrid(rows * d / 8), block: (256, 1, 1), [
+                .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
+            return y
+        }
         try compiler.launch(basic("geglu"), grid: elementwiseGrid(rows * d), block: (256, 1, 1), [
             .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
         return y
@@ -302,20 +380,57 @@ public final class CUDAKernels: @unchecked Sendable {
         guard CUDAAttentionSource.headDims.contains(d) else {
             throw CUDAError.invalidArgument("attention: head dim \(d) has no kernel (have \(CUDAAttentionSource.headDims))")
         }
-        let pipelined = attentionKernel != .simple && CUDAAttentionSource.pipelinedHeadDims.contains(d)
-        if attentionKernel == .pipelined && !pipelined {
+        return try attention(query: q.address, queryStride: channels, key: k.address, value: v.address, keyValueStride: channels,
+                             batch: batch, queries: lq, keys: lk, channels: channels, heads: heads, scale: scale)
+    }
+
+    /// Attention on rows that need not be contiguous: query row `i` of image `b` starts at
+    /// `query + ((b·queries + i)·queryStride)` halves, key/value rows likewise with `keyValueStride`, so fused
+    /// QKV (`[B, L, 3C]`) or K/V projections of several layers at once (`[B, Lk, Σ 2C]`) are read in place.
+    /// Addresses and strides must keep 16-byte alignment (multiples of 8 halves). Output: [batch, queries, channels].
+    func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
+                   batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil) throws -> CUDATensor {
+        let d = channels / heads
+        guard channels % heads == 0, CUDAAttentionSource.headDims.contains(d) else {
+            throw CUDAError.invalidArgument("attention: head dim \(channels)/\(heads) has no kernel (have \(CUDAAttentionSource.headDims))")
+        }
+        guard [query, key, value].allSatisfy({ $0 % 16 == 0 }), queryStride % 8 == 0, keyValueStride % 8 == 0 else {
+            throw CUDAError.invalidArgument("attention: rows must be 16-byte aligned (strides \(queryStride), \(keyValueStride))")
+        }
+        let hasPipelined = CUDAAttentionSource.pipelinedHeadDims.contains(d)
+        if attentionKernel == .pipelined && !hasPipelined {
             throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
         }
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
-        let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
-                                             module: "diffuse8_attention", source: CUDAAttentionSource.source)
-        let queriesPerBlock = pipelined ? 128 : 64
-        try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
-            .tensor(q), .tensor(k), .tensor(v), .tensor(y), .int(heads), .int(lq), .int(lk),
-            .float(s * 1.4426950408889634)])
+        func launch(pipelined: Bool) throws {
+            let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
+                                                 module: "diffuse8_attention", source: CUDAAttentionSource.source)
+            let queriesPerBlock = pipelined ? 128 : 64
+            try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
+                .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
+                .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)])
+        }
+        var pipelined = attentionKernel == .pipelined
+        if attentionKernel == .automatic && hasPipelined {
+            // The pipelined kernel is faster on long sequences, but its 128-query blocks can leave SMs idle on
+            // short ones: measure both once per shape.
+            let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride]
+            if let known = attentionPrefersPipelined[shape] {
+                pipelined = known
+            } else {
+                let pipelinedTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try launch(pipelined: true) }
+                let simpleTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try launch(pipelined: false) }
+                pipelined = pipelinedTime <= simpleTime
+                attentionPrefersPipelined[shape] = pipelined
+            }
+        }
+        try launch(pipelined: pipelined)
         return y
     }
+
+    /// `.automatic` attention's choice per shape (head dim, Lq, Lk, batch·heads, strides): true for the pipelined kernel.
+    private var attentionPrefersPipelined: [[Int]: Bool] = [:]
 
     // MARK: Layout
 

@@ -63,18 +63,18 @@ public final class CUDAMatmul: @unchecked Sendable {
         workspace = try context.allocate(bytes: Self.workspaceBytes)
     }
 
-    /// Queues D = op(A)·op(B) (+ bias over D's rows, + GELU) on the context's stream.
-    func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil) throws {
+    /// Queues D = op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
+    func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil) throws {
         let plan = try lock.withLock { try plans[problem] ?? makePlan(problem) }
         if let bias {
             var pointer = bias
             try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8),
                           "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")
         }
-        var alpha: Float = 1, beta: Float = 0
+        var alpha: Float = 1, beta: Float = c == nil ? 0 : 1
         try context.makeCurrent()
         let status = plan.algorithm.withUnsafeBytes { algo in
-            api.cublasLtMatmul(handle, plan.descriptor, &alpha, a, plan.layoutA, b, plan.layoutB, &beta, d, plan.layoutD,
+            api.cublasLtMatmul(handle, plan.descriptor, &alpha, a, plan.layoutA, b, plan.layoutB, &beta, c ?? d, plan.layoutD,
                                d, plan.layoutD, algo.baseAddress, workspace.address, Self.workspaceBytes,
                                context.stream.handle)
         }

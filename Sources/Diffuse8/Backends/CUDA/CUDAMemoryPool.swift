@@ -11,6 +11,33 @@ final class CUDAMemoryPool: @unchecked Sendable {
     private var freeLists: [Int: [UInt64]] = [:]
     private(set) var cachedBytes = 0
     private(set) var liveBytes = 0
+    /// The most bytes held (live + cached) since creation or `resetPeak()`: what the process took from the card.
+    private(set) var peakBytes = 0
+
+    /// Addresses handed out while a CUDA graph is being captured (nil when not capturing).
+    private var captured: Set<UInt64>?
+
+    func beginCapture() { lock.withLock { captured = [] } }
+
+    /// Ends capture bookkeeping: every buffer the captured work used that is back in the free lists is taken
+    /// out of circulation and returned (the graph owns it; it replays on those addresses).
+    func endCapture() -> [(address: UInt64, byteCount: Int)] {
+        lock.withLock {
+            guard let used = captured else { return [] }
+            captured = nil
+            var owned: [(address: UInt64, byteCount: Int)] = []
+            for (size, addresses) in freeLists {
+                let keep = addresses.filter { !used.contains($0) }
+                for address in addresses where used.contains(address) { owned.append((address, size)) }
+                freeLists[size] = keep
+                cachedBytes -= (addresses.count - keep.count) * size
+                liveBytes += (addresses.count - keep.count) * size
+            }
+            return owned
+        }
+    }
+
+    func resetPeak() { lock.withLock { peakBytes = liveBytes + cachedBytes } }
 
     init(driver: CUDADriverAPI) { self.driver = driver }
 
@@ -25,6 +52,7 @@ final class CUDAMemoryPool: @unchecked Sendable {
             guard let address = freeLists[size]?.popLast() else { return nil }
             cachedBytes -= size
             liveBytes += size
+            captured?.insert(address)
             return address
         }
         if let cached { return CUDABuffer(address: cached, byteCount: size, pool: self) }
@@ -40,7 +68,11 @@ final class CUDAMemoryPool: @unchecked Sendable {
             }
         }
         try driver.check(result, "cuMemAlloc(\(size) bytes)")
-        lock.withLock { liveBytes += size }
+        lock.withLock {
+            liveBytes += size
+            peakBytes = max(peakBytes, liveBytes + cachedBytes)
+            captured?.insert(address)
+        }
         return CUDABuffer(address: address, byteCount: size, pool: self)
     }
 

@@ -84,17 +84,18 @@ public enum CUDASelfTest {
         // Convolutions, through cuDNN (when it loads) and through im2col + cuBLASLt.
         let hasCUDNN = (try? context.cudnn()) != nil
         let backends: [(String, CUDAKernels.ConvolutionBackend)] =
-            (hasCUDNN ? [("cuDNN", .cudnn)] : []) + [("im2col", .im2colGEMM)]
+            (hasCUDNN ? [("cuDNN", .cudnn), ("cuDNN NHWC", .cudnnChannelsLast)] : []) + [("im2col", .im2colGEMM)]
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
         for (backendName, backend) in backends {
         kernels.convolutionBackend = backend
         for (c, o, hw, k, stride, padding) in [(32, 64, 16, 3, 1, 1), (64, 64, 16, 3, 2, 1), (64, 128, 16, 1, 1, 0),
-                                               (4, 32, 16, 3, 1, 1)] {
+                                               (4, 32, 16, 3, 1, 1)] where backend != .cudnnChannelsLast || c % 8 == 0 {
             check("conv2d \(k)x\(k) s\(stride) p\(padding) \(backendName)", "[2,\(c),\(hw),\(hw)]→\(o)") { r in
                 let (x, xh) = try pair([2, c, hw, hw], &r), (w, wh) = try pair([o, c, k, k], &r, scale: 0.1)
                 let (b, bh) = try pair([o], &r)
-                return (try kernels.conv2d(x, weight: w, bias: b, stride: stride, padding: padding),
+                let last = try context.upload(CUDAKernels.channelsLastWeight(wh))
+                return (try kernels.conv2d(x, weight: w, bias: b, stride: stride, padding: padding, weightChannelsLast: last),
                         CPUKernels.conv2d(xh, weight: wh, bias: bh, stride: stride, padding: padding))
             }
         }
@@ -126,7 +127,7 @@ public enum CUDASelfTest {
                         CPUKernels.groupNorm(xh, groups: 32, weight: wh, bias: bh, epsilon: 1e-5, fusedSiLU: silu))
             }
         }
-        for shape in [[2, 77, 768], [2, 256, 320]] {
+        for shape in [[2, 77, 768], [2, 256, 320], [2, 64, 1280], [3, 5, 100], [1, 3, 2048], [1, 3, 2056]] {
             check("layerNorm", "\(shape)") { r in
                 let (x, xh) = try pair(shape, &r), (w, wh) = try pair([shape[2]], &r), (b, bh) = try pair([shape[2]], &r)
                 return (try kernels.layerNorm(x, weight: w, bias: b, epsilon: 1e-5),
@@ -144,6 +145,7 @@ public enum CUDASelfTest {
             check(name, "[2,64,33,17]") { r in let (x, xh) = try pair([2, 64, 33, 17], &r, scale: 3); return (try gpu(x), cpu(xh)) }
         }
         check("geglu", "[2,64,1280]") { r in let (x, xh) = try pair([2, 64, 1280], &r); return (try kernels.geglu(x), CPUKernels.geglu(xh)) }
+        check("geglu (scalar path)", "[3,7,200]") { r in let (x, xh) = try pair([3, 7, 200], &r); return (try kernels.geglu(x), CPUKernels.geglu(xh)) }
         check("add", "[2,320,8,8]") { r in
             let (a, ah) = try pair([2, 320, 8, 8], &r), (b, bh) = try pair([2, 320, 8, 8], &r)
             return (try kernels.add(a, b), CPUKernels.add(ah, bh))
@@ -173,7 +175,7 @@ public enum CUDASelfTest {
         var attentionCases: [(batch: Int, heads: Int, lq: Int, lk: Int, d: Int)] =
             CUDAAttentionSource.headDims.map { (2, 2, 200, 200, $0) }
         attentionCases += [(2, 8, 256, 77, 40), (2, 10, 64, 77, 64), (1, 4, 1024, 1024, 64), (2, 2, 7, 3, 80),
-                           (1, 2, 333, 130, 32)]
+                           (1, 2, 333, 130, 32), (2, 2, 64, 77, 8), (2, 2, 100, 77, 16), (2, 2, 70, 70, 48)]
         if large { attentionCases += [(1, 2, 4096, 4096, 40), (1, 1, 4096, 4096, 64)] }
         let previousAttention = kernels.attentionKernel
         defer { kernels.attentionKernel = previousAttention }
@@ -191,6 +193,8 @@ public enum CUDASelfTest {
             }
             }
         }
+        kernels.attentionKernel = previousAttention
+        for c in fusedCases(kernels) { check(c.name, c.shape, threshold: c.threshold, c.body) }
         return results
     }
 

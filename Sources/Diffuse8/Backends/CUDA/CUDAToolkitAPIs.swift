@@ -155,6 +155,7 @@ struct CUDNNAPI {
 
     // Enum values from cudnn_graph.h / cudnn_cnn.h.
     static let formatNCHW: Int32 = 0
+    static let formatNHWC: Int32 = 1
     static let dataFloat32: Int32 = 0, dataFloat16: Int32 = 2
     static let crossCorrelation: Int32 = 1
     static let tensorOpMath: Int32 = 1

@@ -1,4 +1,4 @@
-/// NCHW FP16 convolutions through cuDNN (FP32 accumulation, tensor-op math), with the fastest algorithm
+/// NCHW (or channels-last, `Shape.channelsLast`) FP16 convolutions through cuDNN (FP32 accumulation, tensor-op math), with the fastest algorithm
 /// chosen once per shape by `cudnnFindConvolutionForwardAlgorithmEx` (it times the candidates on the
 /// call's own buffers) and cached with its descriptors.
 ///
@@ -7,6 +7,8 @@
 final class CUDNNConvolution: @unchecked Sendable {
     struct Shape: Hashable {
         var n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, stride: Int, padding: Int
+        /// Channels-last tensors: x [n, h, w, c], weight [o, kh, kw, c], y [n, oh, ow, o] (tensor cores' native layout).
+        var channelsLast = false
     }
 
     final class Plan {
@@ -58,7 +60,7 @@ final class CUDNNConvolution: @unchecked Sendable {
     private func makePlan(_ s: Shape, x: UInt64, weight: UInt64, y: UInt64) throws -> Plan {
         let plan = Plan(api: api)
         let oh = (s.h + 2 * s.padding - s.kh) / s.stride + 1, ow = (s.w + 2 * s.padding - s.kw) / s.stride + 1
-        let half = CUDNNAPI.dataFloat16, nchw = CUDNNAPI.formatNCHW
+        let half = CUDNNAPI.dataFloat16, nchw = s.channelsLast ? CUDNNAPI.formatNHWC : CUDNNAPI.formatNCHW
         try api.check(api.cudnnCreateTensorDescriptor(&plan.x), "cudnnCreateTensorDescriptor")
         try api.check(api.cudnnSetTensor4dDescriptor(plan.x, nchw, half, Int32(s.n), Int32(s.c), Int32(s.h), Int32(s.w)),
                       "cudnnSetTensor4dDescriptor(x \(s))")

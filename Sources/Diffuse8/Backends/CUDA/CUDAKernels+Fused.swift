@@ -1,0 +1,171 @@
+/// Fused element-wise kernels the FP16 UNet (`CUDAUNet`) uses to save passes over its feature maps:
+/// conv bias + time embedding, conv bias + residual (+ output scale), tokens → NCHW + residual.
+/// Each is the composition of `CUDAKernels` operations named in its doc comment, in FP32 arithmetic.
+extension CUDAKernels {
+    static let fusedSource = CUDAKernelSources.prelude + #"""
+
+__device__ __forceinline__ void unpack2(u32 v, float& lo, float& hi) {
+    lo = h2f((half_t)(v & 0xffffu)); hi = h2f((half_t)(v >> 16));
+}
+__device__ __forceinline__ void unpack8(const vec16& t, float* f) {
+    unpack2(t.x, f[0], f[1]); unpack2(t.y, f[2], f[3]); unpack2(t.z, f[4], f[5]); unpack2(t.w, f[6], f[7]);
+}
+
+// GEGLU with 16-byte accesses: x [rows, 2d] -> y [rows, d] = a * gelu_erf(gate), 8 outputs per thread; d % 8 == 0.
+extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __restrict__ y, i64 rows, int d) {
+    const int groups = d / 8;
+    const i64 n = rows * groups;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const i64 r = i / groups; const int c = (int)(i - r * groups) * 8;
+        float a[8], g[8];
+        unpack8(*(const vec16*)(x + r * 2 * d + c), a);
+        unpack8(*(const vec16*)(x + r * 2 * d + d + c), g);
+        vec16 o;
+        o.x = pack_half2(a[0] * gelu_erf(g[0]), a[1] * gelu_erf(g[1]));
+        o.y = pack_half2(a[2] * gelu_erf(g[2]), a[3] * gelu_erf(g[3]));
+        o.z = pack_half2(a[4] * gelu_erf(g[4]), a[5] * gelu_erf(g[5]));
+        o.w = pack_half2(a[6] * gelu_erf(g[6]), a[7] * gelu_erf(g[7]));
+        *(vec16*)(y + r * d + c) = o;
+    }
+}
+
+// LayerNorm with one warp per row, the row held in registers (16-byte loads, read once, two-pass variance).
+// D % 8 == 0 and D <= 2048.
+extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
+        const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D, float eps) {
+    const int lane = threadIdx.x & 31;
+    const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const int vecs = D / 8;
+    const half_t* xp = x + row * D;
+    half_t* yp = y + row * D;
+    float v[8][8];
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int j = lane + k * 32;
+        if (j < vecs) {
+            unpack8(*(const vec16*)(xp + j * 8), v[k]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s += v[k][e];
+        }
+    }
+    const float mean = warp_sum(s) / (float)D;
+    float q = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        if (lane + k * 32 < vecs) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) { const float t = v[k][e] - mean; q += t * t; }
+        }
+    }
+    const float inv = rsqrtf(warp_sum(q) / (float)D + eps);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int j = lane + k * 32;
+        if (j < vecs) {
+            float g[8], b[8];
+            unpack8(*(const vec16*)(gamma + j * 8), g);
+            unpack8(*(const vec16*)(beta + j * 8), b);
+            vec16 o;
+            o.x = pack_half2((v[k][0] - mean) * inv * g[0] + b[0], (v[k][1] - mean) * inv * g[1] + b[1]);
+            o.y = pack_half2((v[k][2] - mean) * inv * g[2] + b[2], (v[k][3] - mean) * inv * g[3] + b[3]);
+            o.z = pack_half2((v[k][4] - mean) * inv * g[4] + b[4], (v[k][5] - mean) * inv * g[5] + b[5]);
+            o.w = pack_half2((v[k][6] - mean) * inv * g[6] + b[6], (v[k][7] - mean) * inv * g[7] + b[7]);
+            *(vec16*)(yp + j * 8) = o;
+        }
+    }
+}
+
+// y[n,c,:] = x[n,c,:] + v[n * v_stride + c]  (v: per-image rows, e.g. one slice of all resnets' time projections).
+extern "C" __global__ void add_channel_vector(const half_t* __restrict__ x, const half_t* __restrict__ v,
+        half_t* __restrict__ y, i64 n, int C, int HW, int v_stride) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const i64 nc = i / HW;
+        const int image = (int)(nc / C), c = (int)(nc % C);
+        y[i] = f2h(h2f(x[i]) + h2f(v[(i64)image * v_stride + c]));
+    }
+}
+
+// y = (r + x + bias[c]) * scale on NCHW.
+extern "C" __global__ void bias_residual(const half_t* __restrict__ x, const half_t* __restrict__ bias,
+        const half_t* __restrict__ r, half_t* __restrict__ y, i64 n, int C, int HW, float scale) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const int c = (int)((i / HW) % C);
+        y[i] = f2h((h2f(r[i]) + (h2f(x[i]) + h2f(bias[c]))) * scale);
+    }
+}
+
+// y[b, c, p] = t[b, p, c] + r[b, c, p]: tokens [B, R=HW, C] back to NCHW plus the residual.
+extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, const half_t* __restrict__ r,
+        half_t* __restrict__ y, int R, int C) {
+    __shared__ half_t tile[32][33];
+    const i64 offset = (i64)blockIdx.z * R * C;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int row = r0 + j, c = c0 + threadIdx.x;
+        if (row < R && c < C) tile[j][threadIdx.x] = t[offset + (i64)row * C + c];
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j, row = r0 + threadIdx.x;
+        if (c < C && row < R) {
+            const i64 o = offset + (i64)c * R + row;
+            y[o] = f2h(h2f(tile[threadIdx.x][j]) + h2f(r[o]));
+        }
+    }
+}
+"""#
+
+    func fused(_ name: String) throws -> CUDAFunction {
+        try compiler.function(name, module: "diffuse8_fused", source: Self.fusedSource)
+    }
+
+    /// `addChannelBias(x, v)` where image `n`'s vector starts at `v.address + (n·stride + offset)` halves.
+    func addChannelVector(_ x: CUDATensor, _ v: CUDATensor, offset: Int, stride: Int) throws -> CUDATensor {
+        let n = x.shape[0], c = x.shape[1], spatial = x.count / (n * c)
+        guard offset + (n - 1) * stride + c <= v.count else {
+            throw CUDAError.invalidArgument("addChannelVector: \(v.shape) too small for \(x.shape) at offset \(offset)")
+        }
+        let y = try output(x.shape)
+        try compiler.launch(fused("add_channel_vector"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .pointer(v.address + UInt64(offset * 2)), .tensor(y), .int64(Int64(x.count)), .int(c), .int(spatial),
+            .int(stride)])
+        return y
+    }
+
+    /// `scale(add(residual, addChannelBias(x, bias per channel)), s)` on NCHW in one pass.
+    func biasResidual(_ x: CUDATensor, bias: CUDATensor, residual: CUDATensor, scale: Float = 1) throws -> CUDATensor {
+        guard x.shape == residual.shape, bias.count == x.shape[1] else {
+            throw CUDAError.invalidArgument("biasResidual: x \(x.shape), bias \(bias.shape), residual \(residual.shape)")
+        }
+        let y = try output(x.shape)
+        try compiler.launch(fused("bias_residual"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .tensor(bias), .tensor(residual), .tensor(y), .int64(Int64(x.count)), .int(x.shape[1]),
+            .int(x.count / (x.shape[0] * x.shape[1])), .float(scale)])
+        return y
+    }
+
+    /// `add(tokensToChannels(tokens), residual)`: tokens [N, H·W, C], residual NCHW.
+    func tokensToChannelsAdding(_ tokens: CUDATensor, residual: CUDATensor) throws -> CUDATensor {
+        let n = residual.shape[0], c = residual.shape[1], hw = residual.count / (n * c)
+        guard tokens.shape == [n, hw, c] else {
+            throw CUDAError.invalidArgument("tokensToChannelsAdding: tokens \(tokens.shape), residual \(residual.shape)")
+        }
+        let y = try output(residual.shape)
+        try compiler.launch(fused("tokens_to_channels_add"), grid: ((c + 31) / 32, (hw + 31) / 32, n), block: (32, 8, 1), [
+            .tensor(tokens), .tensor(residual), .tensor(y), .int(hw), .int(c)])
+        return y
+    }
+
+    /// [O, C, kh, kw] → [O, kh, kw, C] (the weight layout of channels-last convolutions).
+    public static func channelsLastWeight(_ w: Tensor) -> Tensor {
+        let o = w.shape[0], c = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+        return Tensor(shape: [o, kh, kw, c]) { out in
+            for oi in 0..<o { for ci in 0..<c { for y in 0..<kh { for x in 0..<kw {
+                out[((oi * kh + y) * kw + x) * c + ci] = w.scalars[((oi * c + ci) * kh + y) * kw + x]
+            } } } }
+        }
+    }
+
+}

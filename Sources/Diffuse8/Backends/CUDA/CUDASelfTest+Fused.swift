@@ -1,0 +1,54 @@
+extension CUDASelfTest {
+    /// The kernels `CUDAUNet` adds: GEMM with residual (β = 1), strided (fused QKV) attention, and the fused
+    /// element-wise kernels of `CUDAKernels+Fused`, each against its composition of `CPUKernels`.
+    typealias FusedCase = (name: String, shape: String, threshold: Double,
+                           body: (inout SelfTestRandom) throws -> (gpu: CUDATensor, cpu: Tensor))
+
+    static func fusedCases(_ kernels: CUDAKernels) -> [FusedCase] {
+        let context = kernels.context
+        var cases: [FusedCase] = []
+        func check(_ name: String, _ shape: String, _ threshold: Double,
+                   _ body: @escaping (inout SelfTestRandom) throws -> (gpu: CUDATensor, cpu: Tensor)) {
+            cases.append((name, shape, threshold, body))
+        }
+        func pair(_ shape: [Int], _ r: inout SelfTestRandom, _ scale: Float) throws -> (CUDATensor, Tensor) {
+            let host = r.normalHalfRounded(shape, scale: scale)
+            return (try context.upload(host), host)
+        }
+        check("linear+bias+residual", "[2,77,320]·[640,320]ᵀ", 1e-3) { r in
+            let (x, xh) = try pair([2, 77, 320], &r, 1), (w, wh) = try pair([640, 320], &r, 0.05)
+            let (b, bh) = try pair([640], &r, 1), (res, resh) = try pair([2, 77, 640], &r, 1)
+            return (try kernels.linear(x, weight: w, bias: b, residual: res),
+                    CPUKernels.add(CPUKernels.linear(xh, weight: wh, bias: bh), resh))
+        }
+        check("attention fused QKV d=40", "B2 H8 L100 (stride 3C)", 2e-3) { r in
+            let (qkv, host) = try pair([2, 100, 960], &r, 1)
+            func part(_ i: Int) -> Tensor {
+                Tensor(shape: [2, 100, 320]) { out in
+                    for row in 0..<200 { for c in 0..<320 { out[row * 320 + c] = host.scalars[row * 960 + i * 320 + c] } }
+                }
+            }
+            let y = try withExtendedLifetime(qkv) {
+                try kernels.attention(query: qkv.address, queryStride: 960, key: qkv.address + 640, value: qkv.address + 1280,
+                                      keyValueStride: 960, batch: 2, queries: 100, keys: 100, channels: 320, heads: 8)
+            }
+            return (y, CPUKernels.attention(query: part(0), key: part(1), value: part(2), heads: 8))
+        }
+        check("addChannelVector", "[2,64,9,9] + v[2,stride 100]", 1e-3) { r in
+            let (x, xh) = try pair([2, 64, 9, 9], &r, 1), (v, vh) = try pair([2, 100], &r, 1)
+            let slice = Tensor(shape: [2, 64]) { out in for n in 0..<2 { for c in 0..<64 { out[n * 64 + c] = vh.scalars[n * 100 + 30 + c] } } }
+            return (try kernels.addChannelVector(x, v, offset: 30, stride: 100), CPUKernels.addChannelBias(xh, slice))
+        }
+        check("biasResidual", "[2,64,9,9] scale 0.5", 1e-3) { r in
+            let (x, xh) = try pair([2, 64, 9, 9], &r, 1), (b, bh) = try pair([64], &r, 1), (res, resh) = try pair([2, 64, 9, 9], &r, 1)
+            let biased = Tensor(shape: xh.shape) { out in for i in 0..<xh.scalars.count { out[i] = xh.scalars[i] + bh.scalars[(i / 81) % 64] } }
+            return (try kernels.biasResidual(x, bias: b, residual: res, scale: 0.5), CPUKernels.scale(CPUKernels.add(resh, biased), 0.5))
+        }
+        check("tokensToChannelsAdding", "[2,35,48] → [2,48,5,7]", 1e-3) { r in
+            let (t, th) = try pair([2, 35, 48], &r, 1), (res, resh) = try pair([2, 48, 5, 7], &r, 1)
+            return (try kernels.tokensToChannelsAdding(t, residual: res),
+                    CPUKernels.add(CPUKernels.tokensToChannels(th, height: 5, width: 7), resh))
+        }
+        return cases
+    }
+}

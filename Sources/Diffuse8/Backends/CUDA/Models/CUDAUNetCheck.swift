@@ -1,0 +1,186 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Whole-UNet checks on the GPU: parity of `CUDAUNet` (FP16) with the CPU `UNet2DConditionModel` (FP32),
+/// and timing of `CUDAUNet.forward` (what `diffuse8-cuda-selftest --unet` / `--unet-bench` run).
+public enum CUDAUNetCheck {
+    /// The issue's bar for FP16 vs FP32 UNet output.
+    public static let parityLimit = 5e-3
+
+    public struct Parity: Sendable {
+        public let directory: String
+        public let inputShape: [Int]
+        /// ‖gpu − cpu‖ / ‖cpu‖ of the UNet output.
+        public let relativeL2: Double
+        public let nonFinite: Int
+        public var passed: Bool { nonFinite == 0 && relativeL2 <= parityLimit }
+    }
+
+    /// Inputs for one evaluation: FP16-rounded normal samples (the CPU model sees the same rounded values).
+    struct Inputs {
+        var sample: Tensor
+        var encoderHiddenStates: Tensor
+        var textEmbeds: Tensor?
+        var timeIds: Tensor?
+        var timestep: Float
+    }
+
+    static func randomInputs(_ c: UNetConfiguration, batch: Int, height: Int, width: Int, contextLength: Int,
+                             seed: UInt64) -> Inputs {
+        var random = SelfTestRandom(seed: seed)
+        var inputs = Inputs(sample: random.normalHalfRounded([batch, c.inChannels, height, width]),
+                            encoderHiddenStates: random.normalHalfRounded([batch, contextLength, c.crossAttentionDim[0]]),
+                            timestep: 501)
+        if c.usesTextTimeEmbedding, let timeWidth = c.additionTimeEmbedDim, let total = c.projectionClassEmbeddingsInputDim {
+            inputs.textEmbeds = random.normalHalfRounded([batch, total - 6 * timeWidth])
+            inputs.timeIds = Tensor(shape: [batch, 6], scalars: (0..<batch).flatMap { _ in [1024, 1024, 0, 0, 1024, 1024] as [Float] })
+        }
+        return inputs
+    }
+
+    /// Loads `directory` (a diffusers `unet/` folder) on both backends and compares one evaluation.
+    public static func parity(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int, width: Int,
+                              contextLength: Int = 77, seed: UInt64 = 0xC0DA) throws -> Parity {
+        let model = try UNet2DConditionModel.load(directory: directory)
+        let unet = try CUDAUNet(model, kernels: kernels)
+        let inputs = randomInputs(model.configuration, batch: batch, height: height, width: width, contextLength: contextLength, seed: seed)
+        let context = kernels.context
+        let gpu = try context.download(unet.forward(
+            sample: context.upload(inputs.sample), timestep: inputs.timestep,
+            encoderHiddenStates: context.upload(inputs.encoderHiddenStates),
+            textEmbeds: inputs.textEmbeds.map { try context.upload($0) }, timeIds: inputs.timeIds))
+        let cpu = model(sample: inputs.sample, timestep: inputs.timestep, encoderHiddenStates: inputs.encoderHiddenStates,
+                        textEmbeds: inputs.textEmbeds, timeIds: inputs.timeIds)
+        let nonFinite = gpu.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        return Parity(directory: directory, inputShape: inputs.sample.shape, relativeL2: gpu.relativeL2(to: cpu), nonFinite: nonFinite)
+    }
+
+    public struct Timing: Sendable {
+        public let directory: String
+        public let inputShape: [Int]
+        public let loadSeconds: Double
+        public let medianMilliseconds: Double
+        public let minimumMilliseconds: Double
+        public let runs: Int
+        /// Most device memory the allocator held (weights included) after the first (autotuning) forward and
+        /// `releaseUnusedWeightLayouts`.
+        public let peakBytes: Int
+        /// Relative L2 of the output vs. `reference`'s `output` when one was given.
+        public let relativeL2VersusReference: Double?
+        /// The same forward replayed as a CUDA graph (`CUDAUNetGraph`): median, minimum, and its output's
+        /// relative L2 vs. the eager forward's; or why capture failed.
+        public var graphMedianMilliseconds: Double?
+        public var graphMinimumMilliseconds: Double?
+        public var graphRelativeL2VersusEager: Double?
+        public var graphError: String?
+        public var graphPeakBytes: Int?
+        /// Milliseconds per operation kind of one profiled forward (`CUDAUNet.profile`), when asked for.
+        public var profile: [String: Double]?
+
+        static func number(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
+
+        /// One JSON object (the benchmark script parses it).
+        public var json: String {
+            "{\"directory\": \"\(directory)\", \"input_shape\": \(inputShape), \"load_s\": \(loadSeconds), "
+                + "\"median_ms\": \(medianMilliseconds), \"min_ms\": \(minimumMilliseconds), \"runs\": \(runs), "
+                + "\"peak_bytes\": \(peakBytes), \"rel_l2_vs_reference\": \(Self.number(relativeL2VersusReference)), "
+                + "\"graph_median_ms\": \(Self.number(graphMedianMilliseconds)), \"graph_min_ms\": \(Self.number(graphMinimumMilliseconds)), "
+                + "\"graph_rel_l2_vs_eager\": \(Self.number(graphRelativeL2VersusEager)), \"graph_peak_bytes\": \(graphPeakBytes.map { "\($0)" } ?? "null"), "
+                + "\"profile_ms\": \(profile.map { p in "{" + p.sorted { $0.value > $1.value }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}" } ?? "null"), "
+                + "\"graph_error\": \(graphError.map { "\"" + $0.replacing("\"", with: "'").replacing("\n", with: " ") + "\"" } ?? "null")}"
+        }
+    }
+
+    /// Times `CUDAUNet.forward` on `directory`: `warmup` runs (kernel compilation, convolution autotuning, GEMM
+    /// plans), then `repeats` runs each between two CUDA events; median and minimum.
+    /// `reference`: a safetensors file with `sample`, `encoder_hidden_states`, `timestep` [1], optionally
+    /// `text_embeds`, `time_ids`, and `output` (e.g. diffusers' FP16 output for those inputs) — its inputs are
+    /// used and the output compared. Without it, random inputs of the given shape. `graph`: also capture the
+    /// forward as a CUDA graph (`CUDAUNetGraph`) and time its replays. `profile`: one more forward with
+    /// `CUDAUNet.profile` on (milliseconds per operation kind).
+    public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
+                                 contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
+                                 repeats: Int = 20, graph: Bool = true, profile: Bool = false) throws -> Timing {
+        let context = kernels.context
+        let start = CUDAKernelCompiler.now()
+        let unet = try CUDAUNet.load(directory: directory, kernels: kernels)
+        try context.synchronize()
+        let loadSeconds = CUDAKernelCompiler.now() - start
+        var inputs = randomInputs(unet.configuration, batch: batch, height: height, width: width, contextLength: contextLength, seed: 0xBE4C)
+        var expected: Tensor?
+        if let reference {
+            let file = try SafetensorsFile(path: reference)
+            inputs.sample = try file.tensor(named: "sample")
+            inputs.encoderHiddenStates = try file.tensor(named: "encoder_hidden_states")
+            inputs.timestep = try file.tensor(named: "timestep").scalars[0]
+            if unet.configuration.usesTextTimeEmbedding {
+                inputs.textEmbeds = try file.tensor(named: "text_embeds")
+                inputs.timeIds = try file.tensor(named: "time_ids")
+            }
+            expected = try file.tensor(named: "output")
+        }
+        let sample = try context.upload(inputs.sample), states = try context.upload(inputs.encoderHiddenStates)
+        let textEmbeds = try inputs.textEmbeds.map { try context.upload($0) }
+        func run() throws -> CUDATensor {
+            try unet.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states, textEmbeds: textEmbeds,
+                             timeIds: inputs.timeIds)
+        }
+        var output = try run()
+        let relativeL2 = try expected.map { try context.download(output).relativeL2(to: $0) }
+        // The per-shape convolution choices are made: drop the unused weight layouts, and count the peak from here
+        // (weights + one forward's working set) — the first forward's measurements allocate extra candidates.
+        unet.releaseUnusedWeightLayouts()
+        try context.synchronize()
+        try context.releaseCachedMemory()
+        context.resetPeakMemory()
+        for _ in 1..<max(warmup, 1) { output = try run() }
+        try context.synchronize()
+        let begin = try CUDAEvent(context), end = try CUDAEvent(context)
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            try begin.record(on: context.stream)
+            output = try run()
+            try end.record(on: context.stream)
+            times.append(try end.milliseconds(since: begin))
+        }
+        times.sort()
+        var timing = Timing(directory: directory, inputShape: inputs.sample.shape, loadSeconds: loadSeconds,
+                            medianMilliseconds: times[times.count / 2], minimumMilliseconds: times[0], runs: repeats,
+                            peakBytes: context.peakAllocatorBytes, relativeL2VersusReference: relativeL2)
+        if profile {
+            unet.profile = [:]
+            _ = try run()
+            try context.synchronize()
+            timing.profile = unet.profile
+            unet.profile = nil
+        }
+        guard graph else { return timing }
+        do {
+            let eager = try context.download(output)
+            let captured = try CUDAUNetGraph(unet, batch: inputs.sample.shape[0], height: inputs.sample.shape[2],
+                                             width: inputs.sample.shape[3], contextLength: inputs.encoderHiddenStates.shape[1],
+                                             textEmbedsWidth: inputs.textEmbeds?.shape[1])
+            func replay() throws -> CUDATensor {
+                try captured.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states,
+                                     textEmbeds: textEmbeds, timeIds: inputs.timeIds)
+            }
+            timing.graphRelativeL2VersusEager = try context.download(replay()).relativeL2(to: eager)
+            for _ in 0..<warmup { _ = try replay() }
+            var graphTimes: [Double] = []
+            for _ in 0..<repeats {
+                try begin.record(on: context.stream)
+                _ = try replay()
+                try end.record(on: context.stream)
+                graphTimes.append(try end.milliseconds(since: begin))
+            }
+            graphTimes.sort()
+            timing.graphMedianMilliseconds = graphTimes[graphTimes.count / 2]
+            timing.graphMinimumMilliseconds = graphTimes[0]
+            timing.graphPeakBytes = context.peakAllocatorBytes
+        } catch {
+            timing.graphError = "\(error)"
+        }
+        return timing
+    }
+}

@@ -1,0 +1,63 @@
+/// `CUDAUNet.forward` captured once as a CUDA graph for fixed input shapes, then replayed: one
+/// `cuGraphLaunch` instead of ~1000 kernel launches per evaluation.
+///
+/// Inputs live at fixed device addresses owned by this object; `forward` copies the caller's tensors there
+/// (device to device) and uploads the timestep features, then launches the graph. The returned tensor is the
+/// graph's fixed output buffer: it is overwritten by the next `forward` (copy or download it first).
+/// Same results as `CUDAUNet.forward` (same kernels, same order). Limitations: shapes fixed at creation;
+/// the convolution algorithms and GEMM plans are those chosen during the warm-up run.
+public final class CUDAUNetGraph {
+    public let unet: CUDAUNet
+    private let graph: CUDAGraph
+    private let sample: CUDATensor
+    private let encoderHiddenStates: CUDATensor
+    private let textEmbeds: CUDATensor?
+    private let conditioning: CUDAUNet.Conditioning
+    public let output: CUDATensor
+
+    /// Warms up (one eager forward) and captures. `textEmbedsWidth`/`timeIdCount` only for SDXL (text_time).
+    public init(_ unet: CUDAUNet, batch: Int, height: Int, width: Int, contextLength: Int,
+                textEmbedsWidth: Int? = nil, timeIdCount: Int = 6) throws {
+        self.unet = unet
+        let context = unet.context
+        let c = unet.configuration
+        sample = try context.empty([batch, c.inChannels, height, width])
+        encoderHiddenStates = try context.empty([batch, contextLength, c.crossAttentionDim[0]])
+        textEmbeds = try textEmbedsWidth.map { try context.empty([batch, $0]) }
+        try context.poison(sample)
+        try context.poison(encoderHiddenStates)
+        if let textEmbeds { try context.poison(textEmbeds) }
+        let timeIds = c.usesTextTimeEmbedding ? Tensor(zeros: [batch, timeIdCount]) : nil
+        conditioning = try unet.conditioning(batch: batch, timestep: 0, timeIds: timeIds)
+        let (sample, states, text, inputs) = (sample, encoderHiddenStates, textEmbeds, conditioning)
+        _ = try unet.forward(sample: sample, conditioning: inputs, encoderHiddenStates: states, textEmbeds: text)
+        try context.synchronize()
+        let (graph, output) = try CUDAGraph.capture(context) {
+            try unet.forward(sample: sample, conditioning: inputs, encoderHiddenStates: states, textEmbeds: text)
+        }
+        self.graph = graph
+        self.output = output
+    }
+
+    /// Same contract as `CUDAUNet.forward`, for the shapes given at creation.
+    public func forward(sample: CUDATensor, timestep: Float, encoderHiddenStates: CUDATensor,
+                        textEmbeds: CUDATensor? = nil, timeIds: Tensor? = nil) throws -> CUDATensor {
+        let context = unet.context
+        guard sample.shape == self.sample.shape, encoderHiddenStates.shape == self.encoderHiddenStates.shape,
+              textEmbeds?.shape == self.textEmbeds?.shape else {
+            throw CUDAError.invalidArgument("CUDAUNetGraph: captured for sample \(self.sample.shape), states \(self.encoderHiddenStates.shape), text \(self.textEmbeds?.shape ?? []); got \(sample.shape), \(encoderHiddenStates.shape), \(textEmbeds?.shape ?? [])")
+        }
+        let fresh = try unet.conditioning(batch: sample.shape[0], timestep: timestep, timeIds: timeIds)
+        try context.makeCurrent()
+        try context.copy(from: sample.address, to: self.sample.address, bytes: sample.byteCount)
+        try context.copy(from: encoderHiddenStates.address, to: self.encoderHiddenStates.address, bytes: encoderHiddenStates.byteCount)
+        if let textEmbeds, let fixed = self.textEmbeds { try context.copy(from: textEmbeds.address, to: fixed.address, bytes: textEmbeds.byteCount) }
+        try context.copy(from: fresh.timeFeatures.address, to: conditioning.timeFeatures.address, bytes: fresh.timeFeatures.byteCount)
+        if let features = fresh.timeIdFeatures, let fixed = conditioning.timeIdFeatures {
+            try context.copy(from: features.address, to: fixed.address, bytes: features.byteCount)
+        }
+        try graph.launch()
+        withExtendedLifetime(fresh) {}
+        return output
+    }
+}

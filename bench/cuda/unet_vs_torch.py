@@ -1,0 +1,193 @@
+"""FP16 UNet timing: diffusers eager vs. diffusers + torch.compile vs. Diffuse8's CUDAUNet, same weights.
+
+For each model (SD1.5, SDXL) it builds diffusers' UNet2DConditionModel with random weights (fixed seed) from
+the reference config, saves it once as a diffusers unet folder with FP16 safetensors, times diffusers FP16
+eager and torch.compile (default mode) with CUDA events (median of --repeats runs after warm-up), writes the
+inputs and diffusers' eager output to a safetensors file, and runs `diffuse8-cuda-selftest --unet-bench` on the
+same folder and inputs (which also reports its output's relative L2 vs. diffusers'). Peak GPU memory:
+torch.cuda.max_memory_allocated / max_memory_reserved; Diffuse8: its allocator's peak (live + cached).
+
+Writes unet_vs_torch.json and unet_vs_torch.md into --out. Run on the GPU machine, e.g.
+  python3 bench/cuda/unet_vs_torch.py --models sd15 --binary .gpu/cuda/diffuse8-cuda-selftest --out $OUT
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+SHAPES = {
+    # name: (config file, latent H, W, context length, context width)
+    "sd15": ("sd15-unet-config.json", 64, 64, 77),
+    "sdxl": ("sdxl-unet-config.json", 128, 128, 77),
+}
+
+
+def timed(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), min(times)
+
+
+def memory():
+    return {"max_allocated_bytes": torch.cuda.max_memory_allocated(), "max_reserved_bytes": torch.cuda.max_memory_reserved()}
+
+
+def bench_model(name, args, log):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    config_file, height, width, context_length = SHAPES[name]
+    with open(os.path.join(args.configs, config_file)) as f:
+        config = json.load(f)
+    folder = os.path.join(args.workdir, name + "-unet")
+    t0 = time.time()
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        unet = UNet2DConditionModel.from_config(config)
+    unet = unet.half().eval()
+    unet.save_pretrained(folder, safe_serialization=True)
+    log(f"{name}: random weights built and saved in {time.time() - t0:.1f} s ({sum(p.numel() for p in unet.parameters()) / 1e6:.0f} M params)")
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    batch = 2
+    sample = torch.randn(batch, unet.config.in_channels, height, width, generator=g, device="cuda", dtype=torch.float16)
+    states = torch.randn(batch, context_length, unet.config.cross_attention_dim, generator=g, device="cuda", dtype=torch.float16)
+    timestep = torch.tensor([501.0], device="cuda")
+    kwargs = {}
+    tensors = {"sample": sample, "encoder_hidden_states": states, "timestep": timestep}
+    if unet.config.addition_embed_type == "text_time":
+        width_text = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        text_embeds = torch.randn(batch, width_text, generator=g, device="cuda", dtype=torch.float16)
+        time_ids = torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]] * batch, device="cuda", dtype=torch.float16)
+        kwargs["added_cond_kwargs"] = {"text_embeds": text_embeds, "time_ids": time_ids}
+        tensors.update(text_embeds=text_embeds, time_ids=time_ids)
+
+    def run(model):
+        with torch.inference_mode():
+            return model(sample, 501, encoder_hidden_states=states, **kwargs).sample
+
+    result = {"model": name, "latent": [batch, unet.config.in_channels, height, width], "context": [batch, context_length, unet.config.cross_attention_dim]}
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    output = run(unet)
+    median, minimum = timed(lambda: run(unet), args.warmup, args.repeats)
+    result["diffusers_eager"] = {"median_ms": median, "min_ms": minimum, **memory()}
+    log(f"{name}: diffusers eager {median:.2f} ms")
+    reference = os.path.join(args.workdir, name + "-reference.safetensors")
+    save_file({k: v.float().contiguous().cpu() for k, v in {**tensors, "output": output}.items()}, reference)
+
+    if not args.skip_compile:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        torch._dynamo.reset()  # a second model in this process would otherwise recompile with dynamic shapes
+        compiled = torch.compile(unet)
+        t0 = time.time()
+        compiled_output = run(compiled)
+        torch.cuda.synchronize()
+        compile_s = time.time() - t0
+        median, minimum = timed(lambda: run(compiled), args.warmup, args.repeats)
+        diff = (compiled_output.float() - output.float()).norm() / output.float().norm()
+        result["diffusers_compile"] = {"median_ms": median, "min_ms": minimum, "compile_s": compile_s,
+                                       "rel_l2_vs_eager": diff.item(), **memory()}
+        log(f"{name}: torch.compile {median:.2f} ms (compile {compile_s:.0f} s)")
+        del compiled
+    del unet, output
+    torch.cuda.empty_cache()
+
+    command = [args.binary, "--unet-bench", folder, "--size", f"{height}x{width}", "--reference", reference,
+               "--repeats", str(args.repeats)] + args.d8_extra.split()
+    t0 = time.time()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    log(proc.stdout.strip() + ("\n" + proc.stderr.strip() if proc.stderr.strip() else ""))
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("UNET_BENCH ")), None)
+    if line:
+        d8 = json.loads(line[len("UNET_BENCH "):])
+        result["diffuse8"] = d8
+        log(f"{name}: Diffuse8 {d8['median_ms']:.2f} ms (process {time.time() - t0:.0f} s)")
+    else:
+        result["diffuse8"] = {"error": proc.stdout[-2000:] + proc.stderr[-2000:]}
+    return result
+
+
+def markdown(results, header):
+    lines = [header, "", "| model | implementation | median ms | min ms | peak GPU memory | notes |", "|---|---|---:|---:|---:|---|"]
+    for r in results:
+        for key, label in [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile"), ("diffuse8", "Diffuse8 CUDAUNet FP16")]:
+            e = r.get(key)
+            if not e:
+                continue
+            if "error" in e:
+                lines.append(f"| {r['model']} | {label} | – | – | – | error |")
+                continue
+            peak = e.get("max_allocated_bytes", e.get("peak_bytes", 0)) / 2**30
+            note = ""
+            if key == "diffusers_compile":
+                note = f"compile {e['compile_s']:.0f} s; reserved {e['max_reserved_bytes'] / 2**30:.2f} GiB"
+            elif key == "diffusers_eager":
+                note = f"reserved {e['max_reserved_bytes'] / 2**30:.2f} GiB"
+            else:
+                rel = e.get("rel_l2_vs_reference")
+                note = f"allocator peak (live + cached); load {e['load_s']:.0f} s" + (f"; output rel. L2 vs eager {rel:.2e}" if rel is not None else "")
+            lines.append(f"| {r['model']} | {label} | {e['median_ms']:.2f} | {e['min_ms']:.2f} | {peak:.2f} GiB | {note} |")
+            if key == "diffuse8" and e.get("graph_median_ms") is not None:
+                lines.append(f"| {r['model']} | Diffuse8 CUDAUNet FP16, CUDA graph | {e['graph_median_ms']:.2f} | {e['graph_min_ms']:.2f} | "
+                             f"{e['graph_peak_bytes'] / 2**30:.2f} GiB | output rel. L2 vs eager Diffuse8 {e['graph_rel_l2_vs_eager']:.1e} |")
+            elif key == "diffuse8" and e.get("graph_error"):
+                lines.append(f"| {r['model']} | Diffuse8 CUDA graph | – | – | – | capture failed: {e['graph_error'][:200]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="sd15,sdxl")
+    parser.add_argument("--binary", default=".gpu/cuda/diffuse8-cuda-selftest")
+    parser.add_argument("--configs", default=".gpu/cuda")
+    parser.add_argument("--workdir", default="/tmp/d8bench")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--d8-extra", default="", help="extra arguments for diffuse8-cuda-selftest, e.g. --profile")
+    args = parser.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(message):
+        print(message, flush=True)
+
+    card = torch.cuda.get_device_name(0)
+    header = (f"{card}, torch {torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+              f"batch 2, FP16, median of {args.repeats} runs after {args.warmup} warm-up (CUDA events)")
+    log(header)
+    results = []
+    for name in args.models.split(","):
+        try:
+            results.append(bench_model(name, args, log))
+        except Exception as error:  # keep the other model's numbers
+            log(f"{name}: FAILED {error!r}")
+            results.append({"model": name, "error": repr(error)})
+        suffix = "" if args.models == "sd15,sdxl" else "-" + args.models.replace(",", "-")
+        with open(os.path.join(args.out, f"unet_vs_torch{suffix}.json"), "w") as f:
+            json.dump({"card": card, "torch": torch.__version__, "header": header, "results": results}, f, indent=1)
+        with open(os.path.join(args.out, f"unet_vs_torch{suffix}.md"), "w") as f:
+            f.write(markdown([r for r in results if "error" not in r], header))
+    print(markdown([r for r in results if "error" not in r], header))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

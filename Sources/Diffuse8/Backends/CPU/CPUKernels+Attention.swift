@@ -1,41 +1,60 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 extension CPUKernels {
+    /// Queries per attention work item: one block of scores (queryBlock × Lk floats) per worker.
+    static let attentionQueryBlock = 96
+
     /// Multi-head scaled dot-product attention, `F.scaled_dot_product_attention` on heads split from
     /// the channel dimension. q: [B, Lq, H·D], k and v: [B, Lk, H·D] → [B, Lq, H·D].
     ///
-    /// Fused: each worker holds one score row (Lk floats) at a time; the full score matrix never exists.
+    /// Each head's K (as a transposed B) and V (as a row-major B) are packed once for the SGEMM. Then,
+    /// fused per (batch, head, block of `attentionQueryBlock` queries): S = Q·Kᵀ (Q read in place), a
+    /// vectorised softmax over each row of S (unnormalised; the 1/Σ is applied to the output rows), and
+    /// O = P·V written straight into the head's channels of the output. Each worker holds one
+    /// block of scores at a time; the full score matrix never exists.
     public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int, scale: Float? = nil) -> Tensor {
         let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
-        precondition(channels % heads == 0 && k.shape[2] == channels && v.shape == k.shape)
+        precondition(channels % heads == 0 && k.shape[2] == channels && v.shape == k.shape,
+                     "attention: query \(q.shape), key \(k.shape), value \(v.shape) do not fit \(heads) heads")
         let d = channels / heads
         let s = scale ?? 1 / Float(d).squareRoot()
+        let block = attentionQueryBlock
+        let queryBlocks = (lq + block - 1) / block
+        let keysCount = Gemm.packedBCount(k: d, n: lk), valuesCount = Gemm.packedBCount(k: lk, n: d)
+        let perHead = keysCount + valuesCount
+        let vPadded = (d + Gemm.nr - 1) / Gemm.nr * Gemm.nr, kPadded = (lk + Gemm.nr - 1) / Gemm.nr * Gemm.nr
         return Tensor(shape: [batch, lq, channels]) { out in
             q.scalars.withUnsafeBufferPointer { qp in
                 k.scalars.withUnsafeBufferPointer { kp in
                     v.scalars.withUnsafeBufferPointer { vp in
-                        parallelFor(batch * heads * lq, minChunk: 8) { range in
-                            var scores = [Float](repeating: 0, count: lk)
-                            scores.withUnsafeMutableBufferPointer { sp in
-                                for item in range {
-                                    let i = item % lq, bh = item / lq
-                                    let h = bh % heads, b = bh / heads
-                                    let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
-                                    for j in 0..<lk {
-                                        let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
-                                        var acc: Float = 0
-                                        for t in 0..<d { acc += qi[t] * kj[t] }
-                                        sp[j] = acc * s
+                        ScratchPool.with(count: batch * heads * perHead) { packed in
+                            // Keys and values are packed once per head and shared by all its query blocks.
+                            parallelForDynamic(batch * heads) { bh in
+                                let h = bh % heads, b = bh / heads
+                                let offset = b * lk * channels + h * d
+                                Gemm.packB(k: d, n: lk, b: kp.baseAddress! + offset, ldb: channels, layout: .transposed,
+                                           into: packed + bh * perHead)
+                                Gemm.packB(k: lk, n: d, b: vp.baseAddress! + offset, ldb: channels, layout: .rowMajor,
+                                           into: packed + bh * perHead + keysCount)
+                            }
+                            parallelForDynamic(batch * heads * queryBlocks) { item in
+                                let qb = item % queryBlocks, bh = item / queryBlocks
+                                let h = bh % heads, b = bh / heads
+                                let i0 = qb * block, rows = min(block, lq - i0)
+                                let qBase = qp.baseAddress! + (b * lq + i0) * channels + h * d
+                                let oBase = out.baseAddress! + (b * lq + i0) * channels + h * d
+                                let keys = UnsafePointer(packed + bh * perHead), values = keys + keysCount
+                                ScratchPool.with(count: block * lk + block) { scratch in
+                                    let scores = scratch, inverseSums = scratch + block * lk
+                                    Gemm.multiply(m: rows, n: lk, k: d, a: qBase, lda: channels, b: keys, ldb: 0,
+                                                  bLayout: .prepacked(keys, paddedColumns: kPadded), c: scores, ldc: lk,
+                                                  parallel: false)
+                                    for r in 0..<rows {
+                                        inverseSums[r] = 1 / VectorMath.exponentiateRow(scores + r * lk, count: lk, scale: s)
                                     }
-                                    softmaxRow(sp.baseAddress!, lk)
-                                    let oi = out.baseAddress! + (b * lq + i) * channels + h * d
-                                    for t in 0..<d { oi[t] = 0 }
-                                    for j in 0..<lk {
-                                        let p = sp[j]
-                                        let vj = vp.baseAddress! + (b * lk + j) * channels + h * d
-                                        for t in 0..<d { oi[t] += p * vj[t] }
+                                    Gemm.multiply(m: rows, n: d, k: lk, a: scores, lda: lk, b: values, ldb: 0,
+                                                  bLayout: .prepacked(values, paddedColumns: vPadded), c: oBase, ldc: channels,
+                                                  parallel: false)
+                                    for r in 0..<rows {
+                                        VectorMath.scale(oBase + r * channels, count: d, by: inverseSums[r])
                                     }
                                 }
                             }

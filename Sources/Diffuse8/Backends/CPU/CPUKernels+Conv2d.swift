@@ -1,6 +1,10 @@
 extension CPUKernels {
     /// `torch.nn.functional.conv2d` on NCHW input, weight [O, C, kh, kw], symmetric zero padding.
-    /// Implemented as im2col ([H'·W', C·kh·kw] per image) followed by a GEMM.
+    ///
+    /// Computed per image as one GEMM, out[O, H'·W'] = W[O, C·kh·kw] · columns[C·kh·kw, H'·W'], with the
+    /// bias added when C is first written. A 1×1 stride-1 convolution reads the image itself as B
+    /// ([C, H·W] row-major); every other shape packs B straight from the image (implicit im2col,
+    /// `Im2colPacking`), so the column matrix is never materialised.
     public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
@@ -11,43 +15,112 @@ extension CPUKernels {
         return Tensor(shape: [n, o, oh, ow]) { out in
             x.scalars.withUnsafeBufferPointer { xp in
                 weight.scalars.withUnsafeBufferPointer { wp in
-                    let isPointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
-                    var columns = [Float](repeating: 0, count: isPointwise ? 0 : hw * ck)
-                    for b in 0..<n {
-                        let image = xp.baseAddress! + b * c * h * w
-                        let dst = out.baseAddress! + b * o * hw
-                        if isPointwise {
-                            // [O, C] · [C, HW]: transpose the image once so both operands run along C.
-                            var transposed = [Float](repeating: 0, count: hw * c)
-                            for ch in 0..<c { for p in 0..<hw { transposed[p * c + ch] = image[ch * hw + p] } }
-                            transposed.withUnsafeBufferPointer {
-                                Gemm.multiplyTransposedB(a: wp.baseAddress!, b: $0.baseAddress!, c: dst, m: o, n: hw, k: c)
-                            }
-                        } else {
-                            columns.withUnsafeMutableBufferPointer { cols in
-                                parallelFor(oh) { rows in
-                                    for oy in rows { for ox in 0..<ow {
-                                        let row = cols.baseAddress! + (oy * ow + ox) * ck
-                                        var idx = 0
-                                        for ch in 0..<c { for ky in 0..<kh { for kx in 0..<kw {
-                                            let iy = oy * stride - padding + ky, ix = ox * stride - padding + kx
-                                            row[idx] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? image[(ch * h + iy) * w + ix] : 0
-                                            idx += 1
-                                        } } }
-                                    } }
-                                }
-                                Gemm.multiplyTransposedB(a: wp.baseAddress!, b: cols.baseAddress!, c: dst, m: o, n: hw, k: ck)
-                            }
-                        }
-                        if let bias {
-                            for oc in 0..<o {
-                                let v = bias.scalars[oc]
-                                for p in 0..<hw { dst[oc * hw + p] += v }
+                    withOptionalPointer(bias?.scalars) { bp in
+                        let gemmBias: Gemm.Bias = bp.map { .perRow($0) } ?? .none
+                        let isPointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
+                        for b in 0..<n {
+                            let image = xp.baseAddress! + b * c * h * w
+                            let dst = out.baseAddress! + b * o * hw
+                            if isPointwise {
+                                Gemm.multiply(m: o, n: hw, k: c, a: wp.baseAddress!, lda: c, b: image, ldb: hw,
+                                              bLayout: .rowMajor, c: dst, ldc: hw, bias: gemmBias)
+                            } else {
+                                let geometry = Im2colPacking(image: image, height: h, width: w, kernelHeight: kh, kernelWidth: kw,
+                                                             stride: stride, padding: padding, outputWidth: ow)
+                                Gemm.multiply(m: o, n: hw, k: ck, a: wp.baseAddress!, lda: ck, b: image, ldb: 0,
+                                              bLayout: .packed(geometry.pack), c: dst, ldc: hw, bias: gemmBias)
                             }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Calls `body` with a pointer to the array's storage, or nil.
+    @inline(__always)
+    static func withOptionalPointer<R>(_ array: [Float]?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let array else { return body(nil) }
+        return array.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}
+
+/// Packs slices of the im2col matrix of one NCHW image straight into GEMM B slivers.
+/// Row q of the column matrix is (channel, ky, kx) = (q / (kh·kw), q / kw mod kh, q mod kw); column j is
+/// output pixel (j / outputWidth, j mod outputWidth); the value is the input pixel it reads, or 0 in
+/// the padding.
+struct Im2colPacking: @unchecked Sendable {
+    let image: UnsafePointer<Float>
+    let height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int, outputWidth: Int
+
+    func pack(_ p0: Int, _ depth: Int, _ j0: Int, _ columns: Int, _ out: UnsafeMutablePointer<Float>) {
+        let nr = GemmMicroKernel.nr
+        let slivers = (columns + nr - 1) / nr
+        let taps = kernelHeight * kernelWidth
+        for s in 0..<slivers {
+            let dst = out + s * nr * depth
+            let first = j0 + s * nr
+            let valid = min(nr, columns - s * nr)
+            let oy = first / outputWidth, ox0 = first % outputWidth
+            if ox0 + valid <= outputWidth {
+                // The sliver lies in one output row: each tap reads one (strided) run of an input row.
+                var q = p0
+                var channel = q / taps, tap = q % taps
+                for p in 0..<depth {
+                    let ky = tap / kernelWidth, kx = tap % kernelWidth
+                    packRun(channel: channel, iy: oy * stride - padding + ky, ix0: ox0 * stride - padding + kx,
+                            count: valid, into: dst + p * nr)
+                    q += 1; tap += 1
+                    if tap == taps { tap = 0; channel += 1 }
+                }
+            } else {
+                for p in 0..<depth {
+                    let q = p0 + p
+                    let channel = q / taps, tap = q % taps
+                    let ky = tap / kernelWidth, kx = tap % kernelWidth
+                    let d = dst + p * nr
+                    for j in 0..<nr {
+                        var value: Float = 0
+                        if j < valid {
+                            let pixel = first + j
+                            let iy = (pixel / outputWidth) * stride - padding + ky
+                            let ix = (pixel % outputWidth) * stride - padding + kx
+                            if iy >= 0 && iy < height && ix >= 0 && ix < width {
+                                value = image[(channel * height + iy) * width + ix]
+                            }
+                        }
+                        d[j] = value
+                    }
+                }
+            }
+        }
+    }
+
+    /// d[j] = image[channel, iy, ix0 + j·stride] for j < count (0 outside the image), zero up to NR.
+    @inline(__always)
+    private func packRun(channel: Int, iy: Int, ix0: Int, count: Int, into d: UnsafeMutablePointer<Float>) {
+        let nr = GemmMicroKernel.nr
+        guard iy >= 0 && iy < height else {
+            UnsafeMutableRawPointer(d).storeBytes(of: GemmMicroKernel.Vector(), as: GemmMicroKernel.Vector.self)
+            return
+        }
+        let row = image + (channel * height + iy) * width
+        if stride == 1 && count == nr && ix0 >= 0 && ix0 + nr <= width {
+            let v = UnsafeRawPointer(row + ix0).loadUnaligned(as: GemmMicroKernel.Vector.self)
+            UnsafeMutableRawPointer(d).storeBytes(of: v, as: GemmMicroKernel.Vector.self)
+            return
+        }
+        if stride == 1 {
+            // Partly in the padding: zeros, one contiguous run, zeros.
+            let lo = min(nr, max(0, -ix0)), hi = max(lo, min(count, width - ix0))
+            for j in 0..<lo { d[j] = 0 }
+            for j in lo..<hi { d[j] = row[ix0 + j] }
+            for j in hi..<nr { d[j] = 0 }
+            return
+        }
+        for j in 0..<nr {
+            let ix = ix0 + j * stride
+            d[j] = (j < count && ix >= 0 && ix < width) ? row[ix] : 0
         }
     }
 }

@@ -5,8 +5,10 @@ import Glibc
 /// Float32 CPU kernels with PyTorch semantics. Every model layer calls these; the layouts are
 /// NCHW for feature maps and [..., channels] (last dimension innermost) for token sequences.
 ///
-/// These are the reference implementations; `Gemm.swift`, `Conv2d.swift` and `Attention.swift`
-/// hold the optimised paths they dispatch to.
+/// Optimised for all cores: matrix products go through the packed SGEMM (`Gemm`), convolutions through
+/// implicit-im2col GEMMs (`CPUKernels+Conv2d.swift`), attention through per-head blocks of the SGEMM
+/// (`CPUKernels+Attention.swift`); norms and activations are `SIMD16` loops (`VectorMath`) split
+/// across workers. `tools/reference/cpu_kernels.py` records the PyTorch outputs they are tested against.
 public enum CPUKernels {
 
     // MARK: Linear algebra
@@ -43,34 +45,36 @@ public enum CPUKernels {
     // MARK: Normalisation
 
     /// `torch.nn.GroupNorm` on NCHW (or [N, C, ...]) input, optionally followed by SiLU.
+    /// Parallel over (image, group); mean and variance in two vectorised passes (Double totals).
     public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor,
                                  epsilon: Float, fusedSiLU: Bool = false) -> Tensor {
         let n = x.shape[0], c = x.shape[1]
         let spatial = x.count / (n * c)
         let perGroup = c / groups
+        precondition(c % groups == 0, "groupNorm: \(c) channels do not split into \(groups) groups")
         return Tensor(shape: x.shape) { out in
             x.scalars.withUnsafeBufferPointer { xp in
-                parallelFor(n * groups) { range in
-                    for ng in range {
-                        let g = ng % groups
-                        let base = ng * perGroup * spatial
-                        let len = perGroup * spatial
-                        var mean = 0.0
-                        for i in 0..<len { mean += Double(xp[base + i]) }
-                        mean /= Double(len)
-                        var variance = 0.0
-                        for i in 0..<len { let d = Double(xp[base + i]) - mean; variance += d * d }
-                        variance /= Double(len)
-                        let inv = Float(1.0 / (variance + Double(epsilon)).squareRoot())
-                        let m = Float(mean)
-                        for cc in 0..<perGroup {
-                            let ch = g * perGroup + cc
-                            let scale = inv * weight.scalars[ch], shift = bias.scalars[ch] - m * scale
-                            let off = base + cc * spatial
-                            for i in 0..<spatial {
-                                var v = xp[off + i] * scale + shift
-                                if fusedSiLU { v = v / (1 + expf(-v)) }
-                                out[off + i] = v
+                weight.scalars.withUnsafeBufferPointer { wp in
+                    bias.scalars.withUnsafeBufferPointer { bp in
+                        parallelForDynamic(n * groups) { ng in
+                            let g = ng % groups
+                            let base = ng * perGroup * spatial
+                            let (mean, inv) = meanAndInverseDeviation(xp.baseAddress! + base, count: perGroup * spatial,
+                                                                      epsilon: epsilon)
+                            for cc in 0..<perGroup {
+                                let ch = g * perGroup + cc
+                                let scale = inv * wp[ch], shift = bp[ch] - mean * scale
+                                let off = base + cc * spatial
+                                let sv = VectorMath.V(repeating: scale), hv = VectorMath.V(repeating: shift)
+                                if fusedSiLU {
+                                    VectorMath.apply(xp.baseAddress! + off, out.baseAddress! + off, count: spatial) {
+                                        VectorMath.silu(VectorMath.fma(hv, $0, sv))
+                                    }
+                                } else {
+                                    VectorMath.apply(xp.baseAddress! + off, out.baseAddress! + off, count: spatial) {
+                                        VectorMath.fma(hv, $0, sv)
+                                    }
+                                }
                             }
                         }
                     }
@@ -79,24 +83,54 @@ public enum CPUKernels {
         }
     }
 
+    /// Mean and 1/√(variance + ε) (biased variance, as PyTorch's norms) of `count` floats: two passes,
+    /// 16-lane float partial sums per 1024-element chunk, chunk totals in Double.
+    static func meanAndInverseDeviation(_ p: UnsafePointer<Float>, count: Int, epsilon: Float) -> (Float, Float) {
+        typealias V = VectorMath.V
+        func total(_ f: (V) -> V, _ g: (Float) -> Float) -> Double {
+            var result = 0.0
+            var start = 0
+            while start < count {
+                let end = min(count, start + 1024)
+                var acc = V()
+                var i = start
+                while i + 16 <= end { acc += f(VectorMath.load(p + i)); i += 16 }
+                var tail: Float = 0
+                while i < end { tail += g(p[i]); i += 1 }
+                result += Double(acc.sum()) + Double(tail)
+                start = end
+            }
+            return result
+        }
+        let mean = Float(total({ $0 }, { $0 }) / Double(count))
+        let mv = V(repeating: mean)
+        let variance = total({ ($0 - mv) * ($0 - mv) }, { ($0 - mean) * ($0 - mean) }) / Double(count)
+        return (mean, Float(1.0 / (variance + Double(epsilon)).squareRoot()))
+    }
+
     /// `torch.nn.LayerNorm` over the last dimension.
     public static func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, epsilon: Float) -> Tensor {
         let d = x.shape.last!
         let rows = x.count / d
         return Tensor(shape: x.shape) { out in
             x.scalars.withUnsafeBufferPointer { xp in
-                parallelFor(rows, minChunk: 16) { range in
-                    for r in range {
-                        let row = xp.baseAddress! + r * d
-                        var mean = 0.0
-                        for i in 0..<d { mean += Double(row[i]) }
-                        mean /= Double(d)
-                        var variance = 0.0
-                        for i in 0..<d { let v = Double(row[i]) - mean; variance += v * v }
-                        variance /= Double(d)
-                        let inv = Float(1.0 / (variance + Double(epsilon)).squareRoot())
-                        let m = Float(mean)
-                        for i in 0..<d { out[r * d + i] = (row[i] - m) * inv * weight.scalars[i] + bias.scalars[i] }
+                weight.scalars.withUnsafeBufferPointer { wp in
+                    bias.scalars.withUnsafeBufferPointer { bp in
+                        parallelFor(rows, minChunk: 16) { range in
+                            for r in range {
+                                let row = xp.baseAddress! + r * d, dst = out.baseAddress! + r * d
+                                let (mean, inv) = meanAndInverseDeviation(row, count: d, epsilon: epsilon)
+                                var i = 0
+                                let mv = VectorMath.V(repeating: mean), iv = VectorMath.V(repeating: inv)
+                                while i + 16 <= d {
+                                    let normalised = (VectorMath.load(row + i) - mv) * iv
+                                    VectorMath.store(VectorMath.fma(VectorMath.load(bp.baseAddress! + i), normalised,
+                                                                    VectorMath.load(wp.baseAddress! + i)), dst + i)
+                                    i += 16
+                                }
+                                while i < d { dst[i] = (row[i] - mean) * inv * wp[i] + bp[i]; i += 1 }
+                            }
+                        }
                     }
                 }
             }
@@ -106,13 +140,13 @@ public enum CPUKernels {
     // MARK: Activations and element-wise
 
     /// SiLU (x·σ(x)).
-    public static func silu(_ x: Tensor) -> Tensor { map(x) { $0 / (1 + expf(-$0)) } }
+    public static func silu(_ x: Tensor) -> Tensor { mapVector(x) { VectorMath.silu($0) } }
 
     /// Exact GELU (erf form), `torch.nn.functional.gelu(approximate="none")`.
-    public static func gelu(_ x: Tensor) -> Tensor { map(x) { 0.5 * $0 * (1 + erff($0 * 0.70710678118654752)) } }
+    public static func gelu(_ x: Tensor) -> Tensor { mapVector(x) { VectorMath.gelu($0) } }
 
     /// CLIP's `quick_gelu`: x·σ(1.702x).
-    public static func quickGELU(_ x: Tensor) -> Tensor { map(x) { $0 / (1 + expf(-1.702 * $0)) } }
+    public static func quickGELU(_ x: Tensor) -> Tensor { mapVector(x) { $0 / (1 + VectorMath.exp(-1.702 * $0)) } }
 
     /// diffusers' GEGLU tail: splits the last dimension in half, returns `a * gelu(b)`.
     public static func geglu(_ x: Tensor) -> Tensor {
@@ -124,10 +158,12 @@ public enum CPUKernels {
             x.scalars.withUnsafeBufferPointer { xp in
                 parallelFor(rows, minChunk: 16) { range in
                     for r in range {
-                        for i in 0..<d {
-                            let a = xp[r * d2 + i], b = xp[r * d2 + d + i]
-                            out[r * d + i] = a * (0.5 * b * (1 + erff(b * 0.70710678118654752)))
-                        }
+                        let a = xp.baseAddress! + r * d2, gate = a + d, dst = out.baseAddress! + r * d
+                        // gelu(gate) into dst, then multiply by a.
+                        VectorMath.apply(gate, dst, count: d) { VectorMath.gelu($0) }
+                        var i = 0
+                        while i + 16 <= d { VectorMath.store(VectorMath.load(dst + i) * VectorMath.load(a + i), dst + i); i += 16 }
+                        while i < d { dst[i] *= a[i]; i += 1 }
                     }
                 }
             }
@@ -143,12 +179,39 @@ public enum CPUKernels {
         }
     }
 
+    /// Applies a vector function to every element, in parallel chunks.
+    static func mapVector(_ x: Tensor, _ f: @escaping (VectorMath.V) -> VectorMath.V) -> Tensor {
+        Tensor(shape: x.shape) { out in
+            x.scalars.withUnsafeBufferPointer { xp in
+                let chunks = (xp.count + 16383) / 16384
+                parallelFor(chunks) { range in
+                    let start = range.lowerBound * 16384, end = min(xp.count, range.upperBound * 16384)
+                    VectorMath.apply(xp.baseAddress! + start, out.baseAddress! + start, count: end - start, f)
+                }
+            }
+        }
+    }
+
     /// Element-wise sum of two tensors of the same shape.
     public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.shape == b.shape, "add: shapes \(a.shape) and \(b.shape) differ")
-        return Tensor(shape: a.shape) { out in
-            for i in 0..<out.count { out[i] = a.scalars[i] + b.scalars[i] }
+        var y = a
+        y.scalars.withUnsafeMutableBufferPointer { yp in
+            b.scalars.withUnsafeBufferPointer { bp in
+                let count = yp.count
+                let chunks = (count + 16383) / 16384
+                parallelFor(chunks) { range in
+                    var i = range.lowerBound * 16384
+                    let end = min(count, range.upperBound * 16384)
+                    while i + 16 <= end {
+                        VectorMath.store(VectorMath.load(yp.baseAddress! + i) + VectorMath.load(bp.baseAddress! + i), yp.baseAddress! + i)
+                        i += 16
+                    }
+                    while i < end { yp[i] += bp[i]; i += 1 }
+                }
+            }
         }
+        return y
     }
 
     /// Adds a per-(batch, channel) value to an NCHW map: x[n,c,:,:] += v[n,c]. Used for time embeddings.
@@ -157,35 +220,37 @@ public enum CPUKernels {
         precondition(v.count == n * c)
         var y = x
         y.scalars.withUnsafeMutableBufferPointer { yp in
-            for nc in 0..<(n * c) {
-                let value = v.scalars[nc]
-                for i in 0..<spatial { yp[nc * spatial + i] += value }
+            v.scalars.withUnsafeBufferPointer { vp in
+                parallelFor(n * c, minChunk: 8) { range in
+                    for nc in range {
+                        let value = vp[nc]
+                        VectorMath.apply(yp.baseAddress! + nc * spatial, yp.baseAddress! + nc * spatial, count: spatial) { $0 + value }
+                    }
+                }
             }
         }
         return y
     }
 
     /// Multiplies every element by `s`.
-    public static func scale(_ x: Tensor, _ s: Float) -> Tensor { map(x) { $0 * s } }
+    public static func scale(_ x: Tensor, _ s: Float) -> Tensor { mapVector(x) { $0 * s } }
 
     /// Softmax over the last dimension.
     public static func softmax(_ x: Tensor) -> Tensor {
         let d = x.shape.last!
         var y = x
         y.scalars.withUnsafeMutableBufferPointer { p in
-            for r in 0..<(x.count / d) { softmaxRow(p.baseAddress! + r * d, d) }
+            parallelFor(x.count / d, minChunk: 8) { range in
+                for r in range { softmaxRow(p.baseAddress! + r * d, d) }
+            }
         }
         return y
     }
 
     @inline(__always)
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ d: Int) {
-        var m = -Float.infinity
-        for i in 0..<d { m = max(m, row[i]) }
-        var sum: Float = 0
-        for i in 0..<d { let e = expf(row[i] - m); row[i] = e; sum += e }
-        let inv = 1 / sum
-        for i in 0..<d { row[i] *= inv }
+        let sum = VectorMath.exponentiateRow(row, count: d, scale: 1)
+        VectorMath.scale(row, count: d, by: 1 / sum)
     }
 
     // MARK: Layout
@@ -214,9 +279,9 @@ public enum CPUKernels {
     public static func channelsToTokens(_ x: Tensor) -> Tensor {
         let n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3]
         return Tensor(shape: [n, hw, c]) { out in
-            for b in 0..<n { for ch in 0..<c { for p in 0..<hw {
-                out[(b * hw + p) * c + ch] = x.scalars[(b * c + ch) * hw + p]
-            } } }
+            x.scalars.withUnsafeBufferPointer { xp in
+                transpose(xp.baseAddress!, out.baseAddress!, batch: n, rows: c, columns: hw)
+            }
         }
     }
 
@@ -225,9 +290,28 @@ public enum CPUKernels {
         let n = x.shape[0], hw = x.shape[1], c = x.shape[2]
         precondition(hw == height * width)
         return Tensor(shape: [n, c, height, width]) { out in
-            for b in 0..<n { for p in 0..<hw { for ch in 0..<c {
-                out[(b * c + ch) * hw + p] = x.scalars[(b * hw + p) * c + ch]
-            } } }
+            x.scalars.withUnsafeBufferPointer { xp in
+                transpose(xp.baseAddress!, out.baseAddress!, batch: n, rows: hw, columns: c)
+            }
+        }
+    }
+
+    /// out[b][j][i] = x[b][i][j] for i < rows, j < columns, in 32×32 tiles, parallel over tile rows.
+    static func transpose(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, batch: Int, rows: Int, columns: Int) {
+        let tile = 32
+        let rowTiles = (rows + tile - 1) / tile
+        parallelFor(batch * rowTiles) { range in
+            for item in range {
+                let b = item / rowTiles, i0 = (item % rowTiles) * tile
+                let src = x + b * rows * columns, dst = out + b * rows * columns
+                let i1 = min(rows, i0 + tile)
+                var j0 = 0
+                while j0 < columns {
+                    let j1 = min(columns, j0 + tile)
+                    for i in i0..<i1 { for j in j0..<j1 { dst[j * rows + i] = src[i * columns + j] } }
+                    j0 = j1
+                }
+            }
         }
     }
 

@@ -1,0 +1,348 @@
+/// The fused attention kernel (FlashAttention-2 style), as CUDA C for NVRTC.
+///
+/// One block of 4 warps takes 64 queries of one (batch, head); each warp owns 16 query rows and walks
+/// the keys in tiles of 64: S = Q·Kᵀ with `mma.sync m16n8k16` (FP16 in, FP32 accumulate), an online
+/// softmax in FP32 (`ex2.approx` with the scale folded into log2 e), P rounded to FP16 and O += P·V with the
+/// same instruction (V fragments through `ldmatrix.trans`). The score matrix never leaves registers.
+/// Head dims: any multiple of 8 up to 256 instantiated below (Q·Kᵀ pads the head dim to a multiple of 16).
+///
+/// Limitations: no causal mask or attention mask; K/V tiles are loaded synchronously (no cp.async
+/// pipeline) and Hopper's wgmma is not used, so it stays below FlashAttention-3 speed.
+enum CUDAAttentionSource {
+    /// Head dims with a compiled kernel (`attention_d<D>`).
+    static let headDims = [32, 40, 64, 80, 96, 128, 160]
+
+    /// Head dims that also have the pipelined kernel (`attention_pipelined_d<D>`): 128 queries per block
+    /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
+    static let pipelinedHeadDims = [32, 40, 64, 80]
+
+    static var source: String {
+        CUDAKernelSources.prelude + body + pipelinedBody + headDims.map { d in
+            """
+            extern "C" __global__ void __launch_bounds__(128) attention_d\(d)(const half_t* q, const half_t* k,
+                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2) {
+                attention_tile<\(d)>(q, k, v, o, heads, Lq, Lk, scale_log2);
+            }
+
+            """
+        }.joined() + pipelinedHeadDims.map { d in
+            """
+            extern "C" __global__ void __launch_bounds__(128) attention_pipelined_d\(d)(const half_t* q, const half_t* k,
+                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2) {
+                attention_tile_pipelined<\(d), 2>(q, k, v, o, heads, Lq, Lk, scale_log2);
+            }
+
+            """
+        }.joined()
+    }
+
+    /// The pipelined variant: MT m-tiles of 16 queries per warp (BM = 64·MT per block), K/V tiles loaded with
+    /// cp.async into two shared buffers so the next tile streams in while this one is multiplied.
+    static let pipelinedBody = #"""
+
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;"); }
+
+template <int D, int MT>
+__device__ __forceinline__ void attention_tile_pipelined(const half_t* __restrict__ q, const half_t* __restrict__ k,
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2) {
+    constexpr int BM = 64 * MT, BN = 64;
+    constexpr int DP = (D + 15) / 16 * 16;
+    constexpr int KS = DP + 8;
+    constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
+    __shared__ D8_ALIGN16 half_t Ks[2][BN * KS];
+    __shared__ D8_ALIGN16 half_t Vs[2][BN * VS];
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads;
+    const int stride = heads * D;
+    const int q0 = blockIdx.x * BM + warp * 16 * MT;
+    const half_t* qb = q + (i64)b * Lq * stride + h * D;
+    const half_t* kb = k + (i64)b * Lk * stride + h * D;
+    const half_t* vb = v + (i64)b * Lk * stride + h * D;
+
+    u32 qf[MT][DP / 16][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int s = 0; s < DP / 16; ++s)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int row = q0 + mt * 16 + g + ((r & 1) ? 8 : 0);
+                const int col = s * 16 + 2 * t + ((r & 2) ? 8 : 0);
+                qf[mt][s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * stride + col) : 0u;
+            }
+
+    float acc[MT][D / 8][4];
+    float row_max[MT][2], row_sum[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) { acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f; }
+        row_max[mt][0] = row_max[mt][1] = -D8_INFINITY;
+        row_sum[mt][0] = row_sum[mt][1] = 0.f;
+    }
+
+    // Queues the K tile [BN, DP] and V tile [BN, D] starting at key k0 into buffer `buf` (zero-filled past the ends).
+    auto load_tile = [&](int k0, int buf) {
+        for (int i = tid; i < BN * (DP / 8); i += 128) {
+            const int j = i / (DP / 8), c = (i % (DP / 8)) * 8;
+            const bool inside = k0 + j < Lk && c < D;
+            cp_async16(shared_address(&Ks[buf][j * KS + c]), inside ? kb + (i64)(k0 + j) * stride + c : kb, inside ? 16 : 0);
+        }
+        for (int i = tid; i < BN * (D / 8); i += 128) {
+            const int j = i / (D / 8), c = (i % (D / 8)) * 8;
+            const bool inside = k0 + j < Lk;
+            cp_async16(shared_address(&Vs[buf][j * VS + c]), inside ? vb + (i64)(k0 + j) * stride + c : vb, inside ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+
+    const int tiles = (Lk + BN - 1) / BN;
+    load_tile(0, 0);
+    for (int tile = 0; tile < tiles; ++tile) {
+        const int k0 = tile * BN, buf = tile & 1;
+        if (tile + 1 < tiles) { load_tile(k0 + BN, buf ^ 1); cp_async_wait_one(); } else { cp_async_wait_all(); }
+        __syncthreads();
+        const half_t* Kt = Ks[buf];
+        const half_t* Vt = Vs[buf];
+
+        float s[MT][BN / 8][4];
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+            const half_t* krow = Kt + (n * 8 + g) * KS + 2 * t;
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ++ks) {
+                const u32 b0 = *(const u32*)(krow + ks * 16);
+                const u32 b1 = *(const u32*)(krow + ks * 16 + 8);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) mma_16816(s[mt][n], qf[mt][ks], b0, b1);
+            }
+        }
+
+        const bool ragged = k0 + BN > Lk;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    s[mt][n][e] *= scale_log2;
+                    if (ragged && k0 + n * 8 + 2 * t + (e & 1) >= Lk) s[mt][n][e] = -D8_INFINITY;
+                }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float m = row_max[mt][r];
+#pragma unroll
+                for (int n = 0; n < BN / 8; ++n) m = fmaxf(m, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+                const float correction = fast_exp2(row_max[mt][r] - m);
+                row_max[mt][r] = m;
+                float sum = 0.f;
+#pragma unroll
+                for (int n = 0; n < BN / 8; ++n) {
+                    s[mt][n][2 * r] = fast_exp2(s[mt][n][2 * r] - m);
+                    s[mt][n][2 * r + 1] = fast_exp2(s[mt][n][2 * r + 1] - m);
+                    sum += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
+                }
+                row_sum[mt][r] = row_sum[mt][r] * correction + sum;
+#pragma unroll
+                for (int j = 0; j < D / 8; ++j) { acc[mt][j][2 * r] *= correction; acc[mt][j][2 * r + 1] *= correction; }
+            }
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            u32 a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                a[mt][0] = pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                a[mt][1] = pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                a[mt][2] = pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                a[mt][3] = pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
+            const half_t* vrow = Vt + (kk * 16 + (lane & 15)) * VS;
+#pragma unroll
+            for (int j = 0; j < D / 8; ++j) {
+                u32 b0, b1;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                             : "=r"(b0), "=r"(b1) : "r"(shared_address(vrow + j * 8)));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) mma_16816(acc[mt][j], a[mt], b0, b1);
+            }
+        }
+        __syncthreads();   // everyone is done with `buf` before the next iteration refills it
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 1);
+            row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 2);
+            const int row = q0 + mt * 16 + g + 8 * r;
+            if (row < Lq) {
+                const float inv = 1.f / row_sum[mt][r];
+                half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
+#pragma unroll
+                for (int j = 0; j < D / 8; ++j)
+                    *(u32*)(orow + j * 8) = pack_half2(acc[mt][j][2 * r] * inv, acc[mt][j][2 * r + 1] * inv);
+            }
+        }
+}
+"""#
+
+    static let body = #"""
+
+__device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 shared_address(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// q, o: [B, Lq, heads*D]; k, v: [B, Lk, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
+template <int D>
+__device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, const half_t* __restrict__ k,
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2) {
+    constexpr int BM = 64, BN = 64;
+    constexpr int DP = (D + 15) / 16 * 16;            // head dim padded for the k=16 steps of Q·Kᵀ
+    constexpr int KS = DP + 8;                        // shared row strides (halves), chosen bank-conflict free
+    constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
+    __shared__ D8_ALIGN16 half_t Ks[BN * KS];
+    __shared__ D8_ALIGN16 half_t Vs[BN * VS];
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads;
+    const int stride = heads * D;
+    const int q0 = blockIdx.x * BM + warp * 16;
+    const half_t* qb = q + (i64)b * Lq * stride + h * D;
+    const half_t* kb = k + (i64)b * Lk * stride + h * D;
+    const half_t* vb = v + (i64)b * Lk * stride + h * D;
+
+    // Q as A fragments, zero beyond D and beyond Lq.
+    u32 qf[DP / 16][4];
+#pragma unroll
+    for (int s = 0; s < DP / 16; ++s) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int row = q0 + g + ((r & 1) ? 8 : 0);
+            const int col = s * 16 + 2 * t + ((r & 2) ? 8 : 0);
+            qf[s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * stride + col) : 0u;
+        }
+    }
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) { acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f; }
+    float row_max[2] = {-D8_INFINITY, -D8_INFINITY}, row_sum[2] = {0.f, 0.f};
+
+    for (int k0 = 0; k0 < Lk; k0 += BN) {
+        __syncthreads();
+        // K tile [BN, DP] and V tile [BN, D] into shared memory, 16 bytes at a time, zero past the ends.
+        for (int i = tid; i < BN * (DP / 8); i += 128) {
+            const int j = i / (DP / 8), c = (i % (DP / 8)) * 8;
+            vec16 val = {0u, 0u, 0u, 0u};
+            if (k0 + j < Lk && c < D) val = *(const vec16*)(kb + (i64)(k0 + j) * stride + c);
+            *(vec16*)(Ks + j * KS + c) = val;
+        }
+        for (int i = tid; i < BN * (D / 8); i += 128) {
+            const int j = i / (D / 8), c = (i % (D / 8)) * 8;
+            vec16 val = {0u, 0u, 0u, 0u};
+            if (k0 + j < Lk) val = *(const vec16*)(vb + (i64)(k0 + j) * stride + c);
+            *(vec16*)(Vs + j * VS + c) = val;
+        }
+        __syncthreads();
+
+        // S = Q·Kᵀ for this warp's 16 rows and the tile's 64 keys (8 n-tiles of 8).
+        float s[BN / 8][4];
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+            const half_t* krow = Ks + (n * 8 + g) * KS + 2 * t;
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ++ks) {
+                const u32 b0 = *(const u32*)(krow + ks * 16);
+                const u32 b1 = *(const u32*)(krow + ks * 16 + 8);
+                mma_16816(s[n], qf[ks], b0, b1);
+            }
+        }
+
+        // Online softmax (base 2). Keys past Lk get -inf.
+        const bool ragged = k0 + BN > Lk;
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                s[n][e] *= scale_log2;
+                if (ragged && k0 + n * 8 + 2 * t + (e & 1) >= Lk) s[n][e] = -D8_INFINITY;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float m = row_max[r];
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            const float correction = fast_exp2(row_max[r] - m);
+            row_max[r] = m;
+            float sum = 0.f;
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) {
+                s[n][2 * r] = fast_exp2(s[n][2 * r] - m);
+                s[n][2 * r + 1] = fast_exp2(s[n][2 * r + 1] - m);
+                sum += s[n][2 * r] + s[n][2 * r + 1];
+            }
+            row_sum[r] = row_sum[r] * correction + sum;   // per-thread partial; the quad is summed at the end
+#pragma unroll
+            for (int j = 0; j < D / 8; ++j) { acc[j][2 * r] *= correction; acc[j][2 * r + 1] *= correction; }
+        }
+
+        // O += P·V: two accumulator n-tiles of P form one A fragment (k = 16 keys).
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            u32 a[4];
+            a[0] = pack_half2(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_half2(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            const half_t* vrow = Vs + (kk * 16 + (lane & 15)) * VS;
+#pragma unroll
+            for (int j = 0; j < D / 8; ++j) {
+                u32 b0, b1;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                             : "=r"(b0), "=r"(b1) : "r"(shared_address(vrow + j * 8)));
+                mma_16816(acc[j], a, b0, b1);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        const int row = q0 + g + 8 * r;
+        if (row < Lq) {
+            const float inv = 1.f / row_sum[r];
+            half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
+#pragma unroll
+            for (int j = 0; j < D / 8; ++j)
+                *(u32*)(orow + j * 8) = pack_half2(acc[j][2 * r] * inv, acc[j][2 * r + 1] * inv);
+        }
+    }
+}
+"""#
+}

@@ -1,0 +1,192 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A loaded kernel (`CUfunction`).
+public struct CUDAFunction: @unchecked Sendable {
+    let handle: OpaquePointer?
+    public let name: String
+}
+
+/// One argument of a kernel launch, laid out as the kernel's C parameter.
+public enum CUDAKernelArgument {
+    case pointer(UInt64)
+    case int32(Int32)
+    case float(Float)
+    case int64(Int64)
+
+    static func tensor(_ t: CUDATensor) -> CUDAKernelArgument { .pointer(t.address) }
+    static func int(_ v: Int) -> CUDAKernelArgument { .int32(Int32(v)) }
+}
+
+/// Compiles CUDA C with NVRTC for the card's architecture (`--gpu-arch=sm_XY`), caches the cubin on disk
+/// and loads it with `cuModuleLoadData`.
+///
+/// Cache folder: `$DIFFUSE8_KERNEL_CACHE`, else `$XDG_CACHE_HOME/diffuse8/kernels`, else
+/// `~/.cache/diffuse8/kernels`; file `<module>-sm<XY>-<hash>.cubin` where the hash (FNV-1a, 64 bit)
+/// covers the source, the options, the architecture and the NVRTC version. Unwritable caches are
+/// ignored (the kernel is then compiled in every process).
+public final class CUDAKernelCompiler: @unchecked Sendable {
+    let context: CUDAContext
+    private let lock = CUDALock()
+    private var modules: [String: OpaquePointer?] = [:]
+    private var functions: [String: CUDAFunction] = [:]
+    /// Seconds spent in NVRTC in this process, and modules loaded from the disk cache (for reports).
+    public private(set) var compileSeconds = 0.0
+    public private(set) var cacheHits = 0
+
+    init(context: CUDAContext) { self.context = context }
+
+    var architecture: String { "sm_\(context.computeCapability.major)\(context.computeCapability.minor)" }
+
+    /// The kernel `name` from the module built from `source` (compiled at most once per process).
+    func function(_ name: String, module: String, source: @autoclosure () -> String) throws -> CUDAFunction {
+        try lock.withLock {
+            let key = module + "::" + name
+            if let function = functions[key] { return function }
+            let moduleHandle: OpaquePointer?
+            if let loaded = modules[module] { moduleHandle = loaded } else {
+                moduleHandle = try loadModule(module, source: source())
+                modules[module] = moduleHandle
+            }
+            var function: OpaquePointer? = nil
+            try context.driver.check(context.driver.cuModuleGetFunction(&function, moduleHandle, name),
+                                     "cuModuleGetFunction(\(name))")
+            let result = CUDAFunction(handle: function, name: name)
+            functions[key] = result
+            return result
+        }
+    }
+
+    private func loadModule(_ module: String, source: String) throws -> OpaquePointer? {
+        let nvrtc = try context.nvrtc()
+        var options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
+        // DIFFUSE8_NVRTC_VERBOSE=1 prints ptxas' register/spill report for every kernel (to stderr).
+        let verbose = CUDALibraryLoader.environment("DIFFUSE8_NVRTC_VERBOSE") != nil
+        if verbose { options.append("--ptxas-options=-v") }
+        let version = nvrtc.version
+        let key = Self.fnv1a(source + "\u{0}" + options.joined(separator: " ") + "\u{0}nvrtc\(version.major).\(version.minor)")
+        let hex = String(key, radix: 16)
+        let cachePath = Self.cacheDirectory().map { "\($0)/\(module)-\(architecture)-\(hex).cubin" }
+        var cubin: [UInt8]
+        if let cachePath, let cached = Self.readFile(cachePath) {
+            cubin = cached
+            cacheHits += 1
+        } else {
+            let start = Self.now()
+            cubin = try compile(module, source: source, options: options, nvrtc: nvrtc, printLog: verbose)
+            compileSeconds += Self.now() - start
+            if let cachePath { Self.writeFileAtomically(cachePath, cubin) }
+        }
+        try context.makeCurrent()
+        var handle: OpaquePointer? = nil
+        try cubin.withUnsafeBytes {
+            try context.driver.check(context.driver.cuModuleLoadData(&handle, $0.baseAddress!), "cuModuleLoadData(\(module))")
+        }
+        return handle
+    }
+
+    private func compile(_ module: String, source: String, options: [String], nvrtc: NVRTCAPI,
+                         printLog: Bool = false) throws -> [UInt8] {
+        var program: OpaquePointer? = nil
+        try nvrtc.check(nvrtc.nvrtcCreateProgram(&program, source, module + ".cu", 0, nil, nil), "nvrtcCreateProgram")
+        defer { _ = nvrtc.nvrtcDestroyProgram(&program) }
+        let cOptions = options.map { strdup($0) }
+        defer { cOptions.forEach { free($0) } }
+        let result = cOptions.map { UnsafePointer($0) }.withUnsafeBufferPointer {
+            nvrtc.nvrtcCompileProgram(program, Int32(options.count), $0.baseAddress)
+        }
+        if result != 0 || printLog {
+            var logSize = 0
+            _ = nvrtc.nvrtcGetProgramLogSize(program, &logSize)
+            var log = [CChar](repeating: 0, count: max(logSize, 1))
+            _ = nvrtc.nvrtcGetProgramLog(program, &log)
+            let text = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if result != 0 { throw CUDAError.compilation(kernel: module, options: options, log: text) }
+            fputs("NVRTC log for \(module):\n\(text)\n", stderr)
+        }
+        var size = 0
+        try nvrtc.check(nvrtc.nvrtcGetCUBINSize(program, &size), "nvrtcGetCUBINSize")
+        var bytes = [CChar](repeating: 0, count: size)
+        try nvrtc.check(nvrtc.nvrtcGetCUBIN(program, &bytes), "nvrtcGetCUBIN")
+        return bytes.map { UInt8(bitPattern: $0) }
+    }
+
+    /// Queues `function` on the context's stream. Arguments must match the kernel's C parameters.
+    func launch(_ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0,
+                _ arguments: [CUDAKernelArgument]) throws {
+        guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(arguments.count, 1), alignment: 8)
+        defer { storage.deallocate() }
+        var pointers = [UnsafeMutableRawPointer?]()
+        for (i, argument) in arguments.enumerated() {
+            let slot = storage + 8 * i
+            switch argument {
+            case let .pointer(v): slot.storeBytes(of: v, as: UInt64.self)
+            case let .int32(v): slot.storeBytes(of: v, as: Int32.self)
+            case let .float(v): slot.storeBytes(of: v, as: Float.self)
+            case let .int64(v): slot.storeBytes(of: v, as: Int64.self)
+            }
+            pointers.append(slot)
+        }
+        try context.makeCurrent()
+        let driver = context.driver
+        try pointers.withUnsafeMutableBufferPointer { params in
+            try driver.check(driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                                   UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                                   UInt32(sharedBytes), context.stream.handle, params.baseAddress, nil),
+                             "cuLaunchKernel(\(function.name), grid \(grid), block \(block))")
+        }
+    }
+
+    // MARK: Disk cache helpers (plain libc: FoundationEssentials keeps the binary small)
+
+    static func cacheDirectory() -> String? {
+        let base: String
+        if let explicit = CUDALibraryLoader.environment("DIFFUSE8_KERNEL_CACHE") { base = explicit }
+        else if let xdg = CUDALibraryLoader.environment("XDG_CACHE_HOME") { base = xdg + "/diffuse8/kernels" }
+        else if let home = CUDALibraryLoader.environment("HOME") { base = home + "/.cache/diffuse8/kernels" }
+        else { return nil }
+        var path = ""
+        for component in base.split(separator: "/") {
+            path += "/" + component
+            if access(path, F_OK) != 0 && mkdir(path, 0o755) != 0 && errno != EEXIST { return nil }
+        }
+        return access(base, W_OK) == 0 ? base : nil
+    }
+
+    static func readFile(_ path: String) -> [UInt8]? {
+        guard let file = fopen(path, "rb") else { return nil }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n <= 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+        }
+        return bytes.isEmpty ? nil : bytes
+    }
+
+    static func writeFileAtomically(_ path: String, _ bytes: [UInt8]) {
+        let temporary = path + ".tmp\(getpid())"
+        guard let file = fopen(temporary, "wb") else { return }
+        let written = fwrite(bytes, 1, bytes.count, file)
+        fclose(file)
+        if written == bytes.count { rename(temporary, path) } else { unlink(temporary) }
+    }
+
+    static func fnv1a(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return hash
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}

@@ -1,0 +1,292 @@
+/// CUDA C sources compiled by NVRTC. No headers are included (NVRTC needs none): FP16 values travel
+/// as raw `unsigned short` bits and are converted with `cvt` instructions, and all arithmetic is FP32.
+enum CUDAKernelSources {
+    /// Helpers shared by every module.
+    static let prelude = #"""
+typedef unsigned short half_t;
+typedef unsigned int u32;
+typedef long long i64;
+#define D8_INFINITY __int_as_float(0x7f800000)
+#define D8_ALIGN16 __attribute__((aligned(16)))
+/// 16 bytes moved as one vector load/store.
+struct D8_ALIGN16 vec16 { u32 x, y, z, w; };
+
+__device__ __forceinline__ float h2f(half_t h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ half_t f2h(float f) { half_t h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+/// Packs two floats into an f16x2 register; `lo` lands in the low 16 bits (the lower column index).
+__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
+    u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+
+__device__ __forceinline__ i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+/// 2^x with the MUFU instruction (ftz; inputs here are ≤ 0 after the max is subtracted, -inf gives 0).
+__device__ __forceinline__ float fast_exp2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/// Sum over the block; `scratch` holds 32 floats. Every thread gets the result.
+__device__ float block_sum(float v, float* scratch) {
+    v = warp_sum(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? scratch[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) scratch[0] = v;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+__device__ float block_max(float v, float* scratch) {
+    v = warp_max(v);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? scratch[lane] : -D8_INFINITY;
+        v = warp_max(v);
+        if (lane == 0) scratch[0] = v;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+__device__ __forceinline__ float gelu_erf(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_tanh(float x) {
+    return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+"""#
+
+    /// Normalisation, activations, element-wise and layout kernels (module "diffuse8_basic").
+    static let basic = prelude + #"""
+
+// GroupNorm on NCHW: one block per (image, group); two passes for the statistics (mean, then the
+// centred variance, like torch), a third to write. Optional fused SiLU.
+extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
+        const half_t* __restrict__ beta, half_t* __restrict__ y, int C, int HW, int groups, float eps, int fuse_silu) {
+    __shared__ float scratch[32];
+    const int ng = blockIdx.x, g = ng % groups, cpg = C / groups;
+    const i64 base = (i64)ng * cpg * HW, len = (i64)cpg * HW;
+    const half_t* xp = x + base;
+    float s = 0.f;
+    for (i64 i = threadIdx.x; i < len; i += blockDim.x) s += h2f(xp[i]);
+    const float mean = block_sum(s, scratch) / (float)len;
+    float v = 0.f;
+    for (i64 i = threadIdx.x; i < len; i += blockDim.x) { float d = h2f(xp[i]) - mean; v += d * d; }
+    const float inv = rsqrtf(block_sum(v, scratch) / (float)len + eps);
+    for (i64 i = threadIdx.x; i < len; i += blockDim.x) {
+        const int c = g * cpg + (int)(i / HW);
+        float r = (h2f(xp[i]) - mean) * inv * h2f(gamma[c]) + h2f(beta[c]);
+        if (fuse_silu) r = silu(r);
+        y[base + i] = f2h(r);
+    }
+}
+
+// Split GroupNorm for large groups, pass 1: block (chunk, image*group) computes the mean and the centred sum of
+// squares (M2) of its chunk of the group (two passes over the chunk, which stays in L2) into partial[..] = (mean, M2).
+// Chunks are merged with Chan's formula in pass 2, so no E[x²] − E[x]² cancellation.
+extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float* __restrict__ partial,
+        i64 group_len, int chunk_len) {
+    __shared__ float scratch[32];
+    const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y;
+    const i64 start = (i64)chunk * chunk_len;
+    const int len = (int)min64((i64)chunk_len, group_len - start);
+    const half_t* xp = x + (i64)ng * group_len + start;
+    const bool vector = ((group_len | chunk_len) & 7) == 0;
+    float s = 0.f;
+    if (vector) {
+        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
+            const vec16 v = *(const vec16*)(xp + i);
+            const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s += h2f((half_t)(w[e] & 0xffffu)) + h2f((half_t)(w[e] >> 16));
+        }
+    } else {
+        for (int i = threadIdx.x; i < len; i += blockDim.x) s += h2f(xp[i]);
+    }
+    const float mean = block_sum(s, scratch) / (float)len;
+    float m2 = 0.f;
+    if (vector) {
+        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
+            const vec16 v = *(const vec16*)(xp + i);
+            const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float a = h2f((half_t)(w[e] & 0xffffu)) - mean, b = h2f((half_t)(w[e] >> 16)) - mean;
+                m2 += a * a + b * b;
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < len; i += blockDim.x) { const float d = h2f(xp[i]) - mean; m2 += d * d; }
+    }
+    m2 = block_sum(m2, scratch);
+    if (threadIdx.x == 0) { partial[2 * ((i64)ng * chunks + chunk)] = mean; partial[2 * ((i64)ng * chunks + chunk) + 1] = m2; }
+}
+
+// Split GroupNorm, pass 2: merges the group's chunk statistics (thread 0, in double) and normalises this block's
+// chunk, 8 values per 16-byte access when the sizes allow. Optional fused SiLU.
+extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const float* __restrict__ partial,
+        const half_t* __restrict__ gamma, const half_t* __restrict__ beta, half_t* __restrict__ y,
+        int C, int HW, int groups, i64 group_len, int chunk_len, float eps, int fuse_silu) {
+    __shared__ float stats[2];
+    const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y, g = ng % groups, cpg = C / groups;
+    if (threadIdx.x == 0) {
+        double n = 0.0, mean = 0.0, m2 = 0.0;
+        for (int c = 0; c < chunks; ++c) {
+            const double nb = (double)min64((i64)chunk_len, group_len - (i64)c * chunk_len);
+            const double mb = partial[2 * ((i64)ng * chunks + c)], m2b = partial[2 * ((i64)ng * chunks + c) + 1];
+            const double total = n + nb, delta = mb - mean;
+            mean += delta * nb / total;
+            m2 += m2b + delta * delta * n * nb / total;
+            n = total;
+        }
+        stats[0] = (float)mean;
+        stats[1] = rsqrtf((float)(m2 / n) + eps);
+    }
+    __syncthreads();
+    const float mean = stats[0], inv = stats[1];
+    const i64 start = (i64)chunk * chunk_len;
+    const int len = (int)min64((i64)chunk_len, group_len - start);
+    const i64 base = (i64)ng * group_len + start;
+    if (((group_len | chunk_len | HW) & 7) == 0) {
+        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
+            const int c = g * cpg + (int)((start + i) / HW);       // 8 values share a channel (HW % 8 == 0)
+            const float scale = inv * h2f(gamma[c]), shift = h2f(beta[c]) - mean * scale;
+            const vec16 v = *(const vec16*)(x + base + i);
+            u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float a = h2f((half_t)(w[e] & 0xffffu)) * scale + shift, b = h2f((half_t)(w[e] >> 16)) * scale + shift;
+                if (fuse_silu) { a = silu(a); b = silu(b); }
+                w[e] = pack_half2(a, b);
+            }
+            vec16 r; r.x = w[0]; r.y = w[1]; r.z = w[2]; r.w = w[3];
+            *(vec16*)(y + base + i) = r;
+        }
+    } else {
+        for (int i = threadIdx.x; i < len; i += blockDim.x) {
+            const int c = g * cpg + (int)((start + i) / HW);
+            float r = (h2f(x[base + i]) - mean) * inv * h2f(gamma[c]) + h2f(beta[c]);
+            if (fuse_silu) r = silu(r);
+            y[base + i] = f2h(r);
+        }
+    }
+}
+
+// LayerNorm over the last dimension D: one block per row.
+extern "C" __global__ void layer_norm(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
+        const half_t* __restrict__ beta, half_t* __restrict__ y, int D, float eps) {
+    __shared__ float scratch[32];
+    const half_t* xp = x + (i64)blockIdx.x * D;
+    half_t* yp = y + (i64)blockIdx.x * D;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) s += h2f(xp[i]);
+    const float mean = block_sum(s, scratch) / (float)D;
+    float v = 0.f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) { float d = h2f(xp[i]) - mean; v += d * d; }
+    const float inv = rsqrtf(block_sum(v, scratch) / (float)D + eps);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) yp[i] = f2h((h2f(xp[i]) - mean) * inv * h2f(gamma[i]) + h2f(beta[i]));
+}
+
+// Softmax over the last dimension D: one block per row.
+extern "C" __global__ void softmax_rows(const half_t* __restrict__ x, half_t* __restrict__ y, int D) {
+    __shared__ float scratch[32];
+    const half_t* xp = x + (i64)blockIdx.x * D;
+    half_t* yp = y + (i64)blockIdx.x * D;
+    float m = -D8_INFINITY;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) m = fmaxf(m, h2f(xp[i]));
+    m = block_max(m, scratch);
+    float s = 0.f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) s += expf(h2f(xp[i]) - m);
+    const float inv = 1.f / block_sum(s, scratch);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) yp[i] = f2h(expf(h2f(xp[i]) - m) * inv);
+}
+
+// Unary maps. op: 0 SiLU, 1 GELU (erf), 2 GELU (tanh), 3 quick GELU, 4 multiply by `scalar`.
+extern "C" __global__ void unary(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n, int op, float scalar) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const float v = h2f(x[i]);
+        float r;
+        switch (op) {
+            case 0: r = silu(v); break;
+            case 1: r = gelu_erf(v); break;
+            case 2: r = gelu_tanh(v); break;
+            case 3: r = v / (1.f + expf(-1.702f * v)); break;
+            default: r = v * scalar; break;
+        }
+        y[i] = f2h(r);
+    }
+}
+
+extern "C" __global__ void add(const half_t* __restrict__ a, const half_t* __restrict__ b, half_t* __restrict__ y, i64 n) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        y[i] = f2h(h2f(a[i]) + h2f(b[i]));
+}
+
+// y[n, c, :] = x[n, c, :] + v[n*C + c] (per_image = 1) or + v[c] (per_image = 0: a conv bias).
+extern "C" __global__ void add_channel_bias(const half_t* __restrict__ x, const half_t* __restrict__ v,
+        half_t* __restrict__ y, i64 n, int C, int HW, int per_image) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const i64 nc = i / HW;
+        y[i] = f2h(h2f(x[i]) + h2f(v[per_image ? nc : nc % C]));
+    }
+}
+
+// diffusers' GEGLU tail: x [rows, 2d] -> a * gelu(b) with a = x[:, :d], b = x[:, d:] (exact GELU).
+extern "C" __global__ void geglu(const half_t* __restrict__ x, half_t* __restrict__ y, i64 rows, int d) {
+    const i64 n = rows * d;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const i64 r = i / d; const int c = (int)(i - r * d);
+        const float a = h2f(x[r * 2 * d + c]), b = h2f(x[r * 2 * d + d + c]);
+        y[i] = f2h(a * gelu_erf(b));
+    }
+}
+
+// Nearest 2x upsampling of NCHW (F.interpolate(scale_factor=2, mode="nearest")).
+extern "C" __global__ void upsample_nearest2x(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n, int H, int W) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const int ox = (int)(i % (2 * W)); const i64 t = i / (2 * W);
+        const int oy = (int)(t % (2 * H)); const i64 nc = t / (2 * H);
+        y[i] = x[(nc * H + oy / 2) * W + ox / 2];
+    }
+}
+
+// Batched transpose: x [B, R, C] -> y [B, C, R], through a 32x33 shared tile. Block (32, 8).
+extern "C" __global__ void transpose_batched(const half_t* __restrict__ x, half_t* __restrict__ y, int R, int C) {
+    __shared__ half_t tile[32][33];
+    const i64 offset = (i64)blockIdx.z * R * C;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int r = r0 + j, c = c0 + threadIdx.x;
+        if (r < R && c < C) tile[j][threadIdx.x] = x[offset + (i64)r * C + c];
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j, r = r0 + threadIdx.x;
+        if (c < C && r < R) y[offset + (i64)c * R + r] = tile[threadIdx.x][j];
+    }
+}
+
+// im2col for NCHW: cols[n][(c*kh + ky)*kw + kx][oy*OW + ox], zero outside the image.
+extern "C" __global__ void im2col(const half_t* __restrict__ x, half_t* __restrict__ cols, i64 total,
+        int C, int H, int W, int kh, int kw, int stride, int pad, int OH, int OW) {
+    const int P = OH * OW, CK = C * kh * kw;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+        const int p = (int)(i % P); const i64 t = i / P;
+        const int ck = (int)(t % CK); const int n = (int)(t / CK);
+        const int kx = ck % kw, ky = (ck / kw) % kh, c = ck / (kw * kh);
+        const int iy = (p / OW) * stride - pad + ky, ix = (p % OW) * stride - pad + kx;
+        cols[i] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[(((i64)n * C + c) * H + iy) * W + ix] : (half_t)0;
+    }
+}
+"""#
+}

@@ -1,0 +1,373 @@
+/// FP16 kernels on device tensors, mirroring `CPUKernels` (same names, layouts and PyTorch semantics),
+/// so model code can run on either backend.
+///
+/// Storage is FP16 (`CUDATensor.dtype == .float16`), arithmetic FP32. Feature maps are NCHW; token
+/// sequences [batch, tokens, channels]. GEMMs and convolutions (im2col + GEMM) go through cuBLASLt;
+/// everything else is CUDA C compiled by NVRTC on first use (see `CUDAKernelSources`, `CUDAAttentionSource`).
+/// All work is queued on `context.stream`; call `context.synchronize()` or `download` to wait.
+/// Not thread-safe (settings and caches are plain properties): use one instance per thread.
+public final class CUDAKernels: @unchecked Sendable {
+    public let context: CUDAContext
+    public let compiler: CUDAKernelCompiler
+    public let matmul: CUDAMatmul
+    /// How `conv2d` runs: cuDNN when it loads (`.automatic`), else im2col + cuBLASLt.
+    public var convolutionBackend = ConvolutionBackend.automatic
+    private var cudnnConvolution: CUDNNConvolution?
+    private var cudnnUnavailable: Error?
+    /// `.automatic`'s choice per convolution shape: true when cuDNN measured faster than im2col + GEMM.
+    private var convolutionPrefersCUDNN: [CUDNNConvolution.Shape: Bool] = [:]
+
+    /// Which attention kernel `attention` launches.
+    public var attentionKernel = AttentionKernel.automatic
+
+    public enum AttentionKernel: Sendable {
+        /// The pipelined kernel where it exists for the head dim, else the simple one.
+        case automatic
+        /// 64 queries per block, synchronous K/V loads (every head dim).
+        case simple
+        /// 128 queries per block, cp.async double-buffered K/V (`CUDAAttentionSource.pipelinedHeadDims`).
+        case pipelined
+    }
+
+    public enum ConvolutionBackend: Sendable {
+        /// Times cuDNN and im2col + GEMM once per shape and uses the faster (im2col + GEMM without cuDNN).
+        case automatic
+        /// cuDNN only (throws if it is missing).
+        case cudnn
+        /// im2col + one cuBLASLt GEMM per image.
+        case im2colGEMM
+    }
+
+    /// Kernels on the shared context (device 0). Throws with the full search report when CUDA is absent.
+    public convenience init() throws { try self.init(context: CUDAContext.shared()) }
+
+    public init(context: CUDAContext) throws {
+        self.context = context
+        compiler = CUDAKernelCompiler(context: context)
+        matmul = try CUDAMatmul(context: context)
+    }
+
+    private func basic(_ name: String) throws -> CUDAFunction {
+        try compiler.function(name, module: "diffuse8_basic", source: CUDAKernelSources.basic)
+    }
+
+    private func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: .float16) }
+
+    private func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
+        for t in tensors.compactMap({ $0 }) where t.dtype != .float16 {
+            throw CUDAError.invalidArgument("\(op): expects FP16 tensors, got \(t.dtype) of shape \(t.shape)")
+        }
+    }
+
+    /// Grid for grid-stride element-wise kernels (256 threads, at most 16 blocks per SM).
+    private func elementwiseGrid(_ n: Int) -> (Int, Int, Int) {
+        (max(1, min((n + 255) / 256, context.multiprocessorCount * 16)), 1, 1)
+    }
+
+    // MARK: Linear algebra
+
+    /// `y = x · wᵀ + b` over the last dimension (`torch.nn.functional.linear`), optionally followed by
+    /// cuBLASLt's GELU (tanh approximation). x: [..., in], weight: [out, in], bias: [out].
+    public func linear(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, tanhGELU: Bool = false) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, op: "linear")
+        let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
+        guard x.shape.last == inFeatures, bias.map({ $0.count == outFeatures }) ?? true else {
+            throw CUDAError.invalidArgument("linear: input \(x.shape), weight \(weight.shape), bias \(bias?.shape ?? [])")
+        }
+        let rows = x.count / inFeatures
+        var shape = x.shape
+        shape[shape.count - 1] = outFeatures
+        let y = try output(shape)
+        let epilogue: CUDAMatmul.Epilogue = bias == nil ? (tanhGELU ? .gelu : .none) : (tanhGELU ? .biasGELU : .bias)
+        // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows].
+        try matmul.run(.init(m: outFeatures, n: rows, k: inFeatures, transA: true, transB: false,
+                             lda: inFeatures, ldb: inFeatures, ldd: outFeatures, epilogue: epilogue),
+                       a: weight.address, b: x.address, d: y.address, bias: bias?.address)
+        return y
+    }
+
+    /// Row-major batched product C[b] = A[b] · B[b]ᵀ, A: [batch, m, k], B: [batch, n, k] → [batch, m, n].
+    public func matmulTransposedB(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor {
+        try requireHalf(a, b, op: "matmulTransposedB")
+        let batch = a.shape[0], m = a.shape[1], k = a.shape[2], n = b.shape[1]
+        guard b.shape == [batch, n, k] else { throw CUDAError.invalidArgument("matmulTransposedB: \(a.shape) · \(b.shape)ᵀ") }
+        let c = try output([batch, m, n])
+        try matmul.run(.init(m: n, n: m, k: k, transA: true, transB: false, lda: k, ldb: k, ldd: n, epilogue: .none,
+                             batch: batch, strideA: n * k, strideB: m * k, strideD: m * n),
+                       a: b.address, b: a.address, d: c.address)
+        return c
+    }
+
+    /// `torch.nn.functional.conv2d` on NCHW, weight [O, C, kh, kw], symmetric zero padding, through cuDNN
+    /// (fastest algorithm found per shape) or im2col + cuBLASLt (see `convolutionBackend`); the bias is
+    /// added by a separate kernel. Limitation: no groups or dilation.
+    public func conv2d(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor?, stride: Int = 1, padding: Int = 0) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, op: "conv2d")
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
+        guard weight.shape[1] == c else { throw CUDAError.invalidArgument("conv2d: weight \(weight.shape) vs input \(x.shape)") }
+        let oh = (h + 2 * padding - kh) / stride + 1, ow = (w + 2 * padding - kw) / stride + 1
+        let y = try output([n, o, oh, ow])
+        let shape = CUDNNConvolution.Shape(n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, stride: stride, padding: padding)
+        if let cudnn = try cudnnIfWanted() {
+            var useCUDNN = true
+            if convolutionBackend == .automatic {
+                if let known = convolutionPrefersCUDNN[shape] { useCUDNN = known } else {
+                    // First time for this shape: measure both (the cuDNN run also does its algorithm search).
+                    let cudnnTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
+                        try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
+                    }
+                    let gemmTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) {
+                        try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+                    }
+                    useCUDNN = cudnnTime <= gemmTime
+                    convolutionPrefersCUDNN[shape] = useCUDNN
+                }
+            }
+            if useCUDNN {
+                try cudnn.forward(shape, x: x.address, weight: weight.address, y: y.address)
+            } else {
+                try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+            }
+        } else {
+            try im2colConvolution(x, weight: weight, into: y, stride: stride, padding: padding)
+        }
+        if let bias {
+            try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+                .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
+        }
+        return y
+    }
+
+    private func cudnnIfWanted() throws -> CUDNNConvolution? {
+        switch convolutionBackend {
+        case .im2colGEMM: return nil
+        case .cudnn, .automatic:
+            if let cudnnConvolution { return cudnnConvolution }
+            if cudnnUnavailable != nil && convolutionBackend == .automatic { return nil }
+            do {
+                cudnnConvolution = try CUDNNConvolution(context: context)
+                return cudnnConvolution
+            } catch {
+                if convolutionBackend == .cudnn { throw error }
+                cudnnUnavailable = error
+                return nil
+            }
+        }
+    }
+
+    /// im2col into [C·kh·kw, OH·OW] per image (skipped for 1×1 stride-1 convolutions), then one GEMM per image.
+    private func im2colConvolution(_ x: CUDATensor, weight: CUDATensor, into y: CUDATensor, stride: Int, padding: Int) throws {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3], oh = y.shape[2], ow = y.shape[3]
+        let ck = c * kh * kw, hw = oh * ow
+        var columns = x
+        if !(kh == 1 && kw == 1 && stride == 1 && padding == 0) {
+            columns = try output([n, ck, hw])
+            let total = n * ck * hw
+            try compiler.launch(basic("im2col"), grid: elementwiseGrid(total), block: (256, 1, 1), [
+                .tensor(x), .tensor(columns), .int64(Int64(total)), .int(c), .int(h), .int(w), .int(kh), .int(kw),
+                .int(stride), .int(padding), .int(oh), .int(ow)])
+        }
+        // Column-major per image: yᵀ[hw, o] = colsᵀ[hw, ck] · Wᵀ[ck, o]. One GEMM per image (the weight is
+        // shared; a zero batch stride is not documented for cuBLASLt layouts).
+        let problem = CUDAMatmul.Problem(m: hw, n: o, k: ck, transA: false, transB: false, lda: hw, ldb: ck, ldd: hw,
+                                         epilogue: .none)
+        for image in 0..<n {
+            try matmul.run(problem, a: columns.address + UInt64(image * ck * hw * 2), b: weight.address,
+                           d: y.address + UInt64(image * o * hw * 2))
+        }
+    }
+
+    // MARK: Normalisation
+
+    /// `torch.nn.GroupNorm` on NCHW, optionally followed by SiLU. weight/bias: [C] (FP16). Large groups are
+    /// split over several blocks (chunk statistics merged with Chan's formula), small ones take one block each.
+    public func groupNorm(_ x: CUDATensor, groups: Int, weight: CUDATensor, bias: CUDATensor,
+                          epsilon: Float, fusedSiLU: Bool = false) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, op: "groupNorm")
+        let n = x.shape[0], c = x.shape[1], spatial = x.count / (n * c)
+        guard c % groups == 0 else { throw CUDAError.invalidArgument("groupNorm: \(c) channels, \(groups) groups") }
+        let y = try output(x.shape)
+        let groupLength = c / groups * spatial
+        // Enough blocks to fill the card: split each group into chunks (≥ 2048 values, a multiple of 8).
+        let chunks = max(1, min((groupLength + 2047) / 2048, (4 * context.multiprocessorCount + n * groups - 1) / (n * groups)))
+        if chunks == 1 || splitGroupNormDisabled {
+            try compiler.launch(basic("group_norm_nchw"), grid: (n * groups, 1, 1), block: (512, 1, 1), [
+                .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
+                .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
+            return y
+        }
+        let chunkLength = ((groupLength + chunks - 1) / chunks + 7) / 8 * 8
+        let chunkCount = (groupLength + chunkLength - 1) / chunkLength
+        let partial = try context.empty([n * groups * chunkCount * 2], dtype: .float32)
+        try compiler.launch(basic("group_norm_stats"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
+            .tensor(x), .tensor(partial), .int64(Int64(groupLength)), .int(chunkLength)])
+        try compiler.launch(basic("group_norm_apply"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
+            .tensor(x), .tensor(partial), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
+            .int64(Int64(groupLength)), .int(chunkLength), .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
+        return y
+    }
+
+    /// Forces the one-block-per-group GroupNorm kernel (for tests and comparisons).
+    public var splitGroupNormDisabled = false
+
+    /// `torch.nn.LayerNorm` over the last dimension.
+    public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, op: "layerNorm")
+        let d = x.shape.last!
+        let y = try output(x.shape)
+        try compiler.launch(basic("layer_norm"), grid: (x.count / d, 1, 1), block: (d >= 1024 ? 256 : 128, 1, 1), [
+            .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(d), .float(epsilon)])
+        return y
+    }
+
+    // MARK: Activations and element-wise
+
+    private func unary(_ x: CUDATensor, op: Int32, scalar: Float = 0) throws -> CUDATensor {
+        try requireHalf(x, op: "unary")
+        let y = try output(x.shape)
+        try compiler.launch(basic("unary"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .tensor(y), .int64(Int64(x.count)), .int32(op), .float(scalar)])
+        return y
+    }
+
+    /// SiLU (x·σ(x)).
+    public func silu(_ x: CUDATensor) throws -> CUDATensor { try unary(x, op: 0) }
+    /// Exact GELU (erf form).
+    public func gelu(_ x: CUDATensor) throws -> CUDATensor { try unary(x, op: 1) }
+    /// GELU, tanh approximation (`approximate="tanh"`).
+    public func geluTanh(_ x: CUDATensor) throws -> CUDATensor { try unary(x, op: 2) }
+    /// CLIP's quick GELU: x·σ(1.702x).
+    public func quickGELU(_ x: CUDATensor) throws -> CUDATensor { try unary(x, op: 3) }
+    /// Multiplies every element by `s`.
+    public func scale(_ x: CUDATensor, _ s: Float) throws -> CUDATensor { try unary(x, op: 4, scalar: s) }
+
+    /// diffusers' GEGLU tail: splits the last dimension in half, returns `a * gelu(b)`.
+    public func geglu(_ x: CUDATensor) throws -> CUDATensor {
+        try requireHalf(x, op: "geglu")
+        let d2 = x.shape.last!, d = d2 / 2, rows = x.count / d2
+        var shape = x.shape
+        shape[shape.count - 1] = d
+        let y = try output(shape)
+        try compiler.launch(basic("geglu"), grid: elementwiseGrid(rows * d), block: (256, 1, 1), [
+            .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
+        return y
+    }
+
+    /// Element-wise sum of two tensors of the same shape.
+    public func add(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor {
+        try requireHalf(a, b, op: "add")
+        guard a.shape == b.shape else { throw CUDAError.invalidArgument("add: shapes \(a.shape) and \(b.shape) differ") }
+        let y = try output(a.shape)
+        try compiler.launch(basic("add"), grid: elementwiseGrid(a.count), block: (256, 1, 1), [
+            .tensor(a), .tensor(b), .tensor(y), .int64(Int64(a.count))])
+        return y
+    }
+
+    /// x[n,c,:,:] += v[n,c] on NCHW (time embeddings), like `CPUKernels.addChannelBias`.
+    public func addChannelBias(_ x: CUDATensor, _ v: CUDATensor) throws -> CUDATensor {
+        try requireHalf(x, v, op: "addChannelBias")
+        let n = x.shape[0], c = x.shape[1], spatial = x.count / (n * c)
+        guard v.count == n * c else { throw CUDAError.invalidArgument("addChannelBias: \(v.shape) for \(x.shape)") }
+        let y = try output(x.shape)
+        try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .tensor(v), .tensor(y), .int64(Int64(x.count)), .int(c), .int(spatial), .int32(1)])
+        return y
+    }
+
+    /// Softmax over the last dimension.
+    public func softmax(_ x: CUDATensor) throws -> CUDATensor {
+        try requireHalf(x, op: "softmax")
+        let d = x.shape.last!
+        let y = try output(x.shape)
+        try compiler.launch(basic("softmax_rows"), grid: (x.count / d, 1, 1), block: (d >= 1024 ? 256 : 128, 1, 1), [
+            .tensor(x), .tensor(y), .int(d)])
+        return y
+    }
+
+    // MARK: Attention
+
+    /// Multi-head scaled dot-product attention (`F.scaled_dot_product_attention` on heads split from the
+    /// channel dimension): q [B, Lq, H·D], k and v [B, Lk, H·D] → [B, Lq, H·D]. Fused (FlashAttention-2
+    /// style, see `CUDAAttentionSource`); head dims in `CUDAAttentionSource.headDims`.
+    public func attention(query q: CUDATensor, key k: CUDATensor, value v: CUDATensor, heads: Int,
+                          scale: Float? = nil) throws -> CUDATensor {
+        try requireHalf(q, k, v, op: "attention")
+        let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
+        guard channels % heads == 0, k.shape == [batch, lk, channels], v.shape == k.shape else {
+            throw CUDAError.invalidArgument("attention: q \(q.shape), k \(k.shape), v \(v.shape), \(heads) heads")
+        }
+        let d = channels / heads
+        guard CUDAAttentionSource.headDims.contains(d) else {
+            throw CUDAError.invalidArgument("attention: head dim \(d) has no kernel (have \(CUDAAttentionSource.headDims))")
+        }
+        let pipelined = attentionKernel != .simple && CUDAAttentionSource.pipelinedHeadDims.contains(d)
+        if attentionKernel == .pipelined && !pipelined {
+            throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
+        }
+        let s = scale ?? 1 / Float(d).squareRoot()
+        let y = try output([batch, lq, channels])
+        let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
+                                             module: "diffuse8_attention", source: CUDAAttentionSource.source)
+        let queriesPerBlock = pipelined ? 128 : 64
+        try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
+            .tensor(q), .tensor(k), .tensor(v), .tensor(y), .int(heads), .int(lq), .int(lk),
+            .float(s * 1.4426950408889634)])
+        return y
+    }
+
+    // MARK: Layout
+
+    /// Concatenates NCHW tensors along channels (`torch.cat(dim=1)`), by device-to-device copies.
+    public func concatChannels(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor {
+        try requireHalf(a, b, op: "concatChannels")
+        let n = a.shape[0], ca = a.shape[1], cb = b.shape[1], spatial = a.count / (n * ca)
+        guard b.shape[0] == n, b.count / (n * cb) == spatial else {
+            throw CUDAError.invalidArgument("concatChannels: \(a.shape) and \(b.shape)")
+        }
+        var shape = a.shape
+        shape[1] = ca + cb
+        let y = try output(shape)
+        try context.makeCurrent()
+        for i in 0..<n {
+            let base = y.address + UInt64(i * (ca + cb) * spatial * 2)
+            try context.copy(from: a.address + UInt64(i * ca * spatial * 2), to: base, bytes: ca * spatial * 2)
+            try context.copy(from: b.address + UInt64(i * cb * spatial * 2), to: base + UInt64(ca * spatial * 2),
+                             bytes: cb * spatial * 2)
+        }
+        return y
+    }
+
+    private func transpose(_ x: CUDATensor, batch: Int, rows: Int, columns: Int, shape: [Int]) throws -> CUDATensor {
+        let y = try output(shape)
+        try compiler.launch(basic("transpose_batched"), grid: ((columns + 31) / 32, (rows + 31) / 32, batch), block: (32, 8, 1), [
+            .tensor(x), .tensor(y), .int(rows), .int(columns)])
+        return y
+    }
+
+    /// NCHW → [N, H·W, C].
+    public func channelsToTokens(_ x: CUDATensor) throws -> CUDATensor {
+        try requireHalf(x, op: "channelsToTokens")
+        let n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3]
+        return try transpose(x, batch: n, rows: c, columns: hw, shape: [n, hw, c])
+    }
+
+    /// [N, H·W, C] → NCHW.
+    public func tokensToChannels(_ x: CUDATensor, height: Int, width: Int) throws -> CUDATensor {
+        try requireHalf(x, op: "tokensToChannels")
+        let n = x.shape[0], hw = x.shape[1], c = x.shape[2]
+        guard hw == height * width else { throw CUDAError.invalidArgument("tokensToChannels: \(hw) tokens ≠ \(height)×\(width)") }
+        return try transpose(x, batch: n, rows: hw, columns: c, shape: [n, c, height, width])
+    }
+
+    /// Nearest-neighbour 2× upsampling of NCHW.
+    public func upsampleNearest2x(_ x: CUDATensor) throws -> CUDATensor {
+        try requireHalf(x, op: "upsampleNearest2x")
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let y = try output([n, c, 2 * h, 2 * w])
+        try compiler.launch(basic("upsample_nearest2x"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+            .tensor(x), .tensor(y), .int64(Int64(y.count)), .int(h), .int(w)])
+        return y
+    }
+}

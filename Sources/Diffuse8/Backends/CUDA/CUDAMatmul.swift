@@ -1,0 +1,130 @@
+/// FP16 GEMMs through cuBLASLt (FP32 accumulation and scaling), with the bias / GELU epilogues.
+///
+/// cuBLASLt is column-major; a row-major [r, c] matrix is the column-major [c, r] matrix, so every
+/// row-major product here is issued as its transpose. Descriptors, layouts and the heuristic's first
+/// algorithm are cached per shape, so a repeated GEMM costs one `cublasLtMatmul` call.
+/// Limitations: cuBLASLt's GELU epilogue is the tanh approximation (diffusers' exact-erf GELU goes through
+/// `CUDAKernels.gelu`/`geglu`); FP16 only (INT8/FP8 come with quantization).
+public final class CUDAMatmul: @unchecked Sendable {
+    /// Epilogues fused into the GEMM.
+    public enum Epilogue: Sendable, Hashable {
+        case none, bias, gelu, biasGELU
+
+        var code: Int32 {
+            switch self {
+            case .none: return CUBLASLtAPI.epilogueDefault
+            case .bias: return CUBLASLtAPI.epilogueBias
+            case .gelu: return CUBLASLtAPI.epilogueGELU
+            case .biasGELU: return CUBLASLtAPI.epilogueGELUBias
+            }
+        }
+    }
+
+    /// Column-major problem: D[m, n] = op(A)·op(B), all FP16, batch matrices at fixed strides.
+    struct Problem: Hashable {
+        var m: Int, n: Int, k: Int
+        var transA: Bool, transB: Bool
+        var lda: Int, ldb: Int, ldd: Int
+        var epilogue: Epilogue
+        var batch: Int = 1
+        var strideA: Int = 0, strideB: Int = 0, strideD: Int = 0
+    }
+
+    final class Plan {
+        let api: CUBLASLtAPI
+        var descriptor: OpaquePointer? = nil
+        var layoutA: OpaquePointer? = nil, layoutB: OpaquePointer? = nil, layoutD: OpaquePointer? = nil
+        var algorithm = [UInt8](repeating: 0, count: CUBLASLtAPI.heuristicResultSize)
+        init(api: CUBLASLtAPI) { self.api = api }
+        deinit {
+            _ = api.cublasLtMatrixLayoutDestroy(layoutA)
+            _ = api.cublasLtMatrixLayoutDestroy(layoutB)
+            _ = api.cublasLtMatrixLayoutDestroy(layoutD)
+            _ = api.cublasLtMatmulDescDestroy(descriptor)
+        }
+    }
+
+    let context: CUDAContext
+    let api: CUBLASLtAPI
+    let handle: OpaquePointer?
+    let workspace: CUDABuffer
+    private var plans: [Problem: Plan] = [:]
+    private let lock = CUDALock()
+
+    /// cuBLASLt workspace: 32 MiB, what NVIDIA recommends for Hopper.
+    static let workspaceBytes = 32 << 20
+
+    init(context: CUDAContext) throws {
+        self.context = context
+        api = try context.cublasLt()
+        var handle: OpaquePointer? = nil
+        try api.check(api.cublasLtCreate(&handle), "cublasLtCreate")
+        self.handle = handle
+        workspace = try context.allocate(bytes: Self.workspaceBytes)
+    }
+
+    /// Queues D = op(A)·op(B) (+ bias over D's rows, + GELU) on the context's stream.
+    func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil) throws {
+        let plan = try lock.withLock { try plans[problem] ?? makePlan(problem) }
+        if let bias {
+            var pointer = bias
+            try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8),
+                          "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")
+        }
+        var alpha: Float = 1, beta: Float = 0
+        try context.makeCurrent()
+        let status = plan.algorithm.withUnsafeBytes { algo in
+            api.cublasLtMatmul(handle, plan.descriptor, &alpha, a, plan.layoutA, b, plan.layoutB, &beta, d, plan.layoutD,
+                               d, plan.layoutD, algo.baseAddress, workspace.address, Self.workspaceBytes,
+                               context.stream.handle)
+        }
+        try api.check(status, "cublasLtMatmul", "problem \(problem)")
+    }
+
+    private func makePlan(_ p: Problem) throws -> Plan {
+        let plan = Plan(api: api)
+        try api.check(api.cublasLtMatmulDescCreate(&plan.descriptor, CUBLASLtAPI.computeFloat32, CUBLASLtAPI.dataFloat32),
+                      "cublasLtMatmulDescCreate")
+        var transA: Int32 = p.transA ? 1 : 0, transB: Int32 = p.transB ? 1 : 0, epilogue = p.epilogue.code
+        try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descTransA, &transA, 4), "set TRANSA")
+        try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descTransB, &transB, 4), "set TRANSB")
+        try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descEpilogue, &epilogue, 4), "set EPILOGUE")
+        func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) throws -> OpaquePointer? {
+            var l: OpaquePointer? = nil
+            try api.check(api.cublasLtMatrixLayoutCreate(&l, CUBLASLtAPI.dataFloat16, UInt64(rows), UInt64(cols), Int64(ld)),
+                          "cublasLtMatrixLayoutCreate(\(rows)x\(cols), ld \(ld))")
+            if p.batch > 1 {
+                var count = Int32(p.batch), offset = Int64(stride)
+                try api.check(api.cublasLtMatrixLayoutSetAttribute(l, CUBLASLtAPI.layoutBatchCount, &count, 4), "set BATCH_COUNT")
+                try api.check(api.cublasLtMatrixLayoutSetAttribute(l, CUBLASLtAPI.layoutBatchStride, &offset, 8), "set BATCH_OFFSET")
+            }
+            return l
+        }
+        plan.layoutA = try p.transA ? layout(p.k, p.m, p.lda, p.strideA) : layout(p.m, p.k, p.lda, p.strideA)
+        plan.layoutB = try p.transB ? layout(p.n, p.k, p.ldb, p.strideB) : layout(p.k, p.n, p.ldb, p.strideB)
+        plan.layoutD = try layout(p.m, p.n, p.ldd, p.strideD)
+
+        var preference: OpaquePointer? = nil
+        try api.check(api.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+        defer { _ = api.cublasLtMatmulPreferenceDestroy(preference) }
+        var workspaceLimit = UInt64(Self.workspaceBytes)
+        try api.check(api.cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLtAPI.preferenceMaxWorkspace, &workspaceLimit, 8),
+                      "set MAX_WORKSPACE_BYTES")
+        if p.epilogue == .bias || p.epilogue == .biasGELU {
+            // The heuristic looks at the bias pointer's alignment; any 256-byte aligned address stands in.
+            var pointer = workspace.address
+            try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8), "set BIAS")
+        }
+        var found: Int32 = 0
+        let status = plan.algorithm.withUnsafeMutableBytes {
+            api.cublasLtMatmulAlgoGetHeuristic(handle, plan.descriptor, plan.layoutA, plan.layoutB, plan.layoutD, plan.layoutD,
+                                               preference, 1, $0.baseAddress!, &found)
+        }
+        try api.check(status, "cublasLtMatmulAlgoGetHeuristic", "problem \(p)")
+        guard found > 0 else {
+            throw CUDAError.cublas(call: "cublasLtMatmulAlgoGetHeuristic", status: 15, detail: "no algorithm for \(p)")
+        }
+        plans[p] = plan
+        return plan
+    }
+}

@@ -1,0 +1,85 @@
+/// A caching device allocator: freed buffers go to per-size free lists and are handed out again,
+/// so steady-state denoising does no `cuMemAlloc`/`cuMemFree`.
+///
+/// Sizes are rounded up (512 B granules below 1 MiB, 2 MiB granules above) so that similar requests
+/// share lists. Reuse is safe because all work runs on one stream: a buffer freed after a kernel
+/// was queued is only touched again by work queued later. When `cuMemAlloc` reports out-of-memory,
+/// the cache is emptied and the allocation retried once before `CUDAError.outOfMemory` is thrown.
+final class CUDAMemoryPool: @unchecked Sendable {
+    private let driver: CUDADriverAPI
+    private let lock = CUDALock()
+    private var freeLists: [Int: [UInt64]] = [:]
+    private(set) var cachedBytes = 0
+    private(set) var liveBytes = 0
+
+    init(driver: CUDADriverAPI) { self.driver = driver }
+
+    static func roundedSize(_ bytes: Int) -> Int {
+        let granule = bytes < (1 << 20) ? 512 : (2 << 20)
+        return max(granule, (bytes + granule - 1) / granule * granule)
+    }
+
+    func allocate(bytes: Int, context: CUDAContext) throws -> CUDABuffer {
+        let size = Self.roundedSize(bytes)
+        let cached: UInt64? = lock.withLock {
+            guard let address = freeLists[size]?.popLast() else { return nil }
+            cachedBytes -= size
+            liveBytes += size
+            return address
+        }
+        if let cached { return CUDABuffer(address: cached, byteCount: size, pool: self) }
+        var address: UInt64 = 0
+        var result = driver.cuMemAlloc(&address, size)
+        if result == CUDADriverAPI.outOfMemory {
+            let released = try releaseCache()
+            result = driver.cuMemAlloc(&address, size)
+            if result == CUDADriverAPI.outOfMemory {
+                let info = (try? context.memoryInfo()) ?? (free: 0, total: 0)
+                throw CUDAError.outOfMemory(requestedBytes: bytes, freeBytes: info.free, totalBytes: info.total,
+                                            cachedBytes: released)
+            }
+        }
+        try driver.check(result, "cuMemAlloc(\(size) bytes)")
+        lock.withLock { liveBytes += size }
+        return CUDABuffer(address: address, byteCount: size, pool: self)
+    }
+
+    func recycle(address: UInt64, byteCount: Int) {
+        lock.withLock {
+            freeLists[byteCount, default: []].append(address)
+            cachedBytes += byteCount
+            liveBytes -= byteCount
+        }
+    }
+
+    /// Frees every cached buffer (after the device is idle); returns the bytes released.
+    @discardableResult
+    func releaseCache() throws -> Int {
+        try driver.check(driver.cuCtxSynchronize(), "cuCtxSynchronize")
+        let lists: [Int: [UInt64]] = lock.withLock {
+            defer { freeLists = [:]; cachedBytes = 0 }
+            return freeLists
+        }
+        var released = 0
+        for (size, addresses) in lists {
+            for address in addresses { _ = driver.cuMemFree(address); released += size }
+        }
+        return released
+    }
+}
+
+/// Device memory owned by Swift: returned to the pool when the last reference goes away.
+public final class CUDABuffer: @unchecked Sendable {
+    /// The `CUdeviceptr`.
+    public let address: UInt64
+    public let byteCount: Int
+    private let pool: CUDAMemoryPool
+
+    init(address: UInt64, byteCount: Int, pool: CUDAMemoryPool) {
+        self.address = address
+        self.byteCount = byteCount
+        self.pool = pool
+    }
+
+    deinit { pool.recycle(address: address, byteCount: byteCount) }
+}

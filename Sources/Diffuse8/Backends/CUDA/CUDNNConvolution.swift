@@ -1,0 +1,105 @@
+/// NCHW FP16 convolutions through cuDNN (FP32 accumulation, tensor-op math), with the fastest algorithm
+/// chosen once per shape by `cudnnFindConvolutionForwardAlgorithmEx` (it times the candidates on the
+/// call's own buffers) and cached with its descriptors.
+///
+/// Limitations: no groups or dilation; the bias is added by a separate kernel; the search needs up to
+/// `searchWorkspaceBytes` of scratch memory once per shape.
+final class CUDNNConvolution: @unchecked Sendable {
+    struct Shape: Hashable {
+        var n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, stride: Int, padding: Int
+    }
+
+    final class Plan {
+        let api: CUDNNAPI
+        var x: OpaquePointer? = nil, y: OpaquePointer? = nil, filter: OpaquePointer? = nil, convolution: OpaquePointer? = nil
+        var algorithm: Int32 = 0
+        var workspaceBytes = 0
+        /// Milliseconds cuDNN measured for the chosen algorithm (for reports).
+        var measuredMilliseconds: Float = 0
+        init(api: CUDNNAPI) { self.api = api }
+        deinit {
+            _ = api.cudnnDestroyTensorDescriptor(x)
+            _ = api.cudnnDestroyTensorDescriptor(y)
+            _ = api.cudnnDestroyFilterDescriptor(filter)
+            _ = api.cudnnDestroyConvolutionDescriptor(convolution)
+        }
+    }
+
+    let context: CUDAContext
+    let api: CUDNNAPI
+    let handle: OpaquePointer?
+    private var plans: [Shape: Plan] = [:]
+    private let lock = CUDALock()
+    static let searchWorkspaceBytes = 256 << 20
+
+    init(context: CUDAContext) throws {
+        self.context = context
+        api = try context.cudnn()
+        try context.makeCurrent()
+        var handle: OpaquePointer? = nil
+        try api.check(api.cudnnCreate(&handle), "cudnnCreate")
+        try api.check(api.cudnnSetStream(handle, context.stream.handle), "cudnnSetStream")
+        self.handle = handle
+    }
+
+    /// Queues y = conv(x, w) (no bias). x: [n, c, h, w], weight [o, c, kh, kw], y: [n, o, oh, ow].
+    func forward(_ shape: Shape, x: UInt64, weight: UInt64, y: UInt64) throws {
+        try context.makeCurrent()
+        let plan = try lock.withLock { try plans[shape] ?? makePlan(shape, x: x, weight: weight, y: y) }
+        let workspace = plan.workspaceBytes > 0 ? try context.allocate(bytes: plan.workspaceBytes) : nil
+        var alpha: Float = 1, beta: Float = 0
+        try api.check(api.cudnnConvolutionForward(handle, &alpha, plan.x, x, plan.filter, weight, plan.convolution,
+                                                  plan.algorithm, workspace?.address ?? 0, plan.workspaceBytes,
+                                                  &beta, plan.y, y),
+                      "cudnnConvolutionForward(\(shape), algo \(plan.algorithm))")
+        withExtendedLifetime(workspace) {}
+    }
+
+    private func makePlan(_ s: Shape, x: UInt64, weight: UInt64, y: UInt64) throws -> Plan {
+        let plan = Plan(api: api)
+        let oh = (s.h + 2 * s.padding - s.kh) / s.stride + 1, ow = (s.w + 2 * s.padding - s.kw) / s.stride + 1
+        let half = CUDNNAPI.dataFloat16, nchw = CUDNNAPI.formatNCHW
+        try api.check(api.cudnnCreateTensorDescriptor(&plan.x), "cudnnCreateTensorDescriptor")
+        try api.check(api.cudnnSetTensor4dDescriptor(plan.x, nchw, half, Int32(s.n), Int32(s.c), Int32(s.h), Int32(s.w)),
+                      "cudnnSetTensor4dDescriptor(x \(s))")
+        try api.check(api.cudnnCreateTensorDescriptor(&plan.y), "cudnnCreateTensorDescriptor")
+        try api.check(api.cudnnSetTensor4dDescriptor(plan.y, nchw, half, Int32(s.n), Int32(s.o), Int32(oh), Int32(ow)),
+                      "cudnnSetTensor4dDescriptor(y)")
+        try api.check(api.cudnnCreateFilterDescriptor(&plan.filter), "cudnnCreateFilterDescriptor")
+        try api.check(api.cudnnSetFilter4dDescriptor(plan.filter, half, nchw, Int32(s.o), Int32(s.c), Int32(s.kh), Int32(s.kw)),
+                      "cudnnSetFilter4dDescriptor")
+        try api.check(api.cudnnCreateConvolutionDescriptor(&plan.convolution), "cudnnCreateConvolutionDescriptor")
+        try api.check(api.cudnnSetConvolution2dDescriptor(plan.convolution, Int32(s.padding), Int32(s.padding),
+                                                          Int32(s.stride), Int32(s.stride), 1, 1,
+                                                          CUDNNAPI.crossCorrelation, CUDNNAPI.dataFloat32),
+                      "cudnnSetConvolution2dDescriptor")
+        try api.check(api.cudnnSetConvolutionMathType(plan.convolution, CUDNNAPI.tensorOpMath), "cudnnSetConvolutionMathType")
+
+        let scratch = try context.allocate(bytes: Self.searchWorkspaceBytes)
+        let requested = 8
+        var results = [UInt8](repeating: 0, count: CUDNNAPI.algoPerfSize * requested)
+        var returned: Int32 = 0
+        try results.withUnsafeMutableBytes { buffer in
+            try api.check(api.cudnnFindConvolutionForwardAlgorithmEx(handle, plan.x, x, plan.filter, weight, plan.convolution,
+                                                                      plan.y, y, Int32(requested), &returned,
+                                                                      buffer.baseAddress!, scratch.address,
+                                                                      Self.searchWorkspaceBytes),
+                          "cudnnFindConvolutionForwardAlgorithmEx(\(s))")
+        }
+        withExtendedLifetime(scratch) {}
+        // Results come sorted by time; take the first that succeeded.
+        for i in 0..<Int(returned) {
+            let base = i * CUDNNAPI.algoPerfSize
+            let field = { (offset: Int) in results.withUnsafeBytes { $0.load(fromByteOffset: base + offset, as: Int32.self) } }
+            guard field(4) == 0 else { continue }
+            plan.algorithm = field(0)
+            plan.measuredMilliseconds = results.withUnsafeBytes { $0.load(fromByteOffset: base + 8, as: Float.self) }
+            plan.workspaceBytes = results.withUnsafeBytes { Int($0.load(fromByteOffset: base + 16, as: UInt64.self)) }
+            try api.check(api.cudnnSetConvolutionMathType(plan.convolution, field(28)), "cudnnSetConvolutionMathType")
+            plans[s] = plan
+            return plan
+        }
+        throw CUDAError.cudnn(call: "cudnnFindConvolutionForwardAlgorithmEx", status: 9,
+                              message: "no algorithm succeeded for \(s) (\(returned) tried)")
+    }
+}

@@ -1,0 +1,71 @@
+/// Micro-benchmarks of the CPU kernels at the shapes the SD1.5 UNet uses at a 64×64 latent
+/// (batch 2): the GEMMs of its linear layers, its 3×3 convolutions and its self-attention.
+/// Reports GFLOP/s next to the times so the kernels can be compared with the machine's peak.
+public enum KernelBenchmark {
+    public struct Entry: Sendable {
+        public var result: BenchmarkResult
+        /// Floating-point operations of one run (2 per multiply-add).
+        public var flops: Double
+        public var gflopsPerSecond: Double { flops / (result.median * 1e6) }
+        /// Throughput per core actually used: robust to other processes taking CPU time.
+        public var gflopsPerCoreSecond: Double {
+            flops * Double(result.milliseconds.count) / (result.cpuMilliseconds.reduce(0, +) * 1e6)
+        }
+    }
+
+    /// Runs every kernel benchmark; `scale` < 1 shrinks the spatial sizes for quick checks.
+    public static func run(iterations: Int = 5, quick: Bool = false) -> [Entry] {
+        var entries: [Entry] = []
+        let side = quick ? 32 : 64
+        let tokens = 2 * side * side
+        func random(_ shape: [Int], seed: UInt64) -> Tensor {
+            var state = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Tensor(shape: shape) { p in
+                for i in 0..<p.count {
+                    state = state &* 6364136223846793005 &+ 1442695040888963407
+                    p[i] = Float(Int32(truncatingIfNeeded: state >> 33)) / Float(Int32.max)
+                }
+            }
+        }
+        // Linear: tokens × 320 → 320 (attention projections) and 320 → 2560 (GEGLU input).
+        for (inF, outF) in [(320, 320), (320, 2560), (1280, 320)] {
+            let x = random([tokens, inF], seed: 1), w = random([outF, inF], seed: 2), b = random([outF], seed: 3)
+            let r = Benchmark.measure("linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) {
+                _ = CPUKernels.linear(x, weight: w, bias: b)
+            }
+            entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
+        }
+        // 3×3 convolutions, padding 1, at 64×64 (320 ch) and 32×32 (640 ch), and one stride-2 downsample.
+        for (channels, s, stride) in [(320, side, 1), (640, side / 2, 1), (320, side, 2)] {
+            let x = random([2, channels, s, s], seed: 4)
+            let w = random([channels, channels, 3, 3], seed: 5), b = random([channels], seed: 6)
+            let os = (s + 2 - 3) / stride + 1
+            let r = Benchmark.measure("conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) {
+                _ = CPUKernels.conv2d(x, weight: w, bias: b, stride: stride, padding: 1)
+            }
+            entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
+        }
+        // Self-attention at 64×64 (8 heads × 40) and cross-attention to 77 tokens.
+        let q = random([2, side * side, 320], seed: 7)
+        let k = random([2, side * side, 320], seed: 8), v = random([2, side * side, 320], seed: 9)
+        let r = Benchmark.measure("self-attention 2x\(side * side)x320, 8 heads", iterations: iterations) {
+            _ = CPUKernels.attention(query: q, key: k, value: v, heads: 8)
+        }
+        entries.append(Entry(result: r, flops: 4 * Double(2 * side * side * side * side * 320)))
+        let kc = random([2, 77, 320], seed: 10), vc = random([2, 77, 320], seed: 11)
+        let rc = Benchmark.measure("cross-attention 2x\(side * side)x320 -> 77, 8 heads", iterations: iterations) {
+            _ = CPUKernels.attention(query: q, key: kc, value: vc, heads: 8)
+        }
+        entries.append(Entry(result: rc, flops: 4 * Double(2 * side * side * 77 * 320)))
+        let x = random([2, 320, side, side], seed: 12)
+        let gw = random([320], seed: 13), gb = random([320], seed: 14)
+        let rg = Benchmark.measure("groupNorm+SiLU 2x320x\(side)x\(side)", iterations: iterations) {
+            _ = CPUKernels.groupNorm(x, groups: 32, weight: gw, bias: gb, epsilon: 1e-5, fusedSiLU: true)
+        }
+        entries.append(Entry(result: rg, flops: 0))
+        let gx = random([2, side * side, 2560], seed: 15)
+        let rgg = Benchmark.measure("geglu 2x\(side * side)x2560", iterations: iterations) { _ = CPUKernels.geglu(gx) }
+        entries.append(Entry(result: rgg, flops: 0))
+        return entries
+    }
+}

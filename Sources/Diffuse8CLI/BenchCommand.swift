@@ -1,0 +1,67 @@
+import ArgumentParser
+import Diffuse8
+
+/// `diffuse8 bench`: UNet forward-pass latency on the CPU (or the CPU kernels alone), with the inputs a
+/// text-to-image step feeds the UNet. Prints one JSON object per measurement. See bench/README.md for
+/// the PyTorch comparison and docs/PERFORMANCE.md for measured numbers.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time UNet forward passes (or the CPU kernels) and print the median/min/max in ms as JSON.")
+
+    @Option(name: .long, help: "A diffusers model folder (its unet/ is timed) or a unet folder.")
+    var model: String?
+
+    @Option(name: .long, help: "Batch size (2 = one classifier-free-guidance step).")
+    var batch: Int = 2
+
+    @Option(name: .long, help: "Latent height and width; default: the UNet config's sample_size.")
+    var latent: Int?
+
+    @Option(name: .long, help: "Untimed warm-up runs.")
+    var warmup: Int = 1
+
+    @Option(name: .long, help: "Timed runs (the median is reported).")
+    var iterations: Int = 5
+
+    @Option(name: .long, help: "CPU threads (default: all cores).")
+    var threads: Int?
+
+    @Flag(name: .long, help: "Time the CPU kernels (GEMM, conv, attention, norms) at SD1.5 shapes instead of a UNet.")
+    var kernels = false
+
+    func validate() throws {
+        guard kernels || model != nil else { throw ValidationError("Give --model <folder> or --kernels.") }
+        guard batch >= 1, iterations >= 1, warmup >= 0 else { throw ValidationError("--batch and --iterations must be ≥ 1, --warmup ≥ 0.") }
+    }
+
+    func run() throws {
+        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        if kernels {
+            for entry in KernelBenchmark.run(iterations: iterations) {
+                print(entry.result.json.dropLast() + ", \"gflops_per_s\": \(Int(entry.gflopsPerSecond))}")
+            }
+            return
+        }
+        guard let model else { return }
+        let unetFolder = fileExists(model + "/unet/config.json") ? model + "/unet" : model
+        guard fileExists(unetFolder + "/config.json") else {
+            throw ValidationError("\(model): no config.json here or in \(model)/unet — pass a diffusers folder or a unet folder.")
+        }
+        let benchmark = try UNetBenchmark(directory: unetFolder)
+        let report = benchmark.run(UNetBenchmark.Options(batch: batch, latentSize: latent, warmup: warmup, iterations: iterations))
+        print(report.json)
+    }
+
+    private func fileExists(_ path: String) -> Bool {
+        guard let file = fopen(path, "r") else { return false }
+        fclose(file)
+        return true
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif

@@ -29,7 +29,12 @@ let package = Package(
         // Formats, models, schedulers, backends and the pipeline. No external dependencies.
         .target(
             name: "Diffuse8",
-            swiftSettings: [.unsafeFlags(releaseFlags, .when(configuration: .release))]
+            swiftSettings: [
+                .unsafeFlags(releaseFlags, .when(configuration: .release)),
+                // The SIMD kernels are ~50× slower unoptimised; tests run whole pipelines, so debug builds
+                // optimise this target too (it stays testable: SwiftPM adds -enable-testing in debug).
+                .unsafeFlags(["-O"], .when(configuration: .debug)),
+            ]
         ),
         // PNG encoding (deflate through compress-nio) with A1111-style text chunks.
         .target(

@@ -5,6 +5,8 @@ struct Diffuse8Command: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diffuse8",
         abstract: "Run Stable Diffusion models (SD1.x, SDXL diffusers folders) in Swift, with 8-bit quantization.",
-        subcommands: [GenerateCommand.self, InspectCommand.self, CUDASelfTestCommand.self, BenchCommand.self,
-                      CalibrateCommand.self, MergeStatsCommand.self, QuantizeCommand.self, EvalCommand.self])
+        subcommands: [GenerateCommand.self, InspectCommand.self,
+                      CalibrateCommand.self, MergeStatsCommand.self, QuantizeCommand.self, EvalCommand.self,
+                      FidelityCommand.self, EvaluateFidelityCommand.self,
+                      BenchCommand.self, CUDASelfTestCommand.self])
 }

@@ -3,8 +3,9 @@ import XCTest
 @testable import Diffuse8
 @testable import Diffuse8PNG
 
-/// The PNG encoder, checked by decoding its output with `TestPNG` (chunk parser, CRC check, CompressNIO
-/// inflate, unfiltering); `TestPNG` itself is checked on PNGs PIL wrote (`tools/reference/safetensors_cases.py`).
+/// The PNG encoder, checked by decoding its output with the library's `PNGDecoder` (chunk parser, CRC check,
+/// CompressNIO inflate, unfiltering); the decoder itself is checked on PNGs PIL wrote
+/// (`tools/reference/safetensors_cases.py`, `tools/reference/png_cases.py`; see also `PNGDecoderTests`).
 final class PNGEncoderTests: XCTestCase {
     private var directory: String!
 
@@ -18,18 +19,19 @@ final class PNGEncoderTests: XCTestCase {
         Array(try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("formats/" + name))))
     }
 
-    func testTestDecoderReadsPILFiles() throws {
-        let rgb = try TestPNG(fixture("pil_rgb.png"))
+    func testDecoderReadsPILFiles() throws {
+        let rgbFile = try PNGDecoder.decode(fixture("pil_rgb.png"))
+        let rgb = rgbFile.image
         XCTAssertEqual([rgb.width, rgb.height, rgb.channels], [5, 3, 3])
         var expected: [UInt8] = []
         for y in 0..<3 { for x in 0..<5 { for c in 0..<3 { expected.append(pixelValue(x, y, c)) } } }
         XCTAssertEqual(rgb.pixels, expected)
-        XCTAssertEqual(rgb.text["parameters"], "a red circle\nSteps: 2, Seed: 1")
+        XCTAssertEqual(rgbFile.text["parameters"], "a red circle\nSteps: 2, Seed: 1")
 
-        let grey = try TestPNG(fixture("pil_grey.png"))
+        let grey = try PNGDecoder.decode(fixture("pil_grey.png")).image
         XCTAssertEqual([grey.width, grey.height, grey.channels], [7, 2, 1])
         XCTAssertEqual(grey.pixels, (0..<2).flatMap { y in (0..<7).map { x in pixelValue(x, y, 0) } })
-        XCTAssertEqual(TestPNG.crc32(Array("IEND".utf8)), 0xAE42_6082)  // the well-known IEND CRC
+        XCTAssertEqual(CRC32.checksum(Array("IEND".utf8)), 0xAE42_6082)  // the well-known IEND CRC
     }
 
     func testRGBRoundTripWithText() throws {
@@ -48,9 +50,9 @@ final class PNGEncoderTests: XCTestCase {
         let parameters = "a red circle above a blue square\nNegative prompt: blurry\nSteps: 20, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 37x23, Model: tiny"
         let file = try PNGEncoder.encode(pixels: pixels, width: width, height: height,
                                          text: [("parameters", parameters), ("Software", "diffuse8 café")])
-        let decoded = try TestPNG(file)
-        XCTAssertEqual([decoded.width, decoded.height, decoded.channels], [width, height, 3])
-        XCTAssertEqual(decoded.pixels, pixels)
+        let decoded = try PNGDecoder.decode(file)
+        XCTAssertEqual([decoded.image.width, decoded.image.height, decoded.image.channels], [width, height, 3])
+        XCTAssertEqual(decoded.image.pixels, pixels)
         XCTAssertEqual(decoded.text, ["parameters": parameters, "Software": "diffuse8 café"])
         XCTAssertEqual(decoded.chunkTypes, ["IHDR", "tEXt", "tEXt", "IDAT", "IEND"])
         XCTAssertEqual(Array(file.prefix(8)), PNGEncoder.signature)
@@ -58,19 +60,17 @@ final class PNGEncoderTests: XCTestCase {
 
     func testGreyAndRGBA() throws {
         let grey = PixelImage(width: 3, height: 4, channels: 1, pixels: (0..<12).map { UInt8($0 * 20) })
-        let decodedGrey = try TestPNG(PNGEncoder.encode(grey))
-        XCTAssertEqual(decodedGrey.channels, 1)
-        XCTAssertEqual(decodedGrey.pixels, grey.pixels)
+        let decodedGrey = try PNGDecoder.decode(PNGEncoder.encode(grey)).image
+        XCTAssertEqual(decodedGrey, grey)
         let rgba = PixelImage(width: 2, height: 2, channels: 4, pixels: (0..<16).map { UInt8(255 - $0 * 9) })
-        XCTAssertEqual(try TestPNG(PNGEncoder.encode(rgba)).pixels, rgba.pixels)
+        XCTAssertEqual(try PNGDecoder.decode(PNGEncoder.encode(rgba)).image, rgba)
     }
 
     func testUnicodeTextGoesToITXt() throws {
         let prompt = "a cat 🐈 under a 桜 tree"
         let file = try PNGEncoder.encode(pixels: [1, 2, 3], width: 1, height: 1, text: [("parameters", prompt)])
-        let decoded = try TestPNG(file)
-        XCTAssertEqual(decoded.internationalText["parameters"], prompt)
-        XCTAssertNil(decoded.text["parameters"])
+        let decoded = try PNGDecoder.decode(file)
+        XCTAssertEqual(decoded.text["parameters"], prompt)
         XCTAssertEqual(decoded.chunkTypes, ["IHDR", "iTXt", "IDAT", "IEND"])
     }
 
@@ -85,7 +85,7 @@ final class PNGEncoderTests: XCTestCase {
         let image = PixelImage(width: 2, height: 1, channels: 3, pixels: [255, 0, 0, 0, 0, 255])
         let path = directory + "/out.png"
         try PNGEncoder.write(image, text: [("parameters", "x")], to: path)
-        XCTAssertEqual(try TestPNG(Array(Data(contentsOf: URL(fileURLWithPath: path)))).pixels, image.pixels)
+        XCTAssertEqual(try PNGDecoder.read(path: path).image, image)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), ["out.png"])
         XCTAssertThrowsError(try PNGEncoder.write(image, to: directory + "/no/such/out.png")) {
             XCTAssertTrue("\($0)".contains(self.directory + "/no/such/out.png"), "\($0)")

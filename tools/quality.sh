@@ -57,6 +57,21 @@ quantize fp8-L3-pct-sqsearch    "${S[@]}" --format fp8 --level 3 --collect-metho
 quantize fp8-L4-max             "${S[@]}" --format fp8 --level 4 --calibration max --alpha none
 quantize fp8-L4-pct-sqsearch    "${S[@]}" --format fp8 --level 4 --collect-method mean-max --alpha search
 quantize int8-L3-dynamic --dynamic --format int8 --level 3
+if [ "${FULL_MATRIX:-0}" = 1 ]; then  # the rest of the level × recipe matrix (docs/QUALITY.md, "More rows")
+  quantize int8-L1-pctminmean     "${S[@]}" --format int8 --level 1 --collect-method min-mean --alpha none
+  quantize int8-L2-max            "${S[@]}" --format int8 --level 2 --calibration max --alpha none
+  quantize int8-L2-pct            "${S[@]}" --format int8 --level 2 --collect-method mean-max --alpha none
+  quantize int8-L2-pct-sq0.8      "${S[@]}" --format int8 --level 2 --collect-method mean-max --alpha 0.8
+  quantize int8-L2.5-max          "${S[@]}" --format int8 --level 2.5 --calibration max --alpha none
+  quantize int8-L2.5-pct          "${S[@]}" --format int8 --level 2.5 --collect-method mean-max --alpha none
+  quantize int8-L2.5-pct-sq0.8    "${S[@]}" --format int8 --level 2.5 --collect-method mean-max --alpha 0.8
+  quantize fp8-L3-max             "${S[@]}" --format fp8 --level 3 --calibration max --alpha none
+  quantize fp8-L3-pct             "${S[@]}" --format fp8 --level 3 --collect-method mean-max --alpha none
+  quantize fp8-L3-pct-sq0.8       "${S[@]}" --format fp8 --level 3 --collect-method mean-max --alpha 0.8
+  quantize fp8-L4-pct             "${S[@]}" --format fp8 --level 4 --collect-method mean-max --alpha none
+  quantize fp8-L4-pct-sq0.8       "${S[@]}" --format fp8 --level 4 --collect-method mean-max --alpha 0.8
+  quantize fp8-L3-dynamic --dynamic --format fp8 --level 3
+fi
 
 "$D8" eval --model "$MODEL" --quantized "${MODELS[@]}" --prompts "$OUT/eval.txt" --seeds "$SEEDS" \
   --steps "$STEPS" --sqnr-samples "$SQNR_N" --threads "$THREADS" -o "$OUT/eval"

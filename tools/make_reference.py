@@ -16,8 +16,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
 
 # Order matters: the tiny pipelines are the inputs of the other references.
-PARTS = ["tiny_pipelines", "safetensors_cases", "tokenizer", "rng", "schedulers", "text_encoder", "vae", "unet",
-         "cpu_kernels", "pipeline"]
+PARTS = ["tiny_pipelines", "safetensors_cases", "png_cases", "tokenizer", "rng", "schedulers", "text_encoder", "vae", "unet",
+         "cpu_kernels", "quantization", "pipeline", "default_model"]
 
 
 def main(argv):

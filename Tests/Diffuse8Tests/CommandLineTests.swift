@@ -4,39 +4,7 @@ import Diffuse8
 
 /// End-to-end checks of the `diffuse8` executable: bad input gives a clear message on stderr, a non-zero
 /// exit status and no output file (an existing file is left as it was).
-final class CommandLineTests: XCTestCase {
-    private var executable: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("diffuse8").path
-    }
-
-    private var scratch: URL!
-
-    override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: executable) else {
-            throw XCTSkip("diffuse8 executable not built next to the test bundle (\(executable))")
-        }
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("d8-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let scratch { try? FileManager.default.removeItem(at: scratch) }
-    }
-
-    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-    }
-
+final class CommandLineTests: ExecutableTestCase {
     private var tinyModel: String { Fixtures.path("tiny-sd15") }
 
     func testGenerateWritesPNGWithA1111Parameters() throws {

@@ -5,39 +5,7 @@ import Diffuse8PNG
 
 /// End-to-end checks of `diffuse8 fidelity` and `diffuse8 evaluate-fidelity` (the executable, run as a process).
 /// Images are ground truth from `Tests/Fixtures/fidelity/samples.safetensors`, written as PNG here.
-final class FidelityCommandTests: XCTestCase {
-    private var executable: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("diffuse8").path
-    }
-
-    private var scratch: URL!
-
-    override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: executable) else {
-            throw XCTSkip("diffuse8 executable not built next to the test bundle (\(executable))")
-        }
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("d8-fidelity-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let scratch { try? FileManager.default.removeItem(at: scratch) }
-    }
-
-    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-    }
-
+final class FidelityCommandTests: ExecutableTestCase {
     /// A ground-truth image with a relation caption, as a PNG file.
     private func groundTruthPNG() throws -> (path: String, caption: String) {
         let sample = try FidelityEvaluationTests.groundTruth().first { $0.caption.contains(" above ") }!

@@ -4,43 +4,19 @@ import Diffuse8
 
 /// `diffuse8 calibrate / merge-stats / quantize / eval` end to end on the tiny SD1.5 fixture, and their
 /// refusals of bad input (clear message, non-zero exit, no output left behind).
-final class QuantCommandLineTests: XCTestCase {
-    private var executable: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("diffuse8").path
-    }
-    private var scratch: String!
+final class QuantCommandLineTests: ExecutableTestCase {
     private var model: String { Fixtures.path("tiny-sd15") }
 
     override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: executable) else {
-            throw XCTSkip("diffuse8 executable not built next to the test bundle (\(executable))")
-        }
-        scratch = NSTemporaryDirectory() + "d8-quant-cli-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        try "a red circle\n# comment\n\na blue square\na green triangle\n".write(toFile: scratch + "/calib.txt", atomically: true, encoding: .utf8)
-        try "a yellow star\n".write(toFile: scratch + "/eval.txt", atomically: true, encoding: .utf8)
-    }
-
-    override func tearDownWithError() throws { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
-
-    @discardableResult
-    private func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try super.setUpWithError()
+        try "a red circle\n# comment\n\na blue square\na green triangle\n".write(toFile: scratch.path + "/calib.txt", atomically: true, encoding: .utf8)
+        try "a yellow star\n".write(toFile: scratch.path + "/eval.txt", atomically: true, encoding: .utf8)
     }
 
     private func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
     func testCalibrateMergeQuantizeGenerateEval() throws {
-        let s = scratch!
+        let s = scratch.path
         var r = try run(["calibrate", "--model", model, "--calib-prompts", s + "/calib.txt", "--calib-steps", "2", "--shard", "0/2", "-o", s + "/a.d8s"])
         XCTAssertEqual(r.status, 0, r.stderr)
         r = try run(["calibrate", "--model", model, "--calib-prompts", s + "/calib.txt", "--calib-steps", "2", "--shard", "1/2", "-o", s + "/b.d8s"])
@@ -69,7 +45,7 @@ final class QuantCommandLineTests: XCTestCase {
     }
 
     func testBadOptionsAreRefused() throws {
-        let s = scratch!
+        let s = scratch.path
         let cases: [([String], String)] = [
             (["quantize", "--model", model, "--dynamic", "--level", "5", "-o", s + "/x"], "1, 2, 2.5, 3, 4"),
             (["quantize", "--model", model, "--dynamic", "--format", "int4", "-o", s + "/x"], "int8 or fp8"),
@@ -94,7 +70,7 @@ final class QuantCommandLineTests: XCTestCase {
     }
 
     func testInterruptedCalibrationLeavesNoFile() throws {
-        let s = scratch!
+        let s = scratch.path
         let prompts = (0..<40).map { "prompt number \($0)" }.joined(separator: "\n")
         try prompts.write(toFile: s + "/many.txt", atomically: true, encoding: .utf8)
         let process = Process()

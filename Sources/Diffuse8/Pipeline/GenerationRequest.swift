@@ -61,3 +61,15 @@ public struct StepProgress: Sendable {
     public var step: Int
     public var totalSteps: Int
 }
+
+/// The UNet's conditioning inputs for one request, batched [negative, positive] when `guided`.
+public struct UNetConditioning: Sendable {
+    /// [batch, 77, cross_attention_dim] prompt embeddings.
+    public var encoderHiddenStates: Tensor
+    /// SDXL: [batch, projection_dim] pooled text embeddings; nil for SD1.x/2.x.
+    public var textEmbeds: Tensor?
+    /// SDXL: [batch, 6] micro-conditioning (original size, crop top-left, target size); nil for SD1.x/2.x.
+    public var timeIds: Tensor?
+    /// Whether classifier-free guidance is on (batch 2).
+    public var guided: Bool
+}

@@ -52,8 +52,18 @@ public final class StableDiffusionPipeline {
     /// Generates one image. `progress` is called after every denoising step.
     public func generate(_ request: GenerationRequest, progress: ((StepProgress) -> Void)? = nil) throws -> GenerationResult {
         try validate(request)
-        let width = request.width ?? nativeSize, height = request.height ?? nativeSize
         var warnings: [String] = []
+        let conditioning = encodeConditioning(request, warnings: &warnings)
+        let latents = try denoise(request, conditioning: conditioning, progress: progress)
+        let scaling = vae.scalingFactor
+        let image = vae.decode(CPUKernels.map(latents) { $0 / scaling })  // division, as diffusers does
+        return GenerationResult(latents: latents, image: image, warnings: warnings)
+    }
+
+    /// The UNet's conditioning for `request`: prompt embeddings (and SDXL's pooled embeddings and time ids),
+    /// batched [negative, positive] when guidance is on.
+    public func encodeConditioning(_ request: GenerationRequest, warnings: inout [String]) -> UNetConditioning {
+        let (width, height) = (request.width ?? nativeSize, request.height ?? nativeSize)
         let positive = conditioning.encode(request.prompt, warnings: &warnings)
         let negative: TextConditioning.Embeddings
         if request.negativePrompt == nil && zeroEmbeddingsForMissingNegativePrompt {
@@ -73,7 +83,16 @@ public final class StableDiffusionPipeline {
                                 target.height, target.width].map(Float.init)
             timeIds = Tensor(shape: [batch, 6], scalars: Array([[Float]](repeating: ids, count: batch).joined()))
         }
+        return UNetConditioning(encoderHiddenStates: context, textEmbeds: textEmbeds, timeIds: timeIds, guided: guided)
+    }
 
+    /// The denoising loop: initial latents from the seed, then one UNet call and one scheduler step per
+    /// timestep. Returns the final latents. `observe` sees every step's scaled UNet input and output (used by
+    /// evaluation to run other UNets on the same trajectory).
+    public func denoise(_ request: GenerationRequest, conditioning c: UNetConditioning,
+                        progress: ((StepProgress) -> Void)? = nil,
+                        observe: ((_ stepIndex: Int, _ timestep: Float, _ input: Tensor, _ output: Tensor) -> Void)? = nil) throws -> Tensor {
+        let (width, height) = (request.width ?? nativeSize, request.height ?? nativeSize)
         var scheduler = try request.scheduler.makeScheduler(config: schedulerConfiguration, steps: request.steps)
         var generator = TorchGenerator(seed: request.seed)
         let factor = vae.downscaleFactor
@@ -81,16 +100,15 @@ public final class StableDiffusionPipeline {
         latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
 
         for (index, timestep) in scheduler.timesteps.enumerated() {
-            let input = guided ? Tensor.concatenate([latents, latents]) : latents
-            let output = unet(sample: scheduler.scaleModelInput(input, stepIndex: index), timestep: Float(timestep),
-                              encoderHiddenStates: context, textEmbeds: textEmbeds, timeIds: timeIds)
-            let noise = guided ? Self.guide(output, scale: request.guidanceScale) : output
+            let input = scheduler.scaleModelInput(c.guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
+            let output = unet(sample: input, timestep: Float(timestep), encoderHiddenStates: c.encoderHiddenStates,
+                              textEmbeds: c.textEmbeds, timeIds: c.timeIds)
+            observe?(index, Float(timestep), input, output)
+            let noise = c.guided ? Self.guide(output, scale: request.guidanceScale) : output
             latents = scheduler.step(modelOutput: noise, stepIndex: index, sample: latents, generator: &generator)
             progress?(StepProgress(step: index + 1, totalSteps: scheduler.timesteps.count))
         }
-        let scaling = vae.scalingFactor
-        let image = vae.decode(CPUKernels.map(latents) { $0 / scaling })  // division, as diffusers does
-        return GenerationResult(latents: latents, image: image, warnings: warnings)
+        return latents
     }
 
     /// Classifier-free guidance: uncond + s·(cond − uncond) on a [2, ...] batch ordered [negative, positive].

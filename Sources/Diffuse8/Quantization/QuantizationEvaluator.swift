@@ -72,42 +72,19 @@ public struct QuantizationEvaluator {
                       images: images, fidelity: fidelity)
     }
 
-    /// Per model, per step: SQNR of the model's UNet output vs the FP UNet output on the FP trajectory.
-    /// The denoising loop mirrors `StableDiffusionPipeline.generate`.
+    /// Per model, per step: SQNR of the model's UNet output vs the FP UNet output on the FP trajectory
+    /// (teacher forcing: every UNet sees the FP pipeline's inputs).
     public func stepSQNR(_ request: GenerationRequest) throws -> [[Double]] {
-        let p = reference
-        try p.validate(request)
-        let width = request.width ?? p.nativeSize, height = request.height ?? p.nativeSize
+        try reference.validate(request)
         var warnings: [String] = []
-        let positive = p.conditioning.encode(request.prompt, warnings: &warnings)
-        let negative = request.negativePrompt == nil && p.zeroEmbeddingsForMissingNegativePrompt
-            ? TextConditioning.zeros(like: positive) : p.conditioning.encode(request.negativePrompt ?? "", warnings: &warnings)
-        let guided = request.guidanceScale > 1
-        let context = guided ? Tensor.concatenate([negative.hiddenStates, positive.hiddenStates]) : positive.hiddenStates
-        let batch = guided ? 2 : 1
-        var textEmbeds: Tensor?, timeIds: Tensor?
-        if let pooled = positive.pooled {
-            textEmbeds = guided ? Tensor.concatenate([negative.pooled!, pooled]) : pooled
-            let original = request.originalSize ?? (height, width), target = request.targetSize ?? (height, width)
-            let ids: [Float] = [original.height, original.width, request.cropTopLeft.top, request.cropTopLeft.left,
-                                target.height, target.width].map(Float.init)
-            timeIds = Tensor(shape: [batch, 6], scalars: Array([[Float]](repeating: ids, count: batch).joined()))
-        }
-        var scheduler = try request.scheduler.makeScheduler(config: p.schedulerConfiguration, steps: request.steps)
-        var generator = TorchGenerator(seed: request.seed)
-        let factor = p.vae.downscaleFactor
-        var latents = generator.randn([1, p.unet.configuration.inChannels, height / factor, width / factor])
-        latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
+        let c = reference.encodeConditioning(request, warnings: &warnings)
         var result = Array(repeating: [Double](), count: models.count)
-        for (index, timestep) in scheduler.timesteps.enumerated() {
-            let input = scheduler.scaleModelInput(guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
-            let output = p.unet(sample: input, timestep: Float(timestep), encoderHiddenStates: context, textEmbeds: textEmbeds, timeIds: timeIds)
+        _ = try reference.denoise(request, conditioning: c) { _, timestep, input, output in
             for (i, model) in models.enumerated() {
-                let q = model.unet(sample: input, timestep: Float(timestep), encoderHiddenStates: context, textEmbeds: textEmbeds, timeIds: timeIds)
+                let q = model.unet(sample: input, timestep: timestep, encoderHiddenStates: c.encoderHiddenStates,
+                                   textEmbeds: c.textEmbeds, timeIds: c.timeIds)
                 result[i].append(ImageMetrics.sqnr(reference: output, q))
             }
-            let noise = guided ? StableDiffusionPipeline.guide(output, scale: request.guidanceScale) : output
-            latents = scheduler.step(modelOutput: noise, stepIndex: index, sample: latents, generator: &generator)
         }
         return result
     }

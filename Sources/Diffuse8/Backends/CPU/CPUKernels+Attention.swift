@@ -10,10 +10,15 @@ extension CPUKernels {
     /// vectorised softmax over each row of S (unnormalised; the 1/Σ is applied to the output rows), and
     /// O = P·V written straight into the head's channels of the output. Each worker holds one
     /// block of scores at a time; the full score matrix never exists.
-    public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int, scale: Float? = nil) -> Tensor {
+    ///
+    /// `causal`: query i sees keys 0…i only (`is_causal=True`, the lower-triangular mask CLIP's text
+    /// encoder uses); masked scores are zero after the softmax, so P·V needs no special case.
+    public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int, scale: Float? = nil,
+                                 causal: Bool = false) -> Tensor {
         let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
         precondition(channels % heads == 0 && k.shape[2] == channels && v.shape == k.shape,
                      "attention: query \(q.shape), key \(k.shape), value \(v.shape) do not fit \(heads) heads")
+        precondition(!causal || lq == lk, "causal attention needs as many queries as keys, got \(lq) and \(lk)")
         let d = channels / heads
         let s = scale ?? 1 / Float(d).squareRoot()
         let block = attentionQueryBlock
@@ -48,7 +53,9 @@ extension CPUKernels {
                                                   bLayout: .prepacked(keys, paddedColumns: kPadded), c: scores, ldc: lk,
                                                   parallel: false)
                                     for r in 0..<rows {
-                                        inverseSums[r] = 1 / VectorMath.exponentiateRow(scores + r * lk, count: lk, scale: s)
+                                        let visible = causal ? i0 + r + 1 : lk
+                                        inverseSums[r] = 1 / VectorMath.exponentiateRow(scores + r * lk, count: visible, scale: s)
+                                        if visible < lk { (scores + r * lk + visible).update(repeating: 0, count: lk - visible) }
                                     }
                                     Gemm.multiply(m: rows, n: d, k: lk, a: scores, lda: lk, b: values, ldb: 0,
                                                   bLayout: .prepacked(values, paddedColumns: vPadded), c: oBase, ldc: channels,

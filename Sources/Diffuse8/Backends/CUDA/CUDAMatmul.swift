@@ -28,6 +28,8 @@ public final class CUDAMatmul: @unchecked Sendable {
         var epilogue: Epilogue
         var batch: Int = 1
         var strideA: Int = 0, strideB: Int = 0, strideD: Int = 0
+        /// Scales op(A)·op(B) in FP32 before the epilogue (e.g. attention's 1/√d, so FP16 logits cannot overflow).
+        var alpha: Float = 1
     }
 
     final class Plan {
@@ -63,7 +65,7 @@ public final class CUDAMatmul: @unchecked Sendable {
         workspace = try context.allocate(bytes: Self.workspaceBytes)
     }
 
-    /// Queues D = op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
+    /// Queues D = α·op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
     func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil) throws {
         let plan = try lock.withLock { try plans[problem] ?? makePlan(problem) }
         if let bias {
@@ -71,7 +73,7 @@ public final class CUDAMatmul: @unchecked Sendable {
             try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8),
                           "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")
         }
-        var alpha: Float = 1, beta: Float = c == nil ? 0 : 1
+        var alpha: Float = problem.alpha, beta: Float = c == nil ? 0 : 1
         try context.makeCurrent()
         let status = plan.algorithm.withUnsafeBytes { algo in
             api.cublasLtMatmul(handle, plan.descriptor, &alpha, a, plan.layoutA, b, plan.layoutB, &beta, c ?? d, plan.layoutD,

@@ -10,17 +10,17 @@
 ///
 /// Memory: one S buffer of at most `gemmAttentionScoreBytes` (query rows are chunked to fit); per
 /// (image, head), operands that are not 256-byte aligned (cuBLASLt's default alignment assumption) or whose
-/// rows are not 16-byte multiples are first copied to contiguous buffers.
+/// rows are not 16-byte multiples are first copied to dense buffers (rows padded to 16 bytes, as are S's rows).
 /// Limitations: no masks, no causal option; slower than the fused kernels where those exist (S makes a round
 /// trip through memory).
 extension CUDAKernels {
     static let gemmAttentionSource = CUDAKernelSources.prelude + #"""
 
-// In place, one block per row of s [rows, D]: s = softmax(s) * c, in FP32 (one pass for the running max and
-// sum, one to write). Rows of any length (16384 keys for a 1024² VAE decode).
-extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, float c) {
+// In place, one block per row of s [rows, D] (rows `pitch` apart): s = softmax(s) * c, in FP32 (one pass for the
+// running max and sum, one to write). Rows of any length (16384 keys for a 1024² VAE decode).
+extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, i64 pitch, float c) {
     __shared__ float scratch[32];
-    half_t* p = s + (i64)blockIdx.x * D;
+    half_t* p = s + (i64)blockIdx.x * pitch;
     float m = -D8_INFINITY, sum = 0.f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         const float v = h2f(p[i]);
@@ -96,9 +96,11 @@ extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_str
         let d = channels / heads
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
+        // Every leading dimension a multiple of 8 halves (16 bytes): S rows and staged operands are padded.
+        let scoresPitch = (lk + 7) / 8 * 8, stagedPitch = (d + 7) / 8 * 8
         // Query rows per chunk: a multiple of 128 (chunk offsets stay 256-byte aligned) within the S budget.
-        let chunkRows = min(lq, max(128, maximumScoreBytes / (2 * lk) / 128 * 128))
-        let scores = try output([chunkRows, lk])
+        let chunkRows = min(lq, max(128, maximumScoreBytes / (2 * scoresPitch) / 128 * 128))
+        let scores = try output([chunkRows, scoresPitch])
         // P is stored times c (a power of two ≤ 16384, about Lk) and the P·V GEMM multiplies by 1/c.
         var c: Float = 1
         while c * 2 <= Float(min(lk, 16384)) { c *= 2 }
@@ -110,13 +112,13 @@ extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_str
                 .int64(Int64(rows)), .int(d)])
         }
         func usableInPlace(_ address: UInt64, _ stride: Int) -> Bool { address % 256 == 0 && stride % 8 == 0 }
-        // Contiguous [rows, d] stand-ins for operands that are not usable in place (allocated once, reused).
+        // Dense [rows, stagedPitch] stand-ins for operands that are not usable in place (allocated once, reused).
         var staging: [Int: CUDATensor] = [:]
         func operand(_ address: UInt64, stride: Int, rows: Int, slot: Int) throws -> (address: UInt64, stride: Int) {
             if usableInPlace(address, stride) { return (address, stride) }
-            if staging[slot] == nil { staging[slot] = try output([rows, d]) }
-            try copy(address, stride, to: staging[slot]!.address, d, rows: rows)
-            return (staging[slot]!.address, d)
+            if staging[slot] == nil { staging[slot] = try output([rows, stagedPitch]) }
+            try copy(address, stride, to: staging[slot]!.address, stagedPitch, rows: rows)
+            return (staging[slot]!.address, stagedPitch)
         }
 
         for b in 0..<batch {
@@ -127,24 +129,24 @@ extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_str
                 let v = try operand(value + UInt64(b * lk * keyValueStride * 2) + column, stride: keyValueStride, rows: lk, slot: 2)
                 let destination = y.address + UInt64((b * lq * channels + h * d) * 2)
                 let direct = usableInPlace(destination, channels)
-                if !direct && staging[3] == nil { staging[3] = try output([lq, d]) }
-                let o = direct ? (address: destination, stride: channels) : (address: staging[3]!.address, stride: d)
+                if !direct && staging[3] == nil { staging[3] = try output([lq, stagedPitch]) }
+                let o = direct ? (address: destination, stride: channels) : (address: staging[3]!.address, stride: stagedPitch)
                 var start = 0
                 while start < lq {
                     let rows = min(chunkRows, lq - start)
                     // Column-major view: Sᵀ[Lk, rows] = K[Lk, d] · Q[rows, d]ᵀ, i.e. row-major S = s·Q·Kᵀ.
                     try matmul.run(.init(m: lk, n: rows, k: d, transA: true, transB: false, lda: k.stride, ldb: q.stride,
-                                         ldd: lk, epilogue: .none, alpha: s),
+                                         ldd: scoresPitch, epilogue: .none, alpha: s),
                                    a: k.address, b: q.address + UInt64(start * q.stride * 2), d: scores.address)
                     try compiler.launch(softmax, grid: (rows, 1, 1), block: (lk >= 4096 ? 512 : 128, 1, 1), [
-                        .tensor(scores), .int(lk), .float(c)])
+                        .tensor(scores), .int(lk), .int64(Int64(scoresPitch)), .float(c)])
                     // Oᵀ[d, rows] = Vᵀ[d, Lk] · Pᵀ[Lk, rows], i.e. row-major O = (1/c)·(c·P)·V.
-                    try matmul.run(.init(m: d, n: rows, k: lk, transA: false, transB: false, lda: v.stride, ldb: lk,
+                    try matmul.run(.init(m: d, n: rows, k: lk, transA: false, transB: false, lda: v.stride, ldb: scoresPitch,
                                          ldd: o.stride, epilogue: .none, alpha: 1 / c),
                                    a: v.address, b: scores.address, d: o.address + UInt64(start * o.stride * 2))
                     start += rows
                 }
-                if !direct { try copy(o.address, d, to: destination, channels, rows: lq) }
+                if !direct { try copy(o.address, stagedPitch, to: destination, channels, rows: lq) }
             }
         }
         return y

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Diffuse8
 
-/// `diffuse8 bench`: UNet forward-pass latency on the CPU (or the CPU kernels alone), with the inputs a
-/// text-to-image step feeds the UNet. Prints one JSON object per measurement. See bench/README.md for
-/// the PyTorch comparison and docs/PERFORMANCE.md for measured numbers.
+/// `diffuse8 bench`: UNet forward-pass latency on the CPU or the GPU (or the CPU kernels alone), with the inputs a
+/// text-to-image step feeds the UNet, or (`--generate`) whole text-to-image generations. Prints one JSON object
+/// per measurement. See bench/README.md for the PyTorch comparison and docs/PERFORMANCE.md for measured numbers.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
@@ -30,6 +30,18 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .long, help: "Time the CPU kernels (GEMM, conv, attention, norms) at SD1.5 shapes instead of a UNet.")
     var kernels = false
 
+    @Option(name: .long, help: "Where the UNet runs: cpu (FP32) or cuda (FP16, CUDA events, eager and CUDA-graph timings).")
+    var device: ComputeDevice = .cpu
+
+    @Flag(name: .long, help: "Time whole text-to-image generations (text encoders, denoising loop, VAE) instead of one UNet call.")
+    var generate = false
+
+    @Option(name: .long, help: "With --generate: denoising steps.")
+    var steps: Int = 30
+
+    @Option(name: .long, help: "With --generate: image width and height in pixels; default: the model's native size.")
+    var size: Int?
+
     func validate() throws {
         guard kernels || model != nil else { throw ValidationError("Give --model <folder> or --kernels.") }
         guard batch >= 1, iterations >= 1, warmup >= 0 else { throw ValidationError("--batch and --iterations must be ≥ 1, --warmup ≥ 0.") }
@@ -44,9 +56,24 @@ struct BenchCommand: ParsableCommand {
             return
         }
         guard let model else { return }
+        if generate {
+            let request = GenerationRequest(prompt: "a photo of an astronaut riding a horse", steps: steps, guidanceScale: batch > 1 ? 5 : 1,
+                                            seed: 0, width: size, height: size)
+            let timing = try CUDAPipelineCheck.generationBenchmark(directory: model, device: device, request: request, warmup: warmup,
+                                                                   repeats: iterations) { FileHandleStderr.write($0 + "\n") }
+            print(timing.json)
+            return
+        }
         let unetFolder = fileExists(model + "/unet/config.json") ? model + "/unet" : model
         guard fileExists(unetFolder + "/config.json") else {
             throw ValidationError("\(model): no config.json here or in \(model)/unet — pass a diffusers folder or a unet folder.")
+        }
+        if device == .cuda {
+            let latentSize = try latent ?? UNetConfiguration(contentsOf: unetFolder + "/config.json").sampleSize ?? 64
+            let timing = try CUDAUNetCheck.benchmark(directory: unetFolder, kernels: CUDAKernels(), batch: batch, height: latentSize,
+                                                     width: latentSize, warmup: max(warmup, 1), repeats: iterations)
+            print(timing.json)
+            return
         }
         let benchmark = try UNetBenchmark(directory: unetFolder)
         let report = benchmark.run(UNetBenchmark.Options(batch: batch, latentSize: latent, warmup: warmup, iterations: iterations))

@@ -43,6 +43,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "CPU threads (default: all cores).")
     var threads: Int?
 
+    @Option(name: .long, help: "Where the networks run: cpu (FP32) or cuda (FP16 on an NVIDIA GPU, see docs/GPU.md).")
+    var device: ComputeDevice = .cpu
+
     func validate() throws {
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -60,8 +63,8 @@ struct GenerateCommand: ParsableCommand {
         for path in outputs { try OutputPaths.checkWritable(path) }
 
         let directory = try model ?? DefaultModel.locate()
-        FileHandleStderr.write("loading \(directory)\n")
-        let pipeline = try StableDiffusionPipeline(directory: directory)
+        FileHandleStderr.write("loading \(directory) (\(device.rawValue))\n")
+        let pipeline = try StableDiffusionPipeline(directory: directory, device: device)
         let kind = SchedulerKind(rawValue: scheduler)!
         for (index, path) in outputs.enumerated() {
             let request = GenerationRequest(
@@ -72,6 +75,8 @@ struct GenerateCommand: ParsableCommand {
             bar.restart()
             let result = try pipeline.generate(request) { bar.update(step: $0.step, of: $0.totalSteps) }
             for warning in result.warnings { FileHandleStderr.write("warning: \(warning)\n") }
+            let t = result.timings
+            FileHandleStderr.write("time \(Self.seconds(t.total)) s: text \(Self.seconds(t.encode)) s, denoise \(Self.seconds(t.denoise)) s, decode \(Self.seconds(t.decode)) s\n")
             let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
             let parameters = A1111Parameters(request: request, width: image.width, height: image.height,
                                               model: directory.split(separator: "/").last.map(String.init) ?? directory)
@@ -79,4 +84,8 @@ struct GenerateCommand: ParsableCommand {
             print(path)
         }
     }
+
+    static func seconds(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }
 }
+
+extension ComputeDevice: ExpressibleByArgument {}

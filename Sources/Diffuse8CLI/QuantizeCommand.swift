@@ -111,7 +111,7 @@ struct QuantizeCommand: ParsableCommand {
                 statistics = s
             }
         }
-        let quantized = try Quantizer.quantize(pipeline.unet, statistics: statistics, recipe: recipe,
+        let quantized = try Quantizer.quantize(try pipeline.cpuUNet(), statistics: statistics, recipe: recipe,
                                                log: verbose ? { FileHandleStderr.write($0 + "\n") } : nil)
         if !quantized.skippedAttentionModules.isEmpty {
             FileHandleStderr.write("note: \(quantized.skippedAttentionModules.count) attention modules have head_dim % 16 != 0 and stay in full precision\n")

@@ -13,6 +13,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
     usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only]
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
+           diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ...
+           diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N]
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
       --large       add 4096-token attention checks (slower CPU reference)
       --bench       also time GEMMs, attention and UNet blocks at model shapes
@@ -22,6 +24,11 @@ if arguments.contains("--help") || arguments.contains("-h") {
       --unet-bench  time CUDAUNet.forward (batch 2, default 64x64 latents, 77 tokens); prints one JSON line;
                     --reference takes its inputs and compares with its `output`; also times the forward
                     replayed as a CUDA graph unless --no-graph; --profile: ms per operation kind
+      --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
+      --pipeline    one image per folder (default 20 steps, CFG 5, seed 0) on the CPU (FP32) and the GPU (FP16):
+                    PSNR of the GPU image vs the CPU image must be ≥ 40 dB
+      --vae         CUDA vs CPU VAE decoder of each diffusers vae/ folder, plus GEMM attention checks
+      --generate-bench  end-to-end text-to-image time on the GPU (default native size, 30 steps, 5 runs); JSON line
     exit status: 0 all passed, 1 a check failed, 2 no CUDA GPU/driver/library
     """)
     exit(0)
@@ -34,6 +41,65 @@ func value(after flag: String) -> String? {
 func size(_ text: String?) -> (Int, Int)? {
     guard let parts = text?.split(separator: "x"), parts.count == 2, let h = Int(parts[0]), let w = Int(parts[1]) else { return nil }
     return (h, w)
+}
+
+/// The operands after `flag` up to the next flag.
+func operands(after flag: String) -> [String] {
+    guard let i = argumentList.firstIndex(of: flag) else { return [] }
+    return Array(argumentList[(i + 1)...].prefix { !$0.hasPrefix("--") })
+}
+
+if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: arguments.contains) {
+    let kernels: CUDAKernels
+    do { kernels = try CUDAKernels() } catch {
+        print("no CUDA GPU: \(error)")
+        exit(CUDASelfTest.ExitCode.noCUDA.rawValue)
+    }
+    print("device    \(kernels.context.deviceName)")
+    var failed = false
+    func report(_ line: String, passed: Bool) {
+        failed = failed || !passed
+        print(line + (passed ? " ok" : " FAIL"))
+        fflush(stdout)
+    }
+    let prompts = ["a large red circle above a small blue square on a white background", "", "a photo of an astronaut riding a horse"]
+    for directory in operands(after: "--text") {
+        let encoders = [("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")].filter {
+            fopen(directory + "/" + $0.0 + "/config.json", "r").map { fclose($0); return true } ?? false
+        }
+        for (encoder, tokenizer) in encoders {
+            do {
+                let p = try CUDAPipelineCheck.textParity(directory: directory, encoder: encoder, tokenizer: tokenizer, prompts: prompts, kernels: kernels)
+                report("text parity \(p.directory): rel. L2 last \(p.last), penultimate \(p.penultimate), pooled \(p.pooled) (limit \(CUDAPipelineCheck.textParityLimit))", passed: p.passed)
+            } catch { report("text parity \(directory)/\(encoder): \(error)", passed: false) }
+        }
+    }
+    for spec in operands(after: "--pipeline") {
+        let parts = spec.split(separator: ":").map(String.init)
+        let request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
+        do {
+            let p = try CUDAPipelineCheck.imageParity(directory: parts[0], request: request)
+            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(CUDAPipelineCheck.imagePSNRLimit)), latents rel. L2 \(p.latentRelativeL2)", passed: p.passed)
+        } catch { report("image parity \(parts[0]): \(error)", passed: false) }
+    }
+    let vaeDirectories = operands(after: "--vae")
+    if arguments.contains("--vae") {
+        for r in CUDASelfTest.vaeChecks(kernels: kernels, directories: vaeDirectories) {
+            report("\(r.name) \(r.shape): rel. L2 \(r.relativeL2) (limit \(r.threshold))" + (r.nonFinite > 0 ? ", \(r.nonFinite) non-finite" : "")
+                   + (r.error.map { " error: \($0)" } ?? ""), passed: r.passed)
+        }
+    }
+    if let directory = value(after: "--generate-bench") {
+        let (h, w) = size(value(after: "--size")) ?? (0, 0)
+        let request = GenerationRequest(prompt: prompts[2], steps: Int(value(after: "--steps") ?? "") ?? 30, guidanceScale: 5, seed: 0,
+                                        width: w > 0 ? w : nil, height: h > 0 ? h : nil)
+        do {
+            let timing = try CUDAPipelineCheck.generationBenchmark(directory: directory, request: request,
+                                                                   repeats: Int(value(after: "--repeats") ?? "") ?? 5) { print($0); fflush(stdout) }
+            print("GENERATE_BENCH " + timing.json)
+        } catch { report("generation benchmark \(directory): \(error)", passed: false) }
+    }
+    exit(failed ? 1 : 0)
 }
 
 if arguments.contains("--unet") || arguments.contains("--unet-bench") {

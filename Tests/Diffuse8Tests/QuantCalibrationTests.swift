@@ -59,7 +59,7 @@ final class QuantCalibrationTests: XCTestCase {
         var foreign = parts[1]
         foreign.provenance.modelFingerprint = "0000000000000000"
         XCTAssertThrowsError(try CalibrationStatistics.merge([parts[0], foreign])) { XCTAssertTrue("\($0)".contains("another model")) }
-        XCTAssertThrowsError(try Quantizer.quantize(pipeline.unet, statistics: foreign, recipe: QuantizationRecipe())) {
+        XCTAssertThrowsError(try Quantizer.quantize(pipeline.unet!, statistics: foreign, recipe: QuantizationRecipe())) {
             XCTAssertTrue("\($0)".contains("another model"))
         }
     }
@@ -82,7 +82,7 @@ final class QuantCalibrationTests: XCTestCase {
         // α search without sampled rows: clear error.
         var recipe = QuantizationRecipe()
         recipe.smoothing = .search
-        XCTAssertThrowsError(try Quantizer.quantize(pipeline.unet, statistics: stats, recipe: recipe)) { XCTAssertTrue("\($0)".contains("--reservoir-rows")) }
+        XCTAssertThrowsError(try Quantizer.quantize(pipeline.unet!, statistics: stats, recipe: recipe)) { XCTAssertTrue("\($0)".contains("--reservoir-rows")) }
         // Prompt files: comments and blanks skipped; empty → error.
         try "# header\n\n  a red circle \n#x\nblue\n".write(toFile: scratch + "/p.txt", atomically: true, encoding: .utf8)
         XCTAssertEqual(try Calibrator.readPrompts(scratch + "/p.txt"), ["a red circle", "blue"])
@@ -96,7 +96,7 @@ final class QuantCalibrationTests: XCTestCase {
         let stats = try calibrate(pipeline)
         var recipe = QuantizationRecipe()
         recipe.smoothing = .search
-        let quantized = try Quantizer.quantize(pipeline.unet, statistics: stats, recipe: recipe)
+        let quantized = try Quantizer.quantize(pipeline.unet!, statistics: stats, recipe: recipe)
         XCTAssertFalse(quantized.layers.contains { QuantizationLevel.isExcluded($0.name) })
         XCTAssertEqual(quantized.alphas.count + quantized.unsmoothedLayers.count, quantized.layers.filter { $0.kind == .linear }.count)
         let output = scratch + "/q"
@@ -113,14 +113,14 @@ final class QuantCalibrationTests: XCTestCase {
         XCTAssertEqual(manifest["calibration_steps"] as? Int, 2)
 
         let loaded = try StableDiffusionPipeline(directory: output)
-        let hooked = loaded.unet.linearLayers.filter { $0.executionHook != nil }.count + loaded.unet.convolutionLayers.filter { $0.executionHook != nil }.count
+        let hooked = loaded.unet!.linearLayers.filter { $0.executionHook != nil }.count + loaded.unet!.convolutionLayers.filter { $0.executionHook != nil }.count
         XCTAssertEqual(hooked, quantized.layers.count)
         // The loaded UNet computes what the in-memory quantized layers define, and stays close to FP.
         let sample = TorchGenerator(seed: 3).randnTensor([2, 4, 8, 8])
         var g = TorchGenerator(seed: 4)
-        let context = g.randn([2, 77, pipeline.unet.configuration.crossAttentionDim[0]])
-        let fp = pipeline.unet(sample: sample, timestep: 500, encoderHiddenStates: context)
-        let q = loaded.unet(sample: sample, timestep: 500, encoderHiddenStates: context)
+        let context = g.randn([2, 77, pipeline.unet!.configuration.crossAttentionDim[0]])
+        let fp = pipeline.unet!(sample: sample, timestep: 500, encoderHiddenStates: context)
+        let q = loaded.unet!(sample: sample, timestep: 500, encoderHiddenStates: context)
         XCTAssertGreaterThan(ImageMetrics.sqnr(reference: fp, q), 20)
         XCTAssertLessThan(ImageMetrics.sqnr(reference: fp, q), 200)  // it is quantized, not FP
 
@@ -128,14 +128,14 @@ final class QuantCalibrationTests: XCTestCase {
         recipe.format = .fp8
         recipe.level = .fp8Attention
         recipe.smoothing = .fixed(0.8)
-        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(pipeline.unet, statistics: stats, recipe: recipe), to: scratch + "/f8")
+        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(pipeline.unet!, statistics: stats, recipe: recipe), to: scratch + "/f8")
         let f8 = try StableDiffusionPipeline(directory: scratch + "/f8")
-        XCTAssertGreaterThan(ImageMetrics.sqnr(reference: fp, f8.unet(sample: sample, timestep: 500, encoderHiddenStates: context)), 15)
+        XCTAssertGreaterThan(ImageMetrics.sqnr(reference: fp, f8.unet!(sample: sample, timestep: 500, encoderHiddenStates: context)), 15)
         var dynamic = QuantizationRecipe()
         dynamic.dynamic = true
-        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(pipeline.unet, statistics: nil, recipe: dynamic), to: scratch + "/dyn")
+        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(pipeline.unet!, statistics: nil, recipe: dynamic), to: scratch + "/dyn")
         let dyn = try StableDiffusionPipeline(directory: scratch + "/dyn")
-        XCTAssertGreaterThan(ImageMetrics.sqnr(reference: fp, dyn.unet(sample: sample, timestep: 500, encoderHiddenStates: context)), 20)
+        XCTAssertGreaterThan(ImageMetrics.sqnr(reference: fp, dyn.unet!(sample: sample, timestep: 500, encoderHiddenStates: context)), 20)
     }
 
     func testFP8AttentionSimulationQuantizesProbabilities() {

@@ -130,7 +130,7 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
     private static func convert(_ source: UnsafeRawPointer, _ dtype: SafetensorsDType, _ count: Int,
                                 into out: UnsafeMutablePointer<Float>) {
         if dtype == .f32 {
-            out.withMemoryRebound(to: UInt8.self, capacity: count * 4) { memcpy($0, source, count * 4) }
+            _ = out.withMemoryRebound(to: UInt8.self, capacity: count * 4) { memcpy($0, source, count * 4) }
             return
         }
         parallelFor(count, minChunk: 1 << 16) { range in

@@ -54,6 +54,19 @@ public struct GenerationResult: Sendable {
     public var image: Tensor
     /// Warnings for the user (e.g. a prompt truncated to the 77-token context).
     public var warnings: [String]
+    /// Wall-clock seconds of each phase (each ends with its results on the host, so GPU work is included).
+    public var timings = GenerationTimings()
+}
+
+/// Where one generation's time went, in seconds.
+public struct GenerationTimings: Sendable {
+    /// Tokenizing and running the text encoder(s).
+    public var encode: Double = 0
+    /// The denoising loop (UNet evaluations, guidance, scheduler steps).
+    public var denoise: Double = 0
+    /// The VAE decode.
+    public var decode: Double = 0
+    public var total: Double { encode + denoise + decode }
 }
 
 /// Progress of the denoising loop, reported after each step.

@@ -1,32 +1,49 @@
-/// Text-to-image generation with a diffusers Stable Diffusion folder (SD1.x/2.x or SDXL), FP32 on the CPU.
+/// Text-to-image generation with a diffusers Stable Diffusion folder (SD1.x/2.x or SDXL): FP32 on the CPU, or
+/// FP16 on an NVIDIA GPU (`device: .cuda`; the networks run there, the scheduler loop stays on the host in FP32).
 ///
 /// Matches diffusers' `StableDiffusionPipeline` and `StableDiffusionXLPipeline` (`__call__` with default
 /// `eta`, `guidance_rescale` 0, no `clip_skip`): same prompt encoding, same latents from the same seed,
 /// same classifier-free guidance batch order ([negative, positive]), same scheduler steps, same VAE decode.
 ///
 /// Limitations: text-to-image only; one image per call (use several seeds for more); no prompt
-/// weighting; `force_upcast` has no effect since execution is FP32.
+/// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs FP16); quantized UNet
+/// folders run on the CPU only (simulated quantization).
 public final class StableDiffusionPipeline {
     public let folder: DiffusersFolder
-    public let unet: UNet2DConditionModel
-    public let vae: AutoencoderKL
+    public let device: ComputeDevice
+    /// The UNet on the chosen backend.
+    public let noisePredictor: any NoisePredictor
+    /// The VAE decoder on the chosen backend.
+    public let decoder: any LatentDecoder
     let conditioning: TextConditioning
     let schedulerConfiguration: JSONValue
     /// SDXL: whether a missing negative prompt means zero embeddings (model_index `force_zeros_for_empty_prompt`).
     let zeroEmbeddingsForMissingNegativePrompt: Bool
 
-    /// Loads every component of a diffusers folder. Throws an error naming the component or file at fault.
-    public init(directory: String) throws {
-        folder = try DiffusersFolder(path: directory)
-        unet = try QuantizedModelFolder.loadUNet(directory: folder.folder(of: "unet"))  // plain or quantized (simulated)
-        vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
-        var encoders = [TextConditioning.Encoder(
-            tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),
-            model: try CLIPTextModel.load(directory: folder.folder(of: "text_encoder")))]
+    /// Loads every component of a diffusers folder onto `device`. Throws an error naming the component or file at
+    /// fault (or, for `.cuda`, what is missing: GPU, driver, library).
+    public init(directory: String, device: ComputeDevice = .cpu) throws {
+        let folder = try DiffusersFolder(path: directory)
+        self.folder = folder
+        self.device = device
+        let unetFolder = try folder.folder(of: "unet")
+        if device == .cuda && QuantizedModelFolder.isQuantized(unetDirectory: unetFolder) {
+            throw PipelineError("\(unetFolder) is a quantized UNet (simulated INT8/FP8), which runs on the CPU only for now; use --device cpu")
+        }
+        let kernels: CUDAKernels? = device == .cuda ? try CUDAKernels() : nil
+        let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
+        noisePredictor = try kernels.map { CUDANoisePredictor(try CUDAUNet(unet, kernels: $0)) } ?? unet
+        let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
+        decoder = try kernels.map { try CUDALatentDecoder(vae, kernels: $0) } ?? vae
+        func textEncoder(_ name: String) throws -> any TextEncoder {
+            let model = try CLIPTextModel.load(directory: folder.folder(of: name))
+            return try kernels.map { try CUDACLIPTextModel(model, kernels: $0) } ?? model
+        }
+        var encoders = [TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),
+                                                 model: try textEncoder("text_encoder"))]
         if folder.family == .stableDiffusionXL {
-            encoders.append(TextConditioning.Encoder(
-                tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer_2")),
-                model: try CLIPTextModel.load(directory: folder.folder(of: "text_encoder_2"))))
+            encoders.append(TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer_2")),
+                                                     model: try textEncoder("text_encoder_2")))
         }
         conditioning = TextConditioning(encoders: encoders, usesPenultimateLayer: folder.family == .stableDiffusionXL)
         schedulerConfiguration = try folder.config(of: "scheduler")
@@ -34,12 +51,21 @@ public final class StableDiffusionPipeline {
             && (folder.index["force_zeros_for_empty_prompt"]?.bool ?? true)
     }
 
+    /// The FP32 CPU UNet (calibration, quantization and evaluation work on it); nil on a CUDA pipeline.
+    public var unet: UNet2DConditionModel? { noisePredictor as? UNet2DConditionModel }
+
+    /// `unet`, or an error saying this needs the CPU pipeline.
+    public func cpuUNet() throws -> UNet2DConditionModel {
+        guard let unet else { throw PipelineError("this needs the FP32 CPU UNet; load the pipeline with device .cpu") }
+        return unet
+    }
+
     /// The pixel size the UNet was trained at (`sample_size` × VAE factor), used when a request gives none.
-    public var nativeSize: Int { (unet.configuration.sampleSize ?? 64) * vae.downscaleFactor }
+    public var nativeSize: Int { (noisePredictor.configuration.sampleSize ?? 64) * decoder.configuration.downscaleFactor }
 
     /// Checks a request before any work is done; the message says what is wrong and what to do.
     public func validate(_ request: GenerationRequest) throws {
-        let factor = vae.downscaleFactor
+        let factor = decoder.configuration.downscaleFactor
         for (name, value) in [("width", request.width ?? nativeSize), ("height", request.height ?? nativeSize)] {
             guard value > 0, value % factor == 0 else {
                 throw PipelineError("\(name) \(value) is not a positive multiple of \(factor) (the VAE's downscale factor); "
@@ -53,23 +79,35 @@ public final class StableDiffusionPipeline {
     public func generate(_ request: GenerationRequest, progress: ((StepProgress) -> Void)? = nil) throws -> GenerationResult {
         try validate(request)
         var warnings: [String] = []
-        let conditioning = encodeConditioning(request, warnings: &warnings)
+        let clock = ContinuousClock()
+        func seconds(since start: ContinuousClock.Instant) -> Double {
+            let d = clock.now - start
+            return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        }
+        var timings = GenerationTimings()
+        var start = clock.now
+        let conditioning = try encodeConditioning(request, warnings: &warnings)
+        timings.encode = seconds(since: start)
+        start = clock.now
         let latents = try denoise(request, conditioning: conditioning, progress: progress)
-        let scaling = vae.scalingFactor
-        let image = vae.decode(CPUKernels.map(latents) { $0 / scaling })  // division, as diffusers does
-        return GenerationResult(latents: latents, image: image, warnings: warnings)
+        timings.denoise = seconds(since: start)
+        start = clock.now
+        let scaling = decoder.configuration.scalingFactor
+        let image = try decoder.decodeLatents(CPUKernels.map(latents) { $0 / scaling })  // division, as diffusers does
+        timings.decode = seconds(since: start)
+        return GenerationResult(latents: latents, image: image, warnings: warnings, timings: timings)
     }
 
     /// The UNet's conditioning for `request`: prompt embeddings (and SDXL's pooled embeddings and time ids),
     /// batched [negative, positive] when guidance is on.
-    public func encodeConditioning(_ request: GenerationRequest, warnings: inout [String]) -> UNetConditioning {
+    public func encodeConditioning(_ request: GenerationRequest, warnings: inout [String]) throws -> UNetConditioning {
         let (width, height) = (request.width ?? nativeSize, request.height ?? nativeSize)
-        let positive = conditioning.encode(request.prompt, warnings: &warnings)
+        let positive = try conditioning.encode(request.prompt, warnings: &warnings)
         let negative: TextConditioning.Embeddings
         if request.negativePrompt == nil && zeroEmbeddingsForMissingNegativePrompt {
             negative = TextConditioning.zeros(like: positive)
         } else {
-            negative = conditioning.encode(request.negativePrompt ?? "", warnings: &warnings)
+            negative = try conditioning.encode(request.negativePrompt ?? "", warnings: &warnings)
         }
         let guided = request.guidanceScale > 1
         let context = guided ? Tensor.concatenate([negative.hiddenStates, positive.hiddenStates]) : positive.hiddenStates
@@ -95,14 +133,16 @@ public final class StableDiffusionPipeline {
         let (width, height) = (request.width ?? nativeSize, request.height ?? nativeSize)
         var scheduler = try request.scheduler.makeScheduler(config: schedulerConfiguration, steps: request.steps)
         var generator = TorchGenerator(seed: request.seed)
-        let factor = vae.downscaleFactor
-        var latents = generator.randn([1, unet.configuration.inChannels, height / factor, width / factor])
+        let factor = decoder.configuration.downscaleFactor
+        var latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
         latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
+        var sampleShape = latents.shape
+        sampleShape[0] = c.guided ? 2 : 1
+        let unet = try noisePredictor.makeDenoiser(conditioning: c, sampleShape: sampleShape)
 
         for (index, timestep) in scheduler.timesteps.enumerated() {
             let input = scheduler.scaleModelInput(c.guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
-            let output = unet(sample: input, timestep: Float(timestep), encoderHiddenStates: c.encoderHiddenStates,
-                              textEmbeds: c.textEmbeds, timeIds: c.timeIds)
+            let output = try unet(input, Float(timestep))
             observe?(index, Float(timestep), input, output)
             let noise = c.guided ? Self.guide(output, scale: request.guidanceScale) : output
             latents = scheduler.step(modelOutput: noise, stepIndex: index, sample: latents, generator: &generator)

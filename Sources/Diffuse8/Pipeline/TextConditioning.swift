@@ -8,7 +8,7 @@ struct TextConditioning {
     /// A tokenizer and the text encoder it feeds.
     struct Encoder {
         let tokenizer: CLIPTokenizer
-        let model: CLIPTextModel
+        let model: any TextEncoder
     }
 
     /// The prompt embeddings of one prompt.
@@ -23,7 +23,7 @@ struct TextConditioning {
     let usesPenultimateLayer: Bool
 
     /// Encodes one prompt; appends a warning when the prompt was cut to the context length.
-    func encode(_ prompt: String, warnings: inout [String]) -> Embeddings {
+    func encode(_ prompt: String, warnings: inout [String]) throws -> Embeddings {
         var states: [Tensor] = []
         var pooled: Tensor?
         for (index, encoder) in encoders.enumerated() {
@@ -32,10 +32,10 @@ struct TextConditioning {
                 warnings.append("prompt truncated to \(encoder.tokenizer.contextLength) tokens: "
                                 + "\(tokens.droppedTokenCount) tokens dropped")
             }
-            let output = encoder.model([tokens.ids])
+            let output = try encoder.model.encode([tokens.ids])
             if usesPenultimateLayer {
-                states.append(output.hiddenStates[output.hiddenStates.count - 2])
-                pooled = output.textEmbeds ?? output.pooledOutput
+                states.append(output.penultimateHiddenState)
+                pooled = output.pooled
             } else {
                 states.append(output.lastHiddenState)
             }

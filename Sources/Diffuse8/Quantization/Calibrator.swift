@@ -58,7 +58,7 @@ public enum Calibrator {
         guard options.shardCount >= 1, (0..<options.shardCount).contains(options.shardIndex) else {
             throw QuantizationError("--shard \(options.shardIndex)/\(options.shardCount) is not a valid shard (use i/n with 0 ≤ i < n)")
         }
-        let unet = pipeline.unet
+        let unet = try pipeline.cpuUNet()
         let recorder = CalibrationRecorder(unet: unet, steps: options.steps, reservoirCapacity: options.reservoirCapacity)
         recorder.install()
         defer { recorder.uninstall() }

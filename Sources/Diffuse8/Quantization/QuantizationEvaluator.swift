@@ -77,15 +77,16 @@ public struct QuantizationEvaluator {
     public func stepSQNR(_ request: GenerationRequest) throws -> [[Double]] {
         try reference.validate(request)
         var warnings: [String] = []
-        let c = reference.encodeConditioning(request, warnings: &warnings)
+        let c = try reference.encodeConditioning(request, warnings: &warnings)
         var result = Array(repeating: [Double](), count: models.count)
-        _ = try reference.denoise(request, conditioning: c) { _, timestep, input, output in
-            for (i, model) in models.enumerated() {
-                let q = model.unet(sample: input, timestep: timestep, encoderHiddenStates: c.encoderHiddenStates,
+        let unets = try models.map { try $0.cpuUNet() }
+        _ = try reference.denoise(request, conditioning: c, observe: { _, timestep, input, output in
+            for (i, unet) in unets.enumerated() {
+                let q = unet(sample: input, timestep: timestep, encoderHiddenStates: c.encoderHiddenStates,
                                    textEmbeds: c.textEmbeds, timeIds: c.timeIds)
                 result[i].append(ImageMetrics.sqnr(reference: output, q))
             }
-        }
+        })
         return result
     }
 

@@ -96,24 +96,33 @@ public final class CLIPTextModel {
     }
 
     /// The token index whose hidden state becomes the pooled output (transformers' rule, see the type doc).
-    public func poolingPosition(_ ids: [Int]) -> Int {
-        if configuration.eosTokenID == 2 {
-            // argmax: first index of the largest id.
+    public func poolingPosition(_ ids: [Int]) -> Int { Self.poolingPosition(ids, eosTokenID: configuration.eosTokenID) }
+
+    /// transformers' pooling rule: `eos_token_id == 2` (legacy configs) → argmax of the ids (first index of the
+    /// largest); otherwise the first position holding `eos_token_id`, 0 when there is none.
+    public static func poolingPosition(_ ids: [Int], eosTokenID: Int) -> Int {
+        if eosTokenID == 2 {
             var best = 0
             for (i, id) in ids.enumerated() where id > ids[best] { best = i }
             return best
         }
-        return ids.firstIndex(of: configuration.eosTokenID) ?? 0
+        return ids.firstIndex(of: eosTokenID) ?? 0
     }
 
     /// token_embedding[ids] + position_embedding[0..<length] → [batch, length, hidden].
     func embed(_ tokenIDs: [[Int]]) -> Tensor {
-        let hidden = configuration.hiddenSize, length = tokenIDs[0].count
+        Self.embed(tokenIDs, tokenEmbedding: tokenEmbedding, positionEmbedding: positionEmbedding)
+    }
+
+    /// `embed` on given tables (token [vocab, hidden], position [max positions, hidden]); the CUDA model
+    /// embeds on the host too (77 rows: not worth a kernel).
+    static func embed(_ tokenIDs: [[Int]], tokenEmbedding: Tensor, positionEmbedding: Tensor) -> Tensor {
+        let vocabulary = tokenEmbedding.shape[0], hidden = tokenEmbedding.shape[1], length = tokenIDs[0].count
         return Tensor(shape: [tokenIDs.count, length, hidden]) { out in
             for (b, ids) in tokenIDs.enumerated() {
                 for (t, id) in ids.enumerated() {
-                    precondition(id >= 0 && id < configuration.vocabSize,
-                                 "CLIPTextModel: token id \(id) outside the vocabulary (vocab_size \(configuration.vocabSize))")
+                    precondition(id >= 0 && id < vocabulary,
+                                 "CLIPTextModel: token id \(id) outside the vocabulary (vocab_size \(vocabulary))")
                     let dst = (b * length + t) * hidden
                     for c in 0..<hidden {
                         out[dst + c] = tokenEmbedding.scalars[id * hidden + c] + positionEmbedding.scalars[t * hidden + c]

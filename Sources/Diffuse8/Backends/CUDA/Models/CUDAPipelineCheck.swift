@@ -1,0 +1,93 @@
+/// Whole-pipeline checks on the GPU (what `diffuse8-cuda-selftest --text/--pipeline/--generate-bench` run):
+/// the CUDA text encoders vs the CPU ones, CUDA-generated images vs CPU-generated images of the same seed,
+/// and end-to-end generation timing.
+public enum CUDAPipelineCheck {
+    /// The bar: an FP16 CUDA image within 40 dB PSNR of the FP32 CPU image of the same seed.
+    public static let imagePSNRLimit = 40.0
+    /// Text encoder outputs, FP16 vs FP32 (relative L2).
+    public static let textParityLimit = 5e-3
+
+    public struct TextParity: Sendable {
+        public let directory: String
+        /// Relative L2 of last hidden state, penultimate hidden state, pooled (projected) output.
+        public let last: Double, penultimate: Double, pooled: Double
+        public var passed: Bool { [last, penultimate, pooled].allSatisfy { $0.isFinite && $0 <= textParityLimit } }
+    }
+
+    /// Encodes `prompts` with `directory/text_encoder_name` on both backends (tokenized by `tokenizer_name`).
+    public static func textParity(directory: String, encoder: String = "text_encoder", tokenizer: String = "tokenizer",
+                                  prompts: [String], kernels: CUDAKernels) throws -> TextParity {
+        let tokens = try CLIPTokenizer(directory: directory + "/" + tokenizer)
+        let model = try CLIPTextModel.load(directory: directory + "/" + encoder)
+        let gpuModel = try CUDACLIPTextModel(model, kernels: kernels)
+        let ids = prompts.map { tokens.tokenize($0).ids }
+        let cpu = try model.encode(ids), gpu = try gpuModel.encode(ids)
+        return TextParity(directory: directory + "/" + encoder,
+                          last: gpu.lastHiddenState.relativeL2(to: cpu.lastHiddenState),
+                          penultimate: gpu.penultimateHiddenState.relativeL2(to: cpu.penultimateHiddenState),
+                          pooled: gpu.pooled.relativeL2(to: cpu.pooled))
+    }
+
+    public struct ImageParity: Sendable {
+        public let directory: String
+        public let size: (width: Int, height: Int)
+        /// PSNR (8-bit RGB) of the CUDA image against the CPU image.
+        public let psnr: Double
+        /// Relative L2 of the final latents.
+        public let latentRelativeL2: Double
+        public var passed: Bool { psnr >= imagePSNRLimit }
+    }
+
+    /// Generates `request` with the CPU (FP32) and the CUDA (FP16) pipeline of `directory` and compares them.
+    public static func imageParity(directory: String, request: GenerationRequest) throws -> ImageParity {
+        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu).generate(request)
+        let gpu = try StableDiffusionPipeline(directory: directory, device: .cuda).generate(request)
+        let a = ImageConversion.pixelImages(fromDecoded: cpu.image)[0], b = ImageConversion.pixelImages(fromDecoded: gpu.image)[0]
+        return ImageParity(directory: directory, size: (a.width, a.height), psnr: ImageMetrics.psnr(a, b),
+                           latentRelativeL2: gpu.latents.relativeL2(to: cpu.latents))
+    }
+
+    /// End-to-end generation time on `device`: `warmup` untimed images (on the GPU: kernel compilation, autotuning,
+    /// graph capture), then `repeats` timed ones; medians per phase; on the GPU, peak memory of the caching allocator.
+    public struct GenerationTiming: Sendable {
+        public let directory: String
+        public let width: Int, height: Int, steps: Int
+        public let loadSeconds: Double
+        public let medianSeconds: Double, minimumSeconds: Double
+        public let medianEncodeSeconds: Double, medianDenoiseSeconds: Double, medianDecodeSeconds: Double
+        public let runs: [Double]
+        public let peakBytes: Int?
+
+        public var json: String {
+            "{\"directory\": \"\(directory)\", \"width\": \(width), \"height\": \(height), \"steps\": \(steps), "
+                + "\"load_s\": \(loadSeconds), \"median_s\": \(medianSeconds), \"min_s\": \(minimumSeconds), "
+                + "\"median_encode_s\": \(medianEncodeSeconds), \"median_denoise_s\": \(medianDenoiseSeconds), "
+                + "\"median_decode_s\": \(medianDecodeSeconds), \"runs_s\": \(runs), \"peak_bytes\": \(peakBytes.map(String.init) ?? "null")}"
+        }
+    }
+
+    public static func generationBenchmark(directory: String, device: ComputeDevice = .cuda, request: GenerationRequest,
+                                           warmup: Int = 1, repeats: Int = 5, progress: ((String) -> Void)? = nil) throws -> GenerationTiming {
+        let start = CUDAKernelCompiler.now()
+        let pipeline = try StableDiffusionPipeline(directory: directory, device: device)
+        let loadSeconds = CUDAKernelCompiler.now() - start
+        let context = device == .cuda ? try CUDAContext.shared() : nil
+        for i in 0..<warmup {
+            let r = try pipeline.generate(request)
+            progress?("warm-up \(i + 1)/\(warmup): \(r.timings.total) s")
+        }
+        var results: [GenerationTimings] = []
+        for i in 0..<max(1, repeats) {
+            let r = try pipeline.generate(request)
+            results.append(r.timings)
+            progress?("run \(i + 1)/\(repeats): \(r.timings.total) s (text \(r.timings.encode), denoise \(r.timings.denoise), decode \(r.timings.decode))")
+        }
+        func median(_ values: [Double]) -> Double { let s = values.sorted(); return s[s.count / 2] }
+        let totals = results.map(\.total)
+        return GenerationTiming(directory: directory, width: request.width ?? pipeline.nativeSize, height: request.height ?? pipeline.nativeSize,
+                                steps: request.steps, loadSeconds: loadSeconds, medianSeconds: median(totals),
+                                minimumSeconds: totals.min()!, medianEncodeSeconds: median(results.map(\.encode)),
+                                medianDenoiseSeconds: median(results.map(\.denoise)), medianDecodeSeconds: median(results.map(\.decode)),
+                                runs: totals, peakBytes: context?.peakAllocatorBytes)
+    }
+}

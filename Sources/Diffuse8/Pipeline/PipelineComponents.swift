@@ -1,0 +1,65 @@
+/// What `StableDiffusionPipeline` needs of its three networks, whatever backend runs them. The scheduler
+/// loop, prompt handling and guidance stay on the host in FP32 and are shared by every backend; a backend
+/// only supplies these three evaluations (CPU: the FP32 models themselves; CUDA: `CUDAUNet`,
+/// `CUDACLIPTextModel`, `CUDAVAEDecoder` behind `CUDAPipelineComponents`).
+
+/// The parts of a CLIP text encoder's output that prompt encoding uses, on the host.
+public struct TextEncoderOutput: Sendable {
+    /// [batch, tokens, hidden] after `final_layer_norm` (SD1.x/2.x conditioning).
+    public var lastHiddenState: Tensor
+    /// [batch, tokens, hidden]: the penultimate layer's output, before the final norm (SDXL conditioning).
+    public var penultimateHiddenState: Tensor
+    /// [batch, width]: `text_embeds` for `CLIPTextModelWithProjection`, else the pooled output.
+    public var pooled: Tensor
+}
+
+/// A CLIP text encoder (transformers' `CLIPTextModel(WithProjection)` semantics).
+public protocol TextEncoder: AnyObject {
+    var configuration: CLIPTextConfiguration { get }
+    /// Encodes equal-length token id rows (normally 77 each).
+    func encode(_ tokenIDs: [[Int]]) throws -> TextEncoderOutput
+}
+
+/// A conditional UNet (diffusers' `UNet2DConditionModel.forward(...).sample` semantics).
+public protocol NoisePredictor: AnyObject {
+    var configuration: UNetConfiguration { get }
+    /// A function that evaluates the UNet on latents [B, C, h, w] at a timestep with `conditioning`, for
+    /// latents of `sampleShape`. Backends prepare here, once per generation, what every step reuses
+    /// (device copies of the conditioning, a captured CUDA graph).
+    func makeDenoiser(conditioning: UNetConditioning, sampleShape: [Int]) throws -> (_ sample: Tensor, _ timestep: Float) throws -> Tensor
+}
+
+/// A VAE decoder (diffusers' `AutoencoderKL.decode(z).sample` semantics, z already divided by the scaling factor).
+public protocol LatentDecoder: AnyObject {
+    var configuration: VAEConfiguration { get }
+    /// [N, latent_channels, h, w] → [N, out_channels, h·f, w·f], roughly in [-1, 1].
+    func decodeLatents(_ z: Tensor) throws -> Tensor
+}
+
+extension CLIPTextModel: TextEncoder {
+    public func encode(_ tokenIDs: [[Int]]) throws -> TextEncoderOutput {
+        let output = self(tokenIDs)
+        return TextEncoderOutput(lastHiddenState: output.lastHiddenState, penultimateHiddenState: output.penultimateHiddenState,
+                                 pooled: output.textEmbeds ?? output.pooledOutput)
+    }
+}
+
+extension UNet2DConditionModel: NoisePredictor {
+    public func makeDenoiser(conditioning c: UNetConditioning, sampleShape: [Int]) throws -> (Tensor, Float) throws -> Tensor {
+        { sample, timestep in
+            self(sample: sample, timestep: timestep, encoderHiddenStates: c.encoderHiddenStates, textEmbeds: c.textEmbeds, timeIds: c.timeIds)
+        }
+    }
+}
+
+extension AutoencoderKL: LatentDecoder {
+    public func decodeLatents(_ z: Tensor) throws -> Tensor { decode(z) }
+}
+
+/// Where the networks run.
+public enum ComputeDevice: String, CaseIterable, Sendable {
+    /// FP32 on the CPU (every platform).
+    case cpu
+    /// FP16 on an NVIDIA GPU through the CUDA backend (driver, NVRTC, cuBLASLt (+ cuDNN) loaded at run time).
+    case cuda
+}

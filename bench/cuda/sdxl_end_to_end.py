@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,11 +56,14 @@ def build(args, folder, log):
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIG_G)).half()
         vae = AutoencoderKL(**VAE).half()
     vocab, merges = os.path.join(args.vocab, "vocab.json"), os.path.join(args.vocab, "merges.txt")
-    tokenizer = CLIPTokenizer(vocab, merges, pad_token="<|endoftext|>")
-    tokenizer_2 = CLIPTokenizer(vocab, merges, pad_token="!")
+    tokenizer = CLIPTokenizer(vocab, merges, pad_token="<|endoftext|>", model_max_length=77)
+    tokenizer_2 = CLIPTokenizer(vocab, merges, pad_token="!", model_max_length=77)
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
                                      tokenizer_2=tokenizer_2, unet=unet, scheduler=EulerDiscreteScheduler(**SCHEDULER))
     pipe.save_pretrained(folder)
+    for name in ("tokenizer", "tokenizer_2"):  # transformers 5 writes tokenizer.json only; keep the classic files too
+        shutil.copy(vocab, os.path.join(folder, name, "vocab.json"))
+        shutil.copy(merges, os.path.join(folder, name, "merges.txt"))
     log(f"random SDXL pipeline written to {folder} in {time.time() - t0:.0f} s")
     del pipe, unet, text_encoder, text_encoder_2, vae
     torch.cuda.empty_cache()
@@ -124,7 +128,8 @@ def markdown(result):
     rows.append(f"| diffusers FP16 + torch.compile(unet) | {c['median_s']:.3f} | {c['min_s']:.3f} | compile {c['compile_s']:.0f} s; "
                 f"reserved {c['max_reserved_bytes'] / 2**30:.2f} GiB |")
     rows.append(f"| Diffuse8 FP16 (CUDA) | {d['median_s']:.3f} | {d['min_s']:.3f} | text {d['median_encode_s']:.3f} s, "
-                f"denoise {d['median_denoise_s']:.3f} s, decode {d['median_decode_s']:.3f} s; peak {d['peak_bytes'] / 2**30:.2f} GiB; "
+                f"denoise {d['median_denoise_s']:.3f} s, decode {d['median_decode_s']:.3f} s; peak {d['peak_bytes'] / 2**30:.2f} GiB "
+                f"({d.get('warmup_peak_bytes', 0) / 2**30:.2f} GiB with the autotuning warm-up); "
                 f"load {d['load_s']:.0f} s |")
     rows.append("")
     rows.append(f"Diffuse8 vs torch.compile: **{c['median_s'] / d['median_s']:.2f}×** (ratio of medians, same run)")

@@ -116,11 +116,25 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
         for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
-            const half_t* krow = Kt + (n * 8 + g) * KS + 2 * t;
+            // K fragments by ldmatrix: lane l addresses row (l & 7) of 8×8 matrix (l >> 3); x4 covers two k-steps.
+            const half_t* kfrag = Kt + (n * 8 + (lane & 7)) * KS + (lane >> 3) * 8;
 #pragma unroll
-            for (int ks = 0; ks < DP / 16; ++ks) {
-                const u32 b0 = *(const u32*)(krow + ks * 16);
-                const u32 b1 = *(const u32*)(krow + ks * 16 + 8);
+            for (int ks = 0; ks + 1 < DP / 16; ks += 2) {
+                u32 b0, b1, b2, b3;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(shared_address(kfrag + ks * 16)));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_16816(s[mt][n], qf[mt][ks], b0, b1);
+                    mma_16816(s[mt][n], qf[mt][ks + 1], b2, b3);
+                }
+            }
+            if ((DP / 16) % 2 == 1) {
+                constexpr int ks = DP / 16 - 1;
+                u32 b0, b1;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+                             : "=r"(b0), "=r"(b1)
+                             : "r"(shared_address(Kt + (n * 8 + (lane & 7)) * KS + ks * 16 + ((lane >> 3) & 1) * 8)));
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) mma_16816(s[mt][n], qf[mt][ks], b0, b1);
             }

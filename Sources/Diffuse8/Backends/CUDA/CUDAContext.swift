@@ -152,7 +152,10 @@ public final class CUDAContext: @unchecked Sendable {
         }
     }
 
-    /// cuDNN, loaded on first use (only its version is used so far).
+    /// Whether cuDNN loads (convolutions and fused attention can use it).
+    public var hasCUDNN: Bool { (try? cudnn()) != nil }
+
+    /// cuDNN, loaded on first use (convolutions, fused attention).
     func cudnn() throws -> CUDNNAPI {
         try lock.withLock {
             if let api = _cudnn { return api }

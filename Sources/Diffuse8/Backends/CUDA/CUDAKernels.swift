@@ -14,6 +14,8 @@ public final class CUDAKernels: @unchecked Sendable {
     public var convolutionBackend = ConvolutionBackend.automatic
     private var cudnnConvolution: CUDNNConvolution?
     private var cudnnUnavailable: Error?
+    private var cudnnAttention: CUDNNAttention?
+    private var cudnnAttentionUnavailable: Error?
     /// `.automatic`'s choice per convolution shape (the fastest measured path).
     private var convolutionChoice: [CUDNNConvolution.Shape: ConvolutionPath] = [:]
 
@@ -29,13 +31,16 @@ public final class CUDAKernels: @unchecked Sendable {
     /// Which attention kernel `attention` launches.
     public var attentionKernel = AttentionKernel.automatic
 
-    public enum AttentionKernel: Sendable {
-        /// Where the head dim has both kernels, the faster one measured once per shape; else the simple one.
+    public enum AttentionKernel: Sendable, Hashable {
+        /// The fastest of the candidates for the head dim (ours, and cuDNN's fused attention where it builds a
+        /// plan), measured once per shape.
         case automatic
         /// 64 queries per block, synchronous K/V loads (every head dim).
         case simple
         /// 128 queries per block, cp.async double-buffered K/V (`CUDAAttentionSource.pipelinedHeadDims`).
         case pipelined
+        /// cuDNN's fused flash attention (`CUDNNAttention`; throws where cuDNN is missing or cannot fuse the shape).
+        case cudnn
     }
 
     public enum ConvolutionBackend: Sendable {
@@ -403,7 +408,14 @@ public final class CUDAKernels: @unchecked Sendable {
         }
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
-        func launch(pipelined: Bool) throws {
+        func launch(_ kernel: AttentionKernel) throws {
+            if kernel == .cudnn {
+                let shape = CUDNNAttention.Shape(batch: batch, heads: heads, queries: lq, keys: lk, headDim: d,
+                                                 queryStride: queryStride, keyValueStride: keyValueStride)
+                try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y.address, scale: s)
+                return
+            }
+            let pipelined = kernel == .pipelined
             let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
                                                  module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
@@ -411,26 +423,46 @@ public final class CUDAKernels: @unchecked Sendable {
                 .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
                 .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)])
         }
-        var pipelined = attentionKernel == .pipelined
-        if attentionKernel == .automatic && hasPipelined {
-            // The pipelined kernel is faster on long sequences, but its 128-query blocks can leave SMs idle on
-            // short ones: measure both once per shape.
+        var kernel = attentionKernel
+        if kernel == .automatic {
+            // The pipelined kernel is faster on long sequences but its 128-query blocks can leave SMs idle on short
+            // ones; cuDNN's fused kernel wins on long sequences where it builds a plan: measure once per shape.
             let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride]
-            if let known = attentionPrefersPipelined[shape] {
-                pipelined = known
+            if let known = attentionChoice[shape] {
+                kernel = known
             } else {
-                let pipelinedTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try launch(pipelined: true) }
-                let simpleTime = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try launch(pipelined: false) }
-                pipelined = pipelinedTime <= simpleTime
-                attentionPrefersPipelined[shape] = pipelined
+                var candidates: [AttentionKernel] = [.simple] + (hasPipelined ? [.pipelined] : [])
+                if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 { candidates.append(.cudnn) }
+                var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
+                for candidate in candidates {
+                    // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.
+                    guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { try launch(candidate) }) else { continue }
+                    if ms < best.milliseconds { best = (candidate, ms) }
+                }
+                kernel = best.kernel
+                attentionChoice[shape] = kernel
             }
         }
-        try launch(pipelined: pipelined)
+        try launch(kernel)
         return y
     }
 
-    /// `.automatic` attention's choice per shape (head dim, Lq, Lk, batch·heads, strides): true for the pipelined kernel.
-    private var attentionPrefersPipelined: [[Int]: Bool] = [:]
+    /// The cuDNN attention object, created on first use (throws without cuDNN).
+    private func cudnnAttentionRegardless() throws -> CUDNNAttention {
+        if let cudnnAttention { return cudnnAttention }
+        do {
+            let created = try CUDNNAttention(context: context)
+            cudnnAttention = created
+            return created
+        } catch {
+            cudnnAttentionUnavailable = error
+            throw error
+        }
+    }
+
+    /// The kernel `.automatic` chose for each shape (head dim, Lq, Lk, batch·heads, strides).
+    public private(set) var attentionChoice: [[Int]: AttentionKernel] = [:]
+
 
     // MARK: Layout
 

@@ -1,8 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// FP16 GEMMs through cuBLASLt (FP32 accumulation and scaling), with the bias / GELU epilogues.
 ///
 /// cuBLASLt is column-major; a row-major [r, c] matrix is the column-major [c, r] matrix, so every
-/// row-major product here is issued as its transpose. Descriptors, layouts and the heuristic's first
-/// algorithm are cached per shape, so a repeated GEMM costs one `cublasLtMatmul` call.
+/// row-major product here is issued as its transpose. Descriptors, layouts and the algorithm (the fastest of
+/// the heuristic's candidates, timed on the first call) are cached per shape, so a repeated GEMM costs one
+/// `cublasLtMatmul` call.
 /// Limitations: cuBLASLt's GELU epilogue is the tanh approximation (diffusers' exact-erf GELU goes through
 /// `CUDAKernels.gelu`/`geglu`); FP16 only (INT8/FP8 come with quantization).
 public final class CUDAMatmul: @unchecked Sendable {
@@ -65,25 +70,39 @@ public final class CUDAMatmul: @unchecked Sendable {
         workspace = try context.allocate(bytes: Self.workspaceBytes)
     }
 
+    /// Whether a new shape times cuBLASLt's top heuristic candidates (up to `autotuneCandidates`) on its first call
+    /// and keeps the fastest; otherwise the heuristic's first choice is used. The heuristic's first pick is not the
+    /// fastest for a fair share of the UNet's shapes. `DIFFUSE8_GEMM_AUTOTUNE=0` turns it off (for comparisons).
+    public var autotunes = getenv("DIFFUSE8_GEMM_AUTOTUNE").map { String(cString: $0) != "0" } ?? true
+    static let autotuneCandidates = 8
+
     /// Queues D = α·op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
     func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil) throws {
-        let plan = try lock.withLock { try plans[problem] ?? makePlan(problem) }
+        let plan = try lock.withLock { try plans[problem] ?? makePlan(problem, operands: (a, b, d, bias, c)) }
         if let bias {
             var pointer = bias
             try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8),
                           "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")
         }
-        var alpha: Float = problem.alpha, beta: Float = c == nil ? 0 : 1
+        try launch(plan.algorithm, plan, problem, (a, b, d, bias, c))
+    }
+
+    /// One `cublasLtMatmul` with `algorithm` (a heuristic result, whose first bytes are the algorithm).
+    private func launch(_ algorithm: [UInt8], _ plan: Plan, _ problem: Problem, _ o: Operands) throws {
+        var alpha: Float = problem.alpha, beta: Float = o.c == nil ? 0 : 1
         try context.makeCurrent()
-        let status = plan.algorithm.withUnsafeBytes { algo in
-            api.cublasLtMatmul(handle, plan.descriptor, &alpha, a, plan.layoutA, b, plan.layoutB, &beta, c ?? d, plan.layoutD,
-                               d, plan.layoutD, algo.baseAddress, workspace.address, Self.workspaceBytes,
+        let status = algorithm.withUnsafeBytes { algo in
+            api.cublasLtMatmul(handle, plan.descriptor, &alpha, o.a, plan.layoutA, o.b, plan.layoutB, &beta, o.c ?? o.d, plan.layoutD,
+                               o.d, plan.layoutD, algo.baseAddress, workspace.address, Self.workspaceBytes,
                                context.stream.handle)
         }
         try api.check(status, "cublasLtMatmul", "problem \(problem)")
     }
 
-    private func makePlan(_ p: Problem) throws -> Plan {
+    /// The operand addresses of the first call of a shape, used to time candidate algorithms.
+    typealias Operands = (a: UInt64, b: UInt64, d: UInt64, bias: UInt64?, c: UInt64?)
+
+    private func makePlan(_ p: Problem, operands: Operands) throws -> Plan {
         let plan = Plan(api: api)
         try api.check(api.cublasLtMatmulDescCreate(&plan.descriptor, CUBLASLtAPI.computeFloat32, CUBLASLtAPI.dataFloat32),
                       "cublasLtMatmulDescCreate")
@@ -117,14 +136,35 @@ public final class CUDAMatmul: @unchecked Sendable {
             var pointer = workspace.address
             try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8), "set BIAS")
         }
+        let wanted = autotunes && !context.allocator.isCapturing && operands.c != operands.d ? Self.autotuneCandidates : 1
+        var results = [UInt8](repeating: 0, count: wanted * CUBLASLtAPI.heuristicResultSize)
         var found: Int32 = 0
-        let status = plan.algorithm.withUnsafeMutableBytes {
+        let status = results.withUnsafeMutableBytes {
             api.cublasLtMatmulAlgoGetHeuristic(handle, plan.descriptor, plan.layoutA, plan.layoutB, plan.layoutD, plan.layoutD,
-                                               preference, 1, $0.baseAddress!, &found)
+                                               preference, Int32(wanted), $0.baseAddress!, &found)
         }
         try api.check(status, "cublasLtMatmulAlgoGetHeuristic", "problem \(p)")
         guard found > 0 else {
             throw CUDAError.cublas(call: "cublasLtMatmulAlgoGetHeuristic", status: 15, detail: "no algorithm for \(p)")
+        }
+        func candidate(_ i: Int) -> [UInt8] {
+            Array(results[(i * CUBLASLtAPI.heuristicResultSize)..<((i + 1) * CUBLASLtAPI.heuristicResultSize)])
+        }
+        plan.algorithm = candidate(0)
+        if found > 1 {
+            if let bias = operands.bias {
+                var pointer = bias
+                try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8), "set BIAS")
+            }
+            var best = Double.infinity
+            for i in 0..<Int(found) {
+                let algorithm = candidate(i)
+                // A candidate that fails to run (rare: heuristic results are meant to be valid) is skipped.
+                guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 3, {
+                    try launch(algorithm, plan, p, operands)
+                }) else { continue }
+                if ms < best { best = ms; plan.algorithm = algorithm }
+            }
         }
         plans[p] = plan
         return plan

@@ -19,6 +19,9 @@ final class CUDAMemoryPool: @unchecked Sendable {
 
     func beginCapture() { lock.withLock { captured = [] } }
 
+    /// Whether a CUDA graph is being captured (no synchronising work, such as timing, may run then).
+    var isCapturing: Bool { lock.withLock { captured != nil } }
+
     /// Ends capture bookkeeping: every buffer the captured work used that is back in the free lists is taken
     /// out of circulation and returned (the graph owns it; it replays on those addresses).
     func endCapture() -> [(address: UInt64, byteCount: Int)] {

@@ -180,8 +180,10 @@ public enum CUDASelfTest {
         let previousAttention = kernels.attentionKernel
         defer { kernels.attentionKernel = previousAttention }
         for c in attentionCases {
-            let variants: [(String, CUDAKernels.AttentionKernel)] = CUDAAttentionSource.pipelinedHeadDims.contains(c.d)
+            var variants: [(String, CUDAKernels.AttentionKernel)] = CUDAAttentionSource.pipelinedHeadDims.contains(c.d)
                 ? [("", .simple), (" pipelined", .pipelined)] : [("", .simple)]
+            // cuDNN's fused attention at the head dims SD/SDXL use (it may not fuse every other one).
+            if [32, 40, 64, 80, 128].contains(c.d) && kernels.context.hasCUDNN { variants.append((" cuDNN", .cudnn)) }
             for (label, variant) in variants {
             kernels.attentionKernel = variant
             check("attention d=\(c.d)\(label)", "B\(c.batch) H\(c.heads) Lq\(c.lq) Lk\(c.lk)", threshold: 2e-3) { r in

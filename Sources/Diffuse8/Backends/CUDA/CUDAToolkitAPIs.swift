@@ -127,6 +127,18 @@ struct CUDNNAPI {
     let cudnnConvolutionForward: @convention(c) (Handle, UnsafeRawPointer, Handle, UInt64, Handle, UInt64, Handle, Int32,
                                                  UInt64, Int, UnsafeRawPointer, Handle, UInt64) -> Status
 
+    // The graph ("backend") API, used for fused attention (`CUDNNAttention`).
+    typealias Descriptor = UnsafeMutableRawPointer?
+    let cudnnBackendCreateDescriptor: @convention(c) (Int32, UnsafeMutablePointer<Descriptor>) -> Status
+    let cudnnBackendDestroyDescriptor: @convention(c) (Descriptor) -> Status
+    let cudnnBackendFinalize: @convention(c) (Descriptor) -> Status
+    let cudnnBackendSetAttribute: @convention(c) (Descriptor, Int32, Int32, Int64, UnsafeRawPointer?) -> Status
+    let cudnnBackendGetAttribute: @convention(c) (Descriptor, Int32, Int32, Int64, UnsafeMutablePointer<Int64>?,
+                                                  UnsafeMutableRawPointer?) -> Status
+    let cudnnBackendExecute: @convention(c) (Handle, Descriptor, Descriptor) -> Status
+    /// cuDNN ≥ 9.0: the last error's message (more specific than the status string).
+    let cudnnGetLastErrorString: (@convention(c) (UnsafeMutablePointer<CChar>, Int) -> Void)?
+
     init(_ lib: CUDASharedLibrary) throws {
         library = lib
         cudnnGetVersion = try lib.function("cudnnGetVersion")
@@ -145,11 +157,24 @@ struct CUDNNAPI {
         cudnnDestroyConvolutionDescriptor = try lib.function("cudnnDestroyConvolutionDescriptor")
         cudnnFindConvolutionForwardAlgorithmEx = try lib.function("cudnnFindConvolutionForwardAlgorithmEx")
         cudnnConvolutionForward = try lib.function("cudnnConvolutionForward")
+        cudnnBackendCreateDescriptor = try lib.function("cudnnBackendCreateDescriptor")
+        cudnnBackendDestroyDescriptor = try lib.function("cudnnBackendDestroyDescriptor")
+        cudnnBackendFinalize = try lib.function("cudnnBackendFinalize")
+        cudnnBackendSetAttribute = try lib.function("cudnnBackendSetAttribute")
+        cudnnBackendGetAttribute = try lib.function("cudnnBackendGetAttribute")
+        cudnnBackendExecute = try lib.function("cudnnBackendExecute")
+        cudnnGetLastErrorString = lib.optionalFunction("cudnnGetLastErrorString")
     }
 
     func check(_ status: Status, _ call: String) throws {
         guard status != 0 else { return }
-        let message = cudnnGetErrorString(status).map { String(cString: $0) } ?? "status \(status)"
+        var message = cudnnGetErrorString(status).map { String(cString: $0) } ?? "status \(status)"
+        if let cudnnGetLastErrorString {
+            var buffer = [CChar](repeating: 0, count: 1024)
+            cudnnGetLastErrorString(&buffer, buffer.count)
+            let detail = String(cString: buffer)
+            if !detail.isEmpty { message += ": " + detail }
+        }
         throw CUDAError.cudnn(call: call, status: status, message: message)
     }
 

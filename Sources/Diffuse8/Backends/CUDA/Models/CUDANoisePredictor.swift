@@ -6,8 +6,10 @@
 public final class CUDANoisePredictor: NoisePredictor {
     public let unet: CUDAUNet
     public var configuration: UNetConfiguration { unet.configuration }
-    /// Replays captured graphs (default); false runs every kernel launch eagerly (for debugging).
+    /// Replays captured graphs (default); false runs every kernel launch eagerly (for debugging). Set to false,
+    /// with `graphError` saying why, when a capture fails (the UNet then runs eagerly: same results, a little slower).
     public var usesGraphs = true
+    public private(set) var graphError: Error?
     private var graphs: [[Int]: CUDAUNetGraph] = [:]
     private var releasedUnusedLayouts = false
 
@@ -24,11 +26,16 @@ public final class CUDANoisePredictor: NoisePredictor {
             if let known = graphs[key] {
                 graph = known
             } else {
-                let made = try CUDAUNetGraph(unet, batch: sampleShape[0], height: sampleShape[2], width: sampleShape[3],
-                                             contextLength: states.shape[1], textEmbedsWidth: textEmbeds?.shape[1],
-                                             timeIdCount: c.timeIds?.shape.last ?? 6)
-                graphs[key] = made
-                graph = made
+                do {
+                    let made = try CUDAUNetGraph(unet, batch: sampleShape[0], height: sampleShape[2], width: sampleShape[3],
+                                                 contextLength: states.shape[1], textEmbedsWidth: textEmbeds?.shape[1],
+                                                 timeIdCount: c.timeIds?.shape.last ?? 6)
+                    graphs[key] = made
+                    graph = made
+                } catch {
+                    graphError = error
+                    usesGraphs = false
+                }
                 if !releasedUnusedLayouts {
                     // The warm-up inside the capture chose each convolution's path: drop the other weight copies.
                     unet.releaseUnusedWeightLayouts()

@@ -56,13 +56,17 @@ public enum CUDAPipelineCheck {
         public let medianSeconds: Double, minimumSeconds: Double
         public let medianEncodeSeconds: Double, medianDenoiseSeconds: Double, medianDecodeSeconds: Double
         public let runs: [Double]
+        /// GPU only: the allocator's peak (live + cached) during the timed runs, after the warm-up's autotuning
+        /// scratch was released, and the peak including the warm-up.
         public let peakBytes: Int?
+        public let warmupPeakBytes: Int?
 
         public var json: String {
             "{\"directory\": \"\(directory)\", \"width\": \(width), \"height\": \(height), \"steps\": \(steps), "
                 + "\"load_s\": \(loadSeconds), \"median_s\": \(medianSeconds), \"min_s\": \(minimumSeconds), "
                 + "\"median_encode_s\": \(medianEncodeSeconds), \"median_denoise_s\": \(medianDenoiseSeconds), "
-                + "\"median_decode_s\": \(medianDecodeSeconds), \"runs_s\": \(runs), \"peak_bytes\": \(peakBytes.map(String.init) ?? "null")}"
+                + "\"median_decode_s\": \(medianDecodeSeconds), \"runs_s\": \(runs), \"peak_bytes\": \(peakBytes.map(String.init) ?? "null"), "
+                + "\"warmup_peak_bytes\": \(warmupPeakBytes.map(String.init) ?? "null")}"
         }
     }
 
@@ -76,6 +80,9 @@ public enum CUDAPipelineCheck {
             let r = try pipeline.generate(request)
             progress?("warm-up \(i + 1)/\(warmup): \(r.timings.total) s")
         }
+        let warmupPeak = context?.peakAllocatorBytes
+        try context?.releaseCachedMemory()
+        context?.resetPeakMemory()
         var results: [GenerationTimings] = []
         for i in 0..<max(1, repeats) {
             let r = try pipeline.generate(request)
@@ -88,6 +95,6 @@ public enum CUDAPipelineCheck {
                                 steps: request.steps, loadSeconds: loadSeconds, medianSeconds: median(totals),
                                 minimumSeconds: totals.min()!, medianEncodeSeconds: median(results.map(\.encode)),
                                 medianDenoiseSeconds: median(results.map(\.denoise)), medianDecodeSeconds: median(results.map(\.decode)),
-                                runs: totals, peakBytes: context?.peakAllocatorBytes)
+                                runs: totals, peakBytes: context?.peakAllocatorBytes, warmupPeakBytes: warmupPeak)
     }
 }

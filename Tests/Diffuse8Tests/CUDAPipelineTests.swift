@@ -1,0 +1,62 @@
+import Foundation
+import XCTest
+@testable import Diffuse8
+
+/// The CUDA pipeline (text encoders, UNet, VAE decoder on the GPU): on a GPU, the bars — text encoder
+/// outputs within 5e-3 relative L2 of the CPU's, images ≥ 40 dB PSNR against the CPU image of the same seed.
+/// Without a GPU those are skipped, and what is checked instead is that asking for CUDA fails with a clear error.
+final class CUDAPipelineTests: XCTestCase {
+    private func requireGPU() throws -> CUDAKernels {
+        do { return try CUDAKernels() } catch let error as CUDAError { throw XCTSkip("no CUDA GPU: \(error)") }
+    }
+
+    func testTextEncodersMatchCPU() throws {
+        let kernels = try requireGPU()
+        for (folder, encoder, tokenizer) in [("tiny-sd15", "text_encoder", "tokenizer"), ("tiny-sdxl", "text_encoder_2", "tokenizer_2")] {
+            let p = try CUDAPipelineCheck.textParity(directory: Fixtures.path(folder), encoder: encoder, tokenizer: tokenizer,
+                                                     prompts: ["a red circle", ""], kernels: kernels)
+            XCTAssertTrue(p.passed, "\(folder)/\(encoder): last \(p.last), penultimate \(p.penultimate), pooled \(p.pooled)")
+        }
+    }
+
+    func testImagesMatchCPU() throws {
+        _ = try requireGPU()
+        for folder in ["tiny-sd15", "tiny-sdxl"] {
+            let p = try CUDAPipelineCheck.imageParity(directory: Fixtures.path(folder),
+                                                      request: GenerationRequest(prompt: "a red circle", steps: 4, guidanceScale: 5, seed: 3))
+            XCTAssertTrue(p.passed, "\(folder): PSNR \(p.psnr) dB")
+        }
+    }
+
+    /// Without a GPU (CI), `.cuda` must fail at load with an error that says what is missing — not crash, not
+    /// silently fall back to the CPU.
+    func testCUDAWithoutGPUFailsClearly() throws {
+        if (try? CUDAKernels()) != nil { throw XCTSkip("a CUDA GPU is present; covered by the parity tests") }
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: Fixtures.path("tiny-sd15"), device: .cuda)) { error in
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("libcuda") || message.contains("GPU") || message.contains("CUDA"), message)
+        }
+    }
+
+    func testQuantizedUNetOnCUDAIsRefusedBeforeLoading() throws {
+        // The check comes before any CUDA library is opened, so it holds with or without a GPU.
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("d8-cuda-quant-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: Fixtures.path("tiny-sd15")), to: scratch)
+        try Data("{}".utf8).write(to: scratch.appendingPathComponent("unet/" + QuantizedModelFolder.manifestName))
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: scratch.path, device: .cuda)) { error in
+            XCTAssertTrue("\(error)".contains("--device cpu"), "\(error)")
+        }
+    }
+
+    /// The CPU backend behind the protocols gives what the models give directly.
+    func testCPUComponentsThroughProtocols() throws {
+        let model = try CLIPTextModel.load(directory: Fixtures.path("tiny-sdxl/text_encoder_2"))
+        let ids = [Array(repeating: 7, count: 77)]
+        let direct = model(ids), viaProtocol = try (model as any TextEncoder).encode(ids)
+        XCTAssertEqual(viaProtocol.lastHiddenState.scalars, direct.lastHiddenState.scalars)
+        XCTAssertEqual(viaProtocol.penultimateHiddenState.scalars, direct.hiddenStates[direct.hiddenStates.count - 2].scalars)
+        XCTAssertEqual(viaProtocol.pooled.scalars, direct.textEmbeds?.scalars)
+        XCTAssertNotEqual(viaProtocol.pooled.scalars, direct.pooledOutput.scalars, "SDXL's second encoder pools through text_projection")
+    }
+}

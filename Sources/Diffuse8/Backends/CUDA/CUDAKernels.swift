@@ -16,6 +16,8 @@ public final class CUDAKernels: @unchecked Sendable {
     private var cudnnUnavailable: Error?
     private var cudnnAttention: CUDNNAttention?
     private var cudnnAttentionUnavailable: Error?
+    /// Largest im2col column buffer `.automatic` measures as a candidate (256 MiB).
+    static let im2colCandidateLimitBytes = 256 << 20
     /// `.automatic`'s choice per convolution shape (the fastest measured path).
     private var convolutionChoice: [CUDNNConvolution.Shape: ConvolutionPath] = [:]
 
@@ -178,7 +180,10 @@ public final class CUDAKernels: @unchecked Sendable {
                 path = known
             } else {
                 // First time for this shape: measure the candidates (the cuDNN runs also do their algorithm search).
-                var candidates: [ConvolutionPath] = [.cudnn, .im2colGEMM]
+                var candidates: [ConvolutionPath] = [.cudnn]
+                // im2col's column buffer (C·kh·kw × OH·OW halves) would stay in the allocator's cache: at VAE
+                // decoder sizes (1024², 128 channels: 2.4 GB) it is never the fastest anyway, so it is not tried.
+                if c * kh * kw * oh * ow * 2 <= Self.im2colCandidateLimitBytes { candidates.append(.im2colGEMM) }
                 if weightChannelsLast != nil { candidates.append(.cudnnChannelsLast) }
                 var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
                 for candidate in candidates {

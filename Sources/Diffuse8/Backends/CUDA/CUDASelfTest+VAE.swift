@@ -15,20 +15,7 @@ extension CUDASelfTest {
         defer { context.poisonsAllocations = previousPoison }
 
         func record(_ name: String, _ shape: String, _ threshold: Double, _ body: () throws -> (gpu: CUDATensor, cpu: Tensor)) {
-            let result: CUDASelfTestResult
-            do {
-                let (gpu, cpu) = try body()
-                let host = try context.download(gpu)
-                let nonFinite = host.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
-                let error = host.shape == cpu.shape ? nil : "shape \(host.shape) ≠ reference \(cpu.shape)"
-                let finite = Tensor(shape: host.shape, scalars: host.scalars.map { $0.isFinite ? $0 : 0 })
-                let l2 = error == nil ? finite.relativeL2(to: cpu) : .infinity
-                result = CUDASelfTestResult(name: name, shape: shape, relativeL2: l2, threshold: threshold,
-                                            nonFinite: nonFinite, error: error)
-            } catch {
-                result = CUDASelfTestResult(name: name, shape: shape, relativeL2: .infinity, threshold: threshold,
-                                            nonFinite: 0, error: "\(error)")
-            }
+            let result = compare(name, shape, threshold: threshold, context: context, body)
             results.append(result)
             progress?(result)
         }

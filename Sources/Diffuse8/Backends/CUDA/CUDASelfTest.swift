@@ -37,20 +37,7 @@ public enum CUDASelfTest {
 
         func check(_ name: String, _ shape: String, threshold: Double = 1e-3,
                    _ body: (inout SelfTestRandom) throws -> (gpu: CUDATensor, cpu: Tensor)) {
-            let result: CUDASelfTestResult
-            do {
-                let (gpu, cpu) = try body(&random)
-                let host = try context.download(gpu)
-                let nonFinite = host.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
-                let error = host.shape == cpu.shape ? nil : "shape \(host.shape) ≠ reference \(cpu.shape)"
-                let finite = Tensor(shape: host.shape, scalars: host.scalars.map { $0.isFinite ? $0 : 0 })
-                let l2 = error == nil ? finite.relativeL2(to: cpu) : .infinity
-                result = CUDASelfTestResult(name: name, shape: shape, relativeL2: l2, threshold: threshold,
-                                            nonFinite: nonFinite, error: error)
-            } catch {
-                result = CUDASelfTestResult(name: name, shape: shape, relativeL2: .infinity, threshold: threshold,
-                                            nonFinite: 0, error: "\(error)")
-            }
+            let result = compare(name, shape, threshold: threshold, context: context) { try body(&random) }
             results.append(result)
             progress?(result)
         }
@@ -198,6 +185,23 @@ public enum CUDASelfTest {
         kernels.attentionKernel = previousAttention
         for c in fusedCases(kernels) { check(c.name, c.shape, threshold: c.threshold, c.body) }
         return results
+    }
+
+    /// Runs `body` (GPU result, CPU reference) and scores it: relative L2 of the finite GPU values, NaNs left in the
+    /// (poisoned) output counted as unwritten, a thrown error or a shape mismatch recorded as the failure.
+    static func compare(_ name: String, _ shape: String, threshold: Double, context: CUDAContext,
+                        _ body: () throws -> (gpu: CUDATensor, cpu: Tensor)) -> CUDASelfTestResult {
+        do {
+            let (gpu, cpu) = try body()
+            let host = try context.download(gpu)
+            let nonFinite = host.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+            let error = host.shape == cpu.shape ? nil : "shape \(host.shape) ≠ reference \(cpu.shape)"
+            let finite = Tensor(shape: host.shape, scalars: host.scalars.map { $0.isFinite ? $0 : 0 })
+            let l2 = error == nil ? finite.relativeL2(to: cpu) : .infinity
+            return CUDASelfTestResult(name: name, shape: shape, relativeL2: l2, threshold: threshold, nonFinite: nonFinite, error: error)
+        } catch {
+            return CUDASelfTestResult(name: name, shape: shape, relativeL2: .infinity, threshold: threshold, nonFinite: 0, error: "\(error)")
+        }
     }
 
     static func geluTanh(_ x: Float) -> Float {

@@ -1,5 +1,5 @@
 /// `CUDAVAEDecoder` as the pipeline's `LatentDecoder`: uploads z (FP32 → FP16), decodes on the GPU, downloads
-/// the image as FP32.
+/// the image as FP32. After the first decode the convolution weight layouts it does not use are freed.
 public final class CUDALatentDecoder: LatentDecoder {
     public let decoder: CUDAVAEDecoder
     public let configuration: VAEConfiguration
@@ -11,7 +11,15 @@ public final class CUDALatentDecoder: LatentDecoder {
         context = kernels.context
     }
 
+    private var releasedUnusedLayouts = false
+
     public func decodeLatents(_ z: Tensor) throws -> Tensor {
-        try context.download(decoder.decode(context.upload(z)))
+        let image = try context.download(decoder.decode(context.upload(z)))
+        if !releasedUnusedLayouts {
+            // The first decode chose each convolution's path: drop the other weight copies.
+            decoder.releaseUnusedWeightLayouts()
+            releasedUnusedLayouts = true
+        }
+        return image
     }
 }

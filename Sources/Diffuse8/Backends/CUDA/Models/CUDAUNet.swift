@@ -226,16 +226,7 @@ public final class CUDAUNet {
     /// for SDXL. Call after one `forward` at the latent size you will use; later calls at other sizes keep each
     /// layer on the layout it kept. Returns the bytes freed (back to the allocator's cache).
     @discardableResult
-    public func releaseUnusedWeightLayouts() -> Int {
-        var freed = 0
-        for w in convolutionWeights {
-            let before = (w.weightChannelsLast?.byteCount ?? 0) + (w.onlyChannelsLast ? 0 : w.weight.byteCount)
-            w.releaseUnusedLayout()
-            let after = (w.weightChannelsLast?.byteCount ?? 0) + (w.onlyChannelsLast ? 0 : w.weight.byteCount)
-            freed += before - after
-        }
-        return freed
-    }
+    public func releaseUnusedWeightLayouts() -> Int { CUDAConvolutionWeights.releaseUnusedLayouts(convolutionWeights) }
 
     private func groupNorm(_ x: CUDATensor, _ n: CUDANormWeights, silu: Bool) throws -> CUDATensor {
         try op("groupNorm") { try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu) }

@@ -59,6 +59,17 @@ final class CUDAConvolutionWeights {
         padding = conv.padding
     }
 
+    /// `releaseUnusedLayout` on each; returns the bytes freed (back to the allocator's cache).
+    static func releaseUnusedLayouts(_ weights: [CUDAConvolutionWeights]) -> Int {
+        var freed = 0
+        for w in weights {
+            let before = (w.weightChannelsLast?.byteCount ?? 0) + (w.onlyChannelsLast ? 0 : w.weight.byteCount)
+            w.releaseUnusedLayout()
+            freed += before - (w.weightChannelsLast?.byteCount ?? 0) - (w.onlyChannelsLast ? 0 : w.weight.byteCount)
+        }
+        return freed
+    }
+
     /// Frees the layout the last call did not use (both are kept until the per-shape choice is known).
     func releaseUnusedLayout() {
         guard let lastPath, let last = weightChannelsLast, !onlyChannelsLast else { return }

@@ -129,15 +129,7 @@ public final class CUDAVAEDecoder {
     /// Like `CUDAUNet.releaseUnusedWeightLayouts`: after one `decode` at the size you will use, frees for every 3×3
     /// convolution the weight layout (NCHW or channels-last) its measured fastest path does not use. Returns the bytes freed.
     @discardableResult
-    public func releaseUnusedWeightLayouts() -> Int {
-        var freed = 0
-        for w in convolutionWeights {
-            let before = (w.weightChannelsLast?.byteCount ?? 0) + (w.onlyChannelsLast ? 0 : w.weight.byteCount)
-            w.releaseUnusedLayout()
-            freed += before - (w.weightChannelsLast?.byteCount ?? 0) - (w.onlyChannelsLast ? 0 : w.weight.byteCount)
-        }
-        return freed
-    }
+    public func releaseUnusedWeightLayouts() -> Int { CUDAConvolutionWeights.releaseUnusedLayouts(convolutionWeights) }
 
     private func convolution(_ x: CUDATensor, _ w: CUDAConvolutionWeights) throws -> CUDATensor {
         let y = try kernels.conv2d(x, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,

@@ -33,6 +33,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Where the UNet runs: cpu (FP32) or cuda (FP16, CUDA events, eager and CUDA-graph timings).")
     var device: ComputeDevice = .cpu
 
+    @Option(name: .long, help: "With --device cuda: fp16 (default) or bf16 storage.")
+    var precision: GPUPrecision = .fp16
+
     @Flag(name: .long, help: "Time whole text-to-image generations (text encoders, denoising loop, VAE) instead of one UNet call.")
     var generate = false
 
@@ -59,7 +62,8 @@ struct BenchCommand: ParsableCommand {
         if generate {
             let request = GenerationRequest(prompt: "a photo of an astronaut riding a horse", steps: steps, guidanceScale: batch > 1 ? 5 : 1,
                                             seed: 0, width: size, height: size)
-            let timing = try CUDAPipelineCheck.generationBenchmark(directory: model, device: device, request: request, warmup: warmup,
+            let timing = try CUDAPipelineCheck.generationBenchmark(directory: model, device: device, precision: precision.storageType,
+                                                                   request: request, warmup: warmup,
                                                                    repeats: iterations) { FileHandleStderr.write($0 + "\n") }
             print(timing.json)
             return
@@ -70,7 +74,9 @@ struct BenchCommand: ParsableCommand {
         }
         if device == .cuda {
             let latentSize = try latent ?? UNetConfiguration(contentsOf: unetFolder + "/config.json").sampleSize ?? 64
-            let timing = try CUDAUNetCheck.benchmark(directory: unetFolder, kernels: CUDAKernels(), batch: batch, height: latentSize,
+            let kernels = try CUDAKernels()
+            kernels.context.storageType = precision.storageType
+            let timing = try CUDAUNetCheck.benchmark(directory: unetFolder, kernels: kernels, batch: batch, height: latentSize,
                                                      width: latentSize, warmup: max(warmup, 1), repeats: iterations)
             print(timing.json)
             return

@@ -46,6 +46,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Where the networks run: cpu (FP32) or cuda (FP16 on an NVIDIA GPU, see docs/GPU.md).")
     var device: ComputeDevice = .cpu
 
+    @Option(name: .long, help: "With --device cuda: fp16 (default) or bf16 storage (FP32 arithmetic either way).")
+    var precision: GPUPrecision = .fp16
+
     func validate() throws {
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -54,6 +57,7 @@ struct GenerateCommand: ParsableCommand {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         if let width, width % 8 != 0 || width <= 0 { throw ValidationError("--width \(width) is not a positive multiple of 8") }
         if let height, height % 8 != 0 || height <= 0 { throw ValidationError("--height \(height) is not a positive multiple of 8") }
+        if precision != .fp16 && device != .cuda { throw ValidationError("--precision applies to --device cuda (the CPU computes in FP32)") }
         guard output.lowercased().hasSuffix(".png") else { throw ValidationError("--output must end in .png, got '\(output)'") }
     }
 
@@ -64,7 +68,7 @@ struct GenerateCommand: ParsableCommand {
 
         let directory = try model ?? DefaultModel.locate()
         FileHandleStderr.write("loading \(directory) (\(device.rawValue))\n")
-        let pipeline = try StableDiffusionPipeline(directory: directory, device: device)
+        let pipeline = try StableDiffusionPipeline(directory: directory, device: device, precision: precision.storageType)
         let kind = SchedulerKind(rawValue: scheduler)!
         for (index, path) in outputs.enumerated() {
             let request = GenerationRequest(

@@ -21,8 +21,9 @@ public final class StableDiffusionPipeline {
     let zeroEmbeddingsForMissingNegativePrompt: Bool
 
     /// Loads every component of a diffusers folder onto `device`. Throws an error naming the component or file at
-    /// fault (or, for `.cuda`, what is missing: GPU, driver, library).
-    public init(directory: String, device: ComputeDevice = .cpu) throws {
+    /// fault (or, for `.cuda`, what is missing: GPU, driver, library). `precision`: the GPU storage type (FP16 or
+    /// BF16; the CPU always runs FP32). The CUDA context is shared by the process: one precision per process.
+    public init(directory: String, device: ComputeDevice = .cpu, precision: CUDADataType = .float16) throws {
         let folder = try DiffusersFolder(path: directory)
         self.folder = folder
         self.device = device
@@ -30,7 +31,9 @@ public final class StableDiffusionPipeline {
         if device == .cuda && QuantizedModelFolder.isQuantized(unetDirectory: unetFolder) {
             throw PipelineError("\(unetFolder) is a quantized UNet (simulated INT8/FP8), which runs on the CPU only for now; use --device cpu")
         }
+        guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         let kernels: CUDAKernels? = device == .cuda ? try CUDAKernels() : nil
+        kernels?.context.storageType = precision
         let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
         noisePredictor = try kernels.map { CUDANoisePredictor(try CUDAUNet(unet, kernels: $0)) } ?? unet
         let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))

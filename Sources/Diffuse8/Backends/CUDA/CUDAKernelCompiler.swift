@@ -42,13 +42,17 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
     var architecture: String { "sm_\(context.computeCapability.major)\(context.computeCapability.minor)" }
 
     /// The kernel `name` from the module built from `source` (compiled at most once per process).
+    /// The kernel `name` of `module`, compiled for the context's `storageType` (bfloat16: `D8_BF16` defined, a
+    /// separate module).
     func function(_ name: String, module: String, source: @autoclosure () -> String) throws -> CUDAFunction {
         try lock.withLock {
+            let bfloat16 = context.storageType == .bfloat16
+            let module = bfloat16 ? module + "_bf16" : module
             let key = module + "::" + name
             if let function = functions[key] { return function }
             let moduleHandle: OpaquePointer?
             if let loaded = modules[module] { moduleHandle = loaded } else {
-                moduleHandle = try loadModule(module, source: source())
+                moduleHandle = try loadModule(module, source: (bfloat16 ? "#define D8_BF16\n" : "") + source())
                 modules[module] = moduleHandle
             }
             var function: OpaquePointer? = nil

@@ -1,5 +1,6 @@
-/// CUDA C sources compiled by NVRTC. No headers are included (NVRTC needs none): FP16 values travel
-/// as raw `unsigned short` bits and are converted with `cvt` instructions, and all arithmetic is FP32.
+/// CUDA C sources compiled by NVRTC. No headers are included (NVRTC needs none): 16-bit values travel
+/// as raw `unsigned short` bits and are converted with `cvt` instructions, and all arithmetic is FP32. The same
+/// source compiles for FP16 storage or, with `D8_BF16` defined, for bfloat16 (`CUDAKernels.function`).
 enum CUDAKernelSources {
     /// Helpers shared by every module.
     static let prelude = #"""
@@ -11,12 +12,23 @@ typedef long long i64;
 /// 16 bytes moved as one vector load/store.
 struct D8_ALIGN16 vec16 { u32 x, y, z, w; };
 
+#ifdef D8_BF16
+/// Storage is bfloat16 (the module was compiled with D8_BF16): the upper half of an FP32.
+#define D8_MMA_TYPE "bf16"
+__device__ __forceinline__ float h2f(half_t h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ half_t f2h(float f) { half_t h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
+    u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+#else
+#define D8_MMA_TYPE "f16"
 __device__ __forceinline__ float h2f(half_t h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ half_t f2h(float f) { half_t h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 /// Packs two floats into an f16x2 register; `lo` lands in the low 16 bits (the lower column index).
 __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
 }
+#endif
 
 __device__ __forceinline__ i64 min64(i64 a, i64 b) { return a < b ? a : b; }
 /// 2^x with the MUFU instruction (ftz; inputs here are ≤ 0 after the max is subtracted, -inf gives 0).

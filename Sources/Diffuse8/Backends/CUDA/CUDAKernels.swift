@@ -69,11 +69,11 @@ public final class CUDAKernels: @unchecked Sendable {
         try compiler.function(name, module: "diffuse8_basic", source: CUDAKernelSources.basic)
     }
 
-    func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: .float16) }
+    func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: context.storageType) }
 
     func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
-        for t in tensors.compactMap({ $0 }) where t.dtype != .float16 {
-            throw CUDAError.invalidArgument("\(op): expects FP16 tensors, got \(t.dtype) of shape \(t.shape)")
+        for t in tensors.compactMap({ $0 }) where t.dtype != context.storageType {
+            throw CUDAError.invalidArgument("\(op): expects \(context.storageType) tensors (the context's storage type), got \(t.dtype) of shape \(t.shape)")
         }
     }
 

@@ -33,6 +33,8 @@ public final class CUDAMatmul: @unchecked Sendable {
         var epilogue: Epilogue
         var batch: Int = 1
         var strideA: Int = 0, strideB: Int = 0, strideD: Int = 0
+        /// A, B and D's type: the context's storage type, filled in by `run`.
+        var dataType = CUDADataType.float16
         /// Scales op(A)·op(B) in FP32 before the epilogue (e.g. attention's 1/√d, so FP16 logits cannot overflow).
         var alpha: Float = 1
     }
@@ -78,6 +80,8 @@ public final class CUDAMatmul: @unchecked Sendable {
 
     /// Queues D = α·op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
     func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil) throws {
+        var problem = problem
+        problem.dataType = context.storageType
         let plan = try lock.withLock { try plans[problem] ?? makePlan(problem, operands: (a, b, d, bias, c)) }
         if let bias {
             var pointer = bias
@@ -112,7 +116,8 @@ public final class CUDAMatmul: @unchecked Sendable {
         try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descEpilogue, &epilogue, 4), "set EPILOGUE")
         func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) throws -> OpaquePointer? {
             var l: OpaquePointer? = nil
-            try api.check(api.cublasLtMatrixLayoutCreate(&l, CUBLASLtAPI.dataFloat16, UInt64(rows), UInt64(cols), Int64(ld)),
+            let type = p.dataType == .bfloat16 ? CUBLASLtAPI.dataBFloat16 : CUBLASLtAPI.dataFloat16
+            try api.check(api.cublasLtMatrixLayoutCreate(&l, type, UInt64(rows), UInt64(cols), Int64(ld)),
                           "cublasLtMatrixLayoutCreate(\(rows)x\(cols), ld \(ld))")
             if p.batch > 1 {
                 var count = Int32(p.batch), offset = Int64(stride)

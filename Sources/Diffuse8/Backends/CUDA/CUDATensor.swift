@@ -1,17 +1,29 @@
 /// Element types a `CUDATensor` can hold.
-public enum CUDADataType: Sendable, Equatable {
-    /// IEEE half precision: the storage type of every kernel here.
+public enum CUDADataType: String, Sendable, Equatable, Hashable, CaseIterable {
+    /// IEEE half precision (5-bit exponent): the default storage type of every kernel here.
     case float16
+    /// bfloat16 (8-bit exponent, FP32's range, 8 significant bits): the alternative storage type
+    /// (`CUDAContext.storageType`); overflow-free where FP16 saturates.
+    case bfloat16
     case float32
 
-    public var byteSize: Int { self == .float16 ? 2 : 4 }
+    public var byteSize: Int { self == .float32 ? 4 : 2 }
+
+    /// FP32 → bfloat16 bits, rounding to nearest even (NaN stays NaN).
+    static func bfloat16Bits(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return 0x7FC0 }
+        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    static func float(bfloat16Bits b: UInt16) -> Float { Float(bitPattern: UInt32(b) << 16) }
 }
 
 /// A dense, row-major tensor in GPU memory: the device counterpart of `Tensor`.
 ///
 /// Layouts follow `Tensor` and `CPUKernels`: feature maps NCHW, token sequences [batch, tokens, channels].
-/// The storage is reference-counted (`CUDABuffer`); `reshaped` shares it. All kernels take and return
-/// `.float16` tensors and compute in FP32.
+/// The storage is reference-counted (`CUDABuffer`); `reshaped` shares it. All kernels take and return tensors of
+/// the context's `storageType` (FP16 unless set to BF16) and compute in FP32.
 public struct CUDATensor: @unchecked Sendable {
     public let buffer: CUDABuffer
     public var shape: [Int]
@@ -42,16 +54,21 @@ public struct CUDATensor: @unchecked Sendable {
 }
 
 extension CUDAContext {
-    /// An uninitialised device tensor.
-    public func empty(_ shape: [Int], dtype: CUDADataType = .float16) throws -> CUDATensor {
+    /// An uninitialised device tensor (of `storageType` unless `dtype` says otherwise).
+    public func empty(_ shape: [Int], dtype: CUDADataType? = nil) throws -> CUDATensor {
+        let dtype = dtype ?? storageType
         let bytes = shape.reduce(1, *) * dtype.byteSize
         return CUDATensor(buffer: try allocate(bytes: max(bytes, 1)), shape: shape, dtype: dtype)
     }
 
-    /// Copies a host tensor to the device, rounding to FP16 when `dtype` is `.float16` (round to nearest even).
-    public func upload(_ tensor: Tensor, dtype: CUDADataType = .float16) throws -> CUDATensor {
+    /// Copies a host tensor to the device as `dtype` (default: `storageType`), rounding to nearest even.
+    public func upload(_ tensor: Tensor, dtype: CUDADataType? = nil) throws -> CUDATensor {
+        let dtype = dtype ?? storageType
         let device = try empty(tensor.shape, dtype: dtype)
         switch dtype {
+        case .bfloat16:
+            let bits = tensor.scalars.map(CUDADataType.bfloat16Bits)
+            try bits.withUnsafeBytes { try copyToDevice(device, from: $0.baseAddress!, bytes: device.byteCount) }
         case .float32:
             try tensor.scalars.withUnsafeBytes { try copyToDevice(device, from: $0.baseAddress!, bytes: device.byteCount) }
         case .float16:
@@ -81,10 +98,18 @@ extension CUDAContext {
             }
             try synchronize()
             return Tensor(shape: tensor.shape, scalars: halves.map { Float($0) })
+        case .bfloat16:
+            var bits = [UInt16](repeating: 0, count: tensor.count)
+            try bits.withUnsafeMutableBytes {
+                try driver.check(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.address, tensor.byteCount, stream.handle),
+                                 "cuMemcpyDtoHAsync")
+            }
+            try synchronize()
+            return Tensor(shape: tensor.shape, scalars: bits.map { CUDADataType.float(bfloat16Bits: $0) })
         }
     }
 
-    /// Fills an FP16 tensor with NaN (0xFFFF): tests poison outputs so an unwritten element shows up.
+    /// Fills an FP16 or BF16 tensor with NaN (0xFFFF is NaN in both): tests poison outputs so an unwritten element shows up.
     public func poison(_ tensor: CUDATensor) throws {
         try makeCurrent()
         try driver.check(driver.cuMemsetD16Async(tensor.address, 0xFFFF, tensor.byteCount / 2, stream.handle), "cuMemsetD16Async")

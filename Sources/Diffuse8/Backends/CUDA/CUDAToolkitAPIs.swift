@@ -92,6 +92,7 @@ struct CUBLASLtAPI {
     static let computeFloat32: Int32 = 68        // CUBLAS_COMPUTE_32F
     static let dataFloat32: Int32 = 0            // CUDA_R_32F
     static let dataFloat16: Int32 = 2            // CUDA_R_16F
+    static let dataBFloat16: Int32 = 14          // CUDA_R_16BF
     static let descTransA: Int32 = 3, descTransB: Int32 = 4, descEpilogue: Int32 = 7, descBiasPointer: Int32 = 8
     static let layoutBatchCount: Int32 = 5, layoutBatchStride: Int32 = 6
     static let preferenceMaxWorkspace: Int32 = 1
@@ -181,7 +182,7 @@ struct CUDNNAPI {
     // Enum values from cudnn_graph.h / cudnn_cnn.h.
     static let formatNCHW: Int32 = 0
     static let formatNHWC: Int32 = 1
-    static let dataFloat32: Int32 = 0, dataFloat16: Int32 = 2
+    static let dataFloat32: Int32 = 0, dataFloat16: Int32 = 2, dataBFloat16: Int32 = 9
     static let crossCorrelation: Int32 = 1
     static let tensorOpMath: Int32 = 1
     /// sizeof(cudnnConvolutionFwdAlgoPerf_t): algo, status, time, (pad), memory (size_t), determinism, mathType, reserved[3].

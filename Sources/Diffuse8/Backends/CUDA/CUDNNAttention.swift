@@ -8,12 +8,14 @@
 /// UNet-wide cross-attention K/V buffer need no copies. One execution plan (heuristic mode A, first config that
 /// finalizes) per shape and strides, cached.
 ///
-/// Limitations: FP16 only; head dims cuDNN supports (multiples of 8, ≤ 128 here); pointers 16-byte aligned;
+/// Limitations: FP16 or BF16 storage (the context's); head dims cuDNN supports (multiples of 8, ≤ 128 here); pointers 16-byte aligned;
 /// no masks. A shape cuDNN cannot fuse throws, and `CUDAKernels` then keeps its own kernel for that shape.
 final class CUDNNAttention: @unchecked Sendable {
     struct Shape: Hashable {
         var batch: Int, heads: Int, queries: Int, keys: Int, headDim: Int
         var queryStride: Int, keyValueStride: Int
+        /// Q, K, V and O's type (the context's storage type, filled in by `forward`).
+        var dataType = CUDADataType.float16
     }
 
     /// One descriptor of the backend API, destroyed with the object.
@@ -70,6 +72,8 @@ final class CUDNNAttention: @unchecked Sendable {
     /// [batch, queries, heads·headDim] contiguous.
     func forward(_ shape: Shape, query: UInt64, key: UInt64, value: UInt64, output: UInt64, scale: Float) throws {
         try context.makeCurrent()
+        var shape = shape
+        shape.dataType = context.storageType
         let plan = try lock.withLock { () throws -> Plan in
             if let known = plans[shape] { return known }
             if let why = unsupported[shape] { throw CUDAError.invalidArgument("cuDNN attention: \(why)") }
@@ -151,12 +155,13 @@ final class CUDNNAttention: @unchecked Sendable {
         }
 
         let (b, h, sq, sk, d) = (s.batch, s.heads, s.queries, s.keys, s.headDim)
+        let io = s.dataType == .bfloat16 ? DataType.bfloat16 : DataType.half
         let scores = [b, h, sq, sk], scoreStrides = [h * sq * sk, sq * sk, sk, 1]
         let rows = [b, h, sq, 1], rowStrides = [h * sq, sq, 1, 1]
-        let q = try tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: DataType.half, uid: UID.q)
-        let kT = try tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: DataType.half, uid: UID.k)
-        let v = try tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: DataType.half, uid: UID.v)
-        let o = try tensor([b, h, sq, d], [sq * h * d, d, h * d, 1], type: DataType.half, uid: UID.o)
+        let q = try tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: io, uid: UID.q)
+        let kT = try tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: io, uid: UID.k)
+        let v = try tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: io, uid: UID.v)
+        let o = try tensor([b, h, sq, d], [sq * h * d, d, h * d, 1], type: io, uid: UID.o)
         let scale = try tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: UID.scale, byValue: true)
 
         let s1 = try tensor(scores, scoreStrides, type: DataType.float)
@@ -167,7 +172,7 @@ final class CUDNNAttention: @unchecked Sendable {
         let rowSum = try tensor(rows, rowStrides, type: DataType.float)
         let logSum = try tensor(rows, rowStrides, type: DataType.float)
         let statistics = try tensor(rows, rowStrides, type: DataType.float)
-        let probabilities = try tensor(scores, scoreStrides, type: DataType.half)
+        let probabilities = try tensor(scores, scoreStrides, type: io)
 
         let operations = [
             try matmul(q, kT, s1),
@@ -242,7 +247,7 @@ final class CUDNNAttention: @unchecked Sendable {
         static let reductionOperator: Int32 = 1600, reductionComputeType: Int32 = 1601
         static let operationReductionX: Int32 = 1610, operationReductionY: Int32 = 1611, operationReductionDescriptor: Int32 = 1612
     }
-    enum DataType { static let float: Int32 = 0, half: Int32 = 2 }
+    enum DataType { static let float: Int32 = 0, half: Int32 = 2, bfloat16: Int32 = 9 }
     enum Pointwise { static let add: Int32 = 0, mul: Int32 = 1, div: Int32 = 6, sub: Int32 = 9, exp: Int32 = 13, log: Int32 = 15 }
     /// cudnnReduceTensorOp_t
     enum Reduction { static let add: Int32 = 0, max: Int32 = 3 }

@@ -9,6 +9,8 @@ final class CUDNNConvolution: @unchecked Sendable {
         var n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int, stride: Int, padding: Int
         /// Channels-last tensors: x [n, h, w, c], weight [o, kh, kw, c], y [n, oh, ow, o] (tensor cores' native layout).
         var channelsLast = false
+        /// x, weight and y's type (the context's storage type, filled in by `forward`).
+        var dataType = CUDADataType.float16
     }
 
     final class Plan {
@@ -47,6 +49,8 @@ final class CUDNNConvolution: @unchecked Sendable {
     /// Queues y = conv(x, w) (no bias). x: [n, c, h, w], weight [o, c, kh, kw], y: [n, o, oh, ow].
     func forward(_ shape: Shape, x: UInt64, weight: UInt64, y: UInt64) throws {
         try context.makeCurrent()
+        var shape = shape
+        shape.dataType = context.storageType
         let plan = try lock.withLock { try plans[shape] ?? makePlan(shape, x: x, weight: weight, y: y) }
         let workspace = plan.workspaceBytes > 0 ? try context.allocate(bytes: plan.workspaceBytes) : nil
         var alpha: Float = 1, beta: Float = 0
@@ -60,7 +64,7 @@ final class CUDNNConvolution: @unchecked Sendable {
     private func makePlan(_ s: Shape, x: UInt64, weight: UInt64, y: UInt64) throws -> Plan {
         let plan = Plan(api: api)
         let oh = (s.h + 2 * s.padding - s.kh) / s.stride + 1, ow = (s.w + 2 * s.padding - s.kw) / s.stride + 1
-        let half = CUDNNAPI.dataFloat16, nchw = s.channelsLast ? CUDNNAPI.formatNHWC : CUDNNAPI.formatNCHW
+        let half = s.dataType == .bfloat16 ? CUDNNAPI.dataBFloat16 : CUDNNAPI.dataFloat16, nchw = s.channelsLast ? CUDNNAPI.formatNHWC : CUDNNAPI.formatNCHW
         try api.check(api.cudnnCreateTensorDescriptor(&plan.x), "cudnnCreateTensorDescriptor")
         try api.check(api.cudnnSetTensor4dDescriptor(plan.x, nchw, half, Int32(s.n), Int32(s.c), Int32(s.h), Int32(s.w)),
                       "cudnnSetTensor4dDescriptor(x \(s))")

@@ -11,7 +11,8 @@ public enum CUDAPipelineCheck {
         public let directory: String
         /// Relative L2 of last hidden state, penultimate hidden state, pooled (projected) output.
         public let last: Double, penultimate: Double, pooled: Double
-        public var passed: Bool { [last, penultimate, pooled].allSatisfy { $0.isFinite && $0 <= textParityLimit } }
+        public var limit = textParityLimit
+        public var passed: Bool { [last, penultimate, pooled].allSatisfy { $0.isFinite && $0 <= limit } }
     }
 
     /// Encodes `prompts` with `directory/text_encoder_name` on both backends (tokenized by `tokenizer_name`).
@@ -25,7 +26,8 @@ public enum CUDAPipelineCheck {
         return TextParity(directory: directory + "/" + encoder,
                           last: gpu.lastHiddenState.relativeL2(to: cpu.lastHiddenState),
                           penultimate: gpu.penultimateHiddenState.relativeL2(to: cpu.penultimateHiddenState),
-                          pooled: gpu.pooled.relativeL2(to: cpu.pooled))
+                          pooled: gpu.pooled.relativeL2(to: cpu.pooled),
+                          limit: CUDAUNetCheck.parityLimit(for: kernels.context.storageType))
     }
 
     public struct ImageParity: Sendable {
@@ -38,10 +40,10 @@ public enum CUDAPipelineCheck {
         public var passed: Bool { psnr >= imagePSNRLimit }
     }
 
-    /// Generates `request` with the CPU (FP32) and the CUDA (FP16) pipeline of `directory` and compares them.
-    public static func imageParity(directory: String, request: GenerationRequest) throws -> ImageParity {
+    /// Generates `request` with the CPU (FP32) and the CUDA (`precision`) pipeline of `directory` and compares them.
+    public static func imageParity(directory: String, request: GenerationRequest, precision: CUDADataType = .float16) throws -> ImageParity {
         let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu).generate(request)
-        let gpu = try StableDiffusionPipeline(directory: directory, device: .cuda).generate(request)
+        let gpu = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: precision).generate(request)
         let a = ImageConversion.pixelImages(fromDecoded: cpu.image)[0], b = ImageConversion.pixelImages(fromDecoded: gpu.image)[0]
         return ImageParity(directory: directory, size: (a.width, a.height), psnr: ImageMetrics.psnr(a, b),
                            latentRelativeL2: gpu.latents.relativeL2(to: cpu.latents))
@@ -70,10 +72,11 @@ public enum CUDAPipelineCheck {
         }
     }
 
-    public static func generationBenchmark(directory: String, device: ComputeDevice = .cuda, request: GenerationRequest,
-                                           warmup: Int = 1, repeats: Int = 5, progress: ((String) -> Void)? = nil) throws -> GenerationTiming {
+    public static func generationBenchmark(directory: String, device: ComputeDevice = .cuda, precision: CUDADataType = .float16,
+                                           request: GenerationRequest, warmup: Int = 1, repeats: Int = 5,
+                                           progress: ((String) -> Void)? = nil) throws -> GenerationTiming {
         let start = CUDAKernelCompiler.now()
-        let pipeline = try StableDiffusionPipeline(directory: directory, device: device)
+        let pipeline = try StableDiffusionPipeline(directory: directory, device: device, precision: precision)
         let loadSeconds = CUDAKernelCompiler.now() - start
         let context = device == .cuda ? try CUDAContext.shared() : nil
         for i in 0..<warmup {

@@ -102,7 +102,7 @@ public final class CUDAVAEDecoder {
     /// `AutoencoderKL.decode`) → image [N, out_channels, h·f, w·f] FP16 in roughly [-1, 1], not clamped: exactly
     /// `vae.decode(z).sample`. Queued on the stream (`download` waits).
     public func decode(_ latents: CUDATensor) throws -> CUDATensor {
-        guard latents.dtype == .float16, latents.shape.count == 4, latents.shape[1] == configuration.latentChannels else {
+        guard latents.dtype == context.storageType, latents.shape.count == 4, latents.shape[1] == configuration.latentChannels else {
             throw CUDAError.invalidArgument("CUDAVAEDecoder.decode: latents must be FP16 [N, \(configuration.latentChannels), h, w], "
                                             + "got \(latents.dtype) \(latents.shape)")
         }

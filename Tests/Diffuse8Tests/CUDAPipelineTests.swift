@@ -60,3 +60,16 @@ final class CUDAPipelineTests: XCTestCase {
         XCTAssertNotEqual(viaProtocol.pooled.scalars, direct.pooledOutput.scalars, "SDXL's second encoder pools through text_projection")
     }
 }
+
+/// BF16 host conversion (uploads with `storageType == .bfloat16`): round to nearest even, as torch's
+/// `tensor.to(torch.bfloat16)` — expected bits printed by torch 2.15.
+final class BFloat16ConversionTests: XCTestCase {
+    func testMatchesTorchRounding() {
+        let inputs: [Float] = [1.0, 1 + 0x1p-8, 1 + 3 * 0x1p-8, -2.0, 3.14159265, 1e-40, 3.0e38, 65504 * 3, -0.0, .infinity, 0.1]
+        let torchBits: [UInt16] = [0x3f80, 0x3f80, 0x3f82, 0xc000, 0x4049, 0x0001, 0x7f62, 0x4840, 0x8000, 0x7f80, 0x3dcd]
+        XCTAssertEqual(inputs.map(CUDADataType.bfloat16Bits), torchBits)
+        XCTAssertTrue(CUDADataType.float(bfloat16Bits: CUDADataType.bfloat16Bits(.nan)).isNaN)
+        // Widening is exact: the bits land in the upper half of an FP32.
+        XCTAssertEqual(CUDADataType.float(bfloat16Bits: 0x4049), Float(bitPattern: 0x4049_0000))
+    }
+}

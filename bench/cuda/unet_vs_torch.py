@@ -124,10 +124,10 @@ def bench_model(name, args, log):
     return result
 
 
-def markdown(results, header):
+def markdown(results, header, d8_type="FP16"):
     lines = [header, "", "| model | implementation | median ms | min ms | peak GPU memory | notes |", "|---|---|---:|---:|---:|---|"]
     for r in results:
-        for key, label in [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile"), ("diffuse8", "Diffuse8 CUDAUNet FP16")]:
+        for key, label in [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile"), ("diffuse8", f"Diffuse8 CUDAUNet {d8_type}")]:
             e = r.get(key)
             if not e:
                 continue
@@ -145,7 +145,7 @@ def markdown(results, header):
                 note = f"allocator peak (live + cached); load {e['load_s']:.0f} s" + (f"; output rel. L2 vs eager {rel:.2e}" if rel is not None else "")
             lines.append(f"| {r['model']} | {label} | {e['median_ms']:.2f} | {e['min_ms']:.2f} | {peak:.2f} GiB | {note} |")
             if key == "diffuse8" and e.get("graph_median_ms") is not None:
-                lines.append(f"| {r['model']} | Diffuse8 CUDAUNet FP16, CUDA graph | {e['graph_median_ms']:.2f} | {e['graph_min_ms']:.2f} | "
+                lines.append(f"| {r['model']} | Diffuse8 CUDAUNet {d8_type}, CUDA graph | {e['graph_median_ms']:.2f} | {e['graph_min_ms']:.2f} | "
                              f"{e['graph_peak_bytes'] / 2**30:.2f} GiB | output rel. L2 vs eager Diffuse8 {e['graph_rel_l2_vs_eager']:.1e} |")
             elif key == "diffuse8" and e.get("graph_error"):
                 lines.append(f"| {r['model']} | Diffuse8 CUDA graph | – | – | – | capture failed: {e['graph_error'][:200]} |")
@@ -170,6 +170,7 @@ def main():
     def log(message):
         print(message, flush=True)
 
+    d8_type = "BF16" if "--bf16" in args.d8_extra.split() else "FP16"
     card = torch.cuda.get_device_name(0)
     header = (f"{card}, torch {torch.__version__}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
               f"batch 2, FP16, median of {args.repeats} runs after {args.warmup} warm-up (CUDA events)")
@@ -185,8 +186,8 @@ def main():
         with open(os.path.join(args.out, f"unet_vs_torch{suffix}.json"), "w") as f:
             json.dump({"card": card, "torch": torch.__version__, "header": header, "results": results}, f, indent=1)
         with open(os.path.join(args.out, f"unet_vs_torch{suffix}.md"), "w") as f:
-            f.write(markdown([r for r in results if "error" not in r], header))
-    print(markdown([r for r in results if "error" not in r], header))
+            f.write(markdown([r for r in results if "error" not in r], header, d8_type))
+    print(markdown([r for r in results if "error" not in r], header, d8_type))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-/// FP16 kernels on device tensors, mirroring `CPUKernels` (same names, layouts and PyTorch semantics),
+/// 16-bit kernels on device tensors, mirroring `CPUKernels` (same names, layouts and PyTorch semantics),
 /// so model code can run on either backend.
 ///
-/// Storage is FP16 (`CUDATensor.dtype == .float16`), arithmetic FP32. Feature maps are NCHW; token
+/// Storage is the context's `storageType` (FP16 by default, or BF16), arithmetic FP32. Feature maps are NCHW; token
 /// sequences [batch, tokens, channels]. GEMMs and convolutions (im2col + GEMM) go through cuBLASLt;
 /// everything else is CUDA C compiled by NVRTC on first use (see `CUDAKernelSources`, `CUDAAttentionSource`).
 /// All work is queued on `context.stream`; call `context.synchronize()` or `download` to wait.

@@ -1,4 +1,4 @@
-/// diffusers' `UNet2DConditionModel` in FP16 on an NVIDIA GPU: the device twin of the CPU model
+/// diffusers' `UNet2DConditionModel` in FP16 (or BF16, the context's `storageType`) on an NVIDIA GPU: the device twin of the CPU model
 /// `UNet2DConditionModel` (SD1.x conv `proj_in`/`proj_out` and SDXL linear projections + `text_time`
 /// addition embedding).
 ///
@@ -7,7 +7,7 @@
 /// with it: the two are to be unified behind a backend protocol later, and until then every change of the
 /// CPU forward has to be made here too (the parity check in `CUDASelfTest.unetParity` catches drift).
 ///
-/// Built from a loaded CPU model: every weight is uploaded once as FP16. Fusions (same results up to FP16
+/// Built from a loaded CPU model: every weight is uploaded once in the storage type. Fusions (same results up to FP16
 /// rounding): self-attention `to_q/to_k/to_v` as one GEMM read in place by the attention kernel; every
 /// cross-attention's `to_k/to_v` of the whole UNet as one GEMM on the text context per forward; every resnet's
 /// `time_emb_proj` as one GEMM per forward, with conv1's bias folded in; conv2 bias + shortcut bias + residual

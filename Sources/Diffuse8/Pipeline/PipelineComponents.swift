@@ -60,6 +60,6 @@ extension AutoencoderKL: LatentDecoder {
 public enum ComputeDevice: String, CaseIterable, Sendable {
     /// FP32 on the CPU (every platform).
     case cpu
-    /// FP16 on an NVIDIA GPU through the CUDA backend (driver, NVRTC, cuBLASLt (+ cuDNN) loaded at run time).
+    /// FP16 (or BF16) on an NVIDIA GPU through the CUDA backend (driver, NVRTC, cuBLASLt (+ cuDNN) loaded at run time).
     case cuda
 }

@@ -1,12 +1,12 @@
 /// Text-to-image generation with a diffusers Stable Diffusion folder (SD1.x/2.x or SDXL): FP32 on the CPU, or
-/// FP16 on an NVIDIA GPU (`device: .cuda`; the networks run there, the scheduler loop stays on the host in FP32).
+/// FP16 or BF16 on an NVIDIA GPU (`device: .cuda`; the networks run there, the scheduler loop stays on the host in FP32).
 ///
 /// Matches diffusers' `StableDiffusionPipeline` and `StableDiffusionXLPipeline` (`__call__` with default
 /// `eta`, `guidance_rescale` 0, no `clip_skip`): same prompt encoding, same latents from the same seed,
 /// same classifier-free guidance batch order ([negative, positive]), same scheduler steps, same VAE decode.
 ///
 /// Limitations: text-to-image only; one image per call (use several seeds for more); no prompt
-/// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs FP16); quantized UNet
+/// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
 /// folders run on the CPU only (simulated quantization).
 public final class StableDiffusionPipeline {
     public let folder: DiffusersFolder

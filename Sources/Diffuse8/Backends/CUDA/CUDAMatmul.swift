@@ -9,7 +9,7 @@ import Glibc
 /// the heuristic's candidates, timed on the first call) are cached per shape, so a repeated GEMM costs one
 /// `cublasLtMatmul` call.
 /// Limitations: cuBLASLt's GELU epilogue is the tanh approximation (diffusers' exact-erf GELU goes through
-/// `CUDAKernels.gelu`/`geglu`); FP16 only (INT8/FP8 come with quantization).
+/// `CUDAKernels.gelu`/`geglu`); FP16 or BF16 (the context's storage type; INT8/FP8 come with quantization).
 public final class CUDAMatmul: @unchecked Sendable {
     /// Epilogues fused into the GEMM.
     public enum Epilogue: Sendable, Hashable {

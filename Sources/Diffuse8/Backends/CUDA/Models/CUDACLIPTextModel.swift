@@ -1,4 +1,4 @@
-/// transformers' `CLIPTextModel` / `CLIPTextModelWithProjection` in FP16 on an NVIDIA GPU: the device twin of
+/// transformers' `CLIPTextModel` / `CLIPTextModelWithProjection` in FP16 (or BF16) on an NVIDIA GPU: the device twin of
 /// the CPU `CLIPTextModel` (same weights, same output fields), used for prompt encoding by the CUDA pipeline.
 ///
 /// Embeddings are looked up on the host (77 rows) and uploaded; then per encoder layer: LayerNorm →
@@ -7,7 +7,7 @@
 /// The pooled output is the final-normed row at the EOS position (transformers' rule,
 /// `CLIPTextModel.poolingPosition`), projected by `text_projection` when present.
 ///
-/// Limitations: FP16 only; no attention mask (diffusers' pipelines pass none); ≤ 1024 tokens.
+/// Limitations: 16-bit storage (FP16 or BF16); no attention mask (diffusers' pipelines pass none); ≤ 1024 tokens.
 public final class CUDACLIPTextModel {
     public let configuration: CLIPTextConfiguration
     public let kernels: CUDAKernels
@@ -31,7 +31,7 @@ public final class CUDACLIPTextModel {
     let finalLayerNorm: CUDANormWeights
     let textProjection: CUDALinearWeights?
 
-    /// Uploads `model`'s weights (FP16). The CPU model can be dropped afterwards (the embedding tables are kept).
+    /// Uploads `model`'s weights (in the storage type). The CPU model can be dropped afterwards (the embedding tables are kept).
     public init(_ model: CLIPTextModel, kernels: CUDAKernels) throws {
         let context = kernels.context
         configuration = model.configuration
@@ -50,7 +50,7 @@ public final class CUDACLIPTextModel {
         textProjection = try model.textProjection.map { try CUDALinearWeights(context, $0) }
     }
 
-    /// The device results of one call (FP16).
+    /// The device results of one call (storage type).
     public struct Output {
         /// [batch, tokens, hidden] after `final_layer_norm`.
         public var lastHiddenState: CUDATensor

@@ -1,4 +1,4 @@
-/// `CUDAVAEDecoder` as the pipeline's `LatentDecoder`: uploads z (FP32 → FP16), decodes on the GPU, downloads
+/// `CUDAVAEDecoder` as the pipeline's `LatentDecoder`: uploads z (FP32 → 16-bit), decodes on the GPU, downloads
 /// the image as FP32. After the first decode the convolution weight layouts it does not use are freed.
 public final class CUDALatentDecoder: LatentDecoder {
     public let decoder: CUDAVAEDecoder

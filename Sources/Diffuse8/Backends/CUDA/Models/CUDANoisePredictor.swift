@@ -1,5 +1,5 @@
 /// `CUDAUNet` as the pipeline's `NoisePredictor`: per generation the conditioning is uploaded once, and each
-/// step uploads the latents (FP32 → FP16), replays the UNet as a CUDA graph captured for that shape (kept for
+/// step uploads the latents (FP32 → the 16-bit storage type), replays the UNet as a CUDA graph captured for that shape (kept for
 /// later generations of the same shape) and downloads the prediction as FP32. Scheduler arithmetic and
 /// guidance stay on the host in FP32 (the same code as the CPU pipeline); per SDXL step that costs two
 /// ~256 KiB copies, well under a millisecond.

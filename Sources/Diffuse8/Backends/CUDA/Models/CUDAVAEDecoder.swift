@@ -1,19 +1,20 @@
-/// diffusers' `AutoencoderKL.decode` (`vae.decode(z).sample`) in FP16 on an NVIDIA GPU: the device twin of the
+/// diffusers' `AutoencoderKL.decode` (`vae.decode(z).sample`) in FP16 (or BF16) on an NVIDIA GPU: the device twin of the
 /// CPU `AutoencoderKL.decode` / `VAEDecoder` (SD1.x and SDXL VAEs).
 ///
 /// It mirrors the CPU decoder layer by layer and must change with it: `post_quant_conv` (when the config has
 /// it) → `conv_in` → mid block (`ResnetBlock2D` → single-head `Attention` with group norm and residual →
 /// `ResnetBlock2D`) → `UpDecoderBlock2D`s (layers_per_block + 1 resnets without time embedding, 1×1
 /// `conv_shortcut` when channels change, `output_scale_factor`; nearest 2× upsample + conv3×3 except in the last
-/// block) → `conv_norm_out` + SiLU → `conv_out`. Every weight is uploaded once as FP16; activations stay on the
+/// block) → `conv_norm_out` + SiLU → `conv_out`. Every weight is uploaded once in the context's storage type
+/// (FP16 or BF16); activations stay on the
 /// device. Fusions (same results up to FP16 rounding): GroupNorm + SiLU in one kernel; conv2 bias + shortcut bias +
 /// residual (+ output scale) in one pass; the attention's `to_q/to_k/to_v` as one GEMM read in place; tokens →
 /// NCHW fused with the attention's residual add. The mid-block attention (one head of dim = channels, 512 for
 /// SD/SDXL) runs through `CUDAKernels.gemmAttention` (the fused kernels have no such head dim).
 ///
-/// Limitations: FP16 only. diffusers upcasts the SDXL VAE to FP32 (`force_upcast: true` in its config) because
-/// the original SDXL VAE's activations overflow FP16 (inf/NaN images); this class does not — use an FP16-safe
-/// VAE (e.g. madebyollin's `sdxl-vae-fp16-fix`) or the CPU decoder for such weights. No tiling or slicing:
+/// Limitations: 16-bit storage only. diffusers upcasts the SDXL VAE to FP32 (`force_upcast: true` in its config)
+/// because the original SDXL VAE's activations overflow FP16 (inf/NaN images); this class does not — run such
+/// weights with BF16 storage (FP32's range), an FP16-safe VAE (e.g. madebyollin's `sdxl-vae-fp16-fix`) or the CPU. No tiling or slicing:
 /// memory grows with the image (the mid-block attention's logits alone are 512 MiB per image at 1024²).
 /// `force_upcast` is not looked at. Not thread-safe (one `CUDAKernels`).
 public final class CUDAVAEDecoder {
@@ -56,7 +57,7 @@ public final class CUDAVAEDecoder {
     let convNormOut: CUDANormWeights
     let convOut: CUDAConvolutionWeights
 
-    /// Uploads the decoder half of `vae` (post_quant_conv + decoder) as FP16 to `kernels`' device. The CPU model
+    /// Uploads the decoder half of `vae` (post_quant_conv + decoder) in the storage type to `kernels`' device. The CPU model
     /// can be dropped afterwards; its encoder is not uploaded.
     public init(_ vae: AutoencoderKL, kernels: CUDAKernels) throws {
         self.configuration = vae.configuration
@@ -103,7 +104,7 @@ public final class CUDAVAEDecoder {
     /// `vae.decode(z).sample`. Queued on the stream (`download` waits).
     public func decode(_ latents: CUDATensor) throws -> CUDATensor {
         guard latents.dtype == context.storageType, latents.shape.count == 4, latents.shape[1] == configuration.latentChannels else {
-            throw CUDAError.invalidArgument("CUDAVAEDecoder.decode: latents must be FP16 [N, \(configuration.latentChannels), h, w], "
+            throw CUDAError.invalidArgument("CUDAVAEDecoder.decode: latents must be \(context.storageType) [N, \(configuration.latentChannels), h, w], "
                                             + "got \(latents.dtype) \(latents.shape)")
         }
         let k = kernels

@@ -65,11 +65,27 @@ final class CUDAPipelineTests: XCTestCase {
 /// `tensor.to(torch.bfloat16)` — expected bits printed by torch 2.15.
 final class BFloat16ConversionTests: XCTestCase {
     func testMatchesTorchRounding() {
-        let inputs: [Float] = [1.0, 1 + 0x1p-8, 1 + 3 * 0x1p-8, -2.0, 3.14159265, 1e-40, 3.0e38, 65504 * 3, -0.0, .infinity, 0.1]
+        let inputs: [Float] = [1.0, 1 + 0x1p-8, 1 + 3 * 0x1p-8, -2.0, 3.14159265, Float(bitPattern: 0x0001_16C2) /* 1e-40, subnormal */, 3.0e38, 65504 * 3, -0.0, .infinity, 0.1]
         let torchBits: [UInt16] = [0x3f80, 0x3f80, 0x3f82, 0xc000, 0x4049, 0x0001, 0x7f62, 0x4840, 0x8000, 0x7f80, 0x3dcd]
         XCTAssertEqual(inputs.map(CUDADataType.bfloat16Bits), torchBits)
         XCTAssertTrue(CUDADataType.float(bfloat16Bits: CUDADataType.bfloat16Bits(.nan)).isNaN)
         // Widening is exact: the bits land in the upper half of an FP32.
         XCTAssertEqual(CUDADataType.float(bfloat16Bits: 0x4049), Float(bitPattern: 0x4049_0000))
+    }
+}
+
+/// Non-finite values after decoding become black pixels: the pipeline says so instead of writing a silent black image.
+final class OverflowWarningTests: XCTestCase {
+    func testWarnsOnNonFiniteImageOrLatents() {
+        let fine = Tensor(shape: [1, 3, 2, 2], scalars: [Float](repeating: 0.5, count: 12))
+        var broken = fine
+        broken.scalars[5] = .infinity
+        XCTAssertNil(StableDiffusionPipeline.overflowWarning(latents: fine, image: fine, device: .cuda))
+        let image = StableDiffusionPipeline.overflowWarning(latents: fine, image: broken, device: .cuda)
+        XCTAssertTrue(image?.contains("decoded image") == true && image?.contains("--precision bf16") == true, image ?? "nil")
+        var nanLatents = fine
+        nanLatents.scalars[0] = .nan
+        let latents = StableDiffusionPipeline.overflowWarning(latents: nanLatents, image: fine, device: .cpu)
+        XCTAssertTrue(latents?.contains("latents") == true && latents?.contains("bf16") == false, latents ?? "nil")
     }
 }

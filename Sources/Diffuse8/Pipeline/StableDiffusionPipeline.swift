@@ -98,7 +98,21 @@ public final class StableDiffusionPipeline {
         let scaling = decoder.configuration.scalingFactor
         let image = try decoder.decodeLatents(CPUKernels.map(latents) { $0 / scaling })  // division, as diffusers does
         timings.decode = seconds(since: start)
+        if let warning = Self.overflowWarning(latents: latents, image: image, device: device) { warnings.append(warning) }
         return GenerationResult(latents: latents, image: image, warnings: warnings, timings: timings)
+    }
+
+    /// A warning when the latents or the decoded image hold non-finite values (they would become black pixels):
+    /// in 16-bit GPU storage that is an overflow — the original SDXL VAE overflows FP16, which is why diffusers
+    /// decodes it in FP32 (`force_upcast`).
+    static func overflowWarning(latents: Tensor, image: Tensor, device: ComputeDevice) -> String? {
+        let badLatents = latents.scalars.contains { !$0.isFinite }
+        guard badLatents || image.scalars.contains(where: { !$0.isFinite }) else { return nil }
+        let part = badLatents ? "the denoised latents" : "the decoded image"
+        let advice = device == .cuda
+            ? "likely a 16-bit overflow: try --precision bf16 (FP32's range) or an FP16-safe VAE (e.g. sdxl-vae-fp16-fix), or --device cpu"
+            : "check the model weights"
+        return "\(part) contain non-finite values (shown as black pixels); \(advice)"
     }
 
     /// The UNet's conditioning for `request`: prompt embeddings (and SDXL's pooled embeddings and time ids),

@@ -21,6 +21,19 @@ final class CommandLineTests: ExecutableTestCase {
         XCTAssertEqual(leftovers, [], "no temporary files left behind")
     }
 
+    /// `--device cuda` without a GPU (CI): a non-zero exit that names the missing driver and where it looked, no file.
+    func testCUDAWithoutGPUFailsClearly() throws {
+        if (try? CUDAKernels()) != nil { throw XCTSkip("a CUDA GPU is present; CUDAPipelineTests cover the GPU path") }
+        let output = scratch.appendingPathComponent("gpu.png").path
+        let result = try run(["generate", "x", "--model", tinyModel, "--steps", "1", "--device", "cuda", "-o", output])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("libcuda") && result.stderr.contains("Looked in"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output))
+        let cpuOnly = try run(["generate", "x", "--model", tinyModel, "--precision", "bf16", "-o", output])
+        XCTAssertNotEqual(cpuOnly.status, 0)
+        XCTAssertTrue(cpuOnly.stderr.contains("--precision applies to --device cuda"), cpuOnly.stderr)
+    }
+
     func testSizeNotMultipleOfEightFailsWithoutOutput() throws {
         let output = scratch.appendingPathComponent("bad.png").path
         let result = try run(["generate", "x", "--model", tinyModel, "--width", "100", "-o", output])

@@ -14,7 +14,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
            diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ...
-           diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N]
+           diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--host-loop]
            (the whole-model modes take --bf16: BF16 storage instead of FP16)
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
       --large       add 4096-token attention checks (slower CPU reference)
@@ -82,7 +82,9 @@ if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: argumen
         let request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
         do {
             let p = try CUDAPipelineCheck.imageParity(directory: parts[0], request: request, precision: precision)
-            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(CUDAPipelineCheck.imagePSNRLimit)), latents rel. L2 \(p.latentRelativeL2)", passed: p.passed)
+            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(CUDAPipelineCheck.imagePSNRLimit)), latents rel. L2 \(p.latentRelativeL2)"
+                   + (p.deviceLoopVersusHostLoop.map { ", on-device vs host Euler loop \($0)" } ?? ""),
+                   passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-4)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }
     }
     let vaeDirectories = operands(after: "--vae")
@@ -98,7 +100,8 @@ if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: argumen
                                         width: w > 0 ? w : nil, height: h > 0 ? h : nil)
         do {
             let timing = try CUDAPipelineCheck.generationBenchmark(directory: directory, precision: precision, request: request,
-                                                                   repeats: Int(value(after: "--repeats") ?? "") ?? 5) { print($0); fflush(stdout) }
+                                                                   repeats: Int(value(after: "--repeats") ?? "") ?? 5,
+                                                                   hostLoop: arguments.contains("--host-loop")) { print($0); fflush(stdout) }
             print("GENERATE_BENCH " + timing.json)
         } catch { report("generation benchmark \(directory): \(error)", passed: false) }
     }

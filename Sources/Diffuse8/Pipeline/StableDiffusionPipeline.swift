@@ -153,6 +153,17 @@ public final class StableDiffusionPipeline {
         let factor = decoder.configuration.downscaleFactor
         var latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
         latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
+        if observe == nil, let euler = scheduler as? EulerDiscreteScheduler {
+            // Backends that can run the whole loop on the device (CUDA: no host round trip per step) do so.
+            let plan = EulerLoopPlan(latents: latents, timesteps: euler.timesteps.map(Float.init), sigmas: euler.sigmas,
+                                     predictionType: euler.predictionType, guidanceScale: request.guidanceScale)
+            let total = euler.timesteps.count
+            if let final = try noisePredictor.runEulerLoop(plan, conditioning: c, progress: {
+                progress?(StepProgress(step: $0, totalSteps: total))
+            }) {
+                return final
+            }
+        }
         var sampleShape = latents.shape
         sampleShape[0] = c.guided ? 2 : 1
         let unet = try noisePredictor.makeDenoiser(conditioning: c, sampleShape: sampleShape)

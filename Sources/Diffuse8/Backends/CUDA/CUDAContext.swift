@@ -228,6 +228,11 @@ public final class CUDAEvent: @unchecked Sendable {
         return Double(ms)
     }
 
+    /// Waits until the work recorded before this event has finished.
+    public func synchronize() throws {
+        try driver.check(driver.cuEventSynchronize(handle), "cuEventSynchronize")
+    }
+
     deinit { _ = driver.cuEventDestroy(handle) }
 }
 

@@ -1,6 +1,8 @@
-/// `CUDAUNet` as the pipeline's `NoisePredictor`: per generation the conditioning is uploaded once, and each
-/// step uploads the latents (FP32 → the 16-bit storage type), replays the UNet as a CUDA graph captured for that shape (kept for
-/// later generations of the same shape) and downloads the prediction as FP32. Scheduler arithmetic and
+/// `CUDAUNet` as the pipeline's `NoisePredictor`. Euler loops (the default sampler) run entirely on the GPU
+/// (`CUDAEulerLoop`: one UNet graph replay and one fused guidance + Euler kernel per step, queued without the host).
+/// For the other schedulers, per generation the conditioning is uploaded once, and each step uploads the latents
+/// (FP32 → the 16-bit storage type), replays the UNet as a CUDA graph captured for that shape (kept for later
+/// generations of the same shape) and downloads the prediction as FP32. Scheduler arithmetic and
 /// guidance stay on the host in FP32 (the same code as the CPU pipeline); per SDXL step that costs two
 /// ~256 KiB copies, well under a millisecond.
 public final class CUDANoisePredictor: NoisePredictor {
@@ -19,36 +21,58 @@ public final class CUDANoisePredictor: NoisePredictor {
         let context = unet.context
         let states = try context.upload(c.encoderHiddenStates)
         let textEmbeds = try c.textEmbeds.map { try context.upload($0) }
-        var graph: CUDAUNetGraph?
-        if usesGraphs {
-            guard sampleShape.count == 4 else { throw CUDAError.invalidArgument("CUDANoisePredictor: sample shape \(sampleShape) is not [B, C, H, W]") }
-            let key = sampleShape + [states.shape[1], textEmbeds?.shape[1] ?? 0]
-            if let known = graphs[key] {
-                graph = known
-            } else {
-                do {
-                    let made = try CUDAUNetGraph(unet, batch: sampleShape[0], height: sampleShape[2], width: sampleShape[3],
-                                                 contextLength: states.shape[1], textEmbedsWidth: textEmbeds?.shape[1],
-                                                 timeIdCount: c.timeIds?.shape.last ?? 6)
-                    graphs[key] = made
-                    graph = made
-                } catch {
-                    graphError = error
-                    usesGraphs = false
-                }
-                if !releasedUnusedLayouts {
-                    // The warm-up inside the capture chose each convolution's path: drop the other weight copies.
-                    unet.releaseUnusedWeightLayouts()
-                    releasedUnusedLayouts = true
-                }
-            }
-        }
+        let graph = try self.graph(sampleShape: sampleShape, states: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
         let unet = self.unet
         return { sample, timestep in
             let x = try context.upload(sample)
             let y = try graph?.forward(sample: x, timestep: timestep, encoderHiddenStates: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
                 ?? unet.forward(sample: x, timestep: timestep, encoderHiddenStates: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
             return try context.download(y)
+        }
+    }
+
+    /// Set to false to step Euler loops on the host like every other scheduler (for comparisons).
+    public var runsEulerLoopOnDevice = true
+
+    /// The whole Euler loop on the GPU (`CUDAEulerLoop`): no host round trip per step. Nil (host loop) when graphs
+    /// are off or cannot be captured.
+    public func runEulerLoop(_ plan: EulerLoopPlan, conditioning c: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor? {
+        guard runsEulerLoopOnDevice, usesGraphs else { return nil }
+        let context = unet.context
+        let states = try context.upload(c.encoderHiddenStates)
+        let textEmbeds = try c.textEmbeds.map { try context.upload($0) }
+        var sampleShape = plan.latents.shape
+        sampleShape[0] = c.guided ? 2 : 1
+        guard let graph = try self.graph(sampleShape: sampleShape, states: states, textEmbeds: textEmbeds, timeIds: c.timeIds) else {
+            return nil
+        }
+        try graph.setConstantInputs(encoderHiddenStates: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
+        return try CUDAEulerLoop.run(plan, graph: graph, kernels: unet.kernels, guided: c.guided, progress: progress)
+    }
+
+    /// The graph captured for these input shapes (created on first use), or nil when graphs are off or capture failed.
+    private func graph(sampleShape: [Int], states: CUDATensor, textEmbeds: CUDATensor?, timeIds: Tensor?) throws -> CUDAUNetGraph? {
+        guard usesGraphs else { return nil }
+        guard sampleShape.count == 4 else { throw CUDAError.invalidArgument("CUDANoisePredictor: sample shape \(sampleShape) is not [B, C, H, W]") }
+        let key = sampleShape + [states.shape[1], textEmbeds?.shape[1] ?? 0]
+        if let known = graphs[key] { return known }
+        defer {
+            if !releasedUnusedLayouts {
+                // The warm-up inside the capture chose each convolution's path: drop the other weight copies.
+                unet.releaseUnusedWeightLayouts()
+                releasedUnusedLayouts = true
+            }
+        }
+        do {
+            let made = try CUDAUNetGraph(unet, batch: sampleShape[0], height: sampleShape[2], width: sampleShape[3],
+                                         contextLength: states.shape[1], textEmbedsWidth: textEmbeds?.shape[1],
+                                         timeIdCount: timeIds?.shape.last ?? 6)
+            graphs[key] = made
+            return made
+        } catch {
+            graphError = error
+            usesGraphs = false
+            return nil
         }
     }
 }

@@ -37,16 +37,25 @@ public enum CUDAPipelineCheck {
         public let psnr: Double
         /// Relative L2 of the final latents.
         public let latentRelativeL2: Double
+        /// For Euler: relative L2 between the GPU's on-device loop and the same GPU pipeline stepping on the host.
+        public var deviceLoopVersusHostLoop: Double?
         public var passed: Bool { psnr >= imagePSNRLimit }
     }
 
     /// Generates `request` with the CPU (FP32) and the CUDA (`precision`) pipeline of `directory` and compares them.
     public static func imageParity(directory: String, request: GenerationRequest, precision: CUDADataType = .float16) throws -> ImageParity {
         let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu).generate(request)
-        let gpu = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: precision).generate(request)
+        let pipeline = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: precision)
+        let gpu = try pipeline.generate(request)
         let a = ImageConversion.pixelImages(fromDecoded: cpu.image)[0], b = ImageConversion.pixelImages(fromDecoded: gpu.image)[0]
-        return ImageParity(directory: directory, size: (a.width, a.height), psnr: ImageMetrics.psnr(a, b),
-                           latentRelativeL2: gpu.latents.relativeL2(to: cpu.latents))
+        var parity = ImageParity(directory: directory, size: (a.width, a.height), psnr: ImageMetrics.psnr(a, b),
+                                 latentRelativeL2: gpu.latents.relativeL2(to: cpu.latents))
+        if request.scheduler == .euler, let predictor = pipeline.noisePredictor as? CUDANoisePredictor {
+            predictor.runsEulerLoopOnDevice = false
+            parity.deviceLoopVersusHostLoop = try gpu.latents.relativeL2(to: pipeline.generate(request).latents)
+            predictor.runsEulerLoopOnDevice = true
+        }
+        return parity
     }
 
     /// End-to-end generation time on `device`: `warmup` untimed images (on the GPU: kernel compilation, autotuning,
@@ -72,11 +81,13 @@ public enum CUDAPipelineCheck {
         }
     }
 
+    /// `hostLoop`: step Euler on the host even on the GPU (to measure what the on-device loop saves).
     public static func generationBenchmark(directory: String, device: ComputeDevice = .cuda, precision: CUDADataType = .float16,
-                                           request: GenerationRequest, warmup: Int = 1, repeats: Int = 5,
+                                           request: GenerationRequest, warmup: Int = 1, repeats: Int = 5, hostLoop: Bool = false,
                                            progress: ((String) -> Void)? = nil) throws -> GenerationTiming {
         let start = CUDAKernelCompiler.now()
         let pipeline = try StableDiffusionPipeline(directory: directory, device: device, precision: precision)
+        (pipeline.noisePredictor as? CUDANoisePredictor)?.runsEulerLoopOnDevice = !hostLoop
         let loadSeconds = CUDAKernelCompiler.now() - start
         let context = device == .cuda ? try CUDAContext.shared() : nil
         for i in 0..<warmup {

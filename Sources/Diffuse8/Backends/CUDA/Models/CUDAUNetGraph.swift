@@ -9,10 +9,11 @@
 public final class CUDAUNetGraph {
     public let unet: CUDAUNet
     private let graph: CUDAGraph
-    private let sample: CUDATensor
+    /// The fixed input buffers the captured forward reads (`CUDAEulerLoop` writes `sample` directly).
+    let sample: CUDATensor
     private let encoderHiddenStates: CUDATensor
     private let textEmbeds: CUDATensor?
-    private let conditioning: CUDAUNet.Conditioning
+    let conditioning: CUDAUNet.Conditioning
     public let output: CUDATensor
 
     /// Warms up (one eager forward) and captures. `textEmbedsWidth`/`timeIdCount` only for SDXL (text_time).
@@ -37,6 +38,32 @@ public final class CUDAUNetGraph {
         }
         self.graph = graph
         self.output = output
+    }
+
+    /// Copies the inputs that stay fixed over a denoising loop into the graph's buffers: the text context, SDXL's
+    /// pooled embeddings and the features of its time ids.
+    func setConstantInputs(encoderHiddenStates: CUDATensor, textEmbeds: CUDATensor?, timeIds: Tensor?) throws {
+        guard encoderHiddenStates.shape == self.encoderHiddenStates.shape, textEmbeds?.shape == self.textEmbeds?.shape else {
+            throw CUDAError.invalidArgument("CUDAUNetGraph: captured for states \(self.encoderHiddenStates.shape), text \(self.textEmbeds?.shape ?? []); got \(encoderHiddenStates.shape), \(textEmbeds?.shape ?? [])")
+        }
+        let context = unet.context
+        let features = try unet.conditioning(batch: sample.shape[0], timestep: 0, timeIds: timeIds)
+        try context.makeCurrent()
+        try context.copy(from: encoderHiddenStates.address, to: self.encoderHiddenStates.address, bytes: encoderHiddenStates.byteCount)
+        if let textEmbeds, let fixed = self.textEmbeds { try context.copy(from: textEmbeds.address, to: fixed.address, bytes: textEmbeds.byteCount) }
+        if let ids = features.timeIdFeatures, let fixed = conditioning.timeIdFeatures {
+            try context.copy(from: ids.address, to: fixed.address, bytes: ids.byteCount)
+        }
+        try context.synchronize()  // `features` is freed on return
+    }
+
+    /// Queues one replay with the timestep features found at `timeFeatures` on the device (copied in first, device to
+    /// device, so a whole loop can be queued without the host); the other inputs as last set.
+    func launch(timeFeatures: UInt64) throws {
+        let context = unet.context
+        try context.makeCurrent()
+        try context.copy(from: timeFeatures, to: conditioning.timeFeatures.address, bytes: conditioning.timeFeatures.byteCount)
+        try graph.launch()
     }
 
     /// Same contract as `CUDAUNet.forward`, for the shapes given at creation.

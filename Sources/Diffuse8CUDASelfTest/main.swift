@@ -84,7 +84,7 @@ if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: argumen
             let p = try CUDAPipelineCheck.imageParity(directory: parts[0], request: request, precision: precision)
             report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(CUDAPipelineCheck.imagePSNRLimit)), latents rel. L2 \(p.latentRelativeL2)"
                    + (p.deviceLoopVersusHostLoop.map { ", on-device vs host Euler loop \($0)" } ?? ""),
-                   passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-4)
+                   passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-6)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }
     }
     let vaeDirectories = operands(after: "--vae")

@@ -2,7 +2,8 @@
 /// so steady-state denoising does no `cuMemAlloc`/`cuMemFree`.
 ///
 /// Sizes are rounded up (512 B granules below 1 MiB, 2 MiB granules above) so that similar requests
-/// share lists. Reuse is safe because all work runs on one stream: a buffer freed after a kernel
+/// share lists; a request with no cached block of its size takes the smallest cached block up to twice as
+/// large before a new one is allocated (blocks are not split). Reuse is safe because all work runs on one stream: a buffer freed after a kernel
 /// was queued is only touched again by work queued later. When `cuMemAlloc` reports out-of-memory,
 /// the cache is emptied and the allocation retried once before `CUDAError.outOfMemory` is thrown.
 final class CUDAMemoryPool: @unchecked Sendable {
@@ -51,14 +52,18 @@ final class CUDAMemoryPool: @unchecked Sendable {
 
     func allocate(bytes: Int, context: CUDAContext) throws -> CUDABuffer {
         let size = Self.roundedSize(bytes)
-        let cached: UInt64? = lock.withLock {
-            guard let address = freeLists[size]?.popLast() else { return nil }
-            cachedBytes -= size
-            liveBytes += size
+        let cached: (address: UInt64, size: Int)? = lock.withLock {
+            // The exact size class, else the smallest cached block of at most twice the size (no splitting: the
+            // block keeps its size and returns to its own list), before asking the driver for more memory.
+            let fit = freeLists[size]?.isEmpty == false ? size
+                : freeLists.filter { $0.key > size && $0.key <= 2 * size && !$0.value.isEmpty }.keys.min()
+            guard let fit, let address = freeLists[fit]?.popLast() else { return nil }
+            cachedBytes -= fit
+            liveBytes += fit
             captured?.insert(address)
-            return address
+            return (address, fit)
         }
-        if let cached { return CUDABuffer(address: cached, byteCount: size, pool: self) }
+        if let cached { return CUDABuffer(address: cached.address, byteCount: cached.size, pool: self) }
         var address: UInt64 = 0
         var result = driver.cuMemAlloc(&address, size)
         if result == CUDADriverAPI.outOfMemory {

@@ -80,33 +80,23 @@ extension CUDAContext {
 
     /// Copies a device tensor back to the host as Float32 (waits for the stream).
     public func download(_ tensor: CUDATensor) throws -> Tensor {
-        try makeCurrent()
         switch tensor.dtype {
-        case .float32:
-            var scalars = [Float](repeating: 0, count: tensor.count)
-            try scalars.withUnsafeMutableBytes {
-                try driver.check(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.address, tensor.byteCount, stream.handle),
-                                 "cuMemcpyDtoHAsync")
-            }
-            try synchronize()
-            return Tensor(shape: tensor.shape, scalars: scalars)
-        case .float16:
-            var halves = [Float16](repeating: 0, count: tensor.count)
-            try halves.withUnsafeMutableBytes {
-                try driver.check(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.address, tensor.byteCount, stream.handle),
-                                 "cuMemcpyDtoHAsync")
-            }
-            try synchronize()
-            return Tensor(shape: tensor.shape, scalars: halves.map { Float($0) })
+        case .float32: return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: Float.self))
+        case .float16: return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: Float16.self).map { Float($0) })
         case .bfloat16:
-            var bits = [UInt16](repeating: 0, count: tensor.count)
-            try bits.withUnsafeMutableBytes {
-                try driver.check(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.address, tensor.byteCount, stream.handle),
-                                 "cuMemcpyDtoHAsync")
-            }
-            try synchronize()
-            return Tensor(shape: tensor.shape, scalars: bits.map { CUDADataType.float(bfloat16Bits: $0) })
+            return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: UInt16.self).map { CUDADataType.float(bfloat16Bits: $0) })
         }
+    }
+
+    /// The tensor's raw elements as `T` (same size as its dtype), after the stream finished.
+    private func downloadElements<T: Numeric>(_ tensor: CUDATensor, as type: T.Type) throws -> [T] {
+        try makeCurrent()
+        var elements = [T](repeating: 0, count: tensor.count)
+        try elements.withUnsafeMutableBytes {
+            try driver.check(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.address, tensor.byteCount, stream.handle), "cuMemcpyDtoHAsync")
+        }
+        try synchronize()
+        return elements
     }
 
     /// Fills an FP16 or BF16 tensor with NaN (0xFFFF is NaN in both): tests poison outputs so an unwritten element shows up.

@@ -167,6 +167,15 @@ struct CUDNNAPI {
         cudnnGetLastErrorString = lib.optionalFunction("cudnnGetLastErrorString")
     }
 
+    /// A cuDNN handle whose work goes to `context`'s stream.
+    func makeHandle(on context: CUDAContext) throws -> OpaquePointer? {
+        try context.makeCurrent()
+        var handle: OpaquePointer? = nil
+        try check(cudnnCreate(&handle), "cudnnCreate")
+        try check(cudnnSetStream(handle, context.stream.handle), "cudnnSetStream")
+        return handle
+    }
+
     func check(_ status: Status, _ call: String) throws {
         guard status != 0 else { return }
         var message = cudnnGetErrorString(status).map { String(cString: $0) } ?? "status \(status)"

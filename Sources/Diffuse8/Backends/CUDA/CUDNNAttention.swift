@@ -61,11 +61,7 @@ final class CUDNNAttention: @unchecked Sendable {
     init(context: CUDAContext) throws {
         self.context = context
         api = try context.cudnn()
-        try context.makeCurrent()
-        var handle: OpaquePointer? = nil
-        try api.check(api.cudnnCreate(&handle), "cudnnCreate")
-        try api.check(api.cudnnSetStream(handle, context.stream.handle), "cudnnSetStream")
-        self.handle = handle
+        handle = try api.makeHandle(on: context)
     }
 
     /// Queues O = softmax(scale·Q·Kᵀ)·V. Addresses as in `CUDAKernels.attention(query:queryStride:…)`; `output` is

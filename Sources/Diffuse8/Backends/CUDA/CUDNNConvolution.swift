@@ -39,11 +39,7 @@ final class CUDNNConvolution: @unchecked Sendable {
     init(context: CUDAContext) throws {
         self.context = context
         api = try context.cudnn()
-        try context.makeCurrent()
-        var handle: OpaquePointer? = nil
-        try api.check(api.cudnnCreate(&handle), "cudnnCreate")
-        try api.check(api.cudnnSetStream(handle, context.stream.handle), "cudnnSetStream")
-        self.handle = handle
+        handle = try api.makeHandle(on: context)
     }
 
     /// Queues y = conv(x, w) (no bias). x: [n, c, h, w], weight [o, c, kh, kw], y: [n, o, oh, ow].

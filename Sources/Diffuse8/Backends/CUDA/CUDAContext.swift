@@ -134,28 +134,21 @@ public final class CUDAContext: @unchecked Sendable {
 
     /// NVRTC, loaded on first use.
     func nvrtc() throws -> NVRTCAPI {
-        try lock.withLock {
-            if let api = _nvrtc { return api }
+        try loadOnce(\._nvrtc) {
             let library = try CUDALibraryLoader.open(
                 "NVRTC (libnvrtc)", sonames: CUDALibraryLoader.nvrtcNames,
                 hint: "Install the CUDA toolkit or `pip install nvidia-cuda-nvrtc-cu12`, or set CUDA_HOME.")
             CUDALibraryLoader.preloadNVRTCBuiltins(besides: library)
-            let api = try NVRTCAPI(library)
-            _nvrtc = api
-            return api
+            return try NVRTCAPI(library)
         }
     }
 
     /// cuBLASLt, loaded on first use.
     func cublasLt() throws -> CUBLASLtAPI {
-        try lock.withLock {
-            if let api = _cublasLt { return api }
-            let library = try CUDALibraryLoader.open(
+        try loadOnce(\._cublasLt) {
+            try CUBLASLtAPI(CUDALibraryLoader.open(
                 "cuBLASLt (libcublasLt)", sonames: CUDALibraryLoader.cublasLtNames,
-                hint: "Install the CUDA toolkit or `pip install nvidia-cublas-cu12`, or set CUDA_HOME.")
-            let api = try CUBLASLtAPI(library)
-            _cublasLt = api
-            return api
+                hint: "Install the CUDA toolkit or `pip install nvidia-cublas-cu12`, or set CUDA_HOME."))
         }
     }
 
@@ -164,13 +157,18 @@ public final class CUDAContext: @unchecked Sendable {
 
     /// cuDNN, loaded on first use (convolutions, fused attention).
     func cudnn() throws -> CUDNNAPI {
+        try loadOnce(\._cudnn) {
+            try CUDNNAPI(CUDALibraryLoader.open(
+                "cuDNN (libcudnn)", sonames: CUDALibraryLoader.cudnnNames, hint: "Install cuDNN 9 or `pip install nvidia-cudnn-cu12`."))
+        }
+    }
+
+    /// The library API in `slot`, loaded by `load` the first time (under the lock, so once).
+    private func loadOnce<API>(_ slot: ReferenceWritableKeyPath<CUDAContext, API?>, _ load: () throws -> API) throws -> API {
         try lock.withLock {
-            if let api = _cudnn { return api }
-            let library = try CUDALibraryLoader.open(
-                "cuDNN (libcudnn)", sonames: CUDALibraryLoader.cudnnNames,
-                hint: "Install cuDNN 9 or `pip install nvidia-cudnn-cu12`.")
-            let api = try CUDNNAPI(library)
-            _cudnn = api
+            if let api = self[keyPath: slot] { return api }
+            let api = try load()
+            self[keyPath: slot] = api
             return api
         }
     }

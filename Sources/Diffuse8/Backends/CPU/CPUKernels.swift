@@ -333,6 +333,25 @@ public enum CPUKernels {
         }
     }
 
+    /// `F.interpolate(size=(height, width), mode="nearest")` on NCHW: source index `floor(dst · in/out)` with the
+    /// scale computed in Float32 as PyTorch does (the UNet needs it for latents that are not a multiple of 2^k).
+    public static func resizeNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
+        let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+        let scaleY = Float(h) / Float(height), scaleX = Float(w) / Float(width)
+        let sourceRows = (0..<height).map { min(Int((Float($0) * scaleY).rounded(.down)), h - 1) }
+        let sourceColumns = (0..<width).map { min(Int((Float($0) * scaleX).rounded(.down)), w - 1) }
+        return Tensor(shape: [x.shape[0], x.shape[1], height, width]) { out in
+            x.scalars.withUnsafeBufferPointer { xp in
+                for p in 0..<planes {
+                    for y in 0..<height {
+                        let src = p * h * w + sourceRows[y] * w, dst = (p * height + y) * width
+                        for xx in 0..<width { out[dst + xx] = xp[src + sourceColumns[xx]] }
+                    }
+                }
+            }
+        }
+    }
+
     /// Zero padding of NCHW by (left, right, top, bottom), like `F.pad(x, (l, r, t, b))`.
     public static func pad(_ x: Tensor, left: Int, right: Int, top: Int, bottom: Int) -> Tensor {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]

@@ -27,6 +27,9 @@ public final class Conv2d {
     public var inChannels: Int { weight.shape[1] }
     public var outChannels: Int { weight.shape[0] }
 
+    /// The weight kind: nil for a dense weight, else the 8-bit layer it holds (see `Linear.quantization`).
+    public var quantization: QuantizedLayer? { (executionHook as? SimulatedQuantizationHook)?.layer }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }
         return CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)

@@ -26,6 +26,10 @@ public final class Linear {
     public var inFeatures: Int { weight.shape[1] }
     public var outFeatures: Int { weight.shape[0] }
 
+    /// The weight kind: nil for a dense (full-precision) weight, else the 8-bit layer it holds (`weight` is then
+    /// its dequantized codes). Backends execute each kind their own way; the CPU simulates it.
+    public var quantization: QuantizedLayer? { (executionHook as? SimulatedQuantizationHook)?.layer }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }
         return CPUKernels.linear(x, weight: weight, bias: bias)

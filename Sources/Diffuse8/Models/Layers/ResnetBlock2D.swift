@@ -22,18 +22,39 @@ public final class ResnetBlock2D {
         self.outputScaleFactor = outputScaleFactor
     }
 
-    /// - Parameters:
-    ///   - x: NCHW input.
-    ///   - timeEmbedding: [N, temb_channels] (already the UNet's time embedding, before SiLU), or nil.
+    /// FP32 on the CPU. `timeEmbedding`: [N, temb_channels], the UNet's time embedding before SiLU, or nil (VAE).
     public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor? = nil) -> Tensor {
-        var h = conv1(norm1(x, fusedSiLU: true))
-        if let projection = timeEmbeddingProjection, let timeEmbedding {
-            h = CPUKernels.addChannelBias(h, projection(CPUKernels.silu(timeEmbedding)))
-        }
-        h = conv2(norm2(h, fusedSiLU: true))
-        let residual = shortcut.map { $0(x) } ?? x
-        var out = CPUKernels.add(residual, h)
-        if outputScaleFactor != 1 { out = CPUKernels.scale(out, 1 / outputScaleFactor) }
-        return out
+        let backend = CPUBackend.shared
+        return Self.unchecked { try forward(backend, x, time: timeEmbedding.map { .activatedEmbedding(backend.silu($0)) }) }
     }
+
+    /// The block on any backend. `time`: what the UNet adds after conv1 (nil for the VAE's resnets).
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, time: ResnetTimeInput<B.Value>?) throws -> B.Value {
+        var h = try b.conv2d(b.groupNorm(x, norm1, silu: true), conv1)
+        switch time {
+        case nil: break
+        case .activatedEmbedding(let embedding)?:
+            guard let projection = timeEmbeddingProjection else { throw ModelBackendError("\(conv1.name): this resnet has no time_emb_proj") }
+            h = try b.addChannelVector(h, b.linear(embedding, projection, residual: nil), offset: 0)
+        case .stacked(let vectors, let offset)?:
+            h = try b.addChannelVector(h, vectors, offset: offset)
+        }
+        h = try b.conv2d(b.groupNorm(h, norm2, silu: true), conv2)
+        let residual = try shortcut.map { try b.conv2d(x, $0) } ?? x
+        return try b.resnetOutput(h, residual: residual, block: self)
+    }
+
+    /// Runs CPU model code whose backend cannot fail (`CPUBackend` throws nothing; bad shapes are preconditions).
+    static func unchecked<T>(_ body: () throws -> T) -> T {
+        do { return try body() } catch { preconditionFailure("\(error)") }
+    }
+}
+
+/// What a UNet resnet adds to its conv1 output: its projection of the time embedding.
+enum ResnetTimeInput<Value> {
+    /// silu(temb) [B, temb_channels]: the block projects it with its own `time_emb_proj`.
+    case activatedEmbedding(Value)
+    /// Every resnet's projection (+ its conv1 bias, folded by the fusion plan) at once [B, Σ C]; this block's
+    /// channels start at `offset`.
+    case stacked(Value, offset: Int)
 }

@@ -19,11 +19,12 @@ public final class BasicTransformerBlock {
         feedForward = try FeedForward(loader, prefix + ".ff", channels: channels)
     }
 
-    /// x: [B, L, channels] tokens; context: [B, Lc, contextChannels].
-    public func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
-        var h = CPUKernels.add(selfAttention(norm1(x)), x)
-        h = CPUKernels.add(crossAttention(norm2(h), context: context), h)
-        return CPUKernels.add(feedForward(norm3(h)), h)
+    /// x: [B, L, channels] tokens; the text context comes with the forward state.
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> B.Value {
+        let b = s.backend
+        var h = try selfAttention.forwardSelf(s, b.layerNorm(x, norm1), residual: x)
+        h = try crossAttention.forwardCross(s, b.layerNorm(h, norm2), residual: h)
+        return try feedForward.forward(b, b.layerNorm(h, norm3), residual: h)
     }
 
     var linearLayers: [Linear] { selfAttention.linearLayers + crossAttention.linearLayers + feedForward.linearLayers }

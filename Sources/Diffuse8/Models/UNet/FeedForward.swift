@@ -10,8 +10,10 @@ public final class FeedForward {
         projectOut = try loader.linear(prefix + ".net.2", in: inner, out: channels)
     }
 
-    /// x: [..., channels].
-    public func callAsFunction(_ x: Tensor) -> Tensor { projectOut(CPUKernels.geglu(projectIn(x))) }
+    /// `ff.net.2(geglu(ff.net.0.proj(x)))` + residual on tokens [..., channels].
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, residual: B.Value) throws -> B.Value {
+        try b.linear(b.geglu(b.linear(x, projectIn, residual: nil)), projectOut, residual: residual)
+    }
 
     var linearLayers: [Linear] { [projectIn, projectOut] }
 }

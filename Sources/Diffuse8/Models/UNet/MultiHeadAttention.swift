@@ -10,8 +10,10 @@ public final class MultiHeadAttention {
     public let value: Linear
     public let output: Linear
     public let heads: Int
-    /// Replaces the attention kernel when set (FP8 attention simulation, `Quantization/`); nil = FP32 SDPA.
+    /// Replaces the CPU attention kernel when set (FP8 attention simulation, `Quantization/`); nil = FP32 SDPA.
     public var attentionKernel: ((_ query: Tensor, _ key: Tensor, _ value: Tensor, _ heads: Int) -> Tensor)?
+    /// Level-4 FP8 attention (Q, K, V and the softmax probabilities in FP8), set by the quantized-model loader.
+    public var usesFP8Attention = false
 
     init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
         query = try loader.linear(prefix + ".to_q", in: channels, out: channels, bias: false)
@@ -21,12 +23,35 @@ public final class MultiHeadAttention {
         self.heads = heads
     }
 
-    /// x: [B, L, channels]; context: [B, Lc, contextChannels], or nil for self-attention.
-    public func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
-        let c = context ?? x
-        let q = query(x), k = key(c), v = value(c)
-        let attended = attentionKernel?(q, k, v, heads) ?? CPUKernels.attention(query: q, key: k, value: v, heads: heads)
-        return output(attended)
+    /// Self-attention on the normed tokens x [B, L, C], `to_out.0` adding `residual`.
+    func forwardSelf<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, residual: B.Value) throws -> B.Value {
+        let b = s.backend, channels = query.outFeatures
+        let q, k, v: Columns<B.Value>
+        if let stack = s.plan?.selfProjections[ObjectIdentifier(self)] {
+            let qkv = try b.stackedLinear(x, stack)
+            (q, k, v) = (Columns(qkv, offset: 0, width: channels), Columns(qkv, offset: channels, width: channels),
+                         Columns(qkv, offset: 2 * channels, width: channels))
+        } else {
+            (q, k, v) = (Columns(try b.linear(x, query, residual: nil), width: channels),
+                         Columns(try b.linear(x, key, residual: nil), width: channels),
+                         Columns(try b.linear(x, value, residual: nil), width: channels))
+        }
+        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, layer: self), output, residual: residual)
+    }
+
+    /// Cross-attention of the normed tokens x [B, L, C] to the text context, `to_out.0` adding `residual`.
+    func forwardCross<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, residual: B.Value) throws -> B.Value {
+        let b = s.backend, channels = query.outFeatures
+        let q = Columns(try b.linear(x, query, residual: nil), width: channels)
+        let k, v: Columns<B.Value>
+        if let slot = s.plan?.contextSlots[ObjectIdentifier(self)], slot.stack < s.contextKV.count {
+            let kv = s.contextKV[slot.stack]
+            (k, v) = (Columns(kv, offset: slot.offset, width: channels), Columns(kv, offset: slot.offset + channels, width: channels))
+        } else {
+            (k, v) = (Columns(try b.linear(s.context, key, residual: nil), width: channels),
+                      Columns(try b.linear(s.context, value, residual: nil), width: channels))
+        }
+        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, layer: self), output, residual: residual)
     }
 
     var linearLayers: [Linear] { [query, key, value, output] }

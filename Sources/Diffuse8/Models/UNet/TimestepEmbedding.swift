@@ -50,7 +50,10 @@ public final class TimestepEmbedding {
         linear2 = try loader.linear(prefix + ".linear_2", in: timeEmbeddingDim, out: timeEmbeddingDim)
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { linear2(CPUKernels.silu(linear1(x))) }
+    /// `linear_2(silu(linear_1(x)))` + residual (when given).
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, residual: B.Value? = nil) throws -> B.Value {
+        try b.linear(b.silu(b.linear(x, linear1, residual: nil)), linear2, residual: residual)
+    }
 
     var linearLayers: [Linear] { [linear1, linear2] }
 }

@@ -29,21 +29,31 @@ public final class Transformer2DModel {
         projectOut = try projection("proj_out")
     }
 
-    /// x: NCHW feature map; context: [B, Lc, contextChannels] text-encoder hidden states.
-    public func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
-        let height = x.shape[2], width = x.shape[3]
-        var tokens: Tensor
+    /// x: NCHW feature map; the text context comes with the forward state.
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> B.Value {
+        let b = s.backend
+        let shape = b.shape(of: x), height = shape[2], width = shape[3]
+        let normed = try b.groupNorm(x, norm, silu: false)
+        var tokens: B.Value
         switch projectIn {
-        case .convolution(let conv): tokens = CPUKernels.channelsToTokens(conv(norm(x)))
-        case .linear(let linear): tokens = linear(CPUKernels.channelsToTokens(norm(x)))
+        case .linear(let linear): tokens = try b.linear(b.channelsToTokens(normed), linear, residual: nil)
+        case .convolution(let conv):
+            if let onTokens = s.plan?.tokenProjections[ObjectIdentifier(conv)] {
+                tokens = try b.linear(b.channelsToTokens(normed), onTokens, residual: nil)
+            } else {
+                tokens = try b.channelsToTokens(b.conv2d(normed, conv))
+            }
         }
-        for block in blocks { tokens = block(tokens, context: context) }
-        let out: Tensor
+        for block in blocks { tokens = try block.forward(s, tokens) }
         switch projectOut {
-        case .convolution(let conv): out = conv(CPUKernels.tokensToChannels(tokens, height: height, width: width))
-        case .linear(let linear): out = CPUKernels.tokensToChannels(linear(tokens), height: height, width: width)
+        case .linear(let linear):
+            return try b.tokensToChannels(b.linear(tokens, linear, residual: nil), height: height, width: width, residual: x)
+        case .convolution(let conv):
+            if let onTokens = s.plan?.tokenProjections[ObjectIdentifier(conv)] {
+                return try b.tokensToChannels(b.linear(tokens, onTokens, residual: nil), height: height, width: width, residual: x)
+            }
+            return try b.add(b.conv2d(b.tokensToChannels(tokens, height: height, width: width, residual: nil), conv), x)
         }
-        return CPUKernels.add(out, x)
     }
 
     var linearLayers: [Linear] {

@@ -68,7 +68,8 @@ public final class UNet2DConditionModel {
              encoderHiddenStates: encoderHiddenStates, textEmbeds: textEmbeds, timeIds: timeIds)
     }
 
-    /// One denoising evaluation, diffusers' `UNet2DConditionModel.forward(...).sample`.
+    /// One denoising evaluation in FP32 on the CPU, diffusers' `UNet2DConditionModel.forward(...).sample`
+    /// (inputs that do not fit the model stop the program: use `evaluate` for a thrown error).
     /// - Parameters:
     ///   - sample: [B, in_channels, H, W] noisy latents.
     ///   - timesteps: one timestep per batch entry (or one for all).
@@ -78,46 +79,90 @@ public final class UNet2DConditionModel {
     /// - Returns: [B, out_channels, H, W], the model prediction (noise, v or x0 depending on the scheduler).
     public func callAsFunction(sample: Tensor, timesteps: [Float], encoderHiddenStates: Tensor,
                                textEmbeds: Tensor? = nil, timeIds: Tensor? = nil) -> Tensor {
-        let c = configuration
-        precondition(sample.shape.count == 4 && sample.shape[1] == c.inChannels,
-                     "UNet: sample must be [B, \(c.inChannels), H, W], got \(sample.shape)")
-        let batch = sample.shape[0]
-        precondition(encoderHiddenStates.shape.count == 3 && encoderHiddenStates.shape[0] == batch,
-                     "UNet: encoderHiddenStates must be [\(batch), L, \(c.crossAttentionDim[0])], got \(encoderHiddenStates.shape)")
-        precondition(timesteps.count == batch || timesteps.count == 1,
-                     "UNet: \(timesteps.count) timesteps for a batch of \(batch)")
-        let steps = timesteps.count == batch ? timesteps : Array(repeating: timesteps[0], count: batch)
-
-        var embedding = timeEmbedding(timeProjection(steps))
-        if let additionEmbedding, let additionTimeProjection {
-            guard let textEmbeds, let timeIds else {
-                preconditionFailure("UNet: this model has addition_embed_type \"text_time\" (SDXL) and needs textEmbeds and timeIds")
-            }
-            precondition(textEmbeds.shape.first == batch && timeIds.shape.first == batch,
-                         "UNet: textEmbeds \(textEmbeds.shape) and timeIds \(timeIds.shape) must have batch \(batch)")
-            let timeIdFeatures = additionTimeProjection(timeIds.scalars).reshaped([batch, -1])
-            let additionInput = Self.concatenateLastDimension(textEmbeds.reshaped([batch, -1]), timeIdFeatures)
-            precondition(additionInput.shape[1] == additionEmbedding.linear1.inFeatures,
-                         "UNet: textEmbeds width + time ids × \(additionTimeProjection.channels) = \(additionInput.shape[1]), but add_embedding expects \(additionEmbedding.linear1.inFeatures) (projection_class_embeddings_input_dim)")
-            embedding = CPUKernels.add(embedding, additionEmbedding(additionInput))
+        ResnetBlock2D.unchecked {
+            try evaluate(sample: sample, timesteps: timesteps, encoderHiddenStates: encoderHiddenStates,
+                         textEmbeds: textEmbeds, timeIds: timeIds)
         }
+    }
 
-        let context = UNetBlockContext(timeEmbedding: embedding, encoderHiddenStates: encoderHiddenStates)
-        var h = c.centerInputSample ? CPUKernels.map(sample) { 2 * $0 - 1 } : sample
-        h = convIn(h)
+    /// `callAsFunction(sample:timesteps:...)` with a thrown error for inputs that do not fit the model.
+    public func evaluate(sample: Tensor, timesteps: [Float], encoderHiddenStates: Tensor,
+                         textEmbeds: Tensor? = nil, timeIds: Tensor? = nil) throws -> Tensor {
+        let batch = sample.shape.first ?? 0
+        guard timesteps.count == batch || timesteps.count == 1 else {
+            throw ModelBackendError("UNet: \(timesteps.count) timesteps for a batch of \(batch)")
+        }
+        let features = try timeFeatures(timesteps: timesteps.count == batch ? timesteps : Array(repeating: timesteps[0], count: batch),
+                                        timeIds: timeIds)
+        return try forward(CPUBackend.shared, sample: sample, timeFeatures: features.time, timeIdFeatures: features.timeIds,
+                           encoderHiddenStates: encoderHiddenStates, textEmbeds: textEmbeds)
+    }
+
+    /// The host-computed inputs of one evaluation: sinusoidal features of the timesteps [B, block_out_channels[0]]
+    /// and, for SDXL (`text_time`), of every time id ([B, k · addition_time_embed_dim]).
+    public func timeFeatures(timesteps: [Float], timeIds: Tensor?) throws -> (time: Tensor, timeIds: Tensor?) {
+        let time = timeProjection(timesteps)
+        guard let additionTimeProjection else { return (time, nil) }
+        guard let timeIds, timeIds.shape.count == 2, timeIds.shape[0] == timesteps.count else {
+            throw ModelBackendError("UNet: this model has addition_embed_type \"text_time\" (SDXL) and needs timeIds [\(timesteps.count), k], got \(timeIds?.shape ?? [])")
+        }
+        return (time, additionTimeProjection(timeIds.scalars).reshaped([timesteps.count, -1]))
+    }
+
+    /// The one forward pass of this model, on any backend (diffusers' `UNet2DConditionModel.forward(...).sample`).
+    /// `timeFeatures`/`timeIdFeatures` come from `timeFeatures(timesteps:timeIds:)`; the backend's fusion plan for this
+    /// model (if it prepared one) decides which layers run fused.
+    public func forward<B: ModelBackend>(_ b: B, sample: B.Value, timeFeatures: B.Value, timeIdFeatures: B.Value?,
+                                         encoderHiddenStates: B.Value, textEmbeds: B.Value?) throws -> B.Value {
+        let c = configuration
+        let shape = b.shape(of: sample)
+        guard shape.count == 4, shape[1] == c.inChannels, shape[2] > 0, shape[3] > 0 else {
+            throw ModelBackendError("UNet: sample must be [B, \(c.inChannels), H, W], got \(shape)")
+        }
+        let batch = shape[0]
+        let contextShape = b.shape(of: encoderHiddenStates)
+        guard contextShape.count == 3, contextShape[0] == batch else {
+            throw ModelBackendError("UNet: encoderHiddenStates must be [\(batch), L, \(c.crossAttentionDim[0])], got \(contextShape)")
+        }
+        guard b.shape(of: timeFeatures).first == batch else {
+            throw ModelBackendError("UNet: time features \(b.shape(of: timeFeatures)) for a batch of \(batch)")
+        }
+        let plan = b.fusionPlan(for: self)
+
+        var embedding = try timeEmbedding.forward(b, timeFeatures)
+        if let additionEmbedding {
+            guard let textEmbeds, let timeIdFeatures, b.shape(of: textEmbeds).first == batch, b.shape(of: timeIdFeatures).first == batch else {
+                throw ModelBackendError("UNet: this model has addition_embed_type \"text_time\" (SDXL) and needs textEmbeds [\(batch), width] and timeIds [\(batch), k]")
+            }
+            let additionInput = try b.concatColumns(b.reshape(textEmbeds, [batch, b.shape(of: textEmbeds).reduce(1, *) / batch]), timeIdFeatures)
+            let width = b.shape(of: additionInput)[1]
+            guard width == additionEmbedding.linear1.inFeatures else {
+                throw ModelBackendError("UNet: textEmbeds width + time id features = \(width), but add_embedding expects \(additionEmbedding.linear1.inFeatures) (projection_class_embeddings_input_dim)")
+            }
+            embedding = try additionEmbedding.forward(b, additionInput, residual: embedding)
+        }
+        let activated = try b.silu(embedding)
+        let state = UNetForwardState(
+            backend: b, plan: plan, activatedTimeEmbedding: activated,
+            timeVectors: try plan?.timeProjection.map { try b.stackedLinear(activated, $0) },
+            context: encoderHiddenStates,
+            contextKV: try plan?.contextProjections.map { try b.stackedLinear(encoderHiddenStates, $0) } ?? [])
+
+        var h = c.centerInputSample ? try b.affine(sample, scale: 2, shift: -1) : sample
+        h = try b.conv2d(h, convIn)
         var skips = [h]
         for block in downBlocks {
-            let (output, states) = block(h, context)
+            let (output, states) = try block.forward(state, h)
             h = output
             skips += states
         }
-        h = midBlock(h, context)
+        h = try midBlock.forward(state, h)
         let overallFactor = 1 << (upBlocks.count - 1)
-        let forwardUpsampleSize = sample.shape[2] % overallFactor != 0 || sample.shape[3] % overallFactor != 0
+        let forwardUpsampleSize = shape[2] % overallFactor != 0 || shape[3] % overallFactor != 0
         for block in upBlocks {
-            h = block(h, skips: &skips, context, forwardUpsampleSize: forwardUpsampleSize)
+            h = try block.forward(state, h, skips: &skips, forwardUpsampleSize: forwardUpsampleSize)
         }
-        return convOut(convNormOut(h, fusedSiLU: true))
+        return try b.conv2d(b.groupNorm(h, convNormOut, silu: true), convOut)
     }
 
     /// Every Linear layer (with its state-dict name), in execution order: `time_embedding`, `add_embedding`,
@@ -136,14 +181,4 @@ public final class UNet2DConditionModel {
             + upBlocks.flatMap(\.convolutionLayers) + [convOut]
     }
 
-    /// [B, a] ++ [B, b] → [B, a + b] (`torch.concat(dim=-1)` on 2-D tensors).
-    static func concatenateLastDimension(_ a: Tensor, _ b: Tensor) -> Tensor {
-        let rows = a.shape[0], wa = a.shape[1], wb = b.shape[1]
-        return Tensor(shape: [rows, wa + wb]) { out in
-            for r in 0..<rows {
-                for i in 0..<wa { out[r * (wa + wb) + i] = a.scalars[r * wa + i] }
-                for i in 0..<wb { out[r * (wa + wb) + wa + i] = b.scalars[r * wb + i] }
-            }
-        }
-    }
 }

@@ -1,10 +1,23 @@
-/// Everything a UNet block needs besides its input: the time embedding every resnet adds and the text
-/// context every transformer attends to.
-struct UNetBlockContext {
-    /// [B, timeEmbeddingDim], the summed time (+ SDXL addition) embedding, before SiLU.
-    let timeEmbedding: Tensor
+/// Everything a UNet block needs besides its input, for one forward on one backend: the time embedding every
+/// resnet adds, the text context every transformer attends to, and the tensors the fusion plan computes once per
+/// forward (all resnets' time projections, all cross-attention keys/values).
+struct UNetForwardState<B: ModelBackend> {
+    let backend: B
+    /// The backend's fusion plan for this UNet, or nil when it runs every layer as it is.
+    let plan: UNetFusionPlan?
+    /// silu(temb) [B, timeEmbeddingDim].
+    let activatedTimeEmbedding: B.Value
+    /// [B, Σ C]: every fused resnet's time projection (+ conv1 bias).
+    let timeVectors: B.Value?
     /// [B, Lc, crossAttentionDim] text-encoder hidden states.
-    let encoderHiddenStates: Tensor
+    let context: B.Value
+    /// Per context stack of the plan: [B, Lc, Σ 2·C] keys and values.
+    let contextKV: [B.Value]
+
+    func time(for resnet: ResnetBlock2D) -> ResnetTimeInput<B.Value> {
+        if let timeVectors, let offset = plan?.timeOffsets[ObjectIdentifier(resnet)] { return .stacked(timeVectors, offset: offset) }
+        return .activatedEmbedding(activatedTimeEmbedding)
+    }
 }
 
 /// diffusers' `CrossAttnDownBlock2D` (resnet + `Transformer2DModel` pairs) and `DownBlock2D` (resnets only),
@@ -33,16 +46,16 @@ public final class UNetDownBlock {
         downsampler = isFinal ? nil : try Downsample2D(loader, "\(prefix).downsamplers.0", channels: out, padding: c.downsamplePadding)
     }
 
-    func callAsFunction(_ x: Tensor, _ context: UNetBlockContext) -> (output: Tensor, skips: [Tensor]) {
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> (output: B.Value, skips: [B.Value]) {
         var h = x
-        var skips: [Tensor] = []
+        var skips: [B.Value] = []
         for (j, resnet) in resnets.enumerated() {
-            h = resnet(h, timeEmbedding: context.timeEmbedding)
-            if !attentions.isEmpty { h = attentions[j](h, context: context.encoderHiddenStates) }
+            h = try resnet.forward(s.backend, h, time: s.time(for: resnet))
+            if j < attentions.count { h = try attentions[j].forward(s, h) }
             skips.append(h)
         }
         if let downsampler {
-            h = downsampler(h)
+            h = try downsampler.forward(s.backend, h)
             skips.append(h)
         }
         return (h, skips)
@@ -75,11 +88,11 @@ public final class UNetMidBlock {
                                              groups: c.normNumGroups, useLinearProjection: c.useLinearProjection)]
     }
 
-    func callAsFunction(_ x: Tensor, _ context: UNetBlockContext) -> Tensor {
-        var h = resnets[0](x, timeEmbedding: context.timeEmbedding)
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> B.Value {
+        var h = try resnets[0].forward(s.backend, x, time: s.time(for: resnets[0]))
         for (attention, resnet) in zip(attentions, resnets.dropFirst()) {
-            h = attention(h, context: context.encoderHiddenStates)
-            h = resnet(h, timeEmbedding: context.timeEmbedding)
+            h = try attention.forward(s, h)
+            h = try resnet.forward(s.backend, h, time: s.time(for: resnet))
         }
         return h
     }
@@ -129,16 +142,18 @@ public final class UNetUpBlock {
     /// `skips`: the down path's skip states; this block consumes (pops) one per resnet from the end.
     /// `forwardUpsampleSize`: upsample to the size of the next skip state instead of 2× (diffusers does this
     /// when the latent size is not a multiple of 2^upsamplers).
-    func callAsFunction(_ x: Tensor, skips: inout [Tensor], _ context: UNetBlockContext,
-                        forwardUpsampleSize: Bool) -> Tensor {
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, skips: inout [B.Value],
+                                  forwardUpsampleSize: Bool) throws -> B.Value {
+        let b = s.backend
         var h = x
         for (j, resnet) in resnets.enumerated() {
-            h = resnet(CPUKernels.concatChannels(h, skips.removeLast()), timeEmbedding: context.timeEmbedding)
-            if !attentions.isEmpty { h = attentions[j](h, context: context.encoderHiddenStates) }
+            guard let skip = skips.popLast() else { throw ModelBackendError("UNet: up block ran out of skip states") }
+            h = try resnet.forward(b, b.concatChannels(h, skip), time: s.time(for: resnet))
+            if j < attentions.count { h = try attentions[j].forward(s, h) }
         }
         if let upsampler {
-            let size = forwardUpsampleSize ? skips.last.map { (height: $0.shape[2], width: $0.shape[3]) } : nil
-            h = upsampler(h, size: size)
+            let size = forwardUpsampleSize ? skips.last.map { b.shape(of: $0) }.map { (height: $0[2], width: $0[3]) } : nil
+            h = try upsampler.forward(b, h, size: size)
         }
         return h
     }

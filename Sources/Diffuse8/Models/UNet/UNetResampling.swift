@@ -7,8 +7,8 @@ public final class Downsample2D {
         conv = try loader.conv(prefix + ".conv", in: channels, out: channels, kernel: 3, stride: 2, padding: padding)
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        conv.padding == 0 ? conv(CPUKernels.pad(x, left: 0, right: 1, top: 0, bottom: 1)) : conv(x)
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value) throws -> B.Value {
+        try b.conv2d(conv.padding == 0 ? b.padRightBottom(x) : x, conv)
     }
 }
 
@@ -23,30 +23,10 @@ public final class Upsample2D {
     }
 
     /// `size`: (height, width) to resize to instead of 2×, as diffusers' `upsample_size`.
-    public func callAsFunction(_ x: Tensor, size: (height: Int, width: Int)? = nil) -> Tensor {
-        if let size, size.height != 2 * x.shape[2] || size.width != 2 * x.shape[3] {
-            return conv(Self.resizeNearest(x, height: size.height, width: size.width))
-        }
-        return conv(CPUKernels.upsampleNearest2x(x))
-    }
-
-    /// `F.interpolate(size=..., mode="nearest")` on NCHW: source index `floor(dst · in/out)` with the scale
-    /// computed in Float32 as PyTorch does. Only used for latents whose size is not a multiple of 2^k.
-    static func resizeNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
-        let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
-        let scaleY = Float(h) / Float(height), scaleX = Float(w) / Float(width)
-        let sourceRows = (0..<height).map { min(Int((Float($0) * scaleY).rounded(.down)), h - 1) }
-        let sourceColumns = (0..<width).map { min(Int((Float($0) * scaleX).rounded(.down)), w - 1) }
-        return Tensor(shape: [x.shape[0], x.shape[1], height, width]) { out in
-            x.scalars.withUnsafeBufferPointer { xp in
-                for p in 0..<planes {
-                    for y in 0..<height {
-                        let src = p * h * w + sourceRows[y] * w, dst = (p * height + y) * width
-                        for xx in 0..<width { out[dst + xx] = xp[src + sourceColumns[xx]] }
-                    }
-                }
-            }
-        }
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, size: (height: Int, width: Int)? = nil) throws -> B.Value {
+        let shape = b.shape(of: x)
+        let target = size ?? (2 * shape[2], 2 * shape[3])
+        return try b.conv2d(b.upsampleNearest(x, height: target.height, width: target.width), conv)
     }
 }
 

@@ -1,0 +1,101 @@
+/// The model operations on the CPU in FP32 (`CPUKernels`): weights are the layers' own host tensors, nothing is
+/// prepared or fused, and every Linear/Conv2d runs through the layer object itself, so its execution hook
+/// (calibration's observe mode, simulated 8-bit) sees every call. Shape mismatches that reach a kernel are
+/// programming errors there (preconditions); inputs are checked where they enter the model.
+public final class CPUBackend: ModelBackend {
+    public typealias Value = Tensor
+
+    /// Stateless: one instance serves every model.
+    public static let shared = CPUBackend()
+
+    public init() {}
+
+    public func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan? { nil }
+
+    public func shape(of x: Tensor) -> [Int] { x.shape }
+    public func upload(_ x: Tensor) -> Tensor { x }
+    public func download(_ x: Tensor) -> Tensor { x }
+    public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor { x.reshaped(shape) }
+
+    public func linear(_ x: Tensor, _ layer: Linear, residual: Tensor?) -> Tensor {
+        let y = layer(x)
+        return residual.map { CPUKernels.add(y, $0) } ?? y
+    }
+
+    public func stackedLinear(_ x: Tensor, _ stack: LinearStack) -> Tensor {
+        CPUKernels.linear(x, weight: stack.makeWeight(), bias: stack.makeBias())
+    }
+
+    public func conv2d(_ x: Tensor, _ layer: Conv2d) -> Tensor { layer(x) }
+
+    public func groupNorm(_ x: Tensor, _ norm: GroupNorm, silu: Bool) -> Tensor { norm(x, fusedSiLU: silu) }
+
+    public func layerNorm(_ x: Tensor, _ norm: LayerNorm) -> Tensor { norm(x) }
+
+    public func attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int,
+                          layer: MultiHeadAttention) -> Tensor {
+        let q = Self.contiguous(query), k = Self.contiguous(key), v = Self.contiguous(value)
+        return layer.attentionKernel?(q, k, v, heads) ?? CPUKernels.attention(query: q, key: k, value: v, heads: heads)
+    }
+
+    /// The column range as its own [B, L, width] tensor (no copy when it is the whole tensor).
+    static func contiguous(_ c: Columns<Tensor>) -> Tensor {
+        let full = c.tensor.shape.last!
+        if c.offset == 0 && c.width == full { return c.tensor }
+        let rows = c.tensor.count / full
+        var shape = c.tensor.shape
+        shape[shape.count - 1] = c.width
+        return Tensor(shape: shape) { out in
+            c.tensor.scalars.withUnsafeBufferPointer { p in
+                for r in 0..<rows {
+                    for j in 0..<c.width { out[r * c.width + j] = p[r * full + c.offset + j] }
+                }
+            }
+        }
+    }
+
+    public func silu(_ x: Tensor) -> Tensor { CPUKernels.silu(x) }
+    public func geglu(_ x: Tensor) -> Tensor { CPUKernels.geglu(x) }
+    public func add(_ a: Tensor, _ b: Tensor) -> Tensor { CPUKernels.add(a, b) }
+    public func affine(_ x: Tensor, scale: Float, shift: Float) -> Tensor { CPUKernels.map(x) { scale * $0 + shift } }
+
+    public func addChannelVector(_ x: Tensor, _ rows: Tensor, offset: Int) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], width = rows.shape[1]
+        if offset == 0 && width == c { return CPUKernels.addChannelBias(x, rows) }
+        let vector = Tensor(shape: [n, c]) { out in
+            for i in 0..<n { for j in 0..<c { out[i * c + j] = rows.scalars[i * width + offset + j] } }
+        }
+        return CPUKernels.addChannelBias(x, vector)
+    }
+
+    public func resnetOutput(_ h: Tensor, residual: Tensor, block: ResnetBlock2D) -> Tensor {
+        let out = CPUKernels.add(residual, h)
+        return block.outputScaleFactor == 1 ? out : CPUKernels.scale(out, 1 / block.outputScaleFactor)
+    }
+
+    public func concatChannels(_ a: Tensor, _ b: Tensor) -> Tensor { CPUKernels.concatChannels(a, b) }
+
+    public func concatColumns(_ a: Tensor, _ b: Tensor) -> Tensor {
+        let rows = a.shape[0], wa = a.shape[1], wb = b.shape[1]
+        return Tensor(shape: [rows, wa + wb]) { out in
+            for r in 0..<rows {
+                for i in 0..<wa { out[r * (wa + wb) + i] = a.scalars[r * wa + i] }
+                for i in 0..<wb { out[r * (wa + wb) + wa + i] = b.scalars[r * wb + i] }
+            }
+        }
+    }
+
+    public func channelsToTokens(_ x: Tensor) -> Tensor { CPUKernels.channelsToTokens(x) }
+
+    public func tokensToChannels(_ x: Tensor, height: Int, width: Int, residual: Tensor?) -> Tensor {
+        let y = CPUKernels.tokensToChannels(x, height: height, width: width)
+        return residual.map { CPUKernels.add(y, $0) } ?? y
+    }
+
+    public func upsampleNearest(_ x: Tensor, height: Int, width: Int) -> Tensor {
+        if height == 2 * x.shape[2] && width == 2 * x.shape[3] { return CPUKernels.upsampleNearest2x(x) }
+        return CPUKernels.resizeNearest(x, height: height, width: width)
+    }
+
+    public func padRightBottom(_ x: Tensor) -> Tensor { CPUKernels.pad(x, left: 0, right: 1, top: 0, bottom: 1) }
+}

@@ -1,0 +1,133 @@
+/// The operations a model definition is written against: the one UNet forward (and its blocks) calls these and
+/// nothing else, so the same code runs on the CPU (`CPUBackend`, FP32) and on NVIDIA GPUs (`CUDABackend`, FP16/BF16).
+///
+/// A layer argument (`Linear`, `Conv2d`, `GroupNorm`, `LayerNorm`) is the model's own parameter object, named by its
+/// diffusers state-dict key; the backend runs it on the weights it prepared for that object at load time (the CPU
+/// reads the host tensors directly, CUDA looks up its device copy). A layer whose weight is quantized
+/// (`Linear.quantization`) runs the backend's 8-bit path for that weight kind.
+///
+/// Backends may prepare weights with cross-layer fusions (`fusionPlan(for:)`); the model code then asks for the fused
+/// forms (`stackedLinear`, `UNetFusionPlan`) and the results agree with the unfused ones up to the storage type's rounding.
+///
+/// Shapes: feature maps NCHW, token sequences [batch, tokens, channels], vectors [batch, width]. Every operation
+/// returns a new value; inputs are never modified.
+public protocol ModelBackend: AnyObject {
+    /// A tensor living on this backend.
+    associatedtype Value
+
+    /// The fusions this backend prepared `unet`'s weights with (stacked Q/K/V, stacked time projections with conv
+    /// biases folded in, stacked cross-attention keys/values), or nil when it runs every layer as it is. The CPU
+    /// never fuses (calibration observes each layer); CUDA does.
+    func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan?
+
+    func shape(of x: Value) -> [Int]
+    func upload(_ x: Tensor) throws -> Value
+    func download(_ x: Value) throws -> Tensor
+    /// The same data seen with another shape of equal element count.
+    func reshape(_ x: Value, _ shape: [Int]) throws -> Value
+
+    // MARK: Layers
+
+    /// `layer(x)` over the last dimension, plus `residual` (the output's shape) when given.
+    func linear(_ x: Value, _ layer: Linear, residual: Value?) throws -> Value
+    /// Several Linear layers with the same input as one product (fusing backends only): [..., Σ out].
+    func stackedLinear(_ x: Value, _ stack: LinearStack) throws -> Value
+    /// `layer(x)` on NCHW. With a fusion plan, the biases it folded elsewhere are left out.
+    func conv2d(_ x: Value, _ layer: Conv2d) throws -> Value
+    func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool) throws -> Value
+    func layerNorm(_ x: Value, _ norm: LayerNorm) throws -> Value
+    /// Multi-head scaled dot-product attention (scale 1/√head_dim) on column ranges of token tensors, so that a
+    /// fused Q/K/V product is read in place. `layer` selects its precision mode (FP8 attention).
+    func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
+                   layer: MultiHeadAttention) throws -> Value
+
+    // MARK: Element-wise
+
+    func silu(_ x: Value) throws -> Value
+    /// diffusers' GEGLU tail: the last dimension split in halves a, b → a · gelu(b) (exact GELU).
+    func geglu(_ x: Value) throws -> Value
+    func add(_ a: Value, _ b: Value) throws -> Value
+    /// scale · x + shift.
+    func affine(_ x: Value, scale: Float, shift: Float) throws -> Value
+    /// x[n, c, :, :] + rows[n, offset + c]: a per-image channel vector (time embeddings) read from a wider row.
+    func addChannelVector(_ x: Value, _ rows: Value, offset: Int) throws -> Value
+    /// A resnet's output (conv2 result `h` + `residual`) / `output_scale_factor`; with a fusion plan the conv2 and
+    /// shortcut biases a fusion plan folded out are added here.
+    func resnetOutput(_ h: Value, residual: Value, block: ResnetBlock2D) throws -> Value
+
+    // MARK: Layout
+
+    /// NCHW concatenation along channels (`torch.cat(dim=1)`).
+    func concatChannels(_ a: Value, _ b: Value) throws -> Value
+    /// [B, a] ++ [B, b] → [B, a + b].
+    func concatColumns(_ a: Value, _ b: Value) throws -> Value
+    /// NCHW → [N, H·W, C].
+    func channelsToTokens(_ x: Value) throws -> Value
+    /// [N, H·W, C] → NCHW, plus `residual` (NCHW) when given.
+    func tokensToChannels(_ x: Value, height: Int, width: Int, residual: Value?) throws -> Value
+    /// `F.interpolate(size=(height, width), mode="nearest")` on NCHW (2× is the common case).
+    func upsampleNearest(_ x: Value, height: Int, width: Int) throws -> Value
+    /// `F.pad(x, (0, 1, 0, 1))`: one zero column on the right and one zero row at the bottom of NCHW.
+    func padRightBottom(_ x: Value) throws -> Value
+}
+
+/// A range of columns (the last dimension) of a token tensor [B, L, width]: `width` channels starting at `offset`.
+public struct Columns<Value> {
+    public var tensor: Value
+    public var offset: Int
+    public var width: Int
+
+    public init(_ tensor: Value, offset: Int = 0, width: Int) {
+        self.tensor = tensor
+        self.offset = offset
+        self.width = width
+    }
+}
+
+/// Linear layers that read the same input, stacked along the output dimension into one weight
+/// ([Σ out, in]; biases stacked with zeros for missing ones, plus optional extra terms folded in). The stacked
+/// tensors are made only when a backend prepares them (`makeWeight`, `makeBias`), so a plan costs no host memory.
+public final class LinearStack {
+    /// The stacked layers in order; output columns of layer i start at `offsets[i]`.
+    public let layers: [Linear]
+    public let offsets: [Int]
+    public let outFeatures: Int
+    let extraBias: [Float]?
+
+    /// - Parameter extraBias: added to the stacked bias (Σ out values), e.g. a conv bias folded in.
+    public init(_ layers: [Linear], extraBias: [Float]? = nil) throws {
+        guard let first = layers.first, layers.allSatisfy({ $0.inFeatures == first.inFeatures }) else {
+            throw ModelBackendError("stacked Linear layers must exist and share their input width: \(layers.map(\.name))")
+        }
+        var offsets: [Int] = [], total = 0
+        for l in layers { offsets.append(total); total += l.outFeatures }
+        if let extraBias, extraBias.count != total {
+            throw ModelBackendError("folded bias has \(extraBias.count) values for \(total) outputs")
+        }
+        self.layers = layers
+        self.offsets = offsets
+        outFeatures = total
+        self.extraBias = extraBias
+    }
+
+    public var inFeatures: Int { layers[0].inFeatures }
+
+    /// [Σ out, in].
+    public func makeWeight() -> Tensor {
+        Tensor(shape: [outFeatures, inFeatures], scalars: layers.flatMap(\.weight.scalars))
+    }
+
+    /// [Σ out], or nil when no layer has a bias and nothing was folded in.
+    public func makeBias() -> Tensor? {
+        guard layers.contains(where: { $0.bias != nil }) || extraBias != nil else { return nil }
+        var b = layers.flatMap { $0.bias?.scalars ?? [Float](repeating: 0, count: $0.outFeatures) }
+        if let extraBias { for i in b.indices { b[i] += extraBias[i] } }
+        return Tensor(shape: [outFeatures], scalars: b)
+    }
+}
+
+/// A model/backend mismatch found while running (a shape the model cannot take, a layer the backend did not prepare).
+public struct ModelBackendError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

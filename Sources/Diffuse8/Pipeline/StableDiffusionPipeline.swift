@@ -7,7 +7,7 @@
 ///
 /// Limitations: text-to-image only; one image per call (use several seeds for more); no prompt
 /// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
-/// folders run on the CPU only (simulated quantization).
+/// folders run their 8-bit layers as a simulation (quantize→dequantize around full-precision kernels) on both devices.
 public final class StableDiffusionPipeline {
     public let folder: DiffusersFolder
     public let device: ComputeDevice
@@ -28,13 +28,10 @@ public final class StableDiffusionPipeline {
         self.folder = folder
         self.device = device
         let unetFolder = try folder.folder(of: "unet")
-        if device == .cuda && QuantizedModelFolder.isQuantized(unetDirectory: unetFolder) {
-            throw PipelineError("\(unetFolder) is a quantized UNet (simulated INT8/FP8), which runs on the CPU only for now; use --device cpu")
-        }
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
+        let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
         let kernels: CUDAKernels? = device == .cuda ? try CUDAKernels() : nil
         kernels?.context.storageType = precision
-        let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
         noisePredictor = try kernels.map { CUDANoisePredictor(try CUDAUNet(unet, kernels: $0)) } ?? unet
         let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
         decoder = try kernels.map { try CUDALatentDecoder(vae, kernels: $0) } ?? vae

@@ -1,6 +1,7 @@
 extension CUDASelfTest {
-    /// The kernels `CUDAUNet` adds: GEMM with residual (β = 1), strided (fused QKV) attention, and the fused
-    /// element-wise kernels of `CUDAKernels+Fused`, each against its composition of `CPUKernels`.
+    /// The kernels `CUDABackend` adds: GEMM with residual (β = 1), strided (fused QKV) attention, the fused
+    /// element-wise kernels of `CUDAKernels+Fused` and the model ops of `CUDAKernels+ModelOps`, each against its
+    /// composition of `CPUKernels` (or the CPU quantization simulation).
     typealias FusedCase = (name: String, shape: String, threshold: Double,
                            body: (inout SelfTestRandom) throws -> (gpu: CUDATensor, cpu: Tensor))
 
@@ -48,6 +49,38 @@ extension CUDASelfTest {
             let (t, th) = try pair([2, 35, 48], &r, 1), (res, resh) = try pair([2, 48, 5, 7], &r, 1)
             return (try kernels.tokensToChannelsAdding(t, residual: res),
                     CPUKernels.add(CPUKernels.tokensToChannels(th, height: 5, width: 7), resh))
+        }
+        check("affine (center_input_sample)", "[2,4,9,9] 2x-1", 1e-3) { r in
+            let (x, xh) = try pair([2, 4, 9, 9], &r, 1)
+            return (try kernels.affine(x, scale: 2, shift: -1), CPUKernels.map(xh) { 2 * $0 - 1 })
+        }
+        check("resizeNearest", "[2,8,5,7] → 11×13", 1e-3) { r in
+            let (x, xh) = try pair([2, 8, 5, 7], &r, 1)
+            return (try kernels.resizeNearest(x, height: 11, width: 13), CPUKernels.resizeNearest(xh, height: 11, width: 13))
+        }
+        check("padRightBottom", "[2,8,5,7] → [2,8,6,8]", 1e-3) { r in
+            let (x, xh) = try pair([2, 8, 5, 7], &r, 1)
+            return (try kernels.padRightBottom(x), CPUKernels.pad(xh, left: 0, right: 1, top: 0, bottom: 1))
+        }
+        // Simulated 8-bit activations against `QuantizedLayer.quantizeActivation` (the CPU definition).
+        for format in QuantizedFormat.allCases {
+            check("fakeQuantize \(format) static+smooth", "[2,77,320] amax 2.5", 1e-3) { r in
+                let (x, xh) = try pair([2, 77, 320], &r, 1)
+                let smoothing = (0..<320).map { 0.5 + Float($0 % 7) * 0.25 }
+                let s = try context.upload(Tensor(shape: [320], scalars: smoothing), dtype: .float32)
+                return (try kernels.fakeQuantize(x, format: format, amax: 2.5, smoothing: s, groupSize: 320),
+                        QuantizedLayer.quantizeActivation(xh, kind: .linear, format: format, amax: 2.5, smoothing: smoothing))
+            }
+            check("fakeQuantize \(format) dynamic rows", "[2,77,320] per token", 1e-3) { r in
+                let (x, xh) = try pair([2, 77, 320], &r, 1)
+                return (try kernels.fakeQuantize(x, format: format, amax: nil, smoothing: nil, groupSize: 320),
+                        QuantizedLayer.quantizeActivation(xh, kind: .linear, format: format, amax: nil, smoothing: nil))
+            }
+            check("fakeQuantize \(format) dynamic samples", "[2,64,17,17] per sample", 1e-3) { r in
+                let (x, xh) = try pair([2, 64, 17, 17], &r, 1)
+                return (try kernels.fakeQuantize(x, format: format, amax: nil, smoothing: nil, groupSize: 64 * 17 * 17),
+                        QuantizedLayer.quantizeActivation(xh, kind: .conv2d, format: format, amax: nil, smoothing: nil))
+            }
         }
         return cases
     }

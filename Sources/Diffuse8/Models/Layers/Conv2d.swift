@@ -24,8 +24,18 @@ public final class Conv2d {
                   bias: try store.tensor(named: prefix + ".bias"), stride: stride, padding: padding)
     }
 
-    public var inChannels: Int { weight.shape[1] }
-    public var outChannels: Int { weight.shape[0] }
+    public var inChannels: Int { weightShape[1] }
+    public var outChannels: Int { weightShape[0] }
+    /// The weight's shape, also after `releaseHostWeight`.
+    public var weightShape: [Int] { releasedWeightShape ?? weight.shape }
+    private var releasedWeightShape: [Int]?
+
+    /// Replaces the host weight by an empty tensor once a backend holds its own copy (shapes stay known).
+    public func releaseHostWeight() {
+        guard releasedWeightShape == nil else { return }
+        releasedWeightShape = weight.shape
+        weight = Tensor(zeros: [0])
+    }
 
     /// The weight kind: nil for a dense weight, else the 8-bit layer it holds (see `Linear.quantization`).
     public var quantization: QuantizedLayer? { (executionHook as? SimulatedQuantizationHook)?.layer }

@@ -23,8 +23,18 @@ public final class Linear {
         self.init(name: prefix, weight: try store.tensor(named: prefix + ".weight"), bias: b)
     }
 
-    public var inFeatures: Int { weight.shape[1] }
-    public var outFeatures: Int { weight.shape[0] }
+    public var inFeatures: Int { weightShape[1] }
+    public var outFeatures: Int { weightShape[0] }
+    /// The weight's shape, also after `releaseHostWeight`.
+    public var weightShape: [Int] { releasedWeightShape ?? weight.shape }
+    private var releasedWeightShape: [Int]?
+
+    /// Replaces the host weight by an empty tensor once a backend holds its own copy (shapes stay known).
+    public func releaseHostWeight() {
+        guard releasedWeightShape == nil else { return }
+        releasedWeightShape = weight.shape
+        weight = Tensor(zeros: [0])
+    }
 
     /// The weight kind: nil for a dense (full-precision) weight, else the 8-bit layer it holds (`weight` is then
     /// its dequantized codes). Backends execute each kind their own way; the CPU simulates it.

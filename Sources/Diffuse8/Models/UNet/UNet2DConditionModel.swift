@@ -173,6 +173,28 @@ public final class UNet2DConditionModel {
             + downBlocks.flatMap(\.linearLayers) + midBlock.linearLayers + upBlocks.flatMap(\.linearLayers)
     }
 
+    /// Every GroupNorm: `conv_norm_out`, the resnets' `norm1`/`norm2`, the transformers' `norm`.
+    public var groupNorms: [GroupNorm] {
+        let transformers = downBlocks.flatMap(\.attentions) + midBlock.attentions + upBlocks.flatMap(\.attentions)
+        return resnets.flatMap { [$0.norm1, $0.norm2] } + transformers.map(\.norm) + [convNormOut]
+    }
+
+    /// Every LayerNorm (`norm1`–`norm3` of each transformer block).
+    public var layerNorms: [LayerNorm] {
+        let transformers = downBlocks.flatMap(\.attentions) + midBlock.attentions + upBlocks.flatMap(\.attentions)
+        return transformers.flatMap(\.blocks).flatMap { [$0.norm1, $0.norm2, $0.norm3] }
+    }
+
+    /// Every resnet, in execution order.
+    var resnets: [ResnetBlock2D] { downBlocks.flatMap(\.resnets) + midBlock.resnets + upBlocks.flatMap(\.resnets) }
+
+    /// Drops the host copies of the Linear and Conv2d weights once a backend has its own (`CUDAUNet` does this after
+    /// uploading: −10 GB of host memory for SDXL). Layer shapes stay known; the CPU can no longer run the model.
+    public func releaseHostWeights() {
+        for layer in linearLayers { layer.releaseHostWeight() }
+        for layer in convolutionLayers { layer.releaseHostWeight() }
+    }
+
     /// Every Conv2d layer (with its state-dict name), in execution order: `conv_in`, down blocks (resnet
     /// `conv1`, `conv2`, `conv_shortcut`; 1×1 `proj_in`/`proj_out` without linear projection; downsampler),
     /// mid block, up blocks (… upsampler), `conv_out`.

@@ -28,7 +28,7 @@ public final class UNetFusionPlan {
     public let tokenProjections: [ObjectIdentifier: Linear]
 
     public init(_ unet: UNet2DConditionModel) throws {
-        let resnets = unet.downBlocks.flatMap(\.resnets) + unet.midBlock.resnets + unet.upBlocks.flatMap(\.resnets)
+        let resnets = unet.resnets
         var timeLayers: [Linear] = [], timeBias: [Float] = [], timeOffsets: [ObjectIdentifier: Int] = [:]
         var outputBias: [ObjectIdentifier: Tensor] = [:], withoutBias = Set<ObjectIdentifier>()
         var width = 0

@@ -1,0 +1,239 @@
+/// The model operations on an NVIDIA GPU in 16-bit storage (the context's FP16 or BF16) with FP32 arithmetic,
+/// through `CUDAKernels` (cuBLASLt GEMMs, cuDNN or im2col convolutions, our NVRTC kernels).
+///
+/// `prepare(_:)` uploads a model's weights once, by the shared fusion plan (`UNetFusionPlan`): stacked Q/K/V,
+/// stacked time projections with conv1 biases folded in, stacked cross-attention keys/values, conv2 + shortcut
+/// biases folded into the resnet's residual add, SD1.x's 1×1 projections as token GEMMs. Each layer object of the
+/// model is then looked up by identity. A quantized layer (`Linear.quantization`) runs as the CPU simulation
+/// does: SmoothQuant factors and INT8/FP8 quantize→dequantize of its input on the device, then the GEMM or
+/// convolution on its dequantized weight (and FP8 quantize→dequantize of Q/K/V outputs at level 4).
+///
+/// One backend holds the weights of the models prepared on it; it is not thread-safe (one `CUDAKernels`).
+public final class CUDABackend: ModelBackend {
+    public typealias Value = CUDATensor
+
+    public let kernels: CUDAKernels
+    public var context: CUDAContext { kernels.context }
+
+    /// When set (non-nil), every operation is bracketed with CUDA events and its milliseconds are added here per
+    /// kind ("conv 3x3", "attention self", …). The events synchronise: for breakdowns, not for totals.
+    public var profile: [String: Double]?
+
+    private var linears: [ObjectIdentifier: CUDALinearWeights] = [:]
+    private var stacks: [ObjectIdentifier: CUDALinearWeights] = [:]
+    private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
+    private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
+    private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
+    private var plans: [ObjectIdentifier: UNetFusionPlan] = [:]
+
+    public init(kernels: CUDAKernels) {
+        self.kernels = kernels
+    }
+
+    // MARK: Preparation
+
+    /// Uploads every weight of `unet` (fused by its `UNetFusionPlan`). Throws for what this backend cannot run.
+    public func prepare(_ unet: UNet2DConditionModel) throws {
+        let plan = try UNetFusionPlan(unet)
+        for attention in Quantizer.attentionModules(unet) where attention.usesFP8Attention {
+            throw CUDAError.invalidArgument(
+                "\(attention.query.name.dropLast(".to_q".count)): level-4 FP8 attention is simulated on the CPU only for now; "
+                + "quantize at level 3 or lower to run on the GPU, or use --device cpu")
+        }
+        for conv in unet.convolutionLayers where plan.tokenProjections[ObjectIdentifier(conv)] == nil {
+            convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(
+                context, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
+        }
+        for linear in unet.linearLayers + Array(plan.tokenProjections.values) {
+            linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear)
+        }
+        for stack in [plan.timeProjection].compactMap({ $0 }) + plan.contextProjections + Array(plan.selfProjections.values) {
+            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
+        }
+        for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try context.upload(bias) }
+        for norm in unet.groupNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
+        for norm in unet.layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
+        plans[ObjectIdentifier(unet)] = plan
+    }
+
+    public func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan? { plans[ObjectIdentifier(unet)] }
+
+    /// Frees, for every 3×3 convolution, the weight layout (NCHW or channels-last) its measured fastest path does
+    /// not use (both are uploaded because the choice is made per shape on first use). Call after one forward at the
+    /// size you will use. Returns the bytes freed (back to the allocator's cache).
+    @discardableResult
+    public func releaseUnusedWeightLayouts() -> Int { CUDAConvolutionWeights.releaseUnusedLayouts(Array(convolutions.values)) }
+
+    // MARK: Data
+
+    public func shape(of x: CUDATensor) -> [Int] { x.shape }
+    public func upload(_ x: Tensor) throws -> CUDATensor { try context.upload(x) }
+    public func download(_ x: CUDATensor) throws -> Tensor { try context.download(x) }
+
+    public func reshape(_ x: CUDATensor, _ shape: [Int]) throws -> CUDATensor {
+        guard shape.reduce(1, *) == x.count else { throw CUDAError.invalidArgument("reshape \(x.shape) → \(shape) changes the element count") }
+        return x.reshaped(shape)
+    }
+
+    // MARK: Layers
+
+    public func linear(_ x: CUDATensor, _ layer: Linear, residual: CUDATensor?) throws -> CUDATensor {
+        guard let w = linears[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
+        return try op("GEMM (linear)") {
+            guard let q = w.quantization else { return try kernels.linear(x, weight: w.weight, bias: w.bias, residual: residual) }
+            let input = try kernels.fakeQuantize(x, format: q.format, amax: q.inputAmax, smoothing: w.smoothing,
+                                                 groupSize: q.kind == .linear ? layer.inFeatures : x.count / max(x.shape[0], 1))
+            var y = try kernels.linear(input, weight: w.weight, bias: w.bias, residual: residual)
+            if let amax = q.outputAmax { y = try kernels.fakeQuantize(y, format: .fp8, amax: amax, smoothing: nil, groupSize: 0) }
+            return y
+        }
+    }
+
+    public func stackedLinear(_ x: CUDATensor, _ stack: LinearStack) throws -> CUDATensor {
+        guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
+        return try op("GEMM (linear)") { try kernels.linear(x, weight: w.weight, bias: w.bias) }
+    }
+
+    public func conv2d(_ x: CUDATensor, _ layer: Conv2d) throws -> CUDATensor {
+        guard let w = convolutions[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
+        return try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3") {
+            var input = x
+            if let q = layer.quantization {
+                input = try kernels.fakeQuantize(x, format: q.format, amax: q.inputAmax, smoothing: nil,
+                                                 groupSize: x.count / max(x.shape[0], 1))
+            }
+            let y = try kernels.conv2d(input, weight: w.weight, bias: w.bias, stride: w.stride, padding: w.padding,
+                                       weightChannelsLast: w.weightChannelsLast, forceChannelsLast: w.onlyChannelsLast)
+            w.lastPath = kernels.lastConvolutionPath
+            return y
+        }
+    }
+
+    public func groupNorm(_ x: CUDATensor, _ norm: GroupNorm, silu: Bool) throws -> CUDATensor {
+        guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
+        return try op("groupNorm") { try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu) }
+    }
+
+    public func layerNorm(_ x: CUDATensor, _ norm: LayerNorm) throws -> CUDATensor {
+        guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
+        return try op("layerNorm") { try kernels.layerNorm(x, weight: n.weight, bias: n.bias, epsilon: n.epsilon) }
+    }
+
+    public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
+                          layer: MultiHeadAttention) throws -> CUDATensor {
+        let q = query.tensor, k = key.tensor
+        guard q.shape.count == 3, k.shape.count == 3, value.tensor.shape.count == 3, q.shape[0] == k.shape[0],
+              let keyValueStride = k.shape.last, value.tensor.shape.last == keyValueStride, k.shape[1] == value.tensor.shape[1],
+              query.width == key.width, key.width == value.width, heads > 0, query.width % heads == 0 else {
+            throw CUDAError.invalidArgument("attention: query \(q.shape)[\(query.offset)+\(query.width)], key \(k.shape)[\(key.offset)+\(key.width)], value \(value.tensor.shape)[\(value.offset)+\(value.width)], \(heads) heads")
+        }
+        let elementBytes = UInt64(q.dtype.byteSize)
+        let batch = q.shape[0], queries = q.shape[1], keys = k.shape[1], channels = query.width
+        let fused = CUDAAttentionSource.headDims.contains(channels / heads)
+        return try op(queries == keys ? "attention self" : "attention cross") {
+            try withExtendedLifetime((q, k, value.tensor)) {
+                let queryAddress = q.address + UInt64(query.offset) * elementBytes
+                let keyAddress = k.address + UInt64(key.offset) * elementBytes
+                let valueAddress = value.tensor.address + UInt64(value.offset) * elementBytes
+                if fused {
+                    return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
+                                                 keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
+                                                 channels: channels, heads: heads)
+                }
+                return try kernels.gemmAttention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
+                                                 keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
+                                                 channels: channels, heads: heads)
+            }
+        }
+    }
+
+    // MARK: Element-wise
+
+    public func silu(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.silu(x) } }
+    public func geglu(_ x: CUDATensor) throws -> CUDATensor { try op("GEGLU") { try kernels.geglu(x) } }
+    public func add(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.add(a, b) } }
+
+    public func affine(_ x: CUDATensor, scale: Float, shift: Float) throws -> CUDATensor {
+        try op("element-wise") { try kernels.affine(x, scale: scale, shift: shift) }
+    }
+
+    public func addChannelVector(_ x: CUDATensor, _ rows: CUDATensor, offset: Int) throws -> CUDATensor {
+        guard x.shape.count == 4, rows.shape.count == 2, rows.shape[0] == x.shape[0] else {
+            throw CUDAError.invalidArgument("addChannelVector: rows \(rows.shape) for \(x.shape)")
+        }
+        return try op("element-wise") { try kernels.addChannelVector(x, rows, offset: offset, stride: rows.shape[1]) }
+    }
+
+    public func resnetOutput(_ h: CUDATensor, residual: CUDATensor, block: ResnetBlock2D) throws -> CUDATensor {
+        let scale = 1 / block.outputScaleFactor
+        return try op("element-wise") {
+            if let bias = resnetBiases[ObjectIdentifier(block)] {
+                return try kernels.biasResidual(h, bias: bias, residual: residual, scale: scale)
+            }
+            let sum = try kernels.add(residual, h)
+            return scale == 1 ? sum : try kernels.scale(sum, scale)
+        }
+    }
+
+    // MARK: Layout
+
+    public func concatChannels(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor {
+        try op("concat") { try kernels.concatChannels(a, b) }
+    }
+
+    /// By device-to-device row copies.
+    public func concatColumns(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor {
+        guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[0], a.dtype == b.dtype else {
+            throw CUDAError.invalidArgument("concatColumns: \(a.shape) and \(b.shape)")
+        }
+        let rows = a.shape[0], wa = a.shape[1], wb = b.shape[1], bytes = a.dtype.byteSize
+        let y = try context.empty([rows, wa + wb], dtype: a.dtype)
+        try context.makeCurrent()
+        for r in 0..<rows {
+            let base = y.address + UInt64(r * (wa + wb) * bytes)
+            try context.copy(from: a.address + UInt64(r * wa * bytes), to: base, bytes: wa * bytes)
+            try context.copy(from: b.address + UInt64(r * wb * bytes), to: base + UInt64(wa * bytes), bytes: wb * bytes)
+        }
+        return y
+    }
+
+    public func channelsToTokens(_ x: CUDATensor) throws -> CUDATensor { try op("transpose") { try kernels.channelsToTokens(x) } }
+
+    public func tokensToChannels(_ x: CUDATensor, height: Int, width: Int, residual: CUDATensor?) throws -> CUDATensor {
+        try op("transpose") {
+            if let residual {
+                guard residual.shape.count == 4, residual.shape[2] == height, residual.shape[3] == width else {
+                    throw CUDAError.invalidArgument("tokensToChannels: residual \(residual.shape) for \(height)×\(width)")
+                }
+                return try kernels.tokensToChannelsAdding(x, residual: residual)
+            }
+            return try kernels.tokensToChannels(x, height: height, width: width)
+        }
+    }
+
+    public func upsampleNearest(_ x: CUDATensor, height: Int, width: Int) throws -> CUDATensor {
+        try op("upsample") {
+            if x.shape.count == 4, height == 2 * x.shape[2], width == 2 * x.shape[3] { return try kernels.upsampleNearest2x(x) }
+            return try kernels.resizeNearest(x, height: height, width: width)
+        }
+    }
+
+    public func padRightBottom(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.padRightBottom(x) } }
+
+    // MARK: Helpers
+
+    private func unprepared(_ name: String) -> Error {
+        CUDAError.invalidArgument("CUDABackend: layer \(name) was not prepared on this backend (prepare the model first)")
+    }
+
+    /// Runs `body`, timing it into `profile` under `kind` when profiling.
+    private func op<T>(_ kind: String, _ body: () throws -> T) throws -> T {
+        guard profile != nil else { return try body() }
+        let start = try CUDAEvent(context), end = try CUDAEvent(context)
+        try start.record(on: context.stream)
+        let result = try body()
+        try end.record(on: context.stream)
+        profile![kind, default: 0] += try end.milliseconds(since: start)
+        return result
+    }
+}

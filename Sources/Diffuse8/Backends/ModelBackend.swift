@@ -19,6 +19,8 @@ public protocol ModelBackend: AnyObject {
     /// biases folded in, stacked cross-attention keys/values), or nil when it runs every layer as it is. The CPU
     /// never fuses (calibration observes each layer); CUDA does.
     func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan?
+    /// The stacked Q/K/V products this backend prepared for `encoder`'s layers, or nil when it runs them unfused.
+    func fusionPlan(for encoder: CLIPTextModel) -> CLIPFusionPlan?
 
     func shape(of x: Value) -> [Int]
     func upload(_ x: Tensor) throws -> Value
@@ -37,13 +39,18 @@ public protocol ModelBackend: AnyObject {
     func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool) throws -> Value
     func layerNorm(_ x: Value, _ norm: LayerNorm) throws -> Value
     /// Multi-head scaled dot-product attention (scale 1/√head_dim) on column ranges of token tensors, so that a
-    /// fused Q/K/V product is read in place. `layer` selects its precision mode (FP8 attention).
+    /// fused Q/K/V product is read in place. `causal`: query i sees keys 0…i (CLIP). `fp8`: level-4 FP8 attention
+    /// (Q, K, V arrive FP8-rounded from their projections; the softmax probabilities are FP8-rounded before P·V).
     func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
-                   layer: MultiHeadAttention) throws -> Value
+                   causal: Bool, fp8: Bool) throws -> Value
 
     // MARK: Element-wise
 
     func silu(_ x: Value) throws -> Value
+    /// Exact (erf) GELU.
+    func gelu(_ x: Value) throws -> Value
+    /// CLIP's quick GELU, x·σ(1.702x).
+    func quickGELU(_ x: Value) throws -> Value
     /// diffusers' GEGLU tail: the last dimension split in halves a, b → a · gelu(b) (exact GELU).
     func geglu(_ x: Value) throws -> Value
     func add(_ a: Value, _ b: Value) throws -> Value
@@ -69,6 +76,8 @@ public protocol ModelBackend: AnyObject {
     func upsampleNearest(_ x: Value, height: Int, width: Int) throws -> Value
     /// `F.pad(x, (0, 1, 0, 1))`: one zero column on the right and one zero row at the bottom of NCHW.
     func padRightBottom(_ x: Value) throws -> Value
+    /// Rows x[b, positions[b], :] of a token tensor [B, L, C] → [B, C] (CLIP's pooled output).
+    func gatherRows(_ x: Value, positions: [Int]) throws -> Value
 }
 
 /// A range of columns (the last dimension) of a token tensor [B, L, width]: `width` channels starting at `offset`.

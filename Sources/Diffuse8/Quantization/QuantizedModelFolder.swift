@@ -173,7 +173,6 @@ public enum QuantizedModelFolder {
         }
         let fp8 = Set(manifest.fp8AttentionModules)
         for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
-            attention.attentionKernel = { FP8AttentionSimulation.attention(query: $0, key: $1, value: $2, heads: $3) }
             attention.usesFP8Attention = true
         }
         return (unet, manifest)

@@ -11,6 +11,7 @@ public final class CPUBackend: ModelBackend {
     public init() {}
 
     public func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan? { nil }
+    public func fusionPlan(for encoder: CLIPTextModel) -> CLIPFusionPlan? { nil }
 
     public func shape(of x: Tensor) -> [Int] { x.shape }
     public func upload(_ x: Tensor) -> Tensor { x }
@@ -33,9 +34,10 @@ public final class CPUBackend: ModelBackend {
     public func layerNorm(_ x: Tensor, _ norm: LayerNorm) -> Tensor { norm(x) }
 
     public func attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int,
-                          layer: MultiHeadAttention) -> Tensor {
+                          causal: Bool, fp8: Bool) -> Tensor {
         let q = Self.contiguous(query), k = Self.contiguous(key), v = Self.contiguous(value)
-        return layer.attentionKernel?(q, k, v, heads) ?? CPUKernels.attention(query: q, key: k, value: v, heads: heads)
+        if fp8 { return FP8AttentionSimulation.attention(query: q, key: k, value: v, heads: heads) }
+        return CPUKernels.attention(query: q, key: k, value: v, heads: heads, causal: causal)
     }
 
     /// The column range as its own [B, L, width] tensor (no copy when it is the whole tensor).
@@ -55,6 +57,8 @@ public final class CPUBackend: ModelBackend {
     }
 
     public func silu(_ x: Tensor) -> Tensor { CPUKernels.silu(x) }
+    public func gelu(_ x: Tensor) -> Tensor { CPUKernels.gelu(x) }
+    public func quickGELU(_ x: Tensor) -> Tensor { CPUKernels.quickGELU(x) }
     public func geglu(_ x: Tensor) -> Tensor { CPUKernels.geglu(x) }
     public func add(_ a: Tensor, _ b: Tensor) -> Tensor { CPUKernels.add(a, b) }
     public func affine(_ x: Tensor, scale: Float, shift: Float) -> Tensor { CPUKernels.map(x) { scale * $0 + shift } }
@@ -98,4 +102,13 @@ public final class CPUBackend: ModelBackend {
     }
 
     public func padRightBottom(_ x: Tensor) -> Tensor { CPUKernels.pad(x, left: 0, right: 1, top: 0, bottom: 1) }
+
+    public func gatherRows(_ x: Tensor, positions: [Int]) -> Tensor {
+        let length = x.shape[1], hidden = x.shape[2]
+        return Tensor(shape: [positions.count, hidden]) { out in
+            for (b, p) in positions.enumerated() {
+                for c in 0..<hidden { out[b * hidden + c] = x.scalars[(b * length + p) * hidden + c] }
+            }
+        }
+    }
 }

@@ -25,6 +25,7 @@ public final class CUDABackend: ModelBackend {
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
     private var plans: [ObjectIdentifier: UNetFusionPlan] = [:]
+    private var clipPlans: [ObjectIdentifier: CLIPFusionPlan] = [:]
 
     public init(kernels: CUDAKernels) {
         self.kernels = kernels
@@ -57,6 +58,19 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan? { plans[ObjectIdentifier(unet)] }
+
+    /// Uploads every weight of a CLIP text encoder (Q/K/V stacked per layer); the embedding tables stay on the host.
+    public func prepare(_ encoder: CLIPTextModel) throws {
+        let plan = try CLIPFusionPlan(encoder)
+        for linear in encoder.linearLayers { linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear) }
+        for stack in plan.selfProjections.values {
+            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
+        }
+        for norm in encoder.layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
+        clipPlans[ObjectIdentifier(encoder)] = plan
+    }
+
+    public func fusionPlan(for encoder: CLIPTextModel) -> CLIPFusionPlan? { clipPlans[ObjectIdentifier(encoder)] }
 
     /// Frees, for every 3×3 convolution, the weight layout (NCHW or channels-last) its measured fastest path does
     /// not use (both are uploaded because the choice is made per shape on first use). Call after one forward at the
@@ -120,7 +134,8 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
-                          layer: MultiHeadAttention) throws -> CUDATensor {
+                          causal: Bool, fp8: Bool) throws -> CUDATensor {
+        guard !fp8 else { throw CUDAError.invalidArgument("attention: level-4 FP8 attention is simulated on the CPU only for now") }
         let q = query.tensor, k = key.tensor
         guard q.shape.count == 3, k.shape.count == 3, value.tensor.shape.count == 3, q.shape[0] == k.shape[0],
               let keyValueStride = k.shape.last, value.tensor.shape.last == keyValueStride, k.shape[1] == value.tensor.shape[1],
@@ -135,6 +150,14 @@ public final class CUDABackend: ModelBackend {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes
                 let keyAddress = k.address + UInt64(key.offset) * elementBytes
                 let valueAddress = value.tensor.address + UInt64(value.offset) * elementBytes
+                if causal {
+                    // CLIP: short causal sequences, one stride for Q, K and V (a fused Q/K/V product).
+                    guard q.shape[2] == keyValueStride, queries == keys else {
+                        throw CUDAError.invalidArgument("attention: causal attention needs Q, K and V of one stride and length")
+                    }
+                    return try kernels.shortAttention(query: queryAddress, key: keyAddress, value: valueAddress, stride: keyValueStride,
+                                                      batch: batch, length: queries, channels: channels, heads: heads, causal: true)
+                }
                 if fused {
                     return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
@@ -150,6 +173,8 @@ public final class CUDABackend: ModelBackend {
     // MARK: Element-wise
 
     public func silu(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.silu(x) } }
+    public func gelu(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.gelu(x) } }
+    public func quickGELU(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.quickGELU(x) } }
     public func geglu(_ x: CUDATensor) throws -> CUDATensor { try op("GEGLU") { try kernels.geglu(x) } }
     public func add(_ a: CUDATensor, _ b: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.add(a, b) } }
 
@@ -219,6 +244,21 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func padRightBottom(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.padRightBottom(x) } }
+
+    /// By device-to-device row copies.
+    public func gatherRows(_ x: CUDATensor, positions: [Int]) throws -> CUDATensor {
+        guard x.shape.count == 3, positions.count == x.shape[0], positions.allSatisfy({ (0..<x.shape[1]).contains($0) }) else {
+            throw CUDAError.invalidArgument("gatherRows: positions \(positions) of \(x.shape)")
+        }
+        let length = x.shape[1], hidden = x.shape[2], bytes = x.dtype.byteSize
+        let y = try context.empty([positions.count, hidden], dtype: x.dtype)
+        try context.makeCurrent()
+        for (b, position) in positions.enumerated() {
+            try context.copy(from: x.address + UInt64(((b * length + position) * hidden) * bytes),
+                             to: y.address + UInt64(b * hidden * bytes), bytes: hidden * bytes)
+        }
+        return y
+    }
 
     // MARK: Helpers
 

@@ -28,13 +28,18 @@ public final class CLIPEncoderLayer {
     }
 
     /// x: [batch, tokens, hidden] → same shape.
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        let attended = CPUKernels.add(x, selfAttention(layerNorm1(x)))
-        var h = fc1(layerNorm2(attended))
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: CLIPFusionPlan?) throws -> B.Value {
+        let attended = try selfAttention.forward(b, b.layerNorm(x, layerNorm1), residual: x, plan: plan)
+        var h = try b.linear(b.layerNorm(attended, layerNorm2), fc1, residual: nil)
         switch activation {
-        case .quickGELU: h = CPUKernels.quickGELU(h)
-        case .gelu: h = CPUKernels.gelu(h)
+        case .quickGELU: h = try b.quickGELU(h)
+        case .gelu: h = try b.gelu(h)
         }
-        return CPUKernels.add(attended, fc2(h))
+        return try b.linear(h, fc2, residual: attended)
+    }
+
+    var linearLayers: [Linear] {
+        [selfAttention.queryProjection, selfAttention.keyProjection, selfAttention.valueProjection,
+         selfAttention.outputProjection, fc1, fc2]
     }
 }

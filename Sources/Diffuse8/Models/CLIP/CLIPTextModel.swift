@@ -79,21 +79,56 @@ public final class CLIPTextModel {
     }
 
     /// Runs the encoder on equal-length token id sequences (normally 77 ids each, as the CLIP tokenizer
-    /// pads them), like `model(input_ids, output_hidden_states=True)`.
+    /// pads them), like `model(input_ids, output_hidden_states=True)`, in FP32 on the CPU (ids that do not fit
+    /// stop the program: `encode` throws instead).
     public func callAsFunction(_ tokenIDs: [[Int]]) -> CLIPTextOutput {
-        let batch = tokenIDs.count
-        precondition(batch > 0, "CLIPTextModel: no token sequences")
-        let length = tokenIDs[0].count
-        precondition(tokenIDs.allSatisfy { $0.count == length }, "CLIPTextModel: token sequences differ in length")
-        precondition(length <= configuration.maxPositionEmbeddings,
-                     "CLIPTextModel: \(length) tokens exceed max_position_embeddings \(configuration.maxPositionEmbeddings)")
-        var hiddenStates = [embed(tokenIDs)]
-        for layer in layers { hiddenStates.append(layer(hiddenStates[hiddenStates.count - 1])) }
-        let last = finalLayerNorm(hiddenStates[hiddenStates.count - 1])
-        let pooled = gatherRows(last, positions: tokenIDs.map(poolingPosition))
-        return CLIPTextOutput(lastHiddenState: last, hiddenStates: hiddenStates, pooledOutput: pooled,
-                              textEmbeds: textProjection.map { $0(pooled) })
+        let backend = CPUBackend.shared
+        return ResnetBlock2D.unchecked {
+            let output = try forward(backend, tokenIDs: tokenIDs)
+            return CLIPTextOutput(lastHiddenState: output.lastHiddenState, hiddenStates: output.hiddenStates,
+                                  pooledOutput: output.pooledOutput, textEmbeds: output.textEmbeds)
+        }
     }
+
+    /// What the one forward pass returns on a backend (see `CLIPTextOutput` for the fields).
+    public struct Output<Value> {
+        public var lastHiddenState: Value
+        public var hiddenStates: [Value]
+        public var pooledOutput: Value
+        public var textEmbeds: Value?
+
+        /// hidden_states[-2] (what SDXL conditions on).
+        public var penultimateHiddenState: Value { hiddenStates[hiddenStates.count - 2] }
+    }
+
+    /// The one forward pass of this model, on any backend. Embeddings are looked up on the host (77 rows) and
+    /// uploaded; the backend's fusion plan (if any) decides whether Q/K/V run as one product.
+    public func forward<B: ModelBackend>(_ b: B, tokenIDs: [[Int]]) throws -> Output<B.Value> {
+        let batch = tokenIDs.count, length = tokenIDs.first?.count ?? 0
+        guard batch > 0, length > 0, tokenIDs.allSatisfy({ $0.count == length }) else {
+            throw ModelBackendError("CLIPTextModel: need one or more token sequences of equal, non-zero length")
+        }
+        guard length <= configuration.maxPositionEmbeddings else {
+            throw ModelBackendError("CLIPTextModel: \(length) tokens exceed max_position_embeddings \(configuration.maxPositionEmbeddings)")
+        }
+        let vocabulary = tokenEmbedding.shape[0]
+        if let bad = tokenIDs.joined().first(where: { !(0..<vocabulary).contains($0) }) {
+            throw ModelBackendError("CLIPTextModel: token id \(bad) outside the vocabulary (vocab_size \(vocabulary))")
+        }
+        let plan = b.fusionPlan(for: self)
+        var hiddenStates = [try b.upload(embed(tokenIDs))]
+        for layer in layers { hiddenStates.append(try layer.forward(b, hiddenStates[hiddenStates.count - 1], plan: plan)) }
+        let last = try b.layerNorm(hiddenStates[hiddenStates.count - 1], finalLayerNorm)
+        let pooled = try b.gatherRows(last, positions: tokenIDs.map(poolingPosition))
+        return Output(lastHiddenState: last, hiddenStates: hiddenStates, pooledOutput: pooled,
+                      textEmbeds: try textProjection.map { try b.linear(pooled, $0, residual: nil) })
+    }
+
+    /// Every Linear layer (per encoder layer q/k/v/out, fc1, fc2; then `text_projection`).
+    public var linearLayers: [Linear] { layers.flatMap(\.linearLayers) + (textProjection.map { [$0] } ?? []) }
+
+    /// Every LayerNorm (per layer `layer_norm1`, `layer_norm2`; then `final_layer_norm`).
+    public var layerNorms: [LayerNorm] { layers.flatMap { [$0.layerNorm1, $0.layerNorm2] } + [finalLayerNorm] }
 
     /// The token index whose hidden state becomes the pooled output (transformers' rule, see the type doc).
     public func poolingPosition(_ ids: [Int]) -> Int { Self.poolingPosition(ids, eosTokenID: configuration.eosTokenID) }
@@ -109,35 +144,21 @@ public final class CLIPTextModel {
         return ids.firstIndex(of: eosTokenID) ?? 0
     }
 
-    /// token_embedding[ids] + position_embedding[0..<length] → [batch, length, hidden].
+    /// token_embedding[ids] + position_embedding[0..<length] → [batch, length, hidden] (ids checked by `forward`).
     func embed(_ tokenIDs: [[Int]]) -> Tensor {
         Self.embed(tokenIDs, tokenEmbedding: tokenEmbedding, positionEmbedding: positionEmbedding)
     }
 
-    /// `embed` on given tables (token [vocab, hidden], position [max positions, hidden]); the CUDA model
-    /// embeds on the host too (77 rows: not worth a kernel).
     static func embed(_ tokenIDs: [[Int]], tokenEmbedding: Tensor, positionEmbedding: Tensor) -> Tensor {
-        let vocabulary = tokenEmbedding.shape[0], hidden = tokenEmbedding.shape[1], length = tokenIDs[0].count
+        let hidden = tokenEmbedding.shape[1], length = tokenIDs[0].count
         return Tensor(shape: [tokenIDs.count, length, hidden]) { out in
             for (b, ids) in tokenIDs.enumerated() {
                 for (t, id) in ids.enumerated() {
-                    precondition(id >= 0 && id < vocabulary,
-                                 "CLIPTextModel: token id \(id) outside the vocabulary (vocab_size \(vocabulary))")
                     let dst = (b * length + t) * hidden
                     for c in 0..<hidden {
                         out[dst + c] = tokenEmbedding.scalars[id * hidden + c] + positionEmbedding.scalars[t * hidden + c]
                     }
                 }
-            }
-        }
-    }
-
-    /// Rows `x[b, positions[b], :]` → [batch, hidden].
-    private func gatherRows(_ x: Tensor, positions: [Int]) -> Tensor {
-        let length = x.shape[1], hidden = x.shape[2]
-        return Tensor(shape: [positions.count, hidden]) { out in
-            for (b, p) in positions.enumerated() {
-                for c in 0..<hidden { out[b * hidden + c] = x.scalars[(b * length + p) * hidden + c] }
             }
         }
     }

@@ -10,8 +10,6 @@ public final class MultiHeadAttention {
     public let value: Linear
     public let output: Linear
     public let heads: Int
-    /// Replaces the CPU attention kernel when set (FP8 attention simulation, `Quantization/`); nil = FP32 SDPA.
-    public var attentionKernel: ((_ query: Tensor, _ key: Tensor, _ value: Tensor, _ heads: Int) -> Tensor)?
     /// Level-4 FP8 attention (Q, K, V and the softmax probabilities in FP8), set by the quantized-model loader.
     public var usesFP8Attention = false
 
@@ -36,7 +34,7 @@ public final class MultiHeadAttention {
                          Columns(try b.linear(x, key, residual: nil), width: channels),
                          Columns(try b.linear(x, value, residual: nil), width: channels))
         }
-        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, layer: self), output, residual: residual)
+        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention), output, residual: residual)
     }
 
     /// Cross-attention of the normed tokens x [B, L, C] to the text context, `to_out.0` adding `residual`.
@@ -51,7 +49,7 @@ public final class MultiHeadAttention {
             (k, v) = (Columns(try b.linear(s.context, key, residual: nil), width: channels),
                       Columns(try b.linear(s.context, value, residual: nil), width: channels))
         }
-        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, layer: self), output, residual: residual)
+        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention), output, residual: residual)
     }
 
     var linearLayers: [Linear] { [query, key, value, output] }

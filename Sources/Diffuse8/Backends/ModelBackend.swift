@@ -7,7 +7,7 @@
 /// (`Linear.quantization`) runs the backend's 8-bit path for that weight kind.
 ///
 /// Backends may prepare weights with cross-layer fusions (`fusionPlan(for:)`); the model code then asks for the fused
-/// forms (`stackedLinear`, `UNetFusionPlan`) and the results agree with the unfused ones up to the storage type's rounding.
+/// forms (`stackedLinear`, `FusionPlan`) and the results agree with the unfused ones up to the storage type's rounding.
 ///
 /// Shapes: feature maps NCHW, token sequences [batch, tokens, channels], vectors [batch, width]. Every operation
 /// returns a new value; inputs are never modified.
@@ -15,12 +15,11 @@ public protocol ModelBackend: AnyObject {
     /// A tensor living on this backend.
     associatedtype Value
 
-    /// The fusions this backend prepared `unet`'s weights with (stacked Q/K/V, stacked time projections with conv
-    /// biases folded in, stacked cross-attention keys/values), or nil when it runs every layer as it is. The CPU
-    /// never fuses (calibration observes each layer); CUDA does.
-    func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan?
-    /// The stacked Q/K/V products this backend prepared for `encoder`'s layers, or nil when it runs them unfused.
-    func fusionPlan(for encoder: CLIPTextModel) -> CLIPFusionPlan?
+    /// The fusions this backend prepared `model`'s weights with (a `UNet2DConditionModel`, `CLIPTextModel` or
+    /// `AutoencoderKL`: stacked Q/K/V, stacked time projections with conv biases folded in, stacked cross-attention
+    /// keys/values), or nil when it runs every layer as it is. The CPU never fuses (calibration observes each
+    /// layer); CUDA does.
+    func fusionPlan(for model: AnyObject) -> FusionPlan?
 
     func shape(of x: Value) -> [Int]
     func upload(_ x: Tensor) throws -> Value

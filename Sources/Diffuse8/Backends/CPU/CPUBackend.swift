@@ -10,8 +10,7 @@ public final class CPUBackend: ModelBackend {
 
     public init() {}
 
-    public func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan? { nil }
-    public func fusionPlan(for encoder: CLIPTextModel) -> CLIPFusionPlan? { nil }
+    public func fusionPlan(for model: AnyObject) -> FusionPlan? { nil }
 
     public func shape(of x: Tensor) -> [Int] { x.shape }
     public func upload(_ x: Tensor) -> Tensor { x }

@@ -1,7 +1,7 @@
 /// The model operations on an NVIDIA GPU in 16-bit storage (the context's FP16 or BF16) with FP32 arithmetic,
 /// through `CUDAKernels` (cuBLASLt GEMMs, cuDNN or im2col convolutions, our NVRTC kernels).
 ///
-/// `prepare(_:)` uploads a model's weights once, by the shared fusion plan (`UNetFusionPlan`): stacked Q/K/V,
+/// `prepare(_:)` uploads a model's weights once, by the shared fusion plan (`FusionPlan`): stacked Q/K/V,
 /// stacked time projections with conv1 biases folded in, stacked cross-attention keys/values, conv2 + shortcut
 /// biases folded into the resnet's residual add, SD1.x's 1×1 projections as token GEMMs. Each layer object of the
 /// model is then looked up by identity. A quantized layer (`Linear.quantization`) runs as the CPU simulation
@@ -24,8 +24,7 @@ public final class CUDABackend: ModelBackend {
     private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
-    private var plans: [ObjectIdentifier: UNetFusionPlan] = [:]
-    private var clipPlans: [ObjectIdentifier: CLIPFusionPlan] = [:]
+    private var plans: [ObjectIdentifier: FusionPlan] = [:]
 
     public init(kernels: CUDAKernels) {
         self.kernels = kernels
@@ -33,44 +32,49 @@ public final class CUDABackend: ModelBackend {
 
     // MARK: Preparation
 
-    /// Uploads every weight of `unet` (fused by its `UNetFusionPlan`). Throws for what this backend cannot run.
+    /// Uploads every weight of `unet` (fused by its `FusionPlan`). Throws for what this backend cannot run.
     public func prepare(_ unet: UNet2DConditionModel) throws {
-        let plan = try UNetFusionPlan(unet)
         for attention in Quantizer.attentionModules(unet) where attention.usesFP8Attention {
             throw CUDAError.invalidArgument(
                 "\(attention.query.name.dropLast(".to_q".count)): level-4 FP8 attention is simulated on the CPU only for now; "
                 + "quantize at level 3 or lower to run on the GPU, or use --device cpu")
         }
-        for conv in unet.convolutionLayers where plan.tokenProjections[ObjectIdentifier(conv)] == nil {
-            convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(
-                context, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
-        }
-        for linear in unet.linearLayers + Array(plan.tokenProjections.values) {
-            linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear)
-        }
-        for stack in [plan.timeProjection].compactMap({ $0 }) + plan.contextProjections + Array(plan.selfProjections.values) {
-            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
-        }
-        for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try context.upload(bias) }
-        for norm in unet.groupNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
-        for norm in unet.layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
-        plans[ObjectIdentifier(unet)] = plan
+        try prepare(unet, plan: FusionPlan(unet), convolutions: unet.convolutionLayers, linears: unet.linearLayers,
+                    groupNorms: unet.groupNorms, layerNorms: unet.layerNorms)
     }
-
-    public func fusionPlan(for unet: UNet2DConditionModel) -> UNetFusionPlan? { plans[ObjectIdentifier(unet)] }
 
     /// Uploads every weight of a CLIP text encoder (Q/K/V stacked per layer); the embedding tables stay on the host.
     public func prepare(_ encoder: CLIPTextModel) throws {
-        let plan = try CLIPFusionPlan(encoder)
-        for linear in encoder.linearLayers { linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear) }
-        for stack in plan.selfProjections.values {
-            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
-        }
-        for norm in encoder.layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
-        clipPlans[ObjectIdentifier(encoder)] = plan
+        try prepare(encoder, plan: FusionPlan(encoder), convolutions: [], linears: encoder.linearLayers, groupNorms: [],
+                    layerNorms: encoder.layerNorms)
     }
 
-    public func fusionPlan(for encoder: CLIPTextModel) -> CLIPFusionPlan? { clipPlans[ObjectIdentifier(encoder)] }
+    /// Uploads every weight of a VAE (encoder and decoder).
+    public func prepare(_ vae: AutoencoderKL) throws {
+        try prepare(vae, plan: FusionPlan(vae), convolutions: vae.convolutionLayers, linears: vae.linearLayers,
+                    groupNorms: vae.groupNorms, layerNorms: [])
+    }
+
+    /// The shared upload: every layer the model runs, in the form its plan runs it.
+    private func prepare(_ model: AnyObject, plan: FusionPlan, convolutions: [Conv2d], linears: [Linear],
+                         groupNorms: [GroupNorm], layerNorms: [LayerNorm]) throws {
+        for conv in convolutions where plan.tokenProjections[ObjectIdentifier(conv)] == nil {
+            self.convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(
+                context, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
+        }
+        for linear in linears + Array(plan.tokenProjections.values) {
+            self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear)
+        }
+        for stack in plan.stacks {
+            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
+        }
+        for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try context.upload(bias) }
+        for norm in groupNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
+        for norm in layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
+        plans[ObjectIdentifier(model)] = plan
+    }
+
+    public func fusionPlan(for model: AnyObject) -> FusionPlan? { plans[ObjectIdentifier(model)] }
 
     /// Frees, for every 3×3 convolution, the weight layout (NCHW or channels-last) its measured fastest path does
     /// not use (both are uploaded because the choice is made per shape on first use). Call after one forward at the

@@ -19,7 +19,7 @@ public final class CLIPAttention {
     }
 
     /// Causal self-attention of x [batch, tokens, hidden] with `out_proj` adding `residual`.
-    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, residual: B.Value, plan: CLIPFusionPlan?) throws -> B.Value {
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, residual: B.Value, plan: FusionPlan?) throws -> B.Value {
         let channels = queryProjection.outFeatures
         let q, k, v: Columns<B.Value>
         if let stack = plan?.selfProjections[ObjectIdentifier(self)] {

@@ -28,7 +28,7 @@ public final class CLIPEncoderLayer {
     }
 
     /// x: [batch, tokens, hidden] → same shape.
-    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: CLIPFusionPlan?) throws -> B.Value {
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: FusionPlan?) throws -> B.Value {
         let attended = try selfAttention.forward(b, b.layerNorm(x, layerNorm1), residual: x, plan: plan)
         var h = try b.linear(b.layerNorm(attended, layerNorm2), fc1, residual: nil)
         switch activation {

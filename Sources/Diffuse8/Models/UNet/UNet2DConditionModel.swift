@@ -173,17 +173,14 @@ public final class UNet2DConditionModel {
             + downBlocks.flatMap(\.linearLayers) + midBlock.linearLayers + upBlocks.flatMap(\.linearLayers)
     }
 
-    /// Every GroupNorm: `conv_norm_out`, the resnets' `norm1`/`norm2`, the transformers' `norm`.
-    public var groupNorms: [GroupNorm] {
-        let transformers = downBlocks.flatMap(\.attentions) + midBlock.attentions + upBlocks.flatMap(\.attentions)
-        return resnets.flatMap { [$0.norm1, $0.norm2] } + transformers.map(\.norm) + [convNormOut]
-    }
+    /// Every GroupNorm: the resnets' `norm1`/`norm2`, the transformers' `norm`, `conv_norm_out`.
+    public var groupNorms: [GroupNorm] { resnets.flatMap { [$0.norm1, $0.norm2] } + transformers.map(\.norm) + [convNormOut] }
 
     /// Every LayerNorm (`norm1`–`norm3` of each transformer block).
-    public var layerNorms: [LayerNorm] {
-        let transformers = downBlocks.flatMap(\.attentions) + midBlock.attentions + upBlocks.flatMap(\.attentions)
-        return transformers.flatMap(\.blocks).flatMap { [$0.norm1, $0.norm2, $0.norm3] }
-    }
+    public var layerNorms: [LayerNorm] { transformers.flatMap(\.blocks).flatMap { [$0.norm1, $0.norm2, $0.norm3] } }
+
+    /// Every `Transformer2DModel`, in execution order.
+    var transformers: [Transformer2DModel] { downBlocks.flatMap(\.attentions) + midBlock.attentions + upBlocks.flatMap(\.attentions) }
 
     /// Every resnet, in execution order.
     var resnets: [ResnetBlock2D] { downBlocks.flatMap(\.resnets) + midBlock.resnets + upBlocks.flatMap(\.resnets) }

@@ -4,7 +4,7 @@
 struct UNetForwardState<B: ModelBackend> {
     let backend: B
     /// The backend's fusion plan for this UNet, or nil when it runs every layer as it is.
-    let plan: UNetFusionPlan?
+    let plan: FusionPlan?
     /// silu(temb) [B, timeEmbeddingDim].
     let activatedTimeEmbedding: B.Value
     /// [B, Σ C]: every fused resnet's time projection (+ conv1 bias).

@@ -70,12 +70,56 @@ public final class AutoencoderKL {
     public var downscaleFactor: Int { configuration.downscaleFactor }
 
     /// latents [N, latent_channels, h, w], already divided by `scalingFactor` → image [N, out_channels, h·f, w·f]
-    /// in roughly [-1, 1] (not clamped), exactly `vae.decode(z).sample`.
+    /// in roughly [-1, 1] (not clamped), exactly `vae.decode(z).sample`; FP32 on the CPU.
     public func decode(_ latents: Tensor) -> Tensor {
-        precondition(latents.rank == 4 && latents.shape[1] == configuration.latentChannels,
-                     "decode: latents \(latents.shape) must be [N, \(configuration.latentChannels), h, w]")
-        let z = postQuantConv.map { $0(latents) } ?? latents
-        return decoder(z)
+        ResnetBlock2D.unchecked { try decode(CPUBackend.shared, latents) }
+    }
+
+    /// `decode` on any backend: post_quant_conv (when configured) → decoder.
+    public func decode<B: ModelBackend>(_ b: B, _ latents: B.Value) throws -> B.Value {
+        let shape = b.shape(of: latents)
+        guard shape.count == 4, shape[1] == configuration.latentChannels, shape[2] > 0, shape[3] > 0 else {
+            throw ModelBackendError("VAE decode: latents \(shape) must be [N, \(configuration.latentChannels), h, w]")
+        }
+        let z = try postQuantConv.map { try b.conv2d(latents, $0) } ?? latents
+        return try decoder.forward(b, z, plan: b.fusionPlan(for: self))
+    }
+
+    /// `vae.encode(image)` before the split into mean and log-variance: encoder → quant_conv, on any backend.
+    public func encodeMoments<B: ModelBackend>(_ b: B, _ image: B.Value) throws -> B.Value {
+        let shape = b.shape(of: image)
+        guard shape.count == 4, shape[1] == configuration.inChannels, shape[2] > 0, shape[3] > 0 else {
+            throw ModelBackendError("VAE encode: image \(shape) must be [N, \(configuration.inChannels), H, W]")
+        }
+        let h = try encoder.forward(b, image, plan: b.fusionPlan(for: self))
+        return try quantConv.map { try b.conv2d(h, $0) } ?? h
+    }
+
+    /// Every resnet (encoder, then decoder).
+    var resnets: [ResnetBlock2D] {
+        encoder.downBlocks.flatMap(\.resnets) + [encoder.midBlock.firstResnet, encoder.midBlock.secondResnet]
+            + [decoder.midBlock.firstResnet, decoder.midBlock.secondResnet] + decoder.upBlocks.flatMap(\.resnets)
+    }
+
+    /// The mid-block attentions (encoder, decoder).
+    var attentions: [VAEAttentionBlock] { [encoder.midBlock.attention, decoder.midBlock.attention].compactMap { $0 } }
+
+    /// Every Conv2d.
+    public var convolutionLayers: [Conv2d] {
+        var layers: [Conv2d] = [encoder.convIn, encoder.convOut, decoder.convIn, decoder.convOut]
+        layers += encoder.downBlocks.compactMap(\.downsampleConv)
+        layers += decoder.upBlocks.compactMap(\.upsampleConv)
+        layers += [quantConv, postQuantConv].compactMap { $0 }
+        for r in resnets { layers += [r.conv1, r.conv2] + (r.shortcut.map { [$0] } ?? []) }
+        return layers
+    }
+
+    /// Every Linear (the mid-block attentions' projections).
+    public var linearLayers: [Linear] { attentions.flatMap { [$0.toQuery, $0.toKey, $0.toValue, $0.toOut] } }
+
+    /// Every GroupNorm.
+    public var groupNorms: [GroupNorm] {
+        resnets.flatMap { [$0.norm1, $0.norm2] } + attentions.map(\.groupNorm) + [encoder.normOut, decoder.normOut]
     }
 
     /// image [N, in_channels, H, W] in [-1, 1], H and W multiples of `downscaleFactor` → the latent
@@ -89,8 +133,7 @@ public final class AutoencoderKL {
     public func latentDistribution(_ image: Tensor) -> DiagonalGaussianDistribution {
         precondition(image.rank == 4 && image.shape[1] == configuration.inChannels,
                      "encode: image \(image.shape) must be [N, \(configuration.inChannels), H, W]")
-        let h = encoder(image)
-        let moments = quantConv.map { $0(h) } ?? h
+        let moments = ResnetBlock2D.unchecked { try encodeMoments(CPUBackend.shared, image) }
         // torch.chunk(moments, 2, dim=1): first half of the channels is the mean.
         let n = moments.shape[0], c = moments.shape[1] / 2, hh = moments.shape[2], ww = moments.shape[3]
         let plane = c * hh * ww

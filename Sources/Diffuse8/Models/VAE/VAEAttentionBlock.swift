@@ -22,12 +22,22 @@ public final class VAEAttentionBlock {
         toOut = try Self.projection(store, prefix, legacy ? "proj_attn" : "to_out.0")
     }
 
-    /// x: NCHW → NCHW.
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        let height = x.shape[2], width = x.shape[3]
-        let tokens = CPUKernels.channelsToTokens(groupNorm(x))
-        let attended = CPUKernels.attention(query: toQuery(tokens), key: toKey(tokens), value: toValue(tokens), heads: 1)
-        return CPUKernels.add(x, CPUKernels.tokensToChannels(toOut(attended), height: height, width: width))
+    /// x: NCHW → NCHW, on any backend (Q/K/V as one product when the plan stacks them).
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: FusionPlan?) throws -> B.Value {
+        let shape = b.shape(of: x), height = shape[2], width = shape[3], channels = toQuery.outFeatures
+        let tokens = try b.channelsToTokens(b.groupNorm(x, groupNorm, silu: false))
+        let q, k, v: Columns<B.Value>
+        if let stack = plan?.selfProjections[ObjectIdentifier(self)] {
+            let qkv = try b.stackedLinear(tokens, stack)
+            (q, k, v) = (Columns(qkv, offset: 0, width: channels), Columns(qkv, offset: channels, width: channels),
+                         Columns(qkv, offset: 2 * channels, width: channels))
+        } else {
+            (q, k, v) = (Columns(try b.linear(tokens, toQuery, residual: nil), width: channels),
+                         Columns(try b.linear(tokens, toKey, residual: nil), width: channels),
+                         Columns(try b.linear(tokens, toValue, residual: nil), width: channels))
+        }
+        let attended = try b.attention(query: q, key: k, value: v, heads: 1, causal: false, fp8: false)
+        return try b.tokensToChannels(b.linear(attended, toOut, residual: nil), height: height, width: width, residual: x)
     }
 
     /// A Linear; legacy checkpoints store these as 1×1 conv weights [out, in, 1, 1], flattened here.

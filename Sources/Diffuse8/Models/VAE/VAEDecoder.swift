@@ -33,13 +33,16 @@ public final class VAEDecoder {
         convOut = try Conv2d(store, prefix + ".conv_out", padding: 1)
     }
 
-    /// z: [N, latent_channels, h, w] (after post_quant_conv) → [N, out_channels, h·f, w·f].
-    public func callAsFunction(_ z: Tensor) -> Tensor {
-        var h = midBlock(convIn(z))
+    /// z: [N, latent_channels, h, w] (after post_quant_conv) → [N, out_channels, h·f, w·f], on any backend.
+    func forward<B: ModelBackend>(_ b: B, _ z: B.Value, plan: FusionPlan?) throws -> B.Value {
+        var h = try midBlock.forward(b, b.conv2d(z, convIn), plan: plan)
         for block in upBlocks {
-            for resnet in block.resnets { h = resnet(h) }
-            if let conv = block.upsampleConv { h = conv(CPUKernels.upsampleNearest2x(h)) }
+            for resnet in block.resnets { h = try resnet.forward(b, h, time: nil) }
+            if let conv = block.upsampleConv {
+                let shape = b.shape(of: h)
+                h = try b.conv2d(b.upsampleNearest(h, height: 2 * shape[2], width: 2 * shape[3]), conv)
+            }
         }
-        return convOut(normOut(h, fusedSiLU: true))
+        return try b.conv2d(b.groupNorm(h, normOut, silu: true), convOut)
     }
 }

@@ -34,13 +34,13 @@ public final class VAEEncoder {
         convOut = try Conv2d(store, prefix + ".conv_out", padding: 1)
     }
 
-    /// image: [N, in_channels, H, W] → [N, 2 × latent_channels, H/f, W/f] (before quant_conv).
-    public func callAsFunction(_ image: Tensor) -> Tensor {
-        var h = convIn(image)
+    /// image: [N, in_channels, H, W] → [N, 2 × latent_channels, H/f, W/f] (before quant_conv), on any backend.
+    func forward<B: ModelBackend>(_ b: B, _ image: B.Value, plan: FusionPlan?) throws -> B.Value {
+        var h = try b.conv2d(image, convIn)
         for block in downBlocks {
-            for resnet in block.resnets { h = resnet(h) }
-            if let conv = block.downsampleConv { h = conv(CPUKernels.pad(h, left: 0, right: 1, top: 0, bottom: 1)) }
+            for resnet in block.resnets { h = try resnet.forward(b, h, time: nil) }
+            if let conv = block.downsampleConv { h = try b.conv2d(b.padRightBottom(h), conv) }
         }
-        return convOut(normOut(midBlock(h), fusedSiLU: true))
+        return try b.conv2d(b.groupNorm(midBlock.forward(b, h, plan: plan), normOut, silu: true), convOut)
     }
 }

@@ -12,9 +12,9 @@ public final class VAEMidBlock {
         secondResnet = try ResnetBlock2D(store, prefix + ".resnets.1", groups: groups, epsilon: 1e-6)
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = firstResnet(x)
-        if let attention { h = attention(h) }
-        return secondResnet(h)
+    func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: FusionPlan?) throws -> B.Value {
+        var h = try firstResnet.forward(b, x, time: nil)
+        if let attention { h = try attention.forward(b, h, plan: plan) }
+        return try secondResnet.forward(b, h, time: nil)
     }
 }

@@ -1,6 +1,6 @@
 /// diffusers' `UNet2DConditionModel` on an NVIDIA GPU in 16-bit storage (FP16, or BF16 with the context's
 /// `storageType`): the one model definition (`UNet2DConditionModel.forward`) run by a `CUDABackend` that holds
-/// its weights (uploaded once, fused by `UNetFusionPlan`). Activations stay on the device; `CUDAUNetGraph` replays
+/// its weights (uploaded once, fused by `FusionPlan`). Activations stay on the device; `CUDAUNetGraph` replays
 /// the forward as a CUDA graph. A quantized UNet runs its 8-bit layers as the CPU simulation defines them.
 ///
 /// After preparation the model's FP32 host weights are released (`UNet2DConditionModel.releaseHostWeights`) unless

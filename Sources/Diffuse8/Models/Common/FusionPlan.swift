@@ -1,0 +1,97 @@
+/// The cross-layer fusions of one model, decided once from its layers: the shared weight-preparation step of every
+/// backend that fuses (`ModelBackend.fusionPlan(for:)`). Each fusion computes the same function as the layers it
+/// replaces (up to the storage type's rounding); a quantized layer is never fused (its input scaling and smoothing
+/// are its own) and runs unfused.
+///
+/// - self-attention `to_q`/`to_k`/`to_v` (UNet `attn1`, CLIP `self_attn`, the VAE's mid-block attention) as one
+///   [3C, C] product read in place by attention;
+/// - every UNet resnet's `time_emb_proj` as one product on silu(temb), with the resnet's conv1 bias folded into it
+///   (added after conv1 either way);
+/// - every resnet's conv2 and shortcut biases folded into its residual add;
+/// - every UNet cross-attention's `to_k`/`to_v` as one product on the text context per context width;
+/// - SD1.x's 1×1 `proj_in`/`proj_out` convolutions as Linear layers on tokens (a 1×1 conv followed by NCHW → tokens
+///   equals NCHW → tokens followed by the Linear with the same weight).
+public final class FusionPlan {
+    /// Per self-attention module (`MultiHeadAttention`, `CLIPAttention`, `VAEAttentionBlock`): Q, K, V stacked.
+    public private(set) var selfProjections: [ObjectIdentifier: LinearStack] = [:]
+    /// All fusable `time_emb_proj` layers (+ conv1 biases), stacked.
+    public private(set) var timeProjection: LinearStack?
+    /// Where each fused resnet's channels start in `timeProjection`'s output.
+    public private(set) var timeOffsets: [ObjectIdentifier: Int] = [:]
+    /// Cross-attention keys and values, one stack per context width.
+    public private(set) var contextProjections: [LinearStack] = []
+    /// Per fused cross-attention module: its stack in `contextProjections` and the column of its keys (values follow).
+    public private(set) var contextSlots: [ObjectIdentifier: (stack: Int, offset: Int)] = [:]
+    /// Resnets whose conv2 and shortcut biases are added in `resnetOutput` (summed here) instead of by the convolutions.
+    public private(set) var resnetOutputBias: [ObjectIdentifier: Tensor] = [:]
+    /// Convolutions that run without their bias (it was folded elsewhere).
+    public private(set) var convolutionsWithoutBias = Set<ObjectIdentifier>()
+    /// 1×1 `proj_in`/`proj_out` convolutions as Linear layers on tokens.
+    public private(set) var tokenProjections: [ObjectIdentifier: Linear] = [:]
+
+    /// Every stack a backend has to prepare.
+    public var stacks: [LinearStack] { [timeProjection].compactMap { $0 } + contextProjections + Array(selfProjections.values) }
+
+    public init(_ unet: UNet2DConditionModel) throws {
+        var timeLayers: [Linear] = [], timeBias: [Float] = [], width = 0
+        for r in unet.resnets {
+            if let projection = r.timeEmbeddingProjection, projection.quantization == nil {
+                timeOffsets[ObjectIdentifier(r)] = width
+                timeLayers.append(projection)
+                timeBias += r.conv1.bias?.scalars ?? [Float](repeating: 0, count: projection.outFeatures)
+                convolutionsWithoutBias.insert(ObjectIdentifier(r.conv1))
+                width += projection.outFeatures
+            }
+            foldOutputBias(r)
+        }
+        timeProjection = timeLayers.isEmpty ? nil : try LinearStack(timeLayers, extraBias: timeBias)
+
+        var contextLayers: [Int: [Linear]] = [:], widths: [Int] = []
+        var slots: [ObjectIdentifier: (width: Int, offset: Int)] = [:]
+        for t in unet.transformers {
+            for case .convolution(let conv) in [t.projectIn, t.projectOut] where conv.quantization == nil {
+                tokenProjections[ObjectIdentifier(conv)] = Linear(
+                    name: conv.name, weight: conv.weight.reshaped([conv.outChannels, conv.inChannels]), bias: conv.bias)
+            }
+            for block in t.blocks {
+                let a = block.selfAttention
+                try stackProjections(of: a, [a.query, a.key, a.value])
+                let cross = block.crossAttention
+                if cross.key.quantization == nil && cross.value.quantization == nil {
+                    let w = cross.key.inFeatures
+                    if contextLayers[w] == nil { widths.append(w) }
+                    let offset = (contextLayers[w] ?? []).map(\.outFeatures).reduce(0, +)
+                    contextLayers[w, default: []] += [cross.key, cross.value]
+                    slots[ObjectIdentifier(cross)] = (w, offset)
+                }
+            }
+        }
+        contextProjections = try widths.map { try LinearStack(contextLayers[$0] ?? []) }
+        contextSlots = slots.mapValues { (widths.firstIndex(of: $0.width) ?? 0, $0.offset) }
+    }
+
+    public init(_ encoder: CLIPTextModel) throws {
+        for layer in encoder.layers {
+            let a = layer.selfAttention
+            try stackProjections(of: a, [a.queryProjection, a.keyProjection, a.valueProjection])
+        }
+    }
+
+    public init(_ vae: AutoencoderKL) throws {
+        for r in vae.resnets { foldOutputBias(r) }
+        for a in vae.attentions { try stackProjections(of: a, [a.toQuery, a.toKey, a.toValue]) }
+    }
+
+    private func stackProjections(of module: AnyObject, _ layers: [Linear]) throws {
+        guard layers.allSatisfy({ $0.quantization == nil }) else { return }
+        selfProjections[ObjectIdentifier(module)] = try LinearStack(layers)
+    }
+
+    private func foldOutputBias(_ r: ResnetBlock2D) {
+        var bias = r.conv2.bias?.scalars ?? [Float](repeating: 0, count: r.conv2.outChannels)
+        if let shortcutBias = r.shortcut?.bias?.scalars { bias = zip(bias, shortcutBias).map { $0 + $1 } }
+        resnetOutputBias[ObjectIdentifier(r)] = Tensor(shape: [bias.count], scalars: bias)
+        convolutionsWithoutBias.insert(ObjectIdentifier(r.conv2))
+        if let shortcut = r.shortcut { convolutionsWithoutBias.insert(ObjectIdentifier(shortcut)) }
+    }
+}

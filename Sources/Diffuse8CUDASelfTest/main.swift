@@ -82,7 +82,7 @@ if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: argumen
         let request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
         do {
             let p = try CUDAPipelineCheck.imageParity(directory: parts[0], request: request, precision: precision)
-            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(CUDAPipelineCheck.imagePSNRLimit)), latents rel. L2 \(p.latentRelativeL2)"
+            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(p.limit)), latents rel. L2 \(p.latentRelativeL2)"
                    + (p.deviceLoopVersusHostLoop.map { ", on-device vs host Euler loop \($0)" } ?? ""),
                    passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-6)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }

@@ -30,14 +30,15 @@ public final class StableDiffusionPipeline {
         let unetFolder = try folder.folder(of: "unet")
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
-        let kernels: CUDAKernels? = device == .cuda ? try CUDAKernels() : nil
-        kernels?.context.storageType = precision
-        noisePredictor = try kernels.map { CUDANoisePredictor(try CUDAUNet(unet, kernels: $0)) } ?? unet
+        // One backend holds every network's device weights.
+        let backend: CUDABackend? = device == .cuda ? CUDABackend(kernels: try CUDAKernels()) : nil
+        backend?.context.storageType = precision
+        noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0)) } ?? unet
         let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
-        decoder = try kernels.map { try CUDALatentDecoder(vae, kernels: $0) } ?? vae
+        decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae
         func textEncoder(_ name: String) throws -> any TextEncoder {
             let model = try CLIPTextModel.load(directory: folder.folder(of: name))
-            return try kernels.map { try CUDACLIPTextModel(model, kernels: $0) } ?? model
+            return try backend.map { try CUDACLIPTextModel(model, backend: $0) } ?? model
         }
         var encoders = [TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),
                                                  model: try textEncoder("text_encoder"))]

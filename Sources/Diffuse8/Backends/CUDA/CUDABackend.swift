@@ -62,13 +62,15 @@ public final class CUDABackend: ModelBackend {
             self.convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(
                 context, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
         }
-        for linear in linears + Array(plan.tokenProjections.values) {
+        let stacked = Set(plan.stacks.flatMap(\.layers).map(ObjectIdentifier.init))
+        for linear in linears + Array(plan.tokenProjections.values) where !stacked.contains(ObjectIdentifier(linear)) {
             self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear)
         }
         for stack in plan.stacks {
             stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
         }
         for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try context.upload(bias) }
+        for layer in plan.tokenProjections.values { layer.releaseHostWeight() }  // device-only views of convolutions
         for norm in groupNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
         for norm in layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
         plans[ObjectIdentifier(model)] = plan

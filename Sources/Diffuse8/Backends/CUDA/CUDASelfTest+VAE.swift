@@ -71,7 +71,7 @@ extension CUDASelfTest {
             let loaded: (AutoencoderKL, CUDAVAEDecoder)
             do {
                 let vae = try AutoencoderKL.load(directory: directory)
-                loaded = (vae, try CUDAVAEDecoder(vae, kernels: kernels))
+                loaded = (vae, try CUDAVAEDecoder(vae, kernels: kernels, keepHostWeights: true))
             } catch {
                 results.append(CUDASelfTestResult(name: "vae decode", shape: directory, relativeL2: .infinity, threshold: vaeParityLimit,
                                                   nonFinite: 0, error: "loading: \(error)"))

@@ -8,16 +8,18 @@ public final class CUDACLIPTextModel {
     public var configuration: CLIPTextConfiguration { model.configuration }
     public var context: CUDAContext { backend.context }
 
-    /// Uploads `model`'s weights (in the storage type) to `backend`.
-    public init(_ model: CLIPTextModel, backend: CUDABackend) throws {
+    /// Uploads `model`'s weights (in the storage type) to `backend` and, unless `keepHostWeights` (to compare with the
+    /// CPU), releases the host copies of its Linear weights.
+    public init(_ model: CLIPTextModel, backend: CUDABackend, keepHostWeights: Bool = false) throws {
         try backend.prepare(model)
+        if !keepHostWeights { for layer in model.linearLayers { layer.releaseHostWeight() } }
         self.model = model
         self.backend = backend
     }
 
     /// A backend of its own on `kernels`.
-    public convenience init(_ model: CLIPTextModel, kernels: CUDAKernels) throws {
-        try self.init(model, backend: CUDABackend(kernels: kernels))
+    public convenience init(_ model: CLIPTextModel, kernels: CUDAKernels, keepHostWeights: Bool = false) throws {
+        try self.init(model, backend: CUDABackend(kernels: kernels), keepHostWeights: keepHostWeights)
     }
 
     /// Runs the encoder on equal-length token id rows (like `model(input_ids, output_hidden_states=True)`).

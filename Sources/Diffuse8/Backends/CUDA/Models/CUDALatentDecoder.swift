@@ -5,10 +5,10 @@ public final class CUDALatentDecoder: LatentDecoder {
     public let configuration: VAEConfiguration
     let context: CUDAContext
 
-    public init(_ vae: AutoencoderKL, kernels: CUDAKernels) throws {
-        decoder = try CUDAVAEDecoder(vae, kernels: kernels)
+    public init(_ vae: AutoencoderKL, backend: CUDABackend) throws {
+        decoder = try CUDAVAEDecoder(vae, backend: backend)
         configuration = vae.configuration
-        context = kernels.context
+        context = backend.context
     }
 
     private var releasedUnusedLayouts = false

@@ -14,16 +14,21 @@ public final class CUDAVAEDecoder {
     public var configuration: VAEConfiguration { vae.configuration }
     public var context: CUDAContext { backend.context }
 
-    /// Uploads `vae`'s weights in the storage type to `backend`.
-    public init(_ vae: AutoencoderKL, backend: CUDABackend) throws {
+    /// Uploads `vae`'s weights in the storage type to `backend` and, unless `keepHostWeights` (to compare with the
+    /// CPU), releases the host copies.
+    public init(_ vae: AutoencoderKL, backend: CUDABackend, keepHostWeights: Bool = false) throws {
         try backend.prepare(vae)
+        if !keepHostWeights {
+            for layer in vae.linearLayers { layer.releaseHostWeight() }
+            for layer in vae.convolutionLayers { layer.releaseHostWeight() }
+        }
         self.vae = vae
         self.backend = backend
     }
 
     /// A backend of its own on `kernels`.
-    public convenience init(_ vae: AutoencoderKL, kernels: CUDAKernels) throws {
-        try self.init(vae, backend: CUDABackend(kernels: kernels))
+    public convenience init(_ vae: AutoencoderKL, kernels: CUDAKernels, keepHostWeights: Bool = false) throws {
+        try self.init(vae, backend: CUDABackend(kernels: kernels), keepHostWeights: keepHostWeights)
     }
 
     public static func load(directory: String, kernels: CUDAKernels) throws -> CUDAVAEDecoder {

@@ -74,8 +74,7 @@ struct BenchCommand: ParsableCommand {
         }
         if device == .cuda {
             let latentSize = try latent ?? UNetConfiguration(contentsOf: unetFolder + "/config.json").sampleSize ?? 64
-            let kernels = try CUDAKernels()
-            kernels.context.storageType = precision.storageType
+            let kernels = try CUDAKernels(storageType: precision.storageType)
             let timing = try CUDAUNetCheck.benchmark(directory: unetFolder, kernels: kernels, batch: batch, height: latentSize,
                                                      width: latentSize, warmup: max(warmup, 1), repeats: iterations)
             print(timing.json)

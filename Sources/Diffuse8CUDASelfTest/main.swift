@@ -13,7 +13,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
     usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only]
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
-           diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ...
+           diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ... | --mixed-precision DIR ...
            diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--host-loop]
            (the whole-model modes take --bf16: BF16 storage instead of FP16)
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
@@ -29,6 +29,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
       --pipeline    one image per folder (default 20 steps, CFG 5, seed 0) on the CPU (FP32) and the GPU (FP16):
                     PSNR of the GPU image vs the CPU image must be ≥ 40 dB
       --vae         CUDA vs CPU VAE decoder of each diffusers vae/ folder, plus GEMM attention checks
+      --mixed-precision  an FP16 and a BF16 pipeline of each folder in one process, used in turn: both images
+                    ≥ 40 dB vs the CPU image, and the FP16 image unchanged after the BF16 pipeline ran
       --generate-bench  end-to-end text-to-image time on the GPU (default native size, 30 steps, 5 runs); JSON line
     exit status: 0 all passed, 1 a check failed, 2 no CUDA GPU/driver/library
     """)
@@ -50,15 +52,14 @@ func operands(after flag: String) -> [String] {
     return Array(argumentList[(i + 1)...].prefix { !$0.hasPrefix("--") })
 }
 
-if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: arguments.contains) {
+let precision: CUDADataType = arguments.contains("--bf16") ? .bfloat16 : .float16
+if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision"].contains(where: arguments.contains) {
     let kernels: CUDAKernels
-    do { kernels = try CUDAKernels() } catch {
+    do { kernels = try CUDAKernels(storageType: precision) } catch {
         print("no CUDA GPU: \(error)")
         exit(CUDASelfTest.ExitCode.noCUDA.rawValue)
     }
     print("device    \(kernels.context.deviceName)")
-    let precision: CUDADataType = arguments.contains("--bf16") ? .bfloat16 : .float16
-    kernels.context.storageType = precision
     var failed = false
     func report(_ line: String, passed: Bool) {
         failed = failed || !passed
@@ -87,6 +88,15 @@ if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: argumen
                    passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-6)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }
     }
+    for directory in operands(after: "--mixed-precision") {
+        let request = GenerationRequest(prompt: prompts[0], steps: 20, guidanceScale: 5, seed: 0)
+        do {
+            let r = try CUDAPipelineCheck.mixedPrecision(directory: directory, request: request)
+            report("mixed precision \(directory): FP16 \(r.fp16) dB, BF16 \(r.bf16) dB vs CPU (limit \(CUDAPipelineCheck.imagePSNRLimit)), "
+                   + "FP16 repeated after BF16 identical: \(r.repeatIdentical)",
+                   passed: r.fp16 >= CUDAPipelineCheck.imagePSNRLimit && r.bf16 >= CUDAPipelineCheck.imagePSNRLimit && r.repeatIdentical)
+        } catch { report("mixed precision \(directory): \(error)", passed: false) }
+    }
     let vaeDirectories = operands(after: "--vae")
     if arguments.contains("--vae") {
         for r in CUDASelfTest.vaeChecks(kernels: kernels, directories: vaeDirectories) {
@@ -110,12 +120,11 @@ if ["--text", "--pipeline", "--vae", "--generate-bench"].contains(where: argumen
 
 if arguments.contains("--unet") || arguments.contains("--unet-bench") {
     let kernels: CUDAKernels
-    do { kernels = try CUDAKernels() } catch {
+    do { kernels = try CUDAKernels(storageType: precision) } catch {
         print("no CUDA GPU: \(error)")
         exit(CUDASelfTest.ExitCode.noCUDA.rawValue)
     }
     print("device    \(kernels.context.deviceName)")
-    if arguments.contains("--bf16") { kernels.context.storageType = .bfloat16 }
     if let directory = value(after: "--unet-bench") {
         let (h, w) = size(value(after: "--size")) ?? (64, 64)
         do {

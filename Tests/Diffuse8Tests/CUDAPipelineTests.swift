@@ -28,6 +28,16 @@ final class CUDAPipelineTests: XCTestCase {
         }
     }
 
+    /// The storage type belongs to a pipeline: an FP16 and a BF16 pipeline coexist and neither disturbs the other.
+    func testPipelinesOfDifferentPrecisionCoexist() throws {
+        _ = try requireGPU()
+        let r = try CUDAPipelineCheck.mixedPrecision(directory: Fixtures.path("tiny-sd15"),
+                                                     request: GenerationRequest(prompt: "a red circle", steps: 4, guidanceScale: 5, seed: 3))
+        XCTAssertGreaterThanOrEqual(r.fp16, CUDAPipelineCheck.imagePSNRLimit)
+        XCTAssertGreaterThanOrEqual(r.bf16, CUDAPipelineCheck.imagePSNRLimit)
+        XCTAssertTrue(r.repeatIdentical, "the FP16 pipeline's image changed after the BF16 pipeline ran")
+    }
+
     /// Without a GPU (CI), `.cuda` must fail at load with an error that says what is missing — not crash, not
     /// silently fall back to the CPU.
     func testCUDAWithoutGPUFailsClearly() throws {

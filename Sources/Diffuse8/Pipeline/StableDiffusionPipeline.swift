@@ -31,8 +31,7 @@ public final class StableDiffusionPipeline {
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
         // One backend holds every network's device weights.
-        let backend: CUDABackend? = device == .cuda ? CUDABackend(kernels: try CUDAKernels()) : nil
-        backend?.context.storageType = precision
+        let backend: CUDABackend? = device == .cuda ? CUDABackend(kernels: try CUDAKernels(storageType: precision)) : nil
         noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0)) } ?? unet
         let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
         decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae

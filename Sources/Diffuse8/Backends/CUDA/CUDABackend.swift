@@ -60,19 +60,19 @@ public final class CUDABackend: ModelBackend {
                          groupNorms: [GroupNorm], layerNorms: [LayerNorm]) throws {
         for conv in convolutions where plan.tokenProjections[ObjectIdentifier(conv)] == nil {
             self.convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(
-                context, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
+                kernels, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
         }
         let stacked = Set(plan.stacks.flatMap(\.layers).map(ObjectIdentifier.init))
         for linear in linears + Array(plan.tokenProjections.values) where !stacked.contains(ObjectIdentifier(linear)) {
-            self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(context, linear)
+            self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(kernels, linear)
         }
         for stack in plan.stacks {
-            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(context, weight: stack.makeWeight(), bias: stack.makeBias())
+            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(kernels, weight: stack.makeWeight(), bias: stack.makeBias())
         }
-        for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try context.upload(bias) }
+        for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try kernels.upload(bias) }
         for layer in plan.tokenProjections.values { layer.releaseHostWeight() }  // device-only views of convolutions
-        for norm in groupNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
-        for norm in layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(context, norm) }
+        for norm in groupNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(kernels, norm) }
+        for norm in layerNorms { norms[ObjectIdentifier(norm)] = try CUDANormWeights(kernels, norm) }
         plans[ObjectIdentifier(model)] = plan
     }
 
@@ -87,7 +87,7 @@ public final class CUDABackend: ModelBackend {
     // MARK: Data
 
     public func shape(of x: CUDATensor) -> [Int] { x.shape }
-    public func upload(_ x: Tensor) throws -> CUDATensor { try context.upload(x) }
+    public func upload(_ x: Tensor) throws -> CUDATensor { try kernels.upload(x) }
     public func download(_ x: CUDATensor) throws -> Tensor { try context.download(x) }
 
     public func reshape(_ x: CUDATensor, _ shape: [Int]) throws -> CUDATensor {

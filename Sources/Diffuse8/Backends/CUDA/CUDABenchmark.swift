@@ -34,7 +34,7 @@ public enum CUDABenchmark {
         var rows: [Row] = []
         func add(_ row: Row) { rows.append(row); progress?(row) }
         func device(_ shape: [Int], scale: Float = 1) throws -> CUDATensor {
-            try context.upload(random.normalHalfRounded(shape, scale: scale))
+            try kernels.upload(random.normalHalfRounded(shape, scale: scale))
         }
 
         let gemms: [(String, Int, Int, Int)] = [
@@ -112,7 +112,7 @@ public enum CUDABenchmark {
         ms = try time(context) { _ = try kernels.channelsToTokens(feature) }
         add(Row(name: "channelsToTokens", shape: "[2,320,64,64]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
         let copySource = try device([64 << 20])
-        let copyTarget = try context.empty([64 << 20])
+        let copyTarget = try kernels.empty([64 << 20])
         ms = try time(context) { try context.copy(from: copySource.address, to: copyTarget.address, bytes: copySource.byteCount) }
         add(Row(name: "device copy (ceiling)", shape: "128 MiB", milliseconds: ms,
                 rate: 2 * Double(copySource.byteCount) / ms / 1e6, unit: "GB/s"))

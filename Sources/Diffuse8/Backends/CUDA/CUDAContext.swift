@@ -27,12 +27,6 @@ public final class CUDAContext: @unchecked Sendable {
     /// When set, every allocation is filled with FP16 NaN (0xFFFF) so that tests catch unwritten outputs.
     public var poisonsAllocations = false
 
-    /// The 16-bit type activations and weights are stored in on this context: `.float16` (default) or
-    /// `.bfloat16`. Uploads and new tensors default to it and every kernel compiles for it, so set it before
-    /// loading models; tensors of the other type are rejected by the kernels (one type per context).
-    public var storageType: CUDADataType = .float16 {
-        didSet { precondition(storageType != .float32, "storageType is a 16-bit type") }
-    }
     private let lock = CUDALock()
     private var _nvrtc: NVRTCAPI?
     private var _cublasLt: CUBLASLtAPI?

@@ -37,16 +37,21 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
     public private(set) var compileSeconds = 0.0
     public private(set) var cacheHits = 0
 
-    init(context: CUDAContext) { self.context = context }
+    /// The 16-bit storage type every kernel is compiled for (bfloat16: `D8_BF16` defined, separate modules).
+    let storageType: CUDADataType
+
+    init(context: CUDAContext, storageType: CUDADataType) {
+        self.context = context
+        self.storageType = storageType
+    }
 
     var architecture: String { "sm_\(context.computeCapability.major)\(context.computeCapability.minor)" }
 
     /// The kernel `name` from the module built from `source` (compiled at most once per process).
-    /// The kernel `name` of `module`, compiled for the context's `storageType` (bfloat16: `D8_BF16` defined, a
-    /// separate module).
+    /// The kernel `name` of `module`, compiled for `storageType` (bfloat16: `D8_BF16` defined, a separate module).
     func function(_ name: String, module: String, source: @autoclosure () -> String) throws -> CUDAFunction {
         try lock.withLock {
-            let bfloat16 = context.storageType == .bfloat16
+            let bfloat16 = storageType == .bfloat16
             let module = bfloat16 ? module + "_bf16" : module
             let key = module + "::" + name
             if let function = functions[key] { return function }

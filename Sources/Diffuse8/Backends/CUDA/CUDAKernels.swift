@@ -1,7 +1,7 @@
 /// 16-bit kernels on device tensors, mirroring `CPUKernels` (same names, layouts and PyTorch semantics),
 /// so model code can run on either backend.
 ///
-/// Storage is the context's `storageType` (FP16 by default, or BF16), arithmetic FP32. Feature maps are NCHW; token
+/// Storage is `storageType` (FP16 by default, or BF16), arithmetic FP32. Feature maps are NCHW; token
 /// sequences [batch, tokens, channels]. GEMMs and convolutions (im2col + GEMM) go through cuBLASLt;
 /// everything else is CUDA C compiled by NVRTC on first use (see `CUDAKernelSources`, `CUDAAttentionSource`).
 /// All work is queued on `context.stream`; call `context.synchronize()` or `download` to wait.
@@ -56,24 +56,39 @@ public final class CUDAKernels: @unchecked Sendable {
         case cudnnChannelsLast
     }
 
-    /// Kernels on the shared context (device 0). Throws with the full search report when CUDA is absent.
-    public convenience init() throws { try self.init(context: CUDAContext.shared()) }
+    /// The 16-bit type every tensor these kernels take and return is stored in: `.float16` (default) or
+    /// `.bfloat16`. Fixed per instance, so kernels of both types (two pipelines of different precision) can share
+    /// one context; tensors of the other type are rejected.
+    public let storageType: CUDADataType
 
-    public init(context: CUDAContext) throws {
-        self.context = context
-        compiler = CUDAKernelCompiler(context: context)
-        matmul = try CUDAMatmul(context: context)
+    /// Kernels on the shared context (device 0). Throws with the full search report when CUDA is absent.
+    public convenience init(storageType: CUDADataType = .float16) throws {
+        try self.init(context: CUDAContext.shared(), storageType: storageType)
     }
+
+    public init(context: CUDAContext, storageType: CUDADataType = .float16) throws {
+        guard storageType != .float32 else { throw CUDAError.invalidArgument("CUDAKernels: the storage type is FP16 or BF16") }
+        self.context = context
+        self.storageType = storageType
+        compiler = CUDAKernelCompiler(context: context, storageType: storageType)
+        matmul = try CUDAMatmul(context: context, storageType: storageType)
+    }
+
+    /// An uninitialised device tensor of `storageType`.
+    public func empty(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: storageType) }
+
+    /// A host tensor copied to the device as `storageType` (rounded to nearest even).
+    public func upload(_ tensor: Tensor) throws -> CUDATensor { try context.upload(tensor, dtype: storageType) }
 
     func basic(_ name: String) throws -> CUDAFunction {
         try compiler.function(name, module: "diffuse8_basic", source: CUDAKernelSources.basic)
     }
 
-    func output(_ shape: [Int]) throws -> CUDATensor { try context.empty(shape, dtype: context.storageType) }
+    func output(_ shape: [Int]) throws -> CUDATensor { try empty(shape) }
 
     func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
-        for t in tensors.compactMap({ $0 }) where t.dtype != context.storageType {
-            throw CUDAError.invalidArgument("\(op): expects \(context.storageType) tensors (the context's storage type), got \(t.dtype) of shape \(t.shape)")
+        for t in tensors.compactMap({ $0 }) where t.dtype != storageType {
+            throw CUDAError.invalidArgument("\(op): expects \(storageType) tensors (these kernels' storage type), got \(t.dtype) of shape \(t.shape)")
         }
     }
 
@@ -210,7 +225,7 @@ public final class CUDAKernels: @unchecked Sendable {
     /// cuDNN whatever `convolutionBackend` says (throws without it).
     private func cudnnRegardless() throws -> CUDNNConvolution {
         if let cudnnConvolution { return cudnnConvolution }
-        let created = try CUDNNConvolution(context: context)
+        let created = try CUDNNConvolution(context: context, storageType: storageType)
         cudnnConvolution = created
         return created
     }
@@ -222,7 +237,7 @@ public final class CUDAKernels: @unchecked Sendable {
             if let cudnnConvolution { return cudnnConvolution }
             if cudnnUnavailable != nil && convolutionBackend == .automatic { return nil }
             do {
-                cudnnConvolution = try CUDNNConvolution(context: context)
+                cudnnConvolution = try CUDNNConvolution(context: context, storageType: storageType)
                 return cudnnConvolution
             } catch {
                 if convolutionBackend != .automatic { throw error }
@@ -456,7 +471,7 @@ public final class CUDAKernels: @unchecked Sendable {
     private func cudnnAttentionRegardless() throws -> CUDNNAttention {
         if let cudnnAttention { return cudnnAttention }
         do {
-            let created = try CUDNNAttention(context: context)
+            let created = try CUDNNAttention(context: context, storageType: storageType)
             cudnnAttention = created
             return created
         } catch {

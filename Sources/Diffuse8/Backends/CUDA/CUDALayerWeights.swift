@@ -12,24 +12,24 @@ struct CUDALinearWeights {
     var outFeatures: Int { weight.shape[0] }
 
     /// Uploads `weight` [out, in] (a 1×1 conv weight [out, in, 1, 1] is reshaped) and `bias`.
-    init(_ context: CUDAContext, weight: Tensor, bias: Tensor?) throws {
+    init(_ kernels: CUDAKernels, weight: Tensor, bias: Tensor?) throws {
         let w = weight.shape.count == 4 ? weight.reshaped([weight.shape[0], weight.shape[1]]) : weight
-        self.weight = try context.upload(w)
-        self.bias = try bias.map { try context.upload($0) }
+        self.weight = try kernels.upload(w)
+        self.bias = try bias.map { try kernels.upload($0) }
     }
 
-    init(_ context: CUDAContext, _ linear: Linear) throws {
-        try self.init(context, weight: linear.weight, bias: linear.bias)
+    init(_ kernels: CUDAKernels, _ linear: Linear) throws {
+        try self.init(kernels, weight: linear.weight, bias: linear.bias)
         if let q = linear.quantization {
             quantization = q
-            smoothing = try q.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
+            smoothing = try q.smoothing.map { try kernels.context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
         }
     }
 
     /// Several dense Linear layers with the same input as one GEMM (`LinearStack`).
-    init(_ context: CUDAContext, stacking layers: [Linear]) throws {
+    init(_ kernels: CUDAKernels, stacking layers: [Linear]) throws {
         let stack = try LinearStack(layers)
-        try self.init(context, weight: stack.makeWeight(), bias: stack.makeBias())
+        try self.init(kernels, weight: stack.makeWeight(), bias: stack.makeBias())
     }
 }
 
@@ -47,12 +47,12 @@ final class CUDAConvolutionWeights {
     let stride: Int
     let padding: Int
 
-    init(_ context: CUDAContext, _ conv: Conv2d, withBias: Bool = true) throws {
-        weight = try context.upload(conv.weight)
+    init(_ kernels: CUDAKernels, _ conv: Conv2d, withBias: Bool = true) throws {
+        weight = try kernels.upload(conv.weight)
         let w = conv.weight.shape
         weightChannelsLast = w[2] > 1 && w[0] % 8 == 0 && w[1] % 8 == 0
-            ? try context.upload(CUDAKernels.channelsLastWeight(conv.weight)) : nil
-        bias = withBias ? try conv.bias.map { try context.upload($0) } : nil
+            ? try kernels.upload(CUDAKernels.channelsLastWeight(conv.weight)) : nil
+        bias = withBias ? try conv.bias.map { try kernels.upload($0) } : nil
         stride = conv.stride
         padding = conv.padding
     }
@@ -86,16 +86,16 @@ struct CUDANormWeights {
     let groups: Int
     let epsilon: Float
 
-    init(_ context: CUDAContext, _ norm: GroupNorm) throws {
-        weight = try context.upload(norm.weight)
-        bias = try context.upload(norm.bias)
+    init(_ kernels: CUDAKernels, _ norm: GroupNorm) throws {
+        weight = try kernels.upload(norm.weight)
+        bias = try kernels.upload(norm.bias)
         groups = norm.groups
         epsilon = norm.epsilon
     }
 
-    init(_ context: CUDAContext, _ norm: LayerNorm) throws {
-        weight = try context.upload(norm.weight)
-        bias = try context.upload(norm.bias)
+    init(_ kernels: CUDAKernels, _ norm: LayerNorm) throws {
+        weight = try kernels.upload(norm.weight)
+        bias = try kernels.upload(norm.bias)
         groups = 1
         epsilon = norm.epsilon
     }

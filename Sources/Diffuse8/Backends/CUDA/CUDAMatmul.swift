@@ -63,7 +63,11 @@ public final class CUDAMatmul: @unchecked Sendable {
     /// cuBLASLt workspace: 32 MiB, what NVIDIA recommends for Hopper.
     static let workspaceBytes = 32 << 20
 
-    init(context: CUDAContext) throws {
+    /// The 16-bit type of the operands.
+    let storageType: CUDADataType
+
+    init(context: CUDAContext, storageType: CUDADataType) throws {
+        self.storageType = storageType
         self.context = context
         api = try context.cublasLt()
         var handle: OpaquePointer? = nil
@@ -81,7 +85,7 @@ public final class CUDAMatmul: @unchecked Sendable {
     /// Queues D = α·op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
     func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil) throws {
         var problem = problem
-        problem.dataType = context.storageType
+        problem.dataType = storageType
         let plan = try lock.withLock { try plans[problem] ?? makePlan(problem, operands: (a, b, d, bias, c)) }
         if let bias {
             var pointer = bias

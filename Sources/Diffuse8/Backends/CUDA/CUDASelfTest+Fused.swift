@@ -14,7 +14,7 @@ extension CUDASelfTest {
         }
         func pair(_ shape: [Int], _ r: inout SelfTestRandom, _ scale: Float) throws -> (CUDATensor, Tensor) {
             let host = r.normalHalfRounded(shape, scale: scale)
-            return (try context.upload(host), host)
+            return (try kernels.upload(host), host)
         }
         check("linear+bias+residual", "[2,77,320]·[640,320]ᵀ", 1e-3) { r in
             let (x, xh) = try pair([2, 77, 320], &r, 1), (w, wh) = try pair([640, 320], &r, 0.05)

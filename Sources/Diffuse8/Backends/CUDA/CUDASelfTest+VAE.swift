@@ -21,7 +21,7 @@ extension CUDASelfTest {
         }
         func pair(_ shape: [Int]) throws -> (CUDATensor, Tensor) {
             let host = random.normalHalfRounded(shape)
-            return (try context.upload(host), host)
+            return (try kernels.upload(host), host)
         }
 
         // GEMM attention on separate q/k/v tensors.
@@ -85,7 +85,7 @@ extension CUDASelfTest {
                 record("vae decode \(lastComponents(directory))", "\(shape)", vaeParityLimit) {
                     let latents = generator.randn(shape)
                     let rounded = Tensor(shape: shape, scalars: latents.scalars.map { Float(Float16($0)) })
-                    return (try decoder.decode(context.upload(rounded)), vae.decode(rounded))
+                    return (try decoder.decode(kernels.upload(rounded)), vae.decode(rounded))
                 }
             }
         }
@@ -110,7 +110,7 @@ extension CUDASelfTest {
         let context = kernels.context
         let decoder = try CUDAVAEDecoder.load(directory: directory, kernels: kernels)
         var generator = TorchGenerator(seed: 0xBE4C)
-        let latents = try context.upload(generator.randn([batch, decoder.configuration.latentChannels, height, width]))
+        let latents = try kernels.upload(generator.randn([batch, decoder.configuration.latentChannels, height, width]))
         _ = try decoder.decode(latents)
         decoder.releaseUnusedWeightLayouts()
         try context.synchronize()

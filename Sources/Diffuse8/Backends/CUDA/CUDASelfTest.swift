@@ -43,7 +43,7 @@ public enum CUDASelfTest {
         }
         func pair(_ shape: [Int], _ r: inout SelfTestRandom, scale: Float = 1) throws -> (CUDATensor, Tensor) {
             let host = r.normalHalfRounded(shape, scale: scale)
-            return (try context.upload(host), host)
+            return (try kernels.upload(host), host)
         }
 
         // GEMMs (cuBLASLt).
@@ -81,7 +81,7 @@ public enum CUDASelfTest {
             check("conv2d \(k)x\(k) s\(stride) p\(padding) \(backendName)", "[2,\(c),\(hw),\(hw)]→\(o)") { r in
                 let (x, xh) = try pair([2, c, hw, hw], &r), (w, wh) = try pair([o, c, k, k], &r, scale: 0.1)
                 let (b, bh) = try pair([o], &r)
-                let last = try context.upload(CUDAKernels.channelsLastWeight(wh))
+                let last = try kernels.upload(CUDAKernels.channelsLastWeight(wh))
                 return (try kernels.conv2d(x, weight: w, bias: b, stride: stride, padding: padding, weightChannelsLast: last),
                         CPUKernels.conv2d(xh, weight: wh, bias: bh, stride: stride, padding: padding))
             }
@@ -108,7 +108,7 @@ public enum CUDASelfTest {
                 defer { kernels.splitGroupNormDisabled = false }
                 var xh = r.normalHalfRounded(shape, scale: 2)
                 if offset != 0 { xh = Tensor(shape: shape, scalars: xh.scalars.map { Float(Float16($0 + offset)) }) }
-                let x = try context.upload(xh)
+                let x = try kernels.upload(xh)
                 let (w, wh) = try pair([shape[1]], &r), (b, bh) = try pair([shape[1]], &r)
                 return (try kernels.groupNorm(x, groups: 32, weight: w, bias: b, epsilon: 1e-5, fusedSiLU: silu),
                         CPUKernels.groupNorm(xh, groups: 32, weight: wh, bias: bh, epsilon: 1e-5, fusedSiLU: silu))

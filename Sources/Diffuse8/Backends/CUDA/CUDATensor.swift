@@ -3,7 +3,7 @@ public enum CUDADataType: String, Sendable, Equatable, Hashable, CaseIterable {
     /// IEEE half precision (5-bit exponent): the default storage type of every kernel here.
     case float16
     /// bfloat16 (8-bit exponent, FP32's range, 8 significant bits): the alternative storage type
-    /// (`CUDAContext.storageType`); overflow-free where FP16 saturates.
+    /// (`CUDAKernels.storageType`); overflow-free where FP16 saturates.
     case bfloat16
     case float32
 
@@ -23,7 +23,7 @@ public enum CUDADataType: String, Sendable, Equatable, Hashable, CaseIterable {
 ///
 /// Layouts follow `Tensor` and `CPUKernels`: feature maps NCHW, token sequences [batch, tokens, channels].
 /// The storage is reference-counted (`CUDABuffer`); `reshaped` shares it. All kernels take and return tensors of
-/// the context's `storageType` (FP16 unless set to BF16) and compute in FP32.
+/// the kernels' `storageType` (FP16 unless set to BF16) and compute in FP32.
 public struct CUDATensor: @unchecked Sendable {
     public let buffer: CUDABuffer
     public var shape: [Int]
@@ -54,16 +54,15 @@ public struct CUDATensor: @unchecked Sendable {
 }
 
 extension CUDAContext {
-    /// An uninitialised device tensor (of `storageType` unless `dtype` says otherwise).
-    public func empty(_ shape: [Int], dtype: CUDADataType? = nil) throws -> CUDATensor {
-        let dtype = dtype ?? storageType
+    /// An uninitialised device tensor of `dtype` (`CUDAKernels.empty` makes one of the kernels' storage type).
+    public func empty(_ shape: [Int], dtype: CUDADataType) throws -> CUDATensor {
         let bytes = shape.reduce(1, *) * dtype.byteSize
         return CUDATensor(buffer: try allocate(bytes: max(bytes, 1)), shape: shape, dtype: dtype)
     }
 
-    /// Copies a host tensor to the device as `dtype` (default: `storageType`), rounding to nearest even.
-    public func upload(_ tensor: Tensor, dtype: CUDADataType? = nil) throws -> CUDATensor {
-        let dtype = dtype ?? storageType
+    /// Copies a host tensor to the device as `dtype`, rounding to nearest even (`CUDAKernels.upload` uses the
+    /// kernels' storage type).
+    public func upload(_ tensor: Tensor, dtype: CUDADataType) throws -> CUDATensor {
         let device = try empty(tensor.shape, dtype: dtype)
         switch dtype {
         case .bfloat16:

@@ -58,7 +58,11 @@ final class CUDNNAttention: @unchecked Sendable {
     private var unsupported: [Shape: String] = [:]
     private let lock = CUDALock()
 
-    init(context: CUDAContext) throws {
+    /// The 16-bit type of the operands.
+    let storageType: CUDADataType
+
+    init(context: CUDAContext, storageType: CUDADataType) throws {
+        self.storageType = storageType
         self.context = context
         api = try context.cudnn()
         handle = try api.makeHandle(on: context)
@@ -69,7 +73,7 @@ final class CUDNNAttention: @unchecked Sendable {
     func forward(_ shape: Shape, query: UInt64, key: UInt64, value: UInt64, output: UInt64, scale: Float) throws {
         try context.makeCurrent()
         var shape = shape
-        shape.dataType = context.storageType
+        shape.dataType = storageType
         let plan = try lock.withLock { () throws -> Plan in
             if let known = plans[shape] { return known }
             if let why = unsupported[shape] { throw CUDAError.invalidArgument("cuDNN attention: \(why)") }

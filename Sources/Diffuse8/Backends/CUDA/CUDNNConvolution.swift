@@ -36,7 +36,11 @@ final class CUDNNConvolution: @unchecked Sendable {
     private let lock = CUDALock()
     static let searchWorkspaceBytes = 256 << 20
 
-    init(context: CUDAContext) throws {
+    /// The 16-bit type of the operands.
+    let storageType: CUDADataType
+
+    init(context: CUDAContext, storageType: CUDADataType) throws {
+        self.storageType = storageType
         self.context = context
         api = try context.cudnn()
         handle = try api.makeHandle(on: context)
@@ -46,7 +50,7 @@ final class CUDNNConvolution: @unchecked Sendable {
     func forward(_ shape: Shape, x: UInt64, weight: UInt64, y: UInt64) throws {
         try context.makeCurrent()
         var shape = shape
-        shape.dataType = context.storageType
+        shape.dataType = storageType
         let plan = try lock.withLock { try plans[shape] ?? makePlan(shape, x: x, weight: weight, y: y) }
         let workspace = plan.workspaceBytes > 0 ? try context.allocate(bytes: plan.workspaceBytes) : nil
         var alpha: Float = 1, beta: Float = 0

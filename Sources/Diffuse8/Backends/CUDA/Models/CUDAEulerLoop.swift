@@ -44,7 +44,7 @@ extern "C" __global__ void euler_cfg_step(float* __restrict__ x, const half_t* _
             throw CUDAError.invalidArgument("CUDAEulerLoop: graph input \(graph.sample.shape) for latents \(plan.latents.shape), batch \(batch)")
         }
         // Every step's timestep features, uploaded once: [steps · batch, channels].
-        let features = try context.upload(Tensor.concatenate(plan.timesteps.map { unet.model.timeProjection(Array(repeating: $0, count: batch)) }))
+        let features = try kernels.upload(Tensor.concatenate(plan.timesteps.map { unet.model.timeProjection(Array(repeating: $0, count: batch)) }))
         let featureBytes = graph.conditioning.timeFeatures.byteCount
         let x = try context.upload(plan.latents, dtype: .float32)
         let function = try kernels.compiler.function("euler_cfg_step", module: "diffuse8_euler", source: source)

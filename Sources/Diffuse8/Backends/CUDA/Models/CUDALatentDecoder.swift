@@ -14,7 +14,7 @@ public final class CUDALatentDecoder: LatentDecoder {
     private var releasedUnusedLayouts = false
 
     public func decodeLatents(_ z: Tensor) throws -> Tensor {
-        let image = try context.download(decoder.decode(context.upload(z)))
+        let image = try context.download(decoder.decode(decoder.backend.kernels.upload(z)))
         if !releasedUnusedLayouts {
             // The first decode chose each convolution's path: drop the other weight copies.
             decoder.releaseUnusedWeightLayouts()

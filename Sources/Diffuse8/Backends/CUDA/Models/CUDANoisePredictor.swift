@@ -18,13 +18,12 @@ public final class CUDANoisePredictor: NoisePredictor {
     public init(_ unet: CUDAUNet) { self.unet = unet }
 
     public func makeDenoiser(conditioning c: UNetConditioning, sampleShape: [Int]) throws -> (Tensor, Float) throws -> Tensor {
-        let context = unet.context
-        let states = try context.upload(c.encoderHiddenStates)
-        let textEmbeds = try c.textEmbeds.map { try context.upload($0) }
+        let unet = self.unet, context = unet.context
+        let states = try unet.kernels.upload(c.encoderHiddenStates)
+        let textEmbeds = try c.textEmbeds.map { try unet.kernels.upload($0) }
         let graph = try self.graph(sampleShape: sampleShape, states: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
-        let unet = self.unet
         return { sample, timestep in
-            let x = try context.upload(sample)
+            let x = try unet.kernels.upload(sample)
             let y = try graph?.forward(sample: x, timestep: timestep, encoderHiddenStates: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
                 ?? unet.forward(sample: x, timestep: timestep, encoderHiddenStates: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
             return try context.download(y)
@@ -39,8 +38,8 @@ public final class CUDANoisePredictor: NoisePredictor {
     public func runEulerLoop(_ plan: EulerLoopPlan, conditioning c: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor? {
         guard runsEulerLoopOnDevice, usesGraphs else { return nil }
         let context = unet.context
-        let states = try context.upload(c.encoderHiddenStates)
-        let textEmbeds = try c.textEmbeds.map { try context.upload($0) }
+        let states = try unet.kernels.upload(c.encoderHiddenStates)
+        let textEmbeds = try c.textEmbeds.map { try unet.kernels.upload($0) }
         var sampleShape = plan.latents.shape
         sampleShape[0] = c.guided ? 2 : 1
         guard let graph = try self.graph(sampleShape: sampleShape, states: states, textEmbeds: textEmbeds, timeIds: c.timeIds) else {

@@ -29,7 +29,7 @@ public enum CUDAPipelineCheck {
                           last: gpu.lastHiddenState.relativeL2(to: cpu.lastHiddenState),
                           penultimate: gpu.penultimateHiddenState.relativeL2(to: cpu.penultimateHiddenState),
                           pooled: gpu.pooled.relativeL2(to: cpu.pooled),
-                          limit: CUDAUNetCheck.parityLimit(for: kernels.context.storageType))
+                          limit: CUDAUNetCheck.parityLimit(for: kernels.storageType))
     }
 
     public struct ImageParity: Sendable {
@@ -61,6 +61,19 @@ public enum CUDAPipelineCheck {
             predictor.runsEulerLoopOnDevice = true
         }
         return parity
+    }
+
+    /// Two pipelines of `directory` in one process, FP16 and BF16 (each with its own kernels on the shared context),
+    /// used in turn — FP16, BF16, FP16 again: the PSNR of each image against the CPU image. Each must meet the
+    /// single-pipeline bar, and the second FP16 image must equal the first (the BF16 pipeline did not disturb it).
+    public static func mixedPrecision(directory: String, request: GenerationRequest) throws -> (fp16: Double, bf16: Double, repeatIdentical: Bool) {
+        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu).generate(request)
+        let half = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: .float16)
+        let brain = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: .bfloat16)
+        let first = try half.generate(request), second = try brain.generate(request), again = try half.generate(request)
+        let reference = ImageConversion.pixelImages(fromDecoded: cpu.image)[0]
+        func psnr(_ r: GenerationResult) -> Double { ImageMetrics.psnr(reference, ImageConversion.pixelImages(fromDecoded: r.image)[0]) }
+        return (psnr(first), psnr(second), first.latents.scalars == again.latents.scalars)
     }
 
     /// End-to-end generation time on `device`: `warmup` untimed images (on the GPU: kernel compilation, autotuning,

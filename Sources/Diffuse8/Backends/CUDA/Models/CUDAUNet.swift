@@ -44,7 +44,7 @@ public final class CUDAUNet {
 
     func conditioning(batch: Int, timestep: Float, timeIds: Tensor?) throws -> Conditioning {
         let features = try model.timeFeatures(timesteps: Array(repeating: timestep, count: batch), timeIds: timeIds)
-        return Conditioning(timeFeatures: try context.upload(features.time), timeIdFeatures: try features.timeIds.map { try context.upload($0) })
+        return Conditioning(timeFeatures: try kernels.upload(features.time), timeIdFeatures: try features.timeIds.map { try kernels.upload($0) })
     }
 
     /// One denoising evaluation, diffusers' `UNet2DConditionModel.forward(...).sample` in 16 bit.

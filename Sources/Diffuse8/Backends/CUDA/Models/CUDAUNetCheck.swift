@@ -56,15 +56,15 @@ public enum CUDAUNetCheck {
         let inputs = randomInputs(model.configuration, batch: batch, height: height, width: width, contextLength: contextLength, seed: seed)
         let context = kernels.context
         let gpu = try context.download(unet.forward(
-            sample: context.upload(inputs.sample), timestep: inputs.timestep,
-            encoderHiddenStates: context.upload(inputs.encoderHiddenStates),
-            textEmbeds: inputs.textEmbeds.map { try context.upload($0) }, timeIds: inputs.timeIds))
+            sample: kernels.upload(inputs.sample), timestep: inputs.timestep,
+            encoderHiddenStates: kernels.upload(inputs.encoderHiddenStates),
+            textEmbeds: inputs.textEmbeds.map { try kernels.upload($0) }, timeIds: inputs.timeIds))
         let cpu = model(sample: inputs.sample, timestep: inputs.timestep, encoderHiddenStates: inputs.encoderHiddenStates,
                         textEmbeds: inputs.textEmbeds, timeIds: inputs.timeIds)
         let nonFinite = gpu.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
         return Parity(directory: directory, inputShape: inputs.sample.shape, relativeL2: gpu.relativeL2(to: cpu), nonFinite: nonFinite,
                       limit: QuantizedModelFolder.isQuantized(unetDirectory: directory) ? quantizedParityLimit
-                          : parityLimit(for: context.storageType))
+                          : parityLimit(for: kernels.storageType))
     }
 
     public struct Timing: Sendable {
@@ -131,8 +131,8 @@ public enum CUDAUNetCheck {
             }
             expected = try file.tensor(named: "output")
         }
-        let sample = try context.upload(inputs.sample), states = try context.upload(inputs.encoderHiddenStates)
-        let textEmbeds = try inputs.textEmbeds.map { try context.upload($0) }
+        let sample = try kernels.upload(inputs.sample), states = try kernels.upload(inputs.encoderHiddenStates)
+        let textEmbeds = try inputs.textEmbeds.map { try kernels.upload($0) }
         func run() throws -> CUDATensor {
             try unet.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states, textEmbeds: textEmbeds,
                              timeIds: inputs.timeIds)

@@ -22,9 +22,9 @@ public final class CUDAUNetGraph {
         self.unet = unet
         let context = unet.context
         let c = unet.configuration
-        sample = try context.empty([batch, c.inChannels, height, width])
-        encoderHiddenStates = try context.empty([batch, contextLength, c.crossAttentionDim[0]])
-        textEmbeds = try textEmbedsWidth.map { try context.empty([batch, $0]) }
+        sample = try unet.kernels.empty([batch, c.inChannels, height, width])
+        encoderHiddenStates = try unet.kernels.empty([batch, contextLength, c.crossAttentionDim[0]])
+        textEmbeds = try textEmbedsWidth.map { try unet.kernels.empty([batch, $0]) }
         try context.poison(sample)
         try context.poison(encoderHiddenStates)
         if let textEmbeds { try context.poison(textEmbeds) }

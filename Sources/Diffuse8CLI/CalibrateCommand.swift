@@ -70,6 +70,12 @@ struct CalibrateCommand: ParsableCommand {
     @Option(name: .long, help: "CPU threads (default: all cores).")
     var threads: Int?
 
+    @Option(name: .long, help: "Where the networks run: cpu (FP32) or cuda (NVIDIA GPU, 16-bit storage).")
+    var device: ComputeDevice = .cpu
+
+    @Option(name: .long, help: "With --device cuda: fp16 (default) or bf16 storage (FP32 arithmetic either way).")
+    var precision: GPUPrecision = .fp16
+
     static func parseShard(_ text: String) throws -> (Int, Int) {
         let parts = text.split(separator: "/").map { Int($0) }
         guard parts.count == 2, let i = parts[0], let n = parts[1], n >= 1, i >= 0, i < n else {
@@ -82,6 +88,7 @@ struct CalibrateCommand: ParsableCommand {
         _ = try Self.parseShard(shard)
         guard calibration.calibPrompts != nil else { throw ValidationError("--calib-prompts FILE is required") }
         guard calibration.calibSteps != nil else { throw ValidationError("--calib-steps T is required") }
+        if precision != .fp16 && device != .cuda { throw ValidationError("--precision applies to --device cuda (the CPU computes in FP32)") }
     }
 
     func run() throws {
@@ -91,7 +98,8 @@ struct CalibrateCommand: ParsableCommand {
         (options.shardIndex, options.shardCount) = try Self.parseShard(shard)
         let prompts = try Calibrator.readPrompts(calibration.calibPrompts!)
         let directory = try model ?? DefaultModel.locate()
-        let pipeline = try StableDiffusionPipeline(directory: directory)
+        let pipeline = try StableDiffusionPipeline(directory: directory, device: device, precision: precision.storageType,
+                                                   forCalibration: true)
         let statistics = try calibration.calibrate(pipeline, prompts: prompts, options: options)
         try CalibrationStatisticsFile.write(statistics, to: output)
         print(output)

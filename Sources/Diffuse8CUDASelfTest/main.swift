@@ -14,6 +14,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
            diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ... | --mixed-precision DIR ...
+           diffuse8-cuda-selftest --calibrate DIR ...
            diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--host-loop]
            (the whole-model modes take --bf16: BF16 storage instead of FP16)
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
@@ -29,6 +30,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
       --pipeline    one image per folder (default 20 steps, CFG 5, seed 0) on the CPU (FP32) and the GPU (FP16):
                     PSNR of the GPU image vs the CPU image must be ≥ 40 dB
       --vae         CUDA vs CPU VAE decoder of each diffusers vae/ folder, plus GEMM attention checks
+      --calibrate   calibration statistics (3 prompts x 8 steps) on the CPU and on the GPU: same layers, keys and
+                    counts, amax and sampled rows within 1e-2 relative L2
       --mixed-precision  an FP16 and a BF16 pipeline of each folder in one process, used in turn: both images
                     ≥ 40 dB vs the CPU image, and the FP16 image unchanged after the BF16 pipeline ran
       --generate-bench  end-to-end text-to-image time on the GPU (default native size, 30 steps, 5 runs); JSON line
@@ -53,7 +56,7 @@ func operands(after flag: String) -> [String] {
 }
 
 let precision: CUDADataType = arguments.contains("--bf16") ? .bfloat16 : .float16
-if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision"].contains(where: arguments.contains) {
+if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "--calibrate"].contains(where: arguments.contains) {
     let kernels: CUDAKernels
     do { kernels = try CUDAKernels(storageType: precision) } catch {
         print("no CUDA GPU: \(error)")
@@ -87,6 +90,17 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision"].co
                    + (p.deviceLoopVersusHostLoop.map { ", on-device vs host Euler loop \($0)" } ?? ""),
                    passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-6)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }
+    }
+    for directory in operands(after: "--calibrate") {
+        var options = CalibrationOptions(steps: 8)
+        options.guidanceScale = 5
+        let calibrationPrompts = [prompts[0], "a small green triangle left of a large yellow circle", prompts[2]]
+        do {
+            let p = try CUDAPipelineCheck.calibrationParity(directory: directory, prompts: calibrationPrompts, options: options, precision: precision)
+            report("calibration parity \(directory): \(p.layers) layers, amax rel. L2 \(p.amaxRelativeL2), rows rel. L2 \(p.rowsRelativeL2) "
+                   + "(limit \(CUDAPipelineCheck.CalibrationParity.limit)), same layers/keys/counts \(p.sameStructure); CPU \(p.cpuSeconds) s, GPU \(p.gpuSeconds) s",
+                   passed: p.passed)
+        } catch { report("calibration parity \(directory): \(error)", passed: false) }
     }
     for directory in operands(after: "--mixed-precision") {
         let request = GenerationRequest(prompt: prompts[0], steps: 20, guidanceScale: 5, seed: 0)

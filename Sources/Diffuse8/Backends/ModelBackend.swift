@@ -77,6 +77,15 @@ public protocol ModelBackend: AnyObject {
     func padRightBottom(_ x: Value) throws -> Value
     /// Rows x[b, positions[b], :] of a token tensor [B, L, C] → [B, C] (CLIP's pooled output).
     func gatherRows(_ x: Value, positions: [Int]) throws -> Value
+
+    // MARK: Statistics (calibration), returned to the host
+
+    /// max |x| over every element.
+    func absMax(_ x: Value) throws -> Float
+    /// max |x[..., j]| per column j of the last dimension.
+    func columnAbsMax(_ x: Value) throws -> [Float]
+    /// Rows `indices` of x seen as [rows, last dimension], in the order given.
+    func rows(_ x: Value, _ indices: [Int]) throws -> [[Float]]
 }
 
 /// A range of columns (the last dimension) of a token tensor [B, L, width]: `width` channels starting at `offset`.

@@ -11,8 +11,8 @@
 public final class StableDiffusionPipeline {
     public let folder: DiffusersFolder
     public let device: ComputeDevice
-    /// The UNet on the chosen backend.
-    public let noisePredictor: any NoisePredictor
+    /// The UNet on the chosen backend (calibration swaps in a recording one while it runs).
+    public internal(set) var noisePredictor: any NoisePredictor
     /// The VAE decoder on the chosen backend.
     public let decoder: any LatentDecoder
     let conditioning: TextConditioning
@@ -23,7 +23,10 @@ public final class StableDiffusionPipeline {
     /// Loads every component of a diffusers folder onto `device`. Throws an error naming the component or file at
     /// fault (or, for `.cuda`, what is missing: GPU, driver, library). `precision`: the GPU storage type (FP16 or
     /// BF16; the CPU always runs FP32). The CUDA context is shared by the process: one precision per process.
-    public init(directory: String, device: ComputeDevice = .cpu, precision: CUDADataType = .float16) throws {
+    /// `forCalibration` (CUDA): weights are prepared unfused and the UNet's host weights kept, so that calibration can
+    /// observe every layer and fingerprint the model.
+    public init(directory: String, device: ComputeDevice = .cpu, precision: CUDADataType = .float16,
+                forCalibration: Bool = false) throws {
         let folder = try DiffusersFolder(path: directory)
         self.folder = folder
         self.device = device
@@ -31,8 +34,9 @@ public final class StableDiffusionPipeline {
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
         // One backend holds every network's device weights.
-        let backend: CUDABackend? = device == .cuda ? CUDABackend(kernels: try CUDAKernels(storageType: precision)) : nil
-        noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0)) } ?? unet
+        let backend: CUDABackend? = device == .cuda
+            ? CUDABackend(kernels: try CUDAKernels(storageType: precision), fusesLayers: !forCalibration) : nil
+        noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0, keepHostWeights: forCalibration)) } ?? unet
         let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
         decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae
         func textEncoder(_ name: String) throws -> any TextEncoder {

@@ -103,6 +103,21 @@ public struct RowReservoir: Sendable, Equatable {
         }
     }
 
+    /// The positions in `candidates` whose rows this reservoir keeps after offering all of them (bottom-k of its
+    /// keys and the candidates'), so that only those rows need their values.
+    func survivors(of candidates: [UInt64]) -> [Int] {
+        let order = candidates.indices.sorted { candidates[$0] < candidates[$1] }
+        let existing = keys.sorted()
+        var e = 0, taken = 0, kept: [Int] = []
+        for i in order {
+            while e < existing.count, existing[e] < candidates[i], taken < capacity { e += 1; taken += 1 }
+            guard taken < capacity else { break }
+            kept.append(i)
+            taken += 1
+        }
+        return kept.sorted()
+    }
+
     /// Puts rows in ascending key order (the canonical order files store).
     mutating func sort() {
         let order = keys.indices.sorted { keys[$0] < keys[$1] }

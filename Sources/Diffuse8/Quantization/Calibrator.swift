@@ -50,7 +50,9 @@ public enum Calibrator {
         ModelFingerprint.hex(ModelFingerprint.fnv1a(Array(prompts.joined(separator: "\n").utf8)))
     }
 
-    /// Calibrates `pipeline`'s UNet. `progress(done, total)` is called after every prompt.
+    /// Calibrates `pipeline`'s UNet on the device it was loaded on (a CUDA pipeline must be loaded for calibration:
+    /// `StableDiffusionPipeline(directory:device:precision:forCalibration: true)`). `progress(done, total)` is called
+    /// after every prompt.
     public static func calibrate(_ pipeline: StableDiffusionPipeline, prompts: [String], options: CalibrationOptions,
                                  progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationStatistics {
         guard options.steps >= 1 else { throw QuantizationError("--calib-steps must be at least 1") }
@@ -58,10 +60,27 @@ public enum Calibrator {
         guard options.shardCount >= 1, (0..<options.shardCount).contains(options.shardIndex) else {
             throw QuantizationError("--shard \(options.shardIndex)/\(options.shardCount) is not a valid shard (use i/n with 0 ≤ i < n)")
         }
-        let unet = try pipeline.cpuUNet()
+        switch pipeline.noisePredictor {
+        case let unet as UNet2DConditionModel:
+            return try calibrate(pipeline, unet: unet, base: CPUBackend.shared, prompts: prompts, options: options, progress: progress)
+        case let cuda as CUDANoisePredictor:
+            guard !cuda.unet.backend.fusesLayers else {
+                throw QuantizationError("this CUDA pipeline fuses layers; load it with forCalibration: true to calibrate")
+            }
+            return try calibrate(pipeline, unet: cuda.unet.model, base: cuda.unet.backend, prompts: prompts, options: options, progress: progress)
+        default:
+            throw QuantizationError("calibration runs on the CPU or CUDA pipelines")
+        }
+    }
+
+    /// The calibration loop with the UNet running on `base`, every quantizable layer observed through a
+    /// `RecordingBackend`.
+    static func calibrate<B: ModelBackend>(_ pipeline: StableDiffusionPipeline, unet: UNet2DConditionModel, base: B, prompts: [String],
+                                           options: CalibrationOptions, progress: ((Int, Int) -> Void)?) throws -> CalibrationStatistics {
         let recorder = CalibrationRecorder(unet: unet, steps: options.steps, reservoirCapacity: options.reservoirCapacity)
-        recorder.install()
-        defer { recorder.uninstall() }
+        let original = pipeline.noisePredictor
+        pipeline.noisePredictor = BackendNoisePredictor(unet, backend: RecordingBackend(base, recorder: recorder))
+        defer { pipeline.noisePredictor = original }
 
         let batches = stride(from: 0, to: prompts.count, by: options.batchSize).map { $0..<min($0 + options.batchSize, prompts.count) }
         let mine = batches.indices.filter { $0 % options.shardCount == options.shardIndex }
@@ -108,7 +127,8 @@ public struct UNetLayerInventory {
     }
 }
 
-/// Observe mode: collects per-step input amax (and Linear per-channel amax, sampled rows, Q/K/V output amax).
+/// Observe mode: collects per-step input amax (and Linear per-channel amax, sampled rows, Q/K/V output amax) of the
+/// layers a `RecordingBackend` hands it.
 final class CalibrationRecorder {
     let inventory: UNetLayerInventory
     var statistics: [LayerStatistics]
@@ -118,6 +138,8 @@ final class CalibrationRecorder {
     /// Per layer, per step: the running amax of the current batch (-1 = not seen in this batch).
     private var batchAmax: [[Float]]
     private let layerKeys: [UInt64]
+    /// Each observed layer's position in `statistics`.
+    private let indices: [ObjectIdentifier: Int]
 
     init(unet: UNet2DConditionModel, steps: Int, reservoirCapacity: Int) {
         inventory = UNetLayerInventory(unet)
@@ -129,17 +151,8 @@ final class CalibrationRecorder {
         }
         batchAmax = Array(repeating: Array(repeating: -1, count: steps), count: statistics.count)
         layerKeys = inventory.names.map { ModelFingerprint.fnv1a(Array($0.utf8)) }
-    }
-
-    func install() {
-        for (i, conv) in inventory.convolutions.enumerated() { conv.executionHook = ObservingHook(recorder: self, index: i) }
-        let offset = inventory.convolutions.count
-        for (i, linear) in inventory.linears.enumerated() { linear.executionHook = ObservingHook(recorder: self, index: offset + i) }
-    }
-
-    func uninstall() {
-        for conv in inventory.convolutions { conv.executionHook = nil }
-        for linear in inventory.linears { linear.executionHook = nil }
+        let layers: [AnyObject] = inventory.convolutions + inventory.linears
+        indices = Dictionary(uniqueKeysWithValues: layers.enumerated().map { (ObjectIdentifier($0.element), $0.offset) })
     }
 
     /// Moves the current batch's per-step amax into the statistics.
@@ -152,68 +165,34 @@ final class CalibrationRecorder {
         }
     }
 
-    func observeConv(_ index: Int, _ x: Tensor) {
-        guard step < batchAmax[index].count else { return }
-        let amax = x.scalars.withUnsafeBufferPointer { Self.absMax($0) }
-        batchAmax[index][step] = max(batchAmax[index][step], amax)
+    /// Records a Conv2d input: its amax for the current step.
+    func observe<B: ModelBackend>(_ layer: Conv2d, input x: B.Value, on b: B) throws {
+        guard let index = indices[ObjectIdentifier(layer)], step < batchAmax[index].count else { return }
+        batchAmax[index][step] = max(batchAmax[index][step], try b.absMax(x))
     }
 
-    func observeLinear(_ index: Int, _ x: Tensor, output: Tensor?) {
-        guard step < batchAmax[index].count else { return }
-        let width = x.shape.last!, rows = x.count / width
-        var amax: Float = 0
-        x.scalars.withUnsafeBufferPointer { p in
-            statistics[index].channelAmax!.withUnsafeMutableBufferPointer { c in
-                for r in 0..<rows {
-                    for j in 0..<width {
-                        let v = abs(p[r * width + j])
-                        if v > c[j] { c[j] = v }
-                        if v > amax { amax = v }
-                    }
-                }
-            }
-            if statistics[index].reservoir != nil {
-                for r in 0..<rows {
-                    let key = RowReservoir.key(layer: layerKeys[index], prompt: promptIndex, step: step, row: r)
-                    if statistics[index].reservoir!.accepts(key) {
-                        statistics[index].reservoir!.offer(key: key, row: UnsafeBufferPointer(rebasing: p[(r * width)..<((r + 1) * width)]))
-                    }
-                }
-            }
+    /// Records a Linear input (amax, per-channel amax, sampled rows) and, for Q/K/V, its output amax.
+    func observe<B: ModelBackend>(_ layer: Linear, input x: B.Value, output: B.Value?, on b: B) throws {
+        guard let index = indices[ObjectIdentifier(layer)], step < batchAmax[index].count else { return }
+        let channels = try b.columnAbsMax(x)
+        if var channelAmax = statistics[index].channelAmax, channelAmax.count == channels.count {
+            for j in channels.indices where channels[j] > channelAmax[j] { channelAmax[j] = channels[j] }
+            statistics[index].channelAmax = channelAmax
         }
-        batchAmax[index][step] = max(batchAmax[index][step], amax)
+        batchAmax[index][step] = max(batchAmax[index][step], channels.max() ?? 0)
+        if var reservoir = statistics[index].reservoir {
+            // The reservoir keeps the smallest keys; only rows that survive this call need their values.
+            let shape = b.shape(of: x), width = shape.last ?? 1
+            let rowCount = shape.reduce(1, *) / max(width, 1)
+            let keys = (0..<rowCount).map { RowReservoir.key(layer: layerKeys[index], prompt: promptIndex, step: step, row: $0) }
+            let kept = reservoir.survivors(of: keys)
+            for (r, values) in zip(kept, try b.rows(x, kept)) { reservoir.offer(key: keys[r], row: values) }
+            statistics[index].reservoir = reservoir
+        }
         if let output {
-            let o = output.scalars.withUnsafeBufferPointer { Self.absMax($0) }
-            statistics[index].outputAmax![step] = max(statistics[index].outputAmax![step], o)
+            let amax = try b.absMax(output)
+            if let previous = statistics[index].outputAmax?[step] { statistics[index].outputAmax?[step] = max(previous, amax) }
         }
-    }
-
-    static func absMax(_ p: UnsafeBufferPointer<Float>) -> Float {
-        var m: Float = 0
-        for v in p { m = max(m, abs(v)) }
-        return m
-    }
-}
-
-/// The hook installed on each layer during calibration: records, then computes in full precision.
-final class ObservingHook: LinearExecutionHook, Conv2dExecutionHook {
-    unowned let recorder: CalibrationRecorder
-    let index: Int
-
-    init(recorder: CalibrationRecorder, index: Int) {
-        self.recorder = recorder
-        self.index = index
-    }
-
-    func run(_ layer: Linear, _ x: Tensor) -> Tensor {
-        let y = layer.fullPrecision(x)
-        recorder.observeLinear(index, x, output: UNetLayerInventory.isAttentionProjection(layer.name) ? y : nil)
-        return y
-    }
-
-    func run(_ layer: Conv2d, _ x: Tensor) -> Tensor {
-        recorder.observeConv(index, x)
-        return layer.fullPrecision(x)
     }
 }
 

@@ -102,6 +102,22 @@ public final class CPUBackend: ModelBackend {
 
     public func padRightBottom(_ x: Tensor) -> Tensor { CPUKernels.pad(x, left: 0, right: 1, top: 0, bottom: 1) }
 
+    public func absMax(_ x: Tensor) -> Float { x.scalars.reduce(0) { max($0, abs($1)) } }
+
+    public func columnAbsMax(_ x: Tensor) -> [Float] {
+        let width = x.shape.last ?? 1
+        var m = [Float](repeating: 0, count: width)
+        x.scalars.withUnsafeBufferPointer { p in
+            for i in 0..<p.count { let j = i % width; m[j] = max(m[j], abs(p[i])) }
+        }
+        return m
+    }
+
+    public func rows(_ x: Tensor, _ indices: [Int]) -> [[Float]] {
+        let width = x.shape.last ?? 1
+        return indices.map { Array(x.scalars[($0 * width)..<(($0 + 1) * width)]) }
+    }
+
     public func gatherRows(_ x: Tensor, positions: [Int]) -> Tensor {
         let length = x.shape[1], hidden = x.shape[2]
         return Tensor(shape: [positions.count, hidden]) { out in

@@ -26,8 +26,13 @@ public final class CUDABackend: ModelBackend {
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
     private var plans: [ObjectIdentifier: FusionPlan] = [:]
 
-    public init(kernels: CUDAKernels) {
+    /// Whether `prepare` fuses by the models' `FusionPlan` (the default); false keeps every layer on its own, so a
+    /// recording wrapper (calibration) sees each one.
+    public let fusesLayers: Bool
+
+    public init(kernels: CUDAKernels, fusesLayers: Bool = true) {
         self.kernels = kernels
+        self.fusesLayers = fusesLayers
     }
 
     // MARK: Preparation
@@ -39,19 +44,19 @@ public final class CUDABackend: ModelBackend {
                 "\(attention.query.name.dropLast(".to_q".count)): level-4 FP8 attention is simulated on the CPU only for now; "
                 + "quantize at level 3 or lower to run on the GPU, or use --device cpu")
         }
-        try prepare(unet, plan: FusionPlan(unet), convolutions: unet.convolutionLayers, linears: unet.linearLayers,
+        try prepare(unet, plan: fusesLayers ? FusionPlan(unet) : FusionPlan(), convolutions: unet.convolutionLayers, linears: unet.linearLayers,
                     groupNorms: unet.groupNorms, layerNorms: unet.layerNorms)
     }
 
     /// Uploads every weight of a CLIP text encoder (Q/K/V stacked per layer); the embedding tables stay on the host.
     public func prepare(_ encoder: CLIPTextModel) throws {
-        try prepare(encoder, plan: FusionPlan(encoder), convolutions: [], linears: encoder.linearLayers, groupNorms: [],
+        try prepare(encoder, plan: fusesLayers ? FusionPlan(encoder) : FusionPlan(), convolutions: [], linears: encoder.linearLayers, groupNorms: [],
                     layerNorms: encoder.layerNorms)
     }
 
     /// Uploads every weight of a VAE (encoder and decoder).
     public func prepare(_ vae: AutoencoderKL) throws {
-        try prepare(vae, plan: FusionPlan(vae), convolutions: vae.convolutionLayers, linears: vae.linearLayers,
+        try prepare(vae, plan: fusesLayers ? FusionPlan(vae) : FusionPlan(), convolutions: vae.convolutionLayers, linears: vae.linearLayers,
                     groupNorms: vae.groupNorms, layerNorms: [])
     }
 
@@ -265,6 +270,12 @@ public final class CUDABackend: ModelBackend {
         }
         return y
     }
+
+    // MARK: Statistics
+
+    public func absMax(_ x: CUDATensor) throws -> Float { try kernels.absMax(x) }
+    public func columnAbsMax(_ x: CUDATensor) throws -> [Float] { try kernels.columnAbsMax(x) }
+    public func rows(_ x: CUDATensor, _ indices: [Int]) throws -> [[Float]] { try context.downloadRows(x, indices) }
 
     // MARK: Helpers
 

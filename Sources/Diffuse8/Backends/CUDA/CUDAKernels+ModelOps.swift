@@ -84,6 +84,27 @@ extern "C" __global__ void fake_quantize_dynamic(const half_t* __restrict__ x, c
         y[base + i] = f2h(fake_quantize(v, scale, format));
     }
 }
+
+// Calibration statistics. out (u32, zeroed) receives max |x| as float bits: for non-negative floats the bit
+// patterns order like the values, so atomicMax on them is a float max.
+extern "C" __global__ void abs_max(const half_t* __restrict__ x, i64 n, u32* __restrict__ out) {
+    __shared__ float scratch[32];
+    float m = 0.f;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) m = fmaxf(m, fabsf(h2f(x[i])));
+    m = block_max(m, scratch);
+    if (threadIdx.x == 0) atomicMax(out, __float_as_uint(m));
+}
+
+// out[j] (u32 float bits, zeroed) = max |x[r, j]| over rows; block (256): 256 columns, blockIdx.y a chunk of rows.
+extern "C" __global__ void column_abs_max(const half_t* __restrict__ x, i64 rows, int width, int rowsPerChunk,
+        u32* __restrict__ out) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= width) return;
+    const i64 r0 = (i64)blockIdx.y * rowsPerChunk, r1 = min64(rows, r0 + rowsPerChunk);
+    float m = 0.f;
+    for (i64 r = r0; r < r1; r++) m = fmaxf(m, fabsf(h2f(x[r * width + j])));
+    atomicMax(out + j, __float_as_uint(m));
+}
 """#
 
     func modelOp(_ name: String) throws -> CUDAFunction {
@@ -120,6 +141,28 @@ extern "C" __global__ void fake_quantize_dynamic(const half_t* __restrict__ x, c
         try compiler.launch(modelOp("pad_right_bottom"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
             .tensor(x), .tensor(y), .int64(Int64(y.count)), .int(h), .int(w)])
         return y
+    }
+
+    /// max |x| over every element (downloads one number; waits for the stream).
+    public func absMax(_ x: CUDATensor) throws -> Float {
+        try requireHalf(x, op: "absMax")
+        let out = try context.empty([1], dtype: .float32)
+        try context.zero(out)
+        try compiler.launch(modelOp("abs_max"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .int64(Int64(x.count)), .tensor(out)])
+        return try context.download(out).scalars[0]
+    }
+
+    /// max |x[..., j]| per column of the last dimension (downloads the vector; waits for the stream).
+    public func columnAbsMax(_ x: CUDATensor) throws -> [Float] {
+        try requireHalf(x, op: "columnAbsMax")
+        let width = x.shape.last ?? 1, rows = x.count / max(width, 1)
+        let out = try context.empty([width], dtype: .float32)
+        try context.zero(out)
+        let chunk = 64
+        try compiler.launch(modelOp("column_abs_max"), grid: ((width + 255) / 256, (rows + chunk - 1) / chunk, 1), block: (256, 1, 1), [
+            .tensor(x), .int64(Int64(rows)), .int(width), .int(chunk), .tensor(out)])
+        return try context.download(out).scalars
     }
 
     /// `QuantizedLayer.quantizeActivation` on the device: x ⊙ smoothing (FP32 vector over the last dimension, may be

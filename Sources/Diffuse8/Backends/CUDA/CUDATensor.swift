@@ -98,6 +98,32 @@ extension CUDAContext {
         return elements
     }
 
+    /// Fills a tensor with zero bits (queued).
+    public func zero(_ tensor: CUDATensor) throws {
+        try makeCurrent()
+        try driver.check(driver.cuMemsetD16Async(tensor.address, 0, tensor.byteCount / 2, stream.handle), "cuMemsetD16Async")
+    }
+
+    /// Rows `indices` of a 16-bit tensor seen as [rows, last dimension], as Float32 (row copies; waits for the stream).
+    public func downloadRows(_ tensor: CUDATensor, _ indices: [Int]) throws -> [[Float]] {
+        let width = tensor.shape.last ?? 1, rows = tensor.count / max(width, 1), bytes = tensor.dtype.byteSize
+        guard tensor.dtype != .float32, indices.allSatisfy({ (0..<rows).contains($0) }) else {
+            throw CUDAError.invalidArgument("downloadRows: rows \(indices.prefix(4)) of a \(tensor.dtype) tensor \(tensor.shape)")
+        }
+        guard !indices.isEmpty else { return [] }
+        try makeCurrent()
+        var raw = [UInt16](repeating: 0, count: indices.count * width)
+        try raw.withUnsafeMutableBytes { buffer in
+            for (k, r) in indices.enumerated() {
+                try driver.check(driver.cuMemcpyDtoHAsync(buffer.baseAddress! + k * width * bytes, tensor.address + UInt64(r * width * bytes),
+                                                          width * bytes, stream.handle), "cuMemcpyDtoHAsync")
+            }
+            try synchronize()
+        }
+        let decode: (UInt16) -> Float = tensor.dtype == .bfloat16 ? CUDADataType.float(bfloat16Bits:) : { Float(Float16(bitPattern: $0)) }
+        return (0..<indices.count).map { k in raw[(k * width)..<((k + 1) * width)].map(decode) }
+    }
+
     /// Fills an FP16 or BF16 tensor with NaN (0xFFFF is NaN in both): tests poison outputs so an unwritten element shows up.
     public func poison(_ tensor: CUDATensor) throws {
         try makeCurrent()

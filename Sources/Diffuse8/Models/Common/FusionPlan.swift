@@ -32,6 +32,9 @@ public final class FusionPlan {
     /// Every stack a backend has to prepare.
     public var stacks: [LinearStack] { [timeProjection].compactMap { $0 } + contextProjections + Array(selfProjections.values) }
 
+    /// No fusions: every layer runs as it is (what calibration needs, to observe each one).
+    public init() {}
+
     public init(_ unet: UNet2DConditionModel) throws {
         var timeLayers: [Linear] = [], timeBias: [Float] = [], width = 0
         for r in unet.resnets {

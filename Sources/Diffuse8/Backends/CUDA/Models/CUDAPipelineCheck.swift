@@ -76,6 +76,48 @@ public enum CUDAPipelineCheck {
         return (psnr(first), psnr(second), first.latents.scalars == again.latents.scalars)
     }
 
+    /// Calibration statistics of `directory` computed on the CPU (FP32) and on the GPU (16-bit storage) with the same
+    /// prompts and options: the same layers, keys and counts, and amax values that agree up to 16-bit rounding.
+    public struct CalibrationParity: Sendable {
+        public let layers: Int
+        /// Relative L2 over every layer's per-step max amax, per-channel amax and Q/K/V output amax.
+        public let amaxRelativeL2: Double
+        /// Relative L2 of the sampled rows (same row keys on both sides).
+        public let rowsRelativeL2: Double
+        /// Layer names, kinds, batch counts and reservoir keys are identical.
+        public let sameStructure: Bool
+        public let cpuSeconds: Double, gpuSeconds: Double
+        public static let limit = 1e-2
+        public var passed: Bool { sameStructure && amaxRelativeL2 <= Self.limit && rowsRelativeL2 <= Self.limit }
+    }
+
+    public static func calibrationParity(directory: String, prompts: [String], options: CalibrationOptions,
+                                         precision: CUDADataType = .float16) throws -> CalibrationParity {
+        let clock = ContinuousClock()
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18 }
+        var cpu: CalibrationStatistics?, gpu: CalibrationStatistics?
+        let cpuTime = try clock.measure {
+            cpu = try Calibrator.calibrate(StableDiffusionPipeline(directory: directory, device: .cpu), prompts: prompts, options: options)
+        }
+        let gpuPipeline = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: precision, forCalibration: true)
+        let gpuTime = try clock.measure { gpu = try Calibrator.calibrate(gpuPipeline, prompts: prompts, options: options) }
+        guard let cpu, let gpu else { throw CUDAError.invalidArgument("calibration produced no statistics") }
+        func amax(_ s: CalibrationStatistics) -> [Float] {
+            s.layers.flatMap { $0.amaxMax + ($0.channelAmax ?? []) + ($0.outputAmax ?? []) }
+        }
+        func rows(_ s: CalibrationStatistics) -> [Float] { s.layers.flatMap { $0.reservoir?.rows ?? [] } }
+        let same = cpu.layers.count == gpu.layers.count && zip(cpu.layers, gpu.layers).allSatisfy {
+            $0.name == $1.name && $0.kind == $1.kind && $0.batchCount == $1.batchCount && $0.reservoir?.keys == $1.reservoir?.keys
+        }
+        func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+            guard a.count == b.count, !a.isEmpty else { return a.count == b.count ? 0 : .infinity }
+            return Tensor(shape: [b.count], scalars: b).relativeL2(to: Tensor(shape: [a.count], scalars: a))
+        }
+        return CalibrationParity(layers: cpu.layers.count, amaxRelativeL2: relativeL2(amax(cpu), amax(gpu)),
+                                 rowsRelativeL2: relativeL2(rows(cpu), rows(gpu)), sameStructure: same,
+                                 cpuSeconds: seconds(cpuTime), gpuSeconds: seconds(gpuTime))
+    }
+
     /// End-to-end generation time on `device`: `warmup` untimed images (on the GPU: kernel compilation, autotuning,
     /// graph capture), then `repeats` timed ones; medians per phase; on the GPU, peak memory of the caching allocator.
     public struct GenerationTiming: Sendable {

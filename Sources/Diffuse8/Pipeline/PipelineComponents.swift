@@ -1,7 +1,7 @@
 /// What `StableDiffusionPipeline` needs of its three networks, whatever backend runs them. The scheduler
 /// loop, prompt handling and guidance stay on the host in FP32 and are shared by every backend; a backend
-/// only supplies these three evaluations (CPU: the FP32 models themselves; CUDA: `CUDAUNet`,
-/// `CUDACLIPTextModel`, `CUDAVAEDecoder` behind `CUDAPipelineComponents`).
+/// only supplies these three evaluations (CPU: the FP32 models themselves; CUDA: the same models on a `CUDABackend`
+/// through `CUDANoisePredictor`, `CUDACLIPTextModel` and `CUDALatentDecoder`).
 
 /// The parts of a CLIP text encoder's output that prompt encoding uses, on the host.
 public struct TextEncoderOutput: Sendable {
@@ -60,7 +60,7 @@ public protocol LatentDecoder: AnyObject {
 
 extension CLIPTextModel: TextEncoder {
     public func encode(_ tokenIDs: [[Int]]) throws -> TextEncoderOutput {
-        let output = self(tokenIDs)
+        let output = try forward(CPUBackend.shared, tokenIDs: tokenIDs)
         return TextEncoderOutput(lastHiddenState: output.lastHiddenState, penultimateHiddenState: output.penultimateHiddenState,
                                  pooled: output.textEmbeds ?? output.pooledOutput)
     }
@@ -69,13 +69,14 @@ extension CLIPTextModel: TextEncoder {
 extension UNet2DConditionModel: NoisePredictor {
     public func makeDenoiser(conditioning c: UNetConditioning, sampleShape: [Int]) throws -> (Tensor, Float) throws -> Tensor {
         { sample, timestep in
-            self(sample: sample, timestep: timestep, encoderHiddenStates: c.encoderHiddenStates, textEmbeds: c.textEmbeds, timeIds: c.timeIds)
+            try self.evaluate(sample: sample, timesteps: [timestep], encoderHiddenStates: c.encoderHiddenStates,
+                              textEmbeds: c.textEmbeds, timeIds: c.timeIds)
         }
     }
 }
 
 extension AutoencoderKL: LatentDecoder {
-    public func decodeLatents(_ z: Tensor) throws -> Tensor { decode(z) }
+    public func decodeLatents(_ z: Tensor) throws -> Tensor { try decode(CPUBackend.shared, z) }
 }
 
 /// Where the networks run.

@@ -10,6 +10,12 @@ public final class CPUBackend: ModelBackend {
 
     public init() {}
 
+    /// Runs model code on this backend for the non-throwing CPU conveniences (`unet(sample:…)`, `vae.decode(_:)`):
+    /// the CPU ops throw nothing, so an error here is a model/input mismatch the caller should have checked.
+    static func unchecked<T>(_ body: () throws -> T) -> T {
+        do { return try body() } catch { preconditionFailure("\(error)") }
+    }
+
     public func fusionPlan(for model: AnyObject) -> FusionPlan? { nil }
 
     public func shape(of x: Tensor) -> [Int] { x.shape }

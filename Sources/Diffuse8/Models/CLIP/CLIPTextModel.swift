@@ -83,7 +83,7 @@ public final class CLIPTextModel {
     /// stop the program: `encode` throws instead).
     public func callAsFunction(_ tokenIDs: [[Int]]) -> CLIPTextOutput {
         let backend = CPUBackend.shared
-        return ResnetBlock2D.unchecked {
+        return CPUBackend.unchecked {
             let output = try forward(backend, tokenIDs: tokenIDs)
             return CLIPTextOutput(lastHiddenState: output.lastHiddenState, hiddenStates: output.hiddenStates,
                                   pooledOutput: output.pooledOutput, textEmbeds: output.textEmbeds)

@@ -25,7 +25,7 @@ public final class ResnetBlock2D {
     /// FP32 on the CPU. `timeEmbedding`: [N, temb_channels], the UNet's time embedding before SiLU, or nil (VAE).
     public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor? = nil) -> Tensor {
         let backend = CPUBackend.shared
-        return Self.unchecked { try forward(backend, x, time: timeEmbedding.map { .activatedEmbedding(backend.silu($0)) }) }
+        return CPUBackend.unchecked { try forward(backend, x, time: timeEmbedding.map { .activatedEmbedding(backend.silu($0)) }) }
     }
 
     /// The block on any backend. `time`: what the UNet adds after conv1 (nil for the VAE's resnets).
@@ -42,11 +42,6 @@ public final class ResnetBlock2D {
         h = try b.conv2d(b.groupNorm(h, norm2, silu: true), conv2)
         let residual = try shortcut.map { try b.conv2d(x, $0) } ?? x
         return try b.resnetOutput(h, residual: residual, block: self)
-    }
-
-    /// Runs CPU model code whose backend cannot fail (`CPUBackend` throws nothing; bad shapes are preconditions).
-    static func unchecked<T>(_ body: () throws -> T) -> T {
-        do { return try body() } catch { preconditionFailure("\(error)") }
     }
 }
 

@@ -79,7 +79,7 @@ public final class UNet2DConditionModel {
     /// - Returns: [B, out_channels, H, W], the model prediction (noise, v or x0 depending on the scheduler).
     public func callAsFunction(sample: Tensor, timesteps: [Float], encoderHiddenStates: Tensor,
                                textEmbeds: Tensor? = nil, timeIds: Tensor? = nil) -> Tensor {
-        ResnetBlock2D.unchecked {
+        CPUBackend.unchecked {
             try evaluate(sample: sample, timesteps: timesteps, encoderHiddenStates: encoderHiddenStates,
                          textEmbeds: textEmbeds, timeIds: timeIds)
         }

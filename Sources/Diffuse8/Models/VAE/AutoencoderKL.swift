@@ -72,7 +72,7 @@ public final class AutoencoderKL {
     /// latents [N, latent_channels, h, w], already divided by `scalingFactor` → image [N, out_channels, h·f, w·f]
     /// in roughly [-1, 1] (not clamped), exactly `vae.decode(z).sample`; FP32 on the CPU.
     public func decode(_ latents: Tensor) -> Tensor {
-        ResnetBlock2D.unchecked { try decode(CPUBackend.shared, latents) }
+        CPUBackend.unchecked { try decode(CPUBackend.shared, latents) }
     }
 
     /// `decode` on any backend: post_quant_conv (when configured) → decoder.
@@ -133,7 +133,7 @@ public final class AutoencoderKL {
     public func latentDistribution(_ image: Tensor) -> DiagonalGaussianDistribution {
         precondition(image.rank == 4 && image.shape[1] == configuration.inChannels,
                      "encode: image \(image.shape) must be [N, \(configuration.inChannels), H, W]")
-        let moments = ResnetBlock2D.unchecked { try encodeMoments(CPUBackend.shared, image) }
+        let moments = CPUBackend.unchecked { try encodeMoments(CPUBackend.shared, image) }
         // torch.chunk(moments, 2, dim=1): first half of the channels is the mean.
         let n = moments.shape[0], c = moments.shape[1] / 2, hh = moments.shape[2], ww = moments.shape[3]
         let plane = c * hh * ww

@@ -105,6 +105,49 @@ final class SchedulerTests: XCTestCase {
         print("SchedulerTests: \(checkedSteps) steps checked, worst step relative L2 \(worst)")
     }
 
+    /// The coefficient form of every step (what the GPU sampling loop applies) reproduces diffusers' loop too: same
+    /// cases, same model outputs, noise drawn in advance from the same generator.
+    func testSamplerStepCoefficientsMatchDiffusers() throws {
+        let reference = try Fixtures.reference("schedulers")
+        let outputs = try reference.tensor(named: "model_outputs")
+        let shape = Self.cases.shape
+        let perOutput = shape.reduce(1, *)
+        let modelOutputs = (0..<4).map { Tensor(shape: shape, scalars: Array(outputs.scalars[($0 * perOutput)..<(($0 + 1) * perOutput)])) }
+        var checkedSteps = 0, linearRuns = 0, hostOnlyRuns = 0
+        for testCase in Self.cases.cases {
+            for steps in testCase.steps {
+                let label = "\(testCase.name)/\(steps) coefficients", prefix = "\(testCase.name)/\(steps)/"
+                let (scheduler, _) = try build(testCase, steps: steps)
+                guard let plan = scheduler.samplerSteps() else { hostOnlyRuns += 1; continue }
+                linearRuns += 1
+                XCTAssertEqual(plan.count, scheduler.timesteps.count, label)
+                var generator = TorchGenerator(seed: testCase.seed)
+                var sample = Elementwise.map(generator.randn(shape)) { $0 * scheduler.initNoiseSigma }
+                let scaled = reference.contains(prefix + "scaled") ? try reference.tensor(named: prefix + "scaled") : nil
+                let previous = try reference.tensor(named: prefix + "prev")
+                var previousOriginal: Tensor?
+                for (i, step) in plan.enumerated() {
+                    if let scaled {
+                        let expected = Tensor(shape: shape, scalars: Array(scaled.scalars[(i * perOutput)..<((i + 1) * perOutput)]))
+                        XCTAssertLessThanOrEqual(Elementwise.map(sample) { $0 / step.inputDivisor }.relativeL2(to: expected), 1e-5,
+                                                 "\(label) input[\(i)]")
+                    }
+                    let noise = step.noiseScale != 0 ? generator.randn(shape) : nil
+                    let result = step.apply(sample: sample, output: modelOutputs[i % 4], previousOriginal: previousOriginal, noise: noise)
+                    (sample, previousOriginal) = (result.next, result.original)
+                    let expected = Tensor(shape: shape, scalars: Array(previous.scalars[(i * perOutput)..<((i + 1) * perOutput)]))
+                    let error = sample.relativeL2(to: expected)
+                    XCTAssertLessThanOrEqual(error, 1e-5, "\(label) step[\(i)]")
+                    if error > 1e-5 { break }
+                    checkedSteps += 1
+                }
+            }
+        }
+        XCTAssertGreaterThan(checkedSteps, 500)
+        XCTAssertGreaterThan(linearRuns, 10)
+        print("SamplerStep coefficients: \(checkedSteps) steps of \(linearRuns) runs checked; \(hostOnlyRuns) runs host-only (clip_sample)")
+    }
+
     func testFactoryKindsAndNames() throws {
         let sd15 = try Self.config("tiny-sd15/scheduler/scheduler_config.json")
         let expected: [(SchedulerKind, String, String)] = [

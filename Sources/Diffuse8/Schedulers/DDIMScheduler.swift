@@ -88,3 +88,25 @@ public struct DDIMScheduler: Scheduler {
         return previousSample
     }
 }
+
+extension DDIMScheduler {
+    /// x_next = √ᾱ_prev · x0 + dir · ε + deviation · n with ε = (x − √ᾱ · x0)/√(1 − ᾱ); nil with `clip_sample` (not linear).
+    public func samplerSteps() -> [SamplerStep]? {
+        guard clipRange == nil else { return nil }
+        return (0..<timesteps.count).map { i in
+            let timestep = Int(timesteps[i]), previous = timestep - stepRatio
+            let alphaProduct = alphasCumprod[timestep]
+            let alphaProductPrevious = previous >= 0 ? alphasCumprod[previous] : finalAlphaCumprod
+            let betaProduct = 1 - alphaProduct
+            let sqrtAlpha = alphaProduct.squareRoot(), sqrtBeta = betaProduct.squareRoot()
+            let variance = (1 - alphaProductPrevious) / betaProduct * (1 - alphaProduct / alphaProductPrevious)
+            let deviation = eta * variance.squareRoot()
+            let direction = (1 - alphaProductPrevious - deviation * deviation).squareRoot()
+            let x0 = SamplerStep.original(predictionType, alpha: sqrtAlpha, sigma: sqrtBeta)
+            return SamplerStep(inputDivisor: 1, originalFromSample: x0.fromSample, originalFromOutput: x0.fromOutput,
+                               sampleScale: direction / sqrtBeta,
+                               originalScale: alphaProductPrevious.squareRoot() - direction * sqrtAlpha / sqrtBeta,
+                               noiseScale: eta > 0 ? deviation : 0)
+        }
+    }
+}

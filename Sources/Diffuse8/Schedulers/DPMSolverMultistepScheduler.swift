@@ -152,3 +152,28 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         return result
     }
 }
+
+extension DPMSolverMultistepScheduler {
+    /// DPM-Solver++ (2M, midpoint or Heun): x_next = (σ_t/σ_s)·x − α_t(e^−h − 1)·x0 ∓ (α_t factor / r0)·(x0 − x0′),
+    /// first order on the first step and where `step` uses it at the end.
+    public func samplerSteps() -> [SamplerStep]? {
+        let count = timesteps.count
+        return (0..<count).map { i in
+            let useFirstOrderAtEnd = i == count - 1 && (eulerAtFinal || (lowerOrderFinal && count < 15) || finalSigmaIsZero)
+            let current = Self.alphaSigma(sigmas[i]), target = Self.alphaSigma(sigmas[i + 1])
+            let lambdaS0 = Self.lambda(current), h = Self.lambda(target) - lambdaS0
+            let expMinusHMinusOne = expf(-h) - 1.0
+            let x0 = SamplerStep.original(predictionType, alpha: current.alpha, sigma: current.sigma)
+            var step = SamplerStep(inputDivisor: 1, originalFromSample: x0.fromSample, originalFromOutput: x0.fromOutput,
+                                   sampleScale: target.sigma / current.sigma, originalScale: -(target.alpha * expMinusHMinusOne))
+            if !(solverOrder == 1 || i == 0 || useFirstOrderAtEnd) {
+                let r0 = (lambdaS0 - Self.lambda(Self.alphaSigma(sigmas[i - 1]))) / h
+                // d1 = (x0 − x0′)/r0, added with +d1Scale (Heun) or −d1Scale (midpoint).
+                let d1Scale = heun ? target.alpha * (expMinusHMinusOne / h + 1.0) : -(0.5 * (target.alpha * expMinusHMinusOne))
+                step.originalScale += d1Scale / r0
+                step.previousOriginalScale = -d1Scale / r0
+            }
+            return step
+        }
+    }
+}

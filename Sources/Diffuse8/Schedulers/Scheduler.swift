@@ -11,4 +11,7 @@ public protocol Scheduler {
     /// One denoising step (diffusers' `step(...).prev_sample`). Ancestral schedulers draw their noise
     /// from `generator`, in the order diffusers does.
     mutating func step(modelOutput: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor
+    /// Every step of the run as coefficients (`SamplerStep`) for loops that run off the host, or nil when a step is
+    /// not linear in the latents and model outputs (default).
+    func samplerSteps() -> [SamplerStep]?
 }

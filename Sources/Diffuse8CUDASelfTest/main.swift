@@ -27,8 +27,9 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --reference takes its inputs and compares with its `output`; also times the forward
                     replayed as a CUDA graph unless --no-graph; --profile: ms per operation kind
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
-      --pipeline    one image per folder (default 20 steps, CFG 5, seed 0) on the CPU (FP32) and the GPU (FP16):
-                    PSNR of the GPU image vs the CPU image must be ≥ 40 dB
+      --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER]] (default 20 steps, Euler, CFG 5, seed 0) on the
+                    CPU (FP32) and the GPU (FP16): PSNR of the GPU image vs the CPU image must be ≥ 40 dB, and the
+                    on-device sampling loop must agree with host stepping
       --vae         CUDA vs CPU VAE decoder of each diffusers vae/ folder, plus GEMM attention checks
       --calibrate   calibration statistics (3 prompts x 8 steps) on the CPU and on the GPU: same layers, keys and
                     counts, amax and sampled rows within 1e-2 relative L2
@@ -83,12 +84,16 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
     }
     for spec in operands(after: "--pipeline") {
         let parts = spec.split(separator: ":").map(String.init)
-        let request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
+        var request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
+        if parts.count > 2 {
+            guard let kind = SchedulerKind(argument: parts[2]) else { report("image parity \(spec): unknown scheduler", passed: false); continue }
+            request.scheduler = kind
+        }
         do {
             let p = try CUDAPipelineCheck.imageParity(directory: parts[0], request: request, precision: precision)
-            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps: PSNR \(p.psnr) dB (limit \(p.limit)), latents rel. L2 \(p.latentRelativeL2)"
-                   + (p.deviceLoopVersusHostLoop.map { ", on-device vs host Euler loop \($0)" } ?? ""),
-                   passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= 1e-6)
+            report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps \(request.scheduler.rawValue): PSNR \(p.psnr) dB (limit \(p.limit)), latents rel. L2 \(p.latentRelativeL2)"
+                   + (p.deviceLoopVersusHostLoop.map { ", on-device vs host loop latents rel. L2 \($0) (limit \(CUDAPipelineCheck.deviceLoopLimit))" } ?? ""),
+                   passed: p.passed && (p.deviceLoopVersusHostLoop ?? 0) <= CUDAPipelineCheck.deviceLoopLimit)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }
     }
     for directory in operands(after: "--calibrate") {

@@ -27,28 +27,28 @@ public protocol NoisePredictor: AnyObject {
     /// latents of `sampleShape`. Backends prepare here, once per generation, what every step reuses
     /// (device copies of the conditioning, a captured CUDA graph).
     func makeDenoiser(conditioning: UNetConditioning, sampleShape: [Int]) throws -> (_ sample: Tensor, _ timestep: Float) throws -> Tensor
-    /// Runs a whole Euler loop on the device and returns the final latents, or nil when the backend has no such
+    /// Runs a whole sampling loop on the device and returns the final latents, or nil when the backend has no such
     /// loop (the default; the pipeline then steps on the host). `progress(step)` is called as steps finish.
-    func runEulerLoop(_ plan: EulerLoopPlan, conditioning: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor?
+    func runSamplingLoop(_ plan: SamplingPlan, conditioning: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor?
 }
 
-/// A whole Euler denoising loop (diffusers' `EulerDiscreteScheduler`, `s_churn` 0) with classifier-free guidance,
-/// described by numbers so that a backend can run it without the host in the loop.
-public struct EulerLoopPlan: Sendable {
+/// A whole denoising loop with classifier-free guidance, described by numbers (`SamplerStep` per step) so that a
+/// backend can run it without the host in the loop.
+public struct SamplingPlan: Sendable {
     /// Initial latents (already multiplied by `init_noise_sigma`), [1, C, h, w].
     public var latents: Tensor
     /// The model timestep of each step.
     public var timesteps: [Float]
-    /// σ of each step plus the final σ (`timesteps.count + 1` values).
-    public var sigmas: [Float]
-    public var predictionType: PredictionType
+    public var steps: [SamplerStep]
+    /// Each step's noise (latents' shape), drawn in advance in the order the host loop draws it; nil where unused.
+    public var noise: [Tensor?]
     /// CFG scale; guidance is on when the conditioning is `guided` ([negative, positive] batch).
     public var guidanceScale: Float
 }
 
 extension NoisePredictor {
-    public func runEulerLoop(_ plan: EulerLoopPlan, conditioning: UNetConditioning,
-                             progress: ((Int) -> Void)?) throws -> Tensor? { nil }
+    public func runSamplingLoop(_ plan: SamplingPlan, conditioning: UNetConditioning,
+                                progress: ((Int) -> Void)?) throws -> Tensor? { nil }
 }
 
 /// A VAE decoder (diffusers' `AutoencoderKL.decode(z).sample` semantics, z already divided by the scaling factor).

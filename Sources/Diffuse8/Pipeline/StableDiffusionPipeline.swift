@@ -154,13 +154,15 @@ public final class StableDiffusionPipeline {
         let factor = decoder.configuration.downscaleFactor
         var latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
         latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
-        if observe == nil, let euler = scheduler as? EulerDiscreteScheduler {
-            // Backends that can run the whole loop on the device (CUDA: no host round trip per step) do so.
-            let plan = EulerLoopPlan(latents: latents, timesteps: euler.timesteps.map(Float.init), sigmas: euler.sigmas,
-                                     predictionType: euler.predictionType, guidanceScale: request.guidanceScale)
-            let total = euler.timesteps.count
-            if let final = try noisePredictor.runEulerLoop(plan, conditioning: c, progress: {
-                progress?(StepProgress(step: $0, totalSteps: total))
+        if observe == nil, let steps = scheduler.samplerSteps() {
+            // Backends that can run the whole loop on the device (CUDA: no host round trip per step) do so. The noise
+            // of ancestral steps is drawn now from a copy of the generator, in the order the host loop would draw it.
+            var noiseGenerator = generator
+            let noise = steps.map { $0.noiseScale != 0 ? noiseGenerator.randn(latents.shape) : nil }
+            let plan = SamplingPlan(latents: latents, timesteps: scheduler.timesteps.map(Float.init), steps: steps, noise: noise,
+                                    guidanceScale: request.guidanceScale)
+            if let final = try noisePredictor.runSamplingLoop(plan, conditioning: c, progress: {
+                progress?(StepProgress(step: $0, totalSteps: steps.count))
             }) {
                 return final
             }

@@ -1,6 +1,7 @@
-/// `CUDAUNet` as the pipeline's `NoisePredictor`. Euler loops (the default sampler) run entirely on the GPU
-/// (`CUDAEulerLoop`: one UNet graph replay and one fused guidance + Euler kernel per step, queued without the host).
-/// For the other schedulers, per generation the conditioning is uploaded once, and each step uploads the latents
+/// `CUDAUNet` as the pipeline's `NoisePredictor`. Sampling loops whose scheduler states its steps as coefficients
+/// (Euler, Euler a, DDIM without clip_sample, DPM++ 2M) run entirely on the GPU (`CUDASamplingLoop`: one UNet graph
+/// replay and one fused guidance + update kernel per step, queued without the host).
+/// Otherwise, per generation the conditioning is uploaded once, and each step uploads the latents
 /// (FP32 → the 16-bit storage type), replays the UNet as a CUDA graph captured for that shape (kept for later
 /// generations of the same shape) and downloads the prediction as FP32. Scheduler arithmetic and
 /// guidance stay on the host in FP32 (the same code as the CPU pipeline); per SDXL step that costs two
@@ -30,13 +31,13 @@ public final class CUDANoisePredictor: NoisePredictor {
         }
     }
 
-    /// Set to false to step Euler loops on the host like every other scheduler (for comparisons).
-    public var runsEulerLoopOnDevice = true
+    /// Set to false to step every sampler on the host (for comparisons).
+    public var runsSamplingLoopOnDevice = true
 
-    /// The whole Euler loop on the GPU (`CUDAEulerLoop`): no host round trip per step. Nil (host loop) when graphs
-    /// are off or cannot be captured.
-    public func runEulerLoop(_ plan: EulerLoopPlan, conditioning c: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor? {
-        guard runsEulerLoopOnDevice, usesGraphs else { return nil }
+    /// The whole sampling loop on the GPU (`CUDASamplingLoop`): no host round trip per step. Nil (host loop) when
+    /// graphs are off or cannot be captured.
+    public func runSamplingLoop(_ plan: SamplingPlan, conditioning c: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor? {
+        guard runsSamplingLoopOnDevice, usesGraphs else { return nil }
         let context = unet.context
         let states = try unet.kernels.upload(c.encoderHiddenStates)
         let textEmbeds = try c.textEmbeds.map { try unet.kernels.upload($0) }
@@ -46,7 +47,7 @@ public final class CUDANoisePredictor: NoisePredictor {
             return nil
         }
         try graph.setConstantInputs(encoderHiddenStates: states, textEmbeds: textEmbeds, timeIds: c.timeIds)
-        return try CUDAEulerLoop.run(plan, graph: graph, kernels: unet.kernels, guided: c.guided, progress: progress)
+        return try CUDASamplingLoop.run(plan, graph: graph, kernels: unet.kernels, guided: c.guided, progress: progress)
     }
 
     /// The graph captured for these input shapes (created on first use), or nil when graphs are off or capture failed.

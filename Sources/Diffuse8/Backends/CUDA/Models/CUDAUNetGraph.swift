@@ -9,7 +9,7 @@
 public final class CUDAUNetGraph {
     public let unet: CUDAUNet
     private let graph: CUDAGraph
-    /// The fixed input buffers the captured forward reads (`CUDAEulerLoop` writes `sample` directly).
+    /// The fixed input buffers the captured forward reads (`CUDASamplingLoop` writes `sample` directly).
     let sample: CUDATensor
     private let encoderHiddenStates: CUDATensor
     private let textEmbeds: CUDATensor?

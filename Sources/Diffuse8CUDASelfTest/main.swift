@@ -15,7 +15,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
            diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ... | --mixed-precision DIR ...
            diffuse8-cuda-selftest --calibrate DIR ...
-           diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--host-loop]
+           diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--scheduler NAME] [--host-loop]
            (the whole-model modes take --bf16: BF16 storage instead of FP16)
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
       --large       add 4096-token attention checks (slower CPU reference)
@@ -125,8 +125,12 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
     }
     if let directory = value(after: "--generate-bench") {
         let (h, w) = size(value(after: "--size")) ?? (0, 0)
-        let request = GenerationRequest(prompt: prompts[2], steps: Int(value(after: "--steps") ?? "") ?? 30, guidanceScale: 5, seed: 0,
+        var request = GenerationRequest(prompt: prompts[2], steps: Int(value(after: "--steps") ?? "") ?? 30, guidanceScale: 5, seed: 0,
                                         width: w > 0 ? w : nil, height: h > 0 ? h : nil)
+        if let name = value(after: "--scheduler") {
+            guard let kind = SchedulerKind(argument: name) else { print("unknown scheduler \(name)"); exit(1) }
+            request.scheduler = kind
+        }
         do {
             let timing = try CUDAPipelineCheck.generationBenchmark(directory: directory, precision: precision, request: request,
                                                                    repeats: Int(value(after: "--repeats") ?? "") ?? 5,

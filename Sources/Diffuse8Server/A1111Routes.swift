@@ -22,6 +22,7 @@ public struct A1111Routes: Sendable {
     public func makeRouter(credentials: [String]) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: RequestLogMiddleware(metrics: service.metrics, knownPaths: Self.paths))
+        router.add(middleware: MetricsMiddleware())  // Hummingbird's swift-metrics request counters (hb_*)
         if !credentials.isEmpty { router.add(middleware: BasicAuthMiddleware(credentials: credentials, metrics: service.metrics)) }
 
         router.get("/") { _, _ in Responses.raw(Array(WebPage.html.utf8), contentType: "text/html; charset=utf-8") }

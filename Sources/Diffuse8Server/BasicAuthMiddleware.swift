@@ -8,26 +8,8 @@ struct BasicAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let credentials: [String]
     let metrics: ServerMetrics
 
-    /// Whether an `Authorization` header value carries one of `credentials`.
-    static func authorizes(_ header: String?, credentials: [String]) -> Bool {
-        guard let header, header.count < 4096, header.lowercased().hasPrefix("basic "),
-              let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)) else { return false }
-        let given = Array(data)
-        var match = false
-        for pair in credentials where constantTimeEqual(Array(pair.utf8), given) { match = true }
-        return match
-    }
-
-    /// Compares without stopping at the first difference, so timing does not reveal how much of a password matched.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for i in a.indices { difference |= a[i] ^ b[i] }
-        return difference == 0
-    }
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/internal/ping" || Self.authorizes(request.headers[.authorization], credentials: credentials) {
+        if request.uri.path == "/internal/ping" || APIAuth.authorizes(request.headers[.authorization], credentials: credentials) {
             return try await next(request, context)
         }
         metrics.countError(.unauthorized)
@@ -45,5 +27,23 @@ public enum APIAuth {
             throw ServerError("--api-auth expects user:password (several separated by commas), got '\(spec)'")
         }
         return pairs
+    }
+
+    /// Whether an `Authorization` header value carries one of `credentials`.
+    public static func authorizes(_ header: String?, credentials: [String]) -> Bool {
+        guard let header, header.count < 4096, header.lowercased().hasPrefix("basic "),
+              let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)) else { return false }
+        let given = Array(data)
+        var match = false
+        for pair in credentials where constantTimeEqual(Array(pair.utf8), given) { match = true }
+        return match
+    }
+
+    /// Compares without stopping at the first difference, so timing does not reveal how much of a password matched.
+    public static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for i in a.indices { difference |= a[i] ^ b[i] }
+        return difference == 0
     }
 }

@@ -11,7 +11,7 @@ public final class GenerationService: @unchecked Sendable {
     public let catalog: ModelCatalog
     public let limits: ServerLimits
     public let metrics: ServerMetrics
-    public let tracker = ProgressTracker()
+    public let tracker: ProgressTracker
     public let queue: JobQueue
     private let loader: PipelineLoader
     private let lock = NSLock()
@@ -23,7 +23,8 @@ public final class GenerationService: @unchecked Sendable {
 
     /// Loads `initial` (before the server listens, so `/internal/ping` answering means ready).
     public init(catalog: ModelCatalog, initial: ModelCatalog.Entry, limits: ServerLimits, metrics: ServerMetrics,
-                loader: @escaping PipelineLoader) throws {
+                tracker: ProgressTracker = ProgressTracker(), loader: @escaping PipelineLoader) throws {
+        self.tracker = tracker
         self.catalog = catalog
         self.limits = limits
         self.metrics = metrics

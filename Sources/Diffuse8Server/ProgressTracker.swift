@@ -26,8 +26,12 @@ public final class ProgressTracker: @unchecked Sendable {
     private var state = Snapshot()
     private var started = ContinuousClock.now
     private var cancellation: GenerationCancellation?
+    /// Called on the worker thread after each step (outside the lock); tests use it to act at an exact step.
+    private let stepObserver: (@Sendable (Int) -> Void)?
 
-    public init() {}
+    public init(stepObserver: (@Sendable (Int) -> Void)? = nil) {
+        self.stepObserver = stepObserver
+    }
 
     public var snapshot: Snapshot {
         lock.withLock {
@@ -70,6 +74,7 @@ public final class ProgressTracker: @unchecked Sendable {
             state.samplingSteps = total
             updateProgress()
         }
+        stepObserver?(step)
     }
 
     public func setLatents(_ latents: Tensor) {

@@ -1,4 +1,5 @@
 import Diffuse8
+import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -37,6 +38,8 @@ public struct A1111Server {
                 onListening(port)
             },
             logger: logger)
+        // Dispatch delivers the signals to ServiceLifecycle only while their default action (terminate) is off.
+        for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
         // Graceful shutdown runs in reverse order: the queue drains first, then the HTTP server closes.
         let group = ServiceGroup(configuration: .init(
             services: [app, QueueDrainService(queue: service.queue, logger: logger)],

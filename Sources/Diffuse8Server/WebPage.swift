@@ -53,8 +53,8 @@ enum WebPage {
       <div><label for="cfg">CFG scale</label><input id="cfg" type="number" min="0" max="30" step="0.5" value="5"></div>
     </div>
     <div class="row">
-      <div><label for="width">Width</label><input id="width" type="number" min="8" step="8" value=""></div>
-      <div><label for="height">Height</label><input id="height" type="number" min="8" step="8" value=""></div>
+      <div><label for="width">Width</label><input id="width" type="number" min="8" step="8" placeholder="model size"></div>
+      <div><label for="height">Height</label><input id="height" type="number" min="8" step="8" placeholder="model size"></div>
     </div>
     <label for="seed">Seed (-1: random)</label>
     <input id="seed" type="number" value="-1">

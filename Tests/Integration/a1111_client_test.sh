@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the A1111 client compatibility test: builds `diffuse8`, installs webuiapi and sd-parsers from PyPI in a
 # virtual environment, starts `diffuse8 serve` on a free port with two models, waits until it answers
-# /internal/ping, runs a1111_client_test.py, stops the server. Exits non-zero when any step fails.
+# /internal/ping, runs a1111_client_test.py (and, with chromium installed, tools/web_ui_check.py), stops the
+# server. Exits non-zero when any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -43,6 +44,14 @@ curl --silent --fail --retry 50 --retry-delay 0 --retry-connrefused --max-time 5
 
 status=0
 "$VENV/bin/python" Tests/Integration/a1111_client_test.py "$URL" tester secret || status=$?
+
+# The web page in headless Chromium, where Debian's chromium package is installed.
+if command -v chromium > /dev/null; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check websocket-client
+    "$VENV/bin/python" tools/web_ui_check.py "$URL" "$WORK/web-ui.png" --steps 20 --user tester --password secret || status=$?
+else
+    echo "web page check skipped: chromium is not installed (Debian: apt-get install chromium)"
+fi
 
 # Graceful shutdown on SIGTERM must end the process with status 0.
 kill -TERM "$SERVER_PID"

@@ -38,7 +38,8 @@ public struct A1111Server {
                 onListening(port)
             },
             logger: logger)
-        // Dispatch delivers the signals to ServiceLifecycle only while their default action (terminate) is off.
+        // Turn the signals' default action (terminate at once) off, as ServiceLifecycle itself does on Darwin, so
+        // that SIGTERM/SIGINT only reach its signal sources and start the graceful shutdown below.
         for sig in [SIGTERM, SIGINT] { signal(sig, SIG_IGN) }
         // Graceful shutdown runs in reverse order: the queue drains first, then the HTTP server closes.
         let group = ServiceGroup(configuration: .init(

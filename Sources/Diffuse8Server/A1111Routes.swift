@@ -106,7 +106,7 @@ public struct A1111Routes: Sendable {
         let s = service.tracker.snapshot
         let depth = service.queueDepthEstimate
         var preview: String?
-        if !skipImage, let latents = s.latents, let image = LatentPreview.image(latents: latents) {
+        if !skipImage, let latents = s.latents, let image = LatentPreview.image(latents: latents, map: service.previewMap) {
             preview = (try? PNGEncoder.encode(image)).map { Data($0).base64EncodedString() }
         }
         return Responses.json(ProgressResponse(

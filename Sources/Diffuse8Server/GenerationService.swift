@@ -20,6 +20,10 @@ public final class GenerationService: @unchecked Sendable {
     private var current: ModelCatalog.Entry
     private var nativeSizeValue: Int
     private let depth = DepthCounter()
+    /// The latent → RGB preview map of the loaded model (refitted after each image).
+    private var previewMapValue = LatentPreview.sd1ApproxCheap
+    /// The fit behind `previewMapValue` (worker thread only).
+    private var previewFit: LatentPreview.Fit?
 
     /// Loads `initial` (before the server listens, so `/internal/ping` answering means ready).
     public init(catalog: ModelCatalog, initial: ModelCatalog.Entry, limits: ServerLimits, metrics: ServerMetrics,
@@ -44,6 +48,9 @@ public final class GenerationService: @unchecked Sendable {
     /// The loaded model's native image size (the default width and height).
     public var nativeSize: Int { lock.withLock { nativeSizeValue } }
 
+    /// The loaded model's latent → RGB preview map.
+    public var previewMap: LatentPreview.LinearMap { lock.withLock { previewMapValue } }
+
     /// Jobs waiting behind the running one, as last reported by the queue.
     public var queueDepthEstimate: Int { depth.value }
 
@@ -61,9 +68,11 @@ public final class GenerationService: @unchecked Sendable {
             defer { tracker.end() }
             let loaded = try loader(entry.path)
             pipeline = loaded
+            previewFit = nil
             lock.withLock {
                 current = entry
                 nativeSizeValue = loaded.nativeSize
+                previewMapValue = LatentPreview.sd1ApproxCheap
             }
         }
     }
@@ -109,6 +118,13 @@ public final class GenerationService: @unchecked Sendable {
                 let scaling = pipeline.decoder.configuration.scalingFactor
                 let decoded = try pipeline.decoder.decodeLatents(CPUKernels.map(latents) { $0 / scaling })
                 image = ImageConversion.pixelImages(fromDecoded: decoded)[0]
+                if previewLatents {
+                    var fit = previewFit ?? LatentPreview.Fit(channels: latents.shape[1])
+                    if fit.add(latents: latents, image: decoded), let map = fit.solve() {
+                        previewFit = fit
+                        lock.withLock { previewMapValue = map }
+                    }
+                }
             } catch is GenerationCancelled {
                 interrupted = true
                 metrics.countError(.interrupted)

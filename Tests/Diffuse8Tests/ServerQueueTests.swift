@@ -103,7 +103,7 @@ final class ServerQueueTests: XCTestCase {
         let box = TrackerBox()
         let tracker = ProgressTracker { step in
             guard step == 3, let tracker = box.tracker else { return }
-            box.preview = tracker.snapshot.latents.flatMap(LatentPreview.image)
+            box.preview = tracker.snapshot.latents.flatMap { LatentPreview.image(latents: $0) }
             XCTAssertTrue(tracker.interrupt())
         }
         box.tracker = tracker

@@ -81,6 +81,14 @@ final class ServerRequestTests: XCTestCase {
         XCTAssertEqual(issues("").map(\.type), ["json_invalid"])
     }
 
+    func testDeeplyNestedJSONIsRefusedWithoutExhaustingTheStack() {
+        let depth = 100_000
+        let nested = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
+        XCTAssertEqual(issues(nested).count, 1)
+        let inField = "{\"prompt\": " + nested + "}"
+        XCTAssertEqual(issues(inField).count, 1)
+    }
+
     func testImagesPerRequestAndHiresFixAreLimited() {
         XCTAssertEqual(issues(#"{"batch_size": 4, "n_iter": 5}"#).map(\.field), ["n_iter"])
         XCTAssertEqual(issues(#"{"enable_hr": true}"#).map(\.field), ["enable_hr"])

@@ -18,12 +18,18 @@ let package = Package(
     products: [
         .library(name: "Diffuse8", targets: ["Diffuse8"]),
         .library(name: "Diffuse8PNG", targets: ["Diffuse8PNG"]),
+        .library(name: "Diffuse8Server", targets: ["Diffuse8Server"]),
         .executable(name: "diffuse8", targets: ["Diffuse8CLI"]),
         .executable(name: "diffuse8-cuda-selftest", targets: ["Diffuse8CUDASelfTest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Formats, models, schedulers, backends and the pipeline. No external dependencies.
@@ -41,18 +47,33 @@ let package = Package(
             name: "Diffuse8PNG",
             dependencies: ["Diffuse8", .product(name: "CompressNIO", package: "compress-nio")]
         ),
+        // The AUTOMATIC1111-compatible HTTP server (`diffuse8 serve`): job queue, /sdapi/v1 routes, web page.
+        .target(
+            name: "Diffuse8Server",
+            dependencies: [
+                "Diffuse8", "Diffuse8PNG",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "Diffuse8CLI",
             dependencies: [
-                "Diffuse8", "Diffuse8PNG",
+                "Diffuse8", "Diffuse8PNG", "Diffuse8Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         // The GPU tests as a stand-alone binary (no argument parser): `diffuse8-cuda-selftest --help`.
         .executableTarget(name: "Diffuse8CUDASelfTest", dependencies: ["Diffuse8"]),
         .testTarget(
             name: "Diffuse8Tests",
-            dependencies: ["Diffuse8", "Diffuse8PNG"],
+            dependencies: ["Diffuse8", "Diffuse8PNG", "Diffuse8Server"],
             exclude: []
         ),
     ],

@@ -1,11 +1,11 @@
 import ArgumentParser
 
 @main
-struct Diffuse8Command: ParsableCommand {
+struct Diffuse8Command: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diffuse8",
         abstract: "Run Stable Diffusion models (SD1.x, SDXL diffusers folders) in Swift, with 8-bit quantization.",
-        subcommands: [GenerateCommand.self, InspectCommand.self,
+        subcommands: [GenerateCommand.self, ServeCommand.self, InspectCommand.self,
                       CalibrateCommand.self, MergeStatsCommand.self, QuantizeCommand.self, EvalCommand.self,
                       FidelityCommand.self, EvaluateFidelityCommand.self,
                       BenchCommand.self, CUDASelfTestCommand.self])

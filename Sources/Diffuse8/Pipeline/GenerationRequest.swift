@@ -27,6 +27,8 @@ public struct GenerationRequest: Sendable {
     public var cropTopLeft: (top: Int, left: Int)
     /// SDXL micro-conditioning: `target_size` (height, width); `nil` = the output size.
     public var targetSize: (height: Int, width: Int)?
+    /// When set and cancelled, the denoising loop stops before its next step with `GenerationCancelled`.
+    public var cancellation: GenerationCancellation?
 
     public init(prompt: String, negativePrompt: String? = nil, steps: Int = 30, guidanceScale: Float = 7.5,
                 seed: UInt64 = 0, width: Int? = nil, height: Int? = nil, scheduler: SchedulerKind = .euler,

@@ -172,6 +172,7 @@ public final class StableDiffusionPipeline {
         let unet = try noisePredictor.makeDenoiser(conditioning: c, sampleShape: sampleShape)
 
         for (index, timestep) in scheduler.timesteps.enumerated() {
+            try request.cancellation?.check()
             let input = scheduler.scaleModelInput(c.guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
             let output = try unet(input, Float(timestep))
             observe?(index, Float(timestep), input, output)

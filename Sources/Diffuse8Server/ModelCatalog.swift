@@ -1,0 +1,59 @@
+import Foundation
+
+/// The models a server can switch among: the subfolders of `--models-dir` that are diffusers folders
+/// (`model_index.json`; quantized folders too), or the one `--model` folder.
+public struct ModelCatalog: Sendable {
+    public struct Entry: Sendable, Equatable {
+        /// Folder name; the A1111 `title` and `model_name`.
+        public var name: String
+        public var path: String
+    }
+
+    public private(set) var entries: [Entry]
+
+    public init(entries: [Entry]) { self.entries = entries }
+
+    /// The diffusers folders directly inside `directory`, sorted by name. Throws when there are none.
+    public static func scan(directory: String) throws -> ModelCatalog {
+        let fm = FileManager.default
+        let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        guard let names = try? fm.contentsOfDirectory(atPath: base) else {
+            throw ServerError("--models-dir \(directory): cannot list the folder")
+        }
+        let entries = names.sorted()
+            .filter { fm.fileExists(atPath: "\(base)/\($0)/model_index.json") }
+            .map { Entry(name: $0, path: "\(base)/\($0)") }
+        guard !entries.isEmpty else {
+            throw ServerError("--models-dir \(directory): no diffusers folder (a subfolder with model_index.json) inside")
+        }
+        return ModelCatalog(entries: entries)
+    }
+
+    /// One model folder.
+    public static func single(path: String) -> ModelCatalog {
+        let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
+        let name = trimmed.split(separator: "/").last.map(String.init) ?? trimmed
+        return ModelCatalog(entries: [Entry(name: name, path: trimmed)])
+    }
+
+    /// Adds `path` unless an entry already points to it; returns its entry.
+    public mutating func include(path: String) -> Entry {
+        let candidate = Self.single(path: path).entries[0]
+        if let existing = entries.first(where: { $0.path == candidate.path }) { return existing }
+        entries.insert(candidate, at: 0)
+        return candidate
+    }
+
+    /// The entry whose name matches `title` (case-insensitively; an A1111 title's " [hash]" suffix is ignored).
+    public func entry(title: String) -> Entry? {
+        var key = title.lowercased()
+        if let bracket = key.range(of: " [") { key = String(key[..<bracket.lowerBound]) }
+        return entries.first { $0.name.lowercased() == key }
+    }
+}
+
+/// A configuration or start-up problem of the server, with a message for the user.
+public struct ServerError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -6,9 +6,10 @@ public enum CUDAPipelineCheck {
     public static let imagePSNRLimit = 40.0
     /// The bar for a quantized folder (8-bit layers simulated on both devices) against the CPU image.
     public static let quantizedImagePSNRLimit = 35.0
-    /// The bar for the on-device sampling loop against host stepping on the same GPU: the coefficient form rounds
-    /// differently in FP32, and the 16-bit UNet input occasionally rounds the other way.
-    public static let deviceLoopLimit = 1e-3
+    /// The bar for the on-device sampling loop against host stepping on the same GPU (final latents, relative L2): the
+    /// coefficient form rounds differently in FP32 and the 16-bit UNet input then sometimes rounds the other way, so
+    /// the two differ by about as much as the GPU and the CPU do (6–8e-4 on the default model); the FP16 UNet bar.
+    public static let deviceLoopLimit = 5e-3
     /// Text encoder outputs, FP16 vs FP32 (relative L2).
     public static let textParityLimit = 5e-3
 

@@ -88,6 +88,23 @@ public protocol ModelBackend: AnyObject {
     func rows(_ x: Value, _ indices: [Int]) throws -> [[Float]]
 }
 
+extension ModelBackend {
+    /// Q, K and V of a self-attention `module` on tokens x: one product read as three column ranges when the plan
+    /// stacked them, else three products.
+    func selfAttentionProjections(_ x: Value, query: Linear, key: Linear, value: Linear, module: AnyObject,
+                                  plan: FusionPlan?) throws -> (Columns<Value>, Columns<Value>, Columns<Value>) {
+        let channels = query.outFeatures
+        if let stack = plan?.selfProjections[ObjectIdentifier(module)] {
+            let qkv = try stackedLinear(x, stack)
+            return (Columns(qkv, offset: 0, width: channels), Columns(qkv, offset: channels, width: channels),
+                    Columns(qkv, offset: 2 * channels, width: channels))
+        }
+        return (Columns(try linear(x, query, residual: nil), width: channels),
+                Columns(try linear(x, key, residual: nil), width: channels),
+                Columns(try linear(x, value, residual: nil), width: channels))
+    }
+}
+
 /// A range of columns (the last dimension) of a token tensor [B, L, width]: `width` channels starting at `offset`.
 public struct Columns<Value> {
     public var tensor: Value

@@ -20,17 +20,8 @@ public final class CLIPAttention {
 
     /// Causal self-attention of x [batch, tokens, hidden] with `out_proj` adding `residual`.
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, residual: B.Value, plan: FusionPlan?) throws -> B.Value {
-        let channels = queryProjection.outFeatures
-        let q, k, v: Columns<B.Value>
-        if let stack = plan?.selfProjections[ObjectIdentifier(self)] {
-            let qkv = try b.stackedLinear(x, stack)
-            (q, k, v) = (Columns(qkv, offset: 0, width: channels), Columns(qkv, offset: channels, width: channels),
-                         Columns(qkv, offset: 2 * channels, width: channels))
-        } else {
-            (q, k, v) = (Columns(try b.linear(x, queryProjection, residual: nil), width: channels),
-                         Columns(try b.linear(x, keyProjection, residual: nil), width: channels),
-                         Columns(try b.linear(x, valueProjection, residual: nil), width: channels))
-        }
+        let (q, k, v) = try b.selfAttentionProjections(x, query: queryProjection, key: keyProjection, value: valueProjection,
+                                                       module: self, plan: plan)
         let attended = try b.attention(query: q, key: k, value: v, heads: heads, causal: true, fp8: false)
         return try b.linear(attended, outputProjection, residual: residual)
     }

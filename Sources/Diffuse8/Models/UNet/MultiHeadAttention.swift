@@ -23,17 +23,8 @@ public final class MultiHeadAttention {
 
     /// Self-attention on the normed tokens x [B, L, C], `to_out.0` adding `residual`.
     func forwardSelf<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, residual: B.Value) throws -> B.Value {
-        let b = s.backend, channels = query.outFeatures
-        let q, k, v: Columns<B.Value>
-        if let stack = s.plan?.selfProjections[ObjectIdentifier(self)] {
-            let qkv = try b.stackedLinear(x, stack)
-            (q, k, v) = (Columns(qkv, offset: 0, width: channels), Columns(qkv, offset: channels, width: channels),
-                         Columns(qkv, offset: 2 * channels, width: channels))
-        } else {
-            (q, k, v) = (Columns(try b.linear(x, query, residual: nil), width: channels),
-                         Columns(try b.linear(x, key, residual: nil), width: channels),
-                         Columns(try b.linear(x, value, residual: nil), width: channels))
-        }
+        let b = s.backend
+        let (q, k, v) = try b.selfAttentionProjections(x, query: query, key: key, value: value, module: self, plan: s.plan)
         return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention), output, residual: residual)
     }
 

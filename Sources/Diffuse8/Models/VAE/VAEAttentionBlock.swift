@@ -24,18 +24,9 @@ public final class VAEAttentionBlock {
 
     /// x: NCHW → NCHW, on any backend (Q/K/V as one product when the plan stacks them).
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: FusionPlan?) throws -> B.Value {
-        let shape = b.shape(of: x), height = shape[2], width = shape[3], channels = toQuery.outFeatures
+        let shape = b.shape(of: x), height = shape[2], width = shape[3]
         let tokens = try b.channelsToTokens(b.groupNorm(x, groupNorm, silu: false))
-        let q, k, v: Columns<B.Value>
-        if let stack = plan?.selfProjections[ObjectIdentifier(self)] {
-            let qkv = try b.stackedLinear(tokens, stack)
-            (q, k, v) = (Columns(qkv, offset: 0, width: channels), Columns(qkv, offset: channels, width: channels),
-                         Columns(qkv, offset: 2 * channels, width: channels))
-        } else {
-            (q, k, v) = (Columns(try b.linear(tokens, toQuery, residual: nil), width: channels),
-                         Columns(try b.linear(tokens, toKey, residual: nil), width: channels),
-                         Columns(try b.linear(tokens, toValue, residual: nil), width: channels))
-        }
+        let (q, k, v) = try b.selfAttentionProjections(tokens, query: toQuery, key: toKey, value: toValue, module: self, plan: plan)
         let attended = try b.attention(query: q, key: k, value: v, heads: 1, causal: false, fp8: false)
         return try b.tokensToChannels(b.linear(attended, toOut, residual: nil), height: height, width: width, residual: x)
     }

@@ -38,8 +38,8 @@ q() {  # name, then quantize flags
   rm -rf "$OUT/$name"
   "$D8" quantize --model "$MODEL" --threads "$THREADS" -o "$OUT/$name" "$@"
 }
-# "recommended" = the default of `quantize`; the full recipe is forced below its 32-prompt minimum with the
-# nvidia preset plus mean-max and α search (that preset has no minimum).
+# "recommended" = the default of `quantize` (mean-max + α 0.8, max ranges below 32 prompts); "full" = mean-max +
+# α search, forced below 32 prompts through the nvidia preset (it has no minimum).
 FULL=(--preset nvidia --collect-method mean-max --alpha search)
 for n in 6 32 128; do
   q "c$n-int8-L3-max" --stats "$OUT/stats$n.d8s" --format int8 --level 3 --preset naive
@@ -48,10 +48,10 @@ for n in 6 32 128; do
 done
 q c6-int8-L3-pct --stats "$OUT/stats6.d8s" --format int8 --level 3 --preset nvidia --collect-method mean-max --alpha none
 q c6-int8-L3-max-sqsearch --stats "$OUT/stats6.d8s" --format int8 --level 3 --preset nvidia --calibration max --alpha search
-q c32-int8-L3-pct-sq0.8 --stats "$OUT/stats32.d8s" --format int8 --level 3 --preset nvidia --collect-method mean-max --alpha 0.8
 q c32-int8-L3-max-sq0.8 --stats "$OUT/stats32.d8s" --format int8 --level 3 --preset nvidia --calibration max --alpha 0.8
 q c32-fp8-L4-max --stats "$OUT/stats32.d8s" --format fp8 --level 4 --preset naive
 q c32-fp8-L4-recommended --stats "$OUT/stats32.d8s" --format fp8 --level 4
+q c32-fp8-L4-full --stats "$OUT/stats32.d8s" --format fp8 --level 4 "${FULL[@]}"
 q int8-L3-dynamic --dynamic --format int8 --level 3
 
 "$D8" eval --model "$MODEL" --quantized "$OUT"/c6-* "${E[@]}" --sqnr-samples 0 --threads "$THREADS" --save-images "$OUT/img6" -o "$OUT/eval6"

@@ -7,9 +7,8 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Quantize a model's UNet to INT8 or FP8 (percentile quant + SmoothQuant) and write a quantized model folder.",
         discussion: """
         --preset picks the calibration recipe; --calibration, --collect-method, --alpha and --min-calib-prompts
-        override its parts. recommended (default): Percentile Quant with mean-max on Conv2d inputs, SmoothQuant with
-        α searched per Linear layer, and max ranges without smoothing when the statistics cover fewer than 32
-        prompts. nvidia: Percentile Quant with min-mean, α 0.8 (NVIDIA's diffusers example). naive: max ranges, no
+        override its parts. recommended (default): Percentile Quant with mean-max on Conv2d inputs, SmoothQuant
+        α 0.8 on Linear layers, and max ranges without smoothing when the statistics cover fewer than 32 prompts. nvidia: Percentile Quant with min-mean, α 0.8 (NVIDIA's diffusers example). naive: max ranges, no
         SmoothQuant.
         """)
 

@@ -9,7 +9,7 @@ final class QuantRecipeGuardTests: ExecutableTestCase {
         let r = QuantizationRecipe.recommended
         XCTAssertEqual(r.calibration, .percentile)
         XCTAssertEqual(r.collectMethod, .meanMax)
-        XCTAssertEqual(r.smoothing, .search)
+        XCTAssertEqual(r.smoothing, .fixed(0.8))
         XCTAssertEqual(r.minimumCalibrationPrompts, 32)
         XCTAssertEqual(QuantizationRecipe.naiveMax.calibration, .max)
         XCTAssertEqual(QuantizationRecipe.naiveMax.smoothing, SmoothingChoice.none)
@@ -23,11 +23,11 @@ final class QuantRecipeGuardTests: ExecutableTestCase {
         XCTAssertEqual(few.smoothing, SmoothingChoice.none)
         XCTAssertEqual(few.format, QuantizationRecipe.recommended.format)
         let text = try! XCTUnwrap(warning)
-        XCTAssertTrue(text.contains("6 prompts") && text.contains("fewer than 32"), text)
+        XCTAssertTrue(text.contains("6 prompts") && text.contains("fewer than 32") && text.contains("α 0.8"), text)
         // At the minimum the recipe applies as given.
         let (enough, none) = QuantizationRecipe.recommended.applicable(toCalibrationPrompts: 32)
         XCTAssertEqual(enough.calibration, .percentile)
-        XCTAssertEqual(enough.smoothing, .search)
+        XCTAssertEqual(enough.smoothing, .fixed(0.8))
         XCTAssertNil(none)
         // Nothing to guard: naive max, dynamic, a minimum of 0.
         XCTAssertNil(QuantizationRecipe.naiveMax.applicable(toCalibrationPrompts: 1).warning)
@@ -36,7 +36,7 @@ final class QuantRecipeGuardTests: ExecutableTestCase {
         XCTAssertNil(dynamic.applicable(toCalibrationPrompts: 1).warning)
         var forced = QuantizationRecipe.recommended
         forced.minimumCalibrationPrompts = 0
-        XCTAssertEqual(forced.applicable(toCalibrationPrompts: 1).recipe.smoothing, .search)
+        XCTAssertEqual(forced.applicable(toCalibrationPrompts: 1).recipe.smoothing, .fixed(0.8))
         // Percentile alone (no smoothing) is guarded too.
         var clipOnly = QuantizationRecipe.recommended
         clipOnly.smoothing = .none
@@ -69,7 +69,8 @@ final class QuantRecipeGuardTests: ExecutableTestCase {
         let full = try Quantizer.quantize(pipeline.unet!, statistics: stats, recipe: allowed)
         XCTAssertNil(full.recipeWarning)
         XCTAssertEqual(full.recipe.calibration, .percentile)
-        XCTAssertEqual(full.alphas.count + full.unsmoothedLayers.count, full.layers.filter { $0.kind == .linear }.count)
+        XCTAssertEqual(full.alphas.count, full.layers.filter { $0.kind == .linear }.count)
+        XCTAssertTrue(full.alphas.values.allSatisfy { $0 == 0.8 })
     }
 
     func testQuantizeCommandDefaultsToTheRecommendedPresetAndWarns() throws {
@@ -84,14 +85,14 @@ final class QuantRecipeGuardTests: ExecutableTestCase {
         var manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s + "/q/unet/quantization.json"))) as! [String: Any]
         XCTAssertEqual(manifest["calibration"] as? String, "max")
         XCTAssertEqual(manifest["alpha"] as? String, "none")
-        // --min-calib-prompts 0 forces the preset's recipe: mean-max and α search are what the folder records.
+        // --min-calib-prompts 0 forces the preset's recipe: mean-max and α 0.8 are what the folder records.
         r = try run(["quantize", "--model", model, "--stats", s + "/st.d8s", "--min-calib-prompts", "0", "-o", s + "/q0"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertFalse(r.stderr.contains("warning"), r.stderr)
         manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: s + "/q0/unet/quantization.json"))) as! [String: Any]
         XCTAssertEqual(manifest["calibration"] as? String, "percentile")
         XCTAssertEqual(manifest["collect_method"] as? String, "mean-max")
-        XCTAssertEqual(manifest["alpha"] as? String, "search")
+        XCTAssertEqual(manifest["alpha"] as? String, "0.8")
         // Presets and their refusals.
         r = try run(["quantize", "--model", model, "--stats", s + "/st.d8s", "--preset", "nvidia", "-o", s + "/qn"])
         XCTAssertEqual(r.status, 0, r.stderr)

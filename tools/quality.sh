@@ -41,7 +41,9 @@ quantize() {  # name, then quantize flags
   printf '%s\t%s\n' "$name" "$t" >> "$OUT/timings.tsv"
   MODELS+=("$OUT/$name")
 }
-S=(--stats "$OUT/stats.d8s")
+# --min-calib-prompts 0: each row is the recipe named, whatever CALIB_N (the default preset falls back to max
+# ranges below 32 calibration prompts; see docs/QUALITY.md, "Calibration set size").
+S=(--stats "$OUT/stats.d8s" --min-calib-prompts 0)
 # "pct" = Percentile Quant with collect method mean-max (p = 1), the best collect method on this model;
 # "pctminmean" = NVIDIA's default min-mean (p = 1). "sq0.8" / "sqsearch" = + SmoothQuant α 0.8 / per-layer α search.
 quantize int8-L1-max            "${S[@]}" --format int8 --level 1 --calibration max --alpha none

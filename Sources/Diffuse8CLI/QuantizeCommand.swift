@@ -4,7 +4,13 @@ import Diffuse8
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
-        abstract: "Quantize a model's UNet to INT8 or FP8 (percentile quant + SmoothQuant) and write a quantized model folder.")
+        abstract: "Quantize a model's UNet to INT8 or FP8 (percentile quant + SmoothQuant) and write a quantized model folder.",
+        discussion: """
+        --preset picks the calibration recipe; --calibration, --collect-method, --alpha and --min-calib-prompts
+        override its parts. recommended (default): Percentile Quant with mean-max on Conv2d inputs, SmoothQuant
+        α 0.8 on Linear layers, and max ranges without smoothing when the statistics cover fewer than 32 prompts. nvidia: Percentile Quant with min-mean, α 0.8 (NVIDIA's diffusers example). naive: max ranges, no
+        SmoothQuant.
+        """)
 
     @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
     var model: String?
@@ -23,17 +29,23 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .long, help: "Quantization level: 1 (Conv2d), 2 (+ feed-forward), 2.5 (+ Q/K/V), 3 (+ all Linear), 4 (+ FP8 attention, fp8 only).")
     var level: String = "3"
 
-    @Option(name: .long, help: "Conv2d input calibration: max or percentile.")
-    var calibration: String = "percentile"
+    @Option(name: .long, help: "Recipe preset: recommended, nvidia or naive (see below).")
+    var preset: String = "recommended"
+
+    @Option(name: .long, help: "Conv2d input calibration: max or percentile (default: the preset's).")
+    var calibration: String?
 
     @Option(name: .long, help: "Percentile Quant: fraction p in (0, 1] of the timesteps whose statistics are used.")
     var percentile: Double = 1.0
 
-    @Option(name: .long, help: "Percentile Quant collect method: min-mean, min-max, mean-max or global_min.")
-    var collectMethod: String = "min-mean"
+    @Option(name: .long, help: "Percentile Quant collect method: min-mean, min-max, mean-max or global_min (default: the preset's).")
+    var collectMethod: String?
 
-    @Option(name: .long, help: "SmoothQuant α for Linear layers: a number in [0, 1], 'search' (per layer) or 'none'.")
-    var alpha: String = "0.8"
+    @Option(name: .long, help: "SmoothQuant α for Linear layers: a number in [0, 1], 'search' (per layer) or 'none' (default: the preset's).")
+    var alpha: String?
+
+    @Option(name: .long, help: "Below this many calibration prompts use max ranges without smoothing (0 = never; default: the preset's, 32 for recommended).")
+    var minCalibPrompts: Int?
 
     @Option(name: .long, help: "Grid step of --alpha search.")
     var alphaStep: Float = 0.1
@@ -54,22 +66,36 @@ struct QuantizeCommand: ParsableCommand {
     var threads: Int?
 
     func recipe() throws -> QuantizationRecipe {
-        var r = QuantizationRecipe()
+        var r: QuantizationRecipe
+        switch preset {
+        case "recommended": r = .recommended
+        case "nvidia": r = .nvidia
+        case "naive": r = .naiveMax
+        default: throw ValidationError("unknown --preset '\(preset)'; choose recommended, nvidia or naive")
+        }
         guard let f = QuantizedFormat(rawValue: format.lowercased()) else {
             throw ValidationError("unknown --format '\(format)'; choose int8 or fp8")
         }
         r.format = f
         r.level = try QuantizationLevel(parsing: level)
-        guard let c = CalibrationMethod(rawValue: calibration) else {
-            throw ValidationError("unknown --calibration '\(calibration)'; choose max or percentile")
+        if let calibration {
+            guard let c = CalibrationMethod(rawValue: calibration) else {
+                throw ValidationError("unknown --calibration '\(calibration)'; choose max or percentile")
+            }
+            r.calibration = c
         }
-        r.calibration = c
         r.percentile = percentile
-        guard let m = CollectMethod(rawValue: collectMethod) else {
-            throw ValidationError("unknown --collect-method '\(collectMethod)'; choose one of \(CollectMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+        if let collectMethod {
+            guard let m = CollectMethod(rawValue: collectMethod) else {
+                throw ValidationError("unknown --collect-method '\(collectMethod)'; choose one of \(CollectMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            r.collectMethod = m
         }
-        r.collectMethod = m
-        r.smoothing = try SmoothingChoice(parsing: alpha)
+        if let alpha { r.smoothing = try SmoothingChoice(parsing: alpha) }
+        if let minCalibPrompts {
+            guard minCalibPrompts >= 0 else { throw ValidationError("--min-calib-prompts must be 0 or more, got \(minCalibPrompts)") }
+            r.minimumCalibrationPrompts = minCalibPrompts
+        }
         r.alphaStep = alphaStep
         r.dynamic = dynamic
         r.fp8PerChannelWeights = fp8PerChannel
@@ -113,6 +139,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         let quantized = try Quantizer.quantize(try pipeline.cpuUNet(), statistics: statistics, recipe: recipe,
                                                log: verbose ? { FileHandleStderr.write($0 + "\n") } : nil)
+        if let warning = quantized.recipeWarning { FileHandleStderr.write("warning: \(warning)\n") }
         if !quantized.skippedAttentionModules.isEmpty {
             FileHandleStderr.write("note: \(quantized.skippedAttentionModules.count) attention modules have head_dim % 16 != 0 and stay in full precision\n")
         }

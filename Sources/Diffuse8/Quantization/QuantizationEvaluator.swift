@@ -63,13 +63,16 @@ public struct QuantizationEvaluator {
             psnr.append(ImageMetrics.psnr(fpImage, image))
             ssim.append(ImageMetrics.ssim(fpImage, image))
         }
-        let fidelity: [Double?] = images.map { image in
-            let rgb = image.channels == 3 ? image.pixels : Self.rgb(image)
-            return (try? PromptFidelity.evaluate(caption: request.prompt, image: rgb, width: image.width, height: image.height)).map { $0.score * 100 }
-        }
+        let fidelity = images.map { Self.fidelity(of: $0, prompt: request.prompt) }
         return Sample(prompt: request.prompt, seed: request.seed, psnr: psnr, ssim: ssim,
                       stepSQNR: measureSQNR ? try stepSQNR(request) : Array(repeating: [], count: models.count),
                       images: images, fidelity: fidelity)
+    }
+
+    /// Prompt fidelity (points of 100) of one image, nil when the prompt is outside the caption templates.
+    public static func fidelity(of image: PixelImage, prompt: String) -> Double? {
+        let rgb = image.channels == 3 ? image.pixels : Self.rgb(image)
+        return (try? PromptFidelity.evaluate(caption: prompt, image: rgb, width: image.width, height: image.height)).map { $0.score * 100 }
     }
 
     /// Per model, per step: SQNR of the model's UNet output vs the FP UNet output on the FP trajectory

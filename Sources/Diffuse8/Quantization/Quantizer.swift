@@ -12,6 +12,8 @@ public struct QuantizedUNet: Sendable {
     public var alphas: [String: Float]
     /// Layers where the α search found no smoothing best (s = 1).
     public var unsmoothedLayers: [String] = []
+    /// Why the applied recipe differs from the one asked for (too few calibration prompts), nil when it does not.
+    public var recipeWarning: String?
     /// Attention modules (prefix of `to_q`) run in FP8 (level 4).
     public var fp8AttentionModules: [String]
     /// Attention modules level 4 left in full precision because head_dim % 16 != 0.
@@ -24,9 +26,16 @@ public enum Quantizer {
     /// - Parameters:
     ///   - statistics: required unless `recipe.dynamic`; must come from this UNet.
     ///   - log: receives one line per decision worth showing (α search results).
-    public static func quantize(_ unet: UNet2DConditionModel, statistics: CalibrationStatistics?, recipe: QuantizationRecipe,
+    ///   - recipe: the recipe asked for; `QuantizedUNet.recipe` is the one applied (see
+    ///     `QuantizationRecipe.applicable(toCalibrationPrompts:)`).
+    public static func quantize(_ unet: UNet2DConditionModel, statistics: CalibrationStatistics?, recipe requested: QuantizationRecipe,
                                 log: ((String) -> Void)? = nil) throws -> QuantizedUNet {
-        try recipe.validate()
+        try requested.validate()
+        var recipe = requested
+        var recipeWarning: String?
+        if !requested.dynamic, let statistics {
+            (recipe, recipeWarning) = requested.applicable(toCalibrationPrompts: calibrationPrompts(statistics))
+        }
         if !recipe.dynamic {
             guard let statistics else {
                 throw QuantizationError("static quantization needs calibration statistics (--stats FILE or --calib-prompts FILE); or use --dynamic")
@@ -39,6 +48,7 @@ public enum Quantizer {
         let inventory = UNetLayerInventory(unet)
         var result = QuantizedUNet(recipe: recipe, layers: [], alphas: [:], fp8AttentionModules: [], skippedAttentionModules: [],
                                    statistics: statistics?.provenance)
+        result.recipeWarning = recipeWarning
         let weightPerChannel = recipe.format == .int8 || recipe.fp8PerChannelWeights || recipe.dynamic
 
         for conv in inventory.convolutions where recipe.level.quantizes(conv.name, kind: .conv2d) {
@@ -109,6 +119,12 @@ public enum Quantizer {
                                                 inputAmax: amax, smoothing: smoothing, outputAmax: outputAmax))
         }
         return result
+    }
+
+    /// How many calibration prompts the statistics cover: batches seen × batch size, at most the prompt count.
+    public static func calibrationPrompts(_ statistics: CalibrationStatistics) -> Int {
+        let batches = statistics.layers.compactMap { $0.batchCount.max() }.max() ?? 0
+        return min(statistics.provenance.promptCount, Int(batches) * max(1, statistics.provenance.batchSize))
     }
 
     static func stats(_ statistics: CalibrationStatistics?, _ name: String) throws -> LayerStatistics {

@@ -51,7 +51,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        try OptionLimits.apply(threads: threads)
         if kernels {
             for entry in KernelBenchmark.run(iterations: iterations) {
                 print(entry.result.json.dropLast() + ", \"gflops_per_s\": \(Int(entry.gflopsPerSecond))}")

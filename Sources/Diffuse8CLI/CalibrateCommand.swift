@@ -28,9 +28,10 @@ struct CalibrationArguments: ParsableArguments {
         guard let kind = SchedulerKind(rawValue: scheduler) else {
             throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard steps >= 1 else { throw ValidationError("--calib-steps must be at least 1") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        guard reservoirRows >= 0 else { throw ValidationError("--reservoir-rows must be 0 or more") }
+        try OptionLimits.steps(steps, "--calib-steps")
+        guard (1...1000).contains(batch) else { throw ValidationError("--batch \(batch) is outside 1...1000") }
+        guard (0...65_536).contains(reservoirRows) else { throw ValidationError("--reservoir-rows \(reservoirRows) is outside 0...65536") }
+        try OptionLimits.guidance(cfg)
         var o = CalibrationOptions(steps: steps)
         o.guidanceScale = cfg
         o.seed = seed
@@ -46,6 +47,7 @@ struct CalibrationArguments: ParsableArguments {
         bar.restart()
         let statistics = try Calibrator.calibrate(pipeline, prompts: prompts, options: options) { done, total in
             bar.update(step: done, of: total)
+            if done == 1 { TestPausePoint.reach("calibration-started") }
         }
         return statistics
     }
@@ -92,7 +94,7 @@ struct CalibrateCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        try OptionLimits.apply(threads: threads)
         try OutputPaths.checkWritable(output)
         var options = try calibration.options(steps: calibration.calibSteps!)
         (options.shardIndex, options.shardCount) = try Self.parseShard(shard)

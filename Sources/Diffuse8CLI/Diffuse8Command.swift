@@ -9,4 +9,10 @@ struct Diffuse8Command: AsyncParsableCommand {
                       CalibrateCommand.self, MergeStatsCommand.self, QuantizeCommand.self, EvalCommand.self,
                       FidelityCommand.self, EvaluateFidelityCommand.self,
                       BenchCommand.self, CUDASelfTestCommand.self])
+
+    /// Installs the interrupt clean-up, then parses and runs the command.
+    static func main() {
+        InterruptHandler.install()
+        main(nil)
+    }
 }

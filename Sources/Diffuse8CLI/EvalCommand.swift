@@ -71,19 +71,25 @@ struct EvalCommand: ParsableCommand {
         } else {
             guard !quantized.isEmpty else { throw ValidationError("give at least one --quantized folder (or --reference DIR --images DIR to score images)") }
         }
-        guard seeds >= 1 else { throw ValidationError("--seeds must be at least 1") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        try OptionLimits.seeds(seed, count: seeds, "--seeds")
+        try OptionLimits.steps(steps)
+        try OptionLimits.guidance(cfg)
     }
 
     func run() throws {
-        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        try OptionLimits.apply(threads: threads)
         var promptList = try Calibrator.readPrompts(prompts)
         if let limit { promptList = Array(promptList.prefix(max(1, limit))) }
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         if let reference { return try scoreImages(reference: reference, promptList: promptList) }
         let directory = try model ?? DefaultModel.locate()
-        let evaluator = QuantizationEvaluator(reference: try StableDiffusionPipeline(directory: directory),
-                                              models: try quantized.map { try StableDiffusionPipeline(directory: $0) })
+        let reference = try StableDiffusionPipeline(directory: directory)
+        let models = try quantized.map { path in
+            let pipeline = try StableDiffusionPipeline(directory: path)
+            try reference.requireSameModel(pipeline, otherPath: path, path: directory)
+            return pipeline
+        }
+        let evaluator = QuantizationEvaluator(reference: reference, models: models)
         let names = quantized.map { $0.split(separator: "/").last.map(String.init) ?? $0 }
         var samples: [QuantizationEvaluator.Sample] = []
         var seconds = Array(repeating: 0.0, count: quantized.count)

@@ -48,8 +48,9 @@ struct EvaluateFidelityCommand: ParsableCommand {
     static let gridSize = 16
 
     func validate() throws {
-        guard seeds >= 1 else { throw ValidationError("--seeds must be at least 1") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        try OptionLimits.seeds(0, count: seeds, "--seeds")
+        try OptionLimits.steps(steps)
+        try OptionLimits.guidance(cfg)
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -58,7 +59,7 @@ struct EvaluateFidelityCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        try OptionLimits.apply(threads: threads)
         for path in [grid, output].compactMap({ $0 }) { try OutputPaths.checkWritable(path) }
         var prompts = try FidelityEvaluation.readPrompts(path: self.prompts)
         if let limit { prompts = Array(prompts.prefix(limit)) }

@@ -53,16 +53,20 @@ struct GenerateCommand: ParsableCommand {
         guard SchedulerKind(rawValue: scheduler) != nil else {
             throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard batchCount >= 1 else { throw ValidationError("--batch-count must be at least 1") }
-        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
-        if let width, width % 8 != 0 || width <= 0 { throw ValidationError("--width \(width) is not a positive multiple of 8") }
-        if let height, height % 8 != 0 || height <= 0 { throw ValidationError("--height \(height) is not a positive multiple of 8") }
+        try OptionLimits.seeds(seed, count: batchCount, "--batch-count")
+        try OptionLimits.steps(steps)
+        try OptionLimits.guidance(cfg)
+        try OptionLimits.side(width, "--width")
+        try OptionLimits.side(height, "--height")
+        if let threads, !(1...OptionLimits.maximumThreads).contains(threads) {
+            throw ValidationError("--threads \(threads) is outside 1...\(OptionLimits.maximumThreads)")
+        }
         if precision != .fp16 && device != .cuda { throw ValidationError("--precision applies to --device cuda (the CPU computes in FP32)") }
         guard output.lowercased().hasSuffix(".png") else { throw ValidationError("--output must end in .png, got '\(output)'") }
     }
 
     func run() throws {
-        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        try OptionLimits.apply(threads: threads)
         let outputs = (1...batchCount).map { batchCount == 1 ? output : OutputPaths.numbered(output, $0) }
         for path in outputs { try OutputPaths.checkWritable(path) }
 

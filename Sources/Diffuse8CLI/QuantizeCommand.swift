@@ -115,7 +115,7 @@ struct QuantizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { CPUConfiguration.threadCount = max(1, threads) }
+        try OptionLimits.apply(threads: threads)
         let recipe = try self.recipe()
         let directory = try model ?? DefaultModel.locate()
         let pipeline = try StableDiffusionPipeline(directory: directory)

@@ -19,11 +19,20 @@ public struct A1111Parameters: Sendable {
         self.model = model
     }
 
+    /// Readers split the chunk into lines, so a line break inside the prompt, the negative prompt or the model
+    /// name would start a fake field ("…
+Steps: 1, Seed: 5"): line breaks in them are written as spaces.
     public var text: String {
-        var lines = [request.prompt]
-        if let negative = request.negativePrompt, !negative.isEmpty { lines.append("Negative prompt: \(negative)") }
+        var lines = [Self.oneLine(request.prompt)]
+        if let negative = request.negativePrompt, !negative.isEmpty { lines.append("Negative prompt: \(Self.oneLine(negative))") }
         lines.append("Steps: \(request.steps), Sampler: \(request.scheduler.samplerName), CFG scale: \(request.guidanceScale), "
-                     + "Seed: \(request.seed), Size: \(width)x\(height), Model: \(model), Version: Diffuse8")
+                     + "Seed: \(request.seed), Size: \(width)x\(height), Model: \(Self.oneLine(model)), Version: Diffuse8")
         return lines.joined(separator: "\n")
+    }
+
+    /// `text` with every line break (LF, CR, VT, FF, NEL, LS, PS) and NUL replaced by a space.
+    static func oneLine(_ text: String) -> String {
+        let breaks: Set<Unicode.Scalar> = ["\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}", "\0"]
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { breaks.contains($0) ? " " : $0 }))
     }
 }

@@ -29,8 +29,9 @@ public struct DecodedPNG: Sendable {
 public enum PNGDecoder {
     /// Reads and decodes the PNG at `path`.
     public static func read(path: String) throws -> DecodedPNG {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw PNGError("cannot read \(path): no such file or not readable")
+        var reason = ""
+        guard let data = InputFile.contents(atPath: path, limit: 1 << 30, reason: &reason) else {
+            throw PNGError("cannot read \(path): \(reason)")
         }
         do {
             return try decode(Array(data))

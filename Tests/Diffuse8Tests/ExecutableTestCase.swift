@@ -22,18 +22,87 @@ class ExecutableTestCase: XCTestCase {
         if let scratch { try? FileManager.default.removeItem(at: scratch) }
     }
 
+    /// Runs `diffuse8 arguments` to the end. stdout and stderr are drained at the same time, so a process
+    /// that writes a lot to one of them never blocks on a full pipe while the other is being read.
     @discardableResult
-    func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = try start(arguments, environment: environment)
+        return process.finish()
+    }
+
+    /// Starts `diffuse8 arguments` and returns at once; wait for its output with `RunningProcess`.
+    func start(_ arguments: [String], environment: [String: String] = [:]) throws -> RunningProcess {
+        try RunningProcess(executable: executable, arguments: arguments, environment: environment)
+    }
+}
+
+/// A child process whose stdout and stderr are each read on their own thread as the bytes arrive.
+/// Tests wait for events — a line on stderr, the exit — never for a length of time.
+final class RunningProcess {
+    let process = Process()
+    private let condition = NSCondition()
+    private var stdoutData = Data()
+    private var stderrData = Data()
+    private var openStreams = 2
+
+    init(executable: String, arguments: [String], environment: [String: String]) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        drain(out.fileHandleForReading) { $0.stdoutData.append($1) }
+        drain(err.fileHandleForReading) { $0.stderrData.append($1) }
+    }
+
+    private func drain(_ handle: FileHandle, _ append: @escaping (RunningProcess, Data) -> Void) {
+        let thread = Thread { [self] in
+            while true {
+                let chunk = handle.availableData  // blocks until bytes arrive; empty at end of file
+                condition.lock()
+                if chunk.isEmpty { openStreams -= 1 } else { append(self, chunk) }
+                condition.broadcast()
+                condition.unlock()
+                if chunk.isEmpty { return }
+            }
+        }
+        thread.start()
+    }
+
+    /// stderr so far.
+    var stderr: String {
+        condition.lock()
+        defer { condition.unlock() }
+        return String(decoding: stderrData, as: UTF8.self)
+    }
+
+    /// Blocks until stderr contains `text` (true) or the process closed stderr without writing it (false).
+    func waitForStderr(containing text: String) -> Bool {
+        let needle = Data(text.utf8)
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if stderrData.range(of: needle) != nil { return true }
+            if openStreams == 0 { return false }
+            condition.wait()
+        }
+    }
+
+    /// Sends `signal` to the process.
+    func send(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits until both streams are at their end and the process exited; returns its exit status (the signal
+    /// number when a signal ended it), stdout and stderr.
+    func finish() -> (status: Int32, stdout: String, stderr: String) {
+        condition.lock()
+        while openStreams > 0 { condition.wait() }
+        let out = String(decoding: stdoutData, as: UTF8.self), err = String(decoding: stderrData, as: UTF8.self)
+        condition.unlock()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        return (process.terminationStatus, out, err)
     }
 }

@@ -69,20 +69,39 @@ final class QuantCommandLineTests: ExecutableTestCase {
         XCTAssertTrue(r.stderr.contains("no prompts"), r.stderr)
     }
 
+    /// Ctrl-C during calibration: the process ends by the signal and no statistics file (or temporary file)
+    /// exists. The CLI's test pause point holds it after the first prompt, so the signal lands mid-run on any
+    /// machine, however fast.
     func testInterruptedCalibrationLeavesNoFile() throws {
         let s = scratch.path
         let prompts = (0..<40).map { "prompt number \($0)" }.joined(separator: "\n")
         try prompts.write(toFile: s + "/many.txt", atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["calibrate", "--model", model, "--calib-prompts", s + "/many.txt", "--calib-steps", "4", "-o", s + "/stats.d8s"]
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        Thread.sleep(forTimeInterval: 2)
-        process.interrupt()
-        process.waitUntilExit()
+        let process = try start(["calibrate", "--model", model, "--calib-prompts", s + "/many.txt", "--calib-steps", "4", "-o", s + "/stats.d8s"],
+                                environment: ["DIFFUSE8_TEST_PAUSE_AT": "calibration-started"])
+        XCTAssertTrue(process.waitForStderr(containing: "paused at calibration-started"), process.stderr)
+        process.send(SIGINT)
+        let r = process.finish()
+        XCTAssertEqual(process.process.terminationReason, .uncaughtSignal, r.stderr)
+        XCTAssertEqual(r.status, SIGINT)
         XCTAssertFalse(exists(s + "/stats.d8s"))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: s).filter { $0.contains("stats") }
+        XCTAssertEqual(leftovers, [])
+    }
+
+    /// SIGTERM while the quantized folder is being assembled (`<out>.partial-<pid>` exists): it is removed,
+    /// the output folder never appears.
+    func testTerminatedQuantizeRemovesPartialFolder() throws {
+        let s = scratch.path
+        let process = try start(["quantize", "--model", model, "--dynamic", "-o", s + "/q"],
+                                environment: ["DIFFUSE8_TEST_PAUSE_AT": "quantized-folder-written"])
+        XCTAssertTrue(process.waitForStderr(containing: "paused at quantized-folder-written"), process.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: s).filter { $0.hasPrefix("q.partial-") }.count, 1,
+                       "the partial folder exists while paused")
+        process.send(SIGTERM)
+        let r = process.finish()
+        XCTAssertEqual(r.status, SIGTERM, r.stderr)
+        XCTAssertTrue(r.stderr.contains("removed 1 unfinished output"), r.stderr)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: s).filter { $0.hasPrefix("q") }
         XCTAssertEqual(leftovers, [])
     }
 }

@@ -198,7 +198,7 @@ public enum FidelityEvaluation {
     /// Reads a prompts file: one prompt a line; blank lines and lines starting with `#` are skipped. Every prompt
     /// is parsed up front, so a bad line fails before any image is generated.
     public static func readPrompts(path: String) throws -> [String] {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = InputFile.contents(atPath: path) else {
             throw FidelityEvaluationError("cannot read prompts file \(path); pass an existing file, e.g. training/heldout_prompts.txt")
         }
         var prompts: [String] = []

@@ -26,7 +26,8 @@ public struct FileWriteError: Error, CustomStringConvertible, Sendable {
 /// Writes a file so that readers never see it half-written: the bytes go to `<dir>/.<name>.tmp-<pid>`
 /// in the same folder, are flushed with `fsync`, and the temporary file is then `rename`d over `path`
 /// (atomic on POSIX file systems). On any failure the temporary file is removed and an existing file at
-/// `path` is left untouched.
+/// `path` is left untouched; while it exists it is listed in `TemporaryPaths`, so an interrupted command
+/// removes it too.
 ///
 /// Limitation: the folder must already exist (it is not created) and must be on one file system with
 /// the target, which holds by construction.
@@ -77,6 +78,8 @@ public enum AtomicFileWriter {
             let reason = systemReason()
             throw FileWriteError(path: path, "cannot create a file in \(directory) for \(path) (\(reason)); the folder must exist and be writable")
         }
+        TemporaryPaths.register(temporaryPath)
+        defer { TemporaryPaths.release(temporaryPath) }
         var closed = false
         do {
             try body(Sink(descriptor: descriptor, temporaryPath: temporaryPath, path: path))

@@ -183,7 +183,7 @@ public final class DiffusersFolder: @unchecked Sendable {
     }
 
     private static func readJSON(_ path: String, missing: String) throws -> JSONValue {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = InputFile.contents(atPath: path) else {
             throw DiffusersFolderError(path: path, missing.isEmpty ? "cannot read \(path)" : missing)
         }
         do {

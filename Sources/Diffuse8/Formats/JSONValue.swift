@@ -43,7 +43,11 @@ public enum JSONValue: Codable, Equatable, Sendable {
 
     public var string: String? { if case .string(let s) = self { return s }; return nil }
     public var double: Double? { if case .number(let n) = self { return n }; return nil }
-    public var int: Int? { if case .number(let n) = self, n == n.rounded() { return Int(n) }; return nil }
+    /// The number when it is an integer that a Double holds exactly (|n| ≤ 2^53); nil otherwise (never traps).
+    public var int: Int? {
+        if case .number(let n) = self, n == n.rounded(), abs(n) <= 9_007_199_254_740_992 { return Int(n) }
+        return nil
+    }
     public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
     public var array: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     public var object: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }

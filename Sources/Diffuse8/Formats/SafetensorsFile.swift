@@ -173,7 +173,7 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
     // MARK: - Opening and validation
 
     private static func map(_ path: String) throws -> (UnsafeRawPointer, Int) {
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // a FIFO in place of the file must not block
         guard fd >= 0 else {
             throw SafetensorsError(file: path, "cannot open the file (\(String(cString: strerror(errno)))); check the path")
         }
@@ -225,6 +225,11 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
         }
         guard let object = json.object else {
             throw SafetensorsError(file: path, "the header is JSON but not an object of tensor entries")
+        }
+        // A JSON object may repeat a key; decoders keep one of the values silently. A repeated tensor name
+        // means two writers disagreed, so the file is refused rather than guessed at.
+        if let duplicate = firstDuplicateKey(headerBytes) {
+            throw SafetensorsError(file: path, tensor: duplicate, "appears more than once in the header; a tensor name must be unique")
         }
 
         var entries: [String: Entry] = [:]
@@ -293,6 +298,50 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
                 file: path, tensor: next.key,
                 "data_offsets [\(next.value.offsets.0), \(next.value.offsets.1)] overlap tensor '\(previous.key)' at [\(previous.value.offsets.0), \(previous.value.offsets.1)]")
         }
+    }
+
+    /// The first key that occurs twice in the top-level object of `json` (already known to be valid JSON),
+    /// compared after unescaping.
+    static func firstDuplicateKey(_ json: Data) -> String? {
+        let bytes = [UInt8](json)
+        var seen = Set<String>()
+        var depth = 0, i = 0
+        var expectKey = false
+        while i < bytes.count {
+            let byte = bytes[i]
+            switch byte {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                expectKey = depth == 1 && byte == UInt8(ascii: "{")
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth -= 1
+            case UInt8(ascii: ",") where depth == 1:
+                expectKey = true
+            case UInt8(ascii: "\""):
+                let start = i
+                var escaped = false
+                i += 1
+                while i < bytes.count {
+                    if bytes[i] == UInt8(ascii: "\\") { escaped = true; i += 2; continue }
+                    if bytes[i] == UInt8(ascii: "\"") { break }
+                    i += 1
+                }
+                if depth == 1 && expectKey {
+                    expectKey = false
+                    let raw = Array(bytes[start...min(i, bytes.count - 1)])
+                    var key = String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
+                    if escaped, let decoded = try? JSONDecoder().decode([String].self, from: Data([UInt8(ascii: "[")] + raw + [UInt8(ascii: "]")])),
+                       let first = decoded.first {
+                        key = first
+                    }
+                    if !seen.insert(key).inserted { return key }
+                }
+            default:
+                break
+            }
+            i += 1
+        }
+        return nil
     }
 
     /// An integer-valued JSON number in 0...2^53 (the range a Double holds exactly).

@@ -35,7 +35,7 @@ public final class ShardedSafetensors: SafetensorsStore, @unchecked Sendable {
 
     public init(indexPath: String) throws {
         self.indexPath = indexPath
-        guard let data = FileManager.default.contents(atPath: indexPath) else {
+        guard let data = InputFile.contents(atPath: indexPath) else {
             throw SafetensorsError(file: indexPath, "cannot read the shard index file")
         }
         let index: JSONValue

@@ -49,6 +49,7 @@ public final class StableDiffusionPipeline {
             encoders.append(TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer_2")),
                                                      model: try textEncoder("text_encoder_2")))
         }
+        try PipelineCompatibility.check(folder, encoders: encoders, unet: unet.configuration, vae: vae.configuration)
         conditioning = TextConditioning(encoders: encoders, usesPenultimateLayer: folder.family == .stableDiffusionXL)
         schedulerConfiguration = try folder.config(of: "scheduler")
         zeroEmbeddingsForMissingNegativePrompt = folder.family == .stableDiffusionXL
@@ -77,6 +78,7 @@ public final class StableDiffusionPipeline {
             }
         }
         guard request.steps >= 1 else { throw PipelineError("steps must be at least 1, got \(request.steps)") }
+        try GenerationLimits.check(request)
     }
 
     /// Generates one image. `progress` is called after every denoising step.

@@ -56,6 +56,7 @@ public enum CalibrationStatisticsFile {
               let entries = try? decoder.decode([LayerEntry].self, from: Data(l.utf8)) else {
             throw QuantizationError("\(path): the provenance or layer list in the metadata is missing or malformed; recalibrate")
         }
+        try validate(provenance, path: path)
         var layers: [LayerStatistics] = []
         for (i, entry) in entries.enumerated() {
             let p = "L\(i)."
@@ -79,13 +80,74 @@ public enum CalibrationStatisticsFile {
             layer.amaxSum = sum; layer.amaxMax = mx; layer.amaxMin = mn; layer.batchCount = count
             layer.channelAmax = channels
             layer.outputAmax = try values("output_amax", Float.self)
-            if let keys = try values("reservoir_keys", UInt64.self), let rows = try values("reservoir_rows", Float.self),
-               let width = channels?.count, rows.count == keys.count * width {
+            let keys = try values("reservoir_keys", UInt64.self), rows = try values("reservoir_rows", Float.self)
+            if keys != nil || rows != nil {
+                guard let keys, let rows, let width = channels?.count, width > 0, rows.count == keys.count * width,
+                      keys.count <= provenance.reservoirCapacity else {
+                    throw QuantizationError("\(path): the sampled rows of layer \(entry.name) (\(p)reservoir_keys, \(p)reservoir_rows) do not match each other, \(p)channel_amax or the reservoir size; the file is damaged, recalibrate")
+                }
+                guard rows.allSatisfy(\.isFinite) else {
+                    throw QuantizationError("\(path): \(p)reservoir_rows of layer \(entry.name) holds non-finite values; recalibrate")
+                }
                 layer.reservoir = RowReservoir(capacity: provenance.reservoirCapacity, width: width, keys: keys, rows: rows)
             }
+            try validate(layer, prefix: p, path: path, steps: provenance.steps)
             layers.append(layer)
         }
+        guard Set(layers.map(\.name)).count == layers.count else {
+            throw QuantizationError("\(path): the layer list names a layer twice; the file is damaged, recalibrate")
+        }
         return CalibrationStatistics(provenance: provenance, layers: layers)
+    }
+
+    /// Limits on the provenance numbers (they size loops and allocations when statistics are merged or applied).
+    static func validate(_ p: CalibrationStatistics.Provenance, path: String) throws {
+        func fail(_ key: String, _ rule: String) -> QuantizationError {
+            QuantizationError("\(path): provenance `\(key)` \(rule); the file is damaged, recalibrate")
+        }
+        guard (1...ModelLimits.maximumSteps).contains(p.steps) else { throw fail("steps", "= \(p.steps) is outside 1...\(ModelLimits.maximumSteps)") }
+        guard (1...1_000_000).contains(p.shardCount) else { throw fail("shardCount", "= \(p.shardCount) is outside 1...1000000") }
+        guard p.shards.allSatisfy({ (0..<p.shardCount).contains($0) }), Set(p.shards).count == p.shards.count else {
+            throw fail("shards", "= \(p.shards.prefix(8)) must be distinct indices in 0..<\(p.shardCount)")
+        }
+        guard p.promptCount >= 1 else { throw fail("promptCount", "= \(p.promptCount) must be at least 1") }
+        guard p.batchSize >= 1 else { throw fail("batchSize", "= \(p.batchSize) must be at least 1") }
+        guard (0...(1 << 20)).contains(p.reservoirCapacity) else { throw fail("reservoirCapacity", "= \(p.reservoirCapacity) is outside 0...\(1 << 20)") }
+        guard p.guidanceScale.isFinite else { throw fail("guidanceScale", "is not a finite number") }
+    }
+
+    /// Per step: a whole, non-negative batch count, the same at every step (each prompt runs all T steps); with
+    /// batches, finite non-negative amax values with min ≤ max; without, zero sums. Per-channel and output amax
+    /// finite and non-negative, of the right length.
+    static func validate(_ layer: LayerStatistics, prefix p: String, path: String, steps: Int) throws {
+        func fail(_ tensor: String, _ rule: String) -> QuantizationError {
+            QuantizationError("\(path): tensor \(p)\(tensor) (layer \(layer.name)) \(rule); the file is damaged, recalibrate")
+        }
+        let counts = layer.batchCount
+        guard let first = counts.first, first.isFinite, first >= 0, first == first.rounded(), counts.allSatisfy({ $0 == first }) else {
+            throw fail("batch_count", "must be one whole number ≥ 0 repeated for every step, got \(counts.prefix(4))")
+        }
+        for t in 0..<steps {
+            let (sum, high, low) = (layer.amaxSum[t], layer.amaxMax[t], layer.amaxMin[t])
+            if first > 0 {
+                guard sum.isFinite, sum >= 0, high.isFinite, high >= 0, low.isFinite, low >= 0, low <= high else {
+                    throw fail("amax_*", "at step \(t) holds sum \(sum), max \(high), min \(low); amax values must be finite, ≥ 0 and min ≤ max")
+                }
+            } else {
+                guard sum == 0, high == 0, !low.isNaN else {
+                    throw fail("amax_*", "at step \(t) holds values although batch_count is 0")
+                }
+            }
+        }
+        if let c = layer.channelAmax, let bad = c.first(where: { !($0.isFinite && $0 >= 0) }) {
+            throw fail("channel_amax", "holds \(bad); amax values must be finite and ≥ 0")
+        }
+        if let o = layer.outputAmax {
+            guard o.count == steps else { throw fail("output_amax", "has \(o.count) values for \(steps) steps") }
+            if let bad = o.first(where: { !($0.isFinite && $0 >= 0) }) {
+                throw fail("output_amax", "holds \(bad); amax values must be finite and ≥ 0")
+            }
+        }
     }
 
     static func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }

@@ -30,7 +30,7 @@ public struct CalibrationOptions: Sendable {
 public enum Calibrator {
     /// Reads a prompt file: one prompt per line; blank lines and lines starting with `#` are skipped.
     public static func readPrompts(_ path: String) throws -> [String] {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = InputFile.contents(atPath: path) else {
             throw QuantizationError("cannot read prompt file \(path); check the path")
         }
         let prompts = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)

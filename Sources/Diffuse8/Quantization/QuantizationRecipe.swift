@@ -169,7 +169,7 @@ public struct QuantizationRecipe: Sendable {
         if level == .fp8Attention && format != .fp8 {
             throw QuantizationError("level 4 quantizes attention (Q, K, V, softmax) to FP8 and needs --format fp8; INT8 attention is not supported, use --level 3 with --format int8")
         }
-        guard alphaStep > 0 && alphaStep <= 1 else { throw QuantizationError("--alpha-step must be in (0, 1]") }
+        guard alphaStep >= 0.001 && alphaStep <= 1 else { throw QuantizationError("--alpha-step must be in [0.001, 1]") }
     }
 
     /// The α values the search tries.

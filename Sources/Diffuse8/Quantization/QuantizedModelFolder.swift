@@ -40,7 +40,7 @@ public struct QuantizationManifest: Codable, Sendable {
     }
 }
 
-/// A quantized model folder: the diffusers folder (other components hard-linked, or copied) with
+/// A quantized model folder: the diffusers folder (other components copied, never linked) with
 /// `unet/diffusion_pytorch_model.safetensors` holding quantized layers' weights as I8 / F8_E4M3 codes
 /// plus, per quantized layer `<n>`: `<n>.weight_scale` (F32 [O] or [1]), `<n>.input_amax` (F32 [1],
 /// absent in dynamic mode), `<n>.smooth_scale` (F32 [in], SmoothQuant divisors), `<n>.output_amax`
@@ -61,10 +61,12 @@ public enum QuantizedModelFolder {
         let folder = try DiffusersFolder(path: source)
         let temporary = output + ".partial-\(getpid())"
         try? fm.removeItem(atPath: temporary)
+        TemporaryPaths.register(temporary)
+        defer { TemporaryPaths.release(temporary) }
         do {
             try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
             for entry in try fm.contentsOfDirectory(atPath: source) where entry != "unet" && !entry.hasPrefix(".") {
-                try linkOrCopy(source + "/" + entry, temporary + "/" + entry)
+                try copy(source + "/" + entry, temporary + "/" + entry)
             }
             let unetSource = try folder.folder(of: "unet")
             try fm.createDirectory(atPath: temporary + "/unet", withIntermediateDirectories: true)
@@ -73,6 +75,7 @@ public enum QuantizedModelFolder {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFileWriter.write(Array(try encoder.encode(manifest(quantized))), to: temporary + "/unet/" + manifestName)
+            TestPausePoint.reach("quantized-folder-written")
             guard rename(temporary, output) == 0 else {
                 throw QuantizationError("cannot move the finished folder into place at \(output)")
             }
@@ -116,15 +119,19 @@ public enum QuantizedModelFolder {
         try writer.write(to: path)
     }
 
-    static func linkOrCopy(_ from: String, _ to: String) throws {
+    /// Copies `from` (a file or a folder, recursively) to `to`. Copies, not hard links: a link would make an
+    /// edit of a file in one model silently change the other.
+    static func copy(_ from: String, _ to: String) throws {
         let fm = FileManager.default
         var info = stat()
         guard stat(from, &info) == 0 else { throw QuantizationError("cannot read \(from)") }
         if (info.st_mode & S_IFMT) == S_IFDIR {
             try fm.createDirectory(atPath: to, withIntermediateDirectories: true)
-            for entry in try fm.contentsOfDirectory(atPath: from) { try linkOrCopy(from + "/" + entry, to + "/" + entry) }
-        } else if link(from, to) != 0 {
+            for entry in try fm.contentsOfDirectory(atPath: from) where !entry.hasPrefix(".") { try copy(from + "/" + entry, to + "/" + entry) }
+        } else if (info.st_mode & S_IFMT) == S_IFREG {
             try fm.copyItem(atPath: from, toPath: to)
+        } else {
+            throw QuantizationError("\(from) is not a regular file or folder; a model folder holds only files and folders")
         }
     }
 
@@ -133,6 +140,18 @@ public enum QuantizedModelFolder {
     /// Whether `unetDirectory` holds a quantized UNet.
     public static func isQuantized(unetDirectory: String) -> Bool {
         FileManager.default.fileExists(atPath: unetDirectory + "/" + manifestName)
+    }
+
+    /// The recipe of a quantized `unet/` folder; nil for a plain one.
+    public static func manifest(unetDirectory: String) throws -> QuantizationManifest? {
+        guard isQuantized(unetDirectory: unetDirectory) else { return nil }
+        let manifestPath = unetDirectory + "/" + manifestName
+        guard let data = InputFile.contents(atPath: manifestPath) else {
+            throw QuantizationError("cannot read \(manifestPath)")
+        }
+        do { return try JSONDecoder().decode(QuantizationManifest.self, from: data) } catch {
+            throw QuantizationError("\(manifestPath) is not a valid quantization recipe (\(error)); re-run diffuse8 quantize")
+        }
     }
 
     /// Loads a `unet/` folder, plain or quantized; a quantized one runs in simulate mode (fake-quant).
@@ -145,31 +164,45 @@ public enum QuantizedModelFolder {
     /// Loads a quantized `unet/` folder and installs the simulated quantized layers.
     public static func loadQuantizedUNet(directory: String) throws -> (UNet2DConditionModel, QuantizationManifest) {
         let manifestPath = directory + "/" + manifestName
-        guard let data = FileManager.default.contents(atPath: manifestPath) else {
-            throw QuantizationError("cannot read \(manifestPath)")
-        }
-        let manifest: QuantizationManifest
-        do { manifest = try JSONDecoder().decode(QuantizationManifest.self, from: data) } catch {
-            throw QuantizationError("\(manifestPath) is not a valid quantization recipe (\(error)); re-run diffuse8 quantize")
-        }
+        guard let manifest = try manifest(unetDirectory: directory) else { throw QuantizationError("cannot read \(manifestPath)") }
         let file = try SafetensorsFile(path: directory + "/diffusion_pytorch_model.safetensors")
         let store = DequantizingStore(file: file, format: manifest.format)
         let configuration = try UNetConfiguration(contentsOf: directory + "/config.json")
         let unet = try UNet2DConditionModel(configuration: configuration, weights: store)
         let inventory = UNetLayerInventory(unet)
         let quantizedNames = Set(manifest.quantizedLayers)
-        func scalar(_ name: String) throws -> Float? { file.entries[name] == nil ? nil : try file.tensor(named: name).scalars.first }
-        func layer(_ name: String, _ kind: QuantizedLayer.Kind) throws -> QuantizedLayer {
+        let known = Set(inventory.convolutions.map(\.name) + inventory.linears.map(\.name))
+        if let unknown = manifest.quantizedLayers.first(where: { !known.contains($0) }) {
+            throw QuantizationError("\(manifestPath): quantized_layers names '\(unknown)', which is not a Conv2d or Linear layer of this UNet; the folder is damaged, re-run diffuse8 quantize")
+        }
+        let weightsPath = directory + "/diffusion_pytorch_model.safetensors"
+        /// A tensor of scale-like values: `count` of them (nil: any), each finite and above 0.
+        func positive(_ name: String, count: Int?) throws -> [Float]? {
+            guard let entry = file.entries[name] else { return nil }
+            let values = try file.tensor(named: name).scalars
+            guard entry.shape.count == 1, count == nil || values.count == count else {
+                throw QuantizationError("\(weightsPath): tensor '\(name)' has shape \(entry.shape), expected [\(count.map(String.init) ?? "n")]")
+            }
+            if let bad = values.first(where: { !($0.isFinite && $0 > 0) }) {
+                throw QuantizationError("\(weightsPath): tensor '\(name)' holds \(bad); scales, amax and smoothing factors must be finite and above 0")
+            }
+            return values
+        }
+        func layer(_ name: String, _ kind: QuantizedLayer.Kind, inputChannels: Int) throws -> QuantizedLayer {
             let weight = try store.quantizedWeight(name + ".weight")
-            return QuantizedLayer(name: name, kind: kind, weight: weight, inputAmax: try scalar(name + ".input_amax"),
-                                  smoothing: file.entries[name + ".smooth_scale"] == nil ? nil : try file.tensor(named: name + ".smooth_scale").scalars,
-                                  outputAmax: try scalar(name + ".output_amax"))
+            let smoothing = try positive(name + ".smooth_scale", count: inputChannels)
+            if smoothing != nil && kind != .linear {
+                throw QuantizationError("\(weightsPath): tensor '\(name).smooth_scale' belongs to a Conv2d layer; only Linear layers are smoothed")
+            }
+            let inputAmax = try positive(name + ".input_amax", count: 1)?[0]
+            return QuantizedLayer(name: name, kind: kind, weight: weight, inputAmax: inputAmax,
+                                  smoothing: smoothing, outputAmax: try positive(name + ".output_amax", count: 1)?[0])
         }
         for conv in inventory.convolutions where quantizedNames.contains(conv.name) {
-            conv.executionHook = SimulatedQuantizationHook(try layer(conv.name, .conv2d))
+            conv.executionHook = SimulatedQuantizationHook(try layer(conv.name, .conv2d, inputChannels: conv.weight.shape[1]))
         }
         for linear in inventory.linears where quantizedNames.contains(linear.name) {
-            linear.executionHook = SimulatedQuantizationHook(try layer(linear.name, .linear))
+            linear.executionHook = SimulatedQuantizationHook(try layer(linear.name, .linear, inputChannels: linear.weight.shape[1]))
         }
         let fp8 = Set(manifest.fp8AttentionModules)
         for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
@@ -194,6 +227,9 @@ final class DequantizingStore: TensorStore {
 
     func quantizedWeight(_ name: String) throws -> QuantizedWeight {
         let entry = try file.entry(named: name)
+        guard entry.shape.count >= 2 else {
+            throw QuantizationError("\(file.path): tensor '\(name)' has shape \(entry.shape); a quantized weight is [out, in] or [out, in, k, k]")
+        }
         guard entry.dtype == format.storageDType else {
             throw QuantizationError("\(file.path): \(name) is \(entry.dtype), expected \(format.storageDType) codes for a \(format) model")
         }
@@ -201,6 +237,9 @@ final class DequantizingStore: TensorStore {
         let scales = try file.tensor(named: base + ".weight_scale").scalars
         guard scales.count == 1 || scales.count == entry.shape[0] else {
             throw QuantizationError("\(file.path): \(base).weight_scale has \(scales.count) values for \(entry.shape[0]) output channels")
+        }
+        if let bad = scales.first(where: { !($0.isFinite && $0 > 0) }) {
+            throw QuantizationError("\(file.path): tensor '\(base).weight_scale' holds \(bad); weight scales must be finite and above 0")
         }
         return QuantizedWeight(format: format, shape: entry.shape, codes: Array(try file.rawBytes(named: name)), scales: scales)
     }

@@ -91,6 +91,9 @@ public enum Quantizer {
             guard let channelAmax = s.channelAmax else {
                 throw QuantizationError("the statistics have no per-channel amax for Linear layer \(linear.name); recalibrate with this version")
             }
+            guard channelAmax.count == linear.inFeatures, s.reservoir.map({ $0.width == linear.inFeatures }) ?? true else {
+                throw QuantizationError("the statistics of Linear layer \(linear.name) have \(channelAmax.count) channels, the layer has \(linear.inFeatures) inputs; they belong to another model")
+            }
             var alpha: Float?
             switch recipe.smoothing {
             case .none: alpha = nil

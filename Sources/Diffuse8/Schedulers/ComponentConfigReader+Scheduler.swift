@@ -41,13 +41,17 @@ extension ComponentConfigReader {
     func noiseSchedule() throws -> NoiseSchedule {
         try requireNull("trained_betas")
         try requireOff("rescale_betas_zero_snr")
-        let count = try int("num_train_timesteps", default: 1000)
-        guard count >= 2 else {
-            throw error("num_train_timesteps", "must be at least 2")
-        }
+        let count = try int("num_train_timesteps", default: 1000, in: 2...ModelLimits.maximumTrainTimesteps)
         let schedule = try choice("beta_schedule", default: "linear", supported: ["linear", "scaled_linear"])
-        return NoiseSchedule(trainTimesteps: count, betaStart: try double("beta_start", default: 0.0001),
-                             betaEnd: try double("beta_end", default: 0.02), scaledLinear: schedule == "scaled_linear")
+        // β in (0, 1): every ᾱ_t = Π(1 − β) stays in (0, 1], so σ_t = sqrt((1 − ᾱ)/ᾱ) is finite.
+        let betaStart = try double("beta_start", default: 0.0001, in: 0...0.999, nonZero: true)
+        let betaEnd = try double("beta_end", default: 0.02, in: 0...0.999, nonZero: true)
+        return NoiseSchedule(trainTimesteps: count, betaStart: betaStart, betaEnd: betaEnd, scaledLinear: schedule == "scaled_linear")
+    }
+
+    /// `steps_offset`: added to "leading" timesteps, which must stay below `num_train_timesteps`.
+    func stepsOffset(trainTimesteps: Int) throws -> Int {
+        try int("steps_offset", default: 0, in: 0...(trainTimesteps - 1))
     }
 
     func predictionType(supported: [String]) throws -> PredictionType {

@@ -28,10 +28,10 @@ public struct DDIMScheduler: Scheduler {
         predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction", "sample"])
         try reader.requireOff("thresholding")
         let clip = try reader.bool("clip_sample", default: true)
-        clipRange = clip ? Float(try reader.double("clip_sample_range", default: 1.0)) : nil
+        clipRange = clip ? Float(try reader.double("clip_sample_range", default: 1.0, in: 0...1e6, nonZero: true)) : nil
         let alphaToOne = try reader.bool("set_alpha_to_one", default: true)
         let spacing = try reader.choice("timestep_spacing", default: "leading", supported: ["leading", "trailing", "linspace"])
-        let stepsOffset = try reader.int("steps_offset", default: 0)
+        let stepsOffset = try reader.stepsOffset(trainTimesteps: schedule.trainTimesteps)
         let trainTimesteps = schedule.trainTimesteps
         switch spacing {
         case "linspace":
@@ -41,6 +41,10 @@ public struct DDIMScheduler: Scheduler {
             timesteps = (0..<steps).reversed().map { Double($0 * ratio + stepsOffset) }
         default:
             timesteps = NumPy.arange(Double(trainTimesteps), 0, -Double(trainTimesteps) / Double(steps)).map { NumPy.round($0) - 1 }
+        }
+        // Each timestep indexes alphas_cumprod: "leading" spacing plus steps_offset can pass the last one.
+        if let bad = timesteps.first(where: { !(0..<Double(trainTimesteps)).contains($0) }) {
+            throw reader.error("steps_offset", "with \(steps) steps and \"\(spacing)\" spacing gives timestep \(bad), outside 0..<\(trainTimesteps) (num_train_timesteps); lower steps_offset or the number of steps")
         }
         alphasCumprod = schedule.alphasCumprod
         finalAlphaCumprod = alphaToOne ? 1 : schedule.alphasCumprod[0]

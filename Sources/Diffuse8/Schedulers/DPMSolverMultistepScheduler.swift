@@ -58,7 +58,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         useKarrasSigmas = try reader.bool("use_karras_sigmas", default: false)
         finalSigmaIsZero = try reader.choice("final_sigmas_type", default: "zero", supported: ["zero", "sigma_min"]) == "zero"
         let spacing = try reader.choice("timestep_spacing", default: "linspace", supported: ["linspace", "leading", "trailing"])
-        let stepsOffset = try reader.int("steps_offset", default: 0)
+        let stepsOffset = try reader.stepsOffset(trainTimesteps: schedule.trainTimesteps)
         let lambdaMinClipped = try reader.double("lambda_min_clipped", default: -.infinity)
 
         let trainTimesteps = schedule.trainTimesteps

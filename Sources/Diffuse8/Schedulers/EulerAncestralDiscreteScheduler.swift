@@ -21,7 +21,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
         let schedule = try reader.noiseSchedule()
         predictionType = try reader.predictionType(supported: ["epsilon", "v_prediction"])
         let spacing = try reader.choice("timestep_spacing", default: "linspace", supported: ["linspace", "leading", "trailing"])
-        let stepsOffset = try reader.int("steps_offset", default: 0)
+        let stepsOffset = try reader.stepsOffset(trainTimesteps: schedule.trainTimesteps)
         let stepTimesteps = EulerDiscreteScheduler.spacedTimesteps(
             spacing: spacing, trainTimesteps: schedule.trainTimesteps, steps: steps, stepsOffset: stepsOffset)
         sigmas = stepTimesteps.map { Float(NumPy.interpolate(Double($0), schedule.sigmas)) } + [0]

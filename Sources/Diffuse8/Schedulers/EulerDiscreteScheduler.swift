@@ -37,14 +37,16 @@ public struct EulerDiscreteScheduler: Scheduler {
         }
         let spacing = try reader.choice("timestep_spacing", default: "linspace", supported: ["linspace", "leading", "trailing"])
         let finalSigmas = try reader.choice("final_sigmas_type", default: "zero", supported: ["zero", "sigma_min"])
-        let stepsOffset = try reader.int("steps_offset", default: 0)
+        let stepsOffset = try reader.stepsOffset(trainTimesteps: schedule.trainTimesteps)
 
         var stepTimesteps = Self.spacedTimesteps(spacing: spacing, trainTimesteps: schedule.trainTimesteps, steps: steps,
                                                  stepsOffset: stepsOffset)
         var stepSigmas = stepTimesteps.map { NumPy.interpolate(Double($0), schedule.sigmas) }
         if useKarras {
-            let sigmaMin = try reader.optionalDouble("sigma_min") ?? stepSigmas[stepSigmas.count - 1]
-            let sigmaMax = try reader.optionalDouble("sigma_max") ?? stepSigmas[0]
+            let sigmaMin = reader.isPresent("sigma_min") ? try reader.double("sigma_min", default: 0, in: 0...1e6, nonZero: true)
+                                                         : stepSigmas[stepSigmas.count - 1]
+            let sigmaMax = reader.isPresent("sigma_max") ? try reader.double("sigma_max", default: 0, in: 0...1e6, nonZero: true)
+                                                         : stepSigmas[0]
             stepSigmas = NumPy.karrasSigmas(sigmaMin: sigmaMin, sigmaMax: sigmaMax, count: steps)
             let logSigmas = schedule.sigmas.map { logf($0) }
             stepTimesteps = stepSigmas.map { Float(NumPy.sigmaToTimestep($0, logSigmas: logSigmas)) }

@@ -57,20 +57,22 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
             }
             architecture = value
         }
-        hiddenSize = try reader.int("hidden_size", default: hiddenSize)
-        intermediateSize = try reader.int("intermediate_size", default: intermediateSize)
-        numHiddenLayers = try reader.int("num_hidden_layers", default: numHiddenLayers)
-        numAttentionHeads = try reader.int("num_attention_heads", default: numAttentionHeads)
-        maxPositionEmbeddings = try reader.int("max_position_embeddings", default: maxPositionEmbeddings)
+        let channels = 1...ModelLimits.maximumChannels
+        hiddenSize = try reader.int("hidden_size", default: hiddenSize, in: channels)
+        intermediateSize = try reader.int("intermediate_size", default: intermediateSize, in: 1...ModelLimits.maximumIntermediateSize)
+        numHiddenLayers = try reader.int("num_hidden_layers", default: numHiddenLayers, in: 1...ModelLimits.maximumTextLayers)
+        numAttentionHeads = try reader.int("num_attention_heads", default: numAttentionHeads, in: channels)
+        maxPositionEmbeddings = try reader.int("max_position_embeddings", default: maxPositionEmbeddings,
+                                               in: 2...ModelLimits.maximumContextLength)
         let act = try reader.string("hidden_act", default: hiddenAct.rawValue)
         guard let activation = Activation(rawValue: act) else {
             throw reader.error("hidden_act", "not supported; CLIP text encoders use \"quick_gelu\" or \"gelu\"")
         }
         hiddenAct = activation
-        layerNormEpsilon = Float(try reader.double("layer_norm_eps", default: Double(layerNormEpsilon)))
-        eosTokenID = try reader.int("eos_token_id", default: eosTokenID)
-        projectionDim = try reader.int("projection_dim", default: projectionDim)
-        vocabSize = try reader.int("vocab_size", default: vocabSize)
+        layerNormEpsilon = Float(try reader.double("layer_norm_eps", default: Double(layerNormEpsilon), in: 0...1))
+        vocabSize = try reader.int("vocab_size", default: vocabSize, in: 1...ModelLimits.maximumVocabulary)
+        eosTokenID = try reader.int("eos_token_id", default: eosTokenID, in: 0...Int(Int32.max))  // compared with ids only
+        projectionDim = try reader.int("projection_dim", default: projectionDim, in: channels)
         guard hiddenSize > 0, numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
             throw reader.error("hidden_size", "\(hiddenSize) must be a positive multiple of `num_attention_heads` (\(numAttentionHeads))")
         }

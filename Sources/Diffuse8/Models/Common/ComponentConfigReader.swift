@@ -23,7 +23,7 @@ struct ComponentConfigReader {
 
     /// Reads and parses `path`.
     static func load(_ path: String) throws -> JSONValue {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = InputFile.contents(atPath: path) else {
             throw ComponentConfigurationError(source: path, reason: "cannot read the file; a model folder needs its config.json")
         }
         do {
@@ -46,7 +46,7 @@ struct ComponentConfigReader {
         switch v {
         case .null: return "null"
         case .bool(let b): return String(b)
-        case .number(let n): return n == n.rounded() && abs(n) < 1e15 ? String(Int(n)) : String(n)
+        case .number(let n): return n.isFinite && n == n.rounded() && abs(n) < 1e15 ? String(Int(n)) : String(n)
         case .string(let s): return "\"\(s)\""
         case .array(let a): return "[" + a.map(render).joined(separator: ", ") + "]"
         case .object: return "{…}"
@@ -78,6 +78,58 @@ struct ComponentConfigReader {
     func ints(_ key: String, default d: [Int]) throws -> [Int] { try list(key, "a list of integers", \.int) ?? d }
     func strings(_ key: String, default d: [String]) throws -> [String] { try list(key, "a list of strings", \.string) ?? d }
     func optionalDoubles(_ key: String) throws -> [Double]? { try list(key, "a list of numbers", \.double) }
+
+    // MARK: Values with an allowed range (every number that sizes an allocation or indexes an array has one)
+
+    /// An integer in `range`.
+    func int(_ key: String, default d: Int, in range: ClosedRange<Int>) throws -> Int {
+        let v = try int(key, default: d)
+        guard range.contains(v) else { throw error(key, "must be an integer in \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+
+    /// An optional integer in `range`.
+    func optionalInt(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let v = try optionalInt(key) else { return nil }
+        guard range.contains(v) else { throw error(key, "must be an integer in \(range.lowerBound)...\(range.upperBound)") }
+        return v
+    }
+
+    /// A list of integers, each in `range`, with `count` entries allowed.
+    func ints(_ key: String, default d: [Int], in range: ClosedRange<Int>, count: ClosedRange<Int>) throws -> [Int] {
+        let v = try ints(key, default: d)
+        guard count.contains(v.count) else {
+            throw error(key, "must list \(count.lowerBound)...\(count.upperBound) entries, has \(v.count)")
+        }
+        guard v.allSatisfy(range.contains) else {
+            throw error(key, "every entry must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return v
+    }
+
+    /// A finite number in `range` (`nonZero`: and not 0).
+    func double(_ key: String, default d: Double, in range: ClosedRange<Double>, nonZero: Bool = false) throws -> Double {
+        let v = try double(key, default: d)
+        guard v.isFinite, range.contains(v), !nonZero || v != 0 else {
+            throw error(key, "must be a finite number in [\(range.lowerBound), \(range.upperBound)]\(nonZero ? " other than 0" : "")")
+        }
+        return v
+    }
+
+    /// Rejects a `_class_name` other than `expected` (absent is fine: the folder's model_index names the class).
+    func requireClassName(_ expected: String) throws {
+        guard let v = json["_class_name"], !v.isNull else { return }
+        guard v.string == expected else { throw error("_class_name", "must be \"\(expected)\" for this component") }
+    }
+
+    /// The same per-block values, each in `range`.
+    func perBlock(_ key: String, blocks: Int, default d: Int, in range: ClosedRange<Int>) throws -> [Int] {
+        let values = try perBlock(key, blocks: blocks, default: d)
+        guard values.allSatisfy(range.contains) else {
+            throw error(key, "every entry must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return values
+    }
 
     /// diffusers' "one value or one per down block" keys (`layers_per_block`, `attention_head_dim`, ...):
     /// an integer or a list of `blocks` integers, expanded to the list.

@@ -75,14 +75,14 @@ public struct CLIPTokenizer: Sendable {
     /// special_tokens_map.json) from `configDirectory` when given. Without configuration the CLIP defaults apply:
     /// `<|startoftext|>`, `<|endoftext|>` as unk and pad, 77 tokens.
     public init(vocabularyFile: String, mergesFile: String, configDirectory: String? = nil) throws {
-        guard let vocabData = FileManager.default.contents(atPath: vocabularyFile) else {
+        guard let vocabData = InputFile.contents(atPath: vocabularyFile) else {
             throw TokenizerError("\(vocabularyFile): cannot read the tokenizer vocabulary (expected vocab.json of a CLIP tokenizer)")
         }
         let vocabulary: [String: Int]
         do { vocabulary = try JSONDecoder().decode([String: Int].self, from: vocabData) } catch {
             throw TokenizerError("\(vocabularyFile): not a JSON object of token → id (\(error))")
         }
-        guard let mergesData = FileManager.default.contents(atPath: mergesFile) else {
+        guard let mergesData = InputFile.contents(atPath: mergesFile) else {
             throw TokenizerError("\(mergesFile): cannot read the BPE merges (expected merges.txt of a CLIP tokenizer)")
         }
         let configuration = try CLIPTokenizerConfiguration(directory: configDirectory)
@@ -91,6 +91,10 @@ public struct CLIPTokenizer: Sendable {
     }
 
     init(vocabulary: [String: Int], mergesText: String, configuration: CLIPTokenizerConfiguration, source: String) throws {
+        // Ids index the text encoder's embedding rows (checked against `vocab_size` when a pipeline loads).
+        if let (token, id) = vocabulary.first(where: { !(0...Self.maximumID).contains($0.value) }) {
+            throw TokenizerError("\(source): token '\(token.prefix(40))' has id \(id) in vocab.json; ids must be in 0...\(Self.maximumID)")
+        }
         self.vocabulary = vocabulary
         var tokensByID: [Int: String] = [:]
         tokensByID.reserveCapacity(vocabulary.count)
@@ -109,7 +113,7 @@ public struct CLIPTokenizer: Sendable {
             guard let leftID = vocabulary[left], let rightID = vocabulary[right], let mergedID = vocabulary[left + right] else {
                 throw TokenizerError("\(source): merge '\(trimmed)' (line \(lineNumber + 1)) uses a symbol missing from vocab.json")
             }
-            let key = UInt64(UInt32(leftID)) << 32 | UInt64(UInt32(rightID))
+            let key = Self.pairKey(leftID, rightID)
             if merges[key] == nil { merges[key] = (rank, mergedID) }
             rank += 1
         }
@@ -137,9 +141,21 @@ public struct CLIPTokenizer: Sendable {
         var added: [AddedToken] = []
         for token in configuration.addedTokens {
             let tokenID = try token.id ?? id(of: token.content, role: "added")
+            guard (0...Self.maximumID).contains(tokenID) else {
+                throw TokenizerError("\(source): added token '\(token.content.prefix(40))' has id \(tokenID); ids must be in 0...\(Self.maximumID)")
+            }
+            guard !token.content.isEmpty else { throw TokenizerError("\(source): an added token (id \(tokenID)) is empty") }
             added.append(AddedToken(content: Array(token.content.unicodeScalars), id: tokenID, normalized: token.normalized))
         }
         addedTokens = added
+    }
+
+    /// Largest token id accepted from the files.
+    public static let maximumID = ModelLimits.maximumVocabulary - 1
+
+    /// The largest id this tokenizer can produce (vocabulary, special and added tokens).
+    public var largestID: Int {
+        ([bosTokenID, eosTokenID, padTokenID, unknownTokenID] + Array(vocabulary.values) + addedTokens.map(\.id)).max() ?? 0
     }
 
     // MARK: Encoding
@@ -231,28 +247,89 @@ public struct CLIPTokenizer: Sendable {
     }
 
     /// Byte-level BPE of one word: lowest-rank adjacent merge first (leftmost on ties), `</w>` on the last byte.
+    ///
+    /// The candidate pairs sit in a min-heap ordered by (rank, position) and symbols in a linked list, so a word
+    /// of n bytes takes O(n log n) (the merge-and-rescan loop took O(n²): a 120 000-byte word took ~40 s). A
+    /// heap entry is stale, and skipped, once either symbol changed or they are no longer neighbours; positions
+    /// are the original byte indices, so "leftmost" is the same order as in the rescanning loop.
     private func bpe(_ word: ArraySlice<Unicode.Scalar>) -> [Int] {
         var utf8: [UInt8] = []
         for scalar in word { utf8.append(contentsOf: UTF8.encode(scalar)!) }
+        let n = utf8.count
         var symbols: [Int] = []
-        symbols.reserveCapacity(utf8.count)
+        symbols.reserveCapacity(n)
         for (k, byte) in utf8.enumerated() {
-            let id = k == utf8.count - 1 ? finalByteIDs[Int(byte)] : byteIDs[Int(byte)]
+            let id = k == n - 1 ? finalByteIDs[Int(byte)] : byteIDs[Int(byte)]
             symbols.append(id ?? unknownTokenID)
         }
-        while symbols.count > 1 {
-            var bestRank = Int.max, bestIndex = -1, bestID = 0
-            for k in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(truncatingIfNeeded: symbols[k])) << 32 | UInt64(UInt32(truncatingIfNeeded: symbols[k + 1]))
-                if let merge = merges[key], merge.rank < bestRank {
-                    bestRank = merge.rank; bestIndex = k; bestID = merge.id
-                }
-            }
-            if bestIndex < 0 { break }
-            symbols[bestIndex] = bestID
-            symbols.remove(at: bestIndex + 1)
+        guard n > 1 else { return symbols }
+        var next = Array(1...n)          // n = none
+        var previous = Array(-1..<(n - 1))  // -1 = none
+        var heap = PairHeap()
+        func offer(_ left: Int) {
+            let right = next[left]
+            guard right < n, let merge = merges[Self.pairKey(symbols[left], symbols[right])] else { return }
+            heap.push(.init(rank: merge.rank, left: left, right: right, leftID: symbols[left], rightID: symbols[right], merged: merge.id))
         }
-        return symbols
+        for k in 0..<(n - 1) { offer(k) }
+        while let candidate = heap.pop() {
+            let (l, r) = (candidate.left, candidate.right)
+            guard next[l] == r, symbols[l] == candidate.leftID, symbols[r] == candidate.rightID, symbols[r] >= 0 else { continue }
+            symbols[l] = candidate.merged
+            symbols[r] = -1  // removed
+            next[l] = next[r]
+            if next[r] < n { previous[next[r]] = l }
+            if previous[l] >= 0 { offer(previous[l]) }
+            offer(l)
+        }
+        var result: [Int] = []
+        var k = 0
+        while k < n { result.append(symbols[k]); k = next[k] }
+        return result
+    }
+
+    static func pairKey(_ left: Int, _ right: Int) -> UInt64 {
+        UInt64(UInt32(truncatingIfNeeded: left)) << 32 | UInt64(UInt32(truncatingIfNeeded: right))
+    }
+}
+
+/// A binary min-heap of BPE merge candidates ordered by (rank, left position).
+private struct PairHeap {
+    struct Entry {
+        var rank: Int, left: Int, right: Int, leftID: Int, rightID: Int, merged: Int
+        func precedes(_ other: Entry) -> Bool { (rank, left) < (other.rank, other.left) }
+    }
+
+    private var items: [Entry] = []
+
+    mutating func push(_ entry: Entry) {
+        items.append(entry)
+        var child = items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard items[child].precedes(items[parent]) else { break }
+            items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var smallest = parent
+                if left < items.count && items[left].precedes(items[smallest]) { smallest = left }
+                if right < items.count && items[right].precedes(items[smallest]) { smallest = right }
+                if smallest == parent { break }
+                items.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return top
     }
 }
 

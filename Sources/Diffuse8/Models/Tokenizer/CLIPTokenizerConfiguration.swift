@@ -34,7 +34,7 @@ struct CLIPTokenizerConfiguration {
             for name in ["tokenizer_config.json", "special_tokens_map.json"] {
                 let path = directory + "/" + name
                 guard FileManager.default.fileExists(atPath: path) else { continue }
-                guard let data = FileManager.default.contents(atPath: path),
+                guard let data = InputFile.contents(atPath: path),
                       let object = (try? JSONDecoder().decode(JSONValue.self, from: data))?.object else {
                     throw TokenizerError("\(path): not a JSON object; fix or remove it (the tokenizer then uses CLIP's defaults)")
                 }

@@ -97,12 +97,14 @@ public struct UNetConfiguration: Sendable, Equatable {
     }
 
     private init(_ r: ComponentConfigReader) throws {
+        try r.requireClassName("UNet2DConditionModel")
         try Self.rejectUnsupported(r)
-        inChannels = try r.int("in_channels", default: 4)
-        outChannels = try r.int("out_channels", default: 4)
-        blockOutChannels = try r.ints("block_out_channels", default: [320, 640, 1280, 1280])
+        let channels = 1...ModelLimits.maximumChannels
+        inChannels = try r.int("in_channels", default: 4, in: channels)
+        outChannels = try r.int("out_channels", default: 4, in: channels)
+        blockOutChannels = try r.ints("block_out_channels", default: [320, 640, 1280, 1280], in: channels,
+                                      count: 1...ModelLimits.maximumBlocks)
         let blocks = blockOutChannels.count
-        guard blocks > 0 else { throw r.error("block_out_channels", "must list at least one block") }
 
         let downNames = try r.strings("down_block_types", default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
         downBlockTypes = try downNames.map { name in
@@ -125,15 +127,19 @@ public struct UNetConfiguration: Sendable, Equatable {
             throw r.error("up_block_types", "has \(upBlockTypes.count) entries but down_block_types has \(blocks)")
         }
 
-        layersPerBlock = try r.perBlock("layers_per_block", blocks: blocks, default: 2)
-        let headDims = try r.perBlock("attention_head_dim", blocks: blocks, default: 8)
+        layersPerBlock = try r.perBlock("layers_per_block", blocks: blocks, default: 2, in: 1...ModelLimits.maximumLayersPerBlock)
+        let headDims = try r.perBlock("attention_head_dim", blocks: blocks, default: 8, in: channels)
         if r.isPresent("num_attention_heads") {
-            attentionHeads = try r.perBlock("num_attention_heads", blocks: blocks, default: 0)
+            attentionHeads = try r.perBlock("num_attention_heads", blocks: blocks, default: 0, in: channels)
         } else {
             attentionHeads = headDims
         }
-        crossAttentionDim = try r.perBlock("cross_attention_dim", blocks: blocks, default: 1280)
-        transformerLayersPerBlock = try r.perBlock("transformer_layers_per_block", blocks: blocks, default: 1)
+        crossAttentionDim = try r.perBlock("cross_attention_dim", blocks: blocks, default: 1280, in: channels)
+        if Set(crossAttentionDim).count > 1 {
+            throw r.error("cross_attention_dim", "per-block widths must all be equal (one text-encoder output feeds every block)")
+        }
+        transformerLayersPerBlock = try r.perBlock("transformer_layers_per_block", blocks: blocks, default: 1,
+                                                   in: 1...ModelLimits.maximumTransformerDepth)
         let headsKey = r.isPresent("num_attention_heads") ? "num_attention_heads" : "attention_head_dim"
         for (i, heads) in attentionHeads.enumerated() where heads <= 0 || blockOutChannels[i] % heads != 0 {
             throw r.error(headsKey, "block \(i) has \(blockOutChannels[i]) channels, which \(heads) heads do not divide")
@@ -145,27 +151,29 @@ public struct UNetConfiguration: Sendable, Equatable {
         }
 
         useLinearProjection = try r.bool("use_linear_projection", default: false)
-        normNumGroups = try r.int("norm_num_groups", default: 32)
+        normNumGroups = try r.int("norm_num_groups", default: 32, in: channels)
         let groups = normNumGroups
         for (i, c) in blockOutChannels.enumerated() where groups <= 0 || c % groups != 0 {
             throw r.error("norm_num_groups", "does not divide block \(i)'s \(c) channels")
         }
-        normEpsilon = Float(try r.double("norm_eps", default: 1e-5))
+        normEpsilon = Float(try r.double("norm_eps", default: 1e-5, in: 0...1))
         flipSinToCos = try r.bool("flip_sin_to_cos", default: true)
-        freqShift = Float(try r.double("freq_shift", default: 0))
+        freqShift = Float(try r.double("freq_shift", default: 0, in: -1e6...1e6))
         centerInputSample = try r.bool("center_input_sample", default: false)
         upcastAttention = try r.bool("upcast_attention", default: false)
-        downsamplePadding = try r.int("downsample_padding", default: 1)
-        midBlockScaleFactor = Float(try r.double("mid_block_scale_factor", default: 1))
-        resnetOutputScaleFactor = Float(try r.double("resnet_out_scale_factor", default: 1))
+        // 1 keeps every level's size at ⌈size/2⌉ (as 0 with its asymmetric pad does); larger pads grow the maps.
+        downsamplePadding = try r.int("downsample_padding", default: 1, in: 0...1)
+        midBlockScaleFactor = Float(try r.double("mid_block_scale_factor", default: 1, in: -1e6...1e6, nonZero: true))
+        resnetOutputScaleFactor = Float(try r.double("resnet_out_scale_factor", default: 1, in: -1e6...1e6, nonZero: true))
         activationFunction = try r.string("act_fn", default: "silu")
-        timeEmbeddingDim = try r.optionalInt("time_embedding_dim") ?? blockOutChannels[0] * 4
-        sampleSize = r.json["sample_size"]?.int
+        timeEmbeddingDim = try r.optionalInt("time_embedding_dim", in: 1...ModelLimits.maximumEmbeddingWidth) ?? blockOutChannels[0] * 4
+        sampleSize = try Self.readSampleSize(r)
 
         let additionType = try r.optionalString("addition_embed_type")
         usesTextTimeEmbedding = additionType == "text_time"
-        additionTimeEmbedDim = try r.optionalInt("addition_time_embed_dim")
-        projectionClassEmbeddingsInputDim = try r.optionalInt("projection_class_embeddings_input_dim")
+        additionTimeEmbedDim = try r.optionalInt("addition_time_embed_dim", in: 1...ModelLimits.maximumEmbeddingWidth)
+        projectionClassEmbeddingsInputDim = try r.optionalInt("projection_class_embeddings_input_dim",
+                                                              in: 1...ModelLimits.maximumEmbeddingWidth)
         if usesTextTimeEmbedding {
             guard additionTimeEmbedDim != nil else {
                 throw r.error("addition_time_embed_dim", "must be set when addition_embed_type is \"text_time\"")
@@ -174,6 +182,22 @@ public struct UNetConfiguration: Sendable, Equatable {
                 throw r.error("projection_class_embeddings_input_dim", "must be set when addition_embed_type is \"text_time\"")
             }
         }
+    }
+
+    /// `sample_size`: an integer, or a list [height, width] of two equal integers, in 1...`maximumSampleSize`.
+    private static func readSampleSize(_ r: ComponentConfigReader) throws -> Int? {
+        guard let v = r.json["sample_size"], !v.isNull else { return nil }
+        let range = 1...ModelLimits.maximumSampleSize
+        let size: Int?
+        if let list = v.array {
+            size = list.count == 2 && list[0] == list[1] ? list[0].int : nil
+        } else {
+            size = v.int
+        }
+        guard let size, range.contains(size) else {
+            throw r.error("sample_size", "must be an integer in \(range.lowerBound)...\(range.upperBound) (the latent side; square sizes only)")
+        }
+        return size
     }
 
     /// Resnets in up block `i` (one more than the mirrored down block, for the extra skip).

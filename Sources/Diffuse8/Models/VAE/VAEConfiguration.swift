@@ -45,22 +45,27 @@ public struct VAEConfiguration: Sendable, Equatable {
     public init(json: JSONValue, source: String = "config.json") throws {
         let r = try ComponentConfigReader(json, source: source)
         self.init()
-        if let className = json["_class_name"]?.string, className != "AutoencoderKL" {
-            throw r.error("_class_name", "only diffusers' AutoencoderKL is supported")
-        }
-        inChannels = try r.int("in_channels", default: inChannels)
-        outChannels = try r.int("out_channels", default: outChannels)
-        latentChannels = try r.int("latent_channels", default: latentChannels)
-        blockOutChannels = try r.ints("block_out_channels", default: blockOutChannels)
-        layersPerBlock = try r.int("layers_per_block", default: layersPerBlock)
-        normNumGroups = try r.int("norm_num_groups", default: normNumGroups)
-        scalingFactor = Float(try r.double("scaling_factor", default: Double(scalingFactor)))
+        try r.requireClassName("AutoencoderKL")
+        let channels = 1...ModelLimits.maximumChannels
+        inChannels = try r.int("in_channels", default: inChannels, in: 1...4)
+        // The decoded image becomes grey or RGB pixels.
+        outChannels = try r.int("out_channels", default: outChannels, in: 1...3)
+        if outChannels == 2 { throw r.error("out_channels", "must be 1 (grey) or 3 (RGB)") }
+        latentChannels = try r.int("latent_channels", default: latentChannels, in: 1...ModelLimits.maximumChannels)
+        blockOutChannels = try r.ints("block_out_channels", default: blockOutChannels, in: channels, count: 1...ModelLimits.maximumBlocks)
+        layersPerBlock = try r.int("layers_per_block", default: layersPerBlock, in: 1...ModelLimits.maximumLayersPerBlock)
+        normNumGroups = try r.int("norm_num_groups", default: normNumGroups, in: channels)
+        scalingFactor = Float(try r.double("scaling_factor", default: Double(scalingFactor), in: -1e6...1e6, nonZero: true))
         forceUpcast = try r.bool("force_upcast", default: forceUpcast)
         useQuantConv = try r.bool("use_quant_conv", default: useQuantConv)
         usePostQuantConv = try r.bool("use_post_quant_conv", default: usePostQuantConv)
         midBlockAddAttention = try r.bool("mid_block_add_attention", default: midBlockAddAttention)
         latentsMean = try r.optionalDoubles("latents_mean")?.map(Float.init)
         latentsStd = try r.optionalDoubles("latents_std")?.map(Float.init)
+        if let mean = latentsMean, !mean.allSatisfy(\.isFinite) { throw r.error("latents_mean", "every value must be finite") }
+        if let std = latentsStd, !std.allSatisfy({ $0.isFinite && $0 > 0 }) {
+            throw r.error("latents_std", "every value must be a finite number above 0")
+        }
 
         if try r.optionalDouble("shift_factor") != nil {
             throw r.error("shift_factor", "shifted latents (SD3/Flux-style VAEs) are not supported, only null")

@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "Diffuse8Server", targets: ["Diffuse8Server"]),
         .executable(name: "diffuse8", targets: ["Diffuse8CLI"]),
         .executable(name: "diffuse8-cuda-selftest", targets: ["Diffuse8CUDASelfTest"]),
+        .executable(name: "diffuse8-fuzz", targets: ["Diffuse8Fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -71,6 +72,8 @@ let package = Package(
         ),
         // The GPU tests as a stand-alone binary (no argument parser): `diffuse8-cuda-selftest --help`.
         .executableTarget(name: "Diffuse8CUDASelfTest", dependencies: ["Diffuse8"]),
+        // libFuzzer targets for the file readers; a stub unless built by tools/fuzz.sh (-DDIFFUSE8_FUZZ).
+        .executableTarget(name: "Diffuse8Fuzz", dependencies: ["Diffuse8", "Diffuse8PNG"]),
         .testTarget(
             name: "Diffuse8Tests",
             dependencies: ["Diffuse8", "Diffuse8PNG", "Diffuse8Server"],

@@ -78,9 +78,27 @@ public final class SafetensorsFile: TensorStore, @unchecked Sendable {
     private let base: UnsafeRawPointer
     private let mappedLength: Int
 
-    public init(path: String) throws {
-        self.path = path
+    public convenience init(path: String) throws {
         let (base, size) = try Self.map(path)
+        try self.init(mapping: base, size: size, path: path)
+    }
+
+    /// Reads a safetensors image held in memory (copied into a private mapping); `name` stands for the path in
+    /// errors. Used where the bytes do not come from a file (tests, fuzzing).
+    public convenience init(bytes: [UInt8], name: String) throws {
+        guard bytes.count >= 8 else {
+            throw SafetensorsError(file: name, "file is \(bytes.count) bytes, too short for the 8-byte safetensors header length (truncated download?)")
+        }
+        guard let pointer = mmap(nil, bytes.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pointer != MAP_FAILED else {
+            throw SafetensorsError(file: name, "cannot map \(bytes.count) bytes of memory")
+        }
+        bytes.withUnsafeBytes { _ = memcpy(pointer, $0.baseAddress!, bytes.count) }
+        try self.init(mapping: UnsafeRawPointer(pointer), size: bytes.count, path: name)
+    }
+
+    /// Takes ownership of a mapping of `size` bytes (unmapped in `deinit`, or here when the header is invalid).
+    private init(mapping base: UnsafeRawPointer, size: Int, path: String) throws {
+        self.path = path
         self.base = base
         self.mappedLength = size
         self.fileSize = size

@@ -170,45 +170,65 @@ public enum QuantizedModelFolder {
         let configuration = try UNetConfiguration(contentsOf: directory + "/config.json")
         let unet = try UNet2DConditionModel(configuration: configuration, weights: store)
         let inventory = UNetLayerInventory(unet)
-        let quantizedNames = Set(manifest.quantizedLayers)
-        let known = Set(inventory.convolutions.map(\.name) + inventory.linears.map(\.name))
-        if let unknown = manifest.quantizedLayers.first(where: { !known.contains($0) }) {
-            throw QuantizationError("\(manifestPath): quantized_layers names '\(unknown)', which is not a Conv2d or Linear layer of this UNet; the folder is damaged, re-run diffuse8 quantize")
-        }
-        let weightsPath = directory + "/diffusion_pytorch_model.safetensors"
-        /// A tensor of scale-like values: `count` of them (nil: any), each finite and above 0.
-        func positive(_ name: String, count: Int?) throws -> [Float]? {
-            guard let entry = file.entries[name] else { return nil }
-            let values = try file.tensor(named: name).scalars
-            guard entry.shape.count == 1, count == nil || values.count == count else {
-                throw QuantizationError("\(weightsPath): tensor '\(name)' has shape \(entry.shape), expected [\(count.map(String.init) ?? "n")]")
-            }
-            if let bad = values.first(where: { !($0.isFinite && $0 > 0) }) {
-                throw QuantizationError("\(weightsPath): tensor '\(name)' holds \(bad); scales, amax and smoothing factors must be finite and above 0")
-            }
-            return values
-        }
-        func layer(_ name: String, _ kind: QuantizedLayer.Kind, inputChannels: Int) throws -> QuantizedLayer {
-            let weight = try store.quantizedWeight(name + ".weight")
-            let smoothing = try positive(name + ".smooth_scale", count: inputChannels)
-            if smoothing != nil && kind != .linear {
-                throw QuantizationError("\(weightsPath): tensor '\(name).smooth_scale' belongs to a Conv2d layer; only Linear layers are smoothed")
-            }
-            let inputAmax = try positive(name + ".input_amax", count: 1)?[0]
-            return QuantizedLayer(name: name, kind: kind, weight: weight, inputAmax: inputAmax,
-                                  smoothing: smoothing, outputAmax: try positive(name + ".output_amax", count: 1)?[0])
-        }
-        for conv in inventory.convolutions where quantizedNames.contains(conv.name) {
-            conv.executionHook = SimulatedQuantizationHook(try layer(conv.name, .conv2d, inputChannels: conv.weight.shape[1]))
-        }
-        for linear in inventory.linears where quantizedNames.contains(linear.name) {
-            linear.executionHook = SimulatedQuantizationHook(try layer(linear.name, .linear, inputChannels: linear.weight.shape[1]))
-        }
+        let slots = inventory.convolutions.map { LayerSlot(name: $0.name, kind: .conv2d, inputChannels: $0.inChannels) }
+            + inventory.linears.map { LayerSlot(name: $0.name, kind: .linear, inputChannels: $0.inFeatures) }
+        let layers = try quantizedLayers(manifest: manifest, manifestPath: manifestPath, store: store, slots: slots)
+        for conv in inventory.convolutions { if let layer = layers[conv.name] { conv.executionHook = SimulatedQuantizationHook(layer) } }
+        for linear in inventory.linears { if let layer = layers[linear.name] { linear.executionHook = SimulatedQuantizationHook(layer) } }
         let fp8 = Set(manifest.fp8AttentionModules)
         for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
             attention.usesFP8Attention = true
         }
         return (unet, manifest)
+    }
+}
+
+extension QuantizedModelFolder {
+    /// A quantizable layer of the model a quantized folder is loaded into.
+    struct LayerSlot {
+        let name: String
+        let kind: QuantizedLayer.Kind
+        let inputChannels: Int
+    }
+
+    /// Reads and checks the quantized layers that `manifest` lists, for a model with layers `slots`: each must be
+    /// one of them; codes of the recipe's format, rank ≥ 2; weight scales, input/output amax and smoothing factors
+    /// finite and above 0, of the right length. Errors name the file and the tensor.
+    static func quantizedLayers(manifest: QuantizationManifest, manifestPath: String, store: DequantizingStore,
+                                slots: [LayerSlot]) throws -> [String: QuantizedLayer] {
+        let file = store.file
+        let weightsPath = file.path
+        let byName = Dictionary(slots.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        if let unknown = manifest.quantizedLayers.first(where: { byName[$0] == nil }) {
+            throw QuantizationError("\(manifestPath): quantized_layers names '\(unknown)', which is not a Conv2d or Linear layer of this UNet; the folder is damaged, re-run diffuse8 quantize")
+        }
+        /// A tensor of scale-like values: `count` of them, each finite and above 0; nil when absent.
+        func positive(_ name: String, count: Int) throws -> [Float]? {
+            guard let entry = file.entries[name] else { return nil }
+            guard entry.shape == [count] else {
+                throw QuantizationError("\(weightsPath): tensor '\(name)' has shape \(entry.shape), expected [\(count)]")
+            }
+            let values = try file.tensor(named: name).scalars
+            if let bad = values.first(where: { !($0.isFinite && $0 > 0) }) {
+                throw QuantizationError("\(weightsPath): tensor '\(name)' holds \(bad); scales, amax and smoothing factors must be finite and above 0")
+            }
+            return values
+        }
+        var layers: [String: QuantizedLayer] = [:]
+        for name in manifest.quantizedLayers where layers[name] == nil {
+            let slot = byName[name]!
+            let weight = try store.quantizedWeight(name + ".weight")
+            guard weight.shape.count >= 2, weight.shape[1] == slot.inputChannels else {
+                throw QuantizationError("\(weightsPath): tensor '\(name).weight' has shape \(weight.shape); the layer has \(slot.inputChannels) input channels")
+            }
+            let smoothing = try positive(name + ".smooth_scale", count: slot.inputChannels)
+            if smoothing != nil && slot.kind != .linear {
+                throw QuantizationError("\(weightsPath): tensor '\(name).smooth_scale' belongs to a Conv2d layer; only Linear layers are smoothed")
+            }
+            layers[name] = QuantizedLayer(name: name, kind: slot.kind, weight: weight, inputAmax: try positive(name + ".input_amax", count: 1)?[0],
+                                          smoothing: smoothing, outputAmax: try positive(name + ".output_amax", count: 1)?[0])
+        }
+        return layers
     }
 }
 

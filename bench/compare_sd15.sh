@@ -8,7 +8,7 @@ THREADS=${1:-$(nproc)}
 ITERATIONS=${2:-5}
 MAX_LOAD=${MAX_LOAD:-1.0}
 MODEL=${MODEL:-/tmp/d8-bench/sd15-unet}
-PY=${PY:-/work/pyenv/bin/python}
+PY=${PY:-python3}
 D8BENCH=${D8BENCH:-bench/.build/release/d8bench}
 
 wait_quiet() {

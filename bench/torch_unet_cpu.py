@@ -1,6 +1,6 @@
 """PyTorch CPU FP32 baseline for Diffuse8's UNet benchmark (see bench/README.md).
 
-(a) Builds a full-size SD1.5-architecture UNet2DConditionModel from /work/shared/reference/sd15-unet-config.json
+(a) Builds a full-size SD1.5-architecture UNet2DConditionModel from Tests/Fixtures/configs/sd15-unet-config.json
     with random weights (torch.manual_seed(0)) and saves it once as a diffusers unet folder with FP16
     safetensors (default /tmp/d8-bench/sd15-unet, ~1.7 GB) so Diffuse8 loads the very same weights.
 (b) Times the FP32 forward pass (torch.inference_mode, eager): batch 2 (CFG) and batch 1, 4×64×64 latent,
@@ -20,7 +20,7 @@ from diffusers import UNet2DConditionModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-CONFIG = "/work/shared/reference/sd15-unet-config.json"
+CONFIG = "Tests/Fixtures/configs/sd15-unet-config.json"
 
 
 def make_sd15_unet(folder):

@@ -10,7 +10,7 @@ torch.cuda.synchronize, median of --repeats after warm-up), then runs the Diffus
 The VAE config has `force_upcast: false` so both decode in FP16 (diffusers would otherwise decode in FP32).
 
 Writes sdxl_end_to_end.json and .md into --out. Run on the GPU machine, e.g.
-  python3 bench/cuda/sdxl_end_to_end.py --binary .gpu/bin/diffuse8 --configs .gpu/cuda --vocab .gpu/clip-vocab --out $OUT
+  python3 bench/cuda/sdxl_end_to_end.py --binary gpu/diffuse8 --configs Tests/Fixtures/configs --vocab gpu/clip-vocab --out $OUT
 """
 import argparse
 import datetime
@@ -138,9 +138,9 @@ def markdown(result):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--binary", default=".gpu/bin/diffuse8")
-    parser.add_argument("--configs", default=".gpu/cuda")
-    parser.add_argument("--vocab", default=".gpu/clip-vocab")
+    parser.add_argument("--binary", default="gpu/diffuse8")
+    parser.add_argument("--configs", default="Tests/Fixtures/configs")
+    parser.add_argument("--vocab", default="gpu/clip-vocab")
     parser.add_argument("--workdir", default="/tmp/d8e2e")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--size", type=int, default=1024)

@@ -8,7 +8,7 @@ same folder and inputs (which also reports its output's relative L2 vs. diffuser
 torch.cuda.max_memory_allocated / max_memory_reserved; Diffuse8: its allocator's peak (live + cached).
 
 Writes unet_vs_torch.json and unet_vs_torch.md into --out. Run on the GPU machine, e.g.
-  python3 bench/cuda/unet_vs_torch.py --models sd15 --binary .gpu/cuda/diffuse8-cuda-selftest --out $OUT
+  python3 bench/cuda/unet_vs_torch.py --models sd15 --binary gpu/diffuse8-cuda-selftest --out $OUT
 """
 import argparse
 import datetime
@@ -155,8 +155,8 @@ def markdown(results, header, d8_type="FP16"):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="sd15,sdxl")
-    parser.add_argument("--binary", default=".gpu/cuda/diffuse8-cuda-selftest")
-    parser.add_argument("--configs", default=".gpu/cuda")
+    parser.add_argument("--binary", default="gpu/diffuse8-cuda-selftest")
+    parser.add_argument("--configs", default="Tests/Fixtures/configs")
     parser.add_argument("--workdir", default="/tmp/d8bench")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--warmup", type=int, default=3)

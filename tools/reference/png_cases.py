@@ -8,7 +8,7 @@
   pil_16bit.png       4x4 16-bit grey (must be refused)
 
 Pixels follow `pixel_value` (shared with safetensors_cases.py), so the Swift tests recompute them.
-Run: /work/pyenv/bin/python tools/reference/png_cases.py
+Run: python3 tools/reference/png_cases.py
 """
 import os
 import struct

@@ -47,7 +47,14 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         guard kernels || model != nil else { throw ValidationError("Give --model <folder> or --kernels.") }
-        guard batch >= 1, iterations >= 1, warmup >= 0 else { throw ValidationError("--batch and --iterations must be ≥ 1, --warmup ≥ 0.") }
+        guard (1...64).contains(batch), (1...10_000).contains(iterations), (0...1000).contains(warmup) else {
+            throw ValidationError("--batch must be in 1...64, --iterations in 1...10000, --warmup in 0...1000")
+        }
+        if let latent, !(1...ModelLimits.maximumSampleSize).contains(latent) {
+            throw ValidationError("--latent \(latent) is outside 1...\(ModelLimits.maximumSampleSize)")
+        }
+        try OptionLimits.steps(steps)
+        try OptionLimits.side(size, "--size")
     }
 
     func run() throws {

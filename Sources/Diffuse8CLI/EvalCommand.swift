@@ -84,6 +84,9 @@ struct EvalCommand: ParsableCommand {
         if let reference { return try scoreImages(reference: reference, promptList: promptList) }
         let directory = try model ?? DefaultModel.locate()
         let reference = try StableDiffusionPipeline(directory: directory)
+        guard reference.nativeSize >= 7 else {  // SSIM's 7×7 window
+            throw ValidationError("\(directory) makes \(reference.nativeSize)-pixel images; eval's SSIM needs at least 7×7")
+        }
         let models = try quantized.map { path in
             let pipeline = try StableDiffusionPipeline(directory: path)
             try reference.requireSameModel(pipeline, otherPath: path, path: directory)

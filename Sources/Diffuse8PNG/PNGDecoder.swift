@@ -110,7 +110,8 @@ public enum PNGDecoder {
         var buffer = ByteBuffer(bytes: compressed)
         let raw: [UInt8]
         do {
-            var inflated = try buffer.decompress(with: .zlib())
+            // Exactly this many bytes belong to the image: a stream that inflates to more (a "zip bomb") stops here.
+            var inflated = try buffer.decompress(with: .zlib(), maxSize: header.height * (header.rowBytes + 1))
             raw = inflated.readBytes(length: inflated.readableBytes) ?? []
         } catch {
             throw PNGError("image data does not inflate (\(error)): the file is damaged")
@@ -131,8 +132,8 @@ public enum PNGDecoder {
             height = data[4..<8].reduce(0) { $0 << 8 | Int($1) }
             bitDepth = Int(data[8])
             colourType = Int(data[9])
-            guard width > 0, height > 0, width <= 1 << 24, height <= 1 << 24 else {
-                throw PNGError("image size \(width)x\(height) is invalid or too large")
+            guard width > 0, height > 0, width <= 1 << 24, height <= 1 << 24, width * height <= Self.maximumPixels else {
+                throw PNGError("image size \(width)x\(height) is invalid or larger than \(Self.maximumPixels) pixels")
             }
             guard data[10] == 0, data[11] == 0 else { throw PNGError("unknown compression or filter method in IHDR") }
             guard data[12] == 0 else {
@@ -155,6 +156,9 @@ public enum PNGDecoder {
                 throw PNGError("\(bitDepth)-bit samples (colour type \(colourType)) are not supported; re-save with 8 bits per sample")
             }
         }
+
+        /// Largest image decoded (8192 × 8192): bounds the memory a hostile header can ask for.
+        static let maximumPixels = 1 << 26
 
         /// Bytes per row of samples, without the filter byte.
         var rowBytes: Int { (width * storedChannels * bitDepth + 7) / 8 }

@@ -89,4 +89,31 @@ final class PNGDecoderTests: XCTestCase {
         let image = PixelImage(width: 61, height: 47, channels: 3, pixels: pixels)
         XCTAssertEqual(try PNGDecoder.decode(PNGEncoder.encode(image)).image, image)
     }
+
+    /// A PNG whose image data inflates to more bytes than its IHDR allows (a decompression bomb in small): refused,
+    /// and the inflation stops at the image's size. The zlib stream uses stored blocks (RFC 1950/1951), written here.
+    func testImageDataLongerThanTheImageIsRefused() throws {
+        let width = 4, height = 4, expectedBytes = height * (width * 3 + 1)
+        let raw = [UInt8](repeating: 0, count: expectedBytes + 5000)  // filter 0 rows, then far too much
+        var zlib: [UInt8] = [0x78, 0x01]
+        var offset = 0
+        while offset < raw.count {
+            let n = min(65_535, raw.count - offset)
+            zlib.append(offset + n == raw.count ? 1 : 0)
+            zlib += [UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8((~n >> 8) & 0xFF)]
+            zlib += raw[offset..<(offset + n)]
+            offset += n
+        }
+        var a: UInt32 = 1, b: UInt32 = 0
+        for byte in raw { a = (a + UInt32(byte)) % 65_521; b = (b + a) % 65_521 }
+        zlib += withUnsafeBytes(of: (b << 16 | a).bigEndian) { Array($0) }
+        func chunk(_ type: String, _ data: [UInt8]) -> [UInt8] {
+            let body = Array(type.utf8) + data
+            return withUnsafeBytes(of: UInt32(data.count).bigEndian) { Array($0) } + body
+                + withUnsafeBytes(of: CRC32.checksum(body).bigEndian) { Array($0) }
+        }
+        let ihdr: [UInt8] = [0, 0, 0, UInt8(width), 0, 0, 0, UInt8(height), 8, 2, 0, 0, 0]
+        let file = PNGEncoder.signature + chunk("IHDR", ihdr) + chunk("IDAT", zlib) + chunk("IEND", [])
+        XCTAssertThrowsError(try PNGDecoder.decode(file)) { XCTAssertTrue("\($0)".contains("does not inflate"), "\($0)") }
+    }
 }

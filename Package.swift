@@ -2,10 +2,12 @@
 import Foundation
 import PackageDescription
 
-/// Release flags of the library. On x86-64 hosts, release builds target Haswell-class CPUs (AVX2 + FMA, every
+/// Release flags of the library. `-O`, not `-Ounchecked`: bounds and overflow checks stay on, so a value that
+/// slipped past the input checks stops the process instead of corrupting memory (costs ~10 % CPU time on the
+/// CPU UNet, docs/PERFORMANCE.md). On x86-64 hosts, release builds target Haswell-class CPUs (AVX2 + FMA, every
 /// x86 server CPU since 2013) so the GEMM micro-kernel runs on 256-bit FMA units (~3× the SSE2 build);
 /// `DIFFUSE8_PORTABLE=1 swift build -c release` builds for any x86-64 instead.
-var releaseFlags = ["-Ounchecked"]
+var releaseFlags = ["-O"]
 #if arch(x86_64)
 if ProcessInfo.processInfo.environment["DIFFUSE8_PORTABLE"] == nil {
     releaseFlags += ["-target-cpu", "haswell", "-DDIFFUSE8_FMA"]

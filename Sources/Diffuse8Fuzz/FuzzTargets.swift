@@ -111,9 +111,24 @@ let selected: FuzzTarget = {
 }()
 
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> CInt {
-    selected(Array(UnsafeBufferPointer(start: bytes, count: count)))
+public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    selected(count == 0 ? [] : Array(UnsafeBufferPointer(start: bytes, count: count)))
     return 0
+}
+
+/// libFuzzer's entry for programs that have their own `main`.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
+                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+
+/// SwiftPM links a debug executable's entry point as `<module>_main` (aliased to `main`), which takes the place of
+/// libFuzzer's `main`; it hands over to libFuzzer's driver.
+@_cdecl("Diffuse8Fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    var count = argc
+    var arguments: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = argv
+    return LLVMFuzzerRunDriver(&count, &arguments, fuzzOneInput)
 }
 #else
 @main

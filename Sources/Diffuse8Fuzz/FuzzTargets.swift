@@ -13,7 +13,10 @@ import Diffuse8PNG
 /// One fuzz target: consumes an input, ignoring the errors readers throw.
 typealias FuzzTarget = ([UInt8]) -> Void
 
-let fixtures = ProcessInfo.processInfo.environment["DIFFUSE8_FUZZ_FIXTURES"] ?? "Tests/Fixtures"
+/// The test fixtures (tokenizer, UNet layer table): `DIFFUSE8_FUZZ_FIXTURES`, else `Tests/Fixtures` of the repository
+/// this file is in.
+let fixtures = ProcessInfo.processInfo.environment["DIFFUSE8_FUZZ_FIXTURES"]
+    ?? String(#filePath).components(separatedBy: "/Sources/Diffuse8Fuzz/").first! + "/Tests/Fixtures"
 let scratchFile = "/tmp/diffuse8-fuzz-\(getpid())"
 
 /// safetensors: header validation, then every tensor converted.

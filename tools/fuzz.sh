@@ -9,7 +9,8 @@
 # folder) and prints the executions done. A crash, leak, timeout (10 s per input) or out-of-memory (2 GiB) stops
 # with the reproducer in ./crash-* or ./timeout-*; rerun one input with
 #   DIFFUSE8_FUZZ_TARGET=<target> .build-fuzz/debug/diffuse8-fuzz <file>
-# FUZZ_SECONDS=N also stops each target after N seconds (the CI smoke run uses this).
+# FUZZ_SECONDS=N also stops each target after N seconds (the CI smoke run uses this). For long runs,
+# ASAN_OPTIONS=malloc_context_size=0 is ~15 % faster (reports then lack allocation stacks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1000000}

@@ -10,9 +10,12 @@ struct Diffuse8Command: AsyncParsableCommand {
                       FidelityCommand.self, EvaluateFidelityCommand.self,
                       BenchCommand.self, CUDASelfTestCommand.self])
 
-    /// Installs the interrupt clean-up, then parses and runs the command.
-    static func main() {
-        InterruptHandler.install()
-        main(nil)
+    /// Installs the interrupt clean-up (not for `serve`, which shuts down gracefully on the same signals), then
+    /// parses and runs the command.
+    static func main() async {
+        if CommandLine.arguments.dropFirst().first != ServeCommand.configuration.commandName {
+            InterruptHandler.install()
+        }
+        await main(nil)
     }
 }

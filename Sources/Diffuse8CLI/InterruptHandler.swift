@@ -4,34 +4,41 @@ import Glibc
 import Foundation
 import Diffuse8
 
+/// The write end of the pipe the signal handler reports to (-1 before `install`).
+nonisolated(unsafe) private var signalPipeWriter: Int32 = -1
+
 /// Ctrl-C (SIGINT) and SIGTERM: remove the temporary files and `*.partial-*` folders being written
 /// (`TemporaryPaths`), then end the process by the same signal, so callers see the usual status.
 ///
-/// The signals are blocked in every thread (installed before any other thread starts, so all threads
-/// inherit the mask) and taken by one thread with `sigwait`: the clean-up then runs as ordinary code,
-/// not inside a signal handler.
+/// The signal handler only writes the signal number to a pipe (async-signal-safe, whichever thread the signal
+/// lands on); a dedicated thread reads it and does the clean-up as ordinary code, then restores the default
+/// action and raises the signal again.
 enum InterruptHandler {
     static func install() {
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-        let blocked = set
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return }
+        signalPipeWriter = fds[1]
+        let reader = fds[0]
         let thread = Thread {
-            var signal: Int32 = 0
-            var waitSet = blocked
-            guard sigwait(&waitSet, &signal) == 0 else { return }
+            var number: UInt8 = 0
+            while read(reader, &number, 1) != 1 { if errno != EINTR { return } }
+            let signal = Int32(number)
             let removed = TemporaryPaths.removeAll()
             let name = signal == SIGINT ? "interrupted" : "terminated"
             FileHandleStderr.write("\n\(name); removed \(removed.count) unfinished output(s)\n")
             Glibc.signal(signal, SIG_DFL)
-            var only = sigset_t()
-            sigemptyset(&only)
-            sigaddset(&only, signal)
-            pthread_sigmask(SIG_UNBLOCK, &only, nil)
             raise(signal)
         }
         thread.start()
+        for signal in [SIGINT, SIGTERM] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { number in
+                var byte = UInt8(truncatingIfNeeded: number)
+                _ = write(signalPipeWriter, &byte, 1)
+            }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_RESTART
+            sigaction(signal, &action, nil)
+        }
     }
 }

@@ -20,8 +20,7 @@ public struct A1111Parameters: Sendable {
     }
 
     /// Readers split the chunk into lines, so a line break inside the prompt, the negative prompt or the model
-    /// name would start a fake field ("…
-Steps: 1, Seed: 5"): line breaks in them are written as spaces.
+    /// name would start a fake field ("…\nSteps: 1, Seed: 5"): line breaks in them are written as spaces.
     public var text: String {
         var lines = [Self.oneLine(request.prompt)]
         if let negative = request.negativePrompt, !negative.isEmpty { lines.append("Negative prompt: \(Self.oneLine(negative))") }

@@ -28,6 +28,9 @@ public enum ImageSetComparison {
                 let seed = firstSeed + UInt64(s)
                 let name = fileName(promptIndex: i, seed: seed)
                 let reference = rgb(try load(nil, name))
+                guard reference.width >= 7, reference.height >= 7 else {  // SSIM's 7×7 window
+                    throw QuantizationError("\(name) is \(reference.width)×\(reference.height); comparing images needs at least 7×7 pixels")
+                }
                 var images = [reference], psnr: [Double] = [], ssim: [Double] = []
                 for k in 0..<sets {
                     let image = rgb(try load(k, name))

@@ -1,5 +1,6 @@
-/// The operations a model definition is written against: the one UNet forward (and its blocks) calls these and
-/// nothing else, so the same code runs on the CPU (`CPUBackend`, FP32) and on NVIDIA GPUs (`CUDABackend`, FP16/BF16).
+/// The operations a model definition is written against: the one forward of each model (UNet, CLIP text encoder,
+/// VAE) calls these and nothing else, so the same code runs on the CPU (`CPUBackend`, FP32) and on NVIDIA GPUs
+/// (`CUDABackend`, FP16/BF16).
 ///
 /// A layer argument (`Linear`, `Conv2d`, `GroupNorm`, `LayerNorm`) is the model's own parameter object, named by its
 /// diffusers state-dict key; the backend runs it on the weights it prepared for that object at load time (the CPU
@@ -17,8 +18,8 @@ public protocol ModelBackend: AnyObject {
 
     /// The fusions this backend prepared `model`'s weights with (a `UNet2DConditionModel`, `CLIPTextModel` or
     /// `AutoencoderKL`: stacked Q/K/V, stacked time projections with conv biases folded in, stacked cross-attention
-    /// keys/values), or nil when it runs every layer as it is. The CPU never fuses (calibration observes each
-    /// layer); CUDA does.
+    /// keys/values), or nil when it runs every layer as it is. The CPU never fuses (it is the reference); CUDA does,
+    /// unless prepared for calibration.
     func fusionPlan(for model: AnyObject) -> FusionPlan?
 
     func shape(of x: Value) -> [Int]

@@ -37,13 +37,8 @@ public final class CUDABackend: ModelBackend {
 
     // MARK: Preparation
 
-    /// Uploads every weight of `unet` (fused by its `FusionPlan`). Throws for what this backend cannot run.
+    /// Uploads every weight of `unet` (fused by its `FusionPlan`).
     public func prepare(_ unet: UNet2DConditionModel) throws {
-        for attention in Quantizer.attentionModules(unet) where attention.usesFP8Attention {
-            throw CUDAError.invalidArgument(
-                "\(attention.query.name.dropLast(".to_q".count)): level-4 FP8 attention is simulated on the CPU only for now; "
-                + "quantize at level 3 or lower to run on the GPU, or use --device cpu")
-        }
         try prepare(unet, plan: fusesLayers ? FusionPlan(unet) : FusionPlan(), convolutions: unet.convolutionLayers, linears: unet.linearLayers,
                     groupNorms: unet.groupNorms, layerNorms: unet.layerNorms)
     }
@@ -146,7 +141,6 @@ public final class CUDABackend: ModelBackend {
 
     public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                           causal: Bool, fp8: Bool) throws -> CUDATensor {
-        guard !fp8 else { throw CUDAError.invalidArgument("attention: level-4 FP8 attention is simulated on the CPU only for now") }
         let q = query.tensor, k = key.tensor
         guard q.shape.count == 3, k.shape.count == 3, value.tensor.shape.count == 3, q.shape[0] == k.shape[0],
               let keyValueStride = k.shape.last, value.tensor.shape.last == keyValueStride, k.shape[1] == value.tensor.shape[1],
@@ -169,14 +163,16 @@ public final class CUDABackend: ModelBackend {
                     return try kernels.shortAttention(query: queryAddress, key: keyAddress, value: valueAddress, stride: keyValueStride,
                                                       batch: batch, length: queries, channels: channels, heads: heads, causal: true)
                 }
-                if fused {
+                if fused && !fp8 {
                     return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
                                                  channels: channels, heads: heads)
                 }
+                // Level-4 FP8 attention: the GEMM path, whose softmax rounds the probabilities to FP8 (Q, K and V
+                // arrive FP8-rounded from their projections).
                 return try kernels.gemmAttention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads)
+                                                 channels: channels, heads: heads, fp8Probabilities: fp8)
             }
         }
     }

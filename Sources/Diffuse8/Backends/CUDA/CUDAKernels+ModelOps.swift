@@ -32,26 +32,6 @@ extern "C" __global__ void pad_right_bottom(const half_t* __restrict__ x, half_t
     }
 }
 
-// quantize -> dequantize of v / scale, times scale. format 0: INT8, 1: FP8 E4M3.
-__device__ __forceinline__ float fake_quantize(float v, float scale, int format) {
-    const float a = v / scale;
-    if (format == 0) {
-        if (a != a) return 0.f;
-        return fminf(fmaxf(rintf(a), -128.f), 127.f) * scale;
-    }
-    if (a != a) return a;
-    const float m = fminf(fabsf(a), 448.f);
-    float q;
-    if (m < 0.015625f) {
-        q = rintf(m * 512.f) * 0.001953125f;                       // subnormal grid 2^-9
-    } else {
-        const int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;  // m = 1.f * 2^e
-        const float quantum = __uint_as_float((u32)(e - 3 + 127) << 23); // 2^(e-3): 3 mantissa bits
-        q = rintf(m / quantum) * quantum;
-    }
-    return copysignf(q, a) * scale;
-}
-
 __device__ __forceinline__ float amax_scale(float amax, float max_value) {
     return (amax > 0.f && amax < D8_INFINITY) ? amax / max_value : 1.f;
 }

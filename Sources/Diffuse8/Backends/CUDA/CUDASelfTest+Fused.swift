@@ -62,6 +62,14 @@ extension CUDASelfTest {
             let (x, xh) = try pair([2, 8, 5, 7], &r, 1)
             return (try kernels.padRightBottom(x), CPUKernels.pad(xh, left: 0, right: 1, top: 0, bottom: 1))
         }
+        check("attention FP8 probabilities (level 4)", "B2 H5 Lq96 Lk77 d=64", 2e-3) { r in
+            let (q, qh) = try pair([2, 96, 320], &r, 1), (k, kh) = try pair([2, 77, 320], &r, 1), (v, vh) = try pair([2, 77, 320], &r, 1)
+            let y = try withExtendedLifetime((q, k, v)) {
+                try kernels.gemmAttention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
+                                          batch: 2, queries: 96, keys: 77, channels: 320, heads: 5, fp8Probabilities: true)
+            }
+            return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: 5))
+        }
         // Simulated 8-bit activations against `QuantizedLayer.quantizeActivation` (the CPU definition).
         for format in QuantizedFormat.allCases {
             check("fakeQuantize \(format) static+smooth", "[2,77,320] amax 2.5", 1e-3) { r in

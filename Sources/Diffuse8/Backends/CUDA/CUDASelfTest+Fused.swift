@@ -62,7 +62,9 @@ extension CUDASelfTest {
             let (x, xh) = try pair([2, 8, 5, 7], &r, 1)
             return (try kernels.padRightBottom(x), CPUKernels.pad(xh, left: 0, right: 1, top: 0, bottom: 1))
         }
-        check("attention FP8 probabilities (level 4)", "B2 H5 Lq96 Lk77 d=64", 2e-3) { r in
+        // The logits are rounded to FP16 before the FP8 rounding of the probabilities (FP32 on the CPU), so a
+        // probability within that rounding of an FP8 step lands one step (up to 6%) away: a looser bar than 2e-3.
+        check("attention FP8 probabilities (level 4)", "B2 H5 Lq96 Lk77 d=64", 2e-2) { r in
             let (q, qh) = try pair([2, 96, 320], &r, 1), (k, kh) = try pair([2, 77, 320], &r, 1), (v, vh) = try pair([2, 77, 320], &r, 1)
             let y = try withExtendedLifetime((q, k, v)) {
                 try kernels.gemmAttention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,

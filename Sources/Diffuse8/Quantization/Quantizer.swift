@@ -181,7 +181,6 @@ public enum Quantizer {
 
     /// Every attention module of the UNet (self and cross), in execution order.
     public static func attentionModules(_ unet: UNet2DConditionModel) -> [MultiHeadAttention] {
-        let transformers = unet.downBlocks.flatMap(\.attentions) + unet.midBlock.attentions + unet.upBlocks.flatMap(\.attentions)
-        return transformers.flatMap(\.blocks).flatMap { [$0.selfAttention, $0.crossAttention] }
+        unet.transformers.flatMap(\.blocks).flatMap { [$0.selfAttention, $0.crossAttention] }
     }
 }

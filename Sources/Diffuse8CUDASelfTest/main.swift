@@ -13,6 +13,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
     usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only]
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
+                                  [--quantize FORMAT:LEVEL] [--explain]
            diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ... | --mixed-precision DIR ...
            diffuse8-cuda-selftest --calibrate DIR ...
            diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--scheduler NAME] [--host-loop]
@@ -25,7 +26,9 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     default 16x16), limit 5e-3 relative L2
       --unet-bench  time CUDAUNet.forward (batch 2, default 64x64 latents, 77 tokens); prints one JSON line;
                     --reference takes its inputs and compares with its `output`; also times the forward
-                    replayed as a CUDA graph unless --no-graph; --profile: ms per operation kind
+                    replayed as a CUDA graph unless --no-graph; --profile: ms per operation kind; --quantize int8:3 or
+                    fp8:4: quantize the UNet first (recommended recipe, scales from 4 GPU forwards on random inputs: for
+                    speed runs of random-weight models); --explain: per layer, the kernel, whether it ran in 8 bit, ms
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER]] (default 20 steps, Euler, CFG 5, seed 0) on the
                     CPU (FP32) and the GPU (FP16): PSNR of the GPU image vs the CPU image must be ≥ 40 dB, and the
@@ -151,11 +154,26 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
     if let directory = value(after: "--unet-bench") {
         let (h, w) = size(value(after: "--size")) ?? (64, 64)
         do {
+            var recipe: QuantizationRecipe?
+            if let spec = value(after: "--quantize") {
+                // FORMAT:LEVEL, e.g. int8:3 or fp8:4 (the recommended recipe otherwise).
+                let parts = spec.split(separator: ":").map(String.init)
+                guard parts.count == 2, let format = QuantizedFormat(rawValue: parts[0]) else {
+                    print("--quantize takes FORMAT:LEVEL (int8:3, fp8:4), got \(spec)")
+                    exit(1)
+                }
+                var r = QuantizationRecipe.recommended
+                r.format = format
+                r.level = try QuantizationLevel(parsing: parts[1])
+                recipe = r
+            }
             let timing = try CUDAUNetCheck.benchmark(directory: directory, kernels: kernels, height: h, width: w,
                                                      reference: value(after: "--reference"),
                                                      repeats: Int(value(after: "--repeats") ?? "") ?? 20,
                                                      graph: !arguments.contains("--no-graph"),
-                                                     profile: arguments.contains("--profile"))
+                                                     profile: arguments.contains("--profile"), quantize: recipe,
+                                                     explain: arguments.contains("--explain"))
+            if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
             print("UNET_BENCH " + timing.json)
             exit(0)
         } catch {

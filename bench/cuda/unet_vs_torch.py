@@ -1,4 +1,5 @@
-"""FP16 UNet timing: diffusers eager vs. diffusers + torch.compile vs. Diffuse8's CUDAUNet, same weights.
+"""UNet timing: diffusers FP16 eager vs. diffusers + torch.compile (vs. torchao float8) vs. Diffuse8's CUDAUNet in FP16 and
+(--d8-quantized) in INT8/FP8, same weights.
 
 For each model (SD1.5, SDXL) it builds diffusers' UNet2DConditionModel with random weights (fixed seed) from
 the reference config, saves it once as a diffusers unet folder with FP16 safetensors, times diffusers FP16
@@ -106,28 +107,81 @@ def bench_model(name, args, log):
                                        "rel_l2_vs_eager": diff.item(), **memory()}
         log(f"{name}: torch.compile {median:.2f} ms (compile {compile_s:.0f} s)")
         del compiled
+    if args.torchao:
+        result.update(bench_torchao(name, unet, sample, states, kwargs, args, log))
     del unet, output
     torch.cuda.empty_cache()
 
-    command = [args.binary, "--unet-bench", folder, "--size", f"{height}x{width}", "--reference", reference,
-               "--repeats", str(args.repeats)] + args.d8_extra.split()
-    t0 = time.time()
-    proc = subprocess.run(command, capture_output=True, text=True)
-    log(proc.stdout.strip() + ("\n" + proc.stderr.strip() if proc.stderr.strip() else ""))
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("UNET_BENCH ")), None)
-    if line:
-        d8 = json.loads(line[len("UNET_BENCH "):])
-        result["diffuse8"] = d8
-        log(f"{name}: Diffuse8 {d8['median_ms']:.2f} ms (process {time.time() - t0:.0f} s)")
-    else:
-        result["diffuse8"] = {"error": proc.stdout[-2000:] + proc.stderr[-2000:]}
+    runs = [("diffuse8", [])] + [(f"diffuse8_{spec}", ["--quantize", spec]) for spec in filter(None, args.d8_quantized.split(","))]
+    for key, extra in runs:
+        command = [args.binary, "--unet-bench", folder, "--size", f"{height}x{width}", "--reference", reference,
+                   "--repeats", str(args.repeats)] + extra + args.d8_extra.split()
+        t0 = time.time()
+        proc = subprocess.run(command, capture_output=True, text=True)
+        with open(os.path.join(args.out, f"{name}-{key}.log"), "w") as f:
+            f.write(proc.stdout + proc.stderr)
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("UNET_BENCH ")), None)
+        if line:
+            d8 = json.loads(line[len("UNET_BENCH "):])
+            result[key] = d8
+            log(f"{name}: {key} {d8['median_ms']:.2f} ms, CUDA graph {d8.get('graph_median_ms') or float('nan'):.2f} ms "
+                f"(process {time.time() - t0:.0f} s) {line}")
+        else:
+            log(proc.stdout[-3000:] + proc.stderr[-3000:])
+            result[key] = {"error": proc.stdout[-2000:] + proc.stderr[-2000:]}
     return result
+
+
+def bench_torchao(name, unet, sample, states, kwargs, args, log):
+    """torchao's float8 dynamic quantization (activations and weights per tensor, FP8 E4M3) of a BF16 copy of the
+    UNet, the PyTorch 8-bit peer: uncompiled, then (with --torchao-compile) under torch.compile."""
+    import copy
+    import torchao
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+
+    out = {}
+    model = copy.deepcopy(unet).to(torch.bfloat16)
+    quantize_(model, Float8DynamicActivationFloat8WeightConfig())
+    bf16 = lambda t: t.to(torch.bfloat16)
+    extra = {}
+    if "added_cond_kwargs" in kwargs:
+        extra["added_cond_kwargs"] = {k: bf16(v) for k, v in kwargs["added_cond_kwargs"].items()}
+
+    def run(m):
+        with torch.inference_mode():
+            return m(bf16(sample), 501, encoder_hidden_states=bf16(states), **extra).sample
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    median, minimum = timed(lambda: run(model), 1, max(3, args.repeats // 4))
+    out["torchao_fp8"] = {"median_ms": median, "min_ms": minimum, "torchao": torchao.__version__, **memory()}
+    log(f"{name}: torchao float8 dynamic (BF16, uncompiled) {median:.2f} ms")
+    if args.torchao_compile:
+        torch._dynamo.reset()
+        compiled = torch.compile(model)
+        t0 = time.time()
+        run(compiled)
+        torch.cuda.synchronize()
+        compile_s = time.time() - t0
+        torch.cuda.reset_peak_memory_stats()
+        median, minimum = timed(lambda: run(compiled), args.warmup, args.repeats)
+        out["torchao_fp8_compile"] = {"median_ms": median, "min_ms": minimum, "compile_s": compile_s, "torchao": torchao.__version__, **memory()}
+        log(f"{name}: torchao float8 dynamic + torch.compile {median:.2f} ms (compile {compile_s:.0f} s)")
+        del compiled
+    del model
+    torch.cuda.empty_cache()
+    return out
 
 
 def markdown(results, header, d8_type="FP16"):
     lines = [header, "", "| model | implementation | median ms | min ms | peak GPU memory | notes |", "|---|---|---:|---:|---:|---|"]
     for r in results:
-        for key, label in [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile"), ("diffuse8", f"Diffuse8 CUDAUNet {d8_type}")]:
+        labels = [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile"),
+                  ("torchao_fp8", "torchao float8 dynamic (BF16), eager"), ("torchao_fp8_compile", "torchao float8 dynamic (BF16) + torch.compile"),
+                  ("diffuse8", f"Diffuse8 CUDAUNet {d8_type}")]
+        labels += [(k, "Diffuse8 CUDAUNet " + k[len("diffuse8_"):].replace(":", " level ").upper().replace("LEVEL", "level"))
+                   for k in r if k.startswith("diffuse8_")]
+        for key, label in labels:
             e = r.get(key)
             if not e:
                 continue
@@ -136,18 +190,20 @@ def markdown(results, header, d8_type="FP16"):
                 continue
             peak = e.get("max_allocated_bytes", e.get("peak_bytes", 0)) / 2**30
             note = ""
-            if key == "diffusers_compile":
+            if key in ("diffusers_compile", "torchao_fp8_compile"):
                 note = f"compile {e['compile_s']:.0f} s; reserved {e['max_reserved_bytes'] / 2**30:.2f} GiB"
-            elif key == "diffusers_eager":
+            elif key in ("diffusers_eager", "torchao_fp8"):
                 note = f"reserved {e['max_reserved_bytes'] / 2**30:.2f} GiB"
             else:
                 rel = e.get("rel_l2_vs_reference")
-                note = f"allocator peak (live + cached); load {e['load_s']:.0f} s" + (f"; output rel. L2 vs eager {rel:.2e}" if rel is not None else "")
+                note = (f"allocator peak (live + cached); weights {e.get('weight_bytes', 0) / 2**30:.2f} GiB; load {e['load_s']:.0f} s"
+                        + (f"; output rel. L2 vs eager {rel:.2e}" if rel is not None else "")
+                        + (f"; {e['eight_bit_layers']} layers in 8 bit, simulated: {e['simulated_layers']}" if e.get("eight_bit_layers") else ""))
             lines.append(f"| {r['model']} | {label} | {e['median_ms']:.2f} | {e['min_ms']:.2f} | {peak:.2f} GiB | {note} |")
-            if key == "diffuse8" and e.get("graph_median_ms") is not None:
-                lines.append(f"| {r['model']} | Diffuse8 CUDAUNet {d8_type}, CUDA graph | {e['graph_median_ms']:.2f} | {e['graph_min_ms']:.2f} | "
+            if key.startswith("diffuse8") and e.get("graph_median_ms") is not None:
+                lines.append(f"| {r['model']} | {label}, CUDA graph | {e['graph_median_ms']:.2f} | {e['graph_min_ms']:.2f} | "
                              f"{e['graph_peak_bytes'] / 2**30:.2f} GiB | output rel. L2 vs eager Diffuse8 {e['graph_rel_l2_vs_eager']:.1e} |")
-            elif key == "diffuse8" and e.get("graph_error"):
+            elif key.startswith("diffuse8") and e.get("graph_error"):
                 lines.append(f"| {r['model']} | Diffuse8 CUDA graph | – | – | – | capture failed: {e['graph_error'][:200]} |")
     return "\n".join(lines) + "\n"
 
@@ -163,6 +219,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--d8-extra", default="", help="extra arguments for diffuse8-cuda-selftest, e.g. --profile")
+    parser.add_argument("--d8-quantized", default="", help="also time Diffuse8 quantized UNets, e.g. int8:3,fp8:4 (scales from a short GPU calibration on random inputs)")
+    parser.add_argument("--torchao", action="store_true", help="time torchao's float8 dynamic quantization (uncompiled) as the PyTorch 8-bit peer")
+    parser.add_argument("--torchao-compile", action="store_true", help="also torchao float8 under torch.compile (compiles for minutes)")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)

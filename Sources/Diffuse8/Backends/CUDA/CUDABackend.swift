@@ -4,9 +4,12 @@
 /// `prepare(_:)` uploads a model's weights once, by the shared fusion plan (`FusionPlan`): stacked Q/K/V,
 /// stacked time projections with conv1 biases folded in, stacked cross-attention keys/values, conv2 + shortcut
 /// biases folded into the resnet's residual add, SD1.x's 1×1 projections as token GEMMs. Each layer object of the
-/// model is then looked up by identity. A quantized layer (`Linear.quantization`) runs as the CPU simulation
-/// does: SmoothQuant factors and INT8/FP8 quantize→dequantize of its input on the device, then the GEMM or
-/// convolution on its dequantized weight (and FP8 quantize→dequantize of Q/K/V outputs at level 4).
+/// model is then looked up by identity. A quantized Linear layer with a calibrated input scale runs in real 8 bit
+/// (`CUDAEightBitLinear`: its stored FP8 or INT8 codes on the tensor cores, the input quantized on the device). The
+/// other quantized layers — convolutions, dynamic scales, per-channel FP8 weights, FP8 on GPUs before compute
+/// capability 8.9 — run as the CPU simulation does: SmoothQuant factors and INT8/FP8 quantize→dequantize of the input
+/// on the device, then the 16-bit GEMM or convolution on the dequantized weight. Level 4 rounds Q/K/V outputs to FP8.
+/// `simulatedLayers` says which layers were simulated and why; `layerReport` times each layer.
 ///
 /// One backend holds the weights of the models prepared on it; it is not thread-safe (one `CUDAKernels`).
 public final class CUDABackend: ModelBackend {
@@ -19,7 +22,26 @@ public final class CUDABackend: ModelBackend {
     /// kind ("conv 3x3", "attention self", …). The events synchronise: for breakdowns, not for totals.
     public var profile: [String: Double]?
 
+    /// When set (non-nil), every Linear and Conv2d appends its name, kernel, whether it ran in 8 bit, and its
+    /// milliseconds (CUDA events, which synchronise: for reports, not totals).
+    public var layerReport: [CUDALayerTiming]?
+
+    /// Quantized layers run as a simulation instead of in real 8 bit, with the reason (filled by `prepare`, and by
+    /// the first call of a layer whose shape has no 8-bit GEMM).
+    public var simulatedLayers: [(name: String, reason: String)] {
+        preparedSimulated + eightBitLinears.values.compactMap { w in w.fallbackReason.map { (w.name, "no 8-bit GEMM: " + $0) } }
+    }
+    private var preparedSimulated: [(name: String, reason: String)] = []
+
+    /// Quantized Linear layers that run as real 8-bit GEMMs.
+    public var eightBitLayerCount: Int { eightBitLinears.values.filter { $0.fallbackWeight == nil }.count }
+
+    /// Whether quantized Linear layers run as real 8-bit GEMMs where the device allows (the default); false
+    /// simulates every quantized layer (dequantized weights, fake-quantized inputs), as the CPU does.
+    public let runsEightBit: Bool
+
     private var linears: [ObjectIdentifier: CUDALinearWeights] = [:]
+    private var eightBitLinears: [ObjectIdentifier: CUDAEightBitLinear] = [:]
     private var stacks: [ObjectIdentifier: CUDALinearWeights] = [:]
     private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
@@ -30,9 +52,10 @@ public final class CUDABackend: ModelBackend {
     /// recording wrapper (calibration) sees each one.
     public let fusesLayers: Bool
 
-    public init(kernels: CUDAKernels, fusesLayers: Bool = true) {
+    public init(kernels: CUDAKernels, fusesLayers: Bool = true, runsEightBit: Bool = true) {
         self.kernels = kernels
         self.fusesLayers = fusesLayers
+        self.runsEightBit = runsEightBit
     }
 
     // MARK: Preparation
@@ -64,7 +87,19 @@ public final class CUDABackend: ModelBackend {
         }
         let stacked = Set(plan.stacks.flatMap(\.layers).map(ObjectIdentifier.init))
         for linear in linears + Array(plan.tokenProjections.values) where !stacked.contains(ObjectIdentifier(linear)) {
+            if let q = linear.quantization {
+                let reason = runsEightBit ? CUDAEightBitLinear.unsupportedReason(q, context: context) : "8-bit execution is off"
+                if let reason {
+                    preparedSimulated.append((linear.name, reason))
+                } else {
+                    eightBitLinears[ObjectIdentifier(linear)] = try CUDAEightBitLinear(kernels, linear, q)
+                    continue
+                }
+            }
             self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(kernels, linear)
+        }
+        for conv in convolutions where conv.quantization != nil {
+            preparedSimulated.append((conv.name, "convolutions run in 16 bit"))
         }
         for stack in plan.stacks {
             stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(kernels, weight: stack.makeWeight(), bias: stack.makeBias())
@@ -98,8 +133,19 @@ public final class CUDABackend: ModelBackend {
     // MARK: Layers
 
     public func linear(_ x: CUDATensor, _ layer: Linear, residual: CUDATensor?) throws -> CUDATensor {
+        if let w = eightBitLinears[ObjectIdentifier(layer)] {
+            return try op("GEMM (linear)", layer: layer.name, kernel: {
+                w.fallbackWeight == nil ? "cuBLASLt \(w.format == .fp8 ? "FP8 E4M3" : "INT8 → INT32 + dequantize")" : "cuBLASLt 16-bit (no 8-bit algorithm)"
+            }, eightBit: { w.fallbackWeight == nil }) {
+                var y = try kernels.eightBitLinear(x, w, residual: residual)
+                if let amax = w.outputAmax { y = try kernels.fakeQuantize(y, format: .fp8, amax: amax, smoothing: nil, groupSize: 0) }
+                return y
+            }
+        }
         guard let w = linears[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
-        return try op("GEMM (linear)") {
+        return try op("GEMM (linear)", layer: layer.name, kernel: {
+            w.quantization == nil ? "cuBLASLt 16-bit" : "cuBLASLt 16-bit, 8-bit input simulated"
+        }, eightBit: { false }) {
             guard let q = w.quantization else { return try kernels.linear(x, weight: w.weight, bias: w.bias, residual: residual) }
             let input = try kernels.fakeQuantize(x, format: q.format, amax: q.inputAmax, smoothing: w.smoothing,
                                                  groupSize: q.kind == .linear ? layer.inFeatures : x.count / max(x.shape[0], 1))
@@ -111,12 +157,22 @@ public final class CUDABackend: ModelBackend {
 
     public func stackedLinear(_ x: CUDATensor, _ stack: LinearStack) throws -> CUDATensor {
         guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
-        return try op("GEMM (linear)") { try kernels.linear(x, weight: w.weight, bias: w.bias) }
+        return try op("GEMM (linear)", layer: stack.layers.map(\.name).joined(separator: "+"), kernel: { "cuBLASLt 16-bit, stacked" }) {
+            try kernels.linear(x, weight: w.weight, bias: w.bias)
+        }
     }
 
     public func conv2d(_ x: CUDATensor, _ layer: Conv2d) throws -> CUDATensor {
         guard let w = convolutions[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
-        return try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3") {
+        return try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: {
+            let path = switch w.lastPath {
+            case .cudnn: "cuDNN 16-bit NCHW"
+            case .cudnnChannelsLast: "cuDNN 16-bit NHWC"
+            case .im2colGEMM: "im2col + cuBLASLt 16-bit"
+            case nil: "convolution"
+            }
+            return path + (layer.quantization == nil ? "" : ", 8-bit input simulated")
+        }, eightBit: { false }) {
             var input = x
             if let q = layer.quantization {
                 input = try kernels.fakeQuantize(x, format: q.format, amax: q.inputAmax, smoothing: nil,
@@ -279,14 +335,20 @@ public final class CUDABackend: ModelBackend {
         CUDAError.invalidArgument("CUDABackend: layer \(name) was not prepared on this backend (prepare the model first)")
     }
 
-    /// Runs `body`, timing it into `profile` under `kind` when profiling.
-    private func op<T>(_ kind: String, _ body: () throws -> T) throws -> T {
-        guard profile != nil else { return try body() }
+    /// Runs `body`, timing it into `profile` under `kind` when profiling, and into `layerReport` when `layer` is given.
+    private func op<T>(_ kind: String, layer: String? = nil, kernel: () -> String = { "" }, eightBit: () -> Bool = { false },
+                       _ body: () throws -> T) throws -> T {
+        let reportsLayer = layer != nil && layerReport != nil
+        guard profile != nil || reportsLayer else { return try body() }
         let start = try CUDAEvent(context), end = try CUDAEvent(context)
         try start.record(on: context.stream)
         let result = try body()
         try end.record(on: context.stream)
-        profile![kind, default: 0] += try end.milliseconds(since: start)
+        let milliseconds = try end.milliseconds(since: start)
+        profile?[kind, default: 0] += milliseconds
+        if reportsLayer, let layer {
+            layerReport?.append(CUDALayerTiming(layer: layer, kind: kind, kernel: kernel(), eightBit: eightBit(), milliseconds: milliseconds))
+        }
         return result
     }
 }

@@ -31,8 +31,16 @@ __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
 #endif
 
 __device__ __forceinline__ i64 min64(i64 a, i64 b) { return a < b ? a : b; }
-// quantize -> dequantize of v / scale, times scale. format 0: INT8, 1: FP8 E4M3.
-/// quantize → dequantize with the exact rounding of `QuantizedFormat` (the 8-bit simulation).
+/// m ≥ 0 (not NaN) rounded to FP8 E4M3 "fn": saturated to 448, nearest even, subnormals on a 2^-9 grid.
+__device__ __forceinline__ float e4m3_round(float m) {
+    m = fminf(m, 448.f);
+    if (m < 0.015625f) return rintf(m * 512.f) * 0.001953125f;
+    const int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;    // m = 1.f * 2^e
+    const float quantum = __uint_as_float((u32)(e - 3 + 127) << 23);  // 2^(e-3): 3 mantissa bits
+    return rintf(m / quantum) * quantum;
+}
+/// quantize → dequantize of v / scale, times scale, with the exact rounding of `QuantizedFormat` (the 8-bit
+/// simulation). format 0: INT8, 1: FP8 E4M3.
 __device__ __forceinline__ float fake_quantize(float v, float scale, int format) {
     const float a = v / scale;
     if (format == 0) {
@@ -40,16 +48,7 @@ __device__ __forceinline__ float fake_quantize(float v, float scale, int format)
         return fminf(fmaxf(rintf(a), -128.f), 127.f) * scale;
     }
     if (a != a) return a;
-    const float m = fminf(fabsf(a), 448.f);
-    float q;
-    if (m < 0.015625f) {
-        q = rintf(m * 512.f) * 0.001953125f;                       // subnormal grid 2^-9
-    } else {
-        const int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;  // m = 1.f * 2^e
-        const float quantum = __uint_as_float((u32)(e - 3 + 127) << 23); // 2^(e-3): 3 mantissa bits
-        q = rintf(m / quantum) * quantum;
-    }
-    return copysignf(q, a) * scale;
+    return copysignf(e4m3_round(fabsf(a)), a) * scale;
 }
 
 /// 2^x with the MUFU instruction (ftz; inputs here are ≤ 0 after the max is subtracted, -inf gives 0).

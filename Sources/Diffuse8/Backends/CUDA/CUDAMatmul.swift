@@ -8,8 +8,12 @@ import Glibc
 /// row-major product here is issued as its transpose. Descriptors, layouts and the algorithm (the fastest of
 /// the heuristic's candidates, timed on the first call) are cached per shape, so a repeated GEMM costs one
 /// `cublasLtMatmul` call.
+/// 8-bit products (`Precision`): FP8 E4M3 operands with per-tensor FP32 scales, FP32 accumulation and a 16-bit
+/// output (bias and residual epilogues as in 16 bit); INT8 operands with an INT32 output (cuBLASLt has no INT8
+/// epilogues: `CUDAKernels.dequantizeAccumulators` applies scales, bias and residual). Both need the "TN" form,
+/// which the row-major linear layers give: A = W [out, in] transposed, B = x [rows, in].
 /// Limitations: cuBLASLt's GELU epilogue is the tanh approximation (diffusers' exact-erf GELU goes through
-/// `CUDAKernels.gelu`/`geglu`); FP16 or BF16 (the context's storage type; INT8/FP8 come with quantization).
+/// `CUDAKernels.gelu`/`geglu`).
 public final class CUDAMatmul: @unchecked Sendable {
     /// Epilogues fused into the GEMM.
     public enum Epilogue: Sendable, Hashable {
@@ -25,6 +29,16 @@ public final class CUDAMatmul: @unchecked Sendable {
         }
     }
 
+    /// The operand types of a product.
+    enum Precision: Sendable, Hashable {
+        /// A, B and D of the context's 16-bit storage type.
+        case storage
+        /// A and B FP8 E4M3 with scale pointers, D 16-bit.
+        case fp8
+        /// A and B INT8, D INT32 (exact integer sums).
+        case int8
+    }
+
     /// Column-major problem: D[m, n] = op(A)·op(B), all FP16, batch matrices at fixed strides.
     struct Problem: Hashable {
         var m: Int, n: Int, k: Int
@@ -37,6 +51,7 @@ public final class CUDAMatmul: @unchecked Sendable {
         var dataType = CUDADataType.float16
         /// Scales op(A)·op(B) in FP32 before the epilogue (e.g. attention's 1/√d, so FP16 logits cannot overflow).
         var alpha: Float = 1
+        var precision = Precision.storage
     }
 
     final class Plan {
@@ -83,21 +98,39 @@ public final class CUDAMatmul: @unchecked Sendable {
     static let autotuneCandidates = 8
 
     /// Queues D = α·op(A)·op(B) (+ bias over D's rows, + GELU) (+ C when `c` is given: β = 1) on the context's stream.
-    func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil) throws {
+    /// FP8 products take `scales`: device addresses of A's and B's FP32 dequantization scales.
+    func run(_ problem: Problem, a: UInt64, b: UInt64, d: UInt64, bias: UInt64? = nil, c: UInt64? = nil,
+             scales: (a: UInt64, b: UInt64)? = nil) throws {
         var problem = problem
         problem.dataType = storageType
-        let plan = try lock.withLock { try plans[problem] ?? makePlan(problem, operands: (a, b, d, bias, c)) }
-        if let bias {
+        guard (problem.precision == .fp8) == (scales != nil), problem.precision != .int8 || (bias == nil && c == nil) else {
+            throw CUDAError.invalidArgument("CUDAMatmul: \(problem.precision) product with scales \(scales != nil), bias \(bias != nil), C \(c != nil)")
+        }
+        let operands: Operands = (a, b, d, bias, c, scales)
+        let plan = try lock.withLock { try plans[problem] ?? makePlan(problem, operands: operands) }
+        try setPointers(plan, operands)
+        try launch(plan.algorithm, plan, problem, operands)
+    }
+
+    /// The per-call device pointers a plan's descriptor holds: bias and FP8 scales.
+    private func setPointers(_ plan: Plan, _ o: Operands) throws {
+        if let bias = o.bias {
             var pointer = bias
             try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8),
                           "cublasLtMatmulDescSetAttribute(BIAS_POINTER)")
         }
-        try launch(plan.algorithm, plan, problem, (a, b, d, bias, c))
+        if let scales = o.scales {
+            var a = scales.a, b = scales.b
+            try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descAScalePointer, &a, 8), "set A_SCALE_POINTER")
+            try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBScalePointer, &b, 8), "set B_SCALE_POINTER")
+        }
     }
 
     /// One `cublasLtMatmul` with `algorithm` (a heuristic result, whose first bytes are the algorithm).
     private func launch(_ algorithm: [UInt8], _ plan: Plan, _ problem: Problem, _ o: Operands) throws {
-        var alpha: Float = problem.alpha, beta: Float = o.c == nil ? 0 : 1
+        // α and β are FP32, or INT32 for INT8 products (α = 1, β = 0: the INT32 sums themselves).
+        var alpha: UInt32 = problem.precision == .int8 ? 1 : problem.alpha.bitPattern
+        var beta: UInt32 = o.c == nil ? 0 : Float(1).bitPattern
         try context.makeCurrent()
         let status = algorithm.withUnsafeBytes { algo in
             api.cublasLtMatmul(handle, plan.descriptor, &alpha, o.a, plan.layoutA, o.b, plan.layoutB, &beta, o.c ?? o.d, plan.layoutD,
@@ -108,19 +141,27 @@ public final class CUDAMatmul: @unchecked Sendable {
     }
 
     /// The operand addresses of the first call of a shape, used to time candidate algorithms.
-    typealias Operands = (a: UInt64, b: UInt64, d: UInt64, bias: UInt64?, c: UInt64?)
+    typealias Operands = (a: UInt64, b: UInt64, d: UInt64, bias: UInt64?, c: UInt64?, scales: (a: UInt64, b: UInt64)?)
 
     private func makePlan(_ p: Problem, operands: Operands) throws -> Plan {
         let plan = Plan(api: api)
-        try api.check(api.cublasLtMatmulDescCreate(&plan.descriptor, CUBLASLtAPI.computeFloat32, CUBLASLtAPI.dataFloat32),
+        let integer = p.precision == .int8
+        try api.check(api.cublasLtMatmulDescCreate(&plan.descriptor, integer ? CUBLASLtAPI.computeInt32 : CUBLASLtAPI.computeFloat32,
+                                                   integer ? CUBLASLtAPI.dataInt32 : CUBLASLtAPI.dataFloat32),
                       "cublasLtMatmulDescCreate")
         var transA: Int32 = p.transA ? 1 : 0, transB: Int32 = p.transB ? 1 : 0, epilogue = p.epilogue.code
         try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descTransA, &transA, 4), "set TRANSA")
         try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descTransB, &transB, 4), "set TRANSB")
         try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descEpilogue, &epilogue, 4), "set EPILOGUE")
-        func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) throws -> OpaquePointer? {
+        let storage = p.dataType == .bfloat16 ? CUBLASLtAPI.dataBFloat16 : CUBLASLtAPI.dataFloat16
+        let operandType: Int32 = switch p.precision {
+        case .storage: storage
+        case .fp8: CUBLASLtAPI.dataFloat8E4M3
+        case .int8: CUBLASLtAPI.dataInt8
+        }
+        func layout(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int, output: Bool = false) throws -> OpaquePointer? {
             var l: OpaquePointer? = nil
-            let type = p.dataType == .bfloat16 ? CUBLASLtAPI.dataBFloat16 : CUBLASLtAPI.dataFloat16
+            let type = !output ? operandType : integer ? CUBLASLtAPI.dataInt32 : storage
             try api.check(api.cublasLtMatrixLayoutCreate(&l, type, UInt64(rows), UInt64(cols), Int64(ld)),
                           "cublasLtMatrixLayoutCreate(\(rows)x\(cols), ld \(ld))")
             if p.batch > 1 {
@@ -132,7 +173,7 @@ public final class CUDAMatmul: @unchecked Sendable {
         }
         plan.layoutA = try p.transA ? layout(p.k, p.m, p.lda, p.strideA) : layout(p.m, p.k, p.lda, p.strideA)
         plan.layoutB = try p.transB ? layout(p.n, p.k, p.ldb, p.strideB) : layout(p.k, p.n, p.ldb, p.strideB)
-        plan.layoutD = try layout(p.m, p.n, p.ldd, p.strideD)
+        plan.layoutD = try layout(p.m, p.n, p.ldd, p.strideD, output: true)
 
         var preference: OpaquePointer? = nil
         try api.check(api.cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
@@ -161,10 +202,7 @@ public final class CUDAMatmul: @unchecked Sendable {
         }
         plan.algorithm = candidate(0)
         if found > 1 {
-            if let bias = operands.bias {
-                var pointer = bias
-                try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8), "set BIAS")
-            }
+            try setPointers(plan, operands)
             var best = Double.infinity
             for i in 0..<Int(found) {
                 let algorithm = candidate(i)

@@ -183,7 +183,7 @@ public enum CUDASelfTest {
             }
         }
         kernels.attentionKernel = previousAttention
-        for c in fusedCases(kernels) { check(c.name, c.shape, threshold: c.threshold, c.body) }
+        for c in fusedCases(kernels) + eightBitCases(kernels) { check(c.name, c.shape, threshold: c.threshold, c.body) }
         return results
     }
 

@@ -6,8 +6,17 @@ public enum CUDADataType: String, Sendable, Equatable, Hashable, CaseIterable {
     /// (`CUDAKernels.storageType`); overflow-free where FP16 saturates.
     case bfloat16
     case float32
+    /// 8-bit codes of quantized weights and activations (INT8 two's complement; FP8 E4M3 "fn" bits, as
+    /// `QuantizedFormat` encodes them) and the INT32 accumulators of INT8 GEMMs.
+    case int8, float8e4m3, int32
 
-    public var byteSize: Int { self == .float32 ? 4 : 2 }
+    public var byteSize: Int {
+        switch self {
+        case .float32, .int32: return 4
+        case .float16, .bfloat16: return 2
+        case .int8, .float8e4m3: return 1
+        }
+    }
 
     /// FP32 → bfloat16 bits, rounding to nearest even (NaN stays NaN).
     static func bfloat16Bits(_ x: Float) -> UInt16 {
@@ -73,7 +82,19 @@ extension CUDAContext {
         case .float16:
             let halves = tensor.scalars.map { Float16($0) }
             try halves.withUnsafeBytes { try copyToDevice(device, from: $0.baseAddress!, bytes: device.byteCount) }
+        case .int8, .float8e4m3, .int32:
+            throw CUDAError.invalidArgument("upload: \(dtype) tensors are uploaded as codes (uploadCodes)")
         }
+        return device
+    }
+
+    /// Copies 8-bit codes (one byte per element, `QuantizedWeight.codes`) to the device as an INT8 or FP8 tensor.
+    public func uploadCodes(_ codes: [UInt8], shape: [Int], dtype: CUDADataType) throws -> CUDATensor {
+        guard dtype.byteSize == 1, codes.count == shape.reduce(1, *) else {
+            throw CUDAError.invalidArgument("uploadCodes: \(codes.count) codes as \(dtype) \(shape)")
+        }
+        let device = try empty(shape, dtype: dtype)
+        try codes.withUnsafeBytes { try copyToDevice(device, from: $0.baseAddress!, bytes: device.byteCount) }
         return device
     }
 
@@ -84,6 +105,9 @@ extension CUDAContext {
         case .float16: return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: Float16.self).map { Float($0) })
         case .bfloat16:
             return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: UInt16.self).map { CUDADataType.float(bfloat16Bits: $0) })
+        case .int8: return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: Int8.self).map { Float($0) })
+        case .float8e4m3: return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: UInt8.self).map(FP8E4M3.decode))
+        case .int32: return Tensor(shape: tensor.shape, scalars: try downloadElements(tensor, as: Int32.self).map { Float($0) })
         }
     }
 
@@ -107,7 +131,7 @@ extension CUDAContext {
     /// Rows `indices` of a 16-bit tensor seen as [rows, last dimension], as Float32 (row copies; waits for the stream).
     public func downloadRows(_ tensor: CUDATensor, _ indices: [Int]) throws -> [[Float]] {
         let width = tensor.shape.last ?? 1, rows = tensor.count / max(width, 1), bytes = tensor.dtype.byteSize
-        guard tensor.dtype != .float32, indices.allSatisfy({ (0..<rows).contains($0) }) else {
+        guard tensor.dtype.byteSize == 2, indices.allSatisfy({ (0..<rows).contains($0) }) else {
             throw CUDAError.invalidArgument("downloadRows: rows \(indices.prefix(4)) of a \(tensor.dtype) tensor \(tensor.shape)")
         }
         guard !indices.isEmpty else { return [] }

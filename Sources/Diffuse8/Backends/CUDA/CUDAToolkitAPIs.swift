@@ -93,6 +93,12 @@ struct CUBLASLtAPI {
     static let dataFloat32: Int32 = 0            // CUDA_R_32F
     static let dataFloat16: Int32 = 2            // CUDA_R_16F
     static let dataBFloat16: Int32 = 14          // CUDA_R_16BF
+    static let computeInt32: Int32 = 72          // CUBLAS_COMPUTE_32I
+    static let dataInt8: Int32 = 3               // CUDA_R_8I
+    static let dataInt32: Int32 = 10             // CUDA_R_32I
+    static let dataFloat8E4M3: Int32 = 28        // CUDA_R_8F_E4M3
+    /// Device pointers to FP32 dequantization scales of FP8 A and B (D = scaleA·scaleB·op(A)·op(B) + …).
+    static let descAScalePointer: Int32 = 17, descBScalePointer: Int32 = 18
     static let descTransA: Int32 = 3, descTransB: Int32 = 4, descEpilogue: Int32 = 7, descBiasPointer: Int32 = 8
     static let layoutBatchCount: Int32 = 5, layoutBatchStride: Int32 = 6
     static let preferenceMaxWorkspace: Int32 = 1

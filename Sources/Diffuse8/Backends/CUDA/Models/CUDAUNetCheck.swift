@@ -88,6 +88,13 @@ public enum CUDAUNetCheck {
         public var graphPeakBytes: Int?
         /// Milliseconds per operation kind of one profiled forward (`CUDAUNet.profile`), when asked for.
         public var profile: [String: Double]?
+        /// Device bytes held once the weights are uploaded (before the first forward).
+        public var weightBytes = 0
+        /// Quantized Linear layers run as real 8-bit GEMMs, and quantized layers simulated (with the reasons).
+        public var eightBitLayers = 0
+        public var simulatedLayers: [String: Int] = [:]
+        /// Per layer, one forward (`CUDABackend.layerReport`), when asked for.
+        public var layerReport: [CUDALayerTiming]?
 
         static func number(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
 
@@ -99,6 +106,8 @@ public enum CUDAUNetCheck {
                 + "\"graph_median_ms\": \(Self.number(graphMedianMilliseconds)), \"graph_min_ms\": \(Self.number(graphMinimumMilliseconds)), "
                 + "\"graph_rel_l2_vs_eager\": \(Self.number(graphRelativeL2VersusEager)), \"graph_peak_bytes\": \(graphPeakBytes.map { "\($0)" } ?? "null"), "
                 + "\"profile_ms\": \(profile.map { p in "{" + p.sorted { $0.value > $1.value }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}" } ?? "null"), "
+                + "\"weight_bytes\": \(weightBytes), \"eight_bit_layers\": \(eightBitLayers), "
+                + "\"simulated_layers\": {" + simulatedLayers.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}, "
                 + "\"graph_error\": \(graphError.map { "\"" + $0.replacing("\"", with: "'").replacing("\n", with: " ") + "\"" } ?? "null")}"
         }
     }
@@ -112,12 +121,17 @@ public enum CUDAUNetCheck {
     /// `CUDAUNet.profile` on (milliseconds per operation kind).
     public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
-                                 repeats: Int = 20, graph: Bool = true, profile: Bool = false) throws -> Timing {
+                                 repeats: Int = 20, graph: Bool = true, profile: Bool = false, quantize recipe: QuantizationRecipe? = nil,
+                                 explain: Bool = false) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
-        let unet = try CUDAUNet.load(directory: directory, kernels: kernels)
+        let unet = try recipe.map {
+            try CUDAUNet(quantizedForBenchmark(directory: directory, kernels: kernels, recipe: $0, batch: batch, height: height,
+                                               width: width, contextLength: contextLength).model, kernels: kernels)
+        } ?? CUDAUNet.load(directory: directory, kernels: kernels)
         try context.synchronize()
         let loadSeconds = CUDAKernelCompiler.now() - start
+        let weightBytes = context.allocatorStatistics.liveBytes
         var inputs = randomInputs(unet.configuration, batch: batch, height: height, width: width, contextLength: contextLength, seed: 0xBE4C)
         var expected: Tensor?
         if let reference {
@@ -159,6 +173,16 @@ public enum CUDAUNetCheck {
         var timing = Timing(directory: directory, inputShape: inputs.sample.shape, loadSeconds: loadSeconds,
                             medianMilliseconds: times[times.count / 2], minimumMilliseconds: times[0], runs: repeats,
                             peakBytes: context.peakAllocatorBytes, relativeL2VersusReference: relativeL2)
+        timing.weightBytes = weightBytes
+        timing.eightBitLayers = unet.backend.eightBitLayerCount
+        for (_, reason) in unet.backend.simulatedLayers { timing.simulatedLayers[reason, default: 0] += 1 }
+        if explain {
+            unet.backend.layerReport = []
+            _ = try run()
+            try context.synchronize()
+            timing.layerReport = unet.backend.layerReport
+            unet.backend.layerReport = nil
+        }
         if profile {
             unet.profile = [:]
             _ = try run()

@@ -1,0 +1,85 @@
+/// A quantized Linear layer held on the device in 8 bit and run as a real 8-bit GEMM (`CUDAKernels.eightBitLinear`):
+/// its stored codes [out, in] (FP8 E4M3 or INT8, exactly as `diffuse8 quantize` wrote them), the calibrated input
+/// scale, the SmoothQuant factors, and the scales the GEMM applies. Half the bytes of the 16-bit weight.
+final class CUDAEightBitLinear {
+    let name: String
+    let format: QuantizedFormat
+    let inFeatures: Int
+    let outFeatures: Int
+    /// [out, in] codes.
+    let codes: CUDATensor
+    let bias: CUDATensor?
+    /// SmoothQuant factors the input is multiplied by before quantization (FP32 [in]).
+    let smoothing: CUDATensor?
+    /// Calibrated amax of the (smoothed) input, and the activation scale amax / max it gives.
+    let inputAmax: Float
+    let inputScale: Float
+    /// FP32 on the device: weight scales ([1] or [out]).
+    let weightScales: CUDATensor
+    /// FP32 on the device. FP8: [weight scale, input scale] (cuBLASLt's A and B scale pointers). INT8: α[j] =
+    /// input scale · weight scale[j], applied to the INT32 sums.
+    let scales: CUDATensor
+    /// Level-4 FP8 attention: amax of the output (Q, K or V), which is FP8-rounded after the GEMM.
+    let outputAmax: Float?
+    /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
+    var fallbackWeight: CUDATensor?
+    var fallbackReason: String?
+
+    /// Why `layer` cannot run as a real 8-bit GEMM on this device (nil when it can).
+    static func unsupportedReason(_ layer: QuantizedLayer, context: CUDAContext) -> String? {
+        guard layer.kind == .linear, layer.weight.shape.count == 2 else { return "convolutions run in 16 bit" }
+        guard layer.inputAmax != nil else { return "dynamic activation scales are simulated" }
+        let (outFeatures, inFeatures) = (layer.weight.shape[0], layer.weight.shape[1])
+        guard inFeatures % 16 == 0, outFeatures % 16 == 0 else { return "\(outFeatures)×\(inFeatures) is not a multiple of 16" }
+        if layer.format == .fp8 {
+            let (major, minor) = context.computeCapability
+            guard major * 10 + minor >= 89 else {
+                return "no FP8 tensor cores (compute capability \(major).\(minor), FP8 needs 8.9)"
+            }
+            guard layer.weight.scales.count == 1 else { return "per-channel FP8 weight scales are simulated" }
+        }
+        return nil
+    }
+
+    init(_ kernels: CUDAKernels, _ linear: Linear, _ layer: QuantizedLayer) throws {
+        guard let amax = layer.inputAmax, layer.weight.shape.count == 2 else {
+            throw CUDAError.invalidArgument("\(layer.name): not a static 8-bit Linear layer")
+        }
+        let context = kernels.context
+        name = layer.name
+        format = layer.format
+        outFeatures = layer.weight.shape[0]
+        inFeatures = layer.weight.shape[1]
+        codes = try context.uploadCodes(layer.weight.codes, shape: layer.weight.shape, dtype: format == .int8 ? .int8 : .float8e4m3)
+        bias = try linear.bias.map { try kernels.upload($0) }
+        smoothing = try layer.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
+        inputAmax = amax
+        let inputScale = layer.format.scale(forAmax: amax)
+        self.inputScale = inputScale
+        outputAmax = layer.outputAmax
+        let weightScales = layer.weight.scales
+        self.weightScales = try context.upload(Tensor(shape: [weightScales.count], scalars: weightScales), dtype: .float32)
+        let gemmScales = layer.format == .fp8 ? [weightScales[0], inputScale]
+            : (0..<layer.weight.shape[0]).map { inputScale * weightScales[weightScales.count == 1 ? 0 : $0] }
+        scales = try context.upload(Tensor(shape: [gemmScales.count], scalars: gemmScales), dtype: .float32)
+    }
+
+    /// Device bytes of the weight (codes, scales, bias, smoothing).
+    var byteCount: Int {
+        codes.byteCount + weightScales.byteCount + scales.byteCount + (bias?.byteCount ?? 0) + (smoothing?.byteCount ?? 0)
+            + (fallbackWeight?.byteCount ?? 0)
+    }
+}
+
+/// One layer's line of `CUDABackend.layerReport`.
+public struct CUDALayerTiming: Sendable {
+    /// The layer's state-dict name.
+    public let layer: String
+    /// The operation class ("GEMM (linear)", "conv 3x3", …).
+    public let kind: String
+    /// The kernel that ran (library, data types, path).
+    public let kernel: String
+    /// Whether its arithmetic ran in 8 bit.
+    public let eightBit: Bool
+    public let milliseconds: Double
+}

@@ -1,0 +1,159 @@
+/// Real 8-bit Linear layers: the activation is quantized to INT8/FP8 codes with the layer's calibrated scale (and
+/// SmoothQuant factors), then multiplied by the stored weight codes on the tensor cores (`CUDAMatmul.Precision`).
+/// The rounding is `QuantizedFormat`'s, as in the simulation (`fake_quantize`), so the only differences from the
+/// simulation are the accumulation order and the 16-bit output rounding.
+extension CUDAKernels {
+    static let eightBitSource = CUDAKernelSources.prelude + #"""
+struct __attribute__((aligned(8))) vec8 { u32 x, y; };
+
+/// The 8-bit code of v / scale, rounded as `fake_quantize` rounds: INT8 two's complement, FP8 E4M3 "fn" bits.
+__device__ __forceinline__ u32 quantize_code(float v, float scale, int format) {
+    const float a = v / scale;
+    if (format == 0) return (u32)(int)(a != a ? 0.f : fminf(fmaxf(rintf(a), -128.f), 127.f)) & 0xffu;
+    if (a != a) return 0x7fu;
+    const float q = e4m3_round(fabsf(a));
+    u32 bits;
+    if (q < 0.015625f) {
+        bits = (u32)(q * 512.f);                                     // subnormals 0..7; 8 is the smallest normal
+    } else {
+        const u32 b = __float_as_uint(q);
+        bits = ((((b >> 23) & 0xffu) - 120u) << 3) | ((b >> 20) & 7u);  // biased exponent e + 7, 3 mantissa bits
+    }
+    return a < 0.f ? bits | 0x80u : bits;
+}
+
+__device__ __forceinline__ float decode_code(u32 c, int format) {
+    if (format == 0) return (float)(signed char)c;
+    const u32 e = (c >> 3) & 15u, m = c & 7u;
+    if (e == 15u && m == 7u) return __int_as_float(0x7fc00000);
+    const float v = e == 0u ? (float)m * 0.001953125f : __uint_as_float(((e + 120u) << 23) | (m << 20));
+    return (c & 0x80u) ? -v : v;
+}
+
+// codes = code(x * s[i % width]); four values per thread (n4 = n / 4; n and width multiples of 4).
+extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const float* __restrict__ smoothing,
+        u32* __restrict__ codes, i64 n4, int width, float scale, int format) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n4; i += (i64)gridDim.x * blockDim.x) {
+        const vec8 raw = ((const vec8*)x)[i];
+        const half_t h[4] = {(half_t)(raw.x & 0xffffu), (half_t)(raw.x >> 16), (half_t)(raw.y & 0xffffu), (half_t)(raw.y >> 16)};
+        const int j = (int)((i * 4) % width);
+        u32 out = 0;
+        for (int t = 0; t < 4; t++) {
+            float v = h2f(h[t]);
+            if (smoothing) v *= smoothing[j + t];
+            out |= quantize_code(v, scale, format) << (8 * t);
+        }
+        codes[i] = out;
+    }
+}
+
+extern "C" __global__ void quantize_static(const half_t* __restrict__ x, const float* __restrict__ smoothing,
+        unsigned char* __restrict__ codes, i64 n, int width, float scale, int format) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        float v = h2f(x[i]);
+        if (smoothing) v *= smoothing[i % width];
+        codes[i] = (unsigned char)quantize_code(v, scale, format);
+    }
+}
+
+// y[r, j] = acc[r, j] * alpha[j] (+ bias[j]) (+ residual[r, j]) in FP32, stored 16-bit: the INT8 GEMM's epilogue.
+extern "C" __global__ void dequantize_accumulators(const int* __restrict__ acc, const float* __restrict__ alpha,
+        const half_t* __restrict__ bias, const half_t* __restrict__ residual, half_t* __restrict__ y, i64 n, int cols) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const int j = (int)(i % cols);
+        float v = (float)acc[i] * alpha[j];
+        if (bias) v += h2f(bias[j]);
+        if (residual) v += h2f(residual[i]);
+        y[i] = f2h(v);
+    }
+}
+
+// w[r, c] = decode(codes[r, c]) * scales[perRow ? r : 0], 16-bit: the dequantized weight of a layer whose 8-bit GEMM
+// cannot run (no algorithm for its shape).
+extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
+        int perRow, half_t* __restrict__ w, i64 n, int cols, int format) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        w[i] = f2h(decode_code(codes[i], format) * scales[perRow ? (int)(i / cols) : 0]);
+}
+"""#
+
+    func eightBitOp(_ name: String) throws -> CUDAFunction {
+        try compiler.function(name, module: "diffuse8_eight_bit", source: Self.eightBitSource)
+    }
+
+    /// x ⊙ s (s: SmoothQuant factors over the last dimension, or none) as `format` codes with one `scale`
+    /// (code = round(v / scale), `QuantizedFormat`'s rounding): an `.int8` or `.float8e4m3` tensor of x's shape.
+    public func quantize(_ x: CUDATensor, format: QuantizedFormat, scale: Float, smoothing: CUDATensor?) throws -> CUDATensor {
+        try requireHalf(x, op: "quantize")
+        let width = smoothing?.count ?? 1
+        guard scale.isFinite, scale > 0, smoothing.map({ $0.dtype == .float32 && x.shape.last == $0.count }) ?? true else {
+            throw CUDAError.invalidArgument("quantize: scale \(scale), smoothing \(smoothing?.shape ?? []) for input \(x.shape)")
+        }
+        let codes = try context.empty(x.shape, dtype: format == .int8 ? .int8 : .float8e4m3)
+        let formatCode: Int32 = format == .int8 ? 0 : 1
+        if x.count % 4 == 0 && width % 4 == 0 {
+            try compiler.launch(eightBitOp("quantize_static4"), grid: elementwiseGrid(x.count / 4), block: (256, 1, 1), [
+                .tensor(x), .pointer(smoothing?.address ?? 0), .tensor(codes), .int64(Int64(x.count / 4)), .int(width),
+                .float(scale), .int32(formatCode)])
+        } else {
+            try compiler.launch(eightBitOp("quantize_static"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+                .tensor(x), .pointer(smoothing?.address ?? 0), .tensor(codes), .int64(Int64(x.count)), .int(width),
+                .float(scale), .int32(formatCode)])
+        }
+        return codes
+    }
+
+    /// y = x·Wᵀ (+ bias) (+ residual) of an 8-bit layer: x quantized with the layer's static scale and smoothing
+    /// factors, then FP8 (cuBLASLt, bias/residual epilogue, 16-bit output) or INT8 (cuBLASLt, INT32 output, then
+    /// `dequantize_accumulators`). A layer whose shape has no 8-bit algorithm runs its dequantized weight in 16 bit.
+    func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
+        guard x.shape.last == w.inFeatures else {
+            throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
+        }
+        if let weight = w.fallbackWeight {
+            let input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
+            return try linear(input, weight: weight, bias: w.bias, residual: residual)
+        }
+        let rows = x.count / w.inFeatures
+        var shape = x.shape
+        shape[shape.count - 1] = w.outFeatures
+        if let residual, residual.shape != shape {
+            throw CUDAError.invalidArgument("linear \(w.name): residual \(residual.shape) for output \(shape)")
+        }
+        let codes = try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
+        let y = try output(shape)
+        do {
+            switch w.format {
+            case .fp8:
+                // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows], scaled by (weight scale, input scale).
+                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
+                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: w.bias == nil ? .none : .bias, precision: .fp8),
+                               a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
+                               scales: (w.scales.address, w.scales.address + 4))
+            case .int8:
+                let sums = try context.empty(shape, dtype: .int32)
+                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
+                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
+                               a: w.codes.address, b: codes.address, d: sums.address)
+                try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+                    .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
+                    .int64(Int64(y.count)), .int(w.outFeatures)])
+            }
+            return y
+        } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {
+            // No 8-bit algorithm for this shape (or the library refused it): this layer runs in 16 bit from now on.
+            w.fallbackReason = "\(call) status \(status) \(detail)"
+            w.fallbackWeight = try dequantizedWeight(w)
+            return try eightBitLinear(x, w, residual: residual)
+        }
+    }
+
+    /// The layer's weight codes × scales as a 16-bit [out, in] tensor.
+    func dequantizedWeight(_ w: CUDAEightBitLinear) throws -> CUDATensor {
+        let weight = try output([w.outFeatures, w.inFeatures])
+        try compiler.launch(eightBitOp("dequantize_codes"), grid: elementwiseGrid(weight.count), block: (256, 1, 1), [
+            .tensor(w.codes), .tensor(w.weightScales), .int(w.weightScales.count > 1 ? 1 : 0), .tensor(weight),
+            .int64(Int64(weight.count)), .int(w.inFeatures), .int32(w.format == .int8 ? 0 : 1)])
+        return weight
+    }
+}

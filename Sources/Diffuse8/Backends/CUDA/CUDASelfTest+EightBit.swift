@@ -1,0 +1,39 @@
+extension CUDASelfTest {
+    /// Real 8-bit Linear layers (`CUDAKernels.eightBitLinear`) against the CPU simulation of the same
+    /// `QuantizedLayer` (dequantized weight, fake-quantized smoothed input): the codes are the same, so only the
+    /// accumulation order and the 16-bit output rounding differ. Also the 16-bit fallback weight from the codes.
+    static func eightBitCases(_ kernels: CUDAKernels) -> [FusedCase] {
+        let context = kernels.context
+        var cases: [FusedCase] = []
+        let (major, minor) = context.computeCapability
+        let formats: [QuantizedFormat] = major * 10 + minor >= 89 ? [.int8, .fp8] : [.int8]
+        for format in formats {
+            for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true)] {
+                cases.append(("8-bit linear \(format)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
+                    let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
+                    let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])
+                    let smoothing = (0..<k).map { 0.5 + Float(($0 * 7) % 11) * 0.15 }
+                    var amax: Float = 0
+                    for i in 0..<xh.count { amax = max(amax, abs(xh.scalars[i] * smoothing[i % k])) }
+                    let layer = QuantizedLayer(name: "check", kind: .linear,
+                                               weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                               inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
+                    let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
+                    let w = try CUDAEightBitLinear(kernels, linear, layer)
+                    let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: residual ? try kernels.upload(resh) : nil)
+                    let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh)
+                    return (y, residual ? CPUKernels.add(reference, resh) : reference)
+                }))
+            }
+            cases.append(("8-bit weight → 16-bit \(format)", "[96,64]", 1e-3, { r in
+                let wh = r.normalHalfRounded([96, 64], scale: 0.05)
+                let layer = QuantizedLayer(name: "check", kind: .linear,
+                                           weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                           inputAmax: 1, smoothing: nil, outputAmax: nil)
+                let w = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: wh, bias: nil), layer)
+                return (try kernels.dequantizedWeight(w), layer.weight.dequantized())
+            }))
+        }
+        return cases
+    }
+}

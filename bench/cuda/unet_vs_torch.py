@@ -118,7 +118,7 @@ def bench_model(name, args, log):
                    "--repeats", str(args.repeats)] + extra + args.d8_extra.split()
         t0 = time.time()
         proc = subprocess.run(command, capture_output=True, text=True)
-        with open(os.path.join(args.out, f"{name}-{key}.log"), "w") as f:
+        with open(os.path.join(args.out, f"{name}-{key.replace(':', '-')}.log"), "w") as f:
             f.write(proc.stdout + proc.stderr)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("UNET_BENCH ")), None)
         if line:

@@ -16,25 +16,40 @@ enum CUDAAttentionSource {
     /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
     static let pipelinedHeadDims = [32, 40, 64, 80]
 
+    /// Level-4 FP8 attention: `attention_fp8p_d<D>` / `attention_pipelined_fp8p_d<D>` round each probability to FP8
+    /// E4M3 with amax 1 before P·V, as NVIDIA's FP8 fused attention does; being single-pass, they round the
+    /// probabilities relative to the running row maximum (normalised at the end), where the CPU simulation rounds
+    /// the normalised ones, so the two differ by FP8 rounding noise, not only by 16-bit rounding.
     static var source: String {
-        CUDAKernelSources.prelude + body + pipelinedBody + headDims.map { d in
-            """
-            extern "C" __global__ void __launch_bounds__(128) attention_d\(d)(const half_t* q, const half_t* k,
-                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
-                attention_tile<\(d)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
-            }
+        CUDAKernelSources.prelude + pack + body + pipelinedBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
+            headDims.map { d in
+                """
+                extern "C" __global__ void __launch_bounds__(128) attention_\(prefix)d\(d)(const half_t* q, const half_t* k,
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+                    attention_tile<\(d), \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
+                }
 
-            """
-        }.joined() + pipelinedHeadDims.map { d in
-            """
-            extern "C" __global__ void __launch_bounds__(128) attention_pipelined_d\(d)(const half_t* q, const half_t* k,
-                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
-                attention_tile_pipelined<\(d), 2>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
-            }
+                """
+            }.joined() + pipelinedHeadDims.map { d in
+                """
+                extern "C" __global__ void __launch_bounds__(128) attention_pipelined_\(prefix)d\(d)(const half_t* q, const half_t* k,
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+                    attention_tile_pipelined<\(d), 2, \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
+                }
 
-            """
+                """
+            }.joined()
         }.joined()
     }
+
+    /// Packs two probabilities for P·V, rounded to FP8 (scale 1/448: amax 1) first when FP8P.
+    static let pack = #"""
+template <bool FP8P>
+__device__ __forceinline__ u32 pack_p(float a, float b) {
+    if (FP8P) { a = e4m3_round(a * 448.f) * (1.f / 448.f); b = e4m3_round(b * 448.f) * (1.f / 448.f); }
+    return pack_half2(a, b);
+}
+"""#
 
     /// The pipelined variant: MT m-tiles of 16 queries per warp (BM = 64·MT per block), K/V tiles loaded with
     /// cp.async into two shared buffers so the next tile streams in while this one is multiplied.
@@ -47,7 +62,7 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;"); }
 
-template <int D, int MT>
+template <int D, int MT, bool FP8P>
 __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
     constexpr int BM = 64 * MT, BN = 64;
@@ -177,10 +192,10 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
             u32 a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                a[mt][0] = pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                a[mt][1] = pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                a[mt][2] = pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                a[mt][3] = pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                a[mt][0] = pack_p<FP8P>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                a[mt][1] = pack_p<FP8P>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                a[mt][2] = pack_p<FP8P>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                a[mt][3] = pack_p<FP8P>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
             }
             const half_t* vrow = Vt + (kk * 16 + (lane & 15)) * VS;
 #pragma unroll
@@ -228,7 +243,7 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
 }
 
 // q: rows of q_stride halves, k, v: rows of kv_stride halves (head h at column h*D); o: [B, Lq, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
-template <int D>
+template <int D, bool FP8P>
 __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
     constexpr int BM = 64, BN = 64;
@@ -329,10 +344,10 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
             u32 a[4];
-            a[0] = pack_half2(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack_half2(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
             const half_t* vrow = Vs + (kk * 16 + (lane & 15)) * VS;
 #pragma unroll
             for (int j = 0; j < D / 8; ++j) {

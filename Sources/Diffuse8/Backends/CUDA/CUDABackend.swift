@@ -157,7 +157,8 @@ public final class CUDABackend: ModelBackend {
 
     public func stackedLinear(_ x: CUDATensor, _ stack: LinearStack) throws -> CUDATensor {
         guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
-        return try op("GEMM (linear)", layer: stack.layers.map(\.name).joined(separator: "+"), kernel: { "cuBLASLt 16-bit, stacked" }) {
+        let name = (stack.layers.first?.name ?? "") + (stack.layers.count > 1 ? " (+\(stack.layers.count - 1) stacked)" : "")
+        return try op("GEMM (linear)", layer: name, kernel: { "cuBLASLt 16-bit, stacked" }) {
             try kernels.linear(x, weight: w.weight, bias: w.bias)
         }
     }
@@ -219,13 +220,14 @@ public final class CUDABackend: ModelBackend {
                     return try kernels.shortAttention(query: queryAddress, key: keyAddress, value: valueAddress, stride: keyValueStride,
                                                       batch: batch, length: queries, channels: channels, heads: heads, causal: true)
                 }
-                if fused && !fp8 {
+                if fused {
+                    // Level 4: Q, K and V arrive FP8-rounded from their projections; the kernel rounds the probabilities.
                     return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads)
+                                                 channels: channels, heads: heads, fp8Probabilities: fp8)
                 }
-                // Level-4 FP8 attention: the GEMM path, whose softmax rounds the probabilities to FP8 (Q, K and V
-                // arrive FP8-rounded from their projections).
+                // Head dims without a fused kernel: the GEMM path (its softmax rounds the normalised probabilities to
+                // FP8 at level 4, exactly as the simulation).
                 return try kernels.gemmAttention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
                                                  channels: channels, heads: heads, fp8Probabilities: fp8)

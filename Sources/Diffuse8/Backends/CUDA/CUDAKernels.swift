@@ -414,7 +414,8 @@ public final class CUDAKernels: @unchecked Sendable {
     /// QKV (`[B, L, 3C]`) or K/V projections of several layers at once (`[B, Lk, Σ 2C]`) are read in place.
     /// Addresses and strides must keep 16-byte alignment (multiples of 8 halves). Output: [batch, queries, channels].
     func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
-                   batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil) throws -> CUDATensor {
+                   batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil,
+                   fp8Probabilities: Bool = false) throws -> CUDATensor {
         let d = channels / heads
         guard channels % heads == 0, CUDAAttentionSource.headDims.contains(d) else {
             throw CUDAError.invalidArgument("attention: head dim \(channels)/\(heads) has no kernel (have \(CUDAAttentionSource.headDims))")
@@ -429,14 +430,15 @@ public final class CUDAKernels: @unchecked Sendable {
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
         func launch(_ kernel: AttentionKernel) throws {
-            if kernel == .cudnn {
+            if kernel == .cudnn && !fp8Probabilities {
                 let shape = CUDNNAttention.Shape(batch: batch, heads: heads, queries: lq, keys: lk, headDim: d,
                                                  queryStride: queryStride, keyValueStride: keyValueStride)
                 try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y.address, scale: s)
                 return
             }
             let pipelined = kernel == .pipelined
-            let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_d\(d)",
+            let variant = fp8Probabilities ? "fp8p_" : ""
+            let function = try compiler.function(pipelined ? "attention_pipelined_\(variant)d\(d)" : "attention_\(variant)d\(d)",
                                                  module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
             try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
@@ -447,12 +449,12 @@ public final class CUDAKernels: @unchecked Sendable {
         if kernel == .automatic {
             // The pipelined kernel is faster on long sequences but its 128-query blocks can leave SMs idle on short
             // ones; cuDNN's fused kernel wins on long sequences where it builds a plan: measure once per shape.
-            let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride]
+            let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride, fp8Probabilities ? 1 : 0]
             if let known = attentionChoice[shape] {
                 kernel = known
             } else {
                 var candidates: [AttentionKernel] = [.simple] + (hasPipelined ? [.pipelined] : [])
-                if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 { candidates.append(.cudnn) }
+                if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 && !fp8Probabilities { candidates.append(.cudnn) }
                 var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
                 for candidate in candidates {
                     // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.

@@ -7,21 +7,38 @@ extension CUDASelfTest {
         var cases: [FusedCase] = []
         let (major, minor) = context.computeCapability
         let formats: [QuantizedFormat] = major * 10 + minor >= 89 ? [.int8, .fp8] : [.int8]
+        // The fused kernels with FP8 probabilities (single pass: rounded relative to the running maximum) against
+        // the simulation (rounded after normalisation): FP8 rounding noise of the probabilities, so the bar is 3e-2.
+        for (lq, lk, d) in [(256, 256, 64), (300, 77, 64), (200, 200, 40)] {
+            let heads = 320 / d
+            cases.append(("attention FP8 probabilities (flash)", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 3e-2, { r in
+                let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
+                let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
+                let y = try withExtendedLifetime((q, k, v)) {
+                    try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
+                                          batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8Probabilities: true)
+                }
+                return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads))
+            }))
+        }
         for format in formats {
-            for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true)] {
+            // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
+            for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),
+                                           (154, 2048, 1280, false)] {
                 cases.append(("8-bit linear \(format)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
                     let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
                     let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])
+                    let withBias = residual || n != 1280
                     let smoothing = (0..<k).map { 0.5 + Float(($0 * 7) % 11) * 0.15 }
                     var amax: Float = 0
                     for i in 0..<xh.count { amax = max(amax, abs(xh.scalars[i] * smoothing[i % k])) }
                     let layer = QuantizedLayer(name: "check", kind: .linear,
                                                weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
                                                inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
-                    let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
+                    let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil)
                     let w = try CUDAEightBitLinear(kernels, linear, layer)
                     let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: residual ? try kernels.upload(resh) : nil)
-                    let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh)
+                    let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: withBias ? bh : nil)
                     return (y, residual ? CPUKernels.add(reference, resh) : reference)
                 }))
             }

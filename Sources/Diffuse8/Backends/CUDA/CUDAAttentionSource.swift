@@ -16,10 +16,10 @@ enum CUDAAttentionSource {
     /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
     static let pipelinedHeadDims = [32, 40, 64, 80]
 
-    /// Level-4 FP8 attention: `attention_fp8p_d<D>` / `attention_pipelined_fp8p_d<D>` round each probability to FP8
-    /// E4M3 with amax 1 before P·V, as NVIDIA's FP8 fused attention does; being single-pass, they round the
-    /// probabilities relative to the running row maximum (normalised at the end), where the CPU simulation rounds
-    /// the normalised ones, so the two differ by FP8 rounding noise, not only by 16-bit rounding.
+    /// Level-4 FP8 attention: `attention_fp8p_d<D>` rounds each softmax probability to FP8 E4M3 with amax 1 before
+    /// P·V, as the CPU simulation (`FP8AttentionSimulation`) and NVIDIA's FP8 attention recipe define it. The
+    /// probabilities must be normalised before rounding, so it makes two passes over the keys: the first finds each
+    /// row's maximum and sum, the second forms the exact probabilities (≈1.5× the 16-bit kernel's work).
     static var source: String {
         CUDAKernelSources.prelude + pack + body + pipelinedBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
             headDims.map { d in
@@ -30,15 +30,15 @@ enum CUDAAttentionSource {
                 }
 
                 """
-            }.joined() + pipelinedHeadDims.map { d in
-                """
-                extern "C" __global__ void __launch_bounds__(128) attention_pipelined_\(prefix)d\(d)(const half_t* q, const half_t* k,
-                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
-                    attention_tile_pipelined<\(d), 2, \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
-                }
-
-                """
             }.joined()
+        }.joined() + pipelinedHeadDims.map { d in
+            """
+            extern "C" __global__ void __launch_bounds__(128) attention_pipelined_d\(d)(const half_t* q, const half_t* k,
+                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+                attention_tile_pipelined<\(d), 2>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
+            }
+
+            """
         }.joined()
     }
 
@@ -62,7 +62,7 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;"); }
 
-template <int D, int MT, bool FP8P>
+template <int D, int MT>
 __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
     constexpr int BM = 64 * MT, BN = 64;
@@ -192,10 +192,10 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
             u32 a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                a[mt][0] = pack_p<FP8P>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                a[mt][1] = pack_p<FP8P>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                a[mt][2] = pack_p<FP8P>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                a[mt][3] = pack_p<FP8P>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                a[mt][0] = pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                a[mt][1] = pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                a[mt][2] = pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                a[mt][3] = pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
             }
             const half_t* vrow = Vt + (kk * 16 + (lane & 15)) * VS;
 #pragma unroll
@@ -276,8 +276,10 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
     float acc[D / 8][4];
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) { acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f; }
-    float row_max[2] = {-D8_INFINITY, -D8_INFINITY}, row_sum[2] = {0.f, 0.f};
+    float row_max[2] = {-D8_INFINITY, -D8_INFINITY}, row_sum[2] = {0.f, 0.f}, row_inv[2] = {1.f, 1.f};
 
+    // FP8P: pass 0 only finds the row maxima and sums; pass 1 (the only pass otherwise) accumulates P·V.
+    for (int pass = FP8P ? 0 : 1; pass < 2; ++pass) {
     for (int k0 = 0; k0 < Lk; k0 += BN) {
         __syncthreads();
         // K tile [BN, DP] and V tile [BN, D] into shared memory, 16 bytes at a time, zero past the ends.
@@ -321,6 +323,15 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         }
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
+            if (FP8P && pass == 1) {
+                // Final maximum and sum known: the normalised probabilities themselves.
+#pragma unroll
+                for (int n = 0; n < BN / 8; ++n) {
+                    s[n][2 * r] = fast_exp2(s[n][2 * r] - row_max[r]) * row_inv[r];
+                    s[n][2 * r + 1] = fast_exp2(s[n][2 * r + 1] - row_max[r]) * row_inv[r];
+                }
+                continue;
+            }
             float m = row_max[r];
 #pragma unroll
             for (int n = 0; n < BN / 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
@@ -339,6 +350,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
 #pragma unroll
             for (int j = 0; j < D / 8; ++j) { acc[j][2 * r] *= correction; acc[j][2 * r + 1] *= correction; }
         }
+        if (pass == 0) continue;
 
         // O += P·V: two accumulator n-tiles of P form one A fragment (k = 16 keys).
 #pragma unroll
@@ -358,14 +370,20 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
             }
         }
     }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (pass == 1 && FP8P) break;   // the sums were reduced after pass 0
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+        row_inv[r] = 1.f / row_sum[r];
+    }
+    }
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-        row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
         const int row = q0 + g + 8 * r;
         if (row < Lq) {
-            const float inv = 1.f / row_sum[r];
+            const float inv = FP8P ? 1.f : row_inv[r];
             half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
 #pragma unroll
             for (int j = 0; j < D / 8; ++j)

@@ -16,7 +16,8 @@ final class CUDAEightBitLinear {
     let inputScale: Float
     /// FP32 on the device: weight scales ([1] or [out]).
     let weightScales: CUDATensor
-    /// FP32 on the device. FP8: [weight scale, input scale] (cuBLASLt's A and B scale pointers). INT8: α[j] =
+    /// FP32 on the device. FP8: weight scale at offset 0, input scale at 16 bytes (cuBLASLt's A and B scale
+    /// pointers). INT8: α[j] =
     /// input scale · weight scale[j], applied to the INT32 sums.
     let scales: CUDATensor
     /// Level-4 FP8 attention: amax of the output (Q, K or V), which is FP8-rounded after the GEMM.
@@ -59,7 +60,8 @@ final class CUDAEightBitLinear {
         outputAmax = layer.outputAmax
         let weightScales = layer.weight.scales
         self.weightScales = try context.upload(Tensor(shape: [weightScales.count], scalars: weightScales), dtype: .float32)
-        let gemmScales = layer.format == .fp8 ? [weightScales[0], inputScale]
+        // FP8: cuBLASLt wants each scale pointer 16-byte aligned, so the input scale sits 16 bytes after the weight's.
+        let gemmScales = layer.format == .fp8 ? [weightScales[0], 0, 0, 0, inputScale]
             : (0..<layer.weight.shape[0]).map { inputScale * weightScales[weightScales.count == 1 ? 0 : $0] }
         scales = try context.upload(Tensor(shape: [gemmScales.count], scalars: gemmScales), dtype: .float32)
     }

@@ -129,7 +129,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
                                      ldb: w.inFeatures, ldd: w.outFeatures, epilogue: w.bias == nil ? .none : .bias, precision: .fp8),
                                a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
-                               scales: (w.scales.address, w.scales.address + 4))
+                               scales: (w.scales.address, w.scales.address + 16))
             case .int8:
                 let sums = try context.empty(shape, dtype: .int32)
                 try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,

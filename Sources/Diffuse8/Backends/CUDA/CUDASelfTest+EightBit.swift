@@ -7,11 +7,11 @@ extension CUDASelfTest {
         var cases: [FusedCase] = []
         let (major, minor) = context.computeCapability
         let formats: [QuantizedFormat] = major * 10 + minor >= 89 ? [.int8, .fp8] : [.int8]
-        // The fused kernels with FP8 probabilities (single pass: rounded relative to the running maximum) against
-        // the simulation (rounded after normalisation): FP8 rounding noise of the probabilities, so the bar is 3e-2.
+        // The fused kernel with FP8 probabilities against the simulation: FP32 logits on both sides, but a probability
+        // within rounding of an FP8 step can land one step (up to 6%) away, hence 2e-2 as for the GEMM path.
         for (lq, lk, d) in [(256, 256, 64), (300, 77, 64), (200, 200, 40)] {
             let heads = 320 / d
-            cases.append(("attention FP8 probabilities (flash)", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 3e-2, { r in
+            cases.append(("attention FP8 probabilities (flash)", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
                 let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
                 let y = try withExtendedLifetime((q, k, v)) {
@@ -38,6 +38,7 @@ extension CUDASelfTest {
                     let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil)
                     let w = try CUDAEightBitLinear(kernels, linear, layer)
                     let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: residual ? try kernels.upload(resh) : nil)
+                    if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
                     let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: withBias ? bh : nil)
                     return (y, residual ? CPUKernels.add(reference, resh) : reference)
                 }))

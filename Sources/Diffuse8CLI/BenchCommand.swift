@@ -33,6 +33,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Where the UNet runs: cpu (FP32) or cuda (FP16, CUDA events, eager and CUDA-graph timings).")
     var device: ComputeDevice = .cpu
 
+    @Flag(name: .long, help: "With --device cuda: per layer, the kernel that ran, whether it ran in 8 bit, and its time (one extra forward).")
+    var explain = false
+
     @Option(name: .long, help: "With --device cuda: fp16 (default) or bf16 storage.")
     var precision: GPUPrecision = .fp16
 
@@ -47,6 +50,7 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         guard kernels || model != nil else { throw ValidationError("Give --model <folder> or --kernels.") }
+        guard !explain || (device == .cuda && !generate) else { throw ValidationError("--explain needs --device cuda (and no --generate)") }
         guard (1...64).contains(batch), (1...10_000).contains(iterations), (0...1000).contains(warmup) else {
             throw ValidationError("--batch must be in 1...64, --iterations in 1...10000, --warmup in 0...1000")
         }
@@ -83,7 +87,8 @@ struct BenchCommand: ParsableCommand {
             let latentSize = try latent ?? UNetConfiguration(contentsOf: unetFolder + "/config.json").sampleSize ?? 64
             let kernels = try CUDAKernels(storageType: precision.storageType)
             let timing = try CUDAUNetCheck.benchmark(directory: unetFolder, kernels: kernels, batch: batch, height: latentSize,
-                                                     width: latentSize, warmup: max(warmup, 1), repeats: iterations)
+                                                     width: latentSize, warmup: max(warmup, 1), repeats: iterations, explain: explain)
+            if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
             print(timing.json)
             return
         }

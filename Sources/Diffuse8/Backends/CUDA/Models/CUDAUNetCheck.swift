@@ -107,7 +107,7 @@ public enum CUDAUNetCheck {
                 + "\"graph_rel_l2_vs_eager\": \(Self.number(graphRelativeL2VersusEager)), \"graph_peak_bytes\": \(graphPeakBytes.map { "\($0)" } ?? "null"), "
                 + "\"profile_ms\": \(profile.map { p in "{" + p.sorted { $0.value > $1.value }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}" } ?? "null"), "
                 + "\"weight_bytes\": \(weightBytes), \"eight_bit_layers\": \(eightBitLayers), "
-                + "\"simulated_layers\": {" + simulatedLayers.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}, "
+                + "\"simulated_layers\": {" + simulatedLayers.sorted { $0.key < $1.key }.map { "\"\($0.key.replacing("\"", with: "'"))\": \($0.value)" }.joined(separator: ", ") + "}, "
                 + "\"graph_error\": \(graphError.map { "\"" + $0.replacing("\"", with: "'").replacing("\n", with: " ") + "\"" } ?? "null")}"
         }
     }

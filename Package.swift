@@ -65,20 +65,26 @@ let package = Package(
         .executableTarget(
             name: "Diffuse8CLI",
             dependencies: [
-                "Diffuse8", "Diffuse8PNG", "Diffuse8Server",
+                "Diffuse8", "Diffuse8PNG", "Diffuse8Server", "Diffuse8Checks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // Checks and benchmarks of the engine: CUDA kernel/model checks against the CPU, UNet and kernel benchmarks.
+        .target(
+            name: "Diffuse8Checks",
+            dependencies: ["Diffuse8"],
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
         // The GPU tests as a stand-alone binary (no argument parser): `diffuse8-cuda-selftest --help`.
-        .executableTarget(name: "Diffuse8CUDASelfTest", dependencies: ["Diffuse8"]),
+        .executableTarget(name: "Diffuse8CUDASelfTest", dependencies: ["Diffuse8", "Diffuse8Checks"]),
         // libFuzzer targets for the file readers; a stub unless built by tools/fuzz.sh (-DDIFFUSE8_FUZZ).
         .executableTarget(name: "Diffuse8Fuzz", dependencies: ["Diffuse8", "Diffuse8PNG"]),
         .testTarget(
             name: "Diffuse8Tests",
-            dependencies: ["Diffuse8", "Diffuse8PNG", "Diffuse8Server"],
+            dependencies: ["Diffuse8", "Diffuse8PNG", "Diffuse8Server", "Diffuse8Checks"],
             exclude: []
         ),
     ],

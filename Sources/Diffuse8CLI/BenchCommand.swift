@@ -1,5 +1,6 @@
 import ArgumentParser
 import Diffuse8
+import Diffuse8Checks
 
 /// `diffuse8 bench`: UNet forward-pass latency on the CPU or the GPU (or the CPU kernels alone), with the inputs a
 /// text-to-image step feeds the UNet, or (`--generate`) whole text-to-image generations. Prints one JSON object

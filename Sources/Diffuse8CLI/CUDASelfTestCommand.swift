@@ -1,5 +1,6 @@
 import ArgumentParser
 import Diffuse8
+import Diffuse8Checks
 
 /// `diffuse8 cuda-selftest`: runs every CUDA kernel on random data and compares it with the CPU
 /// reference kernels; prints a table and exits non-zero on a failure (2 when there is no CUDA GPU).

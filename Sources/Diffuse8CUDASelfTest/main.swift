@@ -2,6 +2,7 @@
 // argument parser, so it can be built statically and copied to a GPU machine. Same as `diffuse8 cuda-selftest`,
 // plus the whole-UNet modes (`--unet`, `--unet-bench`).
 import Diffuse8
+import Diffuse8Checks
 #if canImport(Glibc)
 import Glibc
 #endif

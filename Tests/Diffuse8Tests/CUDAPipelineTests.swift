@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import Diffuse8
+import Diffuse8Checks
 
 /// The CUDA pipeline (text encoders, UNet, VAE decoder on the GPU): on a GPU, the bars — text encoder
 /// outputs within 5e-3 relative L2 of the CPU's, images ≥ 40 dB PSNR against the CPU image of the same seed.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import Diffuse8
+import Diffuse8Checks
 
 /// The GPU tests: every CUDA kernel against the CPU reference kernels (see `CUDASelfTest`).
 /// Skipped, saying why, on machines without an NVIDIA driver/GPU (CI), so the suite still passes there.

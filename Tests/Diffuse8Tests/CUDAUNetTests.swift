@@ -1,5 +1,6 @@
 import XCTest
 @testable import Diffuse8
+import Diffuse8Checks
 
 /// FP16 `CUDAUNet` vs. the FP32 CPU `UNet2DConditionModel` on the tiny fixtures (SD1.x conv projections and
 /// SDXL linear projections + text_time), within the 5e-3 relative L2. Skipped without an NVIDIA GPU.

@@ -16,7 +16,7 @@ public final class StableDiffusionPipeline {
     /// The VAE decoder on the chosen backend.
     public let decoder: any LatentDecoder
     let conditioning: TextConditioning
-    let schedulerConfiguration: JSONValue
+    package let schedulerConfiguration: JSONValue
     /// SDXL: whether a missing negative prompt means zero embeddings (model_index `force_zeros_for_empty_prompt`).
     let zeroEmbeddingsForMissingNegativePrompt: Bool
 

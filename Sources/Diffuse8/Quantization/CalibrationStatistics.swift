@@ -119,7 +119,7 @@ public struct RowReservoir: Sendable, Equatable {
     }
 
     /// Puts rows in ascending key order (the canonical order files store).
-    mutating func sort() {
+    package mutating func sort() {
         let order = keys.indices.sorted { keys[$0] < keys[$1] }
         keys = order.map { keys[$0] }
         rows = order.flatMap { rows[($0 * width)..<(($0 + 1) * width)] }
@@ -165,6 +165,21 @@ public struct CalibrationStatistics: Sendable, Equatable {
         /// Shard count n and the shard indices these statistics cover (all 0..<n once complete).
         public var shardCount: Int
         public var shards: [Int]
+
+        package init(modelFingerprint: String, steps: Int, promptsHash: String, promptCount: Int, guidanceScale: Float, seed: UInt64,
+                     batchSize: Int, scheduler: String, reservoirCapacity: Int, shardCount: Int, shards: [Int]) {
+            self.modelFingerprint = modelFingerprint
+            self.steps = steps
+            self.promptsHash = promptsHash
+            self.promptCount = promptCount
+            self.guidanceScale = guidanceScale
+            self.seed = seed
+            self.batchSize = batchSize
+            self.scheduler = scheduler
+            self.reservoirCapacity = reservoirCapacity
+            self.shardCount = shardCount
+            self.shards = shards
+        }
     }
 
     public var provenance: Provenance

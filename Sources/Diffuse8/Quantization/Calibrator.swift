@@ -129,11 +129,11 @@ public struct UNetLayerInventory {
 
 /// Observe mode: collects per-step input amax (and Linear per-channel amax, sampled rows, Q/K/V output amax) of the
 /// layers a `RecordingBackend` hands it.
-final class CalibrationRecorder {
+package final class CalibrationRecorder {
     let inventory: UNetLayerInventory
-    var statistics: [LayerStatistics]
+    package var statistics: [LayerStatistics]
     /// Current denoising step index and global prompt index (set by the calibration loop).
-    var step = 0
+    package var step = 0
     var promptIndex = 0
     /// Per layer, per step: the running amax of the current batch (-1 = not seen in this batch).
     private var batchAmax: [[Float]]
@@ -141,7 +141,7 @@ final class CalibrationRecorder {
     /// Each observed layer's position in `statistics`.
     private let indices: [ObjectIdentifier: Int]
 
-    init(unet: UNet2DConditionModel, steps: Int, reservoirCapacity: Int) {
+    package init(unet: UNet2DConditionModel, steps: Int, reservoirCapacity: Int) {
         inventory = UNetLayerInventory(unet)
         statistics = inventory.convolutions.map {
             LayerStatistics(name: $0.name, kind: .conv2d, steps: steps, channels: nil, recordsOutput: false, reservoirCapacity: 0)
@@ -156,7 +156,7 @@ final class CalibrationRecorder {
     }
 
     /// Moves the current batch's per-step amax into the statistics.
-    func finishBatch() {
+    package func finishBatch() {
         for l in batchAmax.indices {
             for t in batchAmax[l].indices where batchAmax[l][t] >= 0 {
                 statistics[l].addBatch(step: t, amax: batchAmax[l][t])

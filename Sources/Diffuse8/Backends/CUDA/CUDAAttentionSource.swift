@@ -8,13 +8,13 @@
 ///
 /// Limitations: no causal mask or attention mask; K/V tiles are loaded synchronously (no cp.async
 /// pipeline) and Hopper's wgmma is not used, so it stays below FlashAttention-3 speed.
-enum CUDAAttentionSource {
+package enum CUDAAttentionSource {
     /// Head dims with a compiled kernel (`attention_d<D>`).
-    static let headDims = [8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160]
+    package static let headDims = [8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160]
 
     /// Head dims that also have the pipelined kernel (`attention_pipelined_d<D>`): 128 queries per block
     /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
-    static let pipelinedHeadDims = [32, 40, 64, 80]
+    package static let pipelinedHeadDims = [32, 40, 64, 80]
 
     /// Level-4 FP8 attention: `attention_fp8p_d<D>` rounds each softmax probability to FP8 E4M3 with amax 1 before
     /// P·V, as the CPU simulation (`FP8AttentionSimulation`) and NVIDIA's FP8 attention recipe define it. The

@@ -150,7 +150,7 @@ public final class CUDAContext: @unchecked Sendable {
     public var hasCUDNN: Bool { (try? cudnn()) != nil }
 
     /// cuDNN, loaded on first use (convolutions, fused attention).
-    func cudnn() throws -> CUDNNAPI {
+    package func cudnn() throws -> CUDNNAPI {
         try loadOnce(\._cudnn) {
             try CUDNNAPI(CUDALibraryLoader.open(
                 "cuDNN (libcudnn)", sonames: CUDALibraryLoader.cudnnNames, hint: "Install cuDNN 9 or `pip install nvidia-cudnn-cu12`."))

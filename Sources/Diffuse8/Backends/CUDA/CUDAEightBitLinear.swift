@@ -1,7 +1,7 @@
 /// A quantized Linear layer held on the device in 8 bit and run as a real 8-bit GEMM (`CUDAKernels.eightBitLinear`):
 /// its stored codes [out, in] (FP8 E4M3 or INT8, exactly as `diffuse8 quantize` wrote them), the calibrated input
 /// scale, the SmoothQuant factors, and the scales the GEMM applies. Half the bytes of the 16-bit weight.
-final class CUDAEightBitLinear {
+package final class CUDAEightBitLinear {
     let name: String
     let format: QuantizedFormat
     let inFeatures: Int
@@ -24,7 +24,7 @@ final class CUDAEightBitLinear {
     let outputAmax: Float?
     /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
     var fallbackWeight: CUDATensor?
-    var fallbackReason: String?
+    package var fallbackReason: String?
 
     /// Why `layer` cannot run as a real 8-bit GEMM on this device (nil when it can).
     static func unsupportedReason(_ layer: QuantizedLayer, context: CUDAContext) -> String? {
@@ -42,7 +42,7 @@ final class CUDAEightBitLinear {
         return nil
     }
 
-    init(_ kernels: CUDAKernels, _ linear: Linear, _ layer: QuantizedLayer) throws {
+    package init(_ kernels: CUDAKernels, _ linear: Linear, _ layer: QuantizedLayer) throws {
         guard let amax = layer.inputAmax, layer.weight.shape.count == 2 else {
             throw CUDAError.invalidArgument("\(layer.name): not a static 8-bit Linear layer")
         }

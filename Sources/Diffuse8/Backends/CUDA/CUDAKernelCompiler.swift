@@ -152,7 +152,7 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
 
     // MARK: Disk cache helpers (plain libc: FoundationEssentials keeps the binary small)
 
-    static func cacheDirectory() -> String? {
+    package static func cacheDirectory() -> String? {
         let base: String
         if let explicit = CUDALibraryLoader.environment("DIFFUSE8_KERNEL_CACHE") { base = explicit }
         else if let xdg = CUDALibraryLoader.environment("XDG_CACHE_HOME") { base = xdg + "/diffuse8/kernels" }

@@ -106,7 +106,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// y = x·Wᵀ (+ bias) (+ residual) of an 8-bit layer: x quantized with the layer's static scale and smoothing
     /// factors, then FP8 (cuBLASLt, bias/residual epilogue, 16-bit output) or INT8 (cuBLASLt, INT32 output, then
     /// `dequantize_accumulators`). A layer whose shape has no 8-bit algorithm runs its dequantized weight in 16 bit.
-    func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
+    package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
         }
@@ -149,7 +149,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     }
 
     /// The layer's weight codes × scales as a 16-bit [out, in] tensor.
-    func dequantizedWeight(_ w: CUDAEightBitLinear) throws -> CUDATensor {
+    package func dequantizedWeight(_ w: CUDAEightBitLinear) throws -> CUDATensor {
         let weight = try output([w.outFeatures, w.inFeatures])
         try compiler.launch(eightBitOp("dequantize_codes"), grid: elementwiseGrid(weight.count), block: (256, 1, 1), [
             .tensor(w.codes), .tensor(w.weightScales), .int(w.weightScales.count > 1 ? 1 : 0), .tensor(weight),

@@ -122,7 +122,7 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
     }
 
     /// `addChannelBias(x, v)` where image `n`'s vector starts at `v.address + (n·stride + offset)` halves.
-    func addChannelVector(_ x: CUDATensor, _ v: CUDATensor, offset: Int, stride: Int) throws -> CUDATensor {
+    package func addChannelVector(_ x: CUDATensor, _ v: CUDATensor, offset: Int, stride: Int) throws -> CUDATensor {
         let n = x.shape[0], c = x.shape[1], spatial = x.count / (n * c)
         guard offset + (n - 1) * stride + c <= v.count else {
             throw CUDAError.invalidArgument("addChannelVector: \(v.shape) too small for \(x.shape) at offset \(offset)")
@@ -135,7 +135,7 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
     }
 
     /// `scale(add(residual, addChannelBias(x, bias per channel)), s)` on NCHW in one pass.
-    func biasResidual(_ x: CUDATensor, bias: CUDATensor, residual: CUDATensor, scale: Float = 1) throws -> CUDATensor {
+    package func biasResidual(_ x: CUDATensor, bias: CUDATensor, residual: CUDATensor, scale: Float = 1) throws -> CUDATensor {
         guard x.shape == residual.shape, bias.count == x.shape[1] else {
             throw CUDAError.invalidArgument("biasResidual: x \(x.shape), bias \(bias.shape), residual \(residual.shape)")
         }
@@ -147,7 +147,7 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
     }
 
     /// `add(tokensToChannels(tokens), residual)`: tokens [N, H·W, C], residual NCHW.
-    func tokensToChannelsAdding(_ tokens: CUDATensor, residual: CUDATensor) throws -> CUDATensor {
+    package func tokensToChannelsAdding(_ tokens: CUDATensor, residual: CUDATensor) throws -> CUDATensor {
         let n = residual.shape[0], c = residual.shape[1], hw = residual.count / (n * c)
         guard tokens.shape == [n, hw, c] else {
             throw CUDAError.invalidArgument("tokensToChannelsAdding: tokens \(tokens.shape), residual \(residual.shape)")

@@ -92,7 +92,7 @@ extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_str
     /// (a fused QKV [B, L, 3C] is read in place). Output: [batch, queries, channels]. `maximumScoreBytes` bounds the
     /// S buffer (smaller values force query chunking, for tests).
     /// `fp8Probabilities`: level-4 FP8 attention — the softmax probabilities are FP8-quantized (amax 1) before P·V.
-    func gemmAttention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
+    package func gemmAttention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
                        batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil,
                        fp8Probabilities: Bool = false,
                        maximumScoreBytes: Int = CUDAKernels.gemmAttentionScoreBytes) throws -> CUDATensor {

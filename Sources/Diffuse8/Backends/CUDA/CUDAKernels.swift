@@ -413,7 +413,7 @@ public final class CUDAKernels: @unchecked Sendable {
     /// `query + ((b·queries + i)·queryStride)` halves, key/value rows likewise with `keyValueStride`, so fused
     /// QKV (`[B, L, 3C]`) or K/V projections of several layers at once (`[B, Lk, Σ 2C]`) are read in place.
     /// Addresses and strides must keep 16-byte alignment (multiples of 8 halves). Output: [batch, queries, channels].
-    func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
+    package func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
                    batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil,
                    fp8Probabilities: Bool = false) throws -> CUDATensor {
         let d = channels / heads

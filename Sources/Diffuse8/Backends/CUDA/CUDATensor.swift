@@ -155,7 +155,7 @@ extension CUDAContext {
     }
 
     /// Device-to-device copy of `bytes` bytes (offsets in bytes).
-    func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
+    package func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
         try driver.check(driver.cuMemcpyDtoDAsync(destination, source, bytes, stream.handle), "cuMemcpyDtoDAsync")
     }
 

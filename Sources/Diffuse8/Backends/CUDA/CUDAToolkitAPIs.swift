@@ -108,7 +108,7 @@ struct CUBLASLtAPI {
 }
 
 /// cuDNN's (legacy, still supported in cuDNN 9) convolution API, resolved from `libcudnn.so.9`.
-struct CUDNNAPI {
+package struct CUDNNAPI {
     typealias Handle = OpaquePointer?
     typealias Status = Int32
 

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Diffuse8
 
 /// Times `UNet2DConditionModel` forward passes on the CPU, with the inputs a text-to-image step feeds it:
 /// batch 2 (classifier-free guidance) by default, a square latent of the config's `sample_size` (or the

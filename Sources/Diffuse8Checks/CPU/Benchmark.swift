@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Diffuse8
 #if canImport(Glibc)
 import Glibc
 #else

@@ -1,3 +1,4 @@
+import Diffuse8
 /// Micro-benchmarks of the CPU kernels at the shapes the SD1.5 UNet uses at a 64×64 latent
 /// (batch 2): the GEMMs of its linear layers, its 3×3 convolutions and its self-attention.
 /// Reports GFLOP/s next to the times so the kernels can be compared with the machine's peak.

@@ -1,3 +1,4 @@
+import Diffuse8
 extension CUDAUNetCheck {
     /// The UNet of `directory` quantized with `recipe` after a short calibration on the GPU with random inputs
     /// (`steps` forwards at timesteps spread from 999 to 0): what speed and memory measurements of random-weight

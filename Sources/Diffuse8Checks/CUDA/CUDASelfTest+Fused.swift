@@ -1,3 +1,4 @@
+import Diffuse8
 extension CUDASelfTest {
     /// The kernels `CUDABackend` adds: GEMM with residual (β = 1), strided (fused QKV) attention, the fused
     /// element-wise kernels of `CUDAKernels+Fused` and the model ops of `CUDAKernels+ModelOps`, each against its

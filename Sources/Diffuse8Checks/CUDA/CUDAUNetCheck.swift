@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Diffuse8
 
 /// Whole-UNet checks on the GPU: parity of `CUDAUNet` (FP16) with the CPU `UNet2DConditionModel` (FP32),
 /// and timing of `CUDAUNet.forward` (what `diffuse8-cuda-selftest --unet` / `--unet-bench` run).

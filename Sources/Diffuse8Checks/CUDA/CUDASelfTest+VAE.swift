@@ -1,3 +1,4 @@
+import Diffuse8
 extension CUDASelfTest {
     /// The FP16 VAE decoder's GPU checks: `CUDAKernels.gemmAttention` against `CPUKernels.attention` (FP16-rounded
     /// random inputs, limit 2e-3; every path: in place, staged copies of unaligned heads, fused-QKV strides, query

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Diffuse8
 
 extension CUDASelfTest {
     /// Exit codes of `runReport`.

@@ -1,3 +1,4 @@
+import Diffuse8
 /// Whole-pipeline checks on the GPU (what `diffuse8-cuda-selftest --text/--pipeline/--generate-bench` run):
 /// the CUDA text encoders vs the CPU ones, CUDA-generated images vs CPU-generated images of the same seed,
 /// and end-to-end generation timing.

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Diffuse8
 
 /// One kernel checked on the GPU against `CPUKernels` (FP32 on the CPU, same FP16-rounded inputs).
 public struct CUDASelfTestResult: Sendable {

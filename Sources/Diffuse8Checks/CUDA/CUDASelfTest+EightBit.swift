@@ -1,3 +1,4 @@
+import Diffuse8
 extension CUDASelfTest {
     /// Real 8-bit Linear layers (`CUDAKernels.eightBitLinear`) against the CPU simulation of the same
     /// `QuantizedLayer` (dequantized weight, fake-quantized smoothed input): the codes are the same, so only the
@@ -29,7 +30,7 @@ extension CUDASelfTest {
                     let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
                     let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])
                     let withBias = residual || n != 1280
-                    let smoothing = (0..<k).map { 0.5 + Float(($0 * 7) % 11) * 0.15 }
+                    let smoothing: [Float] = (0..<k).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.15) }
                     var amax: Float = 0
                     for i in 0..<xh.count { amax = max(amax, abs(xh.scalars[i] * smoothing[i % k])) }
                     let layer = QuantizedLayer(name: "check", kind: .linear,

@@ -1,0 +1,122 @@
+import Diffuse8
+
+/// Timings of the CUDA kernels at model shapes (median of event-timed runs, after warm-up).
+/// Compare with `bench/cuda/torch_reference.py`, run on the same card in the same call.
+extension CUDABenchmark {
+    public struct Row: Sendable {
+        public let name: String
+        public let shape: String
+        public let milliseconds: Double
+        /// TFLOP/s for GEMMs, convolutions and attention; GB/s of compulsory traffic for memory-bound kernels.
+        public let rate: Double
+        public let unit: String
+    }
+
+    /// GEMMs (8192³ and UNet shapes), attention at SD1.5 / SDXL shapes, and a few UNet building blocks.
+    public static func run(kernels: CUDAKernels, progress: ((Row) -> Void)? = nil) throws -> [Row] {
+        let context = kernels.context
+        var random = SelfTestRandom(seed: 42)
+        var rows: [Row] = []
+        func add(_ row: Row) { rows.append(row); progress?(row) }
+        func device(_ shape: [Int], scale: Float = 1) throws -> CUDATensor {
+            try kernels.upload(random.normalHalfRounded(shape, scale: scale))
+        }
+
+        let gemms: [(String, Int, Int, Int)] = [
+            ("GEMM 8192³", 8192, 8192, 8192),
+            ("SD1.5 FF in (GEGLU)", 2 * 4096, 320, 2560),
+            ("SD1.5 proj 320→1280", 2 * 4096, 320, 1280),
+            ("SD1.5 qkv 320→320", 2 * 4096, 320, 320),
+            ("SD1.5 FF out 1280→320", 2 * 4096, 1280, 320),
+            ("SDXL FF in 1280→10240", 2 * 1024, 1280, 10240),
+            ("SDXL FF out 5120→1280", 2 * 1024, 5120, 1280),
+        ]
+        for (name, m, k, n) in gemms {
+            let x = try device([m, k]), w = try device([n, k], scale: 0.05), b = try device([n])
+            let ms = try time(context) { _ = try kernels.linear(x, weight: w, bias: name.hasPrefix("GEMM") ? nil : b) }
+            add(Row(name: name + (name.hasPrefix("GEMM") ? "" : " +bias"), shape: "M\(m) K\(k) N\(n)", milliseconds: ms,
+                    rate: 2.0 * Double(m) * Double(n) * Double(k) / ms / 1e9, unit: "TFLOP/s"))
+        }
+
+        let attentions: [(String, Int, Int, Int, Int, Int)] = [
+            ("SD1.5 self-attn", 2, 8, 4096, 4096, 40),
+            ("SD1.5 cross-attn", 2, 8, 4096, 77, 40),
+            ("SD1.5 self-attn 32²", 2, 8, 1024, 1024, 80),
+            ("SDXL self-attn 64²", 2, 10, 4096, 4096, 64),
+            ("SDXL self-attn 32²", 2, 20, 1024, 1024, 64),
+            ("SDXL cross-attn 64²", 2, 10, 4096, 77, 64),
+        ]
+        for (name, batch, heads, lq, lk, d) in attentions {
+            let q = try device([batch, lq, heads * d]), k = try device([batch, lk, heads * d]), v = try device([batch, lk, heads * d])
+            let previous = kernels.attentionKernel
+            defer { kernels.attentionKernel = previous }
+            let variants: [(String, CUDAKernels.AttentionKernel)] = CUDAAttentionSource.pipelinedHeadDims.contains(d)
+                ? [("", .simple), (" (pipelined)", .pipelined)] : [("", .simple)]
+            for (label, variant) in variants {
+                kernels.attentionKernel = variant
+                let ms = try time(context) { _ = try kernels.attention(query: q, key: k, value: v, heads: heads) }
+                add(Row(name: name + label, shape: "B\(batch) H\(heads) Lq\(lq) Lk\(lk) D\(d)", milliseconds: ms,
+                        rate: 4.0 * Double(batch * heads) * Double(lq) * Double(lk) * Double(d) / ms / 1e9, unit: "TFLOP/s"))
+            }
+        }
+
+        // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).
+        let feature = try device([2, 320, 64, 64]), gamma = try device([320]), beta = try device([320])
+        let bytes = Double(feature.byteCount)
+        var ms = 0.0
+        let vaeFeature = try device([1, 128, 512, 512]), vaeGamma = try device([128]), vaeBeta = try device([128])
+        for (label, oneBlock) in [("", false), (" 1-block", true)] {
+            kernels.splitGroupNormDisabled = oneBlock
+            defer { kernels.splitGroupNormDisabled = false }
+            ms = try time(context) { _ = try kernels.groupNorm(feature, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true) }
+            add(Row(name: "groupNorm+SiLU" + label, shape: "[2,320,64,64]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
+            ms = try time(context) { _ = try kernels.groupNorm(vaeFeature, groups: 32, weight: vaeGamma, bias: vaeBeta, epsilon: 1e-6, fusedSiLU: true) }
+            add(Row(name: "groupNorm+SiLU" + label, shape: "[1,128,512,512]", milliseconds: ms,
+                    rate: 2 * Double(vaeFeature.byteCount) / ms / 1e6, unit: "GB/s"))
+        }
+        let previousBackend = kernels.convolutionBackend
+        defer { kernels.convolutionBackend = previousBackend }
+        let hasCUDNN = (try? context.cudnn()) != nil
+        for (label, backend) in (hasCUDNN ? [("cuDNN", CUDAKernels.ConvolutionBackend.cudnn)] : []) + [("im2col+GEMM", .im2colGEMM)] {
+            kernels.convolutionBackend = backend
+            for (c, size) in [(320, 64), (640, 32), (1280, 16)] {
+                let x = c == 320 ? feature : try device([2, c, size, size])
+                let weight = try device([c, c, 3, 3], scale: 0.02), bias = try device([c])
+                ms = try time(context) { _ = try kernels.conv2d(x, weight: weight, bias: bias, padding: 1) }
+                add(Row(name: "conv2d 3x3 (\(label))", shape: "[2,\(c),\(size),\(size)]→\(c)", milliseconds: ms,
+                        rate: 2.0 * 2 * Double(size * size) * Double(c) * Double(c * 9) / ms / 1e9, unit: "TFLOP/s"))
+            }
+        }
+
+        let tokens = try device([2, 4096, 320]), lnWeight = try device([320]), lnBias = try device([320])
+        ms = try time(context) { _ = try kernels.layerNorm(tokens, weight: lnWeight, bias: lnBias, epsilon: 1e-5) }
+        add(Row(name: "layerNorm", shape: "[2,4096,320]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
+        let wide = try device([2, 4096, 2560])
+        ms = try time(context) { _ = try kernels.geglu(wide) }
+        add(Row(name: "geglu", shape: "[2,4096,2560]", milliseconds: ms, rate: 1.5 * Double(wide.byteCount) / ms / 1e6, unit: "GB/s"))
+        ms = try time(context) { _ = try kernels.channelsToTokens(feature) }
+        add(Row(name: "channelsToTokens", shape: "[2,320,64,64]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
+        let copySource = try device([64 << 20])
+        let copyTarget = try kernels.empty([64 << 20])
+        ms = try time(context) { try context.copy(from: copySource.address, to: copyTarget.address, bytes: copySource.byteCount) }
+        add(Row(name: "device copy (ceiling)", shape: "128 MiB", milliseconds: ms,
+                rate: 2 * Double(copySource.byteCount) / ms / 1e6, unit: "GB/s"))
+        return rows
+    }
+
+    public static func table(_ rows: [Row]) -> String {
+        var lines = [CUDASelfTest.pad("benchmark", 30) + CUDASelfTest.pad("shape", 30) + CUDASelfTest.pad("ms", 10) + "rate"]
+        for r in rows {
+            lines.append(CUDASelfTest.pad(r.name, 30) + CUDASelfTest.pad(r.shape, 30)
+                         + CUDASelfTest.pad(fixed(r.milliseconds, 4), 10) + fixed(r.rate, 1) + " " + r.unit)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func fixed(_ value: Double, _ digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let rounded = (value * scale).rounded() / scale
+        return "\(rounded)"
+    }
+}

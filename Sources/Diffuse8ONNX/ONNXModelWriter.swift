@@ -16,6 +16,9 @@ enum ONNXModelWriter {
     /// Tensors of at least this many bytes start at a page-aligned offset (so runtimes can map them).
     static let alignedTensorBytes = 1 << 20
 
+    /// Initializers smaller than this stay in the model file (shape constants must be readable by shape inference).
+    static let externalMinimumBytes = 1024
+
     /// IR version 9 covers opsets 19 and 20.
     static let irVersion: Int64 = 9
 
@@ -51,6 +54,10 @@ enum ONNXModelWriter {
             try AtomicFileWriter.write(to: dataPath) { sink in
                 var offset = 0
                 for initializer in graph.initializers {
+                    guard initializer.data.byteCount >= externalMinimumBytes else {
+                        offsets.append(-1)
+                        continue
+                    }
                     if initializer.data.byteCount >= alignedTensorBytes, offset % 4096 != 0 {
                         let padding = 4096 - offset % 4096
                         try sink.write([UInt8](repeating: 0, count: padding))
@@ -70,7 +77,7 @@ enum ONNXModelWriter {
                 t.name = initializer.name
                 t.dims = initializer.dims.map(Int64.init)
                 t.dataType = Int32(initializer.data.elementType.rawValue)
-                if externalData {
+                if externalData && offsets[i] >= 0 {
                     t.dataLocation = .external
                     t.externalData = [("location", dataName), ("offset", String(offsets[i])), ("length", String(initializer.data.byteCount))].map {
                         var e = Onnx_StringStringEntryProto()

@@ -25,13 +25,13 @@ final class ONNXExportTests: ExecutableTestCase {
     private func pythonWithONNX() throws -> String { try Self.python.get() }
 
     /// Runs the checker and onnxruntime on `model` with `inputs`; returns the graph's outputs.
-    private func onnxRuntime(_ model: String, _ inputs: [String: Tensor], checkOnly: Bool = false) throws -> [String: Tensor] {
+    private func onnxRuntime(_ model: String, _ inputs: [String: Tensor], checkOnly: Bool = false, layerIO: Bool = false) throws -> [String: Tensor] {
         let python = try pythonWithONNX()
         let inputPath = scratch.path + "/inputs.safetensors", outputPath = scratch.path + "/outputs.safetensors"
         var writer = SafetensorsWriter()
         for (name, t) in inputs { try writer.add(name, t) }
         try writer.write(to: inputPath)
-        let r = try RunningProcess(executable: python, arguments: [Self.runner, model, inputPath, outputPath, "--threads", "2"] + (checkOnly ? ["--check-only"] : []),
+        let r = try RunningProcess(executable: python, arguments: [Self.runner, model, inputPath, outputPath, "--threads", "2"] + (checkOnly ? ["--check-only"] : []) + (layerIO ? ["--layer-io"] : []),
                                environment: [:])
         let result = r.finish()
         guard result.status == 0 else { throw ONNXRunFailure(description: "run_onnx.py failed on \(model): \(result.stderr.suffix(4000))") }
@@ -121,6 +121,122 @@ final class ONNXExportTests: ExecutableTestCase {
         let error = got.relativeL2(to: try swiftOutput(unet, x))
         XCTAssertLessThan(error, 1e-2)  // FP16 weights and activations: ~1e-3 expected
         print("onnx fp16 tiny-sdxl (external data): relative L2 \(error) to Swift FP32")
+    }
+}
+
+extension ONNXExportTests {
+    /// A quantized copy of tiny-sd15 written by the library's `quantize` path (2-step calibration on 4 prompts).
+    private func quantizedFolder(_ configure: (inout QuantizationRecipe) -> Void, name: String) throws -> String {
+        let source = Fixtures.path("tiny-sd15")
+        let pipeline = try StableDiffusionPipeline(directory: source)
+        var options = CalibrationOptions(steps: 2)
+        options.reservoirCapacity = 16
+        let stats = try Calibrator.calibrate(pipeline, prompts: ["a red circle", "a blue square", "a green triangle", "a yellow star"], options: options)
+        var recipe = QuantizationRecipe()
+        configure(&recipe)
+        let output = scratch.path + "/" + name
+        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(pipeline.unet!, statistics: recipe.dynamic ? nil : stats, recipe: recipe),
+                                       to: output)
+        return output
+    }
+
+    /// The quantized export against the Swift simulation of the same folder. Both compute the same Q/DQ formulas
+    /// (round half to even, saturation, x / scale), but their float sums run in different orders (~1e-7 apart);
+    /// where a sum lands next to a rounding boundary the two pick neighbouring codes, and each of the ~170 quantized
+    /// layers turns the small differences it receives into such code flips, so the difference grows through the
+    /// network (one flip moves a 12k-element layer output by ~2e-4 relative L2). The bound is therefore measured,
+    /// not guessed: the simulation's own response to a perturbation of its inputs by a few ulps (relative noise
+    /// 8·2⁻²³·N(0, 1), the size of reordering differences), max of 3 draws — the rounding floor. The export must
+    /// stay within 3× that floor, and well below the quantization error itself (distance to the FP32 UNet).
+    private func compareQuantized(_ folder: String, label: String) throws {
+        let onnx = try export(folder)
+        let unet = try QuantizedModelFolder.loadUNet(directory: folder + "/unet")
+        let x = inputs(unet, height: 16, width: 24)
+        let expected = try swiftOutput(unet, x)
+        let ort = try onnxRuntime(onnx, x, layerIO: true)
+        let got = try XCTUnwrap(ort["out_sample"])
+        let error = got.relativeL2(to: expected)
+
+        // Layer by layer, on onnxruntime's own inputs: the same input gives the same Q/DQ codes, so only the
+        // order of the float sums differs (~1e-7).
+        var worstLayer = (name: "", error: 0.0), layers = 0
+        func check(_ name: String, _ q: QuantizedLayer, _ fullPrecision: (Tensor) -> Tensor) throws {
+            let input = try XCTUnwrap(ort["in:" + name], "no input of \(name) in the graph"), output = try XCTUnwrap(ort["out:" + name])
+            let e = output.relativeL2(to: fullPrecision(q.quantizedInput(input)))
+            if e > worstLayer.error { worstLayer = (name, e) }
+            layers += 1
+        }
+        for l in unet.linearLayers { if let q = l.quantization { try check(l.name, q, l.fullPrecision) } }
+        for c in unet.convolutionLayers { if let q = c.quantization { try check(c.name, q, c.fullPrecision) } }
+        XCTAssertGreaterThan(layers, 0)
+        XCTAssertLessThanOrEqual(worstLayer.error, 1e-5, worstLayer.name)
+
+        // FP8 attention: onnxruntime's attention output vs the simulation's FP8 attention of its Q, K, V.
+        var worstAttention = 0.0
+        for a in Quantizer.attentionModules(unet) where a.usesFP8Attention {
+            func projected(_ l: Linear) throws -> Tensor {
+                var y = try XCTUnwrap(ort["out:" + l.name])
+                let scale = QuantizedFormat.fp8.scale(forAmax: try XCTUnwrap(l.quantization?.outputAmax))
+                y.scalars.withUnsafeMutableBufferPointer { QuantizedFormat.fp8.fakeQuantize($0.baseAddress!, count: $0.count, scale: scale) }
+                return y
+            }
+            let simulated = FP8AttentionSimulation.attention(query: try projected(a.query), key: try projected(a.key), value: try projected(a.value), heads: a.heads)
+            worstAttention = max(worstAttention, try XCTUnwrap(ort["in:" + a.output.name]).relativeL2(to: simulated))
+        }
+        XCTAssertLessThanOrEqual(worstAttention, 1e-5)
+
+        var floor = 0.0
+        for seed in 0..<3 {
+            var g = TorchGenerator(seed: UInt64(100 + seed))
+            var perturbed = x
+            for name in ["sample", "encoder_hidden_states"] {
+                let t = x[name]!, noise = g.randn(t.shape)
+                perturbed[name] = Tensor(shape: t.shape, scalars: zip(t.scalars, noise.scalars).map { $0 * (1 + $1 * 8 * Float.ulpOfOne) })
+            }
+            floor = max(floor, try swiftOutput(unet, perturbed).relativeL2(to: expected))
+        }
+        let fullPrecision = try UNet2DConditionModel.load(directory: Fixtures.path("tiny-sd15") + "/unet")
+        let quantizationError = expected.relativeL2(to: try swiftOutput(fullPrecision, x))
+        XCTAssertLessThanOrEqual(error, 3 * floor)
+        XCTAssertLessThan(error, quantizationError / 2)
+        print("onnx \(label) tiny-sd15 vs Swift simulation: relative L2 \(error); simulation's few-ulp floor \(floor); quantization error \(quantizationError); worst of \(layers) layers on the same input \(worstLayer.error) (\(worstLayer.name)); worst FP8 attention \(worstAttention)")
+    }
+
+    func testINT8Level3ExportMatchesTheSimulation() throws {
+        _ = try pythonWithONNX()
+        let folder = try quantizedFolder({ $0.format = .int8; $0.level = .allLinear; $0.smoothing = .fixed(0.8) }, name: "q8")
+        try compareQuantized(folder, label: "int8 level 3")
+    }
+
+    func testFP8Level4ExportMatchesTheSimulation() throws {
+        _ = try pythonWithONNX()
+        let folder = try quantizedFolder({ $0.format = .fp8; $0.level = .fp8Attention; $0.smoothing = .fixed(0.8) }, name: "f8")
+        let manifest = try XCTUnwrap(try QuantizedModelFolder.manifest(unetDirectory: folder + "/unet"))
+        XCTAssertFalse(manifest.fp8AttentionModules.isEmpty)
+        try compareQuantized(folder, label: "fp8 level 4")
+    }
+
+    func testRecipesThatCannotBeExpressedAreRefusedAndNothingIsWritten() throws {
+        let dynamic = try quantizedFolder({ $0.dynamic = true }, name: "dyn")
+        let output = scratch.path + "/out.onnx"
+        var r = try run(["export-onnx", dynamic, "-o", output])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("quantization.json") && r.stderr.contains("dynamic"), r.stderr)
+        // An unknown number format in the recipe.
+        let manifestPath = dynamic + "/unet/quantization.json"
+        let text = try String(contentsOfFile: manifestPath, encoding: .utf8).replacingOccurrences(of: "\"int8\"", with: "\"int4\"")
+        try text.write(toFile: manifestPath, atomically: true, encoding: .utf8)
+        r = try run(["export-onnx", dynamic, "-o", output])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("quantization.json") && r.stderr.contains("int4"), r.stderr)
+        r = try run(["export-onnx", Fixtures.path("tiny-sd15"), "-o", output, "--opset", "18"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("19 or 20"), r.stderr)
+        r = try run(["export-onnx", Fixtures.path("tiny-sd15"), "-o", output, "--precision", "bf16"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("fp32 or fp16"), r.stderr)
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.contains("onnx") }
+        XCTAssertEqual(left, [])
     }
 }
 

@@ -6,6 +6,8 @@
 1. onnx.checker.check_model(MODEL, full_check=True) (by path, so external data is checked too);
 2. unless --check-only: one onnxruntime CPU session, fed every tensor of INPUTS (by graph input name, F32, cast
    to the input's declared type), its outputs written to OUTPUT as F32 safetensors.
+With --layer-io, also the input and output of every quantized layer (named "in:<layer>" and "out:<layer>", the
+layer's diffusers name): the input before SmoothQuant's Mul and the Q/DQ pair, the output after the bias.
 Prints one JSON line: {"checker": "ok", "outputs": {...shapes}, "providers": [...]}.
 `--probe` only imports onnx and onnxruntime and prints their versions (tests use it to decide whether to skip).
 """
@@ -46,6 +48,28 @@ def write_safetensors(path, tensors):
             f.write(b)
 
 
+def layer_io(model):
+    """Graph tensor names of each quantized layer's input and output, found by the exporter's node names."""
+    import onnx
+
+    m = onnx.load(model, load_external_data=False)
+    by_name = {n.name: n for n in m.graph.node}
+    names = {}
+    for n in m.graph.node:
+        for marker in ("/input_quantizer/PreQuantScale", "/input_quantizer/QuantizeLinear"):
+            if n.name.endswith(marker):
+                path = n.name[: -len(marker)]
+                layer = path.lstrip("/").replace("/", ".")
+                if "in:" + layer in names and marker.endswith("QuantizeLinear"):
+                    continue  # smoothed: the input is the PreQuantScale Mul's
+                names["in:" + layer] = n.input[0]
+                for op in ("/Conv", "/Add", "/MatMul"):
+                    if path + op in by_name:
+                        names["out:" + layer] = by_name[path + op].output[0]
+                        break
+    return names
+
+
 def main(argv):
     import onnx
     import onnxruntime as ort
@@ -60,16 +84,27 @@ def main(argv):
     if "--check-only" not in argv:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        extra = layer_io(model) if "--layer-io" in argv else {}
+        if extra:
+            import onnx
+
+            m = onnx.load(model)
+            for tensor in extra.values():
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+            session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        else:
+            session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         types = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
         feeds = {}
         given = read_safetensors(inputs_path)
         for i in session.get_inputs():
             feeds[i.name] = given[i.name].astype(types[i.type])
         names = [o.name for o in session.get_outputs()]
-        outputs = session.run(names, feeds)
-        write_safetensors(output_path, {n: o.astype(np.float32) for n, o in zip(names, outputs)})
-        result["outputs"] = {n: list(o.shape) for n, o in zip(names, outputs)}
+        outputs = dict(zip(names, session.run(names, feeds)))
+        written = {n: outputs[n] for n in names if n not in extra.values()}
+        written.update({key: outputs[tensor] for key, tensor in extra.items()})
+        write_safetensors(output_path, {n: o.astype(np.float32) for n, o in written.items()})
+        result["outputs"] = len(written)
         result["providers"] = session.get_providers()
     print(json.dumps(result))
 

@@ -17,7 +17,7 @@ struct ExportONNXCommand: ParsableCommand {
     var model: String
 
     @Option(name: .shortAndLong, help: "The ONNX file to write.")
-    var output: String
+    var output: String?
 
     @Option(name: .long, help: "ONNX opset: 19 or 20.")
     var opset: Int = 19
@@ -42,9 +42,17 @@ struct ExportONNXCommand: ParsableCommand {
         return o
     }
 
-    func validate() throws { _ = try options() }
+    @Flag(name: .long, help: "Write nothing; print the Q/DQ pairs each quantization level and format puts into this UNet's export, as a Markdown table.")
+    var countQdq = false
+
+    func validate() throws {
+        _ = try options()
+        if output == nil && !countQdq { throw ValidationError("give the ONNX file to write with -o FILE") }
+    }
 
     func run() throws {
+        if countQdq { return try printQDQCounts() }
+        guard let output else { return }
         let summary = try ONNXUNetExporter.export(modelDirectory: model, to: output, options: try options())
         var line = "\(summary.path): \(summary.nodes) nodes, \(summary.initializers) initializers (\(summary.initializerBytes / 1_000_000) MB)"
         if let data = summary.externalDataPath { line += ", weights in \(data)" }
@@ -53,5 +61,22 @@ struct ExportONNXCommand: ParsableCommand {
             line += "; \(q.format.rawValue) level \(q.level.rawValue) Q/DQ pairs: \(pairs)"
         }
         print(line)
+    }
+
+    /// One row per format and level, one column per kind of Q/DQ pair.
+    func printQDQCounts() throws {
+        let unet = try UNet2DConditionModel.load(directory: try ONNXUNetExporter.unetFolder(model))
+        var rows: [(String, [String: Int])] = []
+        for format in QuantizedFormat.allCases {
+            for level in QuantizationLevel.allCases where level != .fp8Attention || format == .fp8 {
+                rows.append(("\(format.rawValue) | \(level.rawValue)", try ONNXUNetExporter.qdqPairCounts(unet, level: level, format: format, options: try options())))
+            }
+        }
+        let kinds = ["conv2d weight", "conv2d input", "linear weight", "linear input", "attention Q/K/V", "attention softmax"]
+        print("| format | level | " + kinds.joined(separator: " | ") + " | total |")
+        print("|---|---|" + String(repeating: "---:|", count: kinds.count + 1))
+        for (label, counts) in rows {
+            print("| \(label) | " + kinds.map { String(counts[$0] ?? 0) }.joined(separator: " | ") + " | \(counts.values.reduce(0, +)) |")
+        }
     }
 }

@@ -12,7 +12,7 @@ final class ONNXQuantization {
     let graph: ONNXGraphBuilder
     /// Linear outputs that the simulation rounds to FP8 (Q, K, V of FP8 attention), with their amax.
     private var fp8Outputs: [String: (amax: Float, layer: String)] = [:]
-    /// Counts of the Q/DQ pairs written, by kind (`weight`, `input`, `attention`), for reports and tests.
+    /// Counts of the Q/DQ pairs written, by kind ("conv2d weight", "linear input", "attention Q/K/V", …).
     private(set) var pairs: [String: Int] = [:]
 
     init(graph: ONNXGraphBuilder) {
@@ -44,7 +44,7 @@ final class ONNXQuantization {
             input = graph.op("Mul", [input, factors], scope: layer.name + ".input_quantizer", label: "PreQuantScale")
         }
         return pair(input, scales: [layer.format.scale(forAmax: amax)], dims: [], format: layer.format, axis: nil,
-                    scope: layer.name + ".input_quantizer", kind: "input")
+                    scope: layer.name + ".input_quantizer", kind: "\(kind.rawValue) input")
     }
 
     /// The weight initializer `<name>.weight`, followed by its Q/DQ pair when the layer is quantized.
@@ -54,7 +54,7 @@ final class ONNXQuantization {
         let scales = layer.weight.scales
         let perChannel = scales.count > 1
         return pair(w, scales: scales, dims: perChannel ? [scales.count] : [], format: layer.format, axis: perChannel ? 0 : nil,
-                    scope: name + ".weight_quantizer", kind: "weight")
+                    scope: name + ".weight_quantizer", kind: "\(layer.kind.rawValue) weight")
     }
 
     /// Remembers that the simulation rounds this Linear output to FP8 (level-4 attention's Q, K, V).
@@ -66,12 +66,12 @@ final class ONNXQuantization {
     func fp8Output(of source: String, _ tensor: String, scope: String, label: String) -> String {
         guard let amax = fp8Outputs[source]?.amax else { return tensor }
         return pair(tensor, scales: [QuantizedFormat.fp8.scale(forAmax: amax)], dims: [], format: .fp8, axis: nil,
-                    scope: scope + "." + label, kind: "attention")
+                    scope: scope + "." + label, kind: "attention Q/K/V")
     }
 
     /// Softmax probabilities rounded to FP8 with amax 1 (they lie in [0, 1]).
     func fp8Probabilities(_ p: String, scope: String) -> String {
         pair(p, scales: [QuantizedFormat.fp8.scale(forAmax: 1)], dims: [], format: .fp8, axis: nil,
-             scope: scope + ".softmax_quantizer", kind: "attention")
+             scope: scope + ".softmax_quantizer", kind: "attention softmax")
     }
 }

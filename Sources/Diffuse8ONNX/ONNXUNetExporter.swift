@@ -82,7 +82,7 @@ public enum ONNXUNetExporter {
     }
 
     /// The `unet` folder of a diffusers folder, or `directory` itself when it is a UNet folder (config.json).
-    static func unetFolder(_ directory: String) throws -> String {
+    public static func unetFolder(_ directory: String) throws -> String {
         let fm = FileManager.default
         if fm.fileExists(atPath: directory + "/model_index.json") { return try DiffusersFolder(path: directory).folder(of: "unet") }
         if fm.fileExists(atPath: directory + "/config.json") { return directory }

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import Diffuse8
+import Diffuse8ONNX
 
 /// `diffuse8 export-onnx` against independent references: `onnx.checker.check_model(full_check=True)` and
 /// onnxruntime (CPU) executing the exported graph on the same inputs as the Swift UNet (`tools/onnx/run_onnx.py`).
@@ -214,6 +215,25 @@ extension ONNXExportTests {
         let manifest = try XCTUnwrap(try QuantizedModelFolder.manifest(unetDirectory: folder + "/unet"))
         XCTAssertFalse(manifest.fp8AttentionModules.isEmpty)
         try compareQuantized(folder, label: "fp8 level 4")
+    }
+
+    /// The pair counts `export-onnx --count-qdq` reports (placeholder quantization, no calibration) are those of a
+    /// real quantized folder's export, and the ONNX file holds that many QuantizeLinear and DequantizeLinear nodes.
+    func testQDQPairCountsMatchARealQuantizedExport() throws {
+        let python = try pythonWithONNX()
+        let folder = try quantizedFolder({ $0.format = .fp8; $0.level = .fp8Attention; $0.smoothing = .fixed(0.8) }, name: "f8")
+        let onnx = scratch.path + "/f8.onnx"
+        let summary = try ONNXUNetExporter.export(modelDirectory: folder, to: onnx)
+        let predicted = try ONNXUNetExporter.qdqPairCounts(try UNet2DConditionModel.load(directory: Fixtures.path("tiny-sd15") + "/unet"),
+                                                           level: .fp8Attention, format: .fp8)
+        XCTAssertEqual(summary.qdqPairs, predicted)
+        XCTAssertGreaterThan(predicted["attention softmax"] ?? 0, 0)
+        let r = try RunningProcess(executable: python, arguments: [Self.runner, onnx, "-", "-", "--check-only", "--count-ops"], environment: [:]).finish()
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ops = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["ops"] as? [String: Int])
+        let total = predicted.values.reduce(0, +)
+        XCTAssertEqual(ops["QuantizeLinear"], total)
+        XCTAssertEqual(ops["DequantizeLinear"], total)
     }
 
     func testRecipesThatCannotBeExpressedAreRefusedAndNothingIsWritten() throws {

@@ -8,7 +8,8 @@
    to the input's declared type), its outputs written to OUTPUT as F32 safetensors.
 With --layer-io, also the input and output of every quantized layer (named "in:<layer>" and "out:<layer>", the
 layer's diffusers name): the input before SmoothQuant's Mul and the Q/DQ pair, the output after the bias.
-Prints one JSON line: {"checker": "ok", "outputs": {...shapes}, "providers": [...]}.
+With --count-ops, the JSON line also counts the graph's nodes by operator ("ops").
+Prints one JSON line: {"checker": "ok", "outputs": N, "providers": [...]}.
 `--probe` only imports onnx and onnxruntime and prints their versions (tests use it to decide whether to skip).
 """
 import json
@@ -81,6 +82,11 @@ def main(argv):
     threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else 0
     onnx.checker.check_model(model, full_check=True)
     result = {"checker": "ok"}
+    if "--count-ops" in argv:
+        import collections
+
+        graph = onnx.load(model, load_external_data=False).graph
+        result["ops"] = dict(collections.Counter(n.op_type for n in graph.node))
     if "--check-only" not in argv:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

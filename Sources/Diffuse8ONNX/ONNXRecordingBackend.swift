@@ -131,6 +131,7 @@ final class ONNXRecordingBackend: ModelBackend {
     func attention(query: Columns<ONNXValue>, key: Columns<ONNXValue>, value v: Columns<ONNXValue>, heads: Int,
                    causal: Bool, fp8: Bool) throws -> ONNXValue {
         guard !causal else { throw ONNXExportError("causal attention (text encoders) is not exported") }
+        // The last layer recorded is this module's to_v (the recorder fuses nothing), so its parent is the module.
         let attentionScope = String(scope.split(separator: ".").dropLast(1).joined(separator: "."))  // …attn1
         let channels = query.width, d = channels / heads
         func split(_ c: Columns<ONNXValue>, keyLayout: Bool) -> String {

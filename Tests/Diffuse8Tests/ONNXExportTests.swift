@@ -207,6 +207,16 @@ extension ONNXExportTests {
         _ = try pythonWithONNX()
         let folder = try quantizedFolder({ $0.format = .int8; $0.level = .allLinear; $0.smoothing = .fixed(0.8) }, name: "q8")
         try compareQuantized(folder, label: "int8 level 3 (opset 20)", opset: 20)
+
+        // The FP16 Q/DQ graph (FP16 scales) runs too and stays closer to the simulation than the simulation is to FP32.
+        let onnx = try export(folder, ["--precision", "fp16"])
+        let unet = try QuantizedModelFolder.loadUNet(directory: folder + "/unet")
+        let x = inputs(unet, height: 16, width: 24)
+        let simulated = try swiftOutput(unet, x)
+        let error = try XCTUnwrap(try onnxRuntime(onnx, x)["out_sample"]).relativeL2(to: simulated)
+        let quantizationError = simulated.relativeL2(to: try swiftOutput(try UNet2DConditionModel.load(directory: Fixtures.path("tiny-sd15") + "/unet"), x))
+        XCTAssertLessThan(error, quantizationError)
+        print("onnx int8 level 3 FP16 graph vs Swift simulation: relative L2 \(error) (quantization error \(quantizationError))")
     }
 
     func testFP8Level4ExportMatchesTheSimulation() throws {

@@ -14,8 +14,9 @@ PROTO_DIR=$("$WORK/venv/bin/python" -c 'import onnx, os; print(os.path.dirname(o
 
 swift package resolve
 PROTOBUF_CHECKOUT=.build/checkouts/swift-protobuf
-swift build -c release --package-path "$PROTOBUF_CHECKOUT" --product protoc-gen-swift
-PLUGIN=$(swift build -c release --package-path "$PROTOBUF_CHECKOUT" --show-bin-path)/protoc-gen-swift
+# Built in the scratch folder, so the resolved checkout stays untouched.
+swift build -c release --package-path "$PROTOBUF_CHECKOUT" --scratch-path "$WORK/plugin-build" --product protoc-gen-swift
+PLUGIN=$(swift build -c release --package-path "$PROTOBUF_CHECKOUT" --scratch-path "$WORK/plugin-build" --show-bin-path)/protoc-gen-swift
 
 cp "$PROTO_DIR/onnx.proto" "$WORK/onnx.proto"
 "$WORK/venv/bin/python" -m grpc_tools.protoc --plugin=protoc-gen-swift="$PLUGIN" -I "$WORK" \

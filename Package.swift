@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "Diffuse8", targets: ["Diffuse8"]),
         .library(name: "Diffuse8PNG", targets: ["Diffuse8PNG"]),
         .library(name: "Diffuse8Server", targets: ["Diffuse8Server"]),
+        .library(name: "Diffuse8ONNX", targets: ["Diffuse8ONNX"]),
         .executable(name: "diffuse8", targets: ["Diffuse8CLI"]),
         .executable(name: "diffuse8-cuda-selftest", targets: ["Diffuse8CUDASelfTest"]),
         .executable(name: "diffuse8-fuzz", targets: ["Diffuse8Fuzz"]),
@@ -33,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // Formats, models, schedulers, backends and the pipeline. No external dependencies.
@@ -62,10 +64,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // ONNX export (`diffuse8 export-onnx`): the UNet recorded as an ONNX graph, plain or with Q/DQ nodes.
+        // onnx.pb.swift is generated from ONNX's onnx.proto by tools/onnx/regenerate_protobuf.sh.
+        .target(
+            name: "Diffuse8ONNX",
+            dependencies: ["Diffuse8", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .executableTarget(
             name: "Diffuse8CLI",
             dependencies: [
-                "Diffuse8", "Diffuse8PNG", "Diffuse8Server", "Diffuse8Checks",
+                "Diffuse8", "Diffuse8PNG", "Diffuse8Server", "Diffuse8Checks", "Diffuse8ONNX",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -84,7 +92,7 @@ let package = Package(
         .executableTarget(name: "Diffuse8Fuzz", dependencies: ["Diffuse8", "Diffuse8PNG"]),
         .testTarget(
             name: "Diffuse8Tests",
-            dependencies: ["Diffuse8", "Diffuse8PNG", "Diffuse8Server", "Diffuse8Checks"],
+            dependencies: ["Diffuse8", "Diffuse8PNG", "Diffuse8Server", "Diffuse8Checks", "Diffuse8ONNX"],
             exclude: []
         ),
     ],

@@ -6,7 +6,7 @@ struct Diffuse8Command: AsyncParsableCommand {
         commandName: "diffuse8",
         abstract: "Run Stable Diffusion models (SD1.x, SDXL diffusers folders) in Swift, with 8-bit quantization.",
         subcommands: [GenerateCommand.self, ServeCommand.self, InspectCommand.self,
-                      CalibrateCommand.self, MergeStatsCommand.self, QuantizeCommand.self, EvalCommand.self,
+                      CalibrateCommand.self, MergeStatsCommand.self, QuantizeCommand.self, ExportONNXCommand.self, EvalCommand.self,
                       FidelityCommand.self, EvaluateFidelityCommand.self,
                       BenchCommand.self, CUDASelfTestCommand.self])
 

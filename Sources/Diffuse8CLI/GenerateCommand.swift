@@ -34,8 +34,11 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Number of images, with seeds seed, seed+1, …")
     var batchCount: Int = 1
 
-    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
+
+    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family for configurations, tokenizers and scheduler.")
+    var config: String?
 
     @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
     var output: String = "out.png"
@@ -72,7 +75,7 @@ struct GenerateCommand: ParsableCommand {
 
         let directory = try model ?? DefaultModel.locate()
         FileHandleStderr.write("loading \(directory) (\(device.rawValue))\n")
-        let pipeline = try StableDiffusionPipeline(directory: directory, device: device, precision: precision.storageType)
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config, device: device, precision: precision.storageType)
         let kind = SchedulerKind(rawValue: scheduler)!
         for (index, path) in outputs.enumerated() {
             let request = GenerationRequest(

@@ -9,7 +9,10 @@
 /// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
 /// folders run their 8-bit layers as a simulation (quantize→dequantize around full-precision kernels) on both devices.
 public final class StableDiffusionPipeline {
+    /// The diffusers folder (for a single-file checkpoint: the folder its configurations come from).
     public let folder: DiffusersFolder
+    /// The single-file checkpoint the weights come from, if any.
+    public let checkpoint: SingleFileCheckpoint?
     public let device: ComputeDevice
     /// The UNet on the chosen backend (calibration swaps in a recording one while it runs).
     public internal(set) var noisePredictor: any NoisePredictor
@@ -25,22 +28,30 @@ public final class StableDiffusionPipeline {
     /// BF16; the CPU always runs FP32). The CUDA context is shared by the process: one precision per process.
     /// `forCalibration` (CUDA): weights are prepared unfused and the UNet's host weights kept, so that calibration can
     /// observe every layer and fingerprint the model.
-    public init(directory: String, device: ComputeDevice = .cpu, precision: CUDADataType = .float16,
-                forCalibration: Bool = false) throws {
-        let folder = try DiffusersFolder(path: directory)
+    ///
+    /// `directory` may also be a single-file checkpoint (`SingleFileCheckpoint`: SD1.x/SDXL `.safetensors` in the original
+    /// key layout); its configurations, tokenizers and scheduler settings then come from the diffusers folder
+    /// `configDirectory` of the same family (diffusers' `from_single_file(config=…)`).
+    public init(directory: String, configDirectory: String? = nil, device: ComputeDevice = .cpu,
+                precision: CUDADataType = .float16, forCalibration: Bool = false) throws {
+        let checkpoint = SingleFileCheckpoint.isFile(directory) ? try SingleFileCheckpoint(path: directory) : nil
+        let folder = try DiffusersFolder(path: try checkpoint.map { try Self.configFolder(configDirectory, for: $0) } ?? directory)
         self.folder = folder
+        self.checkpoint = checkpoint
         self.device = device
         let unetFolder = try folder.folder(of: "unet")
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
-        let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
+        let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
+            ?? QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
         // One backend holds every network's device weights.
         let backend: CUDABackend? = device == .cuda
             ? CUDABackend(kernels: try CUDAKernels(storageType: precision), fusesLayers: !forCalibration) : nil
         noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0, keepHostWeights: forCalibration)) } ?? unet
-        let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
+        let vae = try checkpoint?.loadVAE(configDirectory: folder.folder(of: "vae")) ?? AutoencoderKL.load(directory: folder.folder(of: "vae"))
         decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae
         func textEncoder(_ name: String) throws -> any TextEncoder {
-            let model = try CLIPTextModel.load(directory: folder.folder(of: name))
+            let model = try checkpoint?.loadTextEncoder(index: name == "text_encoder" ? 0 : 1, configDirectory: folder.folder(of: name))
+                ?? CLIPTextModel.load(directory: folder.folder(of: name))
             return try backend.map { try CUDACLIPTextModel(model, backend: $0) } ?? model
         }
         var encoders = [TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),
@@ -54,6 +65,19 @@ public final class StableDiffusionPipeline {
         schedulerConfiguration = try folder.config(of: "scheduler")
         zeroEmbeddingsForMissingNegativePrompt = folder.family == .stableDiffusionXL
             && (folder.index["force_zeros_for_empty_prompt"]?.bool ?? true)
+    }
+
+    /// The diffusers folder holding the configurations of a single-file checkpoint, checked against its family.
+    static func configFolder(_ configDirectory: String?, for checkpoint: SingleFileCheckpoint) throws -> String {
+        guard let configDirectory else {
+            throw PipelineError("\(checkpoint.path) is a single-file \(checkpoint.family) checkpoint, which holds no configurations or tokenizer; "
+                                + "give a diffusers folder of the same family with --config (e.g. the \(checkpoint.family == .stableDiffusionXL ? "stable-diffusion-xl-base-1.0" : "stable-diffusion-v1-5") folder)")
+        }
+        let folder = try DiffusersFolder(path: configDirectory)
+        guard folder.family == checkpoint.family else {
+            throw PipelineError("\(checkpoint.path) is a \(checkpoint.family) checkpoint but the --config folder \(configDirectory) is \(folder.family); give a \(checkpoint.family) folder")
+        }
+        return configDirectory
     }
 
     /// The FP32 CPU UNet (calibration, quantization and evaluation work on it); nil on a CUDA pipeline.

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref
 
 # Order matters: the tiny pipelines are the inputs of the other references.
 PARTS = ["tiny_pipelines", "safetensors_cases", "png_cases", "tokenizer", "rng", "schedulers", "text_encoder", "vae", "unet",
-         "cpu_kernels", "quantization", "pipeline", "default_model", "single_file"]
+         "cpu_kernels", "quantization", "pipeline", "default_model", "single_file", "prompt_weighting", "img2img"]
 
 
 def main(argv):

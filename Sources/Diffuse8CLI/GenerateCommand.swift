@@ -40,6 +40,15 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family for configurations, tokenizers and scheduler.")
     var config: String?
 
+    @Option(name: .long, help: "A1111's clip skip: condition on the text encoder's N-th layer from the end (1 = last; SD1.x only).")
+    var clipSkip: Int = 1
+
+    @Option(name: .long, help: "Image-to-image: a PNG to start from (resized to --width/--height when given and different).")
+    var initImage: String?
+
+    @Option(name: .long, help: "Image-to-image: denoising strength in [0, 1] (how much of the run is denoised; default 0.75).")
+    var strength: Float?
+
     @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
     var output: String = "out.png"
 
@@ -65,6 +74,13 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--threads \(threads) is outside 1...\(OptionLimits.maximumThreads)")
         }
         if precision != .fp16 && device != .cuda { throw ValidationError("--precision applies to --device cuda (the CPU computes in FP32)") }
+        guard (1...OptionLimits.maximumClipSkip).contains(clipSkip) else {
+            throw ValidationError("--clip-skip \(clipSkip) is outside 1...\(OptionLimits.maximumClipSkip)")
+        }
+        if let strength {
+            guard strength.isFinite, (0...1).contains(strength) else { throw ValidationError("--strength \(strength) is outside [0, 1]") }
+            guard initImage != nil else { throw ValidationError("--strength applies to image-to-image (--init-image)") }
+        }
         guard output.lowercased().hasSuffix(".png") else { throw ValidationError("--output must end in .png, got '\(output)'") }
     }
 
@@ -77,10 +93,14 @@ struct GenerateCommand: ParsableCommand {
         FileHandleStderr.write("loading \(directory) (\(device.rawValue))\n")
         let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config, device: device, precision: precision.storageType)
         let kind = SchedulerKind(rawValue: scheduler)!
+        let start = try initImage.map { try loadInitImage($0, pipeline: pipeline) }
         for (index, path) in outputs.enumerated() {
-            let request = GenerationRequest(
+            var request = GenerationRequest(
                 prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: cfg,
-                seed: seed + UInt64(index), width: width, height: height, scheduler: kind)
+                seed: seed + UInt64(index), width: start?.width ?? width, height: start?.height ?? height, scheduler: kind)
+            request.clipSkip = clipSkip
+            request.initImage = start?.tensor
+            request.strength = strength ?? request.strength
             try pipeline.validate(request)
             var bar = ProgressBar(label: batchCount > 1 ? "image \(index + 1)/\(batchCount)" : "")
             bar.restart()
@@ -94,6 +114,21 @@ struct GenerateCommand: ParsableCommand {
             try PNGEncoder.write(image, text: [("parameters", parameters.text)], to: path)
             print(path)
         }
+    }
+
+    /// The init image as a tensor of the output size: without --width/--height the PNG's size rounded down to a
+    /// multiple of 8 (diffusers), else --width × --height (A1111's "Just resize"); a resize is reported.
+    func loadInitImage(_ path: String, pipeline: StableDiffusionPipeline) throws -> (tensor: Tensor, width: Int, height: Int) {
+        let image = try PNGDecoder.read(path: path).image
+        let factor = pipeline.decoder.configuration.downscaleFactor
+        let w = width ?? (image.width / factor) * factor, h = height ?? (image.height / factor) * factor
+        guard w > 0, h > 0 else {
+            throw ValidationError("--init-image \(path) is \(image.width)x\(image.height); it must be at least \(factor)x\(factor)")
+        }
+        if w != image.width || h != image.height {
+            FileHandleStderr.write("note: init image \(path) (\(image.width)x\(image.height)) resized to \(w)x\(h)\n")
+        }
+        return (ImageConversion.initImageTensor(ImageConversion.resized(image, width: w, height: h)), w, h)
     }
 
     static func seconds(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }

@@ -18,6 +18,8 @@ public final class StableDiffusionPipeline {
     public internal(set) var noisePredictor: any NoisePredictor
     /// The VAE decoder on the chosen backend.
     public let decoder: any LatentDecoder
+    /// The VAE on the CPU, whose encoder turns image-to-image init images into latents.
+    let imageEncoder: AutoencoderKL
     let conditioning: TextConditioning
     let schedulerConfiguration: JSONValue
     /// SDXL: whether a missing negative prompt means zero embeddings (model_index `force_zeros_for_empty_prompt`).
@@ -49,6 +51,7 @@ public final class StableDiffusionPipeline {
         noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0, keepHostWeights: forCalibration)) } ?? unet
         let vae = try checkpoint?.loadVAE(configDirectory: folder.folder(of: "vae")) ?? AutoencoderKL.load(directory: folder.folder(of: "vae"))
         decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae
+        imageEncoder = vae
         func textEncoder(_ name: String) throws -> any TextEncoder {
             let model = try checkpoint?.loadTextEncoder(index: name == "text_encoder" ? 0 : 1, configDirectory: folder.folder(of: name))
                 ?? CLIPTextModel.load(directory: folder.folder(of: name))
@@ -102,7 +105,15 @@ public final class StableDiffusionPipeline {
             }
         }
         guard request.steps >= 1 else { throw PipelineError("steps must be at least 1, got \(request.steps)") }
+        guard request.clipSkip >= 1 else { throw PipelineError("clip skip must be at least 1 (1 = the last layer), got \(request.clipSkip)") }
         try GenerationLimits.check(request)
+        if let image = request.initImage {
+            let expected = [1, decoder.configuration.inChannels, request.height ?? nativeSize, request.width ?? nativeSize]
+            guard image.shape == expected else {
+                throw PipelineError("the init image is \(image.shape) (N, C, H, W) but this request needs \(expected); resize it to the output size")
+            }
+            _ = try ImageToImage.startIndex(steps: request.steps, strength: request.strength)
+        }
     }
 
     /// Generates one image. `progress` is called after every denoising step.
@@ -146,12 +157,15 @@ public final class StableDiffusionPipeline {
     /// batched [negative, positive] when guidance is on.
     public func encodeConditioning(_ request: GenerationRequest, warnings: inout [String]) throws -> UNetConditioning {
         let (width, height) = (request.width ?? nativeSize, request.height ?? nativeSize)
-        let positive = try conditioning.encode(request.prompt, warnings: &warnings)
-        let negative: TextConditioning.Embeddings
+        let positive: TextConditioning.Embeddings, negative: TextConditioning.Embeddings
+        if request.clipSkip > 1 && folder.family == .stableDiffusionXL {
+            warnings.append("clip skip \(request.clipSkip) is not applied to SDXL (its encoders already condition on the penultimate layer)")
+        }
         if request.negativePrompt == nil && zeroEmbeddingsForMissingNegativePrompt {
+            positive = try conditioning.encode(request.prompt, clipSkip: request.clipSkip, warnings: &warnings)
             negative = TextConditioning.zeros(like: positive)
         } else {
-            negative = try conditioning.encode(request.negativePrompt ?? "", warnings: &warnings)
+            (positive, negative) = try conditioning.encodePair(request.prompt, request.negativePrompt ?? "", clipSkip: request.clipSkip)
         }
         let guided = request.guidanceScale > 1
         let context = guided ? Tensor.concatenate([negative.hiddenStates, positive.hiddenStates]) : positive.hiddenStates
@@ -178,9 +192,18 @@ public final class StableDiffusionPipeline {
         var scheduler = try request.scheduler.makeScheduler(config: schedulerConfiguration, steps: request.steps)
         var generator = TorchGenerator(seed: request.seed)
         let factor = decoder.configuration.downscaleFactor
-        var latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
-        latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
-        if observe == nil, let steps = scheduler.samplerSteps() {
+        var latents: Tensor
+        var startIndex = 0
+        if let image = request.initImage {
+            // image-to-image: the host loop runs from the first kept step (device loops start at step 0)
+            startIndex = try ImageToImage.startIndex(steps: scheduler.timesteps.count, strength: request.strength)
+            latents = try ImageToImage.startLatents(image: image, vae: imageEncoder, scheduler: scheduler, startIndex: startIndex,
+                                                    generator: &generator)
+        } else {
+            latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
+            latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
+        }
+        if observe == nil, startIndex == 0, let steps = scheduler.samplerSteps() {
             // Backends that can run the whole loop on the device (CUDA: no host round trip per step) do so. The noise
             // of ancestral steps is drawn now from a copy of the generator, in the order the host loop would draw it.
             var noiseGenerator = generator
@@ -197,14 +220,14 @@ public final class StableDiffusionPipeline {
         sampleShape[0] = c.guided ? 2 : 1
         let unet = try noisePredictor.makeDenoiser(conditioning: c, sampleShape: sampleShape)
 
-        for (index, timestep) in scheduler.timesteps.enumerated() {
+        for (index, timestep) in scheduler.timesteps.enumerated() where index >= startIndex {
             try request.cancellation?.check()
             let input = scheduler.scaleModelInput(c.guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
             let output = try unet(input, Float(timestep))
             observe?(index, Float(timestep), input, output)
             let noise = c.guided ? Self.guide(output, scale: request.guidanceScale) : output
             latents = scheduler.step(modelOutput: noise, stepIndex: index, sample: latents, generator: &generator)
-            progress?(StepProgress(step: index + 1, totalSteps: scheduler.timesteps.count))
+            progress?(StepProgress(step: index + 1 - startIndex, totalSteps: scheduler.timesteps.count - startIndex))
         }
         return latents
     }

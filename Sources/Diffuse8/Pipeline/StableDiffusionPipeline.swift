@@ -11,6 +11,8 @@
 public final class StableDiffusionPipeline {
     /// The diffusers folder (for a single-file checkpoint: the folder its configurations come from).
     public let folder: DiffusersFolder
+    /// What merging the LoRAs skipped (modules that match no layer), for the user.
+    public let loraWarnings: [String]
     /// The single-file checkpoint the weights come from, if any.
     public let checkpoint: SingleFileCheckpoint?
     public let device: ComputeDevice
@@ -34,8 +36,12 @@ public final class StableDiffusionPipeline {
     /// `directory` may also be a single-file checkpoint (`SingleFileCheckpoint`: SD1.x/SDXL `.safetensors` in the original
     /// key layout); its configurations, tokenizers and scheduler settings then come from the diffusers folder
     /// `configDirectory` of the same family (diffusers' `from_single_file(config=…)`).
+    ///
+    /// `loras`: LoRA files and their weights, merged into the full-precision UNet and text encoders before the networks
+    /// go to the device (`LoRAMerge`); what did not match is in `loraWarnings`.
     public init(directory: String, configDirectory: String? = nil, device: ComputeDevice = .cpu,
-                precision: CUDADataType = .float16, forCalibration: Bool = false) throws {
+                precision: CUDADataType = .float16, forCalibration: Bool = false,
+                loras: [(file: LoRAFile, weight: Float)] = []) throws {
         let checkpoint = SingleFileCheckpoint.isFile(directory) ? try SingleFileCheckpoint(path: directory) : nil
         let folder = try DiffusersFolder(path: try checkpoint.map { try Self.configFolder(configDirectory, for: $0) } ?? directory)
         self.folder = folder
@@ -45,6 +51,22 @@ public final class StableDiffusionPipeline {
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
             ?? QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
+        if !loras.isEmpty && QuantizedModelFolder.isQuantized(unetDirectory: unetFolder) {
+            throw PipelineError("\(unetFolder) is quantized; LoRAs are merged into full-precision models only (merge into the FP model, then quantize)")
+        }
+        let textModels = try (folder.family == .stableDiffusionXL ? ["text_encoder", "text_encoder_2"] : ["text_encoder"]).map { name in
+            try checkpoint?.loadTextEncoder(index: name == "text_encoder" ? 0 : 1, configDirectory: folder.folder(of: name))
+                ?? CLIPTextModel.load(directory: folder.folder(of: name))
+        }
+        var loraWarnings: [String] = []
+        for (file, weight) in loras {
+            let report = try LoRAMerge.merge(file, weight: weight, unet: unet, textEncoders: textModels)
+            if !report.unmatched.isEmpty {
+                loraWarnings.append("\(file.path): \(report.unmatched.count) of \(file.modules.count) modules match no layer and were skipped "
+                                    + "(e.g. '\(report.unmatched[0])')")
+            }
+        }
+        self.loraWarnings = loraWarnings
         // One backend holds every network's device weights.
         let backend: CUDABackend? = device == .cuda
             ? CUDABackend(kernels: try CUDAKernels(storageType: precision), fusesLayers: !forCalibration) : nil
@@ -53,8 +75,7 @@ public final class StableDiffusionPipeline {
         decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae
         imageEncoder = vae
         func textEncoder(_ name: String) throws -> any TextEncoder {
-            let model = try checkpoint?.loadTextEncoder(index: name == "text_encoder" ? 0 : 1, configDirectory: folder.folder(of: name))
-                ?? CLIPTextModel.load(directory: folder.folder(of: name))
+            let model = textModels[name == "text_encoder" ? 0 : 1]
             return try backend.map { try CUDACLIPTextModel(model, backend: $0) } ?? model
         }
         var encoders = [TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),

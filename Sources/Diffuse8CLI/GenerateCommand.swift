@@ -49,6 +49,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Image-to-image: denoising strength in [0, 1] (how much of the run is denoised; default 0.75).")
     var strength: Float?
 
+    @Option(name: .long, help: "A LoRA to merge, FILE or FILE:WEIGHT (weight default 1; repeatable).")
+    var lora: [String] = []
+
+    @Option(name: .long, help: "Folder of LoRA files for the prompt's <lora:NAME:WEIGHT> tags (NAME.safetensors).")
+    var loraDir: String?
+
     @Option(name: .shortAndLong, help: "Output PNG path (with several images: NAME-1.png, NAME-2.png, …).")
     var output: String = "out.png"
 
@@ -91,12 +97,17 @@ struct GenerateCommand: ParsableCommand {
 
         let directory = try model ?? DefaultModel.locate()
         FileHandleStderr.write("loading \(directory) (\(device.rawValue))\n")
-        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config, device: device, precision: precision.storageType)
+        let (encodedPrompt, tags) = try LoRAPromptTags.extract(prompt)
+        var loras = try lora.map { try Self.parseLoRA($0) }
+        loras += try tags.map { (try LoRAFile(path: LoRAPromptTags.file(named: $0.name, in: loraDir)), $0.weight) }
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config, device: device,
+                                                   precision: precision.storageType, loras: loras)
+        for warning in pipeline.loraWarnings { FileHandleStderr.write("warning: \(warning)\n") }
         let kind = SchedulerKind(rawValue: scheduler)!
         let start = try initImage.map { try loadInitImage($0, pipeline: pipeline) }
         for (index, path) in outputs.enumerated() {
             var request = GenerationRequest(
-                prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: cfg,
+                prompt: encodedPrompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: cfg,
                 seed: seed + UInt64(index), width: start?.width ?? width, height: start?.height ?? height, scheduler: kind)
             request.clipSkip = clipSkip
             request.initImage = start?.tensor
@@ -109,7 +120,9 @@ struct GenerateCommand: ParsableCommand {
             let t = result.timings
             FileHandleStderr.write("time \(Self.seconds(t.total)) s: text \(Self.seconds(t.encode)) s, denoise \(Self.seconds(t.denoise)) s, decode \(Self.seconds(t.decode)) s\n")
             let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
-            let parameters = A1111Parameters(request: request, width: image.width, height: image.height,
+            var recorded = request
+            recorded.prompt = prompt + lora.map { " <lora:\(Self.loraName($0)):\(Self.loraWeight($0))>" }.joined()  // A1111 keeps the tags
+            let parameters = A1111Parameters(request: recorded, width: image.width, height: image.height,
                                               model: directory.split(separator: "/").last.map(String.init) ?? directory)
             try PNGEncoder.write(image, text: [("parameters", parameters.text)], to: path)
             print(path)
@@ -129,6 +142,29 @@ struct GenerateCommand: ParsableCommand {
             FileHandleStderr.write("note: init image \(path) (\(image.width)x\(image.height)) resized to \(w)x\(h)\n")
         }
         return (ImageConversion.initImageTensor(ImageConversion.resized(image, width: w, height: h)), w, h)
+    }
+
+    /// `FILE` or `FILE:WEIGHT` (the last colon separates the weight when what follows is a number).
+    static func parseLoRA(_ argument: String) throws -> (file: LoRAFile, weight: Float) {
+        (try LoRAFile(path: loraPath(argument)), loraWeight(argument))
+    }
+
+    static func loraPath(_ argument: String) -> String {
+        if let colon = argument.lastIndex(of: ":"), Float(argument[argument.index(after: colon)...]) != nil {
+            return String(argument[..<colon])
+        }
+        return argument
+    }
+
+    static func loraWeight(_ argument: String) -> Float {
+        guard let colon = argument.lastIndex(of: ":") else { return 1 }
+        return Float(argument[argument.index(after: colon)...]) ?? 1
+    }
+
+    /// The LoRA's name as A1111 writes it in tags: the file name without `.safetensors`.
+    static func loraName(_ argument: String) -> String {
+        let file = loraPath(argument).split(separator: "/").last.map(String.init) ?? argument
+        return file.hasSuffix(".safetensors") ? String(file.dropLast(".safetensors".count)) : file
     }
 
     static func seconds(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }

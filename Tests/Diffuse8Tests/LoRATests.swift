@@ -70,6 +70,14 @@ final class LoRATests: XCTestCase {
         XCTAssertEqual(LoRAMerge.ldmName("mid_block.resnets.1.time_emb_proj", c), "middle_block.2.emb_layers.1")
     }
 
+    func testPromptTagsAreTakenOutWithTheirWeights() throws {
+        let (prompt, tags) = try LoRAPromptTags.extract("a <lora:shapes:0.6>red circle<lora:colour> and <lora:both:0.5:0.9> more")
+        XCTAssertEqual(prompt, "a red circle and  more")
+        XCTAssertEqual(tags, [.init(name: "shapes", weight: 0.6), .init(name: "colour", weight: 1), .init(name: "both", weight: 0.5)])
+        XCTAssertThrowsError(try LoRAPromptTags.extract("<lora:x:heavy>")) { XCTAssertTrue("\($0)".contains("'heavy'"), "\($0)") }
+        XCTAssertThrowsError(try LoRAPromptTags.file(named: "x", in: nil)) { XCTAssertTrue("\($0)".contains("--lora-dir"), "\($0)") }
+    }
+
     private func write(_ tensors: [String: [Int]]) throws -> String {
         let folder = try FormatsTestFiles.make()
         temporary = folder

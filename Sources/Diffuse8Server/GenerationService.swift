@@ -102,6 +102,7 @@ public final class GenerationService: @unchecked Sendable {
                                             guidanceScale: Float(p.cfgScale), seed: seed, width: p.width, height: p.height,
                                             scheduler: p.kind)
             request.cancellation = cancellation
+            request.clipSkip = p.clipSkip
             let imageStart = clock.now
             var stepStart = clock.now
             let image: PixelImage

@@ -21,6 +21,8 @@ public struct Txt2ImgParameters: Sendable, Equatable {
     public var batchSize = 1
     public var nIter = 1
     public var sendImages = true
+    /// `override_settings.CLIP_stop_at_last_layers` (A1111's "Clip skip"), 1 = the last layer.
+    public var clipSkip = 1
     /// The sampler `samplerName` and `scheduler` resolve to.
     public var kind: SchedulerKind = .euler
 
@@ -58,6 +60,17 @@ public struct Txt2ImgParameters: Sendable, Equatable {
             reader.fail("n_iter", "batch_size × n_iter = \(p.imageCount) images; at most \(limits.maxImagesPerRequest) per request", type: "less_than_equal")
         }
         p.sendImages = reader.bool("send_images") ?? p.sendImages
+        // Emphasis syntax and long prompts are handled by the pipeline; LoRA tags need files the server does not load.
+        for (field, text) in [("prompt", p.prompt), ("negative_prompt", p.negativePrompt)] where text.contains("<lora:") {
+            reader.fail(field, "LoRA tags (<lora:…>) are not supported by this server; merge the LoRA with `diffuse8 generate --lora`", type: "value_error")
+        }
+        if let skip = object["override_settings"]?["CLIP_stop_at_last_layers"], !skip.isNull {
+            if let value = skip.int, (1...12).contains(value) {
+                p.clipSkip = value
+            } else {
+                reader.fail("override_settings", "CLIP_stop_at_last_layers must be an integer in 1...12", type: "value_error")
+            }
+        }
         if reader.bool("enable_hr") == true {
             reader.fail("enable_hr", "hires fix is not supported by this server", type: "value_error")
         }

@@ -37,6 +37,13 @@ final class ServerRequestTests: XCTestCase {
         XCTAssertEqual([p.width, p.height], [64, 64], "missing sizes are the model's native size")
     }
 
+    func testClipSkipOverrideAndLoRATags() throws {
+        XCTAssertEqual(try parse(#"{"prompt": "a (red:1.2) circle", "override_settings": {"CLIP_stop_at_last_layers": 2}}"#).clipSkip, 2)
+        XCTAssertEqual(try parse("{}").clipSkip, 1)
+        XCTAssertEqual(issues(#"{"override_settings": {"CLIP_stop_at_last_layers": 40}}"#).first?.msg.contains("1...12"), true)
+        XCTAssertEqual(issues(#"{"prompt": "x <lora:style:0.8>"}"#).first?.msg.contains("LoRA tags"), true)
+    }
+
     func testWebuiapiPayloadWithUnusedFieldsAndNullsParses() throws {
         // The body webuiapi 0.9 sends for txt2img(prompt=..., seed=5, steps=4, width=64, height=64).
         let body = """

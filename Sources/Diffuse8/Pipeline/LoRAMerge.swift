@@ -13,7 +13,12 @@ public enum LoRAMerge {
     /// Throws when nothing matches (listing a few keys), when the LoRA adapts an encoder the model lacks, or when a
     /// matched module's shape does not fit its layer.
     @discardableResult
-    public static func merge(_ lora: LoRAFile, weight: Float, unet: UNet2DConditionModel, textEncoders: [CLIPTextModel]) throws -> Report {
+    ///
+    /// Layers of a quantized UNet (simulated: a `SimulatedQuantizationHook`) get the update through
+    /// `QuantizedLoRAUpdate` — merged into their re-derived full-precision weight and re-quantized with the stored
+    /// statistics; `alphas` are the SmoothQuant α per layer from the folder's recipe.
+    public static func merge(_ lora: LoRAFile, weight: Float, unet: UNet2DConditionModel, textEncoders: [CLIPTextModel],
+                             alphas: [String: Float] = [:]) throws -> Report {
         if textEncoders.count < 2, let m = lora.modules.first(where: { $0.component == .textEncoder2 }) {
             throw LoRAError(lora.path, "adapts a second text encoder ('\(m.key)'), so it is for SDXL; this model has one text encoder (SD1.x/2.x)")
         }
@@ -23,10 +28,26 @@ public enum LoRAMerge {
         }
         let configuration = unet.configuration
         for layer in unet.linearLayers {
-            add(unetNames(layer.name, configuration), { layer.weight }, { layer.weight = $0 })
+            if let hook = layer.executionHook as? SimulatedQuantizationHook {
+                add(unetNames(layer.name, configuration), { QuantizedLoRAUpdate.fullPrecisionWeight(hook.layer) }, { merged in
+                    let q = QuantizedLoRAUpdate.requantized(hook.layer, merged: merged, alpha: alphas[layer.name])
+                    layer.weight = q.weight.dequantized()
+                    layer.executionHook = SimulatedQuantizationHook(q)
+                })
+            } else {
+                add(unetNames(layer.name, configuration), { layer.weight }, { layer.weight = $0 })
+            }
         }
         for layer in unet.convolutionLayers {
-            add(unetNames(layer.name, configuration), { layer.weight }, { layer.weight = $0 })
+            if let hook = layer.executionHook as? SimulatedQuantizationHook {
+                add(unetNames(layer.name, configuration), { QuantizedLoRAUpdate.fullPrecisionWeight(hook.layer) }, { merged in
+                    let q = QuantizedLoRAUpdate.requantized(hook.layer, merged: merged, alpha: nil)
+                    layer.weight = q.weight.dequantized()
+                    layer.executionHook = SimulatedQuantizationHook(q)
+                })
+            } else {
+                add(unetNames(layer.name, configuration), { layer.weight }, { layer.weight = $0 })
+            }
         }
         for (index, encoder) in textEncoders.enumerated() {
             let component: LoRAFile.Component = index == 0 ? .textEncoder : .textEncoder2

@@ -4,9 +4,12 @@
 /// Matches diffusers' `StableDiffusionPipeline` and `StableDiffusionXLPipeline` (`__call__` with default
 /// `eta`, `guidance_rescale` 0, no `clip_skip`): same prompt encoding, same latents from the same seed,
 /// same classifier-free guidance batch order ([negative, positive]), same scheduler steps, same VAE decode.
+/// Prompts follow AUTOMATIC1111's emphasis syntax and 75-token chunking (`TextConditioning`; a plain prompt of up to
+/// 75 tokens encodes exactly as in diffusers); with an init image it is `StableDiffusionImg2ImgPipeline`
+/// (`ImageToImage`).
 ///
-/// Limitations: text-to-image only; one image per call (use several seeds for more); no prompt
-/// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
+/// Limitations: one image per call (use several seeds for more); image-to-image runs the host loop (no device
+/// sampling loop); `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
 /// folders run their 8-bit layers as a simulation (quantize→dequantize around full-precision kernels) on both devices.
 public final class StableDiffusionPipeline {
     /// The diffusers folder (for a single-file checkpoint: the folder its configurations come from).
@@ -51,16 +54,15 @@ public final class StableDiffusionPipeline {
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
             ?? QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
-        if !loras.isEmpty && QuantizedModelFolder.isQuantized(unetDirectory: unetFolder) {
-            throw PipelineError("\(unetFolder) is quantized; LoRAs are merged into full-precision models only (merge into the FP model, then quantize)")
-        }
+        // a quantized UNet gets LoRAs re-quantized layer by layer with its stored statistics (QuantizedLoRAUpdate)
+        let alphas = loras.isEmpty ? [:] : try QuantizedModelFolder.manifest(unetDirectory: unetFolder)?.alphaPerLayer ?? [:]
         let textModels = try (folder.family == .stableDiffusionXL ? ["text_encoder", "text_encoder_2"] : ["text_encoder"]).map { name in
             try checkpoint?.loadTextEncoder(index: name == "text_encoder" ? 0 : 1, configDirectory: folder.folder(of: name))
                 ?? CLIPTextModel.load(directory: folder.folder(of: name))
         }
         var loraWarnings: [String] = []
         for (file, weight) in loras {
-            let report = try LoRAMerge.merge(file, weight: weight, unet: unet, textEncoders: textModels)
+            let report = try LoRAMerge.merge(file, weight: weight, unet: unet, textEncoders: textModels, alphas: alphas)
             if !report.unmatched.isEmpty {
                 loraWarnings.append("\(file.path): \(report.unmatched.count) of \(file.modules.count) modules match no layer and were skipped "
                                     + "(e.g. '\(report.unmatched[0])')")

@@ -10,11 +10,11 @@ import Darwin
 ///    divisors, 1 where the layer is not smoothed);
 /// 2. the update is added: W′ = W + ΔW;
 /// 3. SmoothQuant factors are recomputed from W′ with the layer's α and the calibration's per-channel activation
-///    amax x_j, which the stored factors still encode (s_j = max|W[:, j]|^(1−α) / x_j^α, so
-///    x_j = (max|W[:, j]|^(1−α) / s_j)^(1/α); where s_j was clamped or the column was zero, the bound
-///    x_j ≤ input_amax / s_j is used);
-/// 4. the input amax becomes max_j x_j·s′_j (what the quantizer computes from the same statistics) — unchanged for
-///    Conv2d layers, whose input statistics the LoRA does not touch;
+///    amax x_j, which the stored factors still encode: s_j = max|W[:, j]|^(1−α) / x_j^α, so
+///    s′_j = s_j · (max|W′[:, j]| / max|W[:, j]|)^(1−α) — the quantizer's formula for W′ and the same x;
+/// 4. the input amax becomes max_j x_j·s′_j (what the quantizer computes from the same statistics; x_j recovered as
+///    (max|W[:, j]|^(1−α) / s_j)^(1/α), or bounded by input_amax / s_j where s_j was clamped) — unchanged for Conv2d
+///    layers, whose input statistics the LoRA does not touch;
 /// 5. W′/s′ is quantized with the layer's format and granularity (per-channel when it had one scale per row).
 public enum QuantizedLoRAUpdate {
     /// The re-derived full-precision weight of `layer`.
@@ -31,6 +31,7 @@ public enum QuantizedLoRAUpdate {
     /// (nil when the layer is not smoothed).
     public static func requantized(_ layer: QuantizedLayer, merged: Tensor, alpha: Float?) -> QuantizedLayer {
         let perChannel = layer.weight.scales.count > 1
+        if merged.scalars == fullPrecisionWeight(layer).scalars { return layer }  // a zero update changes nothing
         guard let old = layer.smoothing, let alpha, layer.kind == .linear else {
             return QuantizedLayer(name: layer.name, kind: layer.kind,
                                   weight: QuantizedWeight(quantizing: merged, format: layer.format, perChannel: perChannel),
@@ -46,13 +47,31 @@ public enum QuantizedLoRAUpdate {
             let x = Float(pow(pow(Double(before[j]), Double(1 - alpha)) / Double(old[j]), 1 / Double(alpha)))
             return x.isFinite && x > 0 ? x : bound
         }
-        let scales = alpha > 0
-            ? QuantizationRecipe.smoothingScales(weight: merged, channelAmax: channelAmax, alpha: alpha)
-            : after.map { $0 > 0 ? min(max($0, 1e-4), 1e4) : 1 }  // α = 0: s = max|W[:, j]|
-        let newAmax = amax.map { _ in zip(channelAmax, scales).map { $0 * $1 }.max() ?? 0 }
+        // s′_j = s_j · (max|W′[:, j]| / max|W[:, j]|)^(1−α): the same as smoothingScales(W′, x, α), written so that a
+        // column the update leaves alone keeps its factor bit for bit (a one-ulp change of a factor flips roundings of
+        // the fake-quantized activations, which a 20-step run amplifies)
+        let scales: [Float] = old.indices.map { j in
+            guard before[j] > 0, after[j] > 0, after[j] != before[j] else { return after[j] > 0 || before[j] == 0 ? old[j] : 1 }
+            let s = Float(Double(old[j]) * pow(Double(after[j]) / Double(before[j]), Double(1 - alpha)))
+            return min(max(s, 1e-4), 1e4)
+        }
+        let newAmax = amax.map { a -> Float in
+            let was = zip(channelAmax, old).map { $0 * $1 }.max() ?? 0, now = zip(channelAmax, scales).map { $0 * $1 }.max() ?? 0
+            return scales == old || was <= 0 ? a : a * (now / was)
+        }
+        // W′/s′ as dequantized(W/s) ⊙ (s/s′) + ΔW/s′, exact where nothing changed
+        let smoothedOld = layer.weight.dequantized()
+        let full = fullPrecisionWeight(layer)
+        let columns = merged.shape[1]
+        var smoothed = merged
+        for i in smoothed.scalars.indices {
+            let j = i % columns
+            let delta = merged.scalars[i] - full.scalars[i]
+            smoothed.scalars[i] = (scales[j] == old[j] ? smoothedOld.scalars[i] : smoothedOld.scalars[i] * (old[j] / scales[j]))
+                + (delta == 0 ? 0 : delta / scales[j])
+        }
         return QuantizedLayer(name: layer.name, kind: .linear,
-                              weight: QuantizedWeight(quantizing: Quantizer.smoothedWeight(merged, scales), format: layer.format,
-                                                      perChannel: perChannel),
+                              weight: QuantizedWeight(quantizing: smoothed, format: layer.format, perChannel: perChannel),
                               inputAmax: newAmax, smoothing: scales, outputAmax: layer.outputAmax)
     }
 }

@@ -48,7 +48,7 @@ enum LDMKeyMapping {
             case "middle_block":
                 if j == 0 || j == 2 { target = resnet(rest).map { "mid_block.resnets.\(j / 2).\($0)" } }
                 if j == 1 { target = "mid_block.attentions.0.\(rest)" }
-            case "output_blocks" where i < outputSlots.count:
+            case "output_blocks" where i >= 0 && i < outputSlots.count:
                 let slot = outputSlots[i]
                 if j == 0 {
                     target = resnet(rest).map { "up_blocks.\(slot.block).resnets.\(slot.layer).\($0)" }

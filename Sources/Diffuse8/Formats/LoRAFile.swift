@@ -33,9 +33,14 @@ public final class LoRAFile: @unchecked Sendable {
     public let path: String
     public let modules: [Module]
 
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
+        try self.init(file: SafetensorsFile(path: path))
+    }
+
+    /// The LoRA in an opened safetensors file (named in errors by its path).
+    init(file: SafetensorsFile) throws {
+        let path = file.path
         self.path = path
-        let file = try SafetensorsFile(path: path)
         let names = Set(file.tensorNames)
         var modules: [Module] = []
         let patterns: [(down: String, up: String)] = [(".lora_down.weight", ".lora_up.weight"), (".lora_A.weight", ".lora_B.weight"),
@@ -54,8 +59,8 @@ public final class LoRAFile: @unchecked Sendable {
                 throw LoRAError(path, "'\(key)': unknown LoRA key prefix (expected lora_unet_, lora_te_, lora_te1_, lora_te2_, unet., text_encoder., text_encoder_2.)")
             }
             let down = try file.tensor(named: key), up = try file.tensor(named: stem + pattern.up)
-            guard down.shape.count >= 2, up.shape.count >= 2, up.shape[1] == down.shape[0] else {
-                throw LoRAError(path, "'\(stem)': down \(down.shape) and up \(up.shape) do not chain (up's second dimension must be down's rank)")
+            guard down.shape.count >= 2, up.shape.count >= 2, down.shape[0] > 0, up.shape[1] == down.shape[0] else {
+                throw LoRAError(path, "'\(stem)': down \(down.shape) and up \(up.shape) do not chain (up's second dimension must be down's rank, at least 1)")
             }
             modules.append(Module(component: component, key: stem, name: name, dotted: dotted, down: down, up: up, alpha: alpha))
         }

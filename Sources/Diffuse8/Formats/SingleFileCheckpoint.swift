@@ -43,9 +43,14 @@ public final class SingleFileCheckpoint: @unchecked Sendable {
 
     /// Opens `path` and reads the family from its keys. Throws an error naming the file and the keys that decided
     /// (or a few of the keys found) when the file is not a checkpoint of a supported family.
-    public init(path: String) throws {
-        self.path = path
-        file = try SafetensorsFile(path: path)
+    public convenience init(path: String) throws {
+        try self.init(file: SafetensorsFile(path: path))
+    }
+
+    /// The checkpoint in an opened safetensors file (named in errors by its path).
+    init(file: SafetensorsFile) throws {
+        path = file.path
+        self.file = file
         let keys = file.tensorNames
         func has(_ prefix: String) -> Bool { keys.contains { $0.hasPrefix(prefix) } }
         func sample() -> String {

@@ -28,6 +28,25 @@ final class ImageToImageTests: XCTestCase {
         }
     }
 
+    func testSDXLImg2ImgMatchesDiffusersXLImg2ImgPipeline() throws {
+        let reference = try Fixtures.reference("img2img")
+        let s = reference.metadata
+        let pipeline = try StableDiffusionPipeline(directory: Fixtures.path("tiny-sdxl"))
+        let initImage = try PNGDecoder.read(path: Fixtures.path("img2img/init.png")).image
+        var request = GenerationRequest(prompt: s["prompt"]!, negativePrompt: s["negative_prompt"]!, steps: Int(s["steps"]!)!,
+                                        guidanceScale: Float(s["guidance"]!)!, seed: UInt64(s["seed"]!)!,
+                                        width: initImage.width, height: initImage.height, scheduler: .euler)
+        request.initImage = ImageConversion.initImageTensor(initImage)
+        request.strength = Float(s["strength"]!)!
+        let result = try pipeline.generate(request)
+        let latentError = result.latents.relativeL2(to: try reference.tensor(named: "sdxl-euler.latents"))
+        XCTAssertLessThan(latentError, 1e-3, "SDXL: latents relative L2 \(latentError)")
+        let expected = try reference.tensor(named: "sdxl-euler.image").scalars
+        let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
+        let differences = zip(image.pixels, expected).map { abs(Double($0.0) - Double($0.1)) }
+        XCTAssertLessThanOrEqual(differences.max() ?? 99, 1, "SDXL: largest pixel difference \(differences.max() ?? 0)")
+    }
+
     func testStrengthOutsideUnitIntervalAndWrongSizeAreRejected() throws {
         let pipeline = try StableDiffusionPipeline(directory: Fixtures.path("tiny-sd15"))
         let initImage = try PNGDecoder.read(path: Fixtures.path("img2img/init.png")).image

@@ -1,8 +1,9 @@
-"""Image-to-image references: diffusers' StableDiffusionImg2ImgPipeline on the tiny SD1.x fixture (FP32, CPU).
+"""Image-to-image references: diffusers' StableDiffusionImg2ImgPipeline on the tiny SD1.x fixture (every scheduler)
+and StableDiffusionXLImg2ImgPipeline on the tiny SDXL fixture (Euler), FP32, CPU.
 
 Writes Tests/Fixtures/img2img/init.png (a 64×64 RGB test picture drawn here) and
 Tests/Fixtures/reference/img2img.safetensors: `<scheduler>.latents` (F32, final latents) and `<scheduler>.image`
-(U8 HWC) per scheduler, with the settings (prompt, strength, steps, seed, ...) in the metadata.
+(U8 HWC) per scheduler (`sdxl-euler.*` for SDXL), with the settings (prompt, strength, steps, seed, ...) in the metadata.
 """
 import os
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.numpy import save_file
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
 from pipeline import SCHEDULERS
 
@@ -48,6 +49,16 @@ def main():
         out = pipe(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="np").images[0]
         tensors[f"{name}.latents"] = np.ascontiguousarray(latents.float().numpy())  # may be a channels-last view
         tensors[f"{name}.image"] = np.ascontiguousarray((out * 255).round().astype(np.uint8))
+    # SDXL: StableDiffusionXLImg2ImgPipeline on the tiny SDXL fixture (Euler; the same strength, steps and seed)
+    xl = StableDiffusionXLImg2ImgPipeline.from_pretrained(os.path.join(FIXTURES, "tiny-sdxl"), torch_dtype=torch.float32)
+    xl.set_progress_bar_config(disable=True)
+    xl.scheduler = SCHEDULERS["euler"](xl.scheduler.config)
+    common = dict(prompt=SETTINGS["prompt"], negative_prompt=SETTINGS["negative_prompt"], image=image,
+                  strength=SETTINGS["strength"], num_inference_steps=SETTINGS["steps"], guidance_scale=SETTINGS["guidance"])
+    latents = xl(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="latent").images
+    out = xl(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="np").images[0]
+    tensors["sdxl-euler.latents"] = np.ascontiguousarray(latents.float().numpy())
+    tensors["sdxl-euler.image"] = np.ascontiguousarray((out * 255).round().astype(np.uint8))
     save_file(tensors, os.path.join(FIXTURES, "reference", "img2img.safetensors"),
               metadata={k: str(v) for k, v in SETTINGS.items()})
 

@@ -17,6 +17,10 @@ final class LoRATests: XCTestCase {
         try check("tiny-sdxl-kohya", folder: "tiny-sdxl")
     }
 
+    func testDiffusersPEFTLayoutMatchesDiffusersFusedLoRA() throws {
+        try check("tiny-sd15-peft", folder: "tiny-sd15")
+    }
+
     private func check(_ name: String, folder: String) throws {
         let reference = try Fixtures.reference("lora")
         let s = reference.metadata

@@ -5,6 +5,8 @@
                                                    1×1 proj_in conv, a 3×3 LoCon resnet conv) + `lora_te_…`, alpha
   Tests/Fixtures/lora/tiny-sdxl-kohya.safetensors  SDXL trainers' LDM numbering (`lora_unet_input_blocks_4_1_…`,
                                                    `output_blocks`, `middle_block`) + `lora_te1_…` / `lora_te2_…`
+  Tests/Fixtures/lora/tiny-sd15-peft.safetensors   the diffusers/PEFT layout (`unet.<module>.lora_A/lora_B.weight`),
+                                                   no alpha
 
 Reference: Tests/Fixtures/reference/lora.safetensors, `<name>.latents` / `<name>.image` (Euler), settings in metadata.
 """
@@ -70,6 +72,18 @@ def make_lora(pipe, xl, path):
     save_file(sd, path)
 
 
+def make_peft_lora(pipe, path):
+    """The diffusers/PEFT layout: `unet.<module>.lora_A.weight` / `.lora_B.weight`, no alpha."""
+    g = torch.Generator().manual_seed(8)
+    sd = {}
+    unet = dict(pipe.unet.named_modules())
+    for name in [n for n in unet if n.endswith(("attn2.to_v", "ff.net.2", "proj_out"))]:
+        down, up = lora_pair(g, unet[name].weight.shape[0], unet[name].weight.shape[1:])
+        sd[f"unet.{name}.lora_A.weight"], sd[f"unet.{name}.lora_B.weight"] = down, up
+    # (text-encoder modules are left out: this diffusers/transformers pair cannot load PEFT-layout text-encoder LoRA)
+    save_file(sd, path)
+
+
 def images(pipe):
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -86,10 +100,14 @@ def main():
     os.makedirs(os.path.join(FIXTURES, "lora"), exist_ok=True)
     tensors = {}
     for name, folder, cls in [("tiny-sd15-kohya", "tiny-sd15", StableDiffusionPipeline),
-                              ("tiny-sdxl-kohya", "tiny-sdxl", StableDiffusionXLPipeline)]:
+                              ("tiny-sdxl-kohya", "tiny-sdxl", StableDiffusionXLPipeline),
+                              ("tiny-sd15-peft", "tiny-sd15", StableDiffusionPipeline)]:
         pipe = cls.from_pretrained(os.path.join(FIXTURES, folder), torch_dtype=torch.float32)
         path = os.path.join(FIXTURES, "lora", name + ".safetensors")
-        make_lora(pipe, cls is StableDiffusionXLPipeline, path)
+        if name.endswith("peft"):
+            make_peft_lora(pipe, path)
+        else:
+            make_lora(pipe, cls is StableDiffusionXLPipeline, path)
         before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
         encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if cls is StableDiffusionXLPipeline else [])
         text_before = [{k: v.clone() for k, v in e.state_dict().items()} for e in encoders]
@@ -102,7 +120,7 @@ def main():
         for e, b in zip(encoders, text_before):
             text_changed = sum(not torch.equal(b[k], v) for k, v in e.state_dict().items() if k in b)
             print(f"{name}: {text_changed} text encoder tensors changed")
-            assert text_changed == 6, "every fc1/fc2 LoRA module of the text encoder must be fused"
+            assert text_changed == (0 if name.endswith("peft") else 6), "every LoRA module of the text encoder must be fused"
         tensors[f"{name}.latents"], tensors[f"{name}.image"] = images(pipe)
     save_numpy(tensors, os.path.join(FIXTURES, "reference", "lora.safetensors"), metadata={k: str(v) for k, v in SETTINGS.items()})
 

@@ -4,7 +4,7 @@
 #   tools/fuzz.sh [RUNS] [TARGET ...]
 #
 # RUNS: executions per target (default 1000000). TARGETs (default: all): safetensors configs tokenizer
-# statistics png quantized. Builds `diffuse8-fuzz` into .build-fuzz (Swift's -sanitize=fuzzer,address), then runs
+# statistics png quantized checkpoint prompt. Builds `diffuse8-fuzz` into .build-fuzz (Swift's -sanitize=fuzzer,address), then runs
 # each target over its committed seed corpus in Tests/Fuzz/<target>/ (read only; new inputs go to a temporary
 # folder) and prints the executions done. A crash, leak, timeout (10 s per input) or out-of-memory (2 GiB) stops
 # with the reproducer in ./crash-* or ./timeout-*; rerun one input with
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1000000}
 shift || true
-targets=${*:-safetensors configs tokenizer statistics png quantized}
+targets=${*:-safetensors configs tokenizer statistics png quantized checkpoint prompt}
 
 swift build --product diffuse8-fuzz --build-path .build-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DDIFFUSE8_FUZZ >&2

@@ -2,7 +2,7 @@
 """Rebuilds every committed test fixture from independent implementations (diffusers, transformers, torch).
 
 Usage (needs torch, diffusers, transformers, safetensors, pillow; and the open_clip_torch wheel for CLIP's
-BPE table: `pip download --no-deps open_clip_torch -d /tmp/oc`):
+BPE table: `pip download --no-deps open_clip_torch -d /tmp/oc`; the `lora` part also needs peft):
 
     python tools/make_reference.py            # everything
     python tools/make_reference.py unet vae   # only some parts
@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref
 
 # Order matters: the tiny pipelines are the inputs of the other references.
 PARTS = ["tiny_pipelines", "safetensors_cases", "png_cases", "tokenizer", "rng", "schedulers", "text_encoder", "vae", "unet",
-         "cpu_kernels", "quantization", "pipeline", "default_model"]
+         "cpu_kernels", "quantization", "pipeline", "default_model", "single_file", "prompt_weighting", "img2img", "lora"]
 
 
 def main(argv):

@@ -5,6 +5,8 @@ import Diffuse8
 enum OptionLimits {
     static let maximumThreads = 1024
     static let maximumImages = 10_000
+    /// A1111 allows clip skip up to 12 (the layers of CLIP ViT-L).
+    static let maximumClipSkip = 12
 
     /// `--threads N` in 1...1024 (nil: all cores).
     static func apply(threads: Int?) throws {

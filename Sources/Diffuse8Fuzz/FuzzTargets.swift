@@ -99,9 +99,35 @@ func quantized(_ data: [UInt8]) {
     for name in store.tensorNames { _ = try? store.tensor(named: name) }
 }
 
+/// Single-file checkpoint and LoRA readers on the same safetensors bytes: family detection, the LDM/SGM key mapping of
+/// every component (fixture-sized block counts), every mapped tensor read; LoRA parsing and every module's update.
+func checkpoint(_ data: [UInt8]) {
+    guard let file = try? SafetensorsFile(bytes: data, name: "input") else { return }
+    if let checkpoint = try? SingleFileCheckpoint(file: file) {
+        var stores: [TensorStore] = []
+        if let s = try? checkpoint.unetWeights(layersPerBlock: [2, 2, 2]) { stores.append(s) }
+        if let s = try? checkpoint.vaeWeights(blocks: 4) { stores.append(s) }
+        for i in checkpoint.textEncoderPrefixes.indices { if let s = try? checkpoint.textEncoderWeights(index: i) { stores.append(s) } }
+        for store in stores { for name in store.tensorNames { _ = try? store.tensor(named: name) } }
+    }
+    if let lora = try? LoRAFile(file: file) {
+        for m in lora.modules where m.down.count / max(m.rank, 1) * m.up.shape[0] <= 1 << 20 {
+            _ = try? LoRAFile.delta(m, shape: [m.up.shape[0], m.down.count / max(m.rank, 1)], weight: 0.5)
+        }
+    }
+}
+
+/// Prompt syntax: A1111 emphasis parsing, 75-token chunking with the fixture tokenizer, `<lora:…>` tags.
+func prompt(_ data: [UInt8]) {
+    let text = String(decoding: data, as: UTF8.self)
+    _ = PromptAttention.parse(text)
+    _ = PromptChunks(prompt: text, tokenizer: fixtureTokenizer)
+    _ = try? LoRAPromptTags.extract(text)
+}
+
 let targets: [String: FuzzTarget] = [
     "safetensors": safetensors, "configs": configs, "tokenizer": tokenizer, "statistics": statistics,
-    "png": png, "quantized": quantized,
+    "png": png, "quantized": quantized, "checkpoint": checkpoint, "prompt": prompt,
 ]
 
 let selected: FuzzTarget = {

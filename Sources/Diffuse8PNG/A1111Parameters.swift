@@ -25,8 +25,16 @@ public struct A1111Parameters: Sendable {
         var lines = [Self.oneLine(request.prompt)]
         if let negative = request.negativePrompt, !negative.isEmpty { lines.append("Negative prompt: \(Self.oneLine(negative))") }
         lines.append("Steps: \(request.steps), Sampler: \(request.scheduler.samplerName), CFG scale: \(request.guidanceScale), "
-                     + "Seed: \(request.seed), Size: \(width)x\(height), Model: \(Self.oneLine(model)), Version: Diffuse8")
+                     + "Seed: \(request.seed), Size: \(width)x\(height), Model: \(Self.oneLine(model)), \(extras)Version: Diffuse8")
         return lines.joined(separator: "\n")
+    }
+
+    /// The optional fields A1111 writes between `Model` and `Version`, each with its trailing ", ".
+    var extras: String {
+        var fields: [String] = []
+        if let strength = request.initImage.map({ _ in request.strength }) { fields.append("Denoising strength: \(strength)") }
+        if request.clipSkip > 1 { fields.append("Clip skip: \(request.clipSkip)") }
+        return fields.map { $0 + ", " }.joined()
     }
 
     /// `text` with every line break (LF, CR, VT, FF, NEL, LS, PS) and NUL replaced by a space.

@@ -12,7 +12,7 @@ public struct A1111Routes: Sendable {
     private let storedOptions = OptionsStore()
 
     public static let paths: Set<String> = [
-        "/", "/internal/ping", "/metrics", "/sdapi/v1/txt2img", "/sdapi/v1/progress", "/sdapi/v1/interrupt",
+        "/", "/internal/ping", "/metrics", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/progress", "/sdapi/v1/interrupt",
         "/sdapi/v1/samplers", "/sdapi/v1/schedulers", "/sdapi/v1/sd-models", "/sdapi/v1/options", "/sdapi/v1/scripts",
     ]
 
@@ -31,6 +31,7 @@ public struct A1111Routes: Sendable {
             Responses.raw(Array(service.metrics.exposition().utf8), contentType: "text/plain; version=0.0.4")
         }
         router.post("/sdapi/v1/txt2img") { request, context in try await txt2img(request, context: context) }
+        router.post("/sdapi/v1/img2img") { request, context in try await txt2img(request, context: context, imageToImage: true) }
         router.get("/sdapi/v1/progress") { request, _ in progress(skipImage: request.uri.queryParameters.get("skip_current_image") == "true") }
         router.post("/sdapi/v1/interrupt") { _, _ in
             service.tracker.interrupt()
@@ -69,11 +70,13 @@ public struct A1111Routes: Sendable {
                                 headers: [.connection: "close"])
     }
 
-    func txt2img(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    /// `POST /sdapi/v1/txt2img`, or `/img2img` with `imageToImage` (the same response layout).
+    func txt2img(_ request: Request, context: BasicRequestContext, imageToImage: Bool = false) async throws -> Response {
         guard case .success(let body) = try await collectBody(request) else { return tooLarge() }
         let parameters: Txt2ImgParameters
         do {
-            parameters = try Txt2ImgParameters.parse(body, nativeSize: service.nativeSize, limits: service.limits)
+            parameters = try Txt2ImgParameters.parse(body, nativeSize: service.nativeSize, limits: service.limits,
+                                                     imageToImage: imageToImage)
         } catch {
             service.metrics.countError(.validation)
             return Responses.validation(error)

@@ -89,7 +89,8 @@ public final class GenerationService: @unchecked Sendable {
         let baseSeed = p.seed >= 0 ? UInt64(p.seed) : UInt64.random(in: 0..<4_294_967_294)  // A1111's random range
         let seeds = (0..<p.imageCount).map { baseSeed + UInt64($0) }
         let cancellation = GenerationCancellation()
-        tracker.begin(job: "txt2img", images: p.imageCount, steps: p.steps, cancellation: cancellation)
+        let runSteps = p.initImage == nil ? p.steps : min(Int(Float(p.steps) * Float(p.denoisingStrength)), p.steps)
+        tracker.begin(job: p.initImage == nil ? "txt2img" : "img2img", images: p.imageCount, steps: runSteps, cancellation: cancellation)
         defer { tracker.end() }
         let model = currentModel.name
         let previewLatents = pipeline.device == .cpu  // the CUDA Euler loop runs on the device without per-step latents
@@ -102,6 +103,11 @@ public final class GenerationService: @unchecked Sendable {
                                             guidanceScale: Float(p.cfgScale), seed: seed, width: p.width, height: p.height,
                                             scheduler: p.kind)
             request.cancellation = cancellation
+            request.clipSkip = p.clipSkip
+            if let initImage = p.initImage {
+                request.initImage = ImageConversion.initImageTensor(initImage)
+                request.strength = Float(p.denoisingStrength)
+            }
             let imageStart = clock.now
             var stepStart = clock.now
             let image: PixelImage

@@ -1,4 +1,5 @@
 import Diffuse8
+import Diffuse8PNG
 import Foundation
 
 /// A validated `POST /sdapi/v1/txt2img` body, with AUTOMATIC1111's field names and defaults
@@ -21,6 +22,12 @@ public struct Txt2ImgParameters: Sendable, Equatable {
     public var batchSize = 1
     public var nIter = 1
     public var sendImages = true
+    /// `override_settings.CLIP_stop_at_last_layers` (A1111's "Clip skip"), 1 = the last layer.
+    public var clipSkip = 1
+    /// `/img2img`: the first of `init_images` (base64 PNG), resized to width × height (A1111's resize mode 0,
+    /// "Just resize"; bilinear here), and `denoising_strength` (default 0.75).
+    public var initImage: PixelImage?
+    public var denoisingStrength = 0.75
     /// The sampler `samplerName` and `scheduler` resolve to.
     public var kind: SchedulerKind = .euler
 
@@ -30,7 +37,9 @@ public struct Txt2ImgParameters: Sendable, Equatable {
     public static let maxSeed: Int64 = 1 << 53
 
     /// Parses and checks a request body. Every problem is reported at once, A1111/FastAPI style.
-    public static func parse(_ body: [UInt8], nativeSize: Int, limits: ServerLimits) throws(ValidationFailure) -> Txt2ImgParameters {
+    /// `imageToImage`: the body of `POST /sdapi/v1/img2img` (also `init_images`, `denoising_strength`).
+    public static func parse(_ body: [UInt8], nativeSize: Int, limits: ServerLimits,
+                             imageToImage: Bool = false) throws(ValidationFailure) -> Txt2ImgParameters {
         let json: JSONValue
         do {
             json = try JSONDecoder().decode(JSONValue.self, from: Data(body))
@@ -58,6 +67,33 @@ public struct Txt2ImgParameters: Sendable, Equatable {
             reader.fail("n_iter", "batch_size × n_iter = \(p.imageCount) images; at most \(limits.maxImagesPerRequest) per request", type: "less_than_equal")
         }
         p.sendImages = reader.bool("send_images") ?? p.sendImages
+        // Emphasis syntax and long prompts are handled by the pipeline; LoRA tags need files the server does not load.
+        for (field, text) in [("prompt", p.prompt), ("negative_prompt", p.negativePrompt)] where text.contains("<lora:") {
+            reader.fail(field, "LoRA tags (<lora:…>) are not supported by this server; merge the LoRA with `diffuse8 generate --lora`", type: "value_error")
+        }
+        if imageToImage {
+            p.denoisingStrength = reader.number("denoising_strength", in: 0...1) ?? p.denoisingStrength
+            if Int(Float(p.steps) * Float(p.denoisingStrength)) < 1 {
+                reader.fail("denoising_strength", "denoising_strength × steps leaves no denoising step", type: "value_error")
+            }
+            if let first = object["init_images"]?.array?.first?.string {
+                let base64 = first.range(of: "base64,").map { String(first[$0.upperBound...]) } ?? first
+                if let data = Data(base64Encoded: base64), let png = try? PNGDecoder.decode(Array(data)) {
+                    p.initImage = ImageConversion.resized(png.image, width: p.width, height: p.height)
+                } else {
+                    reader.fail("init_images", "the first init image is not a base64-encoded PNG", type: "value_error")
+                }
+            } else {
+                reader.fail("init_images", "Field required: a list with one base64-encoded PNG", type: "missing")
+            }
+        }
+        if let skip = object["override_settings"]?["CLIP_stop_at_last_layers"], !skip.isNull {
+            if let value = skip.int, (1...12).contains(value) {
+                p.clipSkip = value
+            } else {
+                reader.fail("override_settings", "CLIP_stop_at_last_layers must be an integer in 1...12", type: "value_error")
+            }
+        }
         if reader.bool("enable_hr") == true {
             reader.fail("enable_hr", "hires fix is not supported by this server", type: "value_error")
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Diffuse8
 @testable import Diffuse8Server
 import XCTest
@@ -35,6 +36,25 @@ final class ServerRequestTests: XCTestCase {
         XCTAssertEqual(p.kind, .euler)
         XCTAssertTrue(p.sendImages)
         XCTAssertEqual([p.width, p.height], [64, 64], "missing sizes are the model's native size")
+    }
+
+    func testClipSkipOverrideAndLoRATags() throws {
+        XCTAssertEqual(try parse(#"{"prompt": "a (red:1.2) circle", "override_settings": {"CLIP_stop_at_last_layers": 2}}"#).clipSkip, 2)
+        XCTAssertEqual(try parse("{}").clipSkip, 1)
+        XCTAssertEqual(issues(#"{"override_settings": {"CLIP_stop_at_last_layers": 40}}"#).first?.msg.contains("1...12"), true)
+        XCTAssertEqual(issues(#"{"prompt": "x <lora:style:0.8>"}"#).first?.msg.contains("LoRA tags"), true)
+    }
+
+    func testImg2ImgBodyDecodesAndResizesTheInitImage() throws {
+        let png = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("img2img/init.png"))).base64EncodedString()
+        let body = #"{"init_images": ["data:image/png;base64,"# + png + #""], "denoising_strength": 0.5, "width": 32, "height": 48, "steps": 4}"#
+        let p = try Txt2ImgParameters.parse(Array(body.utf8), nativeSize: 64, limits: limits, imageToImage: true)
+        XCTAssertEqual(p.denoisingStrength, 0.5)
+        XCTAssertEqual([p.initImage?.width, p.initImage?.height], [32, 48])
+        let missing = try? Txt2ImgParameters.parse(Array("{}".utf8), nativeSize: 64, limits: limits, imageToImage: true)
+        XCTAssertNil(missing)
+        let weak = #"{"init_images": [""# + png + #""], "denoising_strength": 0.1, "steps": 4}"#
+        XCTAssertNil(try? Txt2ImgParameters.parse(Array(weak.utf8), nativeSize: 64, limits: limits, imageToImage: true))
     }
 
     func testWebuiapiPayloadWithUnusedFieldsAndNullsParses() throws {

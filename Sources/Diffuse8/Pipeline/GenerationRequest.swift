@@ -27,6 +27,13 @@ public struct GenerationRequest: Sendable {
     public var cropTopLeft: (top: Int, left: Int)
     /// SDXL micro-conditioning: `target_size` (height, width); `nil` = the output size.
     public var targetSize: (height: Int, width: Int)?
+    /// A1111's "Clip skip": condition SD1.x/2.x on `hidden_states[-clipSkip]` of the text encoder (through its final
+    /// layer norm); 1 = the last layer (diffusers' `clip_skip` is this minus 1). Not applied to SDXL.
+    public var clipSkip: Int = 1
+    /// Image-to-image: the init image, [1, 3, H, W] with pixels in [-1, 1] and H, W the output size (`ImageToImage`).
+    public var initImage: Tensor?
+    /// Image-to-image: how much of the run is denoised, in [0, 1] (A1111's "Denoising strength").
+    public var strength: Float = 0.75
     /// When set and cancelled, the denoising loop stops before its next step with `GenerationCancelled`.
     public var cancellation: GenerationCancellation?
 

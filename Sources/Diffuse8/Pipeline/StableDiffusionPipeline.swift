@@ -4,17 +4,27 @@
 /// Matches diffusers' `StableDiffusionPipeline` and `StableDiffusionXLPipeline` (`__call__` with default
 /// `eta`, `guidance_rescale` 0, no `clip_skip`): same prompt encoding, same latents from the same seed,
 /// same classifier-free guidance batch order ([negative, positive]), same scheduler steps, same VAE decode.
+/// Prompts follow AUTOMATIC1111's emphasis syntax and 75-token chunking (`TextConditioning`; a plain prompt of up to
+/// 75 tokens encodes exactly as in diffusers); with an init image it is `StableDiffusionImg2ImgPipeline`
+/// (`ImageToImage`).
 ///
-/// Limitations: text-to-image only; one image per call (use several seeds for more); no prompt
-/// weighting; `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
+/// Limitations: one image per call (use several seeds for more); image-to-image runs the host loop (no device
+/// sampling loop); `force_upcast` has no effect (CPU: FP32 anyway; CUDA: the VAE runs in the 16-bit storage type); quantized UNet
 /// folders run their 8-bit layers as a simulation (quantize→dequantize around full-precision kernels) on both devices.
 public final class StableDiffusionPipeline {
+    /// The diffusers folder (for a single-file checkpoint: the folder its configurations come from).
     public let folder: DiffusersFolder
+    /// What merging the LoRAs skipped (modules that match no layer), for the user.
+    public let loraWarnings: [String]
+    /// The single-file checkpoint the weights come from, if any.
+    public let checkpoint: SingleFileCheckpoint?
     public let device: ComputeDevice
     /// The UNet on the chosen backend (calibration swaps in a recording one while it runs).
     public internal(set) var noisePredictor: any NoisePredictor
     /// The VAE decoder on the chosen backend.
     public let decoder: any LatentDecoder
+    /// The VAE on the CPU, whose encoder turns image-to-image init images into latents.
+    let imageEncoder: AutoencoderKL
     let conditioning: TextConditioning
     package let schedulerConfiguration: JSONValue
     /// SDXL: whether a missing negative prompt means zero embeddings (model_index `force_zeros_for_empty_prompt`).
@@ -25,22 +35,49 @@ public final class StableDiffusionPipeline {
     /// BF16; the CPU always runs FP32). The CUDA context is shared by the process: one precision per process.
     /// `forCalibration` (CUDA): weights are prepared unfused and the UNet's host weights kept, so that calibration can
     /// observe every layer and fingerprint the model.
-    public init(directory: String, device: ComputeDevice = .cpu, precision: CUDADataType = .float16,
-                forCalibration: Bool = false) throws {
-        let folder = try DiffusersFolder(path: directory)
+    ///
+    /// `directory` may also be a single-file checkpoint (`SingleFileCheckpoint`: SD1.x/SDXL `.safetensors` in the original
+    /// key layout); its configurations, tokenizers and scheduler settings then come from the diffusers folder
+    /// `configDirectory` of the same family (diffusers' `from_single_file(config=…)`).
+    ///
+    /// `loras`: LoRA files and their weights, merged into the full-precision UNet and text encoders before the networks
+    /// go to the device (`LoRAMerge`); what did not match is in `loraWarnings`.
+    public init(directory: String, configDirectory: String? = nil, device: ComputeDevice = .cpu,
+                precision: CUDADataType = .float16, forCalibration: Bool = false,
+                loras: [(file: LoRAFile, weight: Float)] = []) throws {
+        let checkpoint = SingleFileCheckpoint.isFile(directory) ? try SingleFileCheckpoint(path: directory) : nil
+        let folder = try DiffusersFolder(path: try checkpoint.map { try Self.configFolder(configDirectory, for: $0) } ?? directory)
         self.folder = folder
+        self.checkpoint = checkpoint
         self.device = device
         let unetFolder = try folder.folder(of: "unet")
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
-        let unet = try QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
+        let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
+            ?? QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
+        // a quantized UNet gets LoRAs re-quantized layer by layer with its stored statistics (QuantizedLoRAUpdate)
+        let alphas = loras.isEmpty ? [:] : try QuantizedModelFolder.manifest(unetDirectory: unetFolder)?.alphaPerLayer ?? [:]
+        let textModels = try (folder.family == .stableDiffusionXL ? ["text_encoder", "text_encoder_2"] : ["text_encoder"]).map { name in
+            try checkpoint?.loadTextEncoder(index: name == "text_encoder" ? 0 : 1, configDirectory: folder.folder(of: name))
+                ?? CLIPTextModel.load(directory: folder.folder(of: name))
+        }
+        var loraWarnings: [String] = []
+        for (file, weight) in loras {
+            let report = try LoRAMerge.merge(file, weight: weight, unet: unet, textEncoders: textModels, alphas: alphas)
+            if !report.unmatched.isEmpty {
+                loraWarnings.append("\(file.path): \(report.unmatched.count) of \(file.modules.count) modules match no layer and were skipped "
+                                    + "(e.g. '\(report.unmatched[0])')")
+            }
+        }
+        self.loraWarnings = loraWarnings
         // One backend holds every network's device weights.
         let backend: CUDABackend? = device == .cuda
             ? CUDABackend(kernels: try CUDAKernels(storageType: precision), fusesLayers: !forCalibration) : nil
         noisePredictor = try backend.map { CUDANoisePredictor(try CUDAUNet(unet, backend: $0, keepHostWeights: forCalibration)) } ?? unet
-        let vae = try AutoencoderKL.load(directory: folder.folder(of: "vae"))
+        let vae = try checkpoint?.loadVAE(configDirectory: folder.folder(of: "vae")) ?? AutoencoderKL.load(directory: folder.folder(of: "vae"))
         decoder = try backend.map { try CUDALatentDecoder(vae, backend: $0) } ?? vae
+        imageEncoder = vae
         func textEncoder(_ name: String) throws -> any TextEncoder {
-            let model = try CLIPTextModel.load(directory: folder.folder(of: name))
+            let model = textModels[name == "text_encoder" ? 0 : 1]
             return try backend.map { try CUDACLIPTextModel(model, backend: $0) } ?? model
         }
         var encoders = [TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),
@@ -54,6 +91,19 @@ public final class StableDiffusionPipeline {
         schedulerConfiguration = try folder.config(of: "scheduler")
         zeroEmbeddingsForMissingNegativePrompt = folder.family == .stableDiffusionXL
             && (folder.index["force_zeros_for_empty_prompt"]?.bool ?? true)
+    }
+
+    /// The diffusers folder holding the configurations of a single-file checkpoint, checked against its family.
+    static func configFolder(_ configDirectory: String?, for checkpoint: SingleFileCheckpoint) throws -> String {
+        guard let configDirectory else {
+            throw PipelineError("\(checkpoint.path) is a single-file \(checkpoint.family) checkpoint, which holds no configurations or tokenizer; "
+                                + "give a diffusers folder of the same family with --config (e.g. the \(checkpoint.family == .stableDiffusionXL ? "stable-diffusion-xl-base-1.0" : "stable-diffusion-v1-5") folder)")
+        }
+        let folder = try DiffusersFolder(path: configDirectory)
+        guard folder.family == checkpoint.family else {
+            throw PipelineError("\(checkpoint.path) is a \(checkpoint.family) checkpoint but the --config folder \(configDirectory) is \(folder.family); give a \(checkpoint.family) folder")
+        }
+        return configDirectory
     }
 
     /// The FP32 CPU UNet (calibration, quantization and evaluation work on it); nil on a CUDA pipeline.
@@ -78,7 +128,15 @@ public final class StableDiffusionPipeline {
             }
         }
         guard request.steps >= 1 else { throw PipelineError("steps must be at least 1, got \(request.steps)") }
+        guard request.clipSkip >= 1 else { throw PipelineError("clip skip must be at least 1 (1 = the last layer), got \(request.clipSkip)") }
         try GenerationLimits.check(request)
+        if let image = request.initImage {
+            let expected = [1, decoder.configuration.inChannels, request.height ?? nativeSize, request.width ?? nativeSize]
+            guard image.shape == expected else {
+                throw PipelineError("the init image is \(image.shape) (N, C, H, W) but this request needs \(expected); resize it to the output size")
+            }
+            _ = try ImageToImage.startIndex(steps: request.steps, strength: request.strength)
+        }
     }
 
     /// Generates one image. `progress` is called after every denoising step.
@@ -122,12 +180,15 @@ public final class StableDiffusionPipeline {
     /// batched [negative, positive] when guidance is on.
     public func encodeConditioning(_ request: GenerationRequest, warnings: inout [String]) throws -> UNetConditioning {
         let (width, height) = (request.width ?? nativeSize, request.height ?? nativeSize)
-        let positive = try conditioning.encode(request.prompt, warnings: &warnings)
-        let negative: TextConditioning.Embeddings
+        let positive: TextConditioning.Embeddings, negative: TextConditioning.Embeddings
+        if request.clipSkip > 1 && folder.family == .stableDiffusionXL {
+            warnings.append("clip skip \(request.clipSkip) is not applied to SDXL (its encoders already condition on the penultimate layer)")
+        }
         if request.negativePrompt == nil && zeroEmbeddingsForMissingNegativePrompt {
+            positive = try conditioning.encode(request.prompt, clipSkip: request.clipSkip, warnings: &warnings)
             negative = TextConditioning.zeros(like: positive)
         } else {
-            negative = try conditioning.encode(request.negativePrompt ?? "", warnings: &warnings)
+            (positive, negative) = try conditioning.encodePair(request.prompt, request.negativePrompt ?? "", clipSkip: request.clipSkip)
         }
         let guided = request.guidanceScale > 1
         let context = guided ? Tensor.concatenate([negative.hiddenStates, positive.hiddenStates]) : positive.hiddenStates
@@ -154,9 +215,18 @@ public final class StableDiffusionPipeline {
         var scheduler = try request.scheduler.makeScheduler(config: schedulerConfiguration, steps: request.steps)
         var generator = TorchGenerator(seed: request.seed)
         let factor = decoder.configuration.downscaleFactor
-        var latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
-        latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
-        if observe == nil, let steps = scheduler.samplerSteps() {
+        var latents: Tensor
+        var startIndex = 0
+        if let image = request.initImage {
+            // image-to-image: the host loop runs from the first kept step (device loops start at step 0)
+            startIndex = try ImageToImage.startIndex(steps: scheduler.timesteps.count, strength: request.strength)
+            latents = try ImageToImage.startLatents(image: image, vae: imageEncoder, scheduler: scheduler, startIndex: startIndex,
+                                                    generator: &generator)
+        } else {
+            latents = generator.randn([1, noisePredictor.configuration.inChannels, height / factor, width / factor])
+            latents = CPUKernels.scale(latents, scheduler.initNoiseSigma)
+        }
+        if observe == nil, startIndex == 0, let steps = scheduler.samplerSteps() {
             // Backends that can run the whole loop on the device (CUDA: no host round trip per step) do so. The noise
             // of ancestral steps is drawn now from a copy of the generator, in the order the host loop would draw it.
             var noiseGenerator = generator
@@ -173,14 +243,14 @@ public final class StableDiffusionPipeline {
         sampleShape[0] = c.guided ? 2 : 1
         let unet = try noisePredictor.makeDenoiser(conditioning: c, sampleShape: sampleShape)
 
-        for (index, timestep) in scheduler.timesteps.enumerated() {
+        for (index, timestep) in scheduler.timesteps.enumerated() where index >= startIndex {
             try request.cancellation?.check()
             let input = scheduler.scaleModelInput(c.guided ? Tensor.concatenate([latents, latents]) : latents, stepIndex: index)
             let output = try unet(input, Float(timestep))
             observe?(index, Float(timestep), input, output)
             let noise = c.guided ? Self.guide(output, scale: request.guidanceScale) : output
             latents = scheduler.step(modelOutput: noise, stepIndex: index, sample: latents, generator: &generator)
-            progress?(StepProgress(step: index + 1, totalSteps: scheduler.timesteps.count))
+            progress?(StepProgress(step: index + 1 - startIndex, totalSteps: scheduler.timesteps.count - startIndex))
         }
         return latents
     }

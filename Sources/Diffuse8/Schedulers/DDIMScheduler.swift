@@ -14,7 +14,7 @@ public struct DDIMScheduler: Scheduler {
     public let predictionType: PredictionType
     public let eta: Float
 
-    private let alphasCumprod: [Float]
+    let alphasCumprod: [Float]
     private let finalAlphaCumprod: Float
     private let stepRatio: Int
     private let clipRange: Float?

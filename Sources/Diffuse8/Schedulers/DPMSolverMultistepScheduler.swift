@@ -97,7 +97,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
     /// diffusers' `_sigma_to_alpha_sigma_t`: α_t = 1 / sqrt(σ² + 1), σ_t = σ α_t.
-    private static func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
+    static func alphaSigma(_ sigma: Float) -> (alpha: Float, sigma: Float) {
         let alpha = 1 / (sigma * sigma + 1).squareRoot()
         return (alpha, sigma * alpha)
     }

@@ -1,0 +1,124 @@
+import Foundation
+import XCTest
+@testable import Diffuse8
+
+/// Single-file checkpoints (LDM/SGM key layout) against diffusers' `from_single_file` on the same files
+/// (`tools/reference/single_file.py`): FP16 SD1.x, F8_E4M3-stored SD1.x UNet, BF16 SDXL.
+final class SingleFileCheckpointTests: XCTestCase {
+    private var temporary: String?
+    override func tearDown() { FormatsTestFiles.remove(temporary) }
+
+    func testSD15FP16CheckpointMatchesDiffusersFromSingleFile() throws {
+        try checkImage("tiny-sd15", config: "tiny-sd15", family: .stableDiffusion)
+    }
+
+    func testSD15CheckpointWithFP8StoredUNetMatchesDiffusers() throws {
+        try checkImage("tiny-sd15-fp8", config: "tiny-sd15", family: .stableDiffusion)
+    }
+
+    func testSDXLBF16CheckpointMatchesDiffusersFromSingleFile() throws {
+        try checkImage("tiny-sdxl", config: "tiny-sdxl", family: .stableDiffusionXL)
+    }
+
+    private func checkImage(_ name: String, config: String, family: ModelFamily) throws {
+        let reference = try Fixtures.reference("single_file")
+        let settings = reference.metadata
+        let path = Fixtures.path("single-file/\(name).safetensors")
+        XCTAssertEqual(try SingleFileCheckpoint(path: path).family, family)
+        let pipeline = try StableDiffusionPipeline(directory: path, configDirectory: Fixtures.path(config))
+        let request = GenerationRequest(
+            prompt: settings["prompt"]!, negativePrompt: settings["negative_prompt"]!, steps: Int(settings["steps"]!)!,
+            guidanceScale: Float(settings["guidance"]!)!, seed: UInt64(settings["seed"]!)!,
+            width: Int(settings["width"]!)!, height: Int(settings["height"]!)!, scheduler: .euler)
+        let result = try pipeline.generate(request)
+        let latentError = result.latents.relativeL2(to: try reference.tensor(named: "\(name).latents"))
+        XCTAssertLessThan(latentError, 1e-3, "\(name): final latents relative L2 \(latentError)")
+        let expected = try reference.tensor(named: "\(name).image").scalars  // HWC, 0…255
+        let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
+        XCTAssertEqual(image.pixels.count, expected.count)
+        let differences = zip(image.pixels, expected).map { abs(Double($0.0) - Double($0.1)) }
+        XCTAssertLessThanOrEqual(differences.max() ?? 99, 1, "\(name): largest pixel difference \(differences.max() ?? 0) grey levels")
+    }
+
+    // MARK: Bad input
+
+    func testCheckpointWithoutConfigFolderSaysWhatToGive() throws {
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: Fixtures.path("single-file/tiny-sd15.safetensors"))) { error in
+            XCTAssertTrue("\(error)".contains("--config"), "\(error)")
+            XCTAssertTrue("\(error)".contains("SD1.x"), "\(error)")
+        }
+    }
+
+    func testConfigFolderOfAnotherFamilyIsRejected() throws {
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: Fixtures.path("single-file/tiny-sd15.safetensors"),
+                                                         configDirectory: Fixtures.path("tiny-sdxl"))) { error in
+            XCTAssertTrue("\(error)".contains("SDXL"), "\(error)")
+        }
+    }
+
+    func testFileOfUnknownFamilyNamesItsKeys() throws {
+        let path = try write(["cheese.weight": [2], "toast.bias": [3]])
+        XCTAssertThrowsError(try SingleFileCheckpoint(path: path)) { error in
+            XCTAssertTrue("\(error)".contains("'cheese.weight'"), "\(error)")
+            XCTAssertTrue("\(error)".contains("not a Stable Diffusion checkpoint"), "\(error)")
+        }
+    }
+
+    func testLoRAGivenAsModelIsRecognised() throws {
+        let path = try write(["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": [4, 8]])
+        XCTAssertThrowsError(try SingleFileCheckpoint(path: path)) { error in
+            XCTAssertTrue("\(error)".contains("is a LoRA"), "\(error)")
+        }
+    }
+
+    func testUnexpectedKeysAreListed() throws {
+        let path = try copyOfCheckpoint("tiny-sd15", dropping: nil, adding: "model.diffusion_model.extra_head.weight")
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: path, configDirectory: Fixtures.path("tiny-sd15"))) { error in
+            XCTAssertTrue("\(error)".contains("'model.diffusion_model.extra_head.weight'"), "\(error)")
+            XCTAssertTrue("\(error)".contains("unexpected key"), "\(error)")
+        }
+    }
+
+    func testMissingKeyIsNamed() throws {
+        let path = try copyOfCheckpoint("tiny-sd15", dropping: "model.diffusion_model.input_blocks.1.0.in_layers.2.weight", adding: nil)
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: path, configDirectory: Fixtures.path("tiny-sd15"))) { error in
+            // diffusers name of the missing tensor, and the prefix of the file's keys
+            XCTAssertTrue("\(error)".contains("down_blocks.0.resnets.0.conv1.weight"), "\(error)")
+            XCTAssertTrue("\(error)".contains("model.diffusion_model."), "\(error)")
+        }
+    }
+
+    func testSD2CheckpointIsRejectedWithItsFamily() throws {
+        let path = try write(["model.diffusion_model.input_blocks.0.0.weight": [4], "cond_stage_model.model.token_embedding.weight": [4]])
+        XCTAssertThrowsError(try SingleFileCheckpoint(path: path)) { error in
+            XCTAssertTrue("\(error)".contains("SD 2.x"), "\(error)")
+        }
+    }
+
+    // MARK: Helpers
+
+    private func write(_ tensors: [String: [Int]]) throws -> String {
+        let folder = try FormatsTestFiles.make()
+        temporary = folder
+        var writer = SafetensorsWriter()
+        for (name, shape) in tensors { try writer.add(name, Tensor(zeros: shape)) }
+        let path = folder + "/model.safetensors"
+        try writer.write(to: path)
+        return path
+    }
+
+    private func copyOfCheckpoint(_ name: String, dropping: String?, adding: String?) throws -> String {
+        let source = try SafetensorsFile(path: Fixtures.path("single-file/\(name).safetensors"))
+        var writer = SafetensorsWriter()
+        for tensor in source.tensorNames where tensor != dropping {
+            let entry = try source.entry(named: tensor)
+            try writer.add(tensor, dtype: entry.dtype, shape: entry.shape, bytes: Array(try source.rawBytes(named: tensor)))
+        }
+        if let adding { try writer.add(adding, Tensor(zeros: [2])) }
+        let folder = try FormatsTestFiles.make()
+        temporary = folder
+        let path = folder + "/model.safetensors"
+        try writer.write(to: path)
+        return path
+    }
+}

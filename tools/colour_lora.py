@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Makes models/examples/red-to-blue.safetensors: a rank-4 LoRA (kohya layout) for the default model that draws
+blue where the prompt says red, by a closed-form edit of every cross-attention key and value projection:
+
+    ΔW = W · M_r,   M = (B − R)·R⁺ cut to rank r by SVD
+
+with R / B the text encoder's output states (every token) of a few prompt templates with "red" / "blue" filled in:
+keys and values computed from a red prompt's states become those of the blue prompt. Usage: python tools/colour_lora.py  (needs torch, transformers, safetensors)
+"""
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+MODEL = os.path.join(ROOT, "models", "default")
+
+
+TEMPLATES = ["a large {} circle", "a small {} square on a white background", "a large {} triangle left of a small green circle",
+             "a small {} circle above a large blue square on a gray background"]
+RANK = 4
+
+
+def states(model, tokenizer, word):
+    """[width, 77·templates]: every token's output state for the templates with `word` filled in."""
+    prompts = [t.format(word) for t in TEMPLATES]
+    ids = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).last_hidden_state.double().reshape(-1, model.config.hidden_size).T
+
+
+def main():
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(MODEL, "tokenizer"))
+    text = CLIPTextModel.from_pretrained(os.path.join(MODEL, "text_encoder"), torch_dtype=torch.float32).eval()
+    red, blue = states(text, tokenizer, "red"), states(text, tokenizer, "blue")
+    # the least-squares map M with M·red ≈ blue − red (every token, every template), cut to rank RANK
+    m = (blue - red) @ torch.linalg.pinv(red, rtol=1e-3)
+    u, sigma, vt = torch.linalg.svd(m)
+    down = (sigma[:RANK].sqrt().unsqueeze(1) * vt[:RANK])      # [r, width]
+    up_text = u[:, :RANK] * sigma[:RANK].sqrt().unsqueeze(0)    # [width, r]
+    unet = load_file(os.path.join(MODEL, "unet", "diffusion_pytorch_model.safetensors"))
+    lora = {}
+    for key, weight in sorted(unet.items()):
+        if not (".attn2.to_k.weight" in key or ".attn2.to_v.weight" in key):
+            continue
+        w = weight.double()
+        stem = "lora_unet_" + key[: -len(".weight")].replace(".", "_")
+        lora[stem + ".lora_up.weight"] = (w @ up_text).float().contiguous()
+        lora[stem + ".lora_down.weight"] = down.float().contiguous()
+        lora[stem + ".alpha"] = torch.tensor(2.0 * RANK)  # scale 2: weight 1 draws blue
+    out = os.path.join(ROOT, "models", "examples", "red-to-blue.safetensors")
+    save_file(lora, out, metadata={"description": "rank-4 closed-form edit: red -> blue (tools/colour_lora.py)"})
+    print(f"{out}: {len(lora) // 3} modules")
+
+
+if __name__ == "__main__":
+    main()

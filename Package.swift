@@ -40,12 +40,19 @@ let package = Package(
         // Formats, models, schedulers, backends and the pipeline. No external dependencies.
         .target(
             name: "Diffuse8",
+            dependencies: ["CDiffuse8Kernels"],
             swiftSettings: [
                 .unsafeFlags(releaseFlags, .when(configuration: .release)),
                 // The SIMD kernels are ~50× slower unoptimised; tests run whole pipelines, so debug builds
                 // optimise this target too (it stays testable: SwiftPM adds -enable-testing in debug).
                 .unsafeFlags(["-O"], .when(configuration: .debug)),
             ]
+        ),
+        // The INT8 GEMM micro-kernels (x86 AVX-512 VNNI / AVX2, arm64 dot product, portable), picked at run time.
+        // C only because Swift has no intrinsics for these instructions; optimised in debug builds too.
+        .target(
+            name: "CDiffuse8Kernels",
+            cSettings: [.unsafeFlags(["-O2"])]
         ),
         // PNG encoding (deflate through compress-nio) with A1111-style text chunks.
         .target(

@@ -211,6 +211,8 @@ final class BadInputTests: XCTestCase {
              [layer + ".weight_scale", "nan"]),
             ([], { $0 == layer + ".weight_scale" ? Tensor(shape: [16], scalars: [Float](repeating: -1, count: 16)) : nil },
              [layer + ".weight_scale", "-1"]),
+            ([], { $0 == layer + ".weight_scale" ? Tensor(shape: [16], scalars: [Float](repeating: 0, count: 16)) : nil },
+             [layer + ".weight_scale", "above 0"]),
             ([(layer + ".input_amax", Tensor(shape: [1], scalars: [0]))], { _ in nil }, [layer + ".input_amax", "above 0"]),
             ([(layer + ".input_amax", Tensor(shape: [1], scalars: [.infinity]))], { _ in nil }, [layer + ".input_amax", "inf"]),
             ([(layer + ".smooth_scale", Tensor(shape: [3], scalars: [1, 1, 1]))], { _ in nil }, [layer + ".smooth_scale", "[16]"]),

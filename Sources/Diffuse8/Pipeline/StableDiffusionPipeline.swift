@@ -52,8 +52,11 @@ public final class StableDiffusionPipeline {
         self.device = device
         let unetFolder = try folder.folder(of: "unet")
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
+        // Plain or quantized; on the CPU an INT8 folder runs real INT8 kernels (simulated on request, for CUDA, and
+        // while LoRAs are merged into the simulated layers: those switch to the INT8 kernels afterwards).
+        let native = device == .cpu && QuantizedExecution.cpuDefault == .native
         let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
-            ?? QuantizedModelFolder.loadUNet(directory: unetFolder)  // plain or quantized (simulated)
+            ?? QuantizedModelFolder.loadUNet(directory: unetFolder, execution: native && loras.isEmpty ? .native : .simulated)
         // a quantized UNet gets LoRAs re-quantized layer by layer with its stored statistics (QuantizedLoRAUpdate)
         let alphas = loras.isEmpty ? [:] : try QuantizedModelFolder.manifest(unetDirectory: unetFolder)?.alphaPerLayer ?? [:]
         let textModels = try (folder.family == .stableDiffusionXL ? ["text_encoder", "text_encoder_2"] : ["text_encoder"]).map { name in
@@ -69,6 +72,7 @@ public final class StableDiffusionPipeline {
             }
         }
         self.loraWarnings = loraWarnings
+        if native && !loras.isEmpty { CPUInt8LayerHook.installReplacingSimulation(in: unet) }
         // One backend holds every network's device weights.
         let backend: CUDABackend? = device == .cuda
             ? CUDABackend(kernels: try CUDAKernels(storageType: precision), fusesLayers: !forCalibration) : nil

@@ -64,9 +64,15 @@ public struct QuantizedLayer: Sendable {
     }
 }
 
+/// An execution hook that runs a quantized layer (simulated, or with real 8-bit kernels): `Linear.quantization`
+/// and `Conv2d.quantization` report its layer.
+public protocol QuantizedExecutionHook: AnyObject {
+    var layer: QuantizedLayer { get }
+}
+
 /// Simulate mode: the layer's `weight` holds the dequantized codes (set by the loader); the hook
 /// fake-quantizes the input (and, for FP8 attention, the output) around the full-precision kernel.
-public final class SimulatedQuantizationHook: LinearExecutionHook, Conv2dExecutionHook {
+public final class SimulatedQuantizationHook: QuantizedExecutionHook, LinearExecutionHook, Conv2dExecutionHook {
     public let layer: QuantizedLayer
 
     public init(_ layer: QuantizedLayer) { self.layer = layer }

@@ -154,27 +154,36 @@ public enum QuantizedModelFolder {
         }
     }
 
-    /// Loads a `unet/` folder, plain or quantized; a quantized one runs in simulate mode (fake-quant).
-    public static func loadUNet(directory: String) throws -> UNet2DConditionModel {
+    /// Loads a `unet/` folder, plain or quantized; a quantized one runs as `execution` says (simulated by default).
+    public static func loadUNet(directory: String, execution: QuantizedExecution = .simulated) throws -> UNet2DConditionModel {
         guard isQuantized(unetDirectory: directory) else { return try UNet2DConditionModel.load(directory: directory) }
-        let (unet, _) = try loadQuantizedUNet(directory: directory)
+        let (unet, _) = try loadQuantizedUNet(directory: directory, execution: execution)
         return unet
     }
 
-    /// Loads a quantized `unet/` folder and installs the simulated quantized layers.
-    public static func loadQuantizedUNet(directory: String) throws -> (UNet2DConditionModel, QuantizationManifest) {
+    /// Loads a quantized `unet/` folder and installs the quantized layers: simulated, or (`.native`, INT8 folders)
+    /// real INT8 CPU kernels with the weights packed once and no FP32 copy of them kept.
+    public static func loadQuantizedUNet(directory: String, execution: QuantizedExecution = .simulated) throws -> (UNet2DConditionModel, QuantizationManifest) {
         let manifestPath = directory + "/" + manifestName
         guard let manifest = try manifest(unetDirectory: directory) else { throw QuantizationError("cannot read \(manifestPath)") }
         let file = try SafetensorsFile(path: directory + "/diffusion_pytorch_model.safetensors")
-        let store = DequantizingStore(file: file, format: manifest.format)
+        let native = execution == .native && manifest.format == .int8
+        let store = DequantizingStore(file: file, format: manifest.format,
+                                      placeholders: native ? Set(manifest.quantizedLayers.map { $0 + ".weight" }) : [])
         let configuration = try UNetConfiguration(contentsOf: directory + "/config.json")
         let unet = try UNet2DConditionModel(configuration: configuration, weights: store)
         let inventory = UNetLayerInventory(unet)
         let slots = inventory.convolutions.map { LayerSlot(name: $0.name, kind: .conv2d, inputChannels: $0.inChannels) }
             + inventory.linears.map { LayerSlot(name: $0.name, kind: .linear, inputChannels: $0.inFeatures) }
         let layers = try quantizedLayers(manifest: manifest, manifestPath: manifestPath, store: store, slots: slots)
-        for conv in inventory.convolutions { if let layer = layers[conv.name] { conv.executionHook = SimulatedQuantizationHook(layer) } }
-        for linear in inventory.linears { if let layer = layers[linear.name] { linear.executionHook = SimulatedQuantizationHook(layer) } }
+        for conv in inventory.convolutions {
+            guard let layer = layers[conv.name] else { continue }
+            if native { CPUInt8LayerHook.install(layer, on: conv) } else { conv.executionHook = SimulatedQuantizationHook(layer) }
+        }
+        for linear in inventory.linears {
+            guard let layer = layers[linear.name] else { continue }
+            if native { CPUInt8LayerHook.install(layer, on: linear) } else { linear.executionHook = SimulatedQuantizationHook(layer) }
+        }
         let fp8 = Set(manifest.fp8AttentionModules)
         for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
             attention.usesFP8Attention = true
@@ -238,10 +247,14 @@ final class DequantizingStore: TensorStore {
     let file: SafetensorsFile
     let format: QuantizedFormat
     let tensorNames: [String]
+    /// Quantized weights the caller packs itself: served as shape-only FP32 tensors whose storage is never written
+    /// (nor read), so the model is built without an FP32 copy of them.
+    let placeholders: Set<String>
 
-    init(file: SafetensorsFile, format: QuantizedFormat) {
+    init(file: SafetensorsFile, format: QuantizedFormat, placeholders: Set<String> = []) {
         self.file = file
         self.format = format
+        self.placeholders = placeholders
         tensorNames = file.tensorNames.filter { name in !QuantizedModelFolder.extraSuffixes.contains { name.hasSuffix($0) } }
     }
 
@@ -266,6 +279,9 @@ final class DequantizingStore: TensorStore {
 
     func tensor(named name: String) throws -> Tensor {
         let entry = try file.entry(named: name)
+        if placeholders.contains(name) && entry.dtype == format.storageDType && entry.shape.count >= 2 {
+            return Tensor(shape: entry.shape) { _ in }
+        }
         if entry.dtype == .i8 || entry.dtype == .f8E4M3 { return try quantizedWeight(name).dequantized() }
         return try file.tensor(named: name)
     }

@@ -24,6 +24,7 @@ public final class CPUBackend: ModelBackend {
     public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor { x.reshaped(shape) }
 
     public func linear(_ x: Tensor, _ layer: Linear, residual: Tensor?) -> Tensor {
+        if let int8 = layer.executionHook as? CPUInt8LayerHook { return int8.run(layer, x, residual: residual) }
         let y = layer(x)
         return residual.map { CPUKernels.add(y, $0) } ?? y
     }

@@ -38,7 +38,7 @@ public final class Conv2d {
     }
 
     /// The weight kind: nil for a dense weight, else the 8-bit layer it holds (see `Linear.quantization`).
-    public var quantization: QuantizedLayer? { (executionHook as? SimulatedQuantizationHook)?.layer }
+    public var quantization: QuantizedLayer? { (executionHook as? QuantizedExecutionHook)?.layer }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }

@@ -38,7 +38,7 @@ public final class Linear {
 
     /// The weight kind: nil for a dense (full-precision) weight, else the 8-bit layer it holds (`weight` is then
     /// its dequantized codes). Backends execute each kind their own way; the CPU simulates it.
-    public var quantization: QuantizedLayer? { (executionHook as? SimulatedQuantizationHook)?.layer }
+    public var quantization: QuantizedLayer? { (executionHook as? QuantizedExecutionHook)?.layer }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }

@@ -1,0 +1,169 @@
+#include "Int8Kernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define D8_X86 1
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#include <asm/hwcap.h>
+#endif
+#endif
+
+enum { MR = D8_INT8_MR, NR = D8_INT8_NR };
+
+/// Reference: plain integer loops on the signed codes.
+static void tile_portable(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
+                          size_t kgroups, int32_t *c) {
+    (void)compensation;
+    int32_t acc[MR][NR];
+    memset(acc, 0, sizeof acc);
+    for (size_t g = 0; g < kgroups; g++) {
+        const int8_t *bg = b + g * NR * 4;
+        for (int r = 0; r < MR; r++) {
+            const uint8_t *ar = a + r * lda + g * 4;
+            int32_t a0 = (int32_t)ar[0] - 128, a1 = (int32_t)ar[1] - 128, a2 = (int32_t)ar[2] - 128, a3 = (int32_t)ar[3] - 128;
+            for (int j = 0; j < NR; j++) {
+                const int8_t *bj = bg + j * 4;
+                acc[r][j] += a0 * bj[0] + a1 * bj[1] + a2 * bj[2] + a3 * bj[3];
+            }
+        }
+    }
+    memcpy(c, acc, sizeof acc);
+}
+
+#if D8_X86
+/// AVX-512 VNNI: vpdpbusd (u8 x s8, four products per INT32 lane, no saturation); 12 ZMM accumulators.
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void tile_avx512vnni(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
+                            size_t kgroups, int32_t *c) {
+    __m512i lo = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(compensation));
+    __m512i hi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(compensation + 16));
+    __m512i c00 = lo, c01 = hi, c10 = lo, c11 = hi, c20 = lo, c21 = hi;
+    __m512i c30 = lo, c31 = hi, c40 = lo, c41 = hi, c50 = lo, c51 = hi;
+    const uint8_t *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+    for (size_t g = 0; g < kgroups; g++) {
+        __m512i b0 = _mm512_loadu_si512(b + g * 128);
+        __m512i b1 = _mm512_loadu_si512(b + g * 128 + 64);
+        int32_t v;
+        __m512i x;
+#define D8_ROW(ar, p, q) memcpy(&v, ar + 4 * g, 4); x = _mm512_set1_epi32(v); \
+        p = _mm512_dpbusd_epi32(p, x, b0); q = _mm512_dpbusd_epi32(q, x, b1);
+        D8_ROW(a0, c00, c01) D8_ROW(a1, c10, c11) D8_ROW(a2, c20, c21)
+        D8_ROW(a3, c30, c31) D8_ROW(a4, c40, c41) D8_ROW(a5, c50, c51)
+#undef D8_ROW
+    }
+    _mm512_storeu_si512(c + 0 * NR, c00); _mm512_storeu_si512(c + 0 * NR + 16, c01);
+    _mm512_storeu_si512(c + 1 * NR, c10); _mm512_storeu_si512(c + 1 * NR + 16, c11);
+    _mm512_storeu_si512(c + 2 * NR, c20); _mm512_storeu_si512(c + 2 * NR + 16, c21);
+    _mm512_storeu_si512(c + 3 * NR, c30); _mm512_storeu_si512(c + 3 * NR + 16, c31);
+    _mm512_storeu_si512(c + 4 * NR, c40); _mm512_storeu_si512(c + 4 * NR + 16, c41);
+    _mm512_storeu_si512(c + 5 * NR, c50); _mm512_storeu_si512(c + 5 * NR + 16, c51);
+}
+
+/// AVX2: both operands widened to INT16 (A as code = u - 128, B sign-extended), vpmaddwd sums pairs into INT32.
+/// Exact: |product| <= 2^14, a pair sum fits easily (vpmaddubsw on u8 x s8 would saturate at 2^15).
+/// A YMM of B holds 4 columns x 4 k; each column's sum ends up in two lanes, added at the end.
+/// Columns go in four blocks of 8 (12 accumulators + 2 B + 1 A of 16 YMM registers).
+__attribute__((target("avx2")))
+static void tile_avx2(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
+                      size_t kgroups, int32_t *c) {
+    (void)compensation;
+    const __m128i bias = _mm_set1_epi8((char)0x80);
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for (int block = 0; block < NR / 8; block++) {
+        __m256i acc[MR][2];
+        for (int r = 0; r < MR; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
+        for (size_t g = 0; g < kgroups; g++) {
+            const int8_t *bg = b + g * NR * 4 + block * 32;
+            __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)bg));
+            __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bg + 16)));
+            for (int r = 0; r < MR; r++) {
+                int32_t v;
+                memcpy(&v, a + r * lda + 4 * g, 4);
+                __m128i codes = _mm_xor_si128(_mm_cvtsi32_si128(v), bias);  // u - 128 as signed bytes
+                __m256i x = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(codes));
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x, b0));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x, b1));
+            }
+        }
+        for (int r = 0; r < MR; r++) {
+            __m256i sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(acc[r][0], acc[r][1]), order);
+            _mm256_storeu_si256((__m256i *)(c + r * NR + block * 8), sums);
+        }
+    }
+}
+#endif
+
+#if defined(__aarch64__)
+/// NEON dot product (ARMv8.2 sdot, s8 x s8): A bytes flipped to signed codes; columns in two blocks of 16.
+__attribute__((target("dotprod")))
+static void tile_neon_dot(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
+                          size_t kgroups, int32_t *c) {
+    (void)compensation;
+    const uint8x16_t flip = vdupq_n_u8(0x80);
+    for (int block = 0; block < NR / 16; block++) {
+        int32x4_t acc[MR][4];
+        for (int r = 0; r < MR; r++) for (int q = 0; q < 4; q++) acc[r][q] = vdupq_n_s32(0);
+        for (size_t g = 0; g < kgroups; g++) {
+            const int8_t *bg = b + g * NR * 4 + block * 64;
+            int8x16_t b0 = vld1q_s8(bg), b1 = vld1q_s8(bg + 16), b2 = vld1q_s8(bg + 32), b3 = vld1q_s8(bg + 48);
+            for (int r = 0; r < MR; r++) {
+                uint32_t v;
+                memcpy(&v, a + r * lda + 4 * g, 4);
+                int8x16_t x = vreinterpretq_s8_u8(veorq_u8(vreinterpretq_u8_u32(vdupq_n_u32(v)), flip));
+                acc[r][0] = vdotq_s32(acc[r][0], b0, x);
+                acc[r][1] = vdotq_s32(acc[r][1], b1, x);
+                acc[r][2] = vdotq_s32(acc[r][2], b2, x);
+                acc[r][3] = vdotq_s32(acc[r][3], b3, x);
+            }
+        }
+        for (int r = 0; r < MR; r++) for (int q = 0; q < 4; q++) vst1q_s32(c + r * NR + block * 16 + q * 4, acc[r][q]);
+    }
+}
+#endif
+
+int d8_int8_supported(int variant) {
+    switch (variant) {
+    case D8_INT8_PORTABLE: return 1;
+#if D8_X86
+    case D8_INT8_AVX2: return __builtin_cpu_supports("avx2");
+    case D8_INT8_AVX512VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+#endif
+#if defined(__aarch64__)
+    case D8_INT8_NEON_DOT:
+#if defined(__APPLE__)
+        return 1;  // every Apple arm64 CPU has the dot-product instructions
+#elif defined(__linux__) && defined(HWCAP_ASIMDDP)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+        return 0;
+#endif
+#endif
+    default: return 0;
+    }
+}
+
+int d8_int8_best(void) {
+    static const int order[] = {D8_INT8_AVX512VNNI, D8_INT8_NEON_DOT, D8_INT8_AVX2};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) if (d8_int8_supported(order[i])) return order[i];
+    return D8_INT8_PORTABLE;
+}
+
+void d8_int8_tile(int variant, const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
+                  size_t kgroups, int32_t *c) {
+    switch (variant) {
+#if D8_X86
+    case D8_INT8_AVX512VNNI: tile_avx512vnni(a, lda, b, compensation, kgroups, c); return;
+    case D8_INT8_AVX2: tile_avx2(a, lda, b, compensation, kgroups, c); return;
+#endif
+#if defined(__aarch64__)
+    case D8_INT8_NEON_DOT: tile_neon_dot(a, lda, b, compensation, kgroups, c); return;
+#endif
+    default: tile_portable(a, lda, b, compensation, kgroups, c); return;
+    }
+}

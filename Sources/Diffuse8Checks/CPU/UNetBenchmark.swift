@@ -37,9 +37,12 @@ public struct UNetBenchmark {
         /// Seconds spent loading the weights (not part of the timing).
         public var loadSeconds: Double
         public var result: BenchmarkResult
+        /// How a quantized UNet's layers ran: "simulated", or the INT8 kernel variant; nil for a plain UNet.
+        public var quantizedExecution: String? = nil
 
         public var json: String {
             "{\"model\": \"\(directory)\", \"batch\": \(batch), \"latent\": \(latentSize), \"threads\": \(threads), "
+                + (quantizedExecution.map { "\"quantized\": \"\($0)\", " } ?? "")
                 + "\"load_s\": \((loadSeconds * 1000).rounded() / 1000), \"timing\": \(result.json)}"
         }
     }
@@ -48,11 +51,12 @@ public struct UNetBenchmark {
     public let model: UNet2DConditionModel
     public let loadSeconds: Double
 
-    /// Loads a diffusers `unet/` folder (see `UNet2DConditionModel.load(directory:)`).
+    /// Loads a diffusers `unet/` folder, plain or quantized (run as the CPU pipeline runs it:
+    /// `QuantizedExecution.cpuDefault`).
     public init(directory: String) throws {
         let clock = ContinuousClock()
         var loaded: UNet2DConditionModel?
-        let elapsed = try clock.measure { loaded = try UNet2DConditionModel.load(directory: directory) }
+        let elapsed = try clock.measure { loaded = try QuantizedModelFolder.loadUNet(directory: directory, execution: .cpuDefault) }
         self.directory = directory
         self.model = loaded!
         self.loadSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
@@ -84,7 +88,15 @@ public struct UNetBenchmark {
                       textEmbeds: textEmbeds, timeIds: timeIds)
         }
         return Report(directory: directory, batch: options.batch, latentSize: sample.shape[2],
-                      threads: CPUConfiguration.threadCount, loadSeconds: loadSeconds, result: result)
+                      threads: CPUConfiguration.threadCount, loadSeconds: loadSeconds, result: result,
+                      quantizedExecution: quantizedExecution)
+    }
+
+    /// "int8 <kernel>" when the UNet runs real INT8 layers, "simulated" for other quantized ones, else nil.
+    var quantizedExecution: String? {
+        let hooks = model.linearLayers.map { $0.executionHook as AnyObject? } + model.convolutionLayers.map { $0.executionHook as AnyObject? }
+        if hooks.contains(where: { $0 is CPUInt8LayerHook }) { return "int8 \(CPUInt8Kernel.active.rawValue)" }
+        return hooks.contains(where: { $0 is SimulatedQuantizationHook }) ? "simulated" : nil
     }
 
     /// Uniform values in [-1, 1) from a 64-bit LCG: cheap, deterministic, platform-independent.

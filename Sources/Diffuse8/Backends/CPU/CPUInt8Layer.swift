@@ -15,7 +15,21 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
     public init(_ layer: QuantizedLayer) {
         precondition(layer.format == .int8, "CPUInt8LayerHook runs INT8 layers")
         self.layer = layer
-        weight = CPUInt8PackedWeight(layer.weight)
+        weight = CPUInt8PackedWeight(layer.kind == .conv2d ? Self.channelsLast(layer.weight) : layer.weight)
+    }
+
+    /// A convolution weight [O, C, kh, kw] with its reduction dimension reordered to (ky, kx, c), the order of the
+    /// channels-last im2col rows (each tap one contiguous run of C codes).
+    static func channelsLast(_ w: QuantizedWeight) -> QuantizedWeight {
+        guard w.shape.count == 4 else { return w }
+        let o = w.shape[0], c = w.shape[1], taps = w.shape[2] * w.shape[3]
+        var codes = [UInt8](repeating: 0, count: w.codes.count)
+        for oc in 0..<o {
+            for ch in 0..<c {
+                for t in 0..<taps { codes[(oc * taps + t) * c + ch] = w.codes[(oc * c + ch) * taps + t] }
+            }
+        }
+        return QuantizedWeight(format: w.format, shape: [o, taps * c], codes: codes, scales: w.scales)
     }
 
     /// Installs real INT8 execution on `linear` (which must hold `layer`'s shapes) and drops its FP32 weight.
@@ -69,16 +83,15 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                     withBias(linear.bias) { bias in
                         withResidual(residual) { res in
                             let dst = out.baseAddress!
+                            let scales = UnsafePointer(weight.scales)
                             CPUInt8Gemm.multiply(a: codes, rows: m, lda: lda, weight: weight, kernel: kernel) { row, rows, column, columns, tile in
                                 let nr = CPUInt8Kernel.tileColumns
                                 for r in 0..<rows {
                                     let s = sp[row + r], line = (row + r) * o + column
-                                    for j in 0..<columns {
-                                        var v = Float(tile[r * nr + j]) * (s * weight.scales[column + j])
-                                        if let bias { v += bias[column + j] }
-                                        if let res { v += res[line + j] }
-                                        dst[line + j] = v
-                                    }
+                                    let sums = tile + r * nr, w = scales + column, out = dst + line
+                                    for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) }
+                                    if let bias { let b = bias + column; for j in 0..<columns { out[j] += b[j] } }
+                                    if let res { let add = res + line; for j in 0..<columns { out[j] += add[j] } }
                                 }
                             }
                         }
@@ -122,10 +135,22 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                     }
                     rowScales[r] = scale
                     let dst = codes + r * lda
-                    for j in 0..<k { dst[j] = UInt8(truncatingIfNeeded: Int(Int8Codec.quantize(v[j] / scale)) + 128) }
+                    CPUInt8LayerHook.encode(UnsafePointer(v), count: k, scale: scale, into: dst)
                     for j in k..<lda { dst[j] = 128 }
                 }
             }
+        }
+    }
+
+    /// Codes + 128 of values / scale with `Int8Codec`'s rounding (half to even, clamp to [-128, 127], NaN → 0).
+    /// Branch-free so that it vectorises: after the clamp, adding 1.5 · 2²³ rounds to the nearest integer (ties to
+    /// even, the FPU's default) and leaves it in the low mantissa bits, whose low byte is the code's two's complement.
+    @inline(__always)
+    static func encode(_ x: UnsafePointer<Float>, count: Int, scale: Float, into out: UnsafeMutablePointer<UInt8>) {
+        for i in 0..<count {
+            let t = x[i] / scale
+            let clamped = t.isNaN ? 0 : Swift.min(Swift.max(t, -128), 127)
+            out[i] = UInt8(truncatingIfNeeded: (clamped + 12_582_912).bitPattern) ^ 0x80
         }
     }
 
@@ -146,25 +171,32 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         let mr = CPUInt8Kernel.tileRows
         let paddedRows = (m + mr - 1) / mr * mr
         let imageSize = c * h * w
-        // Quantize the input once (per-tensor scale, or per sample in dynamic mode), then gather im2col rows.
+        // Quantize the input once (per-tensor scale, or per sample in dynamic mode) into channels-last codes, then
+        // gather im2col rows: per tap, one run of C codes (or code 0 in the padding).
         var imageScales = [Float](repeating: 1, count: n)
+        for b in 0..<n {
+            if let amax = layer.inputAmax {
+                imageScales[b] = QuantizedFormat.int8.scale(forAmax: amax)
+            } else {
+                var amax: Float = 0
+                x.scalars.withUnsafeBufferPointer { xp in
+                    for i in (b * imageSize)..<((b + 1) * imageSize) { amax = max(amax, abs(xp[i])) }
+                }
+                imageScales[b] = QuantizedFormat.int8.scale(forAmax: amax)
+            }
+        }
+        let planeSize = h * w
         let quantized = [UInt8](unsafeUninitializedCapacity: max(1, x.count)) { q, initialized in
             x.scalars.withUnsafeBufferPointer { xp in
-                let format = QuantizedFormat.int8
-                for b in 0..<n {
-                    let image = xp.baseAddress! + b * imageSize
-                    let scale: Float
-                    if let amax = layer.inputAmax {
-                        scale = format.scale(forAmax: amax)
-                    } else {
-                        var amax: Float = 0
-                        for i in 0..<imageSize { amax = max(amax, abs(image[i])) }
-                        scale = format.scale(forAmax: amax)
-                    }
-                    imageScales[b] = scale
-                    let dst = q.baseAddress! + b * imageSize
-                    parallelFor(imageSize, minChunk: 16384) { range in
-                        for i in range { dst[i] = UInt8(truncatingIfNeeded: Int(Int8Codec.quantize(image[i] / scale)) + 128) }
+                let scales = imageScales
+                parallelFor(n * c, minChunk: max(1, 16384 / max(planeSize, 1))) { range in
+                    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, planeSize)) { plane in
+                        for item in range {
+                            let b = item / c, ch = item % c
+                            CPUInt8LayerHook.encode(xp.baseAddress! + item * planeSize, count: planeSize, scale: scales[b], into: plane.baseAddress!)
+                            let dst = q.baseAddress! + b * imageSize + ch
+                            for i in 0..<planeSize { dst[i * c] = plane[i] }
+                        }
                     }
                 }
             }
@@ -174,43 +206,43 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, paddedRows * lda)) { a in
                 let codes = a.baseAddress!
                 quantized.withUnsafeBufferPointer { qp in
-                    let q = qp.baseAddress!
+                    let q = UnsafeRawPointer(qp.baseAddress!)
                     parallelFor(paddedRows, minChunk: 64) { range in
                         for r in range {
-                            let dst = codes + r * lda
-                            guard r < m else { for j in 0..<lda { dst[j] = 128 }; continue }
+                            let dst = UnsafeMutableRawPointer(codes + r * lda)
+                            guard r < m else { dst.initializeMemory(as: UInt8.self, repeating: 128, count: lda); continue }
                             let b = r / hw, pixel = r % hw
-                            let oy = pixel / ow, ox = pixel % ow
-                            let image = q + b * imageSize
-                            var p = 0
-                            for ch in 0..<c {
-                                let plane = image + ch * h * w
-                                for ky in 0..<kh {
-                                    let iy = oy * stride - padding + ky
-                                    for kx in 0..<kw {
-                                        let ix = ox * stride - padding + kx
-                                        dst[p] = iy >= 0 && iy < h && ix >= 0 && ix < w ? plane[iy * w + ix] : 128
-                                        p += 1
+                            let iy0 = (pixel / ow) * stride - padding, ix0 = (pixel % ow) * stride - padding
+                            var offset = 0
+                            for ky in 0..<kh {
+                                let iy = iy0 + ky
+                                for kx in 0..<kw {
+                                    let ix = ix0 + kx
+                                    if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                                        (dst + offset).copyMemory(from: q + b * imageSize + (iy * w + ix) * c, byteCount: c)
+                                    } else {
+                                        (dst + offset).initializeMemory(as: UInt8.self, repeating: 128, count: c)
                                     }
+                                    offset += c
                                 }
                             }
-                            for j in k..<lda { dst[j] = 128 }
+                            (dst + k).initializeMemory(as: UInt8.self, repeating: 128, count: lda - k)
                         }
                     }
                 }
                 imageScales.withUnsafeBufferPointer { sp in
                     withBias(conv.bias) { bias in
                         let dst = out.baseAddress!
+                        let scales = UnsafePointer(weight.scales)
                         CPUInt8Gemm.multiply(a: codes, rows: m, lda: lda, weight: weight, kernel: kernel) { row, rows, column, columns, tile in
                             let nr = CPUInt8Kernel.tileColumns
                             for r in 0..<rows {
                                 let b = (row + r) / hw, pixel = (row + r) % hw
                                 let s = sp[b]
-                                let base = dst + b * o * hw + pixel
+                                let base = dst + (b * o + column) * hw + pixel
+                                let sums = tile + r * nr, w = scales + column
                                 for j in 0..<columns {
-                                    var v = Float(tile[r * nr + j]) * (s * weight.scales[column + j])
-                                    if let bias { v += bias[column + j] }
-                                    base[(column + j) * hw] = v
+                                    base[j * hw] = Float(sums[j]) * (s * w[j]) + (bias?[column + j] ?? 0)
                                 }
                             }
                         }

@@ -10,8 +10,8 @@ final class CPUInt8PackedWeight: @unchecked Sendable {
     let panels: Int
     let codes: UnsafeMutablePointer<Int8>
     let compensation: UnsafeMutablePointer<Int32>
-    /// One scale per output channel (a per-tensor scale repeated).
-    let scales: [Float]
+    /// One scale per output channel (a per-tensor scale repeated), padded with zeros to the panels' width.
+    let scales: UnsafeMutablePointer<Float>
 
     /// Bytes held (packed codes + compensation).
     var byteCount: Int { panels * kGroups * CPUInt8Kernel.tileColumns * 4 + panels * CPUInt8Kernel.tileColumns * 4 }
@@ -23,7 +23,9 @@ final class CPUInt8PackedWeight: @unchecked Sendable {
         depth = weight.codes.count / max(outputs, 1)
         kGroups = (depth + 3) / 4
         panels = (outputs + nr - 1) / nr
-        scales = weight.scales.count == 1 ? [Float](repeating: weight.scales[0], count: outputs) : weight.scales
+        scales = .allocate(capacity: panels * nr)
+        scales.initialize(repeating: 0, count: panels * nr)
+        for o in 0..<outputs { scales[o] = weight.scales.count == 1 ? weight.scales[0] : weight.scales[o] }
         let count = panels * kGroups * nr * 4
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 64), alignment: 64)
         codes = raw.bindMemory(to: Int8.self, capacity: max(count, 64))
@@ -47,6 +49,7 @@ final class CPUInt8PackedWeight: @unchecked Sendable {
     deinit {
         UnsafeMutableRawPointer(codes).deallocate()
         compensation.deallocate()
+        scales.deallocate()
     }
 
     func panel(_ p: Int) -> UnsafePointer<Int8> { UnsafePointer(codes + p * kGroups * CPUInt8Kernel.tileColumns * 4) }

@@ -1,4 +1,5 @@
 #include "Int8Kernels.h"
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -67,34 +68,54 @@ static void tile_avx512vnni(const uint8_t *a, size_t lda, const int8_t *b, const
 /// AVX2: both operands widened to INT16 (A as code = u - 128, B sign-extended), vpmaddwd sums pairs into INT32.
 /// Exact: |product| <= 2^14, a pair sum fits easily (vpmaddubsw on u8 x s8 would saturate at 2^15).
 /// A YMM of B holds 4 columns x 4 k; each column's sum ends up in two lanes, added at the end.
-/// Columns go in four blocks of 8 (12 accumulators + 2 B + 1 A of 16 YMM registers).
+/// The tile's A is widened once up front (four INT16 codes = one 64-bit broadcast per row and k group), then the
+/// columns go in four blocks of 8 (12 accumulators + 2 B + 1 A of 16 YMM registers).
+enum { AVX2_STACK_GROUPS = 1024 };
+
+__attribute__((target("avx2")))
+static void tile_avx2_widened(const int64_t *wide, const int8_t *b, size_t kgroups, int32_t *c) {
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for (int block = 0; block < NR / 8; block++) {
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+        __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+        const int8_t *bg = b + block * 32;
+        const int64_t *w = wide;
+        for (size_t g = 0; g < kgroups; g++, bg += NR * 4, w += MR) {
+            __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)bg));
+            __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bg + 16)));
+            __m256i x;
+#define D8_ROW(r, p, q) x = _mm256_set1_epi64x(w[r]); \
+            p = _mm256_add_epi32(p, _mm256_madd_epi16(x, b0)); q = _mm256_add_epi32(q, _mm256_madd_epi16(x, b1));
+            D8_ROW(0, a00, a01) D8_ROW(1, a10, a11) D8_ROW(2, a20, a21)
+            D8_ROW(3, a30, a31) D8_ROW(4, a40, a41) D8_ROW(5, a50, a51)
+#undef D8_ROW
+        }
+#define D8_STORE(r, p, q) _mm256_storeu_si256((__m256i *)(c + r * NR + block * 8), \
+            _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(p, q), order));
+        D8_STORE(0, a00, a01) D8_STORE(1, a10, a11) D8_STORE(2, a20, a21)
+        D8_STORE(3, a30, a31) D8_STORE(4, a40, a41) D8_STORE(5, a50, a51)
+#undef D8_STORE
+    }
+}
+
 __attribute__((target("avx2")))
 static void tile_avx2(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
                       size_t kgroups, int32_t *c) {
     (void)compensation;
+    int64_t stack[AVX2_STACK_GROUPS * MR];
+    int64_t *wide = kgroups <= AVX2_STACK_GROUPS ? stack : (int64_t *)malloc(kgroups * MR * sizeof(int64_t));
+    if (!wide) { tile_portable(a, lda, b, compensation, kgroups, c); return; }
     const __m128i bias = _mm_set1_epi8((char)0x80);
-    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    for (int block = 0; block < NR / 8; block++) {
-        __m256i acc[MR][2];
-        for (int r = 0; r < MR; r++) { acc[r][0] = _mm256_setzero_si256(); acc[r][1] = _mm256_setzero_si256(); }
-        for (size_t g = 0; g < kgroups; g++) {
-            const int8_t *bg = b + g * NR * 4 + block * 32;
-            __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)bg));
-            __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bg + 16)));
-            for (int r = 0; r < MR; r++) {
-                int32_t v;
-                memcpy(&v, a + r * lda + 4 * g, 4);
-                __m128i codes = _mm_xor_si128(_mm_cvtsi32_si128(v), bias);  // u - 128 as signed bytes
-                __m256i x = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(codes));
-                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x, b0));
-                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x, b1));
-            }
-        }
+    for (size_t g = 0; g < kgroups; g++) {
         for (int r = 0; r < MR; r++) {
-            __m256i sums = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(acc[r][0], acc[r][1]), order);
-            _mm256_storeu_si256((__m256i *)(c + r * NR + block * 8), sums);
+            int32_t v;
+            memcpy(&v, a + r * lda + 4 * g, 4);
+            __m128i codes = _mm_cvtepi8_epi16(_mm_xor_si128(_mm_cvtsi32_si128(v), bias));  // u - 128, widened
+            wide[g * MR + r] = _mm_cvtsi128_si64(codes);
         }
     }
+    tile_avx2_widened(wide, b, kgroups, c);
+    if (wide != stack) free(wide);
 }
 #endif
 

@@ -22,6 +22,8 @@ final class CPUInt8KernelTests: XCTestCase {
                 try linearMatchesSimulation(kernel, rows: 37, inFeatures: 75, outFeatures: 70, smoothed: smoothed, dynamic: dynamic)
             }
             try linearMatchesSimulation(kernel, rows: 5, inFeatures: 320, outFeatures: 33, smoothed: true, dynamic: dynamic)
+            // Deep K (over 4096: the AVX2 kernel's widened A leaves its stack buffer).
+            try linearMatchesSimulation(kernel, rows: 7, inFeatures: 4403, outFeatures: 40, smoothed: false, dynamic: dynamic)
             try convMatchesSimulation(kernel, batch: 2, channels: 13, size: 9, outChannels: 40, kernelSize: 3, stride: 1, padding: 1, dynamic: dynamic)
             try convMatchesSimulation(kernel, batch: 1, channels: 8, size: 10, outChannels: 16, kernelSize: 3, stride: 2, padding: 1, dynamic: dynamic)
             try convMatchesSimulation(kernel, batch: 2, channels: 21, size: 7, outChannels: 35, kernelSize: 1, stride: 1, padding: 0, dynamic: dynamic)

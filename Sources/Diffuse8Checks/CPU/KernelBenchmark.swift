@@ -46,6 +46,30 @@ public enum KernelBenchmark {
             }
             entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
         }
+        // The same Linear and 3×3 convolution shapes in real INT8 (`CPUInt8Kernel.active`; 2 ops per multiply-add).
+        let kernel = CPUInt8Kernel.active.rawValue
+        for (inF, outF) in [(320, 320), (320, 2560), (1280, 320)] {
+            let x = random([tokens, inF], seed: 1), w = random([outF, inF], seed: 2), b = random([outF], seed: 3)
+            let weight = QuantizedWeight(quantizing: w, format: .int8, perChannel: true)
+            let hook = CPUInt8LayerHook(QuantizedLayer(name: "linear", kind: .linear, weight: weight, inputAmax: 1, smoothing: nil, outputAmax: nil))
+            let layer = Linear(name: "linear", weight: Tensor(zeros: [0]), bias: b)
+            let r = Benchmark.measure("int8 \(kernel) linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) {
+                _ = hook.run(layer, x, residual: nil)
+            }
+            entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
+        }
+        for (channels, s, stride) in [(320, side, 1), (640, side / 2, 1), (320, side, 2)] {
+            let x = random([2, channels, s, s], seed: 4)
+            let w = random([channels, channels, 3, 3], seed: 5), b = random([channels], seed: 6)
+            let weight = QuantizedWeight(quantizing: w, format: .int8, perChannel: true)
+            let hook = CPUInt8LayerHook(QuantizedLayer(name: "conv", kind: .conv2d, weight: weight, inputAmax: 1, smoothing: nil, outputAmax: nil))
+            let conv = Conv2d(name: "conv", weight: w, bias: b, stride: stride, padding: 1)
+            let os = (s + 2 - 3) / stride + 1
+            let r = Benchmark.measure("int8 \(kernel) conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) {
+                _ = hook.run(conv, x)
+            }
+            entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
+        }
         // Self-attention at 64×64 (8 heads × 40) and cross-attention to 77 tokens.
         let q = random([2, side * side, 320], seed: 7)
         let k = random([2, side * side, 320], seed: 8), v = random([2, side * side, 320], seed: 9)

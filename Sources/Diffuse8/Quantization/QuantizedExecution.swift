@@ -13,10 +13,14 @@ public enum QuantizedExecution: String, Sendable, CaseIterable {
     /// their FP32 copies never made); FP8 folders stay simulated (no FP8 arithmetic on these CPUs).
     case native
 
-    /// The CPU pipeline's choice: `DIFFUSE8_QUANTIZED_EXECUTION=simulate|native`, `native` when unset. An unknown
-    /// value stops the process with a message naming the allowed ones.
+    /// The CPU pipeline's choice: `DIFFUSE8_QUANTIZED_EXECUTION=simulate|native`; when unset, `native` where the CPU
+    /// has a SIMD INT8 kernel (or `DIFFUSE8_INT8_KERNEL` picks one), else `simulated` (the portable integer loops are
+    /// several times slower than the FP32 kernels the simulation uses). An unknown value stops the process with a
+    /// message naming the allowed ones.
     public static let cpuDefault: QuantizedExecution = {
-        guard let value = getenv("DIFFUSE8_QUANTIZED_EXECUTION").map({ String(cString: $0) }), !value.isEmpty else { return .native }
+        guard let value = getenv("DIFFUSE8_QUANTIZED_EXECUTION").map({ String(cString: $0) }), !value.isEmpty else {
+            return CPUInt8Kernel.best != .portable || CPUInt8Kernel.environmentChoice != nil ? .native : .simulated
+        }
         guard let choice = QuantizedExecution(rawValue: value) else {
             fatalError("DIFFUSE8_QUANTIZED_EXECUTION=\(value) is not allowed; use simulate or native")
         }

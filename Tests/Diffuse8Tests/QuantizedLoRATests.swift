@@ -46,7 +46,7 @@ final class QuantizedLoRATests: XCTestCase {
         let untouched = try StableDiffusionPipeline(directory: quantized).cpuUNet()
         let name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
         let a = q.linearLayers.first { $0.name == name }!, b = untouched.linearLayers.first { $0.name == name }!
-        XCTAssertNotNil(a.executionHook as? SimulatedQuantizationHook)
-        XCTAssertNotEqual(a.weight.scalars, b.weight.scalars)
+        XCTAssertNotNil(a.quantization)
+        XCTAssertNotEqual(a.quantization?.weight.codes, b.quantization?.weight.codes)
     }
 }

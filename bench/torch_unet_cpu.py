@@ -52,8 +52,11 @@ def inputs(unet, batch, latent):
     return sample, torch.tensor(500.0), context, kwargs
 
 
-def time_unet(folder, batch, latent, warmup, iterations):
+def time_unet(folder, batch, latent, warmup, iterations, dynamic_int8=False):
     unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    if dynamic_int8:
+        # PyTorch's dynamic quantization: nn.Linear weights INT8 per tensor, activations quantized per call.
+        unet = torch.ao.quantization.quantize_dynamic(unet, {torch.nn.Linear}, dtype=torch.qint8)
     sample, t, context, kwargs = inputs(unet, batch, latent)
     runs, cpu = [], []
     with torch.inference_mode():
@@ -65,7 +68,7 @@ def time_unet(folder, batch, latent, warmup, iterations):
             runs.append((time.perf_counter() - start) * 1000)
             cpu.append((time.process_time() - cpu_start) * 1000)
     size = latent or unet.config.sample_size
-    return {"model": folder, "batch": batch, "latent": size, "median_ms": round(statistics.median(runs), 3),
+    return {"model": folder, "batch": batch, "latent": size, "dynamic_int8_linear": dynamic_int8, "median_ms": round(statistics.median(runs), 3),
             "min_ms": round(min(runs), 3), "max_ms": round(max(runs), 3),
             # process CPU time / wall time: ~threads when the machine was free (includes OpenMP spinning)
             "cores_used": round(sum(cpu) / sum(runs), 3), "runs_ms": [round(r, 3) for r in runs]}
@@ -81,6 +84,8 @@ def main():
     parser.add_argument("--make-only", action="store_true", help="only write the SD1.5 unet folder")
     parser.add_argument("--skip-sd15", action="store_true", help="only time the tiny fixture UNets")
     parser.add_argument("--skip-tiny", action="store_true", help="do not time the tiny fixture UNets")
+    parser.add_argument("--quantize-dynamic", action="store_true",
+                        help="also time torch.ao.quantization.quantize_dynamic (INT8 nn.Linear) of the SD1.5 UNet")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = make_sd15_unet(args.folder)
@@ -93,6 +98,8 @@ def main():
     if not args.skip_sd15:
         for batch in [int(b) for b in args.batches.split(",")]:
             results.append(time_unet(folder, batch, 64, args.warmup, args.iterations))
+            if args.quantize_dynamic:
+                results.append(time_unet(folder, batch, 64, args.warmup, args.iterations, dynamic_int8=True))
     print(json.dumps({"framework": f"torch {torch.__version__} CPU FP32 eager", "threads": torch.get_num_threads(),
                       "cpu": platform.processor() or platform.machine(),
                       "load_average_at_end": [round(x, 2) for x in os.getloadavg()],

@@ -38,7 +38,6 @@ public final class CUDANoisePredictor: NoisePredictor {
     /// graphs are off or cannot be captured.
     public func runSamplingLoop(_ plan: SamplingPlan, conditioning c: UNetConditioning, progress: ((Int) -> Void)?) throws -> Tensor? {
         guard runsSamplingLoopOnDevice, usesGraphs else { return nil }
-        let context = unet.context
         let states = try unet.kernels.upload(c.encoderHiddenStates)
         let textEmbeds = try c.textEmbeds.map { try unet.kernels.upload($0) }
         var sampleShape = plan.latents.shape

@@ -42,9 +42,12 @@ public final class StableDiffusionPipeline {
     ///
     /// `loras`: LoRA files and their weights, merged into the full-precision UNet and text encoders before the networks
     /// go to the device (`LoRAMerge`); what did not match is in `loraWarnings`.
+    ///
+    /// `quantizedExecution`: how the CPU runs a quantized folder (default `QuantizedExecution.cpuDefault`; checks
+    /// that compare with the simulation ask for `.simulated`).
     public init(directory: String, configDirectory: String? = nil, device: ComputeDevice = .cpu,
                 precision: CUDADataType = .float16, forCalibration: Bool = false,
-                loras: [(file: LoRAFile, weight: Float)] = []) throws {
+                loras: [(file: LoRAFile, weight: Float)] = [], quantizedExecution: QuantizedExecution? = nil) throws {
         let checkpoint = SingleFileCheckpoint.isFile(directory) ? try SingleFileCheckpoint(path: directory) : nil
         let folder = try DiffusersFolder(path: try checkpoint.map { try Self.configFolder(configDirectory, for: $0) } ?? directory)
         self.folder = folder
@@ -54,7 +57,7 @@ public final class StableDiffusionPipeline {
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
         // Plain or quantized; on the CPU an INT8 folder runs real INT8 kernels (simulated on request, for CUDA, and
         // while LoRAs are merged into the simulated layers: those switch to the INT8 kernels afterwards).
-        let native = device == .cpu && QuantizedExecution.cpuDefault == .native
+        let native = device == .cpu && (quantizedExecution ?? QuantizedExecution.cpuDefault) == .native
         let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
             ?? QuantizedModelFolder.loadUNet(directory: unetFolder, execution: native && loras.isEmpty ? .native : .simulated)
         // a quantized UNet gets LoRAs re-quantized layer by layer with its stored statistics (QuantizedLoRAUpdate)

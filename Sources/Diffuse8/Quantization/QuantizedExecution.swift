@@ -22,7 +22,9 @@ public enum QuantizedExecution: String, Sendable, CaseIterable {
             return CPUInt8Kernel.best != .portable || CPUInt8Kernel.environmentChoice != nil ? .native : .simulated
         }
         guard let choice = QuantizedExecution(rawValue: value) else {
-            fatalError("DIFFUSE8_QUANTIZED_EXECUTION=\(value) is not allowed; use simulate or native")
+            // Read once, lazily, where no error can be thrown: stop with the message (exit status 2), not a trap.
+            fputs("error: DIFFUSE8_QUANTIZED_EXECUTION=\(value) is not allowed; use simulate or native\n", stderr)
+            exit(2)
         }
         return choice
     }()

@@ -59,7 +59,7 @@ public enum CUDAPipelineCheck {
 
     /// Generates `request` with the CPU (FP32) and the CUDA (`precision`) pipeline of `directory` and compares them.
     public static func imageParity(directory: String, request: GenerationRequest, precision: CUDADataType = .float16) throws -> ImageParity {
-        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu).generate(request)
+        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu, quantizedExecution: .simulated).generate(request)
         let pipeline = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: precision)
         let gpu = try pipeline.generate(request)
         let a = ImageConversion.pixelImages(fromDecoded: cpu.image)[0], b = ImageConversion.pixelImages(fromDecoded: gpu.image)[0]
@@ -83,7 +83,7 @@ public enum CUDAPipelineCheck {
     /// used in turn — FP16, BF16, FP16 again: the PSNR of each image against the CPU image. Each must meet the
     /// single-pipeline bar, and the second FP16 image must equal the first (the BF16 pipeline did not disturb it).
     public static func mixedPrecision(directory: String, request: GenerationRequest) throws -> (fp16: Double, bf16: Double, repeatIdentical: Bool) {
-        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu).generate(request)
+        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu, quantizedExecution: .simulated).generate(request)
         let half = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: .float16)
         let brain = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: .bfloat16)
         let first = try half.generate(request), second = try brain.generate(request), again = try half.generate(request)

@@ -19,12 +19,7 @@ final class ImageToImageTests: XCTestCase {
             var progress: [Int] = []
             let result = try pipeline.generate(request) { progress.append($0.totalSteps) }
             XCTAssertEqual(progress.count, 3, "\(kind.rawValue): int(5 × 0.6) = 3 steps run")
-            let latentError = result.latents.relativeL2(to: try reference.tensor(named: "\(kind.rawValue).latents"))
-            XCTAssertLessThan(latentError, 1e-3, "\(kind.rawValue): latents relative L2 \(latentError)")
-            let expected = try reference.tensor(named: "\(kind.rawValue).image").scalars
-            let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
-            let differences = zip(image.pixels, expected).map { abs(Double($0.0) - Double($0.1)) }
-            XCTAssertLessThanOrEqual(differences.max() ?? 99, 1, "\(kind.rawValue): largest pixel difference \(differences.max() ?? 0)")
+            try Fixtures.assertMatches(result, reference, key: kind.rawValue)
         }
     }
 
@@ -39,12 +34,7 @@ final class ImageToImageTests: XCTestCase {
         request.initImage = ImageConversion.initImageTensor(initImage)
         request.strength = Float(s["strength"]!)!
         let result = try pipeline.generate(request)
-        let latentError = result.latents.relativeL2(to: try reference.tensor(named: "sdxl-euler.latents"))
-        XCTAssertLessThan(latentError, 1e-3, "SDXL: latents relative L2 \(latentError)")
-        let expected = try reference.tensor(named: "sdxl-euler.image").scalars
-        let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
-        let differences = zip(image.pixels, expected).map { abs(Double($0.0) - Double($0.1)) }
-        XCTAssertLessThanOrEqual(differences.max() ?? 99, 1, "SDXL: largest pixel difference \(differences.max() ?? 0)")
+        try Fixtures.assertMatches(result, reference, key: "sdxl-euler")
     }
 
     func testStrengthOutsideUnitIntervalAndWrongSizeAreRejected() throws {

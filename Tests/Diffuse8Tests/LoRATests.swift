@@ -31,12 +31,7 @@ final class LoRATests: XCTestCase {
                                         guidanceScale: Float(s["guidance"]!)!, seed: UInt64(s["seed"]!)!,
                                         width: Int(s["width"]!)!, height: Int(s["height"]!)!, scheduler: .euler)
         let result = try pipeline.generate(request)
-        let latentError = result.latents.relativeL2(to: try reference.tensor(named: "\(name).latents"))
-        XCTAssertLessThan(latentError, 1e-3, "\(name): latents relative L2 \(latentError)")
-        let expected = try reference.tensor(named: "\(name).image").scalars
-        let image = ImageConversion.pixelImages(fromDecoded: result.image)[0]
-        let differences = zip(image.pixels, expected).map { abs(Double($0.0) - Double($0.1)) }
-        XCTAssertLessThanOrEqual(differences.max() ?? 99, 1, "\(name): largest pixel difference \(differences.max() ?? 0)")
+        try Fixtures.assertMatches(result, reference, key: name)
 
         // and the LoRA really changes the image (so the comparison above is not with the plain model)
         let plain = try StableDiffusionPipeline(directory: Fixtures.path(folder)).generate(request)
@@ -83,12 +78,8 @@ final class LoRATests: XCTestCase {
     }
 
     private func write(_ tensors: [String: [Int]]) throws -> String {
-        let folder = try FormatsTestFiles.make()
-        temporary = folder
-        var writer = SafetensorsWriter()
-        for (name, shape) in tensors { try writer.add(name, Tensor(zeros: shape)) }
-        let path = folder + "/lora.safetensors"
-        try writer.write(to: path)
-        return path
+        let file = try FormatsTestFiles.zeros(tensors, name: "lora.safetensors")
+        temporary = file.folder
+        return file.path
     }
 }

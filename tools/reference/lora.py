@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
-from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from single_file import unet_prefix_map
+from single_file import images as euler_images, unet_prefix_map
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "..", "Tests", "Fixtures")
@@ -84,17 +84,6 @@ def make_peft_lora(pipe, path):
     save_file(sd, path)
 
 
-def images(pipe):
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    common = dict(prompt=SETTINGS["prompt"], negative_prompt=SETTINGS["negative_prompt"],
-                  num_inference_steps=SETTINGS["steps"], guidance_scale=SETTINGS["guidance"],
-                  width=SETTINGS["width"], height=SETTINGS["height"])
-    latents = pipe(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="latent").images
-    image = pipe(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="np").images[0]
-    return np.ascontiguousarray(latents.float().numpy()), np.ascontiguousarray((image * 255).round().astype(np.uint8))
-
-
 def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.makedirs(os.path.join(FIXTURES, "lora"), exist_ok=True)
@@ -121,7 +110,7 @@ def main():
             text_changed = sum(not torch.equal(b[k], v) for k, v in e.state_dict().items() if k in b)
             print(f"{name}: {text_changed} text encoder tensors changed")
             assert text_changed == (0 if name.endswith("peft") else 6), "every LoRA module of the text encoder must be fused"
-        tensors[f"{name}.latents"], tensors[f"{name}.image"] = images(pipe)
+        tensors[f"{name}.latents"], tensors[f"{name}.image"] = euler_images(pipe, SETTINGS)
     save_numpy(tensors, os.path.join(FIXTURES, "reference", "lora.safetensors"), metadata={k: str(v) for k, v in SETTINGS.items()})
 
 

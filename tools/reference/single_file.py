@@ -202,15 +202,16 @@ def open_clip_from_file(path, folder):
     return model
 
 
-def images(pipe):
+def images(pipe, settings=SETTINGS):
+    """Final latents and the 8-bit HWC image of one Euler generation with `settings` (the tests' request)."""
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    common = dict(prompt=SETTINGS["prompt"], negative_prompt=SETTINGS["negative_prompt"],
-                  num_inference_steps=SETTINGS["steps"], guidance_scale=SETTINGS["guidance"],
-                  width=SETTINGS["width"], height=SETTINGS["height"])
-    latents = pipe(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="latent").images
-    image = pipe(**common, generator=torch.Generator("cpu").manual_seed(SETTINGS["seed"]), output_type="np").images[0]
-    return latents.float().numpy(), np.ascontiguousarray((image * 255).round().astype(np.uint8))
+    common = dict(prompt=settings["prompt"], negative_prompt=settings["negative_prompt"],
+                  num_inference_steps=settings["steps"], guidance_scale=settings["guidance"],
+                  width=settings["width"], height=settings["height"])
+    latents = pipe(**common, generator=torch.Generator("cpu").manual_seed(settings["seed"]), output_type="latent").images
+    image = pipe(**common, generator=torch.Generator("cpu").manual_seed(settings["seed"]), output_type="np").images[0]
+    return np.ascontiguousarray(latents.float().numpy()), np.ascontiguousarray((image * 255).round().astype(np.uint8))
 
 
 def main():

@@ -184,11 +184,16 @@ public enum QuantizedModelFolder {
             guard let layer = layers[linear.name] else { continue }
             if native { CPUInt8LayerHook.install(layer, on: linear) } else { linear.executionHook = SimulatedQuantizationHook(layer) }
         }
-        let fp8 = Set(manifest.fp8AttentionModules)
+        enableFP8Attention(manifest.fp8AttentionModules, in: unet)
+        return (unet, manifest)
+    }
+
+    /// Level 4: runs the attention modules named (by the prefix of their `to_q`) in FP8.
+    package static func enableFP8Attention(_ modules: [String], in unet: UNet2DConditionModel) {
+        let fp8 = Set(modules)
         for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
             attention.usesFP8Attention = true
         }
-        return (unet, manifest)
     }
 }
 

@@ -49,10 +49,7 @@ extension CUDAUNetCheck {
             linear.weight = layer.weight.dequantized()
             linear.executionHook = SimulatedQuantizationHook(layer)
         }
-        let fp8 = Set(quantized.fp8AttentionModules)
-        for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
-            attention.usesFP8Attention = true
-        }
+        QuantizedModelFolder.enableFP8Attention(quantized.fp8AttentionModules, in: unet)
         return (unet, quantized)
     }
 

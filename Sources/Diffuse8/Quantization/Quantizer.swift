@@ -73,55 +73,114 @@ public enum Quantizer {
             }
         }
 
-        for linear in inventory.linears where recipe.level.quantizes(linear.name, kind: .linear) {
-            if recipe.dynamic {
-                result.layers.append(QuantizedLayer(name: linear.name, kind: .linear,
-                                                    weight: QuantizedWeight(quantizing: linear.weight, format: recipe.format, perChannel: true),
-                                                    inputAmax: nil, smoothing: nil, outputAmax: nil))
-                continue
-            }
-            let s = try stats(statistics, linear.name)
-            var outputAmax: Float?
-            if fp8Projections.contains(linear.name) {
-                guard let o = s.outputAmax else {
-                    throw QuantizationError("the statistics have no output amax for \(linear.name), which FP8 attention needs; recalibrate with this version")
-                }
-                outputAmax = o.max() ?? 0
-            }
-            guard let channelAmax = s.channelAmax else {
-                throw QuantizationError("the statistics have no per-channel amax for Linear layer \(linear.name); recalibrate with this version")
-            }
-            guard channelAmax.count == linear.inFeatures, s.reservoir.map({ $0.width == linear.inFeatures }) ?? true else {
-                throw QuantizationError("the statistics of Linear layer \(linear.name) have \(channelAmax.count) channels, the layer has \(linear.inFeatures) inputs; they belong to another model")
-            }
-            var alpha: Float?
-            switch recipe.smoothing {
-            case .none: alpha = nil
-            case .fixed(let a): alpha = a
-            case .search:
-                guard let reservoir = s.reservoir, reservoir.count > 0 else {
-                    throw QuantizationError("--alpha search needs sampled activations, but the statistics of \(linear.name) have none; calibrate with --reservoir-rows > 0 or use a fixed --alpha")
-                }
-                let (best, errors) = searchAlpha(linear, channelAmax: channelAmax, samples: reservoir.tensor, recipe: recipe, perChannel: weightPerChannel)
-                alpha = best
-                if best == nil { result.unsmoothedLayers.append(linear.name) }
-                log?("\(linear.name): α = \(best.map { String($0) } ?? "none") (output MSE per α, then without smoothing: \(errors.map { String(Float($0)) }.joined(separator: " ")))")
-            }
-            var smoothing: [Float]?
-            var weight = linear.weight
-            var amax = channelAmax.max() ?? 0  // Linear inputs: max calibration (percentile is for Conv2d inputs)
-            if let alpha {
-                let scales = QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha)
-                smoothing = scales
-                weight = smoothedWeight(linear.weight, scales)
-                amax = zip(channelAmax, scales).map { $0 * $1 }.max() ?? 0
-                result.alphas[linear.name] = alpha
-            }
-            result.layers.append(QuantizedLayer(name: linear.name, kind: .linear,
-                                                weight: QuantizedWeight(quantizing: weight, format: recipe.format, perChannel: weightPerChannel),
-                                                inputAmax: amax, smoothing: smoothing, outputAmax: outputAmax))
+        // Layers that read one tensor (an attention module's Q/K/V, a cross-attention's K/V) are quantized as one
+        // stacked layer: one SmoothQuant vector, one α, one input scale and (per-tensor formats) one weight scale, so a
+        // backend can run them as one 8-bit GEMM — and a producer (LayerNorm) could fold the factors in.
+        let quantized = inventory.linears.filter { recipe.level.quantizes($0.name, kind: .linear) }
+        for group in inputGroups(unet, among: Set(quantized.map(ObjectIdentifier.init)), separate: recipe.dynamic) {
+            let layers = try quantizeLinears(group, statistics: statistics, recipe: recipe, perChannel: weightPerChannel,
+                                             fp8Projections: fp8Projections, result: &result, log: log)
+            result.layers += layers
         }
         return result
+    }
+
+    /// The quantized Linear layers in execution order, grouped by shared input: each attention module's projections
+    /// of one tensor (self: Q, K, V; cross: K, V) form a group, every other layer is alone. `separate`: no groups.
+    static func inputGroups(_ unet: UNet2DConditionModel, among quantized: Set<ObjectIdentifier>, separate: Bool) -> [[Linear]] {
+        var groupOf: [ObjectIdentifier: Int] = [:], siblings: [[Linear]] = []
+        let readersOfOneTensor = separate ? [] : unet.transformers.flatMap(\.blocks).flatMap { block in
+            [[block.selfAttention.query, block.selfAttention.key, block.selfAttention.value],
+             [block.crossAttention.key, block.crossAttention.value]]
+        }
+        for readers in readersOfOneTensor {
+            let members = readers.filter { quantized.contains(ObjectIdentifier($0)) }
+            guard members.count > 1 else { continue }
+            for m in members { groupOf[ObjectIdentifier(m)] = siblings.count }
+            siblings.append(members)
+        }
+        var groups: [[Linear]] = [], emitted = Set<Int>()
+        for linear in UNetLayerInventory(unet).linears where quantized.contains(ObjectIdentifier(linear)) {
+            guard let g = groupOf[ObjectIdentifier(linear)] else { groups.append([linear]); continue }
+            if emitted.insert(g).inserted { groups.append(siblings[g]) }
+        }
+        return groups
+    }
+
+    /// Quantizes `group` (layers reading one tensor) as the layer of their stacked weights [Σ out, in], then splits the
+    /// result back into one `QuantizedLayer` per member.
+    private static func quantizeLinears(_ group: [Linear], statistics: CalibrationStatistics?, recipe: QuantizationRecipe,
+                                        perChannel weightPerChannel: Bool, fp8Projections: Set<String>,
+                                        result: inout QuantizedUNet, log: ((String) -> Void)?) throws -> [QuantizedLayer] {
+        let linear = group.count == 1 ? group[0]
+            : Linear(name: group.map(\.name).joined(separator: " + "),
+                     weight: Tensor(shape: [group.map(\.outFeatures).reduce(0, +), group[0].inFeatures],
+                                    scalars: group.flatMap(\.weight.scalars)), bias: nil)
+        if recipe.dynamic {
+            return split(QuantizedWeight(quantizing: linear.weight, format: recipe.format, perChannel: true), group,
+                         inputAmax: nil, smoothing: nil, outputAmax: [:])
+        }
+        var channelAmax: [Float] = [], reservoir: RowReservoir?
+        var outputAmax: [String: Float] = [:]
+        for member in group {
+            let s = try stats(statistics, member.name)
+            if fp8Projections.contains(member.name) {
+                guard let o = s.outputAmax else {
+                    throw QuantizationError("the statistics have no output amax for \(member.name), which FP8 attention needs; recalibrate with this version")
+                }
+                outputAmax[member.name] = o.max() ?? 0
+            }
+            guard let memberAmax = s.channelAmax else {
+                throw QuantizationError("the statistics have no per-channel amax for Linear layer \(member.name); recalibrate with this version")
+            }
+            guard memberAmax.count == member.inFeatures, s.reservoir.map({ $0.width == member.inFeatures }) ?? true else {
+                throw QuantizationError("the statistics of Linear layer \(member.name) have \(memberAmax.count) channels, the layer has \(member.inFeatures) inputs; they belong to another model")
+            }
+            // the members see the same tensor, so their statistics agree; the max keeps every member's range
+            channelAmax = channelAmax.isEmpty ? memberAmax : zip(channelAmax, memberAmax).map { max($0, $1) }
+            if reservoir == nil { reservoir = s.reservoir }
+        }
+        var alpha: Float?
+        switch recipe.smoothing {
+        case .none: alpha = nil
+        case .fixed(let a): alpha = a
+        case .search:
+            guard let reservoir, reservoir.count > 0 else {
+                throw QuantizationError("--alpha search needs sampled activations, but the statistics of \(linear.name) have none; calibrate with --reservoir-rows > 0 or use a fixed --alpha")
+            }
+            let (best, errors) = searchAlpha(linear, channelAmax: channelAmax, samples: reservoir.tensor, recipe: recipe, perChannel: weightPerChannel)
+            alpha = best
+            if best == nil { result.unsmoothedLayers += group.map(\.name) }
+            log?("\(linear.name): α = \(best.map { String($0) } ?? "none") (output MSE per α, then without smoothing: \(errors.map { String(Float($0)) }.joined(separator: " ")))")
+        }
+        var smoothing: [Float]?
+        var weight = linear.weight
+        var amax = channelAmax.max() ?? 0  // Linear inputs: max calibration (percentile is for Conv2d inputs)
+        if let alpha {
+            let scales = QuantizationRecipe.smoothingScales(weight: linear.weight, channelAmax: channelAmax, alpha: alpha)
+            smoothing = scales
+            weight = smoothedWeight(linear.weight, scales)
+            amax = zip(channelAmax, scales).map { $0 * $1 }.max() ?? 0
+            for member in group { result.alphas[member.name] = alpha }
+        }
+        return split(QuantizedWeight(quantizing: weight, format: recipe.format, perChannel: weightPerChannel), group,
+                     inputAmax: amax, smoothing: smoothing, outputAmax: outputAmax)
+    }
+
+    /// One `QuantizedLayer` per member of `group` from the quantized stacked weight: its rows, and its per-channel
+    /// scales or the shared per-tensor one.
+    private static func split(_ stacked: QuantizedWeight, _ group: [Linear], inputAmax: Float?, smoothing: [Float]?,
+                              outputAmax: [String: Float]) -> [QuantizedLayer] {
+        var row = 0
+        return group.map { member in
+            let rows = member.outFeatures, columns = member.inFeatures
+            let scales = stacked.scales.count == 1 ? stacked.scales : Array(stacked.scales[row..<(row + rows)])
+            let weight = QuantizedWeight(format: stacked.format, shape: [rows, columns],
+                                         codes: Array(stacked.codes[(row * columns)..<((row + rows) * columns)]), scales: scales)
+            row += rows
+            return QuantizedLayer(name: member.name, kind: .linear, weight: weight, inputAmax: inputAmax, smoothing: smoothing,
+                                  outputAmax: outputAmax[member.name])
+        }
     }
 
     /// How many calibration prompts the statistics cover: batches seen × batch size, at most the prompt count.

@@ -29,12 +29,14 @@ public final class CUDABackend: ModelBackend {
     /// Quantized layers run as a simulation instead of in real 8 bit, with the reason (filled by `prepare`, and by
     /// the first call of a layer whose shape has no 8-bit GEMM).
     public var simulatedLayers: [(name: String, reason: String)] {
-        preparedSimulated + eightBitLinears.values.compactMap { w in w.fallbackReason.map { (w.name, "no 8-bit GEMM: " + $0) } }
+        preparedSimulated + eightBitWeights.compactMap { w in w.fallbackReason.map { (w.name, "no 8-bit GEMM: " + $0) } }
     }
     private var preparedSimulated: [(name: String, reason: String)] = []
 
     /// Quantized Linear layers that run as real 8-bit GEMMs.
-    public var eightBitLayerCount: Int { eightBitLinears.values.filter { $0.fallbackWeight == nil }.count }
+    public var eightBitLayerCount: Int { eightBitWeights.filter { $0.fallbackWeight == nil }.map(\.layerCount).reduce(0, +) }
+
+    private var eightBitWeights: [CUDAEightBitLinear] { Array(eightBitLinears.values) + Array(eightBitStacks.values) }
 
     /// Whether quantized Linear layers run as real 8-bit GEMMs where the device allows (the default); false
     /// simulates every quantized layer (dequantized weights, fake-quantized inputs), as the CPU does.
@@ -43,6 +45,7 @@ public final class CUDABackend: ModelBackend {
     private var linears: [ObjectIdentifier: CUDALinearWeights] = [:]
     private var eightBitLinears: [ObjectIdentifier: CUDAEightBitLinear] = [:]
     private var stacks: [ObjectIdentifier: CUDALinearWeights] = [:]
+    private var eightBitStacks: [ObjectIdentifier: CUDAEightBitLinear] = [:]
     private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
@@ -102,7 +105,23 @@ public final class CUDABackend: ModelBackend {
             preparedSimulated.append((conv.name, "convolutions run in 16 bit"))
         }
         for stack in plan.stacks {
-            stacks[ObjectIdentifier(stack)] = try CUDALinearWeights(kernels, weight: stack.makeWeight(), bias: stack.makeBias())
+            if let q = stack.layers.first?.quantization {
+                let reason = runsEightBit ? CUDAEightBitLinear.unsupportedReason(q, context: context) : "8-bit execution is off"
+                if let reason {
+                    preparedSimulated += stack.layers.map { ($0.name, reason) }
+                } else {
+                    eightBitStacks[ObjectIdentifier(stack)] = try CUDAEightBitLinear(kernels, stacking: stack)
+                    continue
+                }
+            }
+            // dense, or quantized and simulated: the layers' (dequantized) weights stacked, the shared input quantization
+            var weights = try CUDALinearWeights(kernels, weight: stack.makeWeight(), bias: stack.makeBias())
+            if let q = stack.layers.first?.quantization {
+                weights.quantization = q
+                weights.smoothing = try q.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
+                weights.outputScales = try CUDALinearWeights.outputScales(stack.layers.compactMap(\.quantization), context: context)
+            }
+            stacks[ObjectIdentifier(stack)] = weights
         }
         for (id, bias) in plan.resnetOutputBias { resnetBiases[id] = try kernels.upload(bias) }
         for layer in plan.tokenProjections.values { layer.releaseHostWeight() }  // device-only views of convolutions
@@ -134,13 +153,7 @@ public final class CUDABackend: ModelBackend {
 
     public func linear(_ x: CUDATensor, _ layer: Linear, residual: CUDATensor?) throws -> CUDATensor {
         if let w = eightBitLinears[ObjectIdentifier(layer)] {
-            return try op("GEMM (linear)", layer: layer.name, kernel: {
-                w.fallbackWeight == nil ? "cuBLASLt \(w.format == .fp8 ? "FP8 E4M3" : "INT8 → INT32 + dequantize")" : "cuBLASLt 16-bit (no 8-bit algorithm)"
-            }, eightBit: { w.fallbackWeight == nil }) {
-                var y = try kernels.eightBitLinear(x, w, residual: residual)
-                if let amax = w.outputAmax { y = try kernels.fakeQuantize(y, format: .fp8, amax: amax, smoothing: nil, groupSize: 0) }
-                return y
-            }
+            return try eightBitLinear(x, w, name: layer.name, residual: residual)
         }
         guard let w = linears[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
         return try op("GEMM (linear)", layer: layer.name, kernel: {
@@ -156,10 +169,29 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func stackedLinear(_ x: CUDATensor, _ stack: LinearStack) throws -> CUDATensor {
-        guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
         let name = (stack.layers.first?.name ?? "") + (stack.layers.count > 1 ? " (+\(stack.layers.count - 1) stacked)" : "")
-        return try op("GEMM (linear)", layer: name, kernel: { "cuBLASLt 16-bit, stacked" }) {
-            try kernels.linear(x, weight: w.weight, bias: w.bias)
+        if let w = eightBitStacks[ObjectIdentifier(stack)] {
+            return try eightBitLinear(x, w, name: name, residual: nil)
+        }
+        guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
+        return try op("GEMM (linear)", layer: name, kernel: {
+            w.quantization == nil ? "cuBLASLt 16-bit, stacked" : "cuBLASLt 16-bit, stacked, 8-bit input simulated"
+        }, eightBit: { false }) {
+            guard let q = w.quantization else { return try kernels.linear(x, weight: w.weight, bias: w.bias) }
+            let input = try kernels.fakeQuantize(x, format: q.format, amax: q.inputAmax, smoothing: w.smoothing, groupSize: stack.inFeatures)
+            let y = try kernels.linear(input, weight: w.weight, bias: w.bias)
+            return try w.outputScales.map { try kernels.fakeQuantizeColumns(y, format: .fp8, scales: $0) } ?? y
+        }
+    }
+
+    /// A real 8-bit layer (or stack), reported under `name`.
+    private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?) throws -> CUDATensor {
+        try op("GEMM (linear)", layer: name, kernel: {
+            w.fallbackWeight == nil ? "cuBLASLt \(w.format == .fp8 ? "FP8 E4M3" : "INT8 → INT32 + dequantize")" : "cuBLASLt 16-bit (no 8-bit algorithm)"
+        }, eightBit: { w.fallbackWeight == nil }) {
+            var y = try kernels.eightBitLinear(x, w, residual: residual)
+            if let scales = w.outputScales { y = try kernels.fakeQuantizeColumns(y, format: .fp8, scales: scales) }
+            return y
         }
     }
 

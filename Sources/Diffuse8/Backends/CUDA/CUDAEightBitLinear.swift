@@ -3,6 +3,8 @@
 /// scale, the SmoothQuant factors, and the scales the GEMM applies. Half the bytes of the 16-bit weight.
 package final class CUDAEightBitLinear {
     let name: String
+    /// How many model layers this weight runs (a stack runs several).
+    let layerCount: Int
     let format: QuantizedFormat
     let inFeatures: Int
     let outFeatures: Int
@@ -20,8 +22,9 @@ package final class CUDAEightBitLinear {
     /// pointers). INT8: α[j] =
     /// input scale · weight scale[j], applied to the INT32 sums.
     let scales: CUDATensor
-    /// Level-4 FP8 attention: amax of the output (Q, K or V), which is FP8-rounded after the GEMM.
-    let outputAmax: Float?
+    /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
+    /// the output is rounded with after the GEMM (FP32 [out]).
+    let outputScales: CUDATensor?
     /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
     var fallbackWeight: CUDATensor?
     package var fallbackReason: String?
@@ -42,34 +45,58 @@ package final class CUDAEightBitLinear {
         return nil
     }
 
-    package init(_ kernels: CUDAKernels, _ linear: Linear, _ layer: QuantizedLayer) throws {
-        guard let amax = layer.inputAmax, layer.weight.shape.count == 2 else {
-            throw CUDAError.invalidArgument("\(layer.name): not a static 8-bit Linear layer")
+    package convenience init(_ kernels: CUDAKernels, _ linear: Linear, _ layer: QuantizedLayer) throws {
+        try self.init(kernels, name: layer.name, layers: [layer], bias: linear.bias)
+    }
+
+    /// Quantized layers that read one input (`FusionPlan.canStack`: one input scale, one SmoothQuant vector, one
+    /// per-tensor weight scale) as one GEMM: their codes stacked along the output dimension.
+    package convenience init(_ kernels: CUDAKernels, stacking stack: LinearStack) throws {
+        let layers = stack.layers.compactMap(\.quantization)
+        guard layers.count == stack.layers.count, FusionPlan.canStack(stack.layers) else {
+            throw CUDAError.invalidArgument("\(stack.layers.map(\.name)): not quantized alike, cannot run as one 8-bit GEMM")
+        }
+        let name = layers[0].name + (layers.count > 1 ? " (+\(layers.count - 1) stacked)" : "")
+        try self.init(kernels, name: name, layers: layers, bias: stack.makeBias())
+    }
+
+    private init(_ kernels: CUDAKernels, name: String, layers: [QuantizedLayer], bias: Tensor?) throws {
+        let layer = layers[0]
+        guard let amax = layer.inputAmax, layers.allSatisfy({ $0.weight.shape.count == 2 && $0.weight.shape[1] == layer.weight.shape[1] }) else {
+            throw CUDAError.invalidArgument("\(name): not a static 8-bit Linear layer")
         }
         let context = kernels.context
-        name = layer.name
+        self.name = name
+        layerCount = layers.count
         format = layer.format
-        outFeatures = layer.weight.shape[0]
+        outFeatures = layers.map { $0.weight.shape[0] }.reduce(0, +)
         inFeatures = layer.weight.shape[1]
-        codes = try context.uploadCodes(layer.weight.codes, shape: layer.weight.shape, dtype: format == .int8 ? .int8 : .float8e4m3)
-        bias = try linear.bias.map { try kernels.upload($0) }
+        codes = try context.uploadCodes(layers.flatMap(\.weight.codes), shape: [outFeatures, inFeatures],
+                                        dtype: format == .int8 ? .int8 : .float8e4m3)
+        self.bias = try bias.map { try kernels.upload($0) }
         smoothing = try layer.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
         inputAmax = amax
         let inputScale = layer.format.scale(forAmax: amax)
         self.inputScale = inputScale
-        outputAmax = layer.outputAmax
-        let weightScales = layer.weight.scales
+        outputScales = try CUDALinearWeights.outputScales(layers, context: context)
+        // one scale for the tensor when every layer has the same single one, else one per output row
+        let weightScales = layers.allSatisfy({ $0.weight.scales.count == 1 && $0.weight.scales == layer.weight.scales })
+            ? layer.weight.scales
+            : layers.flatMap { l in l.weight.scales.count == 1 ? Array(repeating: l.weight.scales[0], count: l.weight.shape[0]) : l.weight.scales }
+        guard format == .int8 || weightScales.count == 1 else {
+            throw CUDAError.invalidArgument("\(name): FP8 weights with several scales (per channel, or unequal stacked ones) run simulated")
+        }
         self.weightScales = try context.upload(Tensor(shape: [weightScales.count], scalars: weightScales), dtype: .float32)
         // FP8: cuBLASLt wants each scale pointer 16-byte aligned, so the input scale sits 16 bytes after the weight's.
         let gemmScales = layer.format == .fp8 ? [weightScales[0], 0, 0, 0, inputScale]
-            : (0..<layer.weight.shape[0]).map { inputScale * weightScales[weightScales.count == 1 ? 0 : $0] }
+            : (0..<outFeatures).map { inputScale * weightScales[weightScales.count == 1 ? 0 : $0] }
         scales = try context.upload(Tensor(shape: [gemmScales.count], scalars: gemmScales), dtype: .float32)
     }
 
     /// Device bytes of the weight (codes, scales, bias, smoothing).
     var byteCount: Int {
         codes.byteCount + weightScales.byteCount + scales.byteCount + (bias?.byteCount ?? 0) + (smoothing?.byteCount ?? 0)
-            + (fallbackWeight?.byteCount ?? 0)
+            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0)
     }
 }
 

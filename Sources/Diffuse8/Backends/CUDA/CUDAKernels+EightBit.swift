@@ -68,6 +68,13 @@ extern "C" __global__ void dequantize_accumulators(const int* __restrict__ acc, 
     }
 }
 
+// y[r, j] = fq(x[r, j]) with column j's scale: level-4 FP8 rounding of stacked Q/K/V outputs, each with its own amax.
+extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, const float* __restrict__ scales,
+        half_t* __restrict__ y, i64 n, int cols, int format) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        y[i] = f2h(fake_quantize(h2f(x[i]), scales[i % cols], format));
+}
+
 // w[r, c] = decode(codes[r, c]) * scales[perRow ? r : 0], 16-bit: the dequantized weight of a layer whose 8-bit GEMM
 // cannot run (no algorithm for its shape).
 extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
@@ -146,6 +153,18 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             w.fallbackWeight = try dequantizedWeight(w)
             return try eightBitLinear(x, w, residual: residual)
         }
+    }
+
+    /// quantize → dequantize of each column j of x with `scales[j]` (FP32, one per column of the last dimension).
+    package func fakeQuantizeColumns(_ x: CUDATensor, format: QuantizedFormat, scales: CUDATensor) throws -> CUDATensor {
+        try requireHalf(x, op: "fakeQuantizeColumns")
+        guard scales.dtype == .float32, x.shape.last == scales.count else {
+            throw CUDAError.invalidArgument("fakeQuantizeColumns: \(scales.shape) scales for input \(x.shape)")
+        }
+        let y = try output(x.shape)
+        try compiler.launch(eightBitOp("fake_quantize_columns"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+            .tensor(x), .tensor(scales), .tensor(y), .int64(Int64(x.count)), .int(scales.count), .int32(format == .int8 ? 0 : 1)])
+        return y
     }
 
     /// The layer's weight codes × scales as a 16-bit [out, in] tensor.

@@ -8,6 +8,8 @@ struct CUDALinearWeights {
     let bias: CUDATensor?
     var quantization: QuantizedLayer?
     var smoothing: CUDATensor?
+    /// Level-4 FP8 attention: per output column, the FP8 scale its output is rounded with (`outputScales(_:context:)`).
+    var outputScales: CUDATensor?
 
     var outFeatures: Int { weight.shape[0] }
 
@@ -24,6 +26,19 @@ struct CUDALinearWeights {
             quantization = q
             smoothing = try q.smoothing.map { try kernels.context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
         }
+    }
+
+    /// For quantized layers stacked along the output dimension whose outputs are FP8-rounded (level 4): the scale of
+    /// every output column, FP32 [Σ out]; nil when none is rounded.
+    static func outputScales(_ layers: [QuantizedLayer], context: CUDAContext) throws -> CUDATensor? {
+        guard layers.contains(where: { $0.outputAmax != nil }) else { return nil }
+        guard layers.allSatisfy({ $0.outputAmax != nil }) else {
+            throw CUDAError.invalidArgument("\(layers.map(\.name)): only some outputs are FP8-rounded; such layers are not stacked")
+        }
+        let scales = layers.flatMap { l in
+            Array(repeating: QuantizedFormat.fp8.scale(forAmax: l.outputAmax ?? 0), count: l.weight.shape[0])
+        }
+        return try context.upload(Tensor(shape: [scales.count], scalars: scales), dtype: .float32)
     }
 
     /// Several dense Linear layers with the same input as one GEMM (`LinearStack`).

@@ -1,14 +1,16 @@
 /// The cross-layer fusions of one model, decided once from its layers: the shared weight-preparation step of every
 /// backend that fuses (`ModelBackend.fusionPlan(for:)`). Each fusion computes the same function as the layers it
-/// replaces (up to the storage type's rounding); a quantized layer is never fused (its input scaling and smoothing
-/// are its own) and runs unfused.
+/// replaces (up to the storage type's rounding). Quantized layers are stacked only with each other and only when the
+/// stack computes what they compute apart (`canStack`: one input scale and SmoothQuant vector, as `diffuse8 quantize`
+/// gives layers that read one tensor); otherwise they run unfused.
 ///
 /// - self-attention `to_q`/`to_k`/`to_v` (UNet `attn1`, CLIP `self_attn`, the VAE's mid-block attention) as one
 ///   [3C, C] product read in place by attention;
 /// - every UNet resnet's `time_emb_proj` as one product on silu(temb), with the resnet's conv1 bias folded into it
 ///   (added after conv1 either way);
 /// - every resnet's conv2 and shortcut biases folded into its residual add;
-/// - every UNet cross-attention's `to_k`/`to_v` as one product on the text context per context width;
+/// - every UNet cross-attention's `to_k`/`to_v` as one product on the text context per context width (quantized ones:
+///   one product per module);
 /// - SD1.x's 1×1 `proj_in`/`proj_out` convolutions as Linear layers on tokens (a 1×1 conv followed by NCHW → tokens
 ///   equals NCHW → tokens followed by the Linear with the same weight).
 public final class FusionPlan {
@@ -51,6 +53,7 @@ public final class FusionPlan {
 
         var contextLayers: [Int: [Linear]] = [:], widths: [Int] = []
         var slots: [ObjectIdentifier: (width: Int, offset: Int)] = [:]
+        var quantizedContext: [(module: ObjectIdentifier, stack: LinearStack)] = []
         for t in unet.transformers {
             for case .convolution(let conv) in [t.projectIn, t.projectOut] where conv.quantization == nil {
                 tokenProjections[ObjectIdentifier(conv)] = Linear(
@@ -66,11 +69,17 @@ public final class FusionPlan {
                     let offset = (contextLayers[w] ?? []).map(\.outFeatures).reduce(0, +)
                     contextLayers[w, default: []] += [cross.key, cross.value]
                     slots[ObjectIdentifier(cross)] = (w, offset)
+                } else if Self.canStack([cross.key, cross.value]) {
+                    quantizedContext.append((ObjectIdentifier(cross), try LinearStack([cross.key, cross.value])))
                 }
             }
         }
         contextProjections = try widths.map { try LinearStack(contextLayers[$0] ?? []) }
         contextSlots = slots.mapValues { (widths.firstIndex(of: $0.width) ?? 0, $0.offset) }
+        for (module, stack) in quantizedContext {
+            contextSlots[module] = (contextProjections.count, 0)
+            contextProjections.append(stack)
+        }
     }
 
     public init(_ encoder: CLIPTextModel) throws {
@@ -86,8 +95,22 @@ public final class FusionPlan {
     }
 
     private func stackProjections(of module: AnyObject, _ layers: [Linear]) throws {
-        guard layers.allSatisfy({ $0.quantization == nil }) else { return }
+        guard Self.canStack(layers) else { return }
         selfProjections[ObjectIdentifier(module)] = try LinearStack(layers)
+    }
+
+    /// Whether `layers` (reading one input) give, stacked, what they give apart: all dense, or all quantized Linear
+    /// layers with one format, one input amax (or all dynamic), one SmoothQuant vector, FP8 output rounding (level 4,
+    /// each with its own amax) for all or none, and, for per-tensor weight scales, one scale — so the input is
+    /// quantized once and one 8-bit GEMM computes every output.
+    public static func canStack(_ layers: [Linear]) -> Bool {
+        let quantized = layers.compactMap(\.quantization)
+        guard let first = quantized.first else { return true }
+        return quantized.count == layers.count && quantized.allSatisfy { q in
+            q.kind == .linear && q.format == first.format && q.inputAmax == first.inputAmax && q.smoothing == first.smoothing
+                && (q.outputAmax == nil) == (first.outputAmax == nil) && (q.weight.scales.count == q.weight.shape[0]) == (first.weight.scales.count == first.weight.shape[0])
+                && (q.weight.scales.count > 1 || q.weight.scales == first.weight.scales)
+        }
     }
 
     private func foldOutputBias(_ r: ResnetBlock2D) {

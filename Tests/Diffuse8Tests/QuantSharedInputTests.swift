@@ -1,0 +1,94 @@
+import Foundation
+import XCTest
+@testable import Diffuse8
+
+/// Layers that read one tensor — an attention module's `to_q`/`to_k`/`to_v`, a cross-attention's `to_k`/`to_v` — are
+/// quantized as one layer of their stacked weights (as SmoothQuant smooths a transformer's Q/K/V jointly, its factors
+/// folded into the LayerNorm they share), so that a backend runs them as one 8-bit GEMM. Checked against the
+/// SmoothQuant formula computed here by hand from the FP weights and the calibration statistics.
+final class QuantSharedInputTests: ExecutableTestCase {
+    func testSiblingsShareSmoothingInputScaleAndWeightScale() throws {
+        let source = Fixtures.path("tiny-sd15")
+        let pipeline = try StableDiffusionPipeline(directory: source)
+        let unet = try XCTUnwrap(pipeline.unet)
+        var options = CalibrationOptions(steps: 2)
+        options.reservoirCapacity = 0
+        let stats = try Calibrator.calibrate(pipeline, prompts: ["a red circle above a blue square", "a green triangle"], options: options)
+        var recipe = QuantizationRecipe()
+        recipe.format = .fp8
+        recipe.calibration = .max
+        let alpha: Float = 0.5
+        recipe.smoothing = .fixed(alpha)
+        let quantized = try Quantizer.quantize(unet, statistics: stats, recipe: recipe)
+        let byName = Dictionary(uniqueKeysWithValues: quantized.layers.map { ($0.name, $0) })
+
+        let block = try XCTUnwrap(unet.transformers.first?.blocks.first)
+        let a = block.selfAttention, c = block.crossAttention
+        for group in [[a.query, a.key, a.value], [c.key, c.value]] {
+            let layers = try group.map { try XCTUnwrap(byName[$0.name]) }
+            // by hand: s_j = (max over the group's rows |W[:, j]|)^(1-α) / x_j^α, x_j the input's channel amax
+            let x = try XCTUnwrap(stats.layer(named: group[0].name)?.channelAmax)
+            let columns = group[0].inFeatures
+            var w = [Float](repeating: 0, count: columns)
+            for linear in group {
+                for (i, v) in linear.weight.scalars.enumerated() { w[i % columns] = max(w[i % columns], abs(v)) }
+            }
+            let expected: [Float] = (0..<columns).map { j in
+                guard w[j] > 0, x[j] > 0 else { return 1 }
+                return min(max(Float(pow(Double(w[j]), Double(1 - alpha)) / pow(Double(x[j]), Double(alpha))), 1e-4), 1e4)
+            }
+            var weightAmax: Float = 0
+            for linear in group {
+                for (i, v) in linear.weight.scalars.enumerated() { weightAmax = max(weightAmax, abs(v / expected[i % columns])) }
+            }
+            let inputAmax = zip(x, expected).map { $0 * $1 }.max()!
+            for layer in layers {
+                let s = try XCTUnwrap(layer.smoothing, layer.name)
+                for j in 0..<columns { XCTAssertEqual(s[j], expected[j], accuracy: 1e-5 * expected[j], "\(layer.name)[\(j)]") }
+                XCTAssertEqual(try XCTUnwrap(layer.inputAmax), inputAmax, accuracy: 1e-5 * inputAmax, layer.name)
+                XCTAssertEqual(layer.weight.scales.count, 1, layer.name)
+                XCTAssertEqual(layer.weight.scales[0], weightAmax / 448, accuracy: 1e-6 * weightAmax, layer.name)
+                XCTAssertEqual(quantized.alphas[layer.name], alpha)
+            }
+            XCTAssertTrue(layers.allSatisfy { $0.smoothing == layers[0].smoothing && $0.weight.scales == layers[0].weight.scales })
+        }
+        // A layer reading another tensor keeps its own factors.
+        XCTAssertNotEqual(byName[c.query.name]?.smoothing, byName[c.key.name]?.smoothing)
+
+        // Loaded back, the fusion plan stacks every group: one product per self-attention Q/K/V and per cross K/V.
+        try QuantizedModelFolder.write(source: source, quantized: quantized, to: scratch.path + "/q")
+        let loaded = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q").unet)
+        let plan = try FusionPlan(loaded)
+        let blocks = loaded.transformers.flatMap { $0.blocks }
+        XCTAssertEqual(plan.selfProjections.count, blocks.count)
+        XCTAssertEqual(Set(plan.contextSlots.keys), Set(blocks.map { ObjectIdentifier($0.crossAttention) }))
+        XCTAssertTrue(plan.contextProjections.allSatisfy { $0.layers.allSatisfy { $0.quantization != nil } })
+        XCTAssertTrue(plan.selfProjections.values.allSatisfy { $0.layers.allSatisfy { $0.quantization != nil } })
+        // Level 4 rounds each projection's output with its own amax after the GEMM: stacked all the same.
+        recipe.level = .fp8Attention
+        let level4 = try Quantizer.quantize(unet, statistics: stats, recipe: recipe)
+        XCTAssertFalse(level4.fp8AttentionModules.isEmpty)
+        try QuantizedModelFolder.write(source: source, quantized: level4, to: scratch.path + "/q4")
+        let loaded4 = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q4").unet)
+        let plan4 = try FusionPlan(loaded4)
+        for block in loaded4.transformers.flatMap({ $0.blocks }) where block.selfAttention.usesFP8Attention {
+            let stack = try XCTUnwrap(plan4.selfProjections[ObjectIdentifier(block.selfAttention)])
+            XCTAssertTrue(stack.layers.allSatisfy { $0.quantization?.outputAmax != nil })
+        }
+    }
+
+    func testDifferentSmoothingIsNotStacked() {
+        let w = Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])
+        func layer(_ name: String, smoothing: [Float]) -> Linear {
+            let l = Linear(name: name, weight: w, bias: nil)
+            l.executionHook = SimulatedQuantizationHook(QuantizedLayer(
+                name: name, kind: .linear, weight: QuantizedWeight(quantizing: w, format: .int8, perChannel: true),
+                inputAmax: 1, smoothing: smoothing, outputAmax: nil))
+            return l
+        }
+        XCTAssertTrue(FusionPlan.canStack([layer("a", smoothing: [1, 2]), layer("b", smoothing: [1, 2])]))
+        XCTAssertFalse(FusionPlan.canStack([layer("a", smoothing: [1, 2]), layer("b", smoothing: [1, 3])]))
+        XCTAssertFalse(FusionPlan.canStack([layer("a", smoothing: [1, 2]), Linear(name: "dense", weight: w, bias: nil)]))
+        XCTAssertTrue(FusionPlan.canStack([Linear(name: "a", weight: w, bias: nil), Linear(name: "b", weight: w, bias: nil)]))
+    }
+}

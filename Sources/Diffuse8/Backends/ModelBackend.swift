@@ -38,6 +38,10 @@ public protocol ModelBackend: AnyObject {
     func conv2d(_ x: Value, _ layer: Conv2d) throws -> Value
     func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool) throws -> Value
     func layerNorm(_ x: Value, _ norm: LayerNorm) throws -> Value
+    /// `layerNorm(x, norm)` whose result is read by `readers` and nothing else. A backend that runs exactly those
+    /// layers as one 8-bit product may return the result already quantized for it (the producer writes the 8-bit
+    /// input, saving a pass); the value is then only good as their input. The default is `layerNorm(x, norm)`.
+    func layerNorm(_ x: Value, _ norm: LayerNorm, readBy readers: [Linear]) throws -> Value
     /// Multi-head scaled dot-product attention (scale 1/√head_dim) on column ranges of token tensors, so that a
     /// fused Q/K/V product is read in place. `causal`: query i sees keys 0…i (CLIP). `fp8`: level-4 FP8 attention
     /// (Q, K, V arrive FP8-rounded from their projections; the softmax probabilities are FP8-rounded before P·V).
@@ -53,6 +57,8 @@ public protocol ModelBackend: AnyObject {
     func quickGELU(_ x: Value) throws -> Value
     /// diffusers' GEGLU tail: the last dimension split in halves a, b → a · gelu(b) (exact GELU).
     func geglu(_ x: Value) throws -> Value
+    /// `geglu(x)` whose result `reader` alone reads; may come back quantized for it, as `layerNorm(_:_:readBy:)`.
+    func geglu(_ x: Value, readBy reader: Linear) throws -> Value
     func add(_ a: Value, _ b: Value) throws -> Value
     /// scale · x + shift.
     func affine(_ x: Value, scale: Float, shift: Float) throws -> Value
@@ -90,6 +96,9 @@ public protocol ModelBackend: AnyObject {
 }
 
 extension ModelBackend {
+    public func layerNorm(_ x: Value, _ norm: LayerNorm, readBy readers: [Linear]) throws -> Value { try layerNorm(x, norm) }
+    public func geglu(_ x: Value, readBy reader: Linear) throws -> Value { try geglu(x) }
+
     /// Q, K and V of a self-attention `module` on tokens x: one product read as three column ranges when the plan
     /// stacked them, else three products.
     func selfAttentionProjections(_ x: Value, query: Linear, key: Linear, value: Linear, module: AnyObject,

@@ -46,6 +46,8 @@ public final class CUDABackend: ModelBackend {
     private var eightBitLinears: [ObjectIdentifier: CUDAEightBitLinear] = [:]
     private var stacks: [ObjectIdentifier: CUDALinearWeights] = [:]
     private var eightBitStacks: [ObjectIdentifier: CUDAEightBitLinear] = [:]
+    /// The 8-bit stack each of its member layers belongs to.
+    private var eightBitStackOfMember: [ObjectIdentifier: (stack: CUDAEightBitLinear, members: Set<ObjectIdentifier>)] = [:]
     private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
@@ -110,7 +112,10 @@ public final class CUDABackend: ModelBackend {
                 if let reason {
                     preparedSimulated += stack.layers.map { ($0.name, reason) }
                 } else {
-                    eightBitStacks[ObjectIdentifier(stack)] = try CUDAEightBitLinear(kernels, stacking: stack)
+                    let w = try CUDAEightBitLinear(kernels, stacking: stack)
+                    eightBitStacks[ObjectIdentifier(stack)] = w
+                    let members = Set(stack.layers.map(ObjectIdentifier.init))
+                    for id in members { eightBitStackOfMember[id] = (w, members) }
                     continue
                 }
             }
@@ -224,8 +229,28 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func layerNorm(_ x: CUDATensor, _ norm: LayerNorm) throws -> CUDATensor {
+        try layerNorm(x, norm, readBy: [])
+    }
+
+    /// When `readers` run as one real 8-bit GEMM (a lone layer, or exactly the members of a stack), the LayerNorm
+    /// writes their input codes directly (SmoothQuant factors and scale applied in the kernel).
+    public func layerNorm(_ x: CUDATensor, _ norm: LayerNorm, readBy readers: [Linear]) throws -> CUDATensor {
         guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
-        return try op("layerNorm") { try kernels.layerNorm(x, weight: n.weight, bias: n.bias, epsilon: n.epsilon) }
+        return try op("layerNorm") {
+            try kernels.layerNorm(x, weight: n.weight, bias: n.bias, epsilon: n.epsilon, quantizingFor: eightBitReader(readers))
+        }
+    }
+
+    public func geglu(_ x: CUDATensor, readBy reader: Linear) throws -> CUDATensor {
+        try op("GEGLU") { try kernels.geglu(x, quantizingFor: eightBitReader([reader])) }
+    }
+
+    /// The one real 8-bit GEMM that `readers` are, if they are one.
+    private func eightBitReader(_ readers: [Linear]) -> CUDAEightBitLinear? {
+        guard let first = readers.first else { return nil }
+        if readers.count == 1, let w = eightBitLinears[ObjectIdentifier(first)] { return w }
+        guard let (w, members) = eightBitStackOfMember[ObjectIdentifier(first)], members == Set(readers.map(ObjectIdentifier.init)) else { return nil }
+        return w
     }
 
     public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,

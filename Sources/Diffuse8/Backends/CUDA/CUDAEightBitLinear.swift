@@ -93,6 +93,13 @@ package final class CUDAEightBitLinear {
         scales = try context.upload(Tensor(shape: [gemmScales.count], scalars: gemmScales), dtype: .float32)
     }
 
+    /// The dtype of this layer's input codes.
+    var codeType: CUDADataType { format == .int8 ? .int8 : .float8e4m3 }
+
+    /// Whether a producer may hand this layer its input already quantized (codes of `width` columns): its 8-bit
+    /// GEMM runs (no 16-bit fallback) on inputs of that width.
+    func acceptsCodes(width: Int) -> Bool { fallbackWeight == nil && width == inFeatures }
+
     /// Device bytes of the weight (codes, scales, bias, smoothing).
     var byteCount: Int {
         codes.byteCount + weightScales.byteCount + scales.byteCount + (bias?.byteCount ?? 0) + (smoothing?.byteCount ?? 0)

@@ -30,6 +30,12 @@ __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
 }
 #endif
 
+__device__ __forceinline__ void unpack2(u32 v, float& lo, float& hi) {
+    lo = h2f((half_t)(v & 0xffffu)); hi = h2f((half_t)(v >> 16));
+}
+__device__ __forceinline__ void unpack8(const vec16& t, float* f) {
+    unpack2(t.x, f[0], f[1]); unpack2(t.y, f[2], f[3]); unpack2(t.z, f[4], f[5]); unpack2(t.w, f[6], f[7]);
+}
 __device__ __forceinline__ i64 min64(i64 a, i64 b) { return a < b ? a : b; }
 /// m ≥ 0 (not NaN) rounded to FP8 E4M3 "fn": saturated to 448, nearest even, subnormals on a 2^-9 grid.
 __device__ __forceinline__ float e4m3_round(float m) {
@@ -49,6 +55,43 @@ __device__ __forceinline__ float fake_quantize(float v, float scale, int format)
     }
     if (a != a) return a;
     return copysignf(e4m3_round(fabsf(a)), a) * scale;
+}
+
+/// 8 bytes moved as one vector load/store (eight 8-bit codes).
+struct __attribute__((aligned(8))) vec8 { u32 x, y; };
+
+/// The 8-bit code of v / scale, rounded as `fake_quantize` rounds: INT8 two's complement, FP8 E4M3 "fn" bits.
+__device__ __forceinline__ u32 quantize_code(float v, float scale, int format) {
+    const float a = v / scale;
+    if (format == 0) return (u32)(int)(a != a ? 0.f : fminf(fmaxf(rintf(a), -128.f), 127.f)) & 0xffu;
+    if (a != a) return 0x7fu;
+    const float q = e4m3_round(fabsf(a));
+    u32 bits;
+    if (q < 0.015625f) {
+        bits = (u32)(q * 512.f);                                     // subnormals 0..7; 8 is the smallest normal
+    } else {
+        const u32 b = __float_as_uint(q);
+        bits = ((((b >> 23) & 0xffu) - 120u) << 3) | ((b >> 20) & 7u);  // biased exponent e + 7, 3 mantissa bits
+    }
+    return a < 0.f ? bits | 0x80u : bits;
+}
+
+__device__ __forceinline__ float decode_code(u32 c, int format) {
+    if (format == 0) return (float)(signed char)c;
+    const u32 e = (c >> 3) & 15u, m = c & 7u;
+    if (e == 15u && m == 7u) return __int_as_float(0x7fc00000);
+    const float v = e == 0u ? (float)m * 0.001953125f : __uint_as_float(((e + 120u) << 23) | (m << 20));
+    return (c & 0x80u) ? -v : v;
+}
+
+/// Eight values → eight 8-bit codes of (v ⊙ s) / scale (s: SmoothQuant factors of these columns, may be null).
+__device__ __forceinline__ vec8 quantize8(const float* v, const float* s, float scale, int format) {
+    vec8 o = {0u, 0u};
+    for (int e = 0; e < 8; ++e) {
+        const u32 c = quantize_code(s ? v[e] * s[e] : v[e], scale, format);
+        if (e < 4) o.x |= c << (8 * e); else o.y |= c << (8 * (e - 4));
+    }
+    return o;
 }
 
 /// 2^x with the MUFU instruction (ftz; inputs here are ≤ 0 after the max is subtracted, -inf gives 0).

@@ -4,32 +4,6 @@
 /// simulation are the accumulation order and the 16-bit output rounding.
 extension CUDAKernels {
     static let eightBitSource = CUDAKernelSources.prelude + #"""
-struct __attribute__((aligned(8))) vec8 { u32 x, y; };
-
-/// The 8-bit code of v / scale, rounded as `fake_quantize` rounds: INT8 two's complement, FP8 E4M3 "fn" bits.
-__device__ __forceinline__ u32 quantize_code(float v, float scale, int format) {
-    const float a = v / scale;
-    if (format == 0) return (u32)(int)(a != a ? 0.f : fminf(fmaxf(rintf(a), -128.f), 127.f)) & 0xffu;
-    if (a != a) return 0x7fu;
-    const float q = e4m3_round(fabsf(a));
-    u32 bits;
-    if (q < 0.015625f) {
-        bits = (u32)(q * 512.f);                                     // subnormals 0..7; 8 is the smallest normal
-    } else {
-        const u32 b = __float_as_uint(q);
-        bits = ((((b >> 23) & 0xffu) - 120u) << 3) | ((b >> 20) & 7u);  // biased exponent e + 7, 3 mantissa bits
-    }
-    return a < 0.f ? bits | 0x80u : bits;
-}
-
-__device__ __forceinline__ float decode_code(u32 c, int format) {
-    if (format == 0) return (float)(signed char)c;
-    const u32 e = (c >> 3) & 15u, m = c & 7u;
-    if (e == 15u && m == 7u) return __int_as_float(0x7fc00000);
-    const float v = e == 0u ? (float)m * 0.001953125f : __uint_as_float(((e + 120u) << 23) | (m << 20));
-    return (c & 0x80u) ? -v : v;
-}
-
 // codes = code(x * s[i % width]); four values per thread (n4 = n / 4; n and width multiples of 4).
 extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         u32* __restrict__ codes, i64 n4, int width, float scale, int format) {
@@ -75,6 +49,13 @@ extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, c
         y[i] = f2h(fake_quantize(h2f(x[i]), scales[i % cols], format));
 }
 
+// y = decode(codes) * scale, 16-bit: the input a producer quantized for a layer that fell back to 16 bit.
+extern "C" __global__ void dequantize_activation(const unsigned char* __restrict__ codes, half_t* __restrict__ y, i64 n,
+        float scale, int format) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
+        y[i] = f2h(decode_code(codes[i], format) * scale);
+}
+
 // w[r, c] = decode(codes[r, c]) * scales[perRow ? r : 0], 16-bit: the dequantized weight of a layer whose 8-bit GEMM
 // cannot run (no algorithm for its shape).
 extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
@@ -111,14 +92,22 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     }
 
     /// y = x·Wᵀ (+ bias) (+ residual) of an 8-bit layer: x quantized with the layer's static scale and smoothing
-    /// factors, then FP8 (cuBLASLt, bias/residual epilogue, 16-bit output) or INT8 (cuBLASLt, INT32 output, then
+    /// factors (or already this layer's codes, from a producer that quantized its output: LayerNorm, GEGLU), then FP8 (cuBLASLt, bias/residual epilogue, 16-bit output) or INT8 (cuBLASLt, INT32 output, then
     /// `dequantize_accumulators`). A layer whose shape has no 8-bit algorithm runs its dequantized weight in 16 bit.
     package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
         }
+        let quantizedByProducer = x.dtype == w.codeType
         if let weight = w.fallbackWeight {
-            let input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
+            let input: CUDATensor
+            if quantizedByProducer {
+                input = try output(x.shape)
+                try compiler.launch(eightBitOp("dequantize_activation"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
+                    .tensor(x), .tensor(input), .int64(Int64(x.count)), .float(w.inputScale), .int32(w.format == .int8 ? 0 : 1)])
+            } else {
+                input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
+            }
             return try linear(input, weight: weight, bias: w.bias, residual: residual)
         }
         let rows = x.count / w.inFeatures
@@ -127,7 +116,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         if let residual, residual.shape != shape {
             throw CUDAError.invalidArgument("linear \(w.name): residual \(residual.shape) for output \(shape)")
         }
-        let codes = try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
+        let codes = quantizedByProducer ? x : try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
         let y = try output(shape)
         do {
             switch w.format {

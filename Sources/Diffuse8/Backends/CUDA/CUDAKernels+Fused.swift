@@ -4,15 +4,11 @@
 extension CUDAKernels {
     static let fusedSource = CUDAKernelSources.prelude + #"""
 
-__device__ __forceinline__ void unpack2(u32 v, float& lo, float& hi) {
-    lo = h2f((half_t)(v & 0xffffu)); hi = h2f((half_t)(v >> 16));
-}
-__device__ __forceinline__ void unpack8(const vec16& t, float* f) {
-    unpack2(t.x, f[0], f[1]); unpack2(t.y, f[2], f[3]); unpack2(t.z, f[4], f[5]); unpack2(t.w, f[6], f[7]);
-}
 
 // GEGLU with 16-byte accesses: x [rows, 2d] -> y [rows, d] = a * gelu_erf(gate), 8 outputs per thread; d % 8 == 0.
-extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __restrict__ y, i64 rows, int d) {
+// With `codes` set, the result goes straight to an 8-bit layer instead: codes = code(y ⊙ smoothing / scale), y unused.
+extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __restrict__ y, i64 rows, int d,
+        const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
     const int groups = d / 8;
     const i64 n = rows * groups;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
@@ -20,6 +16,12 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
         float a[8], g[8];
         unpack8(*(const vec16*)(x + r * 2 * d + c), a);
         unpack8(*(const vec16*)(x + r * 2 * d + d + c), g);
+        if (codes) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) a[e] *= gelu_erf(g[e]);
+            codes[(r * d + c) / 8] = quantize8(a, smoothing ? smoothing + c : 0, scale, format);
+            continue;
+        }
         vec16 o;
         o.x = pack_half2(a[0] * gelu_erf(g[0]), a[1] * gelu_erf(g[1]));
         o.y = pack_half2(a[2] * gelu_erf(g[2]), a[3] * gelu_erf(g[3]));
@@ -30,9 +32,11 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
 }
 
 // LayerNorm with one warp per row, the row held in registers (16-byte loads, read once, two-pass variance).
-// D % 8 == 0 and D <= 2048.
+// D % 8 == 0 and D <= 2048. With `codes` set, the result goes straight to an 8-bit layer instead:
+// codes = code(y ⊙ smoothing / scale), y unused.
 extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
-        const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D, float eps) {
+        const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D, float eps,
+        const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -67,6 +71,13 @@ extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const h
             float g[8], b[8];
             unpack8(*(const vec16*)(gamma + j * 8), g);
             unpack8(*(const vec16*)(beta + j * 8), b);
+            if (codes) {
+                float o[8];
+#pragma unroll
+                for (int e = 0; e < 8; ++e) o[e] = (v[k][e] - mean) * inv * g[e] + b[e];
+                codes[(row * D + j * 8) / 8] = quantize8(o, smoothing ? smoothing + j * 8 : 0, scale, format);
+                continue;
+            }
             vec16 o;
             o.x = pack_half2((v[k][0] - mean) * inv * g[0] + b[0], (v[k][1] - mean) * inv * g[1] + b[1]);
             o.y = pack_half2((v[k][2] - mean) * inv * g[2] + b[2], (v[k][3] - mean) * inv * g[3] + b[3]);

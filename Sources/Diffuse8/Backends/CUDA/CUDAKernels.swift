@@ -304,17 +304,30 @@ public final class CUDAKernels: @unchecked Sendable {
     public var splitGroupNormDisabled = false
 
     /// `torch.nn.LayerNorm` over the last dimension.
+    /// LayerNorm over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
+        try layerNorm(x, weight: weight, bias: bias, epsilon: epsilon, quantizingFor: nil)
+    }
+
+    /// `layerNorm`; with `consumer` (an 8-bit layer that alone reads the result) the result is returned as that
+    /// layer's input codes (`quantize` of it, without the 16-bit rounding in between) when the one-warp-per-row kernel
+    /// applies (check the returned dtype).
+    package func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float,
+                           quantizingFor consumer: CUDAEightBitLinear?) throws -> CUDATensor {
         try requireHalf(x, weight, bias, op: "layerNorm")
         let d = x.shape.last!
-        let y = try output(x.shape)
         if d % 8 == 0 && d <= 2048 && weight.count == d && bias.count == d {
             // One warp per row, 16-byte accesses (CUDAKernels+Fused).
             let rows = x.count / d
+            let consumer = consumer.flatMap { $0.acceptsCodes(width: d) ? $0 : nil }
+            let y = try consumer.map { try context.empty(x.shape, dtype: $0.codeType) } ?? output(x.shape)
             try compiler.launch(fused("layer_norm_warp"), grid: ((rows + 3) / 4, 1, 1), block: (128, 1, 1), [
-                .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int64(Int64(rows)), .int(d), .float(epsilon)])
+                .tensor(x), .tensor(weight), .tensor(bias), .pointer(consumer == nil ? y.address : 0), .int64(Int64(rows)), .int(d),
+                .float(epsilon), .pointer(consumer?.smoothing?.address ?? 0), .pointer(consumer == nil ? 0 : y.address),
+                .float(consumer?.inputScale ?? 1), .int32(consumer?.format == .int8 ? 0 : 1)])
             return y
         }
+        let y = try output(x.shape)
         try compiler.launch(basic("layer_norm"), grid: (x.count / d, 1, 1), block: (d >= 1024 ? 256 : 128, 1, 1), [
             .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(d), .float(epsilon)])
         return y
@@ -342,17 +355,25 @@ public final class CUDAKernels: @unchecked Sendable {
     public func scale(_ x: CUDATensor, _ s: Float) throws -> CUDATensor { try unary(x, op: 4, scalar: s) }
 
     /// diffusers' GEGLU tail: splits the last dimension in half, returns `a * gelu(b)`.
-    public func geglu(_ x: CUDATensor) throws -> CUDATensor {
+    public func geglu(_ x: CUDATensor) throws -> CUDATensor { try geglu(x, quantizingFor: nil) }
+
+    /// `geglu(x)`; with `consumer` (an 8-bit layer that alone reads the result) the result is returned as that
+    /// layer's input codes when the vectorised kernel applies (check the returned dtype).
+    package func geglu(_ x: CUDATensor, quantizingFor consumer: CUDAEightBitLinear?) throws -> CUDATensor {
         try requireHalf(x, op: "geglu")
         let d2 = x.shape.last!, d = d2 / 2, rows = x.count / d2
         var shape = x.shape
         shape[shape.count - 1] = d
-        let y = try output(shape)
         if d % 8 == 0 {
+            let consumer = consumer.flatMap { $0.acceptsCodes(width: d) ? $0 : nil }
+            let y = try consumer.map { try context.empty(shape, dtype: $0.codeType) } ?? output(shape)
             try compiler.launch(fused("geglu_vec8"), grid: elementwiseGrid(rows * d / 8), block: (256, 1, 1), [
-                .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
+                .tensor(x), .pointer(consumer == nil ? y.address : 0), .int64(Int64(rows)), .int(d),
+                .pointer(consumer?.smoothing?.address ?? 0), .pointer(consumer == nil ? 0 : y.address),
+                .float(consumer?.inputScale ?? 1), .int32(consumer?.format == .int8 ? 0 : 1)])
             return y
         }
+        let y = try output(shape)
         try compiler.launch(basic("geglu"), grid: elementwiseGrid(rows * d), block: (256, 1, 1), [
             .tensor(x), .tensor(y), .int64(Int64(rows)), .int(d)])
         return y

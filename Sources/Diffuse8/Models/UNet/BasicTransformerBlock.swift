@@ -22,9 +22,10 @@ public final class BasicTransformerBlock {
     /// x: [B, L, channels] tokens; the text context comes with the forward state.
     func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> B.Value {
         let b = s.backend
-        var h = try selfAttention.forwardSelf(s, b.layerNorm(x, norm1), residual: x)
-        h = try crossAttention.forwardCross(s, b.layerNorm(h, norm2), residual: h)
-        return try feedForward.forward(b, b.layerNorm(h, norm3), residual: h)
+        let a = selfAttention
+        var h = try a.forwardSelf(s, b.layerNorm(x, norm1, readBy: [a.query, a.key, a.value]), residual: x)
+        h = try crossAttention.forwardCross(s, b.layerNorm(h, norm2, readBy: [crossAttention.query]), residual: h)
+        return try feedForward.forward(b, b.layerNorm(h, norm3, readBy: [feedForward.projectIn]), residual: h)
     }
 
     var linearLayers: [Linear] { selfAttention.linearLayers + crossAttention.linearLayers + feedForward.linearLayers }

@@ -29,7 +29,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --reference takes its inputs and compares with its `output`; also times the forward
                     replayed as a CUDA graph unless --no-graph; --profile: ms per operation kind; --quantize int8:3 or
                     fp8:4: quantize the UNet first (recommended recipe, scales from 4 GPU forwards on random inputs: for
-                    speed runs of random-weight models); --explain: per layer, the kernel, whether it ran in 8 bit, ms
+                    speed runs of random-weight models); --explain: per layer, the kernel, whether it ran in 8 bit, ms;
+                    --separate-quantize: 8-bit inputs quantized in their own pass, not by LayerNorm/GEGLU
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER]] (default 20 steps, Euler, CFG 5, seed 0) on the
                     CPU (FP32) and the GPU (FP16): PSNR of the GPU image vs the CPU image must be ≥ 40 dB, and the
@@ -173,7 +174,8 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                                                      repeats: Int(value(after: "--repeats") ?? "") ?? 20,
                                                      graph: !arguments.contains("--no-graph"),
                                                      profile: arguments.contains("--profile"), quantize: recipe,
-                                                     explain: arguments.contains("--explain"))
+                                                     explain: arguments.contains("--explain"),
+                                                     quantizesInProducers: !arguments.contains("--separate-quantize"))
             if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
             print("UNET_BENCH " + timing.json)
             exit(0)

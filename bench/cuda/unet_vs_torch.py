@@ -112,7 +112,10 @@ def bench_model(name, args, log):
     del unet, output
     torch.cuda.empty_cache()
 
-    runs = [("diffuse8", [])] + [(f"diffuse8_{spec}", ["--quantize", spec]) for spec in filter(None, args.d8_quantized.split(","))]
+    # FORMAT:LEVEL, or FORMAT:LEVEL:separate for 8-bit inputs quantized in their own pass (not by LayerNorm/GEGLU)
+    runs = [("diffuse8", [])] + [(f"diffuse8_{spec}", ["--quantize", ":".join(spec.split(":")[:2])]
+                                  + (["--separate-quantize"] if spec.endswith(":separate") else []))
+                                 for spec in filter(None, args.d8_quantized.split(","))]
     for key, extra in runs:
         command = [args.binary, "--unet-bench", folder, "--size", f"{height}x{width}", "--reference", reference,
                    "--repeats", str(args.repeats)] + extra + args.d8_extra.split()

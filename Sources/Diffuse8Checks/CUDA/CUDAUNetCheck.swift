@@ -123,13 +123,14 @@ public enum CUDAUNetCheck {
     public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
                                  repeats: Int = 20, graph: Bool = true, profile: Bool = false, quantize recipe: QuantizationRecipe? = nil,
-                                 explain: Bool = false) throws -> Timing {
+                                 explain: Bool = false, quantizesInProducers: Bool = true) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
         let unet = try recipe.map {
             try CUDAUNet(quantizedForBenchmark(directory: directory, kernels: kernels, recipe: $0, batch: batch, height: height,
                                                width: width, contextLength: contextLength).model, kernels: kernels)
         } ?? CUDAUNet.load(directory: directory, kernels: kernels)
+        unet.backend.quantizesInProducers = quantizesInProducers
         try context.synchronize()
         let loadSeconds = CUDAKernelCompiler.now() - start
         let weightBytes = context.allocatorStatistics.liveBytes

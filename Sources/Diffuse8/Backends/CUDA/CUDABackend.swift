@@ -42,6 +42,11 @@ public final class CUDABackend: ModelBackend {
     /// simulates every quantized layer (dequantized weights, fake-quantized inputs), as the CPU does.
     public let runsEightBit: Bool
 
+    /// Whether a LayerNorm or GEGLU whose result one real 8-bit GEMM alone reads writes that GEMM's input codes
+    /// itself (the default) instead of a 16-bit result the GEMM quantizes in a pass of its own. Both compute the
+    /// same codes up to the 16-bit rounding the fused path skips; off is for measuring the difference.
+    public var quantizesInProducers = true
+
     private var linears: [ObjectIdentifier: CUDALinearWeights] = [:]
     private var eightBitLinears: [ObjectIdentifier: CUDAEightBitLinear] = [:]
     private var stacks: [ObjectIdentifier: CUDALinearWeights] = [:]
@@ -247,7 +252,7 @@ public final class CUDABackend: ModelBackend {
 
     /// The one real 8-bit GEMM that `readers` are, if they are one.
     private func eightBitReader(_ readers: [Linear]) -> CUDAEightBitLinear? {
-        guard let first = readers.first else { return nil }
+        guard quantizesInProducers, let first = readers.first else { return nil }
         if readers.count == 1, let w = eightBitLinears[ObjectIdentifier(first)] { return w }
         guard let (w, members) = eightBitStackOfMember[ObjectIdentifier(first)], members == Set(readers.map(ObjectIdentifier.init)) else { return nil }
         return w

@@ -43,7 +43,7 @@ __device__ __forceinline__ float e4m3_round(float m) {
     if (m < 0.015625f) return rintf(m * 512.f) * 0.001953125f;
     const int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;    // m = 1.f * 2^e
     const float quantum = __uint_as_float((u32)(e - 3 + 127) << 23);  // 2^(e-3): 3 mantissa bits
-    return rintf(m / quantum) * quantum;
+    return rintf(m * __uint_as_float((u32)(3 - e + 127) << 23)) * quantum;  // × 2^(3-e): exactly m / quantum
 }
 /// quantize → dequantize of v / scale, times scale, with the exact rounding of `QuantizedFormat` (the 8-bit
 /// simulation). format 0: INT8, 1: FP8 E4M3.
@@ -64,6 +64,12 @@ struct __attribute__((aligned(8))) vec8 { u32 x, y; };
 __device__ __forceinline__ u32 quantize_code(float v, float scale, int format) {
     const float a = v / scale;
     if (format == 0) return (u32)(int)(a != a ? 0.f : fminf(fmaxf(rintf(a), -128.f), 127.f)) & 0xffu;
+#if __CUDA_ARCH__ >= 890
+    // The hardware conversion rounds exactly as below (nearest even, saturated to ±448, NaN → 0x7f).
+    unsigned short pair;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(0.f), "f"(a));
+    return pair & 0xffu;
+#endif
     if (a != a) return 0x7fu;
     const float q = e4m3_round(fabsf(a));
     u32 bits;

@@ -46,13 +46,9 @@ public final class AutoencoderKL {
         let weights = ComponentWeightAudit(store, component: "AutoencoderKL")
         encoder = try VAEEncoder(weights, "encoder", configuration: configuration)
         decoder = try VAEDecoder(weights, "decoder", configuration: configuration)
-        quantConv = configuration.useQuantConv ? try Conv2d(weights, "quant_conv") : nil
-        postQuantConv = configuration.usePostQuantConv ? try Conv2d(weights, "post_quant_conv") : nil
-        try VAEWeightValidation.encoder(encoder, configuration)
-        try VAEWeightValidation.decoder(decoder, configuration)
         let latent = configuration.latentChannels
-        if let quantConv { try ComponentWeightAudit.check(quantConv, out: 2 * latent, in: 2 * latent, kernel: 1) }
-        if let postQuantConv { try ComponentWeightAudit.check(postQuantConv, out: latent, in: latent, kernel: 1) }
+        quantConv = configuration.useQuantConv ? try weights.conv("quant_conv", in: 2 * latent, out: 2 * latent, kernel: 1) : nil
+        postQuantConv = configuration.usePostQuantConv ? try weights.conv("post_quant_conv", in: latent, out: latent, kernel: 1) : nil
         try weights.requireAllUsed()
     }
 
@@ -106,16 +102,13 @@ public final class AutoencoderKL {
 
     /// Every Conv2d.
     public var convolutionLayers: [Conv2d] {
-        var layers: [Conv2d] = [encoder.convIn, encoder.convOut, decoder.convIn, decoder.convOut]
-        layers += encoder.downBlocks.compactMap(\.downsampleConv)
-        layers += decoder.upBlocks.compactMap(\.upsampleConv)
-        layers += [quantConv, postQuantConv].compactMap { $0 }
-        for r in resnets { layers += [r.conv1, r.conv2] + (r.shortcut.map { [$0] } ?? []) }
-        return layers
+        [encoder.convIn, encoder.convOut, decoder.convIn, decoder.convOut]
+            + encoder.downBlocks.compactMap(\.downsampler?.conv) + decoder.upBlocks.compactMap(\.upsampler?.conv)
+            + [quantConv, postQuantConv].compactMap { $0 } + resnets.flatMap(\.convolutionLayers)
     }
 
     /// Every Linear (the mid-block attentions' projections).
-    public var linearLayers: [Linear] { attentions.flatMap { [$0.toQuery, $0.toKey, $0.toValue, $0.toOut] } }
+    public var linearLayers: [Linear] { attentions.flatMap(\.linearLayers) }
 
     /// Every GroupNorm.
     public var groupNorms: [GroupNorm] {

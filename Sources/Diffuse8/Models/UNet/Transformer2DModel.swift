@@ -7,6 +7,9 @@ public final class Transformer2DModel {
     public enum Projection {
         case convolution(Conv2d)
         case linear(Linear)
+
+        var linear: Linear? { if case .linear(let layer) = self { layer } else { nil } }
+        var convolution: Conv2d? { if case .convolution(let layer) = self { layer } else { nil } }
     }
 
     public let norm: GroupNorm
@@ -14,17 +17,18 @@ public final class Transformer2DModel {
     public let blocks: [BasicTransformerBlock]
     public let projectOut: Projection
 
-    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, heads: Int, layers: Int, contextChannels: Int,
-         groups: Int, useLinearProjection: Bool) throws {
-        norm = try loader.groupNorm(prefix + ".norm", channels: channels, groups: groups, epsilon: 1e-6)
+    /// The transformer of a block at UNet level `level` (0 = the first down block), which sets its heads, depth and
+    /// context width.
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, level: Int, configuration c: UNetConfiguration) throws {
+        norm = try loader.groupNorm(prefix + ".norm", channels: channels, groups: c.normNumGroups, epsilon: 1e-6)
         func projection(_ name: String) throws -> Projection {
-            useLinearProjection ? .linear(try loader.linear(prefix + "." + name, in: channels, out: channels))
+            c.useLinearProjection ? .linear(try loader.linear(prefix + "." + name, in: channels, out: channels))
                 : .convolution(try loader.conv(prefix + "." + name, in: channels, out: channels, kernel: 1))
         }
         projectIn = try projection("proj_in")
-        blocks = try (0..<layers).map {
+        blocks = try (0..<c.transformerLayersPerBlock[level]).map {
             try BasicTransformerBlock(loader, "\(prefix).transformer_blocks.\($0)", channels: channels,
-                                      contextChannels: contextChannels, heads: heads)
+                                      contextChannels: c.crossAttentionDim[level], heads: c.attentionHeads[level])
         }
         projectOut = try projection("proj_out")
     }
@@ -56,18 +60,7 @@ public final class Transformer2DModel {
         }
     }
 
-    var linearLayers: [Linear] {
-        var layers: [Linear] = []
-        if case .linear(let l) = projectIn { layers.append(l) }
-        layers += blocks.flatMap(\.linearLayers)
-        if case .linear(let l) = projectOut { layers.append(l) }
-        return layers
-    }
+    var linearLayers: [Linear] { [projectIn.linear].compactMap { $0 } + blocks.flatMap(\.linearLayers) + [projectOut.linear].compactMap { $0 } }
 
-    var convolutionLayers: [Conv2d] {
-        var layers: [Conv2d] = []
-        if case .convolution(let c) = projectIn { layers.append(c) }
-        if case .convolution(let c) = projectOut { layers.append(c) }
-        return layers
-    }
+    var convolutionLayers: [Conv2d] { [projectIn.convolution, projectOut.convolution].compactMap { $0 } }
 }

@@ -40,13 +40,7 @@ public final class UNet2DConditionModel {
             additionEmbedding = nil
         }
         convIn = try loader.conv("conv_in", in: c.inChannels, out: first, kernel: 3, padding: 1)
-        var channels = first
-        var down: [UNetDownBlock] = []
-        for i in c.blockOutChannels.indices {
-            down.append(try UNetDownBlock(loader, index: i, inChannels: channels, configuration: c))
-            channels = c.blockOutChannels[i]
-        }
-        downBlocks = down
+        downBlocks = try c.blockOutChannels.indices.map { try UNetDownBlock(loader, index: $0, configuration: c) }
         midBlock = try UNetMidBlock(loader, configuration: c)
         upBlocks = try c.blockOutChannels.indices.map { try UNetUpBlock(loader, index: $0, configuration: c) }
         convNormOut = try loader.groupNorm("conv_norm_out", channels: first, groups: c.normNumGroups, epsilon: c.normEpsilon)

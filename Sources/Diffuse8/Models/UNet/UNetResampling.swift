@@ -29,9 +29,3 @@ public final class Upsample2D {
         return try b.conv2d(b.upsampleNearest(x, height: target.height, width: target.width), conv)
     }
 }
-
-/// The quantizable layers of the shared `ResnetBlock2D`, in execution order.
-enum UNetResnetLayers {
-    static func linear(_ block: ResnetBlock2D) -> [Linear] { block.timeEmbeddingProjection.map { [$0] } ?? [] }
-    static func convolution(_ block: ResnetBlock2D) -> [Conv2d] { [block.conv1, block.conv2] + (block.shortcut.map { [$0] } ?? []) }
-}

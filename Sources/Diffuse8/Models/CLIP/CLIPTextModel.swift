@@ -24,12 +24,7 @@ public final class CLIPTextModel {
     public init(configuration: CLIPTextConfiguration, weights store: TensorStore) throws {
         self.configuration = configuration
         let weights = ComponentWeightAudit(store, component: "CLIP text encoder (\(configuration.architecture.rawValue))")
-        let prefix: String
-        if weights.contains("text_model.embeddings.token_embedding.weight") {
-            prefix = "text_model."
-        } else if weights.contains("embeddings.token_embedding.weight") {
-            prefix = ""
-        } else {
+        guard let prefix = ["text_model.", ""].first(where: { weights.contains($0 + "embeddings.token_embedding.weight") }) else {
             throw ComponentWeightsError(
                 "CLIP text encoder weights have no tensor 'text_model.embeddings.token_embedding.weight' "
                 + "(nor 'embeddings.token_embedding.weight'); is this a transformers CLIP text encoder checkpoint?")
@@ -41,17 +36,15 @@ public final class CLIPTextModel {
         let positionName = prefix + "embeddings.position_embedding.weight"
         positionEmbedding = try weights.tensor(named: positionName)
         try ComponentWeightAudit.requireShape(positionEmbedding, [configuration.maxPositionEmbeddings, hidden],
-                         positionName + " (max_position_embeddings, hidden_size)")
+                                              positionName + " (max_position_embeddings, hidden_size)")
         layers = try (0..<configuration.numHiddenLayers).map {
             try CLIPEncoderLayer(weights, prefix + "encoder.layers.\($0)", configuration: configuration)
         }
         finalLayerNorm = try weights.layerNorm(prefix + "final_layer_norm", channels: hidden, epsilon: configuration.layerNormEpsilon)
-        if configuration.architecture == .textModelWithProjection {
-            let projection = try Linear(weights, "text_projection", bias: false)
-            try ComponentWeightAudit.requireShape(projection.weight, [configuration.projectionDim, hidden], "text_projection.weight (projection_dim, hidden_size)")
-            textProjection = projection
-        } else {
-            textProjection = nil
+        textProjection = configuration.architecture == .textModelWithProjection ? try Linear(weights, "text_projection", bias: false) : nil
+        if let textProjection {
+            try ComponentWeightAudit.requireShape(textProjection.weight, [configuration.projectionDim, hidden],
+                                                  "text_projection.weight (projection_dim, hidden_size)")
         }
         // position_ids is a buffer older transformers saved; it carries no weights.
         try weights.requireAllUsed(ignoring: { $0.hasSuffix("embeddings.position_ids") })

@@ -10,6 +10,12 @@ public final class Transformer2DModel {
 
         var linear: Linear? { if case .linear(let layer) = self { layer } else { nil } }
         var convolution: Conv2d? { if case .convolution(let layer) = self { layer } else { nil } }
+
+        /// How it runs under `plan`: a 1×1 conv that the plan turned into a Linear on tokens becomes `.linear`.
+        func fused(by plan: FusionPlan?) -> Projection {
+            if case .convolution(let conv) = self, let linear = plan?.tokenProjections[ObjectIdentifier(conv)] { return .linear(linear) }
+            return self
+        }
     }
 
     public let norm: GroupNorm
@@ -39,23 +45,15 @@ public final class Transformer2DModel {
         let shape = b.shape(of: x), height = shape[2], width = shape[3]
         let normed = try b.groupNorm(x, norm, silu: false)
         var tokens: B.Value
-        switch projectIn {
+        switch projectIn.fused(by: s.plan) {
         case .linear(let linear): tokens = try b.linear(b.channelsToTokens(normed), linear, residual: nil)
-        case .convolution(let conv):
-            if let onTokens = s.plan?.tokenProjections[ObjectIdentifier(conv)] {
-                tokens = try b.linear(b.channelsToTokens(normed), onTokens, residual: nil)
-            } else {
-                tokens = try b.channelsToTokens(b.conv2d(normed, conv))
-            }
+        case .convolution(let conv): tokens = try b.channelsToTokens(b.conv2d(normed, conv))
         }
         for block in blocks { tokens = try block.forward(s, tokens) }
-        switch projectOut {
+        switch projectOut.fused(by: s.plan) {
         case .linear(let linear):
             return try b.tokensToChannels(b.linear(tokens, linear, residual: nil), height: height, width: width, residual: x)
         case .convolution(let conv):
-            if let onTokens = s.plan?.tokenProjections[ObjectIdentifier(conv)] {
-                return try b.tokensToChannels(b.linear(tokens, onTokens, residual: nil), height: height, width: width, residual: x)
-            }
             return try b.add(b.conv2d(b.tokensToChannels(tokens, height: height, width: width, residual: nil), conv), x)
         }
     }

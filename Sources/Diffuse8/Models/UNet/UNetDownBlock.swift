@@ -1,6 +1,6 @@
 /// diffusers' `CrossAttnDownBlock2D` (resnet + `Transformer2DModel` pairs) and `DownBlock2D` (resnets only),
-/// both with an optional trailing `Downsample2D`. Returns its output and the skip states it emits: one per
-/// resnet(+attention) and one after the downsampler.
+/// both with an optional trailing `Downsample2D`. Emits skip states for the up path: one per resnet(+attention) and
+/// one after the downsampler.
 public final class UNetDownBlock: UNetResnetAttentionBlock {
     public let resnets: [ResnetBlock2D]
     /// Empty for `DownBlock2D`.
@@ -25,9 +25,9 @@ public final class UNetDownBlock: UNetResnetAttentionBlock {
 
     var resamplingConv: Conv2d? { downsampler?.conv }
 
-    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> (output: B.Value, skips: [B.Value]) {
+    /// Appends its skip states to `skips` and returns its output.
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, skips: inout [B.Value]) throws -> B.Value {
         var h = x
-        var skips: [B.Value] = []
         for j in resnets.indices {
             h = try forwardLayer(j, s, h)
             skips.append(h)
@@ -36,6 +36,6 @@ public final class UNetDownBlock: UNetResnetAttentionBlock {
             h = try downsampler.forward(s.backend, h)
             skips.append(h)
         }
-        return (h, skips)
+        return h
     }
 }

@@ -9,16 +9,12 @@ public final class UNetUpBlock: UNetResnetAttentionBlock {
 
     init(_ loader: ComponentWeightAudit, index i: Int, configuration c: UNetConfiguration) throws {
         let prefix = "up_blocks.\(i)"
-        let reversedChannels = Array(c.blockOutChannels.reversed())
-        let n = reversedChannels.count
-        let out = reversedChannels[i]
-        let previousOut = reversedChannels[max(i - 1, 0)]
-        let skipIn = reversedChannels[min(i + 1, n - 1)]
-        let layers = c.upBlockLayers(i)
+        let channels = Array(c.blockOutChannels.reversed()), n = channels.count, out = channels[i], layers = c.upBlockLayers(i)
         resnets = try (0..<layers).map { j in
-            let skipChannels = j == layers - 1 ? skipIn : out
-            let runningChannels = j == 0 ? previousOut : out
-            return try loader.resnet("\(prefix).resnets.\(j)", in: runningChannels + skipChannels, out: out,
+            // The running features (the previous block's output at first) concatenated with a skip state (the last
+            // one comes from the mirrored down block's input).
+            let running = j == 0 ? channels[max(i - 1, 0)] : out, skip = j == layers - 1 ? channels[min(i + 1, n - 1)] : out
+            return try loader.resnet("\(prefix).resnets.\(j)", in: running + skip, out: out,
                                      timeEmbedding: c.timeEmbeddingDim, groups: c.normNumGroups, epsilon: c.normEpsilon,
                                      outputScaleFactor: c.resnetOutputScaleFactor)
         }

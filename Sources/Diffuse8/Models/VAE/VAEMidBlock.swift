@@ -12,6 +12,8 @@ public final class VAEMidBlock {
         secondResnet = try loader.resnet(prefix + ".resnets.1", in: channels, out: channels, groups: groups, epsilon: 1e-6)
     }
 
+    var resnets: [ResnetBlock2D] { [firstResnet, secondResnet] }
+
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: FusionPlan?) throws -> B.Value {
         var h = try firstResnet.forward(b, x, time: nil)
         if let attention { h = try attention.forward(b, h, plan: plan) }

@@ -9,12 +9,12 @@ public final class CLIPAttention {
     public let outputProjection: Linear
     public let heads: Int
 
-    /// Loads `<prefix>.q_proj`, `.k_proj`, `.v_proj`, `.out_proj`.
-    public init(_ store: TensorStore, _ prefix: String, heads: Int) throws {
-        queryProjection = try Linear(store, prefix + ".q_proj")
-        keyProjection = try Linear(store, prefix + ".k_proj")
-        valueProjection = try Linear(store, prefix + ".v_proj")
-        outputProjection = try Linear(store, prefix + ".out_proj")
+    /// Loads `<prefix>.q_proj`, `.k_proj`, `.v_proj`, `.out_proj`, each [hidden, hidden].
+    init(_ loader: ComponentWeightAudit, _ prefix: String, hidden: Int, heads: Int) throws {
+        queryProjection = try loader.linear(prefix + ".q_proj", in: hidden, out: hidden)
+        keyProjection = try loader.linear(prefix + ".k_proj", in: hidden, out: hidden)
+        valueProjection = try loader.linear(prefix + ".v_proj", in: hidden, out: hidden)
+        outputProjection = try loader.linear(prefix + ".out_proj", in: hidden, out: hidden)
         self.heads = heads
     }
 
@@ -26,9 +26,5 @@ public final class CLIPAttention {
         return try b.linear(attended, outputProjection, residual: residual)
     }
 
-    /// Causal scaled dot-product attention (`F.scaled_dot_product_attention(is_causal=True)`) on heads
-    /// split from the channel dimension. q, k, v: [B, L, H·D] → [B, L, H·D]. Query i attends to keys 0…i.
-    public static func causalAttention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int) -> Tensor {
-        CPUKernels.attention(query: q, key: k, value: v, heads: heads, causal: true)
-    }
+    var linearLayers: [Linear] { [queryProjection, keyProjection, valueProjection, outputProjection] }
 }

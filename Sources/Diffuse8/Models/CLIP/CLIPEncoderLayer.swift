@@ -8,23 +8,16 @@ public final class CLIPEncoderLayer {
     public let fc2: Linear
     public let activation: CLIPTextConfiguration.Activation
 
-    /// Loads `<prefix>.layer_norm1`, `.self_attn.*`, `.layer_norm2`, `.mlp.fc1`, `.mlp.fc2`.
-    public init(_ store: TensorStore, _ prefix: String, configuration: CLIPTextConfiguration) throws {
-        layerNorm1 = try LayerNorm(store, prefix + ".layer_norm1", epsilon: configuration.layerNormEpsilon)
-        selfAttention = try CLIPAttention(store, prefix + ".self_attn", heads: configuration.numAttentionHeads)
-        layerNorm2 = try LayerNorm(store, prefix + ".layer_norm2", epsilon: configuration.layerNormEpsilon)
-        fc1 = try Linear(store, prefix + ".mlp.fc1")
-        fc2 = try Linear(store, prefix + ".mlp.fc2")
-        activation = configuration.hiddenAct
-        let hidden = configuration.hiddenSize, inner = configuration.intermediateSize
-        try ComponentWeightAudit.check(layerNorm1, channels: hidden, prefix + ".layer_norm1")
-        try ComponentWeightAudit.check(layerNorm2, channels: hidden, prefix + ".layer_norm2")
-        let attention = selfAttention
-        for (linear, out, input) in [(attention.queryProjection, hidden, hidden), (attention.keyProjection, hidden, hidden),
-                                     (attention.valueProjection, hidden, hidden), (attention.outputProjection, hidden, hidden),
-                                     (fc1, inner, hidden), (fc2, hidden, inner)] {
-            try ComponentWeightAudit.check(linear, out: out, in: input)
-        }
+    /// Loads `<prefix>.layer_norm1`, `.self_attn.*`, `.layer_norm2`, `.mlp.fc1`, `.mlp.fc2`, checking every shape
+    /// against the configuration.
+    init(_ loader: ComponentWeightAudit, _ prefix: String, configuration c: CLIPTextConfiguration) throws {
+        let hidden = c.hiddenSize
+        layerNorm1 = try loader.layerNorm(prefix + ".layer_norm1", channels: hidden, epsilon: c.layerNormEpsilon)
+        selfAttention = try CLIPAttention(loader, prefix + ".self_attn", hidden: hidden, heads: c.numAttentionHeads)
+        layerNorm2 = try loader.layerNorm(prefix + ".layer_norm2", channels: hidden, epsilon: c.layerNormEpsilon)
+        fc1 = try loader.linear(prefix + ".mlp.fc1", in: hidden, out: c.intermediateSize)
+        fc2 = try loader.linear(prefix + ".mlp.fc2", in: c.intermediateSize, out: hidden)
+        activation = c.hiddenAct
     }
 
     /// x: [batch, tokens, hidden] → same shape.
@@ -38,8 +31,5 @@ public final class CLIPEncoderLayer {
         return try b.linear(h, fc2, residual: attended)
     }
 
-    var linearLayers: [Linear] {
-        [selfAttention.queryProjection, selfAttention.keyProjection, selfAttention.valueProjection,
-         selfAttention.outputProjection, fc1, fc2]
-    }
+    var linearLayers: [Linear] { selfAttention.linearLayers + [fc1, fc2] }
 }

@@ -1,18 +1,5 @@
-/// What a CLIP text encoder returns, named after transformers' output fields.
-public struct CLIPTextOutput: Sendable {
-    /// [batch, tokens, hidden], after `final_layer_norm` (SD1.x's conditioning).
-    public var lastHiddenState: Tensor
-    /// `output_hidden_states=True`: index 0 = embeddings, index i = output of layer i (before the final
-    /// layer norm); `numHiddenLayers + 1` entries. SDXL conditions on `hiddenStates[count - 2]`.
-    public var hiddenStates: [Tensor]
-    /// [batch, hidden]: the final-normed hidden state at each sequence's EOS position.
-    public var pooledOutput: Tensor
-    /// [batch, projection_dim]: `text_projection(pooledOutput)`, only for CLIPTextModelWithProjection.
-    public var textEmbeds: Tensor?
-
-    /// The penultimate layer's output, `hiddenStates[hiddenStates.count - 2]` (what SDXL uses).
-    public var penultimateHiddenState: Tensor { hiddenStates[hiddenStates.count - 2] }
-}
+/// What a CLIP text encoder returns on the CPU, named after transformers' output fields.
+public typealias CLIPTextOutput = CLIPTextModel.Output<Tensor>
 
 /// transformers' `CLIPTextModel` and `CLIPTextModelWithProjection` (5.24 semantics) in FP32 on the CPU.
 ///
@@ -37,12 +24,7 @@ public final class CLIPTextModel {
     public init(configuration: CLIPTextConfiguration, weights store: TensorStore) throws {
         self.configuration = configuration
         let weights = ComponentWeightAudit(store, component: "CLIP text encoder (\(configuration.architecture.rawValue))")
-        let prefix: String
-        if weights.contains("text_model.embeddings.token_embedding.weight") {
-            prefix = "text_model."
-        } else if weights.contains("embeddings.token_embedding.weight") {
-            prefix = ""
-        } else {
+        guard let prefix = ["text_model.", ""].first(where: { weights.contains($0 + "embeddings.token_embedding.weight") }) else {
             throw ComponentWeightsError(
                 "CLIP text encoder weights have no tensor 'text_model.embeddings.token_embedding.weight' "
                 + "(nor 'embeddings.token_embedding.weight'); is this a transformers CLIP text encoder checkpoint?")
@@ -54,18 +36,15 @@ public final class CLIPTextModel {
         let positionName = prefix + "embeddings.position_embedding.weight"
         positionEmbedding = try weights.tensor(named: positionName)
         try ComponentWeightAudit.requireShape(positionEmbedding, [configuration.maxPositionEmbeddings, hidden],
-                         positionName + " (max_position_embeddings, hidden_size)")
+                                              positionName + " (max_position_embeddings, hidden_size)")
         layers = try (0..<configuration.numHiddenLayers).map {
             try CLIPEncoderLayer(weights, prefix + "encoder.layers.\($0)", configuration: configuration)
         }
-        finalLayerNorm = try LayerNorm(weights, prefix + "final_layer_norm", epsilon: configuration.layerNormEpsilon)
-        try ComponentWeightAudit.check(finalLayerNorm, channels: hidden, prefix + "final_layer_norm")
-        if configuration.architecture == .textModelWithProjection {
-            let projection = try Linear(weights, "text_projection", bias: false)
-            try ComponentWeightAudit.requireShape(projection.weight, [configuration.projectionDim, hidden], "text_projection.weight (projection_dim, hidden_size)")
-            textProjection = projection
-        } else {
-            textProjection = nil
+        finalLayerNorm = try weights.layerNorm(prefix + "final_layer_norm", channels: hidden, epsilon: configuration.layerNormEpsilon)
+        textProjection = configuration.architecture == .textModelWithProjection ? try Linear(weights, "text_projection", bias: false) : nil
+        if let textProjection {
+            try ComponentWeightAudit.requireShape(textProjection.weight, [configuration.projectionDim, hidden],
+                                                  "text_projection.weight (projection_dim, hidden_size)")
         }
         // position_ids is a buffer older transformers saved; it carries no weights.
         try weights.requireAllUsed(ignoring: { $0.hasSuffix("embeddings.position_ids") })
@@ -82,22 +61,22 @@ public final class CLIPTextModel {
     /// pads them), like `model(input_ids, output_hidden_states=True)`, in FP32 on the CPU (ids that do not fit
     /// stop the program: `encode` throws instead).
     public func callAsFunction(_ tokenIDs: [[Int]]) -> CLIPTextOutput {
-        let backend = CPUBackend.shared
-        return CPUBackend.unchecked {
-            let output = try forward(backend, tokenIDs: tokenIDs)
-            return CLIPTextOutput(lastHiddenState: output.lastHiddenState, hiddenStates: output.hiddenStates,
-                                  pooledOutput: output.pooledOutput, textEmbeds: output.textEmbeds)
-        }
+        CPUBackend.unchecked { try forward(CPUBackend.shared, tokenIDs: tokenIDs) }
     }
 
-    /// What the one forward pass returns on a backend (see `CLIPTextOutput` for the fields).
+    /// What the one forward pass returns on a backend.
     public struct Output<Value> {
+        /// [batch, tokens, hidden], after `final_layer_norm` (SD1.x's conditioning).
         public var lastHiddenState: Value
+        /// `output_hidden_states=True`: index 0 = embeddings, index i = output of layer i (before the final
+        /// layer norm); `numHiddenLayers + 1` entries.
         public var hiddenStates: [Value]
+        /// [batch, hidden]: the final-normed hidden state at each sequence's EOS position.
         public var pooledOutput: Value
+        /// [batch, projection_dim]: `text_projection(pooledOutput)`, only for CLIPTextModelWithProjection.
         public var textEmbeds: Value?
 
-        /// hidden_states[-2] (what SDXL conditions on).
+        /// hidden_states[-2], the penultimate layer's output (what SDXL conditions on).
         public var penultimateHiddenState: Value { hiddenStates[hiddenStates.count - 2] }
     }
 
@@ -130,26 +109,18 @@ public final class CLIPTextModel {
     /// Every LayerNorm (per layer `layer_norm1`, `layer_norm2`; then `final_layer_norm`).
     public var layerNorms: [LayerNorm] { layers.flatMap { [$0.layerNorm1, $0.layerNorm2] } + [finalLayerNorm] }
 
-    /// The token index whose hidden state becomes the pooled output (transformers' rule, see the type doc).
-    public func poolingPosition(_ ids: [Int]) -> Int { Self.poolingPosition(ids, eosTokenID: configuration.eosTokenID) }
-
-    /// transformers' pooling rule: `eos_token_id == 2` (legacy configs) → argmax of the ids (first index of the
-    /// largest); otherwise the first position holding `eos_token_id`, 0 when there is none.
-    public static func poolingPosition(_ ids: [Int], eosTokenID: Int) -> Int {
-        if eosTokenID == 2 {
-            var best = 0
-            for (i, id) in ids.enumerated() where id > ids[best] { best = i }
-            return best
-        }
-        return ids.firstIndex(of: eosTokenID) ?? 0
+    /// The token index whose hidden state becomes the pooled output, transformers' rule: `eos_token_id == 2`
+    /// (legacy configs) → argmax of the ids (first index of the largest); otherwise the first position holding
+    /// `eos_token_id`, 0 when there is none.
+    public func poolingPosition(_ ids: [Int]) -> Int {
+        guard configuration.eosTokenID == 2 else { return ids.firstIndex(of: configuration.eosTokenID) ?? 0 }
+        var best = 0
+        for (i, id) in ids.enumerated() where id > ids[best] { best = i }
+        return best
     }
 
     /// token_embedding[ids] + position_embedding[0..<length] → [batch, length, hidden] (ids checked by `forward`).
     func embed(_ tokenIDs: [[Int]]) -> Tensor {
-        Self.embed(tokenIDs, tokenEmbedding: tokenEmbedding, positionEmbedding: positionEmbedding)
-    }
-
-    static func embed(_ tokenIDs: [[Int]], tokenEmbedding: Tensor, positionEmbedding: Tensor) -> Tensor {
         let hidden = tokenEmbedding.shape[1], length = tokenIDs[0].count
         return Tensor(shape: [tokenIDs.count, length, hidden]) { out in
             for (b, ids) in tokenIDs.enumerated() {
@@ -163,3 +134,5 @@ public final class CLIPTextModel {
         }
     }
 }
+
+extension CLIPTextModel.Output: Sendable where Value: Sendable {}

@@ -125,7 +125,7 @@ final class ComponentWeightAudit: TensorStore {
         return norm
     }
 
-    func resnet(_ prefix: String, in input: Int, out output: Int, timeEmbedding: Int?,
+    func resnet(_ prefix: String, in input: Int, out output: Int, timeEmbedding: Int? = nil,
                 groups: Int, epsilon: Float, outputScaleFactor: Float = 1) throws -> ResnetBlock2D {
         let block = try ResnetBlock2D(self, prefix, groups: groups, epsilon: epsilon, outputScaleFactor: outputScaleFactor)
         try Self.check(block, in: input, out: output, timeEmbedding: timeEmbedding)

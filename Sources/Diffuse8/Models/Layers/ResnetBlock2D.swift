@@ -43,6 +43,10 @@ public final class ResnetBlock2D {
         let residual = try shortcut.map { try b.conv2d(x, $0) } ?? x
         return try b.resnetOutput(h, residual: residual, block: self)
     }
+
+    /// Its quantizable layers in execution order: `time_emb_proj` (UNet resnets only); conv1, conv2, conv_shortcut.
+    var linearLayers: [Linear] { timeEmbeddingProjection.map { [$0] } ?? [] }
+    var convolutionLayers: [Conv2d] { [conv1, conv2] + (shortcut.map { [$0] } ?? []) }
 }
 
 /// What a UNet resnet adds to its conv1 output: its projection of the time embedding.

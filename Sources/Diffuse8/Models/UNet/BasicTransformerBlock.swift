@@ -23,8 +23,8 @@ public final class BasicTransformerBlock {
     func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> B.Value {
         let b = s.backend
         let a = selfAttention
-        var h = try a.forwardSelf(s, b.layerNorm(x, norm1, readBy: [a.query, a.key, a.value]), residual: x)
-        h = try crossAttention.forwardCross(s, b.layerNorm(h, norm2, readBy: [crossAttention.query]), residual: h)
+        var h = try a.forward(s, b.layerNorm(x, norm1, readBy: [a.query, a.key, a.value]), cross: false, residual: x)
+        h = try crossAttention.forward(s, b.layerNorm(h, norm2, readBy: [crossAttention.query]), cross: true, residual: h)
         return try feedForward.forward(b, b.layerNorm(h, norm3, readBy: [feedForward.projectIn]), residual: h)
     }
 

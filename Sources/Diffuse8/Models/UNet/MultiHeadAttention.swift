@@ -21,24 +21,22 @@ public final class MultiHeadAttention {
         self.heads = heads
     }
 
-    /// Self-attention on the normed tokens x [B, L, C], `to_out.0` adding `residual`.
-    func forwardSelf<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, residual: B.Value) throws -> B.Value {
-        let b = s.backend
-        let (q, k, v) = try b.selfAttentionProjections(x, query: query, key: key, value: value, module: self, plan: s.plan)
-        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention), output, residual: residual)
-    }
-
-    /// Cross-attention of the normed tokens x [B, L, C] to the text context, `to_out.0` adding `residual`.
-    func forwardCross<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, residual: B.Value) throws -> B.Value {
+    /// Self-attention (`attn1`) or, with `cross`, attention to the text context (`attn2`) of the normed tokens
+    /// x [B, L, C], `to_out.0` adding `residual`. Keys and values of the context come from the plan when it computed
+    /// them once per forward.
+    func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value, cross: Bool, residual: B.Value) throws -> B.Value {
         let b = s.backend, channels = query.outFeatures
-        let q = Columns(try b.linear(x, query, residual: nil), width: channels)
-        let k, v: Columns<B.Value>
-        if let slot = s.plan?.contextSlots[ObjectIdentifier(self)], slot.stack < s.contextKV.count {
+        let q, k, v: Columns<B.Value>
+        if !cross {
+            (q, k, v) = try b.selfAttentionProjections(x, query: query, key: key, value: value, module: self, plan: s.plan)
+        } else if let slot = s.plan?.contextSlots[ObjectIdentifier(self)], slot.stack < s.contextKV.count {
             let kv = s.contextKV[slot.stack]
-            (k, v) = (Columns(kv, offset: slot.offset, width: channels), Columns(kv, offset: slot.offset + channels, width: channels))
+            (q, k, v) = (Columns(try b.linear(x, query, residual: nil), width: channels),
+                         Columns(kv, offset: slot.offset, width: channels), Columns(kv, offset: slot.offset + channels, width: channels))
         } else {
-            (k, v) = (Columns(try b.linear(s.context, key, residual: nil), width: channels),
-                      Columns(try b.linear(s.context, value, residual: nil), width: channels))
+            (q, k, v) = (Columns(try b.linear(x, query, residual: nil), width: channels),
+                         Columns(try b.linear(s.context, key, residual: nil), width: channels),
+                         Columns(try b.linear(s.context, value, residual: nil), width: channels))
         }
         return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention), output, residual: residual)
     }

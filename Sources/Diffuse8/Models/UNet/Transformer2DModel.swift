@@ -7,6 +7,15 @@ public final class Transformer2DModel {
     public enum Projection {
         case convolution(Conv2d)
         case linear(Linear)
+
+        var linear: Linear? { if case .linear(let layer) = self { layer } else { nil } }
+        var convolution: Conv2d? { if case .convolution(let layer) = self { layer } else { nil } }
+
+        /// How it runs under `plan`: a 1×1 conv that the plan turned into a Linear on tokens becomes `.linear`.
+        func fused(by plan: FusionPlan?) -> Projection {
+            if case .convolution(let conv) = self, let linear = plan?.tokenProjections[ObjectIdentifier(conv)] { return .linear(linear) }
+            return self
+        }
     }
 
     public let norm: GroupNorm
@@ -14,17 +23,18 @@ public final class Transformer2DModel {
     public let blocks: [BasicTransformerBlock]
     public let projectOut: Projection
 
-    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, heads: Int, layers: Int, contextChannels: Int,
-         groups: Int, useLinearProjection: Bool) throws {
-        norm = try loader.groupNorm(prefix + ".norm", channels: channels, groups: groups, epsilon: 1e-6)
+    /// The transformer of a block at UNet level `level` (0 = the first down block), which sets its heads, depth and
+    /// context width.
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, level: Int, configuration c: UNetConfiguration) throws {
+        norm = try loader.groupNorm(prefix + ".norm", channels: channels, groups: c.normNumGroups, epsilon: 1e-6)
         func projection(_ name: String) throws -> Projection {
-            useLinearProjection ? .linear(try loader.linear(prefix + "." + name, in: channels, out: channels))
+            c.useLinearProjection ? .linear(try loader.linear(prefix + "." + name, in: channels, out: channels))
                 : .convolution(try loader.conv(prefix + "." + name, in: channels, out: channels, kernel: 1))
         }
         projectIn = try projection("proj_in")
-        blocks = try (0..<layers).map {
+        blocks = try (0..<c.transformerLayersPerBlock[level]).map {
             try BasicTransformerBlock(loader, "\(prefix).transformer_blocks.\($0)", channels: channels,
-                                      contextChannels: contextChannels, heads: heads)
+                                      contextChannels: c.crossAttentionDim[level], heads: c.attentionHeads[level])
         }
         projectOut = try projection("proj_out")
     }
@@ -35,39 +45,20 @@ public final class Transformer2DModel {
         let shape = b.shape(of: x), height = shape[2], width = shape[3]
         let normed = try b.groupNorm(x, norm, silu: false)
         var tokens: B.Value
-        switch projectIn {
+        switch projectIn.fused(by: s.plan) {
         case .linear(let linear): tokens = try b.linear(b.channelsToTokens(normed), linear, residual: nil)
-        case .convolution(let conv):
-            if let onTokens = s.plan?.tokenProjections[ObjectIdentifier(conv)] {
-                tokens = try b.linear(b.channelsToTokens(normed), onTokens, residual: nil)
-            } else {
-                tokens = try b.channelsToTokens(b.conv2d(normed, conv))
-            }
+        case .convolution(let conv): tokens = try b.channelsToTokens(b.conv2d(normed, conv))
         }
         for block in blocks { tokens = try block.forward(s, tokens) }
-        switch projectOut {
+        switch projectOut.fused(by: s.plan) {
         case .linear(let linear):
             return try b.tokensToChannels(b.linear(tokens, linear, residual: nil), height: height, width: width, residual: x)
         case .convolution(let conv):
-            if let onTokens = s.plan?.tokenProjections[ObjectIdentifier(conv)] {
-                return try b.tokensToChannels(b.linear(tokens, onTokens, residual: nil), height: height, width: width, residual: x)
-            }
             return try b.add(b.conv2d(b.tokensToChannels(tokens, height: height, width: width, residual: nil), conv), x)
         }
     }
 
-    var linearLayers: [Linear] {
-        var layers: [Linear] = []
-        if case .linear(let l) = projectIn { layers.append(l) }
-        layers += blocks.flatMap(\.linearLayers)
-        if case .linear(let l) = projectOut { layers.append(l) }
-        return layers
-    }
+    var linearLayers: [Linear] { [projectIn.linear].compactMap { $0 } + blocks.flatMap(\.linearLayers) + [projectOut.linear].compactMap { $0 } }
 
-    var convolutionLayers: [Conv2d] {
-        var layers: [Conv2d] = []
-        if case .convolution(let c) = projectIn { layers.append(c) }
-        if case .convolution(let c) = projectOut { layers.append(c) }
-        return layers
-    }
+    var convolutionLayers: [Conv2d] { [projectIn.convolution, projectOut.convolution].compactMap { $0 } }
 }

@@ -40,13 +40,7 @@ public final class UNet2DConditionModel {
             additionEmbedding = nil
         }
         convIn = try loader.conv("conv_in", in: c.inChannels, out: first, kernel: 3, padding: 1)
-        var channels = first
-        var down: [UNetDownBlock] = []
-        for i in c.blockOutChannels.indices {
-            down.append(try UNetDownBlock(loader, index: i, inChannels: channels, configuration: c))
-            channels = c.blockOutChannels[i]
-        }
-        downBlocks = down
+        downBlocks = try c.blockOutChannels.indices.map { try UNetDownBlock(loader, index: $0, configuration: c) }
         midBlock = try UNetMidBlock(loader, configuration: c)
         upBlocks = try c.blockOutChannels.indices.map { try UNetUpBlock(loader, index: $0, configuration: c) }
         convNormOut = try loader.groupNorm("conv_norm_out", channels: first, groups: c.normNumGroups, epsilon: c.normEpsilon)
@@ -148,14 +142,9 @@ public final class UNet2DConditionModel {
             context: encoderHiddenStates,
             contextKV: try plan?.contextProjections.map { try b.stackedLinear(encoderHiddenStates, $0) } ?? [])
 
-        var h = c.centerInputSample ? try b.affine(sample, scale: 2, shift: -1) : sample
-        h = try b.conv2d(h, convIn)
+        var h = try b.conv2d(c.centerInputSample ? b.affine(sample, scale: 2, shift: -1) : sample, convIn)
         var skips = [h]
-        for block in downBlocks {
-            let (output, states) = try block.forward(state, h)
-            h = output
-            skips += states
-        }
+        for block in downBlocks { h = try block.forward(state, h, skips: &skips) }
         h = try midBlock.forward(state, h)
         let overallFactor = 1 << (upBlocks.count - 1)
         let forwardUpsampleSize = shape[2] % overallFactor != 0 || shape[3] % overallFactor != 0
@@ -169,8 +158,7 @@ public final class UNet2DConditionModel {
     /// then down, mid and up blocks (resnet `time_emb_proj`, then per transformer `proj_in` (linear
     /// projection), per block `attn1.to_q/k/v/to_out.0`, `attn2.…`, `ff.net.0.proj`, `ff.net.2`, `proj_out`).
     public var linearLayers: [Linear] {
-        timeEmbedding.linearLayers + (additionEmbedding?.linearLayers ?? [])
-            + downBlocks.flatMap(\.linearLayers) + midBlock.linearLayers + upBlocks.flatMap(\.linearLayers)
+        timeEmbedding.linearLayers + (additionEmbedding?.linearLayers ?? []) + blocks.flatMap(\.linearLayers)
     }
 
     /// Every GroupNorm: the resnets' `norm1`/`norm2`, the transformers' `norm`, `conv_norm_out`.
@@ -179,11 +167,14 @@ public final class UNet2DConditionModel {
     /// Every LayerNorm (`norm1`–`norm3` of each transformer block).
     public var layerNorms: [LayerNorm] { transformers.flatMap(\.blocks).flatMap { [$0.norm1, $0.norm2, $0.norm3] } }
 
+    /// The down, mid and up blocks, in execution order.
+    private var blocks: [any UNetResnetAttentionBlock] { downBlocks as [any UNetResnetAttentionBlock] + [midBlock] + upBlocks }
+
     /// Every `Transformer2DModel`, in execution order.
-    var transformers: [Transformer2DModel] { downBlocks.flatMap(\.attentions) + midBlock.attentions + upBlocks.flatMap(\.attentions) }
+    var transformers: [Transformer2DModel] { blocks.flatMap(\.attentions) }
 
     /// Every resnet, in execution order.
-    var resnets: [ResnetBlock2D] { downBlocks.flatMap(\.resnets) + midBlock.resnets + upBlocks.flatMap(\.resnets) }
+    var resnets: [ResnetBlock2D] { blocks.flatMap(\.resnets) }
 
     /// Drops the host copies of the Linear and Conv2d weights once a backend has its own (`CUDAUNet` does this after
     /// uploading: −10 GB of host memory for SDXL). Layer shapes stay known; the CPU can no longer run the model.
@@ -195,9 +186,5 @@ public final class UNet2DConditionModel {
     /// Every Conv2d layer (with its state-dict name), in execution order: `conv_in`, down blocks (resnet
     /// `conv1`, `conv2`, `conv_shortcut`; 1×1 `proj_in`/`proj_out` without linear projection; downsampler),
     /// mid block, up blocks (… upsampler), `conv_out`.
-    public var convolutionLayers: [Conv2d] {
-        [convIn] + downBlocks.flatMap(\.convolutionLayers) + midBlock.convolutionLayers
-            + upBlocks.flatMap(\.convolutionLayers) + [convOut]
-    }
-
+    public var convolutionLayers: [Conv2d] { [convIn] + blocks.flatMap(\.convolutionLayers) + [convOut] }
 }

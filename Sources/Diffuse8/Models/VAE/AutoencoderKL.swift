@@ -1,30 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// diffusers' `DiagonalGaussianDistribution`: the latent distribution the VAE encoder predicts.
-public struct DiagonalGaussianDistribution: Sendable {
-    /// [N, latent_channels, h, w].
-    public var mean: Tensor
-    /// log σ², clamped to [-30, 20] as diffusers does.
-    public var logVariance: Tensor
-
-    /// The most likely latent: the mean (`latent_dist.mode()`).
-    public func mode() -> Tensor { mean }
-
-    /// σ = exp(½ · logVariance).
-    public var standardDeviation: Tensor { CPUKernels.map(logVariance) { expf(0.5 * $0) } }
-
-    /// mean + σ · noise, `latent_dist.sample(generator)` given the caller's standard-normal draw
-    /// (shape of `mean`), so any generator can supply it.
-    public func sample(noise: Tensor) -> Tensor {
-        precondition(noise.shape == mean.shape, "sample: noise \(noise.shape) must have the latent shape \(mean.shape)")
-        return Tensor(shape: mean.shape) { out in
-            for i in 0..<out.count { out[i] = mean.scalars[i] + expf(0.5 * logVariance.scalars[i]) * noise.scalars[i] }
-        }
-    }
-}
-
 /// diffusers' `AutoencoderKL` (0.42.1) in FP32 on the CPU: the SD1.x / SDXL VAE.
 ///
 /// `decode` is `vae.decode(z).sample` (post_quant_conv → decoder); `encode` is
@@ -46,13 +19,9 @@ public final class AutoencoderKL {
         let weights = ComponentWeightAudit(store, component: "AutoencoderKL")
         encoder = try VAEEncoder(weights, "encoder", configuration: configuration)
         decoder = try VAEDecoder(weights, "decoder", configuration: configuration)
-        quantConv = configuration.useQuantConv ? try Conv2d(weights, "quant_conv") : nil
-        postQuantConv = configuration.usePostQuantConv ? try Conv2d(weights, "post_quant_conv") : nil
-        try VAEWeightValidation.encoder(encoder, configuration)
-        try VAEWeightValidation.decoder(decoder, configuration)
         let latent = configuration.latentChannels
-        if let quantConv { try ComponentWeightAudit.check(quantConv, out: 2 * latent, in: 2 * latent, kernel: 1) }
-        if let postQuantConv { try ComponentWeightAudit.check(postQuantConv, out: latent, in: latent, kernel: 1) }
+        quantConv = configuration.useQuantConv ? try weights.conv("quant_conv", in: 2 * latent, out: 2 * latent, kernel: 1) : nil
+        postQuantConv = configuration.usePostQuantConv ? try weights.conv("post_quant_conv", in: latent, out: latent, kernel: 1) : nil
         try weights.requireAllUsed()
     }
 
@@ -97,8 +66,7 @@ public final class AutoencoderKL {
 
     /// Every resnet (encoder, then decoder).
     var resnets: [ResnetBlock2D] {
-        encoder.downBlocks.flatMap(\.resnets) + [encoder.midBlock.firstResnet, encoder.midBlock.secondResnet]
-            + [decoder.midBlock.firstResnet, decoder.midBlock.secondResnet] + decoder.upBlocks.flatMap(\.resnets)
+        encoder.downBlocks.flatMap(\.resnets) + encoder.midBlock.resnets + decoder.midBlock.resnets + decoder.upBlocks.flatMap(\.resnets)
     }
 
     /// The mid-block attentions (encoder, decoder).
@@ -106,16 +74,13 @@ public final class AutoencoderKL {
 
     /// Every Conv2d.
     public var convolutionLayers: [Conv2d] {
-        var layers: [Conv2d] = [encoder.convIn, encoder.convOut, decoder.convIn, decoder.convOut]
-        layers += encoder.downBlocks.compactMap(\.downsampleConv)
-        layers += decoder.upBlocks.compactMap(\.upsampleConv)
-        layers += [quantConv, postQuantConv].compactMap { $0 }
-        for r in resnets { layers += [r.conv1, r.conv2] + (r.shortcut.map { [$0] } ?? []) }
-        return layers
+        [encoder.convIn, encoder.convOut, decoder.convIn, decoder.convOut]
+            + encoder.downBlocks.compactMap(\.downsampler?.conv) + decoder.upBlocks.compactMap(\.upsampler?.conv)
+            + [quantConv, postQuantConv].compactMap { $0 } + resnets.flatMap(\.convolutionLayers)
     }
 
     /// Every Linear (the mid-block attentions' projections).
-    public var linearLayers: [Linear] { attentions.flatMap { [$0.toQuery, $0.toKey, $0.toValue, $0.toOut] } }
+    public var linearLayers: [Linear] { attentions.flatMap(\.linearLayers) }
 
     /// Every GroupNorm.
     public var groupNorms: [GroupNorm] {
@@ -131,19 +96,11 @@ public final class AutoencoderKL {
 
     /// `vae.encode(image).latent_dist`, with `mode()` and a generator-free `sample(noise:)`.
     public func latentDistribution(_ image: Tensor) -> DiagonalGaussianDistribution {
-        precondition(image.rank == 4 && image.shape[1] == configuration.inChannels,
-                     "encode: image \(image.shape) must be [N, \(configuration.inChannels), H, W]")
         let moments = CPUBackend.unchecked { try encodeMoments(CPUBackend.shared, image) }
-        // torch.chunk(moments, 2, dim=1): first half of the channels is the mean.
-        let n = moments.shape[0], c = moments.shape[1] / 2, hh = moments.shape[2], ww = moments.shape[3]
-        let plane = c * hh * ww
-        var mean = Tensor(zeros: [n, c, hh, ww]), logVariance = Tensor(zeros: [n, c, hh, ww])
-        for b in 0..<n {
-            for i in 0..<plane {
-                mean.scalars[b * plane + i] = moments.scalars[b * 2 * plane + i]
-                logVariance.scalars[b * plane + i] = min(max(moments.scalars[b * 2 * plane + plane + i], -30), 20)
-            }
-        }
-        return DiagonalGaussianDistribution(mean: mean, logVariance: logVariance)
+        // torch.chunk(moments, 2, dim=1): per image, the first half of the channels is the mean, the second the
+        // log-variance, so as [2N, C/2, h, w] rows alternate between the two.
+        let n = moments.shape[0], halves = moments.reshaped([2 * n, moments.shape[1] / 2, moments.shape[2], moments.shape[3]])
+        func rows(_ offset: Int) -> Tensor { Tensor.concatenate((0..<n).map { halves.slice(2 * $0 + offset, 2 * $0 + offset + 1) }) }
+        return DiagonalGaussianDistribution(mean: rows(0), logVariance: CPUKernels.map(rows(1)) { min(max($0, -30), 20) })
     }
 }

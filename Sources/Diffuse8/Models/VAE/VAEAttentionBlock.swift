@@ -12,14 +12,22 @@ public final class VAEAttentionBlock {
     public let toValue: Linear
     public let toOut: Linear
 
-    /// Loads `<prefix>.group_norm`, `.to_q`, `.to_k`, `.to_v`, `.to_out.0` (or the legacy names).
-    public init(_ store: TensorStore, _ prefix: String, groups: Int) throws {
-        groupNorm = try GroupNorm(store, prefix + ".group_norm", groups: groups, epsilon: 1e-6)
-        let legacy = !store.contains(prefix + ".to_q.weight") && store.contains(prefix + ".query.weight")
-        toQuery = try Self.projection(store, prefix, legacy ? "query" : "to_q")
-        toKey = try Self.projection(store, prefix, legacy ? "key" : "to_k")
-        toValue = try Self.projection(store, prefix, legacy ? "value" : "to_v")
-        toOut = try Self.projection(store, prefix, legacy ? "proj_attn" : "to_out.0")
+    /// Loads `<prefix>.group_norm`, `.to_q`, `.to_k`, `.to_v`, `.to_out.0` (or the legacy names), each checked
+    /// against `channels`.
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, groups: Int) throws {
+        groupNorm = try loader.groupNorm(prefix + ".group_norm", channels: channels, groups: groups, epsilon: 1e-6)
+        let legacy = !loader.contains(prefix + ".to_q.weight") && loader.contains(prefix + ".query.weight")
+        func projection(_ name: String, legacy legacyName: String) throws -> Linear {
+            let layer = try Linear(loader, prefix + "." + (legacy ? legacyName : name))
+            // Legacy checkpoints store these as 1×1 conv weights [out, in, 1, 1].
+            if layer.weight.rank == 4 { layer.weight = layer.weight.reshaped(Array(layer.weight.shape.prefix(2))) }
+            try ComponentWeightAudit.check(layer, out: channels, in: channels)
+            return layer
+        }
+        toQuery = try projection("to_q", legacy: "query")
+        toKey = try projection("to_k", legacy: "key")
+        toValue = try projection("to_v", legacy: "value")
+        toOut = try projection("to_out.0", legacy: "proj_attn")
     }
 
     /// x: NCHW → NCHW, on any backend (Q/K/V as one product when the plan stacks them).
@@ -31,10 +39,6 @@ public final class VAEAttentionBlock {
         return try b.tokensToChannels(b.linear(attended, toOut, residual: nil), height: height, width: width, residual: x)
     }
 
-    /// A Linear; legacy checkpoints store these as 1×1 conv weights [out, in, 1, 1], flattened here.
-    private static func projection(_ store: TensorStore, _ prefix: String, _ name: String) throws -> Linear {
-        let layer = try Linear(store, prefix + "." + name)
-        if layer.weight.rank == 4 { layer.weight = layer.weight.reshaped(Array(layer.weight.shape.prefix(2))) }
-        return layer
-    }
+    /// `to_q`, `to_k`, `to_v`, `to_out.0`.
+    var linearLayers: [Linear] { [toQuery, toKey, toValue, toOut] }
 }

@@ -5,8 +5,8 @@ public final class VAEDecoder {
     /// One `UpDecoderBlock2D`.
     public struct UpBlock {
         public let resnets: [ResnetBlock2D]
-        /// `upsamplers.0.conv`, applied after nearest 2× upsampling; nil in the last block.
-        public let upsampleConv: Conv2d?
+        /// `upsamplers.0` (nearest 2×, then its conv); nil in the last block.
+        public let upsampler: Upsample2D?
     }
 
     public let convIn: Conv2d
@@ -15,22 +15,22 @@ public final class VAEDecoder {
     public let normOut: GroupNorm
     public let convOut: Conv2d
 
-    /// Loads `<prefix>.conv_in`, `.mid_block`, `.up_blocks.<i>`, `.conv_norm_out`, `.conv_out`.
-    public init(_ store: TensorStore, _ prefix: String, configuration c: VAEConfiguration) throws {
-        let groups = c.normNumGroups
-        convIn = try Conv2d(store, prefix + ".conv_in", padding: 1)
-        midBlock = try VAEMidBlock(store, prefix + ".mid_block", groups: groups, addAttention: c.midBlockAddAttention)
-        let levels = c.blockOutChannels.count
-        upBlocks = try (0..<levels).map { i in
-            let block = prefix + ".up_blocks.\(i)"
+    /// Loads `<prefix>.conv_in`, `.mid_block`, `.up_blocks.<i>`, `.conv_norm_out`, `.conv_out`, checking every
+    /// shape against the configuration.
+    init(_ loader: ComponentWeightAudit, _ prefix: String, configuration c: VAEConfiguration) throws {
+        let channels = Array(c.blockOutChannels.reversed()), groups = c.normNumGroups
+        convIn = try loader.conv(prefix + ".conv_in", in: c.latentChannels, out: channels[0], kernel: 3, padding: 1)
+        midBlock = try VAEMidBlock(loader, prefix + ".mid_block", channels: channels[0], groups: groups, addAttention: c.midBlockAddAttention)
+        upBlocks = try channels.indices.map { i in
+            let block = prefix + ".up_blocks.\(i)", input = channels[max(i - 1, 0)], output = channels[i]
             let resnets = try (0...c.layersPerBlock).map {
-                try ResnetBlock2D(store, block + ".resnets.\($0)", groups: groups, epsilon: 1e-6)
+                try loader.resnet("\(block).resnets.\($0)", in: $0 == 0 ? input : output, out: output, groups: groups, epsilon: 1e-6)
             }
-            let upsample = i < levels - 1 ? try Conv2d(store, block + ".upsamplers.0.conv", padding: 1) : nil
-            return UpBlock(resnets: resnets, upsampleConv: upsample)
+            let last = i == channels.count - 1
+            return UpBlock(resnets: resnets, upsampler: last ? nil : try Upsample2D(loader, block + ".upsamplers.0", channels: output))
         }
-        normOut = try GroupNorm(store, prefix + ".conv_norm_out", groups: groups, epsilon: 1e-6)
-        convOut = try Conv2d(store, prefix + ".conv_out", padding: 1)
+        normOut = try loader.groupNorm(prefix + ".conv_norm_out", channels: channels.last!, groups: groups, epsilon: 1e-6)
+        convOut = try loader.conv(prefix + ".conv_out", in: channels.last!, out: c.outChannels, kernel: 3, padding: 1)
     }
 
     /// z: [N, latent_channels, h, w] (after post_quant_conv) → [N, out_channels, h·f, w·f], on any backend.
@@ -38,10 +38,7 @@ public final class VAEDecoder {
         var h = try midBlock.forward(b, b.conv2d(z, convIn), plan: plan)
         for block in upBlocks {
             for resnet in block.resnets { h = try resnet.forward(b, h, time: nil) }
-            if let conv = block.upsampleConv {
-                let shape = b.shape(of: h)
-                h = try b.conv2d(b.upsampleNearest(h, height: 2 * shape[2], width: 2 * shape[3]), conv)
-            }
+            if let upsampler = block.upsampler { h = try upsampler.forward(b, h) }
         }
         return try b.conv2d(b.groupNorm(h, normOut, silu: true), convOut)
     }

@@ -5,12 +5,14 @@ public final class VAEMidBlock {
     public let attention: VAEAttentionBlock?
     public let secondResnet: ResnetBlock2D
 
-    /// Loads `<prefix>.resnets.0`, `.attentions.0`, `.resnets.1`.
-    public init(_ store: TensorStore, _ prefix: String, groups: Int, addAttention: Bool) throws {
-        firstResnet = try ResnetBlock2D(store, prefix + ".resnets.0", groups: groups, epsilon: 1e-6)
-        attention = addAttention ? try VAEAttentionBlock(store, prefix + ".attentions.0", groups: groups) : nil
-        secondResnet = try ResnetBlock2D(store, prefix + ".resnets.1", groups: groups, epsilon: 1e-6)
+    /// Loads `<prefix>.resnets.0`, `.attentions.0`, `.resnets.1`, each checked against `channels`.
+    init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, groups: Int, addAttention: Bool) throws {
+        firstResnet = try loader.resnet(prefix + ".resnets.0", in: channels, out: channels, groups: groups, epsilon: 1e-6)
+        attention = addAttention ? try VAEAttentionBlock(loader, prefix + ".attentions.0", channels: channels, groups: groups) : nil
+        secondResnet = try loader.resnet(prefix + ".resnets.1", in: channels, out: channels, groups: groups, epsilon: 1e-6)
     }
+
+    var resnets: [ResnetBlock2D] { [firstResnet, secondResnet] }
 
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, plan: FusionPlan?) throws -> B.Value {
         var h = try firstResnet.forward(b, x, time: nil)

@@ -42,12 +42,22 @@ package enum CUDAAttentionSource {
         }.joined()
     }
 
-    /// Packs two probabilities for P·V, rounded to FP8 (scale 1/448: amax 1) first when FP8P.
+    /// Packs two probabilities for P·V. FP8P: as their FP8 codes with amax 1 (scale 1/448), i.e. 448·p rounded to
+    /// E4M3 — exact in FP16 — and the output is multiplied by 1/448 once at the end (`FP8_PROBABILITY_SCALE`).
     static let pack = #"""
+#define FP8_PROBABILITY_SCALE (1.f / 448.f)
 template <bool FP8P>
 __device__ __forceinline__ u32 pack_p(float a, float b) {
-    if (FP8P) { a = e4m3_round(a * 448.f) * (1.f / 448.f); b = e4m3_round(b * 448.f) * (1.f / 448.f); }
-    return pack_half2(a, b);
+    if (!FP8P) return pack_half2(a, b);
+#if __CUDA_ARCH__ >= 890 && !defined(D8_BF16)
+    unsigned short codes;
+    u32 pair;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(codes) : "f"(b * 448.f), "f"(a * 448.f));
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(pair) : "h"(codes));
+    return pair;
+#else
+    return pack_half2(e4m3_round(a * 448.f), e4m3_round(b * 448.f));
+#endif
 }
 """#
 
@@ -289,7 +299,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
             if (k0 + j < Lk && c < D) val = *(const vec16*)(kb + (i64)(k0 + j) * kv_stride + c);
             *(vec16*)(Ks + j * KS + c) = val;
         }
-        for (int i = tid; i < BN * (D / 8); i += 128) {
+        for (int i = tid; pass == 1 && i < BN * (D / 8); i += 128) {   // pass 0 needs no values
             const int j = i / (D / 8), c = (i % (D / 8)) * 8;
             vec16 val = {0u, 0u, 0u, 0u};
             if (k0 + j < Lk) val = *(const vec16*)(vb + (i64)(k0 + j) * kv_stride + c);
@@ -383,7 +393,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
     for (int r = 0; r < 2; ++r) {
         const int row = q0 + g + 8 * r;
         if (row < Lq) {
-            const float inv = FP8P ? 1.f : row_inv[r];
+            const float inv = FP8P ? FP8_PROBABILITY_SCALE : row_inv[r];
             half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
 #pragma unroll
             for (int j = 0; j < D / 8; ++j)

@@ -45,6 +45,7 @@ package enum CUDAAttentionSource {
     /// Packs two probabilities for P·V. FP8P: as their FP8 codes with amax 1 (scale 1/448), i.e. 448·p rounded to
     /// E4M3 — exact in FP16 — and the output is multiplied by 1/448 once at the end (`FP8_PROBABILITY_SCALE`).
     static let pack = #"""
+
 #define FP8_PROBABILITY_SCALE (1.f / 448.f)
 template <bool FP8P>
 __device__ __forceinline__ u32 pack_p(float a, float b) {

@@ -4,6 +4,7 @@
 /// simulation are the accumulation order and the 16-bit output rounding.
 extension CUDAKernels {
     static let eightBitSource = CUDAKernelSources.prelude + #"""
+
 // codes = code(x * s[i % width]); four values per thread (n4 = n / 4; n and width multiples of 4).
 extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         u32* __restrict__ codes, i64 n4, int width, float scale, int format) {

@@ -66,9 +66,6 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
 }
 """#
 
-    /// INT32 sums per INT8 GEMM chunk (16 MiB: well inside an H100/H200's 50 MB L2 beside the chunk's other data).
-    static let int8ChunkElements = 4 << 20
-
     func eightBitOp(_ name: String) throws -> CUDAFunction {
         try compiler.function(name, module: "diffuse8_eight_bit", source: Self.eightBitSource)
     }
@@ -131,21 +128,13 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                                a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
                                scales: (w.scales.address, w.scales.address + 16))
             case .int8:
-                // INT32 sums of at most `int8ChunkElements` at a time, in one reused buffer: each chunk is dequantized
-                // while its sums are still in L2, so the 4-byte intermediate does not travel to device memory and back.
-                let chunkRows = max(1, min(rows, Self.int8ChunkElements / w.outFeatures))
-                let sums = try context.empty([chunkRows, w.outFeatures], dtype: .int32)
-                for first in stride(from: 0, to: rows, by: chunkRows) {
-                    let count = min(chunkRows, rows - first)
-                    try matmul.run(.init(m: w.outFeatures, n: count, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
-                                         ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
-                                   a: w.codes.address, b: codes.address + UInt64(first * w.inFeatures), d: sums.address)
-                    let offset = UInt64(first * w.outFeatures * y.dtype.byteSize)
-                    try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(count * w.outFeatures), block: (256, 1, 1), [
-                        .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0),
-                        .pointer(residual.map { $0.address + offset } ?? 0), .pointer(y.address + offset),
-                        .int64(Int64(count * w.outFeatures)), .int(w.outFeatures)])
-                }
+                let sums = try context.empty(shape, dtype: .int32)
+                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
+                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
+                               a: w.codes.address, b: codes.address, d: sums.address)
+                try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+                    .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
+                    .int64(Int64(y.count)), .int(w.outFeatures)])
             }
             return y
         } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {

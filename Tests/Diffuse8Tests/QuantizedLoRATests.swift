@@ -14,8 +14,8 @@ final class QuantizedLoRATests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: scratch) }
 
-    func testLoRAOnQuantizedFolderKeepsItsDistanceToFullPrecision() throws {
-        let source = Fixtures.path("tiny-sd15")
+    /// The tiny fixture quantized at INT8 level 3 (α 0.8) with 5 calibration prompts × 4 steps, written to `path`.
+    private func quantizedFixture(_ source: String, to path: String) throws {
         let fp = try StableDiffusionPipeline(directory: source)
         var options = CalibrationOptions(steps: 4)
         options.reservoirCapacity = 0
@@ -23,8 +23,13 @@ final class QuantizedLoRATests: XCTestCase {
                                                            "two purple dots", "a small red circle above a large blue square"], options: options)
         var recipe = QuantizationRecipe()
         recipe.level = .allLinear
+        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(fp.unet!, statistics: stats, recipe: recipe), to: path)
+    }
+
+    func testLoRAOnQuantizedFolderKeepsItsDistanceToFullPrecision() throws {
+        let source = Fixtures.path("tiny-sd15")
         let quantized = scratch + "/q"
-        try QuantizedModelFolder.write(source: source, quantized: try Quantizer.quantize(fp.unet!, statistics: stats, recipe: recipe), to: quantized)
+        try quantizedFixture(source, to: quantized)
 
         let lora = try LoRAFile(path: Fixtures.path("lora/tiny-sd15-kohya.safetensors"))
         let weight: Float = 0.25  // at 0.5 this random LoRA outweighs the tiny model's own weights (see docs/QUALITY.md)
@@ -48,5 +53,35 @@ final class QuantizedLoRATests: XCTestCase {
         let a = q.linearLayers.first { $0.name == name }!, b = untouched.linearLayers.first { $0.name == name }!
         XCTAssertNotNil(a.quantization)
         XCTAssertNotEqual(a.quantization?.weight.codes, b.quantization?.weight.codes)
+    }
+
+    /// A LoRA too small for the stored 8-bit weights to represent leaves every quantized layer as it was, bit for bit
+    /// (codes, scales, SmoothQuant factors, ranges); a larger one re-quantizes.
+    func testUpdateBelowTheStoredResolutionLeavesTheQuantizedLayersBitForBit() throws {
+        let source = Fixtures.path("tiny-sd15")
+        let quantized = scratch + "/q"
+        try quantizedFixture(source, to: quantized)
+        let lora = try LoRAFile(path: Fixtures.path("lora/tiny-sd15-kohya.safetensors"))
+        let plain = try StableDiffusionPipeline(directory: quantized, quantizedExecution: .simulated)
+        let tiny = try StableDiffusionPipeline(directory: quantized, loras: [(lora, 1e-7)], quantizedExecution: .simulated)
+        let small = try StableDiffusionPipeline(directory: quantized, loras: [(lora, 1e-2)], quantizedExecution: .simulated)
+        func layers(_ p: StableDiffusionPipeline) throws -> [String: QuantizedLayer] {
+            let unet = try p.cpuUNet()
+            let all = unet.linearLayers.compactMap { $0.quantization } + unet.convolutionLayers.compactMap { $0.quantization }
+            return Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+        }
+        let (before, after, changed) = (try layers(plain), try layers(tiny), try layers(small))
+        XCTAssertFalse(before.isEmpty)
+        XCTAssertEqual(Set(before.keys), Set(after.keys))
+        var requantized = 0
+        for (name, a) in before {
+            let b = try XCTUnwrap(after[name])
+            XCTAssertTrue(a.weight.codes == b.weight.codes, "\(name): codes")
+            XCTAssertTrue(a.weight.scales == b.weight.scales, "\(name): weight scales")
+            XCTAssertTrue(a.smoothing == b.smoothing, "\(name): SmoothQuant factors")
+            XCTAssertEqual(a.inputAmax, b.inputAmax, "\(name): input amax")
+            if let c = changed[name], c.weight.codes != a.weight.codes { requantized += 1 }
+        }
+        XCTAssertGreaterThan(requantized, 0, "an update of weight 0.01 is above the resolution somewhere")
     }
 }

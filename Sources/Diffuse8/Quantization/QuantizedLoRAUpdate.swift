@@ -29,6 +29,35 @@ public enum QuantizedLoRAUpdate {
         return w
     }
 
+    /// Layers that read one tensor and were quantized as one (`Quantizer`: attention Q/K/V, cross-attention K/V share
+    /// their SmoothQuant factors, input amax and, per-tensor formats, weight scale) re-quantized as one: the factors come
+    /// from the column maxima of the stacked merged weights, so the members keep sharing them. Members that do not share
+    /// them (a folder quantized layer by layer) are re-quantized one by one. `merged` and `alphas` follow `group`.
+    public static func requantized(group: [QuantizedLayer], merged: [Tensor], alphas: [Float?]) -> [QuantizedLayer] {
+        guard let first = group.first, group.count > 1, let columns = first.weight.shape.last,
+              group.allSatisfy({ $0.kind == .linear && $0.weight.shape.count == 2 && $0.weight.shape[1] == columns
+                                 && $0.format == first.format && $0.smoothing == first.smoothing && $0.inputAmax == first.inputAmax }),
+              alphas.allSatisfy({ $0 == alphas[0] }),
+              group.allSatisfy({ $0.weight.scales.count > 1 }) || group.allSatisfy({ $0.weight.scales == first.weight.scales })
+        else { return group.indices.map { requantized(group[$0], merged: merged[$0], alpha: alphas[$0]) } }
+        let rows = group.map { $0.weight.shape[0] }, total = rows.reduce(0, +)
+        let perChannel = first.weight.scales.count > 1
+        let stacked = QuantizedLayer(name: group.map(\.name).joined(separator: " + "), kind: .linear,
+                                     weight: QuantizedWeight(format: first.format, shape: [total, columns], codes: group.flatMap(\.weight.codes),
+                                                             scales: perChannel ? group.flatMap(\.weight.scales) : first.weight.scales),
+                                     inputAmax: first.inputAmax, smoothing: first.smoothing, outputAmax: nil)
+        let q = requantized(stacked, merged: Tensor(shape: [total, columns], scalars: merged.flatMap(\.scalars)), alpha: alphas[0])
+        var row = 0
+        return zip(group, rows).map { layer, count in
+            defer { row += count }
+            let scales = q.weight.scales.count == 1 ? q.weight.scales : Array(q.weight.scales[row..<(row + count)])
+            let weight = QuantizedWeight(format: q.format, shape: [count, columns],
+                                         codes: Array(q.weight.codes[(row * columns)..<((row + count) * columns)]), scales: scales)
+            return QuantizedLayer(name: layer.name, kind: .linear, weight: weight, inputAmax: q.inputAmax, smoothing: q.smoothing,
+                                  outputAmax: layer.outputAmax)
+        }
+    }
+
     /// Whether the update is too small for the stored quantization to represent: the merged weight, smoothed with the
     /// stored factors and encoded with the stored scales, gives back the stored codes. Such a layer keeps everything it
     /// has (codes, scales, factors, ranges): recomputing its factors from column maxima that moved by less than one

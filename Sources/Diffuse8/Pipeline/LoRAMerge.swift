@@ -27,13 +27,13 @@ public enum LoRAMerge {
             for name in names { layers[name] = (get, set) }
         }
         let configuration = unet.configuration
+        // quantized Linear layers collect their merged weights first: layers quantized as one group are re-quantized together
+        var mergedQuantized: [ObjectIdentifier: Tensor] = [:]
         for layer in unet.linearLayers {
             if let hook = layer.executionHook as? SimulatedQuantizationHook {
-                add(unetNames(layer.name, configuration), { QuantizedLoRAUpdate.fullPrecisionWeight(hook.layer) }, { merged in
-                    let q = QuantizedLoRAUpdate.requantized(hook.layer, merged: merged, alpha: alphas[layer.name])
-                    layer.weight = q.weight.dequantized()
-                    layer.executionHook = SimulatedQuantizationHook(q)
-                })
+                let id = ObjectIdentifier(layer)
+                add(unetNames(layer.name, configuration), { mergedQuantized[id] ?? QuantizedLoRAUpdate.fullPrecisionWeight(hook.layer) },
+                    { mergedQuantized[id] = $0 })
             } else {
                 add(unetNames(layer.name, configuration), { layer.weight }, { layer.weight = $0 })
             }
@@ -79,6 +79,17 @@ public enum LoRAMerge {
             }
             layer.set(Tensor(shape: current.shape, scalars: zip(current.scalars, delta.scalars).map { $0 + $1 }))
             report.merged += 1
+        }
+        let quantizedLinears = unet.linearLayers.filter { $0.executionHook is SimulatedQuantizationHook }
+        for group in Quantizer.inputGroups(unet, among: Set(quantizedLinears.map(ObjectIdentifier.init)), separate: false)
+        where group.contains(where: { mergedQuantized[ObjectIdentifier($0)] != nil }) {
+            let stored = group.map { ($0.executionHook as! SimulatedQuantizationHook).layer }
+            let merged = zip(group, stored).map { mergedQuantized[ObjectIdentifier($0)] ?? QuantizedLoRAUpdate.fullPrecisionWeight($1) }
+            let updated = QuantizedLoRAUpdate.requantized(group: stored, merged: merged, alphas: group.map { alphas[$0.name] })
+            for (layer, q) in zip(group, updated) {
+                layer.weight = q.weight.dequantized()
+                layer.executionHook = SimulatedQuantizationHook(q)
+            }
         }
         return report
     }

@@ -75,7 +75,7 @@ public enum Quantizer {
 
         // Layers that read one tensor (an attention module's Q/K/V, a cross-attention's K/V) are quantized as one
         // stacked layer: one SmoothQuant vector, one α, one input scale and (per-tensor formats) one weight scale, so a
-        // backend can run them as one 8-bit GEMM — and a producer (LayerNorm) could fold the factors in.
+        // backend can run them as one 8-bit GEMM whose input their producer (the LayerNorm before them) can write.
         let quantized = inventory.linears.filter { recipe.level.quantizes($0.name, kind: .linear) }
         for group in inputGroups(unet, among: Set(quantized.map(ObjectIdentifier.init)), separate: recipe.dynamic) {
             let layers = try quantizeLinears(group, statistics: statistics, recipe: recipe, perChannel: weightPerChannel,

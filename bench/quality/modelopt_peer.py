@@ -13,7 +13,8 @@ What it runs (see bench/quality/README.md):
 - FP8 (E4M3) at level 3 and level 4 (level 4 adds ModelOpt's FP8 attention quantizers: Q, K, V and the softmax
   output), per-tensor max calibration, as the example's FP8 config.
 Calibration: each calibration prompt k is one full pipeline call (T steps, CFG, seed calib_seed + k, batch 1), like
-`diffuse8 calibrate`. Evaluation: prompt i, seed s -> `<config>/<i:03d>-s<s>.png`; FP images in `fp/`.
+`diffuse8 calibrate`. Evaluation: prompt i, seed s -> `<config>/<i:03d>-s<s>.png`; FP images in `fp/`; the calibrated
+amax of every enabled input and weight quantizer in `<config>/amax.json` (to compare with a quantized folder's ranges).
 Where ModelOpt cannot run a configuration on this machine, the exception text is recorded in run.json.
 """
 import argparse
@@ -106,6 +107,18 @@ def quantizer_summary(unet):
         if hasattr(module, "pre_quant_scale") and getattr(module, "pre_quant_scale", None) is not None and enabled:
             out["inputs with SmoothQuant pre_quant_scale"] = out.get("inputs with SmoothQuant pre_quant_scale", 0) + 1
     return dict(sorted(out.items()))
+
+
+def quantizer_amax(unet):
+    """Per quantized layer: the calibrated amax (max over channels) of its enabled input and weight quantizers."""
+    out = {}
+    for name, module in unet.named_modules():
+        for kind in ("input_quantizer", "weight_quantizer"):
+            q = getattr(module, kind, None)
+            amax = getattr(q, "amax", None) if q is not None and getattr(q, "is_enabled", False) else None
+            if amax is not None:
+                out.setdefault(name, {})[kind] = float(amax.detach().float().max())
+    return out
 
 
 def generate(pipe, prompts, seeds, first_seed, steps, cfg, folder):
@@ -217,6 +230,9 @@ def main():
             disable_outside_level(unet, level, mtq)
             entry["calibration_seconds"] = round(time.time() - t, 1)
             entry["quantizers"] = quantizer_summary(unet)
+            os.makedirs(os.path.join(args.output, name), exist_ok=True)
+            with open(os.path.join(args.output, name, "amax.json"), "w") as f:
+                json.dump(quantizer_amax(unet), f, indent=1, sort_keys=True)
             save_run()
             t = time.time()
             with torch.no_grad():

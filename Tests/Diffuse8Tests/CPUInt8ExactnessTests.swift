@@ -71,12 +71,12 @@ final class CPUInt8ExactnessTests: XCTestCase {
     /// 13 rows (two and a bit 6-row tiles), 70 outputs (three 32-column panels, the last partial).
     private func linear(_ kernel: CPUInt8Kernel, dynamic: Bool, smoothed: Bool) throws {
         let rows = 13, k = 1021, outputs = 70
-        var random = SplitMix(seed: 11)
+        var random = TorchGenerator(seed: 11)
         // Weight codes: channel 0 all 127, 1 all -128, 2 all -127, the rest random over the whole range.
         var codes = [Int8](repeating: 0, count: outputs * k)
         for o in 0..<outputs {
             for j in 0..<k {
-                codes[o * k + j] = o == 0 ? 127 : o == 1 ? -128 : o == 2 ? -127 : Int8(truncatingIfNeeded: random.next())
+                codes[o * k + j] = o == 0 ? 127 : o == 1 ? -128 : o == 2 ? -127 : Int8(truncatingIfNeeded: random.nextUInt64())
             }
         }
         let scales = (0..<outputs).map { Float(sign: .plus, exponent: -($0 % 5), significand: 1) }  // 1, 1/2, …, 1/16
@@ -92,9 +92,9 @@ final class CPUInt8ExactnessTests: XCTestCase {
                 switch r {
                 case 0: v = 127
                 case 1: v = dynamic ? -127 : -1000
-                case 2: v = Float(Int(random.next() % 250) - 125) + 0.5
+                case 2: v = Float(Int(random.nextUInt64() % 250) - 125) + 0.5
                 case 3: v = 0
-                default: v = Float(Int(random.next() % 256) - 128) + (random.next() % 3 == 0 ? 0.5 : 0)
+                default: v = Float(Int(random.nextUInt64() % 256) - 128) + (random.nextUInt64() % 3 == 0 ? 0.5 : 0)
                 }
                 smoothedInput[r * k + j] = v
             }
@@ -150,15 +150,15 @@ final class CPUInt8ExactnessTests: XCTestCase {
     /// 2 images of 13 channels 7 × 7 → 40 channels (two panels): K = 13 · kh · kw, padding taps are code 0.
     private func conv(_ kernel: CPUInt8Kernel, dynamic: Bool, kernelSize: Int, stride: Int, padding: Int) throws {
         let n = 2, c = 13, size = 7, outputs = 40
-        var random = SplitMix(seed: 5)
+        var random = TorchGenerator(seed: 5)
         let k = c * kernelSize * kernelSize
-        let codes = (0..<(outputs * k)).map { i -> Int8 in i < k ? 127 : i < 2 * k ? -128 : Int8(truncatingIfNeeded: random.next()) }
+        let codes = (0..<(outputs * k)).map { i -> Int8 in i < k ? 127 : i < 2 * k ? -128 : Int8(truncatingIfNeeded: random.nextUInt64()) }
         let scales = (0..<outputs).map { Float(sign: .plus, exponent: -($0 % 4), significand: 1) }
         let weight = QuantizedWeight(format: .int8, shape: [outputs, c, kernelSize, kernelSize],
                                      codes: codes.map { UInt8(bitPattern: $0) }, scales: scales)
         let imageSize = c * size * size
         var x = Tensor(shape: [n, c, size, size], scalars: (0..<(n * imageSize)).map { _ in
-            Float(Int(random.next() % 300) - 150) + (random.next() % 2 == 0 ? 0.5 : 0)
+            Float(Int(random.nextUInt64() % 300) - 150) + (random.nextUInt64() % 2 == 0 ? 0.5 : 0)
         })
         if dynamic {
             // Per-sample amax 127 (scale 1) and 254 (scale 2).
@@ -199,18 +199,5 @@ final class CPUInt8ExactnessTests: XCTestCase {
         guard a.count == b.count else { return "\(a.count) vs \(b.count) values" }
         guard let i = a.indices.first(where: { a[$0].bitPattern != b[$0].bitPattern }) else { return nil }
         return "element \(i): \(a[i]) vs \(b[i])"
-    }
-}
-
-/// SplitMix64: a small deterministic generator for test data.
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -16,7 +16,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
                                   [--quantize FORMAT:LEVEL] [--explain]
            diffuse8-cuda-selftest --text DIR ... | --pipeline DIR[:STEPS] ... | --vae DIR ... | --mixed-precision DIR ...
-           diffuse8-cuda-selftest --calibrate DIR ...
+           diffuse8-cuda-selftest --calibrate DIR ... | --trajectory DIR[:STEPS[:SCHEDULER]] ...
            diffuse8-cuda-selftest --generate-bench DIR [--size HxW] [--steps N] [--repeats N] [--scheduler NAME] [--host-loop]
            (the whole-model modes take --bf16: BF16 storage instead of FP16)
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
@@ -38,6 +38,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
       --vae         CUDA vs CPU VAE decoder of each diffusers vae/ folder, plus GEMM attention checks
       --calibrate   calibration statistics (3 prompts x 8 steps) on the CPU and on the GPU: same layers, keys and
                     counts, amax and sampled rows within 1e-2 relative L2
+      --trajectory  the CPU's denoising steps replayed through the CUDA UNet (per-step rel. L2, UNet limit) and
+                    the GPU's host-stepped trajectory vs the CPU's at every step: where an image parts from the CPU's
       --mixed-precision  an FP16 and a BF16 pipeline of each folder in one process, used in turn: both images
                     ≥ 40 dB vs the CPU image, and the FP16 image unchanged after the BF16 pipeline ran
       --generate-bench  end-to-end text-to-image time on the GPU (default native size, 30 steps, 5 runs); JSON line
@@ -62,7 +64,7 @@ func operands(after flag: String) -> [String] {
 }
 
 let precision: CUDADataType = arguments.contains("--bf16") ? .bfloat16 : .float16
-if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "--calibrate"].contains(where: arguments.contains) {
+if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "--calibrate", "--trajectory"].contains(where: arguments.contains) {
     let kernels: CUDAKernels
     do { kernels = try CUDAKernels(storageType: precision) } catch {
         print("no CUDA GPU: \(error)")
@@ -100,6 +102,23 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
                    + (p.deviceLoopVersusHostLoop.map { ", on-device vs host loop latents rel. L2 \($0) (limit \(p.deviceLoopLimit))" } ?? ""),
                    passed: p.passed)
         } catch { report("image parity \(parts[0]): \(error)", passed: false) }
+    }
+    for spec in operands(after: "--trajectory") {
+        let parts = spec.split(separator: ":").map(String.init)
+        var request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
+        if parts.count > 2 {
+            guard let kind = SchedulerKind(argument: parts[2]) else { report("trajectory \(spec): unknown scheduler", passed: false); continue }
+            request.scheduler = kind
+        }
+        do {
+            let r = try CUDATrajectoryCheck.run(directory: parts[0], request: request, precision: precision)
+            for s in r.steps {
+                print("  step \(s.index) t=\(s.timestep): CUDA vs CPU UNet on the CPU input rel. L2 \(s.unetRelativeL2), GPU vs CPU trajectory input rel. L2 \(s.trajectoryRelativeL2)")
+            }
+            report("trajectory \(r.directory) \(request.steps) steps \(request.scheduler.rawValue): worst per-step UNet rel. L2 \(r.worstUNetStep) (limit \(r.limit)), "
+                   + "final latents GPU vs CPU rel. L2 \(r.finalGap); CPU with UNet noise of the GPU's per-step size vs CPU \(r.perturbedCPUFinalGap)",
+                   passed: r.passed)
+        } catch { report("trajectory \(parts[0]): \(error)", passed: false) }
     }
     for directory in operands(after: "--calibrate") {
         var options = CalibrationOptions(steps: 8)

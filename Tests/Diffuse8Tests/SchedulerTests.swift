@@ -145,7 +145,7 @@ final class SchedulerTests: XCTestCase {
         }
         XCTAssertGreaterThan(checkedSteps, 500)
         XCTAssertGreaterThan(linearRuns, 10)
-        print("SamplerStep coefficients: \(checkedSteps) steps of \(linearRuns) runs checked; \(hostOnlyRuns) runs host-only (clip_sample)")
+        print("SamplerStep coefficients: \(checkedSteps) steps of \(linearRuns) runs checked; \(hostOnlyRuns) runs without a coefficient form")
     }
 
     func testFactoryKindsAndNames() throws {

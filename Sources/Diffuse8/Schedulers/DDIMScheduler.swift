@@ -94,10 +94,10 @@ public struct DDIMScheduler: Scheduler {
 }
 
 extension DDIMScheduler {
-    /// x_next = √ᾱ_prev · x0 + dir · ε + deviation · n with ε = (x − √ᾱ · x0)/√(1 − ᾱ); nil with `clip_sample` (not linear).
+    /// x_next = √ᾱ_prev · x0 + dir · ε + deviation · n with ε = (x − √ᾱ · x0)/√(1 − ᾱ) (for every prediction type: ε is
+    /// derived before clipping); with `clip_sample` the √ᾱ_prev term takes the clamped x0 instead.
     public func samplerSteps() -> [SamplerStep]? {
-        guard clipRange == nil else { return nil }
-        return (0..<timesteps.count).map { i in
+        (0..<timesteps.count).map { i in
             let timestep = Int(timesteps[i]), previous = timestep - stepRatio
             let alphaProduct = alphasCumprod[timestep]
             let alphaProductPrevious = previous >= 0 ? alphasCumprod[previous] : finalAlphaCumprod
@@ -107,10 +107,15 @@ extension DDIMScheduler {
             let deviation = eta * variance.squareRoot()
             let direction = (1 - alphaProductPrevious - deviation * deviation).squareRoot()
             let x0 = SamplerStep.original(predictionType, alpha: sqrtAlpha, sigma: sqrtBeta)
-            return SamplerStep(inputDivisor: 1, originalFromSample: x0.fromSample, originalFromOutput: x0.fromOutput,
-                               sampleScale: direction / sqrtBeta,
-                               originalScale: alphaProductPrevious.squareRoot() - direction * sqrtAlpha / sqrtBeta,
-                               noiseScale: eta > 0 ? deviation : 0)
+            let signal = alphaProductPrevious.squareRoot(), fromOriginal = -direction * sqrtAlpha / sqrtBeta
+            var step = SamplerStep(inputDivisor: 1, originalFromSample: x0.fromSample, originalFromOutput: x0.fromOutput,
+                                   sampleScale: direction / sqrtBeta, originalScale: clipRange == nil ? signal + fromOriginal : fromOriginal,
+                                   noiseScale: eta > 0 ? deviation : 0)
+            if let clipRange {
+                step.clippedOriginalScale = signal
+                step.clipRange = clipRange
+            }
+            return step
         }
     }
 }

@@ -4,10 +4,12 @@
 ///
 ///     model input = x / inputDivisor
 ///     x0          = originalFromSample · x + originalFromOutput · ε
-///     x_next      = sampleScale · x + originalScale · x0 + previousOriginalScale · x0′ + noiseScale · n
+///     x_next      = sampleScale · x + originalScale · x0 + clippedOriginalScale · clamp(x0, ±clipRange)
+///                   + previousOriginalScale · x0′ + noiseScale · n
 ///
-/// Every scheduler here is linear in x, ε and x0′ once its per-step constants are known (DDIM only without
-/// `clip_sample`). The host loop (`Scheduler.step`) stays the reference; these coefficients agree with it up to FP32
+/// Every scheduler here is linear in x, ε and x0′ once its per-step constants are known, except for DDIM's
+/// `clip_sample`, an elementwise clamp of x0 that the clipped term carries (diffusers clips x0 but keeps the
+/// unclipped ε for the direction term, so both x0 and its clamp appear). The host loop (`Scheduler.step`) stays the reference; these coefficients agree with it up to FP32
 /// rounding (the order of operations differs).
 public struct SamplerStep: Sendable, Equatable {
     public var inputDivisor: Float
@@ -17,6 +19,9 @@ public struct SamplerStep: Sendable, Equatable {
     public var originalScale: Float
     public var previousOriginalScale: Float = 0
     public var noiseScale: Float = 0
+    /// Weight of x0 clamped to [−clipRange, clipRange] (DDIM with `clip_sample`); 0 when nothing is clipped.
+    public var clippedOriginalScale: Float = 0
+    public var clipRange: Float = .infinity
 
     /// x0 from the sample and the model output, for the three prediction types, given the step's α (signal scale)
     /// and σ (noise scale) with x = α·x0 + σ·ε.
@@ -33,6 +38,9 @@ public struct SamplerStep: Sendable, Equatable {
     public func apply(sample x: Tensor, output e: Tensor, previousOriginal: Tensor?, noise: Tensor?) -> (next: Tensor, original: Tensor) {
         let x0 = Elementwise.zip(x, e) { s, o in originalFromSample * s + originalFromOutput * o }
         var next = Elementwise.zip(x, x0) { s, o in sampleScale * s + originalScale * o }
+        if clippedOriginalScale != 0 {
+            next = Elementwise.zip(next, x0) { v, o in v + clippedOriginalScale * min(max(o, -clipRange), clipRange) }
+        }
         if let previousOriginal, previousOriginalScale != 0 {
             next = Elementwise.zip(next, previousOriginal) { v, p in v + previousOriginalScale * p }
         }

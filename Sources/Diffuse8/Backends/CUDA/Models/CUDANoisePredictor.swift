@@ -1,7 +1,7 @@
 /// `CUDAUNet` as the pipeline's `NoisePredictor`. Sampling loops whose scheduler states its steps as coefficients
-/// (Euler, Euler a, DDIM without clip_sample, DPM++ 2M) run entirely on the GPU (`CUDASamplingLoop`: one UNet graph
+/// (Euler, Euler a, DDIM, DPM++ 2M) run entirely on the GPU (`CUDASamplingLoop`: one UNet graph
 /// replay and one fused guidance + update kernel per step, queued without the host).
-/// Otherwise, per generation the conditioning is uploaded once, and each step uploads the latents
+/// Otherwise (image-to-image, calibration, evaluation that observes each step), per generation the conditioning is uploaded once, and each step uploads the latents
 /// (FP32 → the 16-bit storage type), replays the UNet as a CUDA graph captured for that shape (kept for later
 /// generations of the same shape) and downloads the prediction as FP32. Scheduler arithmetic and
 /// guidance stay on the host in FP32 (the same code as the CPU pipeline); per SDXL step that costs two

@@ -1,5 +1,5 @@
 /// A whole denoising loop on the GPU for any scheduler that can state its steps as coefficients (`SamplerStep`:
-/// Euler, Euler a, DDIM without `clip_sample`, DPM++ 2M (Karras)), queued without the host in the loop: per step
+/// Euler, Euler a, DDIM (with or without `clip_sample`), DPM++ 2M (Karras)), queued without the host in the loop: per step
 /// one D2D copy of the step's timestep features, one replay of the UNet's CUDA graph and one fused kernel that does
 /// classifier-free guidance (uncond + s·(cond − uncond)), the x0 prediction, the update of the FP32 latents (with
 /// the previous x0 and the step's pre-drawn noise where the scheduler uses them) and the next step's input scaling
@@ -13,7 +13,7 @@ struct CUDASamplingLoop {
 extern "C" __global__ void sampler_step(float* __restrict__ x, float* __restrict__ x0p, const float* __restrict__ noise,
         const half_t* __restrict__ y, half_t* __restrict__ next, i64 n, int batch, int mode, float guidance,
         float from_sample, float from_output, float sample_scale, float original_scale, float previous_scale,
-        float noise_scale, float next_divisor) {
+        float noise_scale, float clipped_scale, float clip_range, float next_divisor) {
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         float s = x[i];
         if (mode != 0) {
@@ -21,6 +21,7 @@ extern "C" __global__ void sampler_step(float* __restrict__ x, float* __restrict
             if (batch == 2) { const float u = h2f(y[i]); e = u + guidance * (e - u); }
             const float x0 = from_sample * s + from_output * e;
             float r = sample_scale * s + original_scale * x0;
+            if (clipped_scale != 0.f) r += clipped_scale * fminf(fmaxf(x0, -clip_range), clip_range);
             if (previous_scale != 0.f) r += previous_scale * x0p[i];
             if (noise) r += noise_scale * noise[i];
             x0p[i] = x0;
@@ -58,7 +59,7 @@ extern "C" __global__ void sampler_step(float* __restrict__ x, float* __restrict
                 .tensor(x), .tensor(previousOriginal), .pointer(noise?.address ?? 0), .tensor(graph.output), .tensor(graph.sample),
                 .int64(Int64(n)), .int(batch), .int32(mode), .float(plan.guidanceScale), .float(s.originalFromSample),
                 .float(s.originalFromOutput), .float(s.sampleScale), .float(s.originalScale), .float(s.previousOriginalScale),
-                .float(s.noiseScale), .float(nextDivisor)])
+                .float(s.noiseScale), .float(s.clippedOriginalScale), .float(s.clipRange), .float(nextDivisor)])
         }
         try launch(mode: 0, step: nil, noise: nil, nextDivisor: plan.steps[0].inputDivisor)
         var done: [CUDAEvent] = []

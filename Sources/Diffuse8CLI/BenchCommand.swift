@@ -49,7 +49,16 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "With --generate: image width and height in pixels; default: the model's native size.")
     var size: Int?
 
+    @Option(name: .long, help: "With --generate: sampler, one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var scheduler: String = SchedulerKind.euler.rawValue
+
+    @Flag(name: .long, help: "With --generate --device cuda: step the scheduler on the host (to time what the on-device loop saves).")
+    var hostLoop = false
+
     func validate() throws {
+        guard SchedulerKind(rawValue: scheduler) != nil else {
+            throw ValidationError("unknown scheduler '\(scheduler)'; choose one of \(SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         guard kernels || model != nil else { throw ValidationError("Give --model <folder> or --kernels.") }
         guard !explain || (device == .cuda && !generate) else { throw ValidationError("--explain needs --device cuda (and no --generate)") }
         guard (1...64).contains(batch), (1...10_000).contains(iterations), (0...1000).contains(warmup) else {
@@ -72,11 +81,12 @@ struct BenchCommand: ParsableCommand {
         }
         guard let model else { return }
         if generate {
-            let request = GenerationRequest(prompt: "a photo of an astronaut riding a horse", steps: steps, guidanceScale: batch > 1 ? 5 : 1,
+            var request = GenerationRequest(prompt: "a photo of an astronaut riding a horse", steps: steps, guidanceScale: batch > 1 ? 5 : 1,
                                             seed: 0, width: size, height: size)
+            request.scheduler = SchedulerKind(rawValue: scheduler) ?? .euler
             let timing = try CUDAPipelineCheck.generationBenchmark(directory: model, device: device, precision: precision.storageType,
                                                                    request: request, warmup: warmup,
-                                                                   repeats: iterations) { FileHandleStderr.write($0 + "\n") }
+                                                                   repeats: iterations, hostLoop: hostLoop) { FileHandleStderr.write($0 + "\n") }
             print(timing.json)
             return
         }

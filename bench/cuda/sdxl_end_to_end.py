@@ -1,6 +1,8 @@
 """End-to-end text-to-image time, SDXL architecture, 1024×1024, 30 Euler steps, CFG 5, FP16: diffusers
 (eager, then with `torch.compile` on the UNet) vs. Diffuse8 (`diffuse8 bench --device cuda --generate`), on the
-same random weights.
+same random weights. Optionally Diffuse8 with other samplers (--schedulers: every step on the GPU) and with its UNet
+quantized (--d8-quantized int8:3,fp8:4: ranges from a short GPU calibration, `diffuse8 calibrate --device cuda`,
+then `diffuse8 quantize`; random weights are fine for speed).
 
 It builds a complete SDXL-architecture pipeline with random weights (fixed seed) from the published configs
 (UNet: --configs/sdxl-unet-config.json; CLIP ViT-L and OpenCLIP bigG text encoders; the SDXL VAE; Euler with
@@ -110,15 +112,41 @@ def time_diffusers(args, folder, log):
     return results
 
 
-def time_diffuse8(args, folder, log):
+def time_diffuse8(args, folder, log, scheduler="euler"):
     command = [args.binary, "bench", "--model", folder, "--device", "cuda", "--generate", "--steps", str(args.steps),
-               "--size", str(args.size), "--warmup", "1", "--iterations", str(args.repeats)]
+               "--size", str(args.size), "--warmup", "1", "--iterations", str(args.repeats), "--scheduler", scheduler]
     log(" ".join(command))
     run = subprocess.run(command, capture_output=True, text=True)
     log(run.stderr[-3000:])
     if run.returncode != 0:
         raise RuntimeError(f"diffuse8 exited {run.returncode}: {run.stdout[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def quantize_diffuse8(args, folder, specs, log):
+    """A short GPU calibration (2 prompts, 4 steps, no sampled rows), then one quantized folder per FORMAT:LEVEL."""
+    stats, prompts = os.path.join(args.workdir, "sdxl-random.d8s"), os.path.join(args.workdir, "calibration.txt")
+    with open(prompts, "w") as f:
+        f.write(PROMPT + "\na red sports car parked on a city street at night\n")
+    t0 = time.time()
+    steps = [args.binary, "calibrate", "--model", folder, "--device", "cuda", "--calib-prompts", prompts, "--calib-steps", "4",
+             "--cfg", "5", "--reservoir-rows", "0", "-o", stats]
+    log(" ".join(steps))
+    subprocess.run(steps, check=True, capture_output=True, text=True)
+    log(f"GPU calibration: {time.time() - t0:.0f} s")
+    folders = {}
+    for spec in specs:
+        fmt, level = spec.split(":")
+        out = os.path.join(args.workdir, f"sdxl-random-{fmt}-L{level}")
+        if not os.path.exists(out):
+            t0 = time.time()
+            command = [args.binary, "quantize", "--model", folder, "--stats", stats, "--format", fmt, "--level", level,
+                       "--min-calib-prompts", "0", "-o", out]
+            log(" ".join(command))
+            subprocess.run(command, check=True, capture_output=True, text=True)
+            log(f"quantized {spec} in {time.time() - t0:.0f} s")
+        folders[spec] = out
+    return folders
 
 
 def markdown(result):
@@ -131,6 +159,11 @@ def markdown(result):
                 f"denoise {d['median_denoise_s']:.3f} s, decode {d['median_decode_s']:.3f} s; peak {d['peak_bytes'] / 2**30:.2f} GiB "
                 f"({d.get('warmup_peak_bytes', 0) / 2**30:.2f} GiB with the autotuning warm-up); "
                 f"load {d['load_s']:.0f} s |")
+    for key, other in result.items():
+        if key.startswith("diffuse8_"):
+            rows.append(f"| Diffuse8 {key[len('diffuse8_'):]} (CUDA) | {other['median_s']:.3f} | {other['min_s']:.3f} | "
+                        f"denoise {other['median_denoise_s']:.3f} s; peak {other['peak_bytes'] / 2**30:.2f} GiB; "
+                        f"{c['median_s'] / other['median_s']:.2f}× torch.compile |")
     rows.append("")
     rows.append(f"Diffuse8 vs torch.compile: **{c['median_s'] / d['median_s']:.2f}×** (ratio of medians, same run)")
     return result["header"] + "\n\n" + "\n".join(rows) + "\n"
@@ -147,6 +180,8 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-diffusers", action="store_true")
+    parser.add_argument("--schedulers", default="euler", help="Diffuse8 samplers to time, e.g. euler,euler-a,ddim,dpm++2m,dpm++2m-karras")
+    parser.add_argument("--d8-quantized", default="", help="also time Diffuse8 with its UNet quantized, e.g. int8:3,fp8:4 (Euler)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     folder = os.path.join(args.workdir, "sdxl-random")
@@ -163,16 +198,30 @@ def main():
     result = {"card": card, "torch": torch.__version__, "header": header}
     if not args.skip_diffusers:
         result.update(time_diffusers(args, folder, log))
+
+    def save():
+        with open(os.path.join(args.out, "sdxl_end_to_end.json"), "w") as f:
+            json.dump(result, f, indent=1)
+
+    save()
     result["diffuse8"] = time_diffuse8(args, folder, log)
-    with open(os.path.join(args.out, "sdxl_end_to_end.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    save()
+    for scheduler in filter(None, args.schedulers.split(",")):
+        if scheduler != "euler":
+            result[f"diffuse8_{scheduler}"] = time_diffuse8(args, folder, log, scheduler)
+            save()
+    specs = list(filter(None, args.d8_quantized.split(",")))
+    if specs:
+        for spec, quantized in quantize_diffuse8(args, folder, specs, log).items():
+            result[f"diffuse8_{spec}"] = time_diffuse8(args, quantized, log)
+            save()
     if not args.skip_diffusers:
         table = markdown(result)
         with open(os.path.join(args.out, "sdxl_end_to_end.md"), "w") as f:
             f.write(table)
         print(table)
     else:
-        print(json.dumps(result["diffuse8"]))
+        print(json.dumps({k: v for k, v in result.items() if k.startswith("diffuse8")}))
 
 
 if __name__ == "__main__":

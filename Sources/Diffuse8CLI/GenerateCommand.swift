@@ -37,7 +37,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
 
-    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family for configurations, tokenizers and scheduler.")
+    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family whose configurations, tokenizers and scheduler replace the family's reference ones (models/configs).")
     var config: String?
 
     @Option(name: .long, help: "A1111's clip skip: condition on the text encoder's N-th layer from the end (1 = last; SD1.x only).")

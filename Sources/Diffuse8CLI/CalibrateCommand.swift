@@ -58,7 +58,7 @@ struct CalibrateCommand: ParsableCommand {
         commandName: "calibrate",
         abstract: "Record per-layer, per-step activation statistics of a model's UNet (mergeable .d8s file).")
 
-    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
 
     @OptionGroup var calibration: CalibrationArguments

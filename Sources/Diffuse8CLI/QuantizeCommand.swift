@@ -1,5 +1,6 @@
 import ArgumentParser
 import Diffuse8
+import Foundation
 
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,7 +13,7 @@ struct QuantizeCommand: ParsableCommand {
         SmoothQuant.
         """)
 
-    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
 
     @Option(name: .long, help: "Calibration statistics from `diffuse8 calibrate` (else give --calib-prompts and --calib-steps).")
@@ -143,7 +144,20 @@ struct QuantizeCommand: ParsableCommand {
         if !quantized.skippedAttentionModules.isEmpty {
             FileHandleStderr.write("note: \(quantized.skippedAttentionModules.count) attention modules have head_dim % 16 != 0 and stay in full precision\n")
         }
-        try QuantizedModelFolder.write(source: directory, quantized: quantized, to: output)
+        var source = directory
+        if let checkpoint = pipeline.checkpoint {
+            // a quantized model is a diffusers folder: a single-file model is written as one first, removed afterwards
+            source = output + ".source-\(getpid())"
+            TemporaryPaths.register(source)
+            try checkpoint.writeDiffusersFolder(to: source, configurationFolder: pipeline.folder, vocabulary: try CLIPVocabulary.locate())
+        }
+        defer {
+            if source != directory {
+                try? FileManager.default.removeItem(atPath: source)
+                TemporaryPaths.release(source)
+            }
+        }
+        try QuantizedModelFolder.write(source: source, quantized: quantized, to: output)
         print(output)
     }
 }

@@ -20,12 +20,42 @@ final class SingleFileCheckpointTests: XCTestCase {
         try checkImage("tiny-sdxl", config: "tiny-sdxl", family: .stableDiffusionXL)
     }
 
+    /// Written out as a diffusers folder (what `quantize` does with a single file), the checkpoint still gives
+    /// diffusers' `from_single_file` image; weights keep their stored type (F8_E4M3 becomes F16, exactly).
+    func testCheckpointWrittenAsDiffusersFolderMatchesDiffusersFromSingleFile() throws {
+        for (name, config, unetType) in [("tiny-sd15", "tiny-sd15", SafetensorsDType.f16), ("tiny-sd15-fp8", "tiny-sd15", .f16),
+                                         ("tiny-sdxl", "tiny-sdxl", .bf16)] {
+            let folder = try FormatsTestFiles.make()
+            defer { FormatsTestFiles.remove(folder) }
+            let checkpoint = try SingleFileCheckpoint(path: Fixtures.path("single-file/\(name).safetensors"))
+            try checkpoint.writeDiffusersFolder(to: folder + "/model", configurationFolder: DiffusersFolder(path: Fixtures.path(config)), vocabulary: nil)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder), ["model"], "no temporary folder left")
+            let unet = try SafetensorsFile(path: folder + "/model/unet/diffusion_pytorch_model.safetensors")
+            XCTAssertEqual(Set(try unet.tensorNames.map { try unet.entry(named: $0).dtype }), [unetType], name)
+            try checkImage(name, directory: folder + "/model", config: nil)
+        }
+    }
+
+    func testWritingOverAnExistingFolderIsRefused() throws {
+        let folder = try FormatsTestFiles.make()
+        defer { FormatsTestFiles.remove(folder) }
+        let checkpoint = try SingleFileCheckpoint(path: Fixtures.path("single-file/tiny-sd15.safetensors"))
+        XCTAssertThrowsError(try checkpoint.writeDiffusersFolder(to: folder, configurationFolder: DiffusersFolder(path: Fixtures.path("tiny-sd15")),
+                                                                 vocabulary: nil)) { error in
+            XCTAssertTrue("\(error)".contains("already exists"), "\(error)")
+        }
+    }
+
     private func checkImage(_ name: String, config: String, family: ModelFamily) throws {
-        let reference = try Fixtures.reference("single_file")
-        let settings = reference.metadata
         let path = Fixtures.path("single-file/\(name).safetensors")
         XCTAssertEqual(try SingleFileCheckpoint(path: path).family, family)
-        let pipeline = try StableDiffusionPipeline(directory: path, configDirectory: Fixtures.path(config))
+        try checkImage(name, directory: path, config: Fixtures.path(config))
+    }
+
+    private func checkImage(_ name: String, directory: String, config: String?) throws {
+        let reference = try Fixtures.reference("single_file")
+        let settings = reference.metadata
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config)
         let request = GenerationRequest(
             prompt: settings["prompt"]!, negativePrompt: settings["negative_prompt"]!, steps: Int(settings["steps"]!)!,
             guidanceScale: Float(settings["guidance"]!)!, seed: UInt64(settings["seed"]!)!,

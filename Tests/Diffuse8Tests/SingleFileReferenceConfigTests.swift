@@ -92,6 +92,27 @@ final class SingleFileReferenceConfigTests: XCTestCase {
         }
     }
 
+    /// The shipped components fit together as the pipeline checks them (tokenizer ids within the embedding tables,
+    /// text widths = cross-attention width, SDXL's pooled projection + time ids = the addition embedding's input),
+    /// with the tokenizers built as the pipeline builds them: shipped vocabulary, each folder's settings.
+    func testShippedComponentsFitTogether() throws {
+        for family in [ModelFamily.stableDiffusion, .stableDiffusionXL] {
+            let folder = try DiffusersFolder(path: try ReferenceConfigurations.folder(for: family))
+            let names = family == .stableDiffusionXL ? [("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")] : [("tokenizer", "text_encoder")]
+            let text = try names.map { tokenizer, encoder in
+                PipelineCompatibility.TextSide(
+                    tokenizer: try CLIPVocabulary.locate().tokenizer(configDirectory: try folder.folder(of: tokenizer)),
+                    tokenizerFolder: try folder.folder(of: tokenizer),
+                    configuration: try CLIPTextConfiguration(directory: try folder.folder(of: encoder)), encoderFolder: try folder.folder(of: encoder))
+            }
+            XCTAssertEqual(text.map(\.tokenizer.padTokenID), family == .stableDiffusionXL ? [49407, 0] : [49407])
+            XCTAssertNoThrow(try PipelineCompatibility.check(
+                family: family, text: text, unet: try UNetConfiguration(contentsOf: try folder.folder(of: "unet") + "/config.json"),
+                unetFolder: try folder.folder(of: "unet"), vae: try VAEConfiguration(directory: try folder.folder(of: "vae")),
+                vaeFolder: try folder.folder(of: "vae")), "\(family)")
+        }
+    }
+
     // MARK: Family selection and shape checks on hand-built headers
 
     /// A few keys decide the family, and with it the reference folder.

@@ -137,7 +137,7 @@ final class SingleFileReferenceConfigTests: XCTestCase {
         let key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
         XCTAssertEqual(shapes[key], [320, 768])
         shapes[key] = [320, 1024]
-        try assertRejected(shapes, family: .stableDiffusion, mentions: ["'\(key)'", "[320, 1024]", "[320, 768]", "cross_attention_dim 768", "SD 2.x", "--config"])
+        try assertRejected(shapes, family: .stableDiffusion, mentions: ["'\(key)'", "[320, 1024]", "[320, 768]", "cross_attention_dim 768", "SD 2.x"])
     }
 
     func testInpaintingUNetIsRejectedByShape() throws {

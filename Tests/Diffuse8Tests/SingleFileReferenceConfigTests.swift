@@ -20,6 +20,7 @@ final class SingleFileReferenceConfigTests: XCTestCase {
             let rows: [Row]
         }
         let families: [String: Family]
+        let scheduler_defaults: [String: JSONValue]
         let strings: [String]
         let tokenizers: [String: Tokenized]
     }
@@ -52,6 +53,25 @@ final class SingleFileReferenceConfigTests: XCTestCase {
                            try UNetConfiguration(json: reference.unet_from_ldm, source: "diffusers"), name)
             XCTAssertEqual(try VAEConfiguration(directory: folder + "/vae"),
                            try VAEConfiguration(json: reference.vae_from_ldm, source: "diffusers"), name)
+        }
+    }
+
+    /// Both families train on the same schedule, the one diffusers' single-file loader starts from: every key the
+    /// shipped scheduler settings share with it has its value, and the schedule's own keys are all there.
+    func testShippedSchedulerSettingsHaveDiffusersTrainingSchedule() throws {
+        for family in [ModelFamily.stableDiffusion, .stableDiffusionXL] {
+            let path = try ReferenceConfigurations.folder(for: family) + "/scheduler/scheduler_config.json"
+            let shipped = try XCTUnwrap(try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: URL(fileURLWithPath: path))).object)
+            for key in ["beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "steps_offset"] {
+                XCTAssertNotNil(shipped[key], "\(path): \(key)")
+            }
+            var compared = 0
+            for (key, value) in Self.reference.scheduler_defaults {
+                guard let mine = shipped[key] else { continue }
+                XCTAssertEqual(mine, value, "\(path): \(key)")
+                compared += 1
+            }
+            XCTAssertGreaterThanOrEqual(compared, 7, path)
         }
     }
 

@@ -5,6 +5,8 @@
     (`create_unet_diffusers_config_from_ldm`, `create_vae_diffusers_config_from_ldm`) derive from the original
     model configurations, CompVis' `configs/stable-diffusion/v1-inference.yaml` and Stability AI's
     `configs/inference/sd_xl_base.yaml` (the `params` those files hold, transcribed below);
+  - `scheduler_defaults`: the scheduler settings diffusers' single-file loader starts from (`SCHEDULER_DEFAULT_CONFIG`,
+    the SD training schedule of both families);
   - `model_type`: the family diffusers' `infer_diffusers_model_type` reads from a checkpoint with the key names and
     shapes of the models built from the shipped configurations;
   - `shapes`: those key names and shapes (the checkpoint diffusers' converters would expect), and the number of
@@ -22,7 +24,7 @@ import tempfile
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import (create_unet_diffusers_config_from_ldm,
+from diffusers.loaders.single_file_utils import (SCHEDULER_DEFAULT_CONFIG, create_unet_diffusers_config_from_ldm,
                                                  create_vae_diffusers_config_from_ldm, infer_diffusers_model_type)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -121,7 +123,7 @@ def tokenizers():
 
 
 def main():
-    result = {"families": {name: family(name) for name in ORIGINAL},
+    result = {"families": {name: family(name) for name in ORIGINAL}, "scheduler_defaults": dict(SCHEDULER_DEFAULT_CONFIG),
               "strings": tokenizer_reference.STRINGS, "tokenizers": tokenizers()}
     for name, entry in result["families"].items():
         print(name, entry["model_type"], len(entry["shapes"]), "keys", entry["diffusers_tensor_counts"])

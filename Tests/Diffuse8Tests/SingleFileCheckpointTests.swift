@@ -112,6 +112,26 @@ final class SingleFileCheckpointTests: XCTestCase {
         }
     }
 
+    /// The SDXL refiner has only the OpenCLIP encoder, as `conditioner.embedders.0.model.*` (diffusers' `xl_refiner`
+    /// key); without the check it would pass for neither family's layout.
+    func testSDXLRefinerIsRejectedWithItsName() throws {
+        let path = try write(["model.diffusion_model.input_blocks.0.0.weight": [4],
+                              "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": [4]])
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: path)) { error in
+            XCTAssertTrue("\(error)".contains("SDXL refiner"), "\(error)")
+            XCTAssertTrue("\(error)".contains("not supported"), "\(error)")
+        }
+    }
+
+    /// Files with UNet keys but no text encoder of either family (a UNet-only extract) say what was expected.
+    func testCheckpointWithoutTextEncoderSaysWhatWasExpected() throws {
+        let path = try write(["model.diffusion_model.input_blocks.0.0.weight": [4], "first_stage_model.encoder.conv_in.weight": [4]])
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: path)) { error in
+            XCTAssertTrue("\(error)".contains("no text encoder of a known family"), "\(error)")
+            XCTAssertTrue("\(error)".contains("cond_stage_model.transformer.*"), "\(error)")
+        }
+    }
+
     // MARK: Helpers
 
     private func write(_ tensors: [String: [Int]]) throws -> String {

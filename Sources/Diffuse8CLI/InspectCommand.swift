@@ -17,7 +17,7 @@ struct InspectCommand: ParsableCommand {
             print(try checkpoint.summary().description)
             try checkpoint.checkShapes(against: DiffusersFolder(path: ReferenceConfigurations.folder(for: checkpoint.family)),
                                        described: "the \(reference) reference configurations",
-                                       advice: "a model of another architecture needs its diffusers folder (--model DIR, or --config DIR with generate)")
+                                       advice: "a model of another architecture needs its diffusers folder (--model DIR, or --config DIR with the file)")
             print("shapes: fit the \(reference) reference configurations")
             return
         }

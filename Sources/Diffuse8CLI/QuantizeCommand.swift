@@ -16,6 +16,9 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
 
+    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family whose configurations, tokenizers and scheduler replace the family's reference ones (models/configs).")
+    var config: String?
+
     @Option(name: .long, help: "Calibration statistics from `diffuse8 calibrate` (else give --calib-prompts and --calib-steps).")
     var stats: String?
 
@@ -119,7 +122,7 @@ struct QuantizeCommand: ParsableCommand {
         try OptionLimits.apply(threads: threads)
         let recipe = try self.recipe()
         let directory = try model ?? DefaultModel.locate()
-        let pipeline = try StableDiffusionPipeline(directory: directory)
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config)
         var statistics: CalibrationStatistics?
         if !dynamic {
             if let stats {
@@ -149,7 +152,9 @@ struct QuantizeCommand: ParsableCommand {
             // a quantized model is a diffusers folder: a single-file model is written as one first, removed afterwards
             source = output + ".source-\(getpid())"
             TemporaryPaths.register(source)
-            try checkpoint.writeDiffusersFolder(to: source, configurationFolder: pipeline.folder, vocabulary: try CLIPVocabulary.locate())
+            // with the reference configurations the tokenizers use the shipped vocabulary; a --config folder has its own
+            try checkpoint.writeDiffusersFolder(to: source, configurationFolder: pipeline.folder,
+                                                vocabulary: config == nil ? try CLIPVocabulary.locate() : nil)
         }
         defer {
             if source != directory {

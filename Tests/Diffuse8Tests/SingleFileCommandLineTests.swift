@@ -60,6 +60,21 @@ final class SingleFileCommandLineTests: ExecutableTestCase {
         XCTAssertTrue(r.stdout.contains("shapes: fit"), r.stdout)
     }
 
+    /// `--config` replaces the reference configurations in calibrate and quantize too; the quantized folder then
+    /// carries that folder's tokenizer files.
+    func testCalibrateAndQuantizeWithConfigFolder() throws {
+        let s = scratch.path, config = Fixtures.path("tiny-sd15")
+        var r = try run(["calibrate", "--model", checkpoint, "--config", config, "--calib-prompts", s + "/prompts.txt", "--calib-steps", "1",
+                         "-o", s + "/all.d8s"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = try run(["quantize", "--model", checkpoint, "--config", config, "--stats", s + "/all.d8s", "-o", s + "/q8"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: s + "/q8/tokenizer/vocab.json")),
+                       try Data(contentsOf: URL(fileURLWithPath: config + "/tokenizer/vocab.json")))
+        r = try run(["generate", "--model", s + "/q8", "a red circle", "--steps", "1", "-o", s + "/q8.png"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+
     /// With the shipped SD 1.5 configurations the tiny checkpoint does not fit: generate and inspect say which key.
     func testCheckpointOfAnotherArchitectureIsRefusedNamingTheKey() throws {
         for arguments in [["generate", "--model", checkpoint, "x", "-o", scratch.path + "/x.png"], ["inspect", checkpoint]] {

@@ -58,7 +58,7 @@ public final class StableDiffusionPipeline {
             try checkpoint.checkShapes(against: folder, described: configDirectory.map { "the configurations of the --config folder \($0)" }
                                            ?? "the \(ReferenceConfigurations.label(of: checkpoint.family)) reference configurations",
                                        advice: configDirectory == nil
-                                           ? "a model of another architecture needs its diffusers folder (--model DIR, or --config DIR with generate)"
+                                           ? "a model of another architecture needs its diffusers folder (--model DIR, or --config DIR with the file)"
                                            : "give the --config folder of this model's architecture")
         }
         self.folder = folder

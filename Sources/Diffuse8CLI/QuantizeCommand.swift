@@ -121,6 +121,9 @@ struct QuantizeCommand: ParsableCommand {
     func run() throws {
         try OptionLimits.apply(threads: threads)
         let recipe = try self.recipe()
+        guard !FileManager.default.fileExists(atPath: output) else {  // before hours of calibration, not after
+            throw ValidationError("\(output) already exists; remove it or choose another -o")
+        }
         let directory = try model ?? DefaultModel.locate()
         let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config)
         var statistics: CalibrationStatistics?

@@ -73,6 +73,11 @@ final class SingleFileCommandLineTests: ExecutableTestCase {
                        try Data(contentsOf: URL(fileURLWithPath: config + "/tokenizer/vocab.json")))
         r = try run(["generate", "--model", s + "/q8", "a red circle", "--steps", "1", "-o", s + "/q8.png"])
         XCTAssertEqual(r.status, 0, r.stderr)
+        // an existing output is refused before any work, and nothing is left beside it
+        r = try run(["quantize", "--model", checkpoint, "--config", config, "--stats", s + "/all.d8s", "-o", s + "/q8"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("already exists"), r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: s).filter { $0.hasPrefix("q8") }.sorted(), ["q8", "q8.png"])
     }
 
     /// With the shipped SD 1.5 configurations the tiny checkpoint does not fit: generate and inspect say which key.

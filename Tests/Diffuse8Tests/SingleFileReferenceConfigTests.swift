@@ -219,6 +219,17 @@ final class SingleFileReferenceConfigTests: XCTestCase {
         }
     }
 
+    func testMissingReferenceConfigurationsSayWhereTheyWereLookedFor() throws {
+        let root = try FormatsTestFiles.make()
+        temporaries.append(root)
+        setenv(ReferenceConfigurations.environmentVariable, root, 1)
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: Fixtures.path("single-file/tiny-sdxl.safetensors"))) { error in
+            XCTAssertTrue("\(error)".contains(root + "/stable-diffusion-xl-base-1.0/model_index.json"), "\(error)")
+            XCTAssertTrue("\(error)".contains(ReferenceConfigurations.environmentVariable), "\(error)")
+            XCTAssertTrue("\(error)".contains("--config"), "\(error)")
+        }
+    }
+
     func testMissingVocabularySaysWhereItLooked() throws {
         let root = try FormatsTestFiles.make()
         temporaries.append(root)

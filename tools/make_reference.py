@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ref
 
 # Order matters: the tiny pipelines are the inputs of the other references.
 PARTS = ["tiny_pipelines", "safetensors_cases", "png_cases", "tokenizer", "rng", "schedulers", "text_encoder", "vae", "unet",
-         "cpu_kernels", "quantization", "pipeline", "default_model", "single_file", "prompt_weighting", "img2img", "lora"]
+         "cpu_kernels", "quantization", "pipeline", "default_model", "single_file", "single_file_configs",
+         "prompt_weighting", "img2img", "lora"]
 
 
 def main(argv):

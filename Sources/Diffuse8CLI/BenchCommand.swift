@@ -90,6 +90,9 @@ struct BenchCommand: ParsableCommand {
             print(timing.json)
             return
         }
+        if SingleFileCheckpoint.isFile(model) {
+            throw ValidationError("\(model) is a single-file checkpoint; the UNet benchmark reads a diffusers or unet folder (bench --generate takes the file)")
+        }
         let unetFolder = fileExists(model + "/unet/config.json") ? model + "/unet" : model
         guard fileExists(unetFolder + "/config.json") else {
             throw ValidationError("\(model): no config.json here or in \(model)/unet — pass a diffusers folder or a unet folder.")

@@ -58,8 +58,11 @@ struct CalibrateCommand: ParsableCommand {
         commandName: "calibrate",
         abstract: "Record per-layer, per-step activation statistics of a model's UNet (mergeable .d8s file).")
 
-    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
+
+    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family whose configurations, tokenizers and scheduler replace the family's reference ones (models/configs).")
+    var config: String?
 
     @OptionGroup var calibration: CalibrationArguments
 
@@ -100,8 +103,8 @@ struct CalibrateCommand: ParsableCommand {
         (options.shardIndex, options.shardCount) = try Self.parseShard(shard)
         let prompts = try Calibrator.readPrompts(calibration.calibPrompts!)
         let directory = try model ?? DefaultModel.locate()
-        let pipeline = try StableDiffusionPipeline(directory: directory, device: device, precision: precision.storageType,
-                                                   forCalibration: true)
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config, device: device,
+                                                   precision: precision.storageType, forCalibration: true)
         let statistics = try calibration.calibrate(pipeline, prompts: prompts, options: options)
         try CalibrationStatisticsFile.write(statistics, to: output)
         print(output)

@@ -37,7 +37,7 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
 
-    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family for configurations, tokenizers and scheduler.")
+    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family whose configurations, tokenizers and scheduler replace the family's reference ones (models/configs).")
     var config: String?
 
     @Option(name: .long, help: "A1111's clip skip: condition on the text encoder's N-th layer from the end (1 = last; SD1.x only).")
@@ -123,7 +123,7 @@ struct GenerateCommand: ParsableCommand {
             var recorded = request
             recorded.prompt = prompt + lora.map { " <lora:\(Self.loraName($0)):\(Self.loraWeight($0))>" }.joined()  // A1111 keeps the tags
             let parameters = A1111Parameters(request: recorded, width: image.width, height: image.height,
-                                              model: directory.split(separator: "/").last.map(String.init) ?? directory)
+                                              model: Self.modelName(directory))
             try PNGEncoder.write(image, text: [("parameters", parameters.text)], to: path)
             print(path)
         }
@@ -159,6 +159,13 @@ struct GenerateCommand: ParsableCommand {
     static func loraWeight(_ argument: String) -> Float {
         guard let colon = argument.lastIndex(of: ":") else { return 1 }
         return Float(argument[argument.index(after: colon)...]) ?? 1
+    }
+
+    /// The model's name in the PNG parameters: the folder name, or a checkpoint's file name without `.safetensors`
+    /// (A1111's "Model:" value).
+    static func modelName(_ path: String) -> String {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return name.hasSuffix(".safetensors") && name != ".safetensors" ? String(name.dropLast(".safetensors".count)) : name
     }
 
     /// The LoRA's name as A1111 writes it in tags: the file name without `.safetensors`.

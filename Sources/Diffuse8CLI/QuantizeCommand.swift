@@ -1,5 +1,6 @@
 import ArgumentParser
 import Diffuse8
+import Foundation
 
 struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,8 +13,11 @@ struct QuantizeCommand: ParsableCommand {
         SmoothQuant.
         """)
 
-    @Option(name: .long, help: "A diffusers model folder; default: the embedded default model.")
+    @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
     var model: String?
+
+    @Option(name: .long, help: "With a single-file --model: a diffusers folder of the same family whose configurations, tokenizers and scheduler replace the family's reference ones (models/configs).")
+    var config: String?
 
     @Option(name: .long, help: "Calibration statistics from `diffuse8 calibrate` (else give --calib-prompts and --calib-steps).")
     var stats: String?
@@ -117,8 +121,11 @@ struct QuantizeCommand: ParsableCommand {
     func run() throws {
         try OptionLimits.apply(threads: threads)
         let recipe = try self.recipe()
+        guard !FileManager.default.fileExists(atPath: output) else {  // before hours of calibration, not after
+            throw ValidationError("\(output) already exists; remove it or choose another -o")
+        }
         let directory = try model ?? DefaultModel.locate()
-        let pipeline = try StableDiffusionPipeline(directory: directory)
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config)
         var statistics: CalibrationStatistics?
         if !dynamic {
             if let stats {
@@ -143,7 +150,22 @@ struct QuantizeCommand: ParsableCommand {
         if !quantized.skippedAttentionModules.isEmpty {
             FileHandleStderr.write("note: \(quantized.skippedAttentionModules.count) attention modules have head_dim % 16 != 0 and stay in full precision\n")
         }
-        try QuantizedModelFolder.write(source: directory, quantized: quantized, to: output)
+        var source = directory
+        if let checkpoint = pipeline.checkpoint {
+            // a quantized model is a diffusers folder: a single-file model is written as one first, removed afterwards
+            source = output + ".source-\(getpid())"
+            TemporaryPaths.register(source)
+            // with the reference configurations the tokenizers use the shipped vocabulary; a --config folder has its own
+            try checkpoint.writeDiffusersFolder(to: source, configurationFolder: pipeline.folder,
+                                                vocabulary: config == nil ? try CLIPVocabulary.locate() : nil)
+        }
+        defer {
+            if source != directory {
+                try? FileManager.default.removeItem(atPath: source)
+                TemporaryPaths.release(source)
+            }
+        }
+        try QuantizedModelFolder.write(source: source, quantized: quantized, to: output)
         print(output)
     }
 }

@@ -11,10 +11,10 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve an AUTOMATIC1111-compatible HTTP API (/sdapi/v1) and a web page (docs/SERVER.md).")
 
-    @Option(name: .long, help: "A diffusers model folder to load first; default: the embedded default model.")
+    @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint to load first; default: the embedded default model.")
     var model: String?
 
-    @Option(name: .long, help: "A folder of diffusers model folders that /sdapi/v1/options can switch among.")
+    @Option(name: .long, help: "A folder of diffusers model folders and single-file .safetensors checkpoints that /sdapi/v1/options can switch among.")
     var modelsDir: String?
 
     @Option(name: .long, help: "Where the networks run: cpu or cuda.")

@@ -1,7 +1,9 @@
+import Diffuse8
 import Foundation
 
 /// The models a server can switch among: the subfolders of `--models-dir` that are diffusers folders
-/// (`model_index.json`; quantized folders too), or the one `--model` folder.
+/// (`model_index.json`; quantized folders too) and its single-file SD1.x/SDXL `.safetensors` checkpoints (named by
+/// file name, as A1111 names them), or the one `--model` folder or file.
 public struct ModelCatalog: Sendable {
     public struct Entry: Sendable, Equatable {
         /// Folder name; the A1111 `title` and `model_name`.
@@ -13,7 +15,9 @@ public struct ModelCatalog: Sendable {
 
     public init(entries: [Entry]) { self.entries = entries }
 
-    /// The diffusers folders directly inside `directory`, sorted by name. Throws when there are none.
+    /// The diffusers folders and single-file checkpoints directly inside `directory`, sorted by name (a
+    /// `.safetensors` file that is not a checkpoint of a known family, such as a LoRA, is left out). Throws when
+    /// there are none.
     public static func scan(directory: String) throws -> ModelCatalog {
         let fm = FileManager.default
         let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
@@ -21,10 +25,11 @@ public struct ModelCatalog: Sendable {
             throw ServerError("--models-dir \(directory): cannot list the folder")
         }
         let entries = names.sorted()
-            .filter { fm.fileExists(atPath: "\(base)/\($0)/model_index.json") }
+            .filter { fm.fileExists(atPath: "\(base)/\($0)/model_index.json")
+                || ($0.hasSuffix(".safetensors") && (try? SingleFileCheckpoint(path: "\(base)/\($0)")) != nil) }
             .map { Entry(name: $0, path: "\(base)/\($0)") }
         guard !entries.isEmpty else {
-            throw ServerError("--models-dir \(directory): no diffusers folder (a subfolder with model_index.json) inside")
+            throw ServerError("--models-dir \(directory): no diffusers folder (a subfolder with model_index.json) or single-file checkpoint (.safetensors) inside")
         }
         return ModelCatalog(entries: entries)
     }
@@ -44,11 +49,13 @@ public struct ModelCatalog: Sendable {
         return candidate
     }
 
-    /// The entry whose name matches `title` (case-insensitively; an A1111 title's " [hash]" suffix is ignored).
+    /// The entry whose name matches `title` (case-insensitively; an A1111 title's " [hash]" suffix is ignored, and a
+    /// checkpoint file's name matches with or without `.safetensors`, like A1111's `model_name`).
     public func entry(title: String) -> Entry? {
         var key = title.lowercased()
         if let bracket = key.range(of: " [") { key = String(key[..<bracket.lowerBound]) }
         return entries.first { $0.name.lowercased() == key }
+            ?? entries.first { $0.name.lowercased() == key + ".safetensors" }
     }
 }
 

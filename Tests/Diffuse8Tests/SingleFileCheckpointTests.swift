@@ -20,12 +20,42 @@ final class SingleFileCheckpointTests: XCTestCase {
         try checkImage("tiny-sdxl", config: "tiny-sdxl", family: .stableDiffusionXL)
     }
 
+    /// Written out as a diffusers folder (what `quantize` does with a single file), the checkpoint still gives
+    /// diffusers' `from_single_file` image; weights keep their stored type (F8_E4M3 becomes F16, exactly).
+    func testCheckpointWrittenAsDiffusersFolderMatchesDiffusersFromSingleFile() throws {
+        for (name, config, unetType) in [("tiny-sd15", "tiny-sd15", SafetensorsDType.f16), ("tiny-sd15-fp8", "tiny-sd15", .f16),
+                                         ("tiny-sdxl", "tiny-sdxl", .bf16)] {
+            let folder = try FormatsTestFiles.make()
+            defer { FormatsTestFiles.remove(folder) }
+            let checkpoint = try SingleFileCheckpoint(path: Fixtures.path("single-file/\(name).safetensors"))
+            try checkpoint.writeDiffusersFolder(to: folder + "/model", configurationFolder: DiffusersFolder(path: Fixtures.path(config)), vocabulary: nil)
+            XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder), ["model"], "no temporary folder left")
+            let unet = try SafetensorsFile(path: folder + "/model/unet/diffusion_pytorch_model.safetensors")
+            XCTAssertEqual(Set(try unet.tensorNames.map { try unet.entry(named: $0).dtype }), [unetType], name)
+            try checkImage(name, directory: folder + "/model", config: nil)
+        }
+    }
+
+    func testWritingOverAnExistingFolderIsRefused() throws {
+        let folder = try FormatsTestFiles.make()
+        defer { FormatsTestFiles.remove(folder) }
+        let checkpoint = try SingleFileCheckpoint(path: Fixtures.path("single-file/tiny-sd15.safetensors"))
+        XCTAssertThrowsError(try checkpoint.writeDiffusersFolder(to: folder, configurationFolder: DiffusersFolder(path: Fixtures.path("tiny-sd15")),
+                                                                 vocabulary: nil)) { error in
+            XCTAssertTrue("\(error)".contains("already exists"), "\(error)")
+        }
+    }
+
     private func checkImage(_ name: String, config: String, family: ModelFamily) throws {
-        let reference = try Fixtures.reference("single_file")
-        let settings = reference.metadata
         let path = Fixtures.path("single-file/\(name).safetensors")
         XCTAssertEqual(try SingleFileCheckpoint(path: path).family, family)
-        let pipeline = try StableDiffusionPipeline(directory: path, configDirectory: Fixtures.path(config))
+        try checkImage(name, directory: path, config: Fixtures.path(config))
+    }
+
+    private func checkImage(_ name: String, directory: String, config: String?) throws {
+        let reference = try Fixtures.reference("single_file")
+        let settings = reference.metadata
+        let pipeline = try StableDiffusionPipeline(directory: directory, configDirectory: config)
         let request = GenerationRequest(
             prompt: settings["prompt"]!, negativePrompt: settings["negative_prompt"]!, steps: Int(settings["steps"]!)!,
             guidanceScale: Float(settings["guidance"]!)!, seed: UInt64(settings["seed"]!)!,
@@ -35,13 +65,6 @@ final class SingleFileCheckpointTests: XCTestCase {
     }
 
     // MARK: Bad input
-
-    func testCheckpointWithoutConfigFolderSaysWhatToGive() throws {
-        XCTAssertThrowsError(try StableDiffusionPipeline(directory: Fixtures.path("single-file/tiny-sd15.safetensors"))) { error in
-            XCTAssertTrue("\(error)".contains("--config"), "\(error)")
-            XCTAssertTrue("\(error)".contains("SD1.x"), "\(error)")
-        }
-    }
 
     func testConfigFolderOfAnotherFamilyIsRejected() throws {
         XCTAssertThrowsError(try StableDiffusionPipeline(directory: Fixtures.path("single-file/tiny-sd15.safetensors"),
@@ -86,6 +109,26 @@ final class SingleFileCheckpointTests: XCTestCase {
         let path = try write(["model.diffusion_model.input_blocks.0.0.weight": [4], "cond_stage_model.model.token_embedding.weight": [4]])
         XCTAssertThrowsError(try SingleFileCheckpoint(path: path)) { error in
             XCTAssertTrue("\(error)".contains("SD 2.x"), "\(error)")
+        }
+    }
+
+    /// The SDXL refiner has only the OpenCLIP encoder, as `conditioner.embedders.0.model.*` (diffusers' `xl_refiner`
+    /// key); without the check it would pass for neither family's layout.
+    func testSDXLRefinerIsRejectedWithItsName() throws {
+        let path = try write(["model.diffusion_model.input_blocks.0.0.weight": [4],
+                              "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": [4]])
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: path)) { error in
+            XCTAssertTrue("\(error)".contains("SDXL refiner"), "\(error)")
+            XCTAssertTrue("\(error)".contains("not supported"), "\(error)")
+        }
+    }
+
+    /// Files with UNet keys but no text encoder of either family (a UNet-only extract) say what was expected.
+    func testCheckpointWithoutTextEncoderSaysWhatWasExpected() throws {
+        let path = try write(["model.diffusion_model.input_blocks.0.0.weight": [4], "first_stage_model.encoder.conv_in.weight": [4]])
+        XCTAssertThrowsError(try StableDiffusionPipeline(directory: path)) { error in
+            XCTAssertTrue("\(error)".contains("no text encoder of a known family"), "\(error)")
+            XCTAssertTrue("\(error)".contains("cond_stage_model.transformer.*"), "\(error)")
         }
     }
 

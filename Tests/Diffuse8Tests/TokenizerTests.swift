@@ -23,8 +23,8 @@ final class TokenizerTests: XCTestCase {
         return try! JSONDecoder().decode(Reference.self, from: data)
     }()
 
-    static let fullVocabulary = Fixtures.path("tokenizer/clip/vocab.json")
-    static let fullMerges = Fixtures.path("tokenizer/clip/merges.txt")
+    static let fullVocabulary = CLIPVocabulary.default.vocabularyFile
+    static let fullMerges = CLIPVocabulary.default.mergesFile
 
     private func tokenizer(for name: String) throws -> CLIPTokenizer {
         if name.hasPrefix("full/") {

@@ -1,6 +1,6 @@
 """Reference token ids of transformers' CLIPTokenizer for CLIPTokenizer's tests.
 
-Writes the full CLIP vocabulary fixture (Tests/Fixtures/tokenizer/clip/{vocab.json,merges.txt}, made by
+Writes the full CLIP vocabulary the product ships (models/tokenizers/clip/{vocab.json,merges.txt}, made by
 clip_vocab.write_tokenizer_files from OpenAI's BPE table), the tokenizer configs it is tested with
 (Tests/Fixtures/tokenizer/configs/<name>/), and Tests/Fixtures/reference/tokenizer.json: for each tokenizer and
 each test string, the ids diffusers feeds the text encoder (`tokenizer(s, padding="max_length",
@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import clip_vocab  # noqa: E402
 FIXTURES = os.path.join(HERE, "..", "..", "Tests", "Fixtures")
-FULL = os.path.join(FIXTURES, "tokenizer", "clip")
+FULL = os.path.join(HERE, "..", "..", "models", "tokenizers", "clip")
 CONFIGS = os.path.join(FIXTURES, "tokenizer", "configs")
 
 LONG = ("a highly detailed photograph of an astronaut riding a horse on the surface of mars, dramatic lighting, "

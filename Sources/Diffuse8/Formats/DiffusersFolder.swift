@@ -76,7 +76,7 @@ public final class DiffusersFolder: @unchecked Sendable {
             throw DiffusersFolderError(path: path, "\(path) does not exist; give the path of a diffusers model folder (the one holding model_index.json)")
         }
         guard isDirectory else {
-            throw DiffusersFolderError(path: path, "\(path) is a file, not a diffusers folder; a single-file checkpoint is loaded with the pipeline (generate --model FILE --config DIR)")
+            throw DiffusersFolderError(path: path, "\(path) is a file, not a diffusers folder; a single-file checkpoint is loaded with the pipeline (generate --model FILE)")
         }
         let indexPath = path + "/model_index.json"
         let index = try Self.readJSON(indexPath, missing: "\(path) has no model_index.json, so it is not a diffusers pipeline folder; point at the folder that holds model_index.json")

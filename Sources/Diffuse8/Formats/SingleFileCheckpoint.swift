@@ -11,14 +11,19 @@ import Foundation
 /// under diffusers names (`LDMKeyMapping`), converted from their stored type (F32, F16, BF16, F8_E4M3 as ComfyUI's
 /// fp8 checkpoints store them) when a model reads them.
 ///
-/// The file has no configurations, tokenizers or scheduler settings: like diffusers' `from_single_file(config=…)`,
-/// they come from a diffusers folder of the same family. EMA copies (`model_ema.*`) and the DDPM schedule buffers
+/// The file has no configurations, tokenizers or scheduler settings: like diffusers' `from_single_file`, the pipeline
+/// takes them from the family's reference model (`ReferenceConfigurations`), or from a diffusers folder of the same
+/// family when one is given (`from_single_file(config=…)`), after checking the file's shapes against them
+/// (`checkShapes(against:described:advice:)`). EMA copies (`model_ema.*`) and the DDPM schedule buffers
 /// are skipped (the non-EMA weights are used, as diffusers does by default). Not supported: SD 2.x (OpenCLIP ViT-H)
 /// and the SDXL refiner; their files get an error saying so.
 public final class SingleFileCheckpoint: @unchecked Sendable {
     public let path: String
     public let family: ModelFamily
     let file: SafetensorsFile
+
+    /// The family as single files have it, for messages: "SD1.x" or "SDXL" (SD 2.x single files are refused).
+    public var familyName: String { family == .stableDiffusionXL ? "SDXL" : "SD1.x" }
 
     static let unetPrefix = "model.diffusion_model."
     static let vaePrefix = "first_stage_model."

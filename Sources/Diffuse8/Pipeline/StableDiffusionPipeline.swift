@@ -37,8 +37,10 @@ public final class StableDiffusionPipeline {
     /// observe every layer and fingerprint the model.
     ///
     /// `directory` may also be a single-file checkpoint (`SingleFileCheckpoint`: SD1.x/SDXL `.safetensors` in the original
-    /// key layout); its configurations, tokenizers and scheduler settings then come from the diffusers folder
-    /// `configDirectory` of the same family (diffusers' `from_single_file(config=…)`).
+    /// key layout); its configurations, tokenizers and scheduler settings then come from the reference configurations of
+    /// its family (`ReferenceConfigurations`, with the shipped `CLIPVocabulary`), as diffusers' `from_single_file` takes
+    /// them from the family's reference model, or from the diffusers folder `configDirectory` of the same family when
+    /// given (`from_single_file(config=…)`). Either way the file's tensor shapes are checked against them first.
     ///
     /// `loras`: LoRA files and their weights, merged into the full-precision UNet and text encoders before the networks
     /// go to the device (`LoRAMerge`); what did not match is in `loraWarnings`.
@@ -50,6 +52,15 @@ public final class StableDiffusionPipeline {
                 loras: [(file: LoRAFile, weight: Float)] = [], quantizedExecution: QuantizedExecution? = nil) throws {
         let checkpoint = SingleFileCheckpoint.isFile(directory) ? try SingleFileCheckpoint(path: directory) : nil
         let folder = try DiffusersFolder(path: try checkpoint.map { try Self.configFolder(configDirectory, for: $0) } ?? directory)
+        // the reference configurations' tokenizer folders hold settings only: the vocabulary is the shipped one
+        let sharedVocabulary = checkpoint != nil && configDirectory == nil ? try CLIPVocabulary.locate() : nil
+        if let checkpoint {
+            try checkpoint.checkShapes(against: folder, described: configDirectory.map { "the configurations of the --config folder \($0)" }
+                                           ?? "the \(ReferenceConfigurations.label(of: checkpoint.family)) reference configurations",
+                                       advice: configDirectory == nil
+                                           ? "a model of another architecture needs its diffusers folder (--model DIR, or --config DIR with the file)"
+                                           : "give the --config folder of this model's architecture")
+        }
         self.folder = folder
         self.checkpoint = checkpoint
         self.device = device
@@ -87,10 +98,12 @@ public final class StableDiffusionPipeline {
             let model = textModels[name == "text_encoder" ? 0 : 1]
             return try backend.map { try CUDACLIPTextModel(model, backend: $0) } ?? model
         }
-        var encoders = [TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer")),
-                                                 model: try textEncoder("text_encoder"))]
+        func tokenizer(_ name: String) throws -> CLIPTokenizer {
+            try sharedVocabulary?.tokenizer(configDirectory: folder.folder(of: name)) ?? CLIPTokenizer(directory: folder.folder(of: name))
+        }
+        var encoders = [TextConditioning.Encoder(tokenizer: try tokenizer("tokenizer"), model: try textEncoder("text_encoder"))]
         if folder.family == .stableDiffusionXL {
-            encoders.append(TextConditioning.Encoder(tokenizer: try CLIPTokenizer(directory: folder.folder(of: "tokenizer_2")),
+            encoders.append(TextConditioning.Encoder(tokenizer: try tokenizer("tokenizer_2"),
                                                      model: try textEncoder("text_encoder_2")))
         }
         try PipelineCompatibility.check(folder, encoders: encoders, unet: unet.configuration, vae: vae.configuration)
@@ -100,12 +113,10 @@ public final class StableDiffusionPipeline {
             && (folder.index["force_zeros_for_empty_prompt"]?.bool ?? true)
     }
 
-    /// The diffusers folder holding the configurations of a single-file checkpoint, checked against its family.
+    /// The diffusers folder holding the configurations of a single-file checkpoint, checked against its family: the
+    /// `--config` folder when given, else the family's reference configurations.
     static func configFolder(_ configDirectory: String?, for checkpoint: SingleFileCheckpoint) throws -> String {
-        guard let configDirectory else {
-            throw PipelineError("\(checkpoint.path) is a single-file \(checkpoint.family) checkpoint, which holds no configurations or tokenizer; "
-                                + "give a diffusers folder of the same family with --config (e.g. the \(checkpoint.family == .stableDiffusionXL ? "stable-diffusion-xl-base-1.0" : "stable-diffusion-v1-5") folder)")
-        }
+        guard let configDirectory else { return try ReferenceConfigurations.folder(for: checkpoint.family) }
         let folder = try DiffusersFolder(path: configDirectory)
         guard folder.family == checkpoint.family else {
             throw PipelineError("\(checkpoint.path) is a \(checkpoint.family) checkpoint but the --config folder \(configDirectory) is \(folder.family); give a \(checkpoint.family) folder")

@@ -91,4 +91,41 @@ final class QuantSharedInputTests: ExecutableTestCase {
         XCTAssertFalse(FusionPlan.canStack([layer("a", smoothing: [1, 2]), Linear(name: "dense", weight: w, bias: nil)]))
         XCTAssertTrue(FusionPlan.canStack([Linear(name: "a", weight: w, bias: nil), Linear(name: "b", weight: w, bias: nil)]))
     }
+    /// A statically quantized 1×1 `proj_in`/`proj_out` convolution becomes a quantized Linear on tokens (so a backend
+    /// can run it as an 8-bit GEMM) that computes what the quantized convolution computes: same codes, weight scales
+    /// and input scale. A dynamically quantized one stays a convolution (per-sample scales are not per-token ones).
+    func testQuantizedTokenProjectionComputesTheConvolution() throws {
+        var generator = TorchGenerator(seed: 3)
+        let (batch, channels, out, side) = (2, 6, 5, 3)
+        let weight = generator.randn([out, channels, 1, 1]), bias = generator.randn([out])
+        let x = generator.randn([batch, channels, side, side])
+        for (format, amax) in [(QuantizedFormat.int8, Float(1.7)), (.fp8, 2.5), (.int8, nil)] {
+            let q = QuantizedWeight(quantizing: weight, format: format, perChannel: format == .int8)
+            let conv = Conv2d(name: "proj_in", weight: q.dequantized(), bias: bias)
+            conv.executionHook = SimulatedQuantizationHook(QuantizedLayer(name: "proj_in", kind: .conv2d, weight: q, inputAmax: amax,
+                                                                          smoothing: nil, outputAmax: nil))
+            guard let amax else {
+                XCTAssertNil(FusionPlan.tokenProjection(conv), "dynamic: stays a convolution")
+                continue
+            }
+            let linear = try XCTUnwrap(FusionPlan.tokenProjection(conv))
+            let layer = try XCTUnwrap(linear.quantization)
+            XCTAssertEqual(layer.weight.shape, [out, channels])
+            XCTAssertEqual(layer.weight.codes, q.codes)
+            XCTAssertEqual(layer.inputAmax, amax)
+            let expected = conv(x)  // [B, O, H, W]
+            // tokens [B, H·W, C] → Linear → back to [B, O, H, W]
+            let hw = side * side
+            let tokens = Tensor(shape: [batch, hw, channels]) { t in
+                for b in 0..<batch { for c in 0..<channels { for p in 0..<hw { t[(b * hw + p) * channels + c] = x.scalars[(b * channels + c) * hw + p] } } }
+            }
+            let y = linear(tokens)
+            let actual = Tensor(shape: expected.shape) { t in
+                for b in 0..<batch { for o in 0..<out { for p in 0..<hw { t[(b * out + o) * hw + p] = y.scalars[(b * hw + p) * out + o] } } }
+            }
+            XCTAssertLessThanOrEqual(actual.relativeL2(to: expected), 1e-6, "\(format)")
+            // and the input really was quantized: the same layer without the hook differs
+            XCTAssertGreaterThan(conv.fullPrecision(x).relativeL2(to: expected), 1e-4, "\(format)")
+        }
+    }
 }

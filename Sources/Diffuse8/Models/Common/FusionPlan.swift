@@ -37,6 +37,20 @@ public final class FusionPlan {
     /// No fusions: every layer runs as it is (what calibration needs, to observe each one).
     public init() {}
 
+    /// A 1×1 convolution as a Linear on tokens. A statically quantized one keeps its codes, scales and input amax
+    /// (per-tensor activation scale, no smoothing: the same arithmetic on either layout), so it can run as an 8-bit
+    /// GEMM; a dynamically quantized one stays a convolution (its scales are per sample, a Linear's per token).
+    static func tokenProjection(_ conv: Conv2d) -> Linear? {
+        let shape = [conv.outChannels, conv.inChannels]
+        let linear = Linear(name: conv.name, weight: conv.weight.reshaped(shape), bias: conv.bias)
+        guard let q = conv.quantization else { return linear }
+        guard q.inputAmax != nil, q.smoothing == nil, q.outputAmax == nil else { return nil }
+        let weight = QuantizedWeight(format: q.format, shape: shape, codes: q.weight.codes, scales: q.weight.scales)
+        linear.executionHook = SimulatedQuantizationHook(QuantizedLayer(name: q.name, kind: .linear, weight: weight,
+                                                                        inputAmax: q.inputAmax, smoothing: nil, outputAmax: nil))
+        return linear
+    }
+
     public init(_ unet: UNet2DConditionModel) throws {
         var timeLayers: [Linear] = [], timeBias: [Float] = [], width = 0
         for r in unet.resnets {
@@ -55,9 +69,8 @@ public final class FusionPlan {
         var slots: [ObjectIdentifier: (width: Int, offset: Int)] = [:]
         var quantizedContext: [(module: ObjectIdentifier, stack: LinearStack)] = []
         for t in unet.transformers {
-            for case .convolution(let conv) in [t.projectIn, t.projectOut] where conv.quantization == nil {
-                tokenProjections[ObjectIdentifier(conv)] = Linear(
-                    name: conv.name, weight: conv.weight.reshaped([conv.outChannels, conv.inChannels]), bias: conv.bias)
+            for case .convolution(let conv) in [t.projectIn, t.projectOut] {
+                if let linear = Self.tokenProjection(conv) { tokenProjections[ObjectIdentifier(conv)] = linear }
             }
             for block in t.blocks {
                 let a = block.selfAttention

@@ -17,7 +17,7 @@ extension CUDASelfTest {
                 let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
                 let y = try withExtendedLifetime((q, k, v)) {
                     try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
-                                          batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8Probabilities: true)
+                                          batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8ProbabilityAmax: 1)
                 }
                 return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads))
             }))

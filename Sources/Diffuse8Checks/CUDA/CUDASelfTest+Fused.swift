@@ -69,7 +69,7 @@ extension CUDASelfTest {
             let (q, qh) = try pair([2, 96, 320], &r, 1), (k, kh) = try pair([2, 77, 320], &r, 1), (v, vh) = try pair([2, 77, 320], &r, 1)
             let y = try withExtendedLifetime((q, k, v)) {
                 try kernels.gemmAttention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
-                                          batch: 2, queries: 96, keys: 77, channels: 320, heads: 5, fp8Probabilities: true)
+                                          batch: 2, queries: 96, keys: 77, channels: 320, heads: 5, fp8ProbabilityAmax: 1)
             }
             return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: 5))
         }

@@ -16,17 +16,19 @@ package enum CUDAAttentionSource {
     /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
     package static let pipelinedHeadDims = [32, 40, 64, 80]
 
-    /// Level-4 FP8 attention: `attention_fp8p_d<D>` rounds each softmax probability to FP8 E4M3 with amax 1 before
-    /// P·V, as the CPU simulation (`FP8AttentionSimulation`) and NVIDIA's FP8 attention recipe define it. The
-    /// probabilities must be normalised before rounding, so it makes two passes over the keys: the first finds each
-    /// row's maximum and sum, the second forms the exact probabilities (≈1.5× the 16-bit kernel's work).
+    /// Level-4 FP8 attention: `attention_fp8p_d<D>` rounds each softmax probability to FP8 E4M3 with the layer's
+    /// probability amax a (scale a/448, saturating at a; a = 1 when not calibrated) before P·V, as the CPU simulation
+    /// (`FP8AttentionSimulation`) and NVIDIA's FP8 attention recipe define it. The probabilities must be normalised
+    /// before rounding, so it makes two passes over the keys: the first finds each row's maximum and sum, the second
+    /// forms the exact probabilities (≈1.5× the 16-bit kernel's work). Given `pmax`, it stops after the first pass and
+    /// raises `*pmax` to the largest probability of its rows, 1/Σ exp(s − max) (what calibration records).
     static var source: String {
         CUDAKernelSources.prelude + pack + body + pipelinedBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
             headDims.map { d in
                 """
                 extern "C" __global__ void __launch_bounds__(128) attention_\(prefix)d\(d)(const half_t* q, const half_t* k,
-                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
-                    attention_tile<\(d), \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode, float* pmax" : "")) {
+                    attention_tile<\(d), \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode, pmax" : ", 448.f, FP8_PROBABILITY_SCALE, nullptr"));
                 }
 
                 """
@@ -42,22 +44,23 @@ package enum CUDAAttentionSource {
         }.joined()
     }
 
-    /// Packs two probabilities for P·V. FP8P: as their FP8 codes with amax 1 (scale 1/448), i.e. 448·p rounded to
-    /// E4M3 — exact in FP16 — and the output is multiplied by 1/448 once at the end (`FP8_PROBABILITY_SCALE`).
+    /// Packs two probabilities for P·V. FP8P: as their FP8 codes with amax a (scale a/448), i.e. (448/a)·p rounded
+    /// to E4M3 (`p_encode` = 448/a) — exact in FP16 — and the output is multiplied by a/448 (`p_decode`) once at the
+    /// end; a = 1 gives 448 and `FP8_PROBABILITY_SCALE`.
     static let pack = #"""
 
 #define FP8_PROBABILITY_SCALE (1.f / 448.f)
 template <bool FP8P>
-__device__ __forceinline__ u32 pack_p(float a, float b) {
+__device__ __forceinline__ u32 pack_p(float a, float b, float p_encode) {
     if (!FP8P) return pack_half2(a, b);
 #if __CUDA_ARCH__ >= 890 && !defined(D8_BF16)
     unsigned short codes;
     u32 pair;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(codes) : "f"(b * 448.f), "f"(a * 448.f));
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(codes) : "f"(b * p_encode), "f"(a * p_encode));
     asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(pair) : "h"(codes));
     return pair;
 #else
-    return pack_half2(e4m3_round(a * 448.f), e4m3_round(b * 448.f));
+    return pack_half2(e4m3_round(a * p_encode), e4m3_round(b * p_encode));
 #endif
 }
 """#
@@ -256,7 +259,8 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
 // q: rows of q_stride halves, k, v: rows of kv_stride halves (head h at column h*D); o: [B, Lq, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
 template <int D, bool FP8P>
 __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, const half_t* __restrict__ k,
-        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
+        float p_encode, float p_decode, float* pmax) {
     constexpr int BM = 64, BN = 64;
     constexpr int DP = (D + 15) / 16 * 16;            // head dim padded for the k=16 steps of Q·Kᵀ
     constexpr int KS = DP + 8;                        // shared row strides (halves), chosen bank-conflict free
@@ -367,10 +371,10 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
             u32 a[4];
-            a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1], p_encode);
+            a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3], p_encode);
+            a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1], p_encode);
+            a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3], p_encode);
             const half_t* vrow = Vs + (kk * 16 + (lane & 15)) * VS;
 #pragma unroll
             for (int j = 0; j < D / 8; ++j) {
@@ -388,13 +392,24 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
         row_inv[r] = 1.f / row_sum[r];
     }
+    if (FP8P && pmax != nullptr) {
+        // Calibration: each row's largest probability is exp2(0)/Σ = 1/Σ; the block's maximum joins *pmax (positive
+        // floats order as their bit patterns).
+        float m = 0.f;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) if (q0 + g + 8 * r < Lq) m = fmaxf(m, row_inv[r]);
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+        if (lane == 0) atomicMax((int*)pmax, __float_as_int(m));
+        return;
+    }
     }
 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int row = q0 + g + 8 * r;
         if (row < Lq) {
-            const float inv = FP8P ? FP8_PROBABILITY_SCALE : row_inv[r];
+            const float inv = FP8P ? p_decode : row_inv[r];
             half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
 #pragma unroll
             for (int j = 0; j < D / 8; ++j)

@@ -286,13 +286,13 @@ public final class CUDABackend: ModelBackend {
                     // Level 4: Q, K and V arrive FP8-rounded from their projections; the kernel rounds the probabilities.
                     return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads, fp8Probabilities: fp8)
+                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8 ? 1 : nil)
                 }
                 // Head dims without a fused kernel: the GEMM path (its softmax rounds the normalised probabilities to
                 // FP8 at level 4, exactly as the simulation).
                 return try kernels.gemmAttention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads, fp8Probabilities: fp8)
+                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8 ? 1 : nil)
             }
         }
     }

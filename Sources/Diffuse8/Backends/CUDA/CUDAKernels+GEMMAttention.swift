@@ -17,9 +17,9 @@ extension CUDAKernels {
     static let gemmAttentionSource = CUDAKernelSources.prelude + #"""
 
 // In place, one block per row of s [rows, D] (rows `pitch` apart): s = softmax(s) * c, in FP32 (one pass for the
-// running max and sum, one to write). Rows of any length (16384 keys for a 1024² VAE decode). fp8: the normalized
-// probabilities are FP8-quantized with amax 1 first (level-4 FP8 attention, as the CPU simulation does).
-extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, i64 pitch, float c, int fp8) {
+// running max and sum, one to write). Rows of any length (16384 keys for a 1024² VAE decode). fp8_scale > 0: the
+// normalized probabilities are FP8-quantized with that scale first (level-4 FP8 attention, as the CPU simulation does).
+extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, i64 pitch, float c, float fp8_scale) {
     __shared__ float scratch[32];
     half_t* p = s + (i64)blockIdx.x * pitch;
     float m = -D8_INFINITY, sum = 0.f;
@@ -30,8 +30,8 @@ extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, i64 pitch, floa
     const float M = block_max(m, scratch);
     sum = m == -D8_INFINITY ? 0.f : sum * expf(m - M);
     const float total = block_sum(sum, scratch);
-    if (fp8) {
-        for (int i = threadIdx.x; i < D; i += blockDim.x) p[i] = f2h(fake_quantize(expf(h2f(p[i]) - M) / total, 1.f / 448.f, 1) * c);
+    if (fp8_scale > 0.f) {
+        for (int i = threadIdx.x; i < D; i += blockDim.x) p[i] = f2h(fake_quantize(expf(h2f(p[i]) - M) / total, fp8_scale, 1) * c);
         return;
     }
     const float scale = c / total;
@@ -91,10 +91,11 @@ extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_str
     /// `b` starts at `query + (b·queries + i)·queryStride` halves, key/value rows likewise with `keyValueStride`
     /// (a fused QKV [B, L, 3C] is read in place). Output: [batch, queries, channels]. `maximumScoreBytes` bounds the
     /// S buffer (smaller values force query chunking, for tests).
-    /// `fp8Probabilities`: level-4 FP8 attention — the softmax probabilities are FP8-quantized (amax 1) before P·V.
+    /// `fp8ProbabilityAmax`: level-4 FP8 attention — the softmax probabilities are FP8-quantized with this amax (1 when
+    /// not calibrated) before P·V.
     package func gemmAttention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
                        batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil,
-                       fp8Probabilities: Bool = false,
+                       fp8ProbabilityAmax: Float? = nil,
                        maximumScoreBytes: Int = CUDAKernels.gemmAttentionScoreBytes) throws -> CUDATensor {
         guard heads > 0, channels % heads == 0, batch > 0, lq > 0, lk > 0,
               queryStride >= channels, keyValueStride >= channels else {
@@ -147,7 +148,7 @@ extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_str
                                          ldd: scoresPitch, epilogue: .none, alpha: s),
                                    a: k.address, b: q.address + UInt64(start * q.stride * 2), d: scores.address)
                     try compiler.launch(softmax, grid: (rows, 1, 1), block: (lk >= 4096 ? 512 : 128, 1, 1), [
-                        .tensor(scores), .int(lk), .int64(Int64(scoresPitch)), .float(c), .int32(fp8Probabilities ? 1 : 0)])
+                        .tensor(scores), .int(lk), .int64(Int64(scoresPitch)), .float(c), .float(fp8ProbabilityAmax.map { QuantizedFormat.fp8.scale(forAmax: $0) } ?? 0)])
                     // Oᵀ[d, rows] = Vᵀ[d, Lk] · Pᵀ[Lk, rows], i.e. row-major O = (1/c)·(c·P)·V.
                     try matmul.run(.init(m: d, n: rows, k: lk, transA: false, transB: false, lda: v.stride, ldb: scoresPitch,
                                          ldd: o.stride, epilogue: .none, alpha: 1 / c),

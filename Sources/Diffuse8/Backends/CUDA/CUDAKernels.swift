@@ -434,9 +434,12 @@ public final class CUDAKernels: @unchecked Sendable {
     /// `query + ((b·queries + i)·queryStride)` halves, key/value rows likewise with `keyValueStride`, so fused
     /// QKV (`[B, L, 3C]`) or K/V projections of several layers at once (`[B, Lk, Σ 2C]`) are read in place.
     /// Addresses and strides must keep 16-byte alignment (multiples of 8 halves). Output: [batch, queries, channels].
+    /// `fp8ProbabilityAmax`: level-4 FP8 attention, the softmax probabilities rounded to FP8 with this amax (1 when
+    /// not calibrated; larger probabilities saturate at it).
     package func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
                    batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil,
-                   fp8Probabilities: Bool = false) throws -> CUDATensor {
+                   fp8ProbabilityAmax: Float? = nil) throws -> CUDATensor {
+        let fp8Probabilities = fp8ProbabilityAmax != nil
         let d = channels / heads
         guard channels % heads == 0, CUDAAttentionSource.headDims.contains(d) else {
             throw CUDAError.invalidArgument("attention: head dim \(channels)/\(heads) has no kernel (have \(CUDAAttentionSource.headDims))")
@@ -462,9 +465,12 @@ public final class CUDAKernels: @unchecked Sendable {
             let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_\(variant)d\(d)",
                                                  module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
-            try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1), [
+            var arguments: [CUDAKernelArgument] = [
                 .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
-                .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)])
+                .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)]
+            if let amax = fp8ProbabilityAmax { arguments += Self.probabilityCoding(amax) + [.pointer(0)] }
+            try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1),
+                                arguments)
         }
         var kernel = attentionKernel
         if kernel == .automatic {
@@ -488,6 +494,32 @@ public final class CUDAKernels: @unchecked Sendable {
         }
         try launch(kernel)
         return y
+    }
+
+    /// `p_encode` = 448/a and `p_decode` = a/448 of the FP8-probability kernel (for a = 1: 448 and 1/448).
+    static func probabilityCoding(_ amax: Float) -> [CUDAKernelArgument] {
+        let scale = QuantizedFormat.fp8.scale(forAmax: amax)
+        return [.float(1 / scale), .float(scale)]
+    }
+
+    /// The largest softmax probability of attention(Q, K) — max over images, heads and query rows of
+    /// softmax(s·Q·Kᵀ) — computed by the first pass of the FP8-probability kernel (calibration of level-4 ranges).
+    /// Rows as in `attention`; nil for head dims without a fused kernel.
+    package func attentionProbabilityMax(query: UInt64, queryStride: Int, key: UInt64, keyStride: Int, batch: Int, queries lq: Int,
+                                         keys lk: Int, channels: Int, heads: Int, scale: Float? = nil) throws -> Float? {
+        let d = channels / heads
+        guard channels % heads == 0, CUDAAttentionSource.headDims.contains(d) else { return nil }
+        guard [query, key].allSatisfy({ $0 % 16 == 0 }), queryStride % 8 == 0, keyStride % 8 == 0, lq > 0, lk > 0 else {
+            throw CUDAError.invalidArgument("attentionProbabilityMax: rows must be 16-byte aligned (strides \(queryStride), \(keyStride))")
+        }
+        let s = scale ?? 1 / Float(d).squareRoot()
+        let result = try context.empty([1], dtype: .float32)
+        try context.zero(result)
+        let function = try compiler.function("attention_fp8p_d\(d)", module: "diffuse8_attention", source: CUDAAttentionSource.source)
+        try compiler.launch(function, grid: ((lq + 63) / 64, batch * heads, 1), block: (128, 1, 1), [
+            .pointer(query), .pointer(key), .pointer(key), .pointer(0), .int(heads), .int(lq), .int(lk),
+            .float(s * 1.4426950408889634), .int(queryStride), .int(keyStride)] + Self.probabilityCoding(1) + [.tensor(result)])
+        return try context.download(result).scalars.first
     }
 
     /// The cuDNN attention object, created on first use (throws without cuDNN).

@@ -14,7 +14,8 @@ What it runs (see bench/quality/README.md):
   output), per-tensor max calibration, as the example's FP8 config.
 Calibration: each calibration prompt k is one full pipeline call (T steps, CFG, seed calib_seed + k, batch 1), like
 `diffuse8 calibrate`. Evaluation: prompt i, seed s -> `<config>/<i:03d>-s<s>.png`; FP images in `fp/`; the calibrated
-amax of every enabled input and weight quantizer in `<config>/amax.json` (to compare with a quantized folder's ranges).
+amax of every enabled input, weight and attention (Q/K/V, softmax) quantizer in `<config>/amax.json` (to compare
+with a quantized folder's ranges).
 Where ModelOpt cannot run a configuration on this machine, the exception text is recorded in run.json.
 """
 import argparse
@@ -110,10 +111,12 @@ def quantizer_summary(unet):
 
 
 def quantizer_amax(unet):
-    """Per quantized layer: the calibrated amax (max over channels) of its enabled input and weight quantizers."""
+    """Per quantized layer: the calibrated amax (max over channels) of its enabled input and weight quantizers,
+    and per attention module of its enabled Q/K/V (bmm input) and softmax-output quantizers."""
     out = {}
     for name, module in unet.named_modules():
-        for kind in ("input_quantizer", "weight_quantizer"):
+        for kind in ("input_quantizer", "weight_quantizer", "q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer",
+                     "softmax_quantizer"):
             q = getattr(module, kind, None)
             amax = getattr(q, "amax", None) if q is not None and getattr(q, "is_enabled", False) else None
             if amax is not None:

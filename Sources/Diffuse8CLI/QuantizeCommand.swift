@@ -8,9 +8,11 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Quantize a model's UNet to INT8 or FP8 (percentile quant + SmoothQuant) and write a quantized model folder.",
         discussion: """
         --preset picks the calibration recipe; --calibration, --collect-method, --alpha and --min-calib-prompts
-        override its parts. recommended (default): Percentile Quant with mean-max on Conv2d inputs, SmoothQuant
-        α 0.8 on Linear layers, and max ranges without smoothing when the statistics cover fewer than 32 prompts. nvidia: Percentile Quant with min-mean, α 0.8 (NVIDIA's diffusers example). naive: max ranges, no
-        SmoothQuant.
+        override its parts. recommended (default): for INT8, Percentile Quant with mean-max on Conv2d inputs,
+        SmoothQuant α 0.8 on Linear layers, and max ranges without smoothing when the statistics cover fewer than
+        32 prompts; for FP8, max ranges without SmoothQuant (as naive). nvidia: Percentile Quant with min-mean,
+        α 0.8 (NVIDIA's diffusers example). naive: max ranges, no SmoothQuant. At level 4 every preset rounds the
+        softmax probabilities to FP8 with their calibrated max (--probability-amax).
         """)
 
     @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
@@ -51,6 +53,9 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .long, help: "Below this many calibration prompts use max ranges without smoothing (0 = never; default: the preset's, 32 for recommended).")
     var minCalibPrompts: Int?
 
+    @Option(name: .long, help: "Level 4: amax of the softmax probabilities' FP8 rounding: calibrated (their max in the statistics) or 1.")
+    var probabilityAmax: String = "calibrated"
+
     @Option(name: .long, help: "Grid step of --alpha search.")
     var alphaStep: Float = 0.1
 
@@ -70,17 +75,18 @@ struct QuantizeCommand: ParsableCommand {
     var threads: Int?
 
     func recipe() throws -> QuantizationRecipe {
-        var r: QuantizationRecipe
-        switch preset {
-        case "recommended": r = .recommended
-        case "nvidia": r = .nvidia
-        case "naive": r = .naiveMax
-        default: throw ValidationError("unknown --preset '\(preset)'; choose recommended, nvidia or naive")
-        }
         guard let f = QuantizedFormat(rawValue: format.lowercased()) else {
             throw ValidationError("unknown --format '\(format)'; choose int8 or fp8")
         }
-        r.format = f
+        var r: QuantizationRecipe
+        do { r = try QuantizationRecipe.preset(named: preset, format: f) } catch let error as QuantizationError {
+            throw ValidationError(error.description)
+        }
+        switch probabilityAmax {
+        case "calibrated": r.calibratedProbabilityRange = true
+        case "1": r.calibratedProbabilityRange = false
+        default: throw ValidationError("unknown --probability-amax '\(probabilityAmax)'; choose calibrated or 1")
+        }
         r.level = try QuantizationLevel(parsing: level)
         if let calibration {
             guard let c = CalibrationMethod(rawValue: calibration) else {

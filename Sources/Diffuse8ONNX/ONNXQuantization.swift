@@ -69,9 +69,9 @@ final class ONNXQuantization {
                     scope: scope + "." + label, kind: "attention Q/K/V")
     }
 
-    /// Softmax probabilities rounded to FP8 with amax 1 (they lie in [0, 1]).
-    func fp8Probabilities(_ p: String, scope: String) -> String {
-        pair(p, scales: [QuantizedFormat.fp8.scale(forAmax: 1)], dims: [], format: .fp8, axis: nil,
+    /// Softmax probabilities rounded to FP8 with `amax` (1, as they lie in [0, 1], or the module's calibrated max).
+    func fp8Probabilities(_ p: String, amax: Float, scope: String) -> String {
+        pair(p, scales: [QuantizedFormat.fp8.scale(forAmax: amax)], dims: [], format: .fp8, axis: nil,
              scope: scope + ".softmax_quantizer", kind: "attention softmax")
     }
 }

@@ -130,6 +130,18 @@ final class ONNXRecordingBackend: ModelBackend {
     /// Q, Kᵀ, V and on the softmax output (amax 1), the pattern TensorRT fuses into its FP8 attention kernel.
     func attention(query: Columns<ONNXValue>, key: Columns<ONNXValue>, value v: Columns<ONNXValue>, heads: Int,
                    causal: Bool, fp8: Bool) throws -> ONNXValue {
+        try attention(query: query, key: key, value: v, heads: heads, causal: causal, probabilityAmax: fp8 ? 1 : nil)
+    }
+
+    /// FP8 attention whose softmax output Q/DQ uses the module's calibrated probability amax.
+    func fp8Attention(query: Columns<ONNXValue>, key: Columns<ONNXValue>, value: Columns<ONNXValue>, heads: Int,
+                      probabilityAmax: Float) throws -> ONNXValue {
+        try attention(query: query, key: key, value: value, heads: heads, causal: false, probabilityAmax: probabilityAmax)
+    }
+
+    /// `probabilityAmax`: nil = full-precision probabilities, else their FP8 Q/DQ amax.
+    private func attention(query: Columns<ONNXValue>, key: Columns<ONNXValue>, value v: Columns<ONNXValue>, heads: Int,
+                           causal: Bool, probabilityAmax: Float?) throws -> ONNXValue {
         guard !causal else { throw ONNXExportError("causal attention (text encoders) is not exported") }
         // The last layer recorded is this module's to_v (the recorder fuses nothing), so its parent is the module.
         let attentionScope = String(scope.split(separator: ".").dropLast(1).joined(separator: "."))  // …attn1
@@ -150,7 +162,7 @@ final class ONNXRecordingBackend: ModelBackend {
         let scores = graph.op("MatMul", [q, kT], scope: attentionScope)
         let scaled = graph.op("Mul", [scores, graph.floatConstant([1 / Float(d).squareRoot()], dims: [])], scope: attentionScope)
         var probabilities = graph.op("Softmax", [scaled], scope: attentionScope, attributes: [ONNXAttribute.int("axis", -1)])
-        if fp8 { probabilities = quantization.fp8Probabilities(probabilities, scope: attentionScope) }
+        if let probabilityAmax { probabilities = quantization.fp8Probabilities(probabilities, amax: probabilityAmax, scope: attentionScope) }
         let context = graph.op("MatMul", [probabilities, vh], scope: attentionScope)
         let merged = graph.op("Transpose", [context], scope: attentionScope, attributes: [ONNXAttribute.ints("perm", [0, 2, 1, 3])])
         let y = graph.op("Reshape", [merged, graph.int64Constant([0, 0, Int64(channels)])], scope: attentionScope)

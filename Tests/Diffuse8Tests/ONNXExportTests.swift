@@ -181,7 +181,8 @@ extension ONNXExportTests {
                 y.scalars.withUnsafeMutableBufferPointer { QuantizedFormat.fp8.fakeQuantize($0.baseAddress!, count: $0.count, scale: scale) }
                 return y
             }
-            let simulated = FP8AttentionSimulation.attention(query: try projected(a.query), key: try projected(a.key), value: try projected(a.value), heads: a.heads)
+            let simulated = FP8AttentionSimulation.attention(query: try projected(a.query), key: try projected(a.key), value: try projected(a.value),
+                                                             heads: a.heads, probabilityAmax: a.fp8ProbabilityAmax)
             worstAttention = max(worstAttention, try XCTUnwrap(ort["in:" + a.output.name]).relativeL2(to: simulated))
         }
         XCTAssertLessThanOrEqual(worstAttention, 1e-5)

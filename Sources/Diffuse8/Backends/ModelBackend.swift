@@ -47,6 +47,11 @@ public protocol ModelBackend: AnyObject {
     /// (Q, K, V arrive FP8-rounded from their projections; the softmax probabilities are FP8-rounded before P·V).
     func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                    causal: Bool, fp8: Bool) throws -> Value
+    /// Level-4 FP8 attention whose softmax probabilities are rounded to FP8 with scale `probabilityAmax` / 448
+    /// (saturating at `probabilityAmax`) instead of 1 / 448; see `FP8AttentionSimulation`. The default runs
+    /// `attention(…, fp8: true)`, i.e. amax 1, for backends that have no calibrated probability range yet.
+    func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
+                      probabilityAmax: Float) throws -> Value
 
     // MARK: Element-wise
 
@@ -93,10 +98,23 @@ public protocol ModelBackend: AnyObject {
     func columnAbsMax(_ x: Value) throws -> [Float]
     /// Rows `indices` of x seen as [rows, last dimension], in the order given.
     func rows(_ x: Value, _ indices: [Int]) throws -> [[Float]]
+    /// The largest softmax probability of attention with these Q and K (max over batches, heads and query rows of
+    /// softmax(Q·Kᵀ/√d)); the default downloads Q and K and computes it on the host.
+    func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float
 }
 
 extension ModelBackend {
     public func layerNorm(_ x: Value, _ norm: LayerNorm, readBy readers: [Linear]) throws -> Value { try layerNorm(x, norm) }
+    public func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
+                             probabilityAmax: Float) throws -> Value {
+        try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8: true)
+    }
+    public func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float {
+        func host(_ c: Columns<Value>) throws -> Tensor {
+            CPUBackend.contiguous(Columns(try download(c.tensor), offset: c.offset, width: c.width))
+        }
+        return FP8AttentionSimulation.maxProbability(query: try host(query), key: try host(key), heads: heads)
+    }
     public func geglu(_ x: Value, readBy reader: Linear) throws -> Value { try geglu(x) }
 
     /// Q, K and V of a self-attention `module` on tokens x: one product read as three column ranges when the plan

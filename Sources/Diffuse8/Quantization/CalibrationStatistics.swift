@@ -24,6 +24,9 @@ public struct LayerStatistics: Sendable, Equatable {
     public var channelAmax: [Float]?
     /// `to_q`/`to_k`/`to_v` only: per step, max |output| over batches (FP8 attention's Q/K/V amax).
     public var outputAmax: [Float]?
+    /// `to_q` only: per step, the max over batches of its attention module's softmax probabilities (FP8
+    /// attention's probability amax, in [0, 1]); nil in statistics recorded before it.
+    public var probabilityAmax: [Float]?
     /// Linear only: a uniform sample of input rows (bottom-k by a deterministic key; see `RowReservoir`).
     public var reservoir: RowReservoir?
 
@@ -57,6 +60,9 @@ public struct LayerStatistics: Sendable, Equatable {
         }
         if let o = other.channelAmax, let c = channelAmax { channelAmax = zip(c, o).map { max($0, $1) } }
         if let o = other.outputAmax, let c = outputAmax { outputAmax = zip(c, o).map { max($0, $1) } }
+        // A shard without the field (older version) cannot say what its prompts reached: the merge has none either.
+        probabilityAmax = zip(probabilityAmax ?? [], other.probabilityAmax ?? []).map { max($0, $1) }
+        if probabilityAmax?.isEmpty ?? true { probabilityAmax = nil }
         if let o = other.reservoir { reservoir?.merge(o) }
     }
 }

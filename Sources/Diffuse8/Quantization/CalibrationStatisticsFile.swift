@@ -9,7 +9,8 @@ import Foundation
 /// prompts hash, shards, settings) and `layers` (JSON list of {name, kind}); per layer `i` (execution
 /// order) the tensors `L<i>.amax_sum` (F64 [T]), `L<i>.amax_max`, `L<i>.amax_min` (F32 [T]),
 /// `L<i>.batch_count` (F64 [T]), and when recorded `L<i>.channel_amax` (F32 [C]), `L<i>.output_amax`
-/// (F32 [T]), `L<i>.reservoir_keys` (U64 [k]), `L<i>.reservoir_rows` (F32 [k, C]).
+/// (F32 [T]), `L<i>.probability_amax` (F32 [T], `to_q` layers: max softmax probability of the attention module,
+/// in [0, 1]; absent in files written before it), `L<i>.reservoir_keys` (U64 [k]), `L<i>.reservoir_rows` (F32 [k, C]).
 ///
 /// Written atomically (temporary file + rename): an interrupted calibration leaves no file behind.
 public enum CalibrationStatisticsFile {
@@ -34,6 +35,7 @@ public enum CalibrationStatisticsFile {
             try writer.add(p + "batch_count", dtype: .f64, shape: [steps], bytes: bytes(layer.batchCount))
             if let c = layer.channelAmax { try writer.add(p + "channel_amax", dtype: .f32, shape: [c.count], bytes: bytes(c)) }
             if let o = layer.outputAmax { try writer.add(p + "output_amax", dtype: .f32, shape: [o.count], bytes: bytes(o)) }
+            if let a = layer.probabilityAmax { try writer.add(p + "probability_amax", dtype: .f32, shape: [a.count], bytes: bytes(a)) }
             if let r = layer.reservoir {
                 try writer.add(p + "reservoir_keys", dtype: .u64, shape: [r.count], bytes: bytes(r.keys))
                 try writer.add(p + "reservoir_rows", dtype: .f32, shape: [r.count, r.width], bytes: bytes(r.rows))
@@ -80,6 +82,7 @@ public enum CalibrationStatisticsFile {
             layer.amaxSum = sum; layer.amaxMax = mx; layer.amaxMin = mn; layer.batchCount = count
             layer.channelAmax = channels
             layer.outputAmax = try values("output_amax", Float.self)
+            layer.probabilityAmax = try values("probability_amax", Float.self)
             let keys = try values("reservoir_keys", UInt64.self), rows = try values("reservoir_rows", Float.self)
             if keys != nil || rows != nil {
                 guard let keys, let rows, let width = channels?.count, width > 0, rows.count == keys.count * width,
@@ -146,6 +149,12 @@ public enum CalibrationStatisticsFile {
             guard o.count == steps else { throw fail("output_amax", "has \(o.count) values for \(steps) steps") }
             if let bad = o.first(where: { !($0.isFinite && $0 >= 0) }) {
                 throw fail("output_amax", "holds \(bad); amax values must be finite and ≥ 0")
+            }
+        }
+        if let a = layer.probabilityAmax {
+            guard a.count == steps else { throw fail("probability_amax", "has \(a.count) values for \(steps) steps") }
+            if let bad = a.first(where: { !($0 >= 0 && $0 <= 1) }) {
+                throw fail("probability_amax", "holds \(bad); softmax probabilities lie in [0, 1]")
             }
         }
     }

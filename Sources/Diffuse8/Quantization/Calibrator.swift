@@ -128,7 +128,7 @@ public struct UNetLayerInventory {
 }
 
 /// Observe mode: collects per-step input amax (and Linear per-channel amax, sampled rows, Q/K/V output amax) of the
-/// layers a `RecordingBackend` hands it.
+/// layers a `RecordingBackend` hands it, and per attention module the max of its softmax probabilities.
 package final class CalibrationRecorder {
     let inventory: UNetLayerInventory
     package var statistics: [LayerStatistics]
@@ -140,14 +140,19 @@ package final class CalibrationRecorder {
     private let layerKeys: [UInt64]
     /// Each observed layer's position in `statistics`.
     private let indices: [ObjectIdentifier: Int]
+    /// The `to_q` seen last and not yet followed by its attention: the module the next attention belongs to (the
+    /// model computes an attention's Q, K, V right before it, and the recording backend fuses nothing).
+    private var pendingQuery: Int?
 
     package init(unet: UNet2DConditionModel, steps: Int, reservoirCapacity: Int) {
         inventory = UNetLayerInventory(unet)
         statistics = inventory.convolutions.map {
             LayerStatistics(name: $0.name, kind: .conv2d, steps: steps, channels: nil, recordsOutput: false, reservoirCapacity: 0)
         } + inventory.linears.map {
-            LayerStatistics(name: $0.name, kind: .linear, steps: steps, channels: $0.inFeatures,
-                            recordsOutput: UNetLayerInventory.isAttentionProjection($0.name), reservoirCapacity: reservoirCapacity)
+            var s = LayerStatistics(name: $0.name, kind: .linear, steps: steps, channels: $0.inFeatures,
+                                    recordsOutput: UNetLayerInventory.isAttentionProjection($0.name), reservoirCapacity: reservoirCapacity)
+            if $0.name.hasSuffix(".to_q") { s.probabilityAmax = Array(repeating: 0, count: steps) }
+            return s
         }
         batchAmax = Array(repeating: Array(repeating: -1, count: steps), count: statistics.count)
         layerKeys = inventory.names.map { ModelFingerprint.fnv1a(Array($0.utf8)) }
@@ -193,6 +198,17 @@ package final class CalibrationRecorder {
             let amax = try b.absMax(output)
             if let previous = statistics[index].outputAmax?[step] { statistics[index].outputAmax?[step] = max(previous, amax) }
         }
+        if statistics[index].probabilityAmax != nil { pendingQuery = index }
+    }
+
+    /// Records the max softmax probability of the attention that follows a `to_q` (the UNet's; the text encoder's
+    /// causal attention has no `to_q` layer here and is skipped).
+    func observeAttention<B: ModelBackend>(query: Columns<B.Value>, key: Columns<B.Value>, heads: Int, on b: B) throws {
+        guard let index = pendingQuery else { return }
+        pendingQuery = nil
+        guard step < (statistics[index].probabilityAmax?.count ?? 0) else { return }
+        let p = try b.attentionProbabilityMax(query: query, key: key, heads: heads)
+        statistics[index].probabilityAmax![step] = max(statistics[index].probabilityAmax![step], p)
     }
 }
 

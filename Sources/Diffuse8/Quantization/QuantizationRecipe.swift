@@ -117,8 +117,35 @@ public struct QuantizationRecipe: Sendable {
     /// On the default model, 6 short calibration prompts made mean-max + α search 3 dB worse than max, 32 prompts
     /// 2 dB better (docs/QUALITY.md).
     public var minimumCalibrationPrompts = 0
+    /// Level 4: round each FP8 attention module's softmax probabilities with their calibrated max as amax
+    /// (statistics that recorded it) instead of 1.
+    public var calibratedProbabilityRange = true
 
     public init() {}
+
+    /// The presets of `diffuse8 quantize --preset`, resolved for a number format: `recommended` (see
+    /// `recommended(for:)`), `nvidia`, `naive`.
+    public static func preset(named name: String, format: QuantizedFormat) throws -> QuantizationRecipe {
+        var r: QuantizationRecipe
+        switch name {
+        case "recommended": r = recommended(for: format)
+        case "nvidia": r = nvidia
+        case "naive": r = naiveMax
+        default: throw QuantizationError("unknown --preset '\(name)'; choose recommended, nvidia or naive")
+        }
+        r.format = format
+        return r
+    }
+
+    /// The recommended recipe for a format. INT8: `recommended`. FP8: max ranges without SmoothQuant (ModelOpt's FP8
+    /// recipe) — E4M3 keeps its relative precision across the range, so clipping buys no resolution and smoothing
+    /// only moves error between activations and weights; on the default model the INT8 recipe cost FP8 0.8 dB at
+    /// level 3 (docs/QUALITY.md).
+    public static func recommended(for format: QuantizedFormat) -> QuantizationRecipe {
+        var r = format == .fp8 ? naiveMax : recommended
+        r.format = format
+        return r
+    }
 
     /// The recommended recipe (the default of `diffuse8 quantize`, docs/QUALITY.md): Percentile Quant with
     /// collect method mean-max (p = 1) on Conv2d inputs, SmoothQuant α 0.8 on Linear layers, and max ranges

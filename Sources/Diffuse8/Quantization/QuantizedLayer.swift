@@ -90,15 +90,21 @@ public final class SimulatedQuantizationHook: QuantizedExecutionHook, LinearExec
     }
 }
 
-/// FP8 attention (level 4), simulated: Q, K, V arrive FP8-fake-quantized from their projections; the
-/// softmax probabilities are FP8-fake-quantized with amax 1 (they lie in [0, 1]) before P·V, as in
-/// NVIDIA's FP8 SDPA recipe. Same math and loop as `CPUKernels.attention` otherwise.
+/// FP8 attention (level 4), simulated — the definition every backend's FP8 attention kernel follows:
+/// - Q, K, V arrive FP8-fake-quantized from their projections (`QuantizedLayer.outputAmax`, per tensor);
+/// - scores S = Q·Kᵀ / √d and P = softmax(S) in FP32 (row max subtracted, exp, divided by the row sum);
+/// - P is FP8-fake-quantized per tensor with scale a_P / 448: P̂ = decode(E4M3(min(P · 448 / a_P, 448))) · a_P / 448
+///   (round to nearest even, saturating: P > a_P becomes a_P; below 2^-6 · a_P / 448 the subnormal grid of
+///   2^-9 · a_P / 448); a_P = `probabilityAmax`: 1 (P lies in [0, 1]: NVIDIA's FP8 SDPA export), or the calibrated
+///   max of P (ModelOpt's max-calibrated `softmax_quantizer`);
+/// - O = P̂ · V in FP32, P̂ not renormalised.
+/// Same math and loop as `CPUKernels.attention` otherwise.
 public enum FP8AttentionSimulation {
-    public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int) -> Tensor {
+    public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int, probabilityAmax: Float = 1) -> Tensor {
         let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
         let d = channels / heads
         let s = 1 / Float(d).squareRoot()
-        let probabilityScale = QuantizedFormat.fp8.scale(forAmax: 1)
+        let probabilityScale = QuantizedFormat.fp8.scale(forAmax: probabilityAmax)
         return Tensor(shape: [batch, lq, channels]) { out in
             q.scalars.withUnsafeBufferPointer { qp in
                 k.scalars.withUnsafeBufferPointer { kp in
@@ -132,5 +138,41 @@ public enum FP8AttentionSimulation {
                 }
             }
         }
+    }
+}
+
+extension FP8AttentionSimulation {
+    /// max over batches, heads and query rows of softmax(Q·Kᵀ/√d), with the same score and softmax arithmetic as
+    /// `attention` (calibration's probability amax). Q [B, Lq, C], K [B, Lk, C].
+    public static func maxProbability(query q: Tensor, key k: Tensor, heads: Int) -> Float {
+        let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
+        let d = channels / heads
+        let s = 1 / Float(d).squareRoot()
+        let lock = PthreadMutex()
+        var result: Float = 0
+        q.scalars.withUnsafeBufferPointer { qp in
+            k.scalars.withUnsafeBufferPointer { kp in
+                parallelFor(batch * heads * lq, minChunk: 8) { range in
+                    var scores = [Float](repeating: 0, count: lk), local: Float = 0
+                    scores.withUnsafeMutableBufferPointer { sp in
+                        for item in range {
+                            let i = item % lq, bh = item / lq
+                            let h = bh % heads, b = bh / heads
+                            let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
+                            for j in 0..<lk {
+                                let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
+                                var acc: Float = 0
+                                for t in 0..<d { acc += qi[t] * kj[t] }
+                                sp[j] = acc * s
+                            }
+                            CPUKernels.softmaxRow(sp.baseAddress!, lk)
+                            for j in 0..<lk { local = max(local, sp[j]) }
+                        }
+                    }
+                    lock.lock(); result = max(result, local); lock.unlock()
+                }
+            }
+        }
+        return result
     }
 }

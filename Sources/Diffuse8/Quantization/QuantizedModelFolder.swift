@@ -44,11 +44,15 @@ public struct QuantizationManifest: Codable, Sendable {
 /// `unet/diffusion_pytorch_model.safetensors` holding quantized layers' weights as I8 / F8_E4M3 codes
 /// plus, per quantized layer `<n>`: `<n>.weight_scale` (F32 [O] or [1]), `<n>.input_amax` (F32 [1],
 /// absent in dynamic mode), `<n>.smooth_scale` (F32 [in], SmoothQuant divisors), `<n>.output_amax`
-/// (F32 [1], FP8 attention Q/K/V); every other tensor as in the source; and `unet/quantization.json`.
+/// (F32 [1], FP8 attention Q/K/V); per FP8 attention module `<m>` (the prefix of its `to_q`, e.g.
+/// `….transformer_blocks.0.attn1`) optionally `<m>.probability_amax` (F32 [1], in (0, 1]: the calibrated max of its
+/// softmax probabilities, which are rounded to FP8 with scale amax / 448; absent = amax 1, as folders written
+/// before it); every other tensor as in the source; and `unet/quantization.json`.
 public enum QuantizedModelFolder {
     public static let toolVersion = "diffuse8-quant 0.1"
     public static let manifestName = "quantization.json"
-    static let extraSuffixes = [".weight_scale", ".input_amax", ".smooth_scale", ".output_amax"]
+    static let extraSuffixes = [".weight_scale", ".input_amax", ".smooth_scale", ".output_amax", probabilityAmaxSuffix]
+    static let probabilityAmaxSuffix = ".probability_amax"
 
     /// Writes the folder atomically: built next to `output` under a temporary name, renamed at the end.
     /// Refuses to overwrite an existing `output`.
@@ -115,6 +119,10 @@ public enum QuantizedModelFolder {
                 let entry = try store.entry(named: name)  // copied as stored (F16 stays F16)
                 try writer.add(name, dtype: entry.dtype, shape: entry.shape, bytes: Array(try store.rawBytes(named: name)))
             }
+        }
+        for module in quantized.fp8AttentionModules {
+            guard let amax = quantized.fp8ProbabilityAmax[module] else { continue }
+            try writer.add(module + probabilityAmaxSuffix, Tensor(shape: [1], scalars: [amax]))
         }
         try writer.write(to: path)
     }
@@ -184,16 +192,44 @@ public enum QuantizedModelFolder {
             guard let layer = layers[linear.name] else { continue }
             if native { CPUInt8LayerHook.install(layer, on: linear) } else { linear.executionHook = SimulatedQuantizationHook(layer) }
         }
-        enableFP8Attention(manifest.fp8AttentionModules, in: unet)
+        enableFP8Attention(manifest.fp8AttentionModules,
+                           probabilityAmax: try probabilityAmax(manifest: manifest, manifestPath: manifestPath, file: file), in: unet)
         return (unet, manifest)
     }
 
-    /// Level 4: runs the attention modules named (by the prefix of their `to_q`) in FP8.
-    package static func enableFP8Attention(_ modules: [String], in unet: UNet2DConditionModel) {
+    /// Level 4: runs the attention modules named (by the prefix of their `to_q`) in FP8, rounding the softmax
+    /// probabilities with the module's amax in `probabilityAmax` (1 where it has none).
+    package static func enableFP8Attention(_ modules: [String], probabilityAmax: [String: Float] = [:], in unet: UNet2DConditionModel) {
         let fp8 = Set(modules)
-        for attention in Quantizer.attentionModules(unet) where fp8.contains(String(attention.query.name.dropLast(".to_q".count))) {
+        for attention in Quantizer.attentionModules(unet) {
+            let prefix = String(attention.query.name.dropLast(".to_q".count))
+            guard fp8.contains(prefix) else { continue }
             attention.usesFP8Attention = true
+            attention.fp8ProbabilityAmax = probabilityAmax[prefix] ?? 1
         }
+    }
+
+    /// The `<module>.probability_amax` tensors of a level-4 folder: one value in (0, 1] each, only for modules the
+    /// manifest runs in FP8.
+    static func probabilityAmax(manifest: QuantizationManifest, manifestPath: String, file: SafetensorsFile) throws -> [String: Float] {
+        let fp8 = Set(manifest.fp8AttentionModules)
+        var result: [String: Float] = [:]
+        for name in file.tensorNames where name.hasSuffix(probabilityAmaxSuffix) {
+            let module = String(name.dropLast(probabilityAmaxSuffix.count))
+            guard fp8.contains(module) else {
+                throw QuantizationError("\(file.path): tensor '\(name)' belongs to no FP8 attention module of \(manifestPath) (fp8_attention_modules); the folder is damaged, re-run diffuse8 quantize")
+            }
+            let entry = try file.entry(named: name)
+            guard entry.shape == [1] else {
+                throw QuantizationError("\(file.path): tensor '\(name)' has shape \(entry.shape), expected [1]")
+            }
+            let amax = try file.tensor(named: name).scalars[0]
+            guard amax.isFinite, amax > 0, amax <= 1 else {
+                throw QuantizationError("\(file.path): tensor '\(name)' holds \(amax); a softmax probability amax must lie in (0, 1]")
+            }
+            result[module] = amax
+        }
+        return result
     }
 }
 

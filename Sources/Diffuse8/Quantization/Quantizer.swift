@@ -18,6 +18,9 @@ public struct QuantizedUNet: Sendable {
     public var fp8AttentionModules: [String]
     /// Attention modules level 4 left in full precision because head_dim % 16 != 0.
     public var skippedAttentionModules: [String]
+    /// Level 4: the calibrated amax of each FP8 attention module's softmax probabilities (module prefix → amax);
+    /// a module without one rounds them with amax 1.
+    public var fp8ProbabilityAmax: [String: Float] = [:]
     public var statistics: CalibrationStatistics.Provenance?
 }
 
@@ -67,6 +70,9 @@ public enum Quantizer {
                 if (attention.query.outFeatures / attention.heads) % 16 == 0 {
                     result.fp8AttentionModules.append(prefix)
                     fp8Projections.formUnion([attention.query.name, attention.key.name, attention.value.name])
+                    if let amax = try probabilityAmax(statistics, query: attention.query.name, recipe: recipe) {
+                        result.fp8ProbabilityAmax[prefix] = amax
+                    }
                 } else {
                     result.skippedAttentionModules.append(prefix)
                 }
@@ -181,6 +187,14 @@ public enum Quantizer {
             return QuantizedLayer(name: member.name, kind: .linear, weight: weight, inputAmax: inputAmax, smoothing: smoothing,
                                   outputAmax: outputAmax[member.name])
         }
+    }
+
+    /// The probability amax of an FP8 attention module (max over steps of the calibrated max softmax probability),
+    /// or nil for amax 1: asked for by the recipe, statistics without the value (recorded before it), or a max of 0.
+    static func probabilityAmax(_ statistics: CalibrationStatistics?, query: String, recipe: QuantizationRecipe) throws -> Float? {
+        guard recipe.calibratedProbabilityRange, !recipe.dynamic, let p = try stats(statistics, query).probabilityAmax,
+              let amax = p.max(), amax > 0, amax < 1 else { return nil }
+        return amax
     }
 
     /// How many calibration prompts the statistics cover: batches seen × batch size, at most the prompt count.

@@ -1,6 +1,6 @@
 /// Calibration's observe mode around any backend: every operation runs on `base`; every Linear and Conv2d also
 /// hands its input (and, for `to_q`/`to_k`/`to_v`, its output) to the recorder, keyed by the layer's state-dict
-/// name. Fusions are off (`fusionPlan` is nil), so each layer is seen on its own; `base` must have prepared its
+/// name, and every attention its Q and K (for the max softmax probability). Fusions are off (`fusionPlan` is nil), so each layer is seen on its own; `base` must have prepared its
 /// weights unfused (`CUDABackend(fusesLayers: false)`; the CPU never fuses).
 package final class RecordingBackend<Base: ModelBackend>: ModelBackend {
     package typealias Value = Base.Value
@@ -35,7 +35,11 @@ package final class RecordingBackend<Base: ModelBackend>: ModelBackend {
     package func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool) throws -> Value { try base.groupNorm(x, norm, silu: silu) }
     package func layerNorm(_ x: Value, _ norm: LayerNorm) throws -> Value { try base.layerNorm(x, norm) }
     package func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int, causal: Bool, fp8: Bool) throws -> Value {
-        try base.attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8: fp8)
+        if !causal { try recorder.observeAttention(query: query, key: key, heads: heads, on: base) }
+        return try base.attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8: fp8)
+    }
+    package func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int, probabilityAmax: Float) throws -> Value {
+        try base.fp8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax)
     }
     package func silu(_ x: Value) throws -> Value { try base.silu(x) }
     package func gelu(_ x: Value) throws -> Value { try base.gelu(x) }

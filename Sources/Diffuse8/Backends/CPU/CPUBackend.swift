@@ -46,6 +46,12 @@ public final class CPUBackend: ModelBackend {
         return CPUKernels.attention(query: q, key: k, value: v, heads: heads, causal: causal)
     }
 
+    public func fp8Attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int,
+                             probabilityAmax: Float) -> Tensor {
+        FP8AttentionSimulation.attention(query: Self.contiguous(query), key: Self.contiguous(key), value: Self.contiguous(value),
+                                         heads: heads, probabilityAmax: probabilityAmax)
+    }
+
     /// The column range as its own [B, L, width] tensor (no copy when it is the whole tensor).
     static func contiguous(_ c: Columns<Tensor>) -> Tensor {
         let full = c.tensor.shape.last!

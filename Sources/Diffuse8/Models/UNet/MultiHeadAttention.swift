@@ -12,6 +12,8 @@ public final class MultiHeadAttention {
     public let heads: Int
     /// Level-4 FP8 attention (Q, K, V and the softmax probabilities in FP8), set by the quantized-model loader.
     public var usesFP8Attention = false
+    /// Level 4: the amax the softmax probabilities are rounded to FP8 with (calibrated; 1 for folders without one).
+    public var fp8ProbabilityAmax: Float = 1
 
     init(_ loader: ComponentWeightAudit, _ prefix: String, channels: Int, contextChannels: Int, heads: Int) throws {
         query = try loader.linear(prefix + ".to_q", in: channels, out: channels, bias: false)
@@ -38,7 +40,10 @@ public final class MultiHeadAttention {
                          Columns(try b.linear(s.context, key, residual: nil), width: channels),
                          Columns(try b.linear(s.context, value, residual: nil), width: channels))
         }
-        return try b.linear(b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention), output, residual: residual)
+        let context = usesFP8Attention && fp8ProbabilityAmax != 1
+            ? try b.fp8Attention(query: q, key: k, value: v, heads: heads, probabilityAmax: fp8ProbabilityAmax)
+            : try b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention)
+        return try b.linear(context, output, residual: residual)
     }
 
     var linearLayers: [Linear] { [query, key, value, output] }

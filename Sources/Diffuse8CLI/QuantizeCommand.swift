@@ -12,7 +12,7 @@ struct QuantizeCommand: ParsableCommand {
         SmoothQuant α 0.8 on Linear layers, and max ranges without smoothing when the statistics cover fewer than
         32 prompts; for FP8, max ranges without SmoothQuant (as naive). nvidia: Percentile Quant with min-mean,
         α 0.8 (NVIDIA's diffusers example). naive: max ranges, no SmoothQuant. At level 4 every preset rounds the
-        softmax probabilities to FP8 with their calibrated max (--probability-amax).
+        softmax probabilities to FP8 with amax 1 (--probability-amax calibrated: their calibrated max).
         """)
 
     @Option(name: .long, help: "A diffusers model folder or a single-file SD1.x/SDXL .safetensors checkpoint; default: the embedded default model.")
@@ -53,8 +53,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .long, help: "Below this many calibration prompts use max ranges without smoothing (0 = never; default: the preset's, 32 for recommended).")
     var minCalibPrompts: Int?
 
-    @Option(name: .long, help: "Level 4: amax of the softmax probabilities' FP8 rounding: calibrated (their max in the statistics) or 1.")
-    var probabilityAmax: String = "calibrated"
+    @Option(name: .long, help: "Level 4: amax of the softmax probabilities' FP8 rounding: 1 or calibrated (their max in statistics calibrated on the CPU).")
+    var probabilityAmax: String = "1"
 
     @Option(name: .long, help: "Grid step of --alpha search.")
     var alphaStep: Float = 0.1

@@ -111,6 +111,15 @@ final class QuantFP8AttentionRangeTests: XCTestCase {
         XCTAssertTrue(mixed.layers.allSatisfy { $0.probabilityAmax == nil })
         XCTAssertEqual(mixed.layers.map(\.amaxMax), merged.layers.map(\.amaxMax))
 
+        // A backend that does not compute the statistic (the protocol's default) leaves the statistics without it.
+        let recorder = CalibrationRecorder(unet: pipeline.unet!, steps: 1, reservoirCapacity: 0)
+        let recording = RecordingBackend(NoProbabilityBackend(), recorder: recorder)
+        let firstQuery = pipeline.unet!.linearLayers.first { $0.name.hasSuffix(".to_q") }!
+        _ = try recording.linear(try recording.upload(Tensor(shape: [1, 3, firstQuery.inFeatures], scalars: [Float](repeating: 0.5, count: 3 * firstQuery.inFeatures))), firstQuery, residual: nil)
+        let c = Columns(try recording.upload(Tensor(shape: [1, 3, 32], scalars: [Float](repeating: 0.1, count: 96))), width: 32)
+        _ = try recording.attention(query: c, key: c, value: c, heads: 1, causal: false, fp8: false)
+        XCTAssertNil(recorder.statistics.first { $0.name == firstQuery.name }?.probabilityAmax)
+
         // A value outside [0, 1] in a file is refused with the tensor's name.
         var bad = merged
         let index = bad.layers.firstIndex { $0.name == name }!
@@ -127,6 +136,7 @@ final class QuantFP8AttentionRangeTests: XCTestCase {
         let stats = try calibrate(pipeline, prompts: ["a red circle", "a yellow star"])
         var recipe = try QuantizationRecipe.preset(named: "recommended", format: .fp8)
         recipe.level = .fp8Attention
+        recipe.calibratedProbabilityRange = true
         let quantized = try Quantizer.quantize(pipeline.unet!, statistics: stats, recipe: recipe)
         XCTAssertFalse(quantized.fp8AttentionModules.isEmpty)
         for module in quantized.fp8AttentionModules {
@@ -144,7 +154,7 @@ final class QuantFP8AttentionRangeTests: XCTestCase {
             XCTAssertEqual(attention.fp8ProbabilityAmax, quantized.fp8ProbabilityAmax[prefix] ?? 1, prefix)
         }
 
-        // Asked for amax 1: no key written, and the loaded model rounds with 1, as folders written before the key.
+        // amax 1 (the default): no key written, and the loaded model rounds with 1, as folders written before the key.
         recipe.calibratedProbabilityRange = false
         let unit = try Quantizer.quantize(pipeline.unet!, statistics: stats, recipe: recipe)
         XCTAssertTrue(unit.fp8ProbabilityAmax.isEmpty)
@@ -169,7 +179,7 @@ final class QuantFP8AttentionRangeTests: XCTestCase {
         XCTAssertEqual(fp8.calibration, .max)
         XCTAssertEqual(fp8.smoothing, SmoothingChoice.none)
         XCTAssertNil(fp8.applicable(toCalibrationPrompts: 1).warning)  // nothing clips or smooths: no guard needed
-        XCTAssertTrue(fp8.calibratedProbabilityRange)
+        XCTAssertFalse(fp8.calibratedProbabilityRange)
         let int8 = try QuantizationRecipe.preset(named: "recommended", format: .int8)
         XCTAssertEqual(int8.format, .int8)
         XCTAssertEqual(int8.calibration, .percentile)
@@ -183,4 +193,43 @@ final class QuantFP8AttentionRangeTests: XCTestCase {
         XCTAssertEqual(try QuantizationRecipe.preset(named: "naive", format: .int8).calibration, .max)
         XCTAssertThrowsError(try QuantizationRecipe.preset(named: "fast", format: .fp8)) { XCTAssertTrue("\($0)".contains("recommended, nvidia or naive")) }
     }
+}
+
+/// The CPU backend without its probability statistic: what a backend that does not implement it records.
+private final class NoProbabilityBackend: ModelBackend {
+    typealias Value = Tensor
+    let cpu = CPUBackend.shared
+    func fusionPlan(for model: AnyObject) -> FusionPlan? { nil }
+    func shape(of x: Tensor) -> [Int] { x.shape }
+    func upload(_ x: Tensor) -> Tensor { x }
+    func download(_ x: Tensor) -> Tensor { x }
+    func reshape(_ x: Tensor, _ shape: [Int]) throws -> Tensor { try cpu.reshape(x, shape) }
+    func linear(_ x: Tensor, _ layer: Linear, residual: Tensor?) throws -> Tensor { try cpu.linear(x, layer, residual: residual) }
+    func stackedLinear(_ x: Tensor, _ stack: LinearStack) throws -> Tensor { try cpu.stackedLinear(x, stack) }
+    func conv2d(_ x: Tensor, _ layer: Conv2d) throws -> Tensor { try cpu.conv2d(x, layer) }
+    func groupNorm(_ x: Tensor, _ norm: GroupNorm, silu: Bool) throws -> Tensor { try cpu.groupNorm(x, norm, silu: silu) }
+    func layerNorm(_ x: Tensor, _ norm: LayerNorm) throws -> Tensor { try cpu.layerNorm(x, norm) }
+    func attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int, causal: Bool, fp8: Bool) throws -> Tensor {
+        try cpu.attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8: fp8)
+    }
+    func silu(_ x: Tensor) throws -> Tensor { try cpu.silu(x) }
+    func gelu(_ x: Tensor) throws -> Tensor { try cpu.gelu(x) }
+    func quickGELU(_ x: Tensor) throws -> Tensor { try cpu.quickGELU(x) }
+    func geglu(_ x: Tensor) throws -> Tensor { try cpu.geglu(x) }
+    func add(_ a: Tensor, _ b: Tensor) throws -> Tensor { try cpu.add(a, b) }
+    func affine(_ x: Tensor, scale: Float, shift: Float) throws -> Tensor { try cpu.affine(x, scale: scale, shift: shift) }
+    func addChannelVector(_ x: Tensor, _ rows: Tensor, offset: Int) throws -> Tensor { try cpu.addChannelVector(x, rows, offset: offset) }
+    func resnetOutput(_ h: Tensor, residual: Tensor, block: ResnetBlock2D) throws -> Tensor { try cpu.resnetOutput(h, residual: residual, block: block) }
+    func concatChannels(_ a: Tensor, _ b: Tensor) throws -> Tensor { try cpu.concatChannels(a, b) }
+    func concatColumns(_ a: Tensor, _ b: Tensor) throws -> Tensor { try cpu.concatColumns(a, b) }
+    func channelsToTokens(_ x: Tensor) throws -> Tensor { try cpu.channelsToTokens(x) }
+    func tokensToChannels(_ x: Tensor, height: Int, width: Int, residual: Tensor?) throws -> Tensor {
+        try cpu.tokensToChannels(x, height: height, width: width, residual: residual)
+    }
+    func upsampleNearest(_ x: Tensor, height: Int, width: Int) throws -> Tensor { try cpu.upsampleNearest(x, height: height, width: width) }
+    func padRightBottom(_ x: Tensor) throws -> Tensor { try cpu.padRightBottom(x) }
+    func gatherRows(_ x: Tensor, positions: [Int]) throws -> Tensor { try cpu.gatherRows(x, positions: positions) }
+    func absMax(_ x: Tensor) throws -> Float { try cpu.absMax(x) }
+    func columnAbsMax(_ x: Tensor) throws -> [Float] { try cpu.columnAbsMax(x) }
+    func rows(_ x: Tensor, _ indices: [Int]) throws -> [[Float]] { try cpu.rows(x, indices) }
 }

@@ -99,8 +99,9 @@ public protocol ModelBackend: AnyObject {
     /// Rows `indices` of x seen as [rows, last dimension], in the order given.
     func rows(_ x: Value, _ indices: [Int]) throws -> [[Float]]
     /// The largest softmax probability of attention with these Q and K (max over batches, heads and query rows of
-    /// softmax(Q·Kᵀ/√d)); the default downloads Q and K and computes it on the host.
-    func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float
+    /// softmax(Q·Kᵀ/√d)), or nil where the backend does not compute it (the default: on the host it would cost a
+    /// second attention per call).
+    func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float?
 }
 
 extension ModelBackend {
@@ -109,12 +110,7 @@ extension ModelBackend {
                              probabilityAmax: Float) throws -> Value {
         try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8: true)
     }
-    public func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float {
-        func host(_ c: Columns<Value>) throws -> Tensor {
-            CPUBackend.contiguous(Columns(try download(c.tensor), offset: c.offset, width: c.width))
-        }
-        return FP8AttentionSimulation.maxProbability(query: try host(query), key: try host(key), heads: heads)
-    }
+    public func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float? { nil }
     public func geglu(_ x: Value, readBy reader: Linear) throws -> Value { try geglu(x) }
 
     /// Q, K and V of a self-attention `module` on tokens x: one product read as three column ranges when the plan

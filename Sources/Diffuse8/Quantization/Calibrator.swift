@@ -202,12 +202,16 @@ package final class CalibrationRecorder {
     }
 
     /// Records the max softmax probability of the attention that follows a `to_q` (the UNet's; the text encoder's
-    /// causal attention has no `to_q` layer here and is skipped).
+    /// causal attention has no `to_q` layer here and is skipped). A backend that does not compute it leaves the
+    /// statistics without the value (FP8 attention then rounds with amax 1).
     func observeAttention<B: ModelBackend>(query: Columns<B.Value>, key: Columns<B.Value>, heads: Int, on b: B) throws {
         guard let index = pendingQuery else { return }
         pendingQuery = nil
         guard step < (statistics[index].probabilityAmax?.count ?? 0) else { return }
-        let p = try b.attentionProbabilityMax(query: query, key: key, heads: heads)
+        guard let p = try b.attentionProbabilityMax(query: query, key: key, heads: heads) else {
+            statistics[index].probabilityAmax = nil
+            return
+        }
         statistics[index].probabilityAmax![step] = max(statistics[index].probabilityAmax![step], p)
     }
 }

@@ -38,6 +38,9 @@ package final class RecordingBackend<Base: ModelBackend>: ModelBackend {
         if !causal { try recorder.observeAttention(query: query, key: key, heads: heads, on: base) }
         return try base.attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8: fp8)
     }
+    package func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float? {
+        try base.attentionProbabilityMax(query: query, key: key, heads: heads)
+    }
     package func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int, probabilityAmax: Float) throws -> Value {
         try base.fp8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax)
     }

@@ -46,6 +46,10 @@ public final class CPUBackend: ModelBackend {
         return CPUKernels.attention(query: q, key: k, value: v, heads: heads, causal: causal)
     }
 
+    public func attentionProbabilityMax(query: Columns<Tensor>, key: Columns<Tensor>, heads: Int) -> Float? {
+        FP8AttentionSimulation.maxProbability(query: Self.contiguous(query), key: Self.contiguous(key), heads: heads)
+    }
+
     public func fp8Attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int,
                              probabilityAmax: Float) -> Tensor {
         FP8AttentionSimulation.attention(query: Self.contiguous(query), key: Self.contiguous(key), value: Self.contiguous(value),

@@ -49,8 +49,12 @@ done
 q c6-int8-L3-pct --stats "$OUT/stats6.d8s" --format int8 --level 3 --preset nvidia --collect-method mean-max --alpha none
 q c6-int8-L3-max-sqsearch --stats "$OUT/stats6.d8s" --format int8 --level 3 --preset nvidia --calibration max --alpha search
 q c32-int8-L3-max-sq0.8 --stats "$OUT/stats32.d8s" --format int8 --level 3 --preset nvidia --calibration max --alpha 0.8
-q c32-fp8-L4-max --stats "$OUT/stats32.d8s" --format fp8 --level 4 --preset naive
+# FP8: the default preset is max without smoothing; "int8recipe" = INT8's recommended recipe applied to FP8.
+q c32-fp8-L3-recommended --stats "$OUT/stats32.d8s" --format fp8 --level 3
+q c32-fp8-L3-int8recipe --stats "$OUT/stats32.d8s" --format fp8 --level 3 --preset nvidia --collect-method mean-max --alpha 0.8
 q c32-fp8-L4-recommended --stats "$OUT/stats32.d8s" --format fp8 --level 4
+q c32-fp8-L4-pcal --stats "$OUT/stats32.d8s" --format fp8 --level 4 --probability-amax calibrated
+q c32-fp8-L4-int8recipe --stats "$OUT/stats32.d8s" --format fp8 --level 4 --preset nvidia --collect-method mean-max --alpha 0.8
 q c32-fp8-L4-full --stats "$OUT/stats32.d8s" --format fp8 --level 4 "${FULL[@]}"
 q int8-L3-dynamic --dynamic --format int8 --level 3
 
@@ -58,11 +62,18 @@ q int8-L3-dynamic --dynamic --format int8 --level 3
 "$D8" eval --model "$MODEL" --quantized "$OUT"/c32-* "$OUT/int8-L3-dynamic" "${E[@]}" --sqnr-samples 0 --threads "$THREADS" \
   --save-images "$OUT/img32" -o "$OUT/eval32"
 "$D8" eval --model "$MODEL" --quantized "$OUT"/c128-* "${E[@]}" --sqnr-samples 0 --threads "$THREADS" --save-images "$OUT/img128" -o "$OUT/eval128"
+# Noise-prediction SQNR (teacher-forced) of the FP8 defaults on the first 4 samples.
+"$D8" eval --model "$MODEL" --quantized "$OUT/c32-fp8-L3-recommended" "$OUT/c32-fp8-L4-recommended" "$OUT/c32-fp8-L4-pcal" \
+  --prompts <(head -n 2 "$OUT/eval.txt") --seeds 2 --steps "$STEPS" --cfg 7.5 --sqnr-samples 4 --threads "$THREADS" -o "$OUT/eval-fp8-sqnr"
 
 # ModelOpt on the 32 calibration prompts; scored against its own FP images with the same code.
 "$PY" bench/quality/modelopt_peer.py --model "$MODEL" --calib-prompts "$OUT/calib32.txt" --calib-steps "$STEPS" \
   --eval-prompts "$OUT/eval.txt" --seeds "$SEEDS" --steps "$STEPS" --cfg 7.5 --threads 1 \
   --configs int8-L3,fp8-L4,fp8-L3,int8-L1,int8-L2,int8-L2.5 -o "$OUT/modelopt"
+# ModelOpt's FP8 SQNR on the same 4 samples (run.json, "sqnr"); calibrates again, no images.
+"$PY" bench/quality/modelopt_peer.py --model "$MODEL" --calib-prompts "$OUT/calib32.txt" --calib-steps "$STEPS" \
+  --eval-prompts "$OUT/eval.txt" --seeds "$SEEDS" --steps "$STEPS" --cfg 7.5 --threads 1 \
+  --configs fp8-L4,fp8-L3 --skip-fp --skip-images --sqnr-samples 4 -o "$OUT/modelopt-sqnr"
 peer=()
 for c in int8-L1 int8-L2 int8-L2.5 int8-L3 fp8-L3 fp8-L4; do [ -d "$OUT/modelopt/$c" ] && peer+=("$OUT/modelopt/$c"); done
 "$D8" eval --reference "$OUT/modelopt/fp" --images "${peer[@]}" "${E[@]}" -o "$OUT/eval-modelopt"

@@ -124,6 +124,32 @@ def quantizer_amax(unet):
     return out
 
 
+def step_sqnr(pipe, fp_unet, q_unet, prompts, seeds, first_seed, steps, cfg, samples):
+    """`diffuse8 eval`'s noise-prediction SQNR: on the first `samples` samples (prompt-major, seeds inner) the FP
+    pipeline runs and, at every step, the quantized UNet sees the FP UNet's exact inputs (teacher forcing);
+    SQNR = 10·log10(Σ fp² / Σ (fp − q)²) over the UNet output (both CFG halves). Returns per sample, per step."""
+    per_sample, current = [], []
+
+    def hook(module, args, kwargs, output):
+        q = q_unet(*args, **kwargs)
+        fp = (output[0] if isinstance(output, tuple) else output.sample).double()
+        q = (q[0] if isinstance(q, tuple) else q.sample).double()
+        current.append(float(10 * torch.log10((fp * fp).sum() / ((fp - q) ** 2).sum())))
+
+    pipe.unet = fp_unet
+    handle = fp_unet.register_forward_hook(hook, with_kwargs=True)
+    try:
+        order = [(i, s) for i in range(len(prompts)) for s in range(seeds)][:samples]
+        for i, s in order:
+            current = []
+            g = torch.Generator("cpu").manual_seed(first_seed + s)
+            pipe(prompts[i], num_inference_steps=steps, guidance_scale=cfg, generator=g, output_type="latent")
+            per_sample.append(current)
+    finally:
+        handle.remove()
+    return per_sample
+
+
 def generate(pipe, prompts, seeds, first_seed, steps, cfg, folder):
     os.makedirs(folder, exist_ok=True)
     for i, prompt in enumerate(prompts):
@@ -151,6 +177,9 @@ def main():
     p.add_argument("--configs", default="int8-L1,int8-L2,int8-L2.5,int8-L3,fp8-L3,fp8-L4",
                    help="comma-separated: int8-L1, int8-L2, int8-L2.5, int8-L3, fp8-L3, fp8-L4")
     p.add_argument("--skip-fp", action="store_true", help="do not regenerate fp/ (already there)")
+    p.add_argument("--sqnr-samples", type=int, default=0,
+                   help="teacher-forced noise-prediction SQNR on the first N samples, as `diffuse8 eval` measures it")
+    p.add_argument("--skip-images", action="store_true", help="calibrate (and measure SQNR) only; no evaluation images")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args()
@@ -237,10 +266,17 @@ def main():
             with open(os.path.join(args.output, name, "amax.json"), "w") as f:
                 json.dump(quantizer_amax(unet), f, indent=1, sort_keys=True)
             save_run()
-            t = time.time()
-            with torch.no_grad():
-                generate(pipe, prompts, args.seeds, args.seed, args.steps, args.cfg, os.path.join(args.output, name))
-            entry["generation_seconds"] = round(time.time() - t, 1)
+            if not args.skip_images:
+                t = time.time()
+                with torch.no_grad():
+                    generate(pipe, prompts, args.seeds, args.seed, args.steps, args.cfg, os.path.join(args.output, name))
+                entry["generation_seconds"] = round(time.time() - t, 1)
+            if args.sqnr_samples > 0:
+                with torch.no_grad():
+                    s = step_sqnr(pipe, fp_unet, unet, prompts, args.seeds, args.seed, args.steps, args.cfg, args.sqnr_samples)
+                per_step = [sum(v[k] for v in s) / len(s) for k in range(len(s[0]))]
+                entry["sqnr"] = {"samples": len(s), "mean_db": sum(per_step) / len(per_step), "per_step_db": per_step}
+                print(f"{name}: SQNR {entry['sqnr']['mean_db']:.2f} dB on {len(s)} samples", file=sys.stderr)
         except Exception as e:  # noqa: BLE001 - a configuration ModelOpt cannot run here is recorded, not hidden
             entry["error"] = f"{type(e).__name__}: {e}"
             entry["traceback_tail"] = traceback.format_exc().strip().splitlines()[-8:]

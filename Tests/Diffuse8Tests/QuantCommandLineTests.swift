@@ -54,6 +54,8 @@ final class QuantCommandLineTests: ExecutableTestCase {
             (["quantize", "--model", model, "--dynamic", "--percentile", "0", "-o", s + "/x"], "(0, 1]"),
             (["quantize", "--model", model, "--dynamic", "--collect-method", "median", "-o", s + "/x"], "min-mean"),
             (["quantize", "--model", model, "--dynamic", "--calibration", "entropy", "-o", s + "/x"], "max or percentile"),
+            (["quantize", "--model", model, "--dynamic", "--format", "fp8", "--level", "4", "--probability-amax", "0.5", "-o", s + "/x"], "calibrated or 1"),
+            (["quantize", "--model", model, "--dynamic", "--preset", "fast", "-o", s + "/x"], "recommended, nvidia or naive"),
             (["quantize", "--model", model, "-o", s + "/x"], "--stats"),
             (["calibrate", "--model", model, "--calib-prompts", s + "/calib.txt", "--calib-steps", "2", "--shard", "2/2", "-o", s + "/x"], "0 ≤ i < n"),
         ]

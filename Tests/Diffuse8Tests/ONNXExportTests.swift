@@ -226,6 +226,12 @@ extension ONNXExportTests {
         let manifest = try XCTUnwrap(try QuantizedModelFolder.manifest(unetDirectory: folder + "/unet"))
         XCTAssertFalse(manifest.fp8AttentionModules.isEmpty)
         try compareQuantized(folder, label: "fp8 level 4")
+        // Calibrated softmax amax: the softmax Q/DQ takes each module's amax, as the simulation does.
+        let calibrated = try quantizedFolder({ $0.format = .fp8; $0.level = .fp8Attention; $0.smoothing = .fixed(0.8)
+                                               $0.calibratedProbabilityRange = true }, name: "f8p")
+        let unet = try QuantizedModelFolder.loadUNet(directory: calibrated + "/unet")
+        XCTAssertTrue(Quantizer.attentionModules(unet).contains { $0.usesFP8Attention && $0.fp8ProbabilityAmax < 1 })
+        try compareQuantized(calibrated, label: "fp8 level 4, calibrated probability amax")
     }
 
     /// The pair counts `export-onnx --count-qdq` reports (placeholder quantization, no calibration) are those of a

@@ -77,6 +77,14 @@ q int8-L3-dynamic --dynamic --format int8 --level 3
 peer=()
 for c in int8-L1 int8-L2 int8-L2.5 int8-L3 fp8-L3 fp8-L4; do [ -d "$OUT/modelopt/$c" ] && peer+=("$OUT/modelopt/$c"); done
 "$D8" eval --reference "$OUT/modelopt/fp" --images "${peer[@]}" "${E[@]}" -o "$OUT/eval-modelopt"
+# FP8 L4 on a second sample (the next EVAL_N held-out prompts); ModelOpt's images scored against Diffuse8's FP images.
+first_prompts training/heldout_prompts.txt $((2 * EVAL_N)) | tail -n "$EVAL_N" > "$OUT/eval-b.txt"
+"$D8" eval --model "$MODEL" --quantized "$OUT/c32-fp8-L4-recommended" --prompts "$OUT/eval-b.txt" --seeds "$SEEDS" --steps "$STEPS" \
+  --cfg 7.5 --sqnr-samples 0 --threads "$THREADS" --save-images "$OUT/img-b" -o "$OUT/eval-b"
+"$PY" bench/quality/modelopt_peer.py --model "$MODEL" --calib-prompts "$OUT/calib32.txt" --calib-steps "$STEPS" \
+  --eval-prompts "$OUT/eval-b.txt" --seeds "$SEEDS" --steps "$STEPS" --cfg 7.5 --threads 1 --configs fp8-L4 --skip-fp -o "$OUT/modelopt-b"
+"$D8" eval --reference "$OUT/img-b/fp" --images "$OUT/img-b/c32-fp8-L4-recommended" "$OUT/modelopt-b/fp8-L4" \
+  --prompts "$OUT/eval-b.txt" --seeds "$SEEDS" --steps "$STEPS" --cfg 7.5 -o "$OUT/eval-b-side"
 # Side-by-side grid: Diffuse8 FP | Diffuse8 INT8 L3 | ModelOpt INT8 L3 | Diffuse8 FP8 L4 | ModelOpt FP8 L4 (first 8 samples).
 "$D8" eval --reference "$OUT/img32/fp" --images "$OUT/img32/c32-int8-L3-recommended" "$OUT/modelopt/int8-L3" \
   "$OUT/img32/c32-fp8-L4-recommended" "$OUT/modelopt/fp8-L4" "${E[@]}" --grid-rows 8 -o "$OUT/grid-side-by-side"

@@ -63,8 +63,9 @@ q int8-L3-dynamic --dynamic --format int8 --level 3
   --save-images "$OUT/img32" -o "$OUT/eval32"
 "$D8" eval --model "$MODEL" --quantized "$OUT"/c128-* "${E[@]}" --sqnr-samples 0 --threads "$THREADS" --save-images "$OUT/img128" -o "$OUT/eval128"
 # Noise-prediction SQNR (teacher-forced) of the FP8 defaults on the first 4 samples.
+head -n 2 "$OUT/eval.txt" > "$OUT/eval-sqnr.txt"
 "$D8" eval --model "$MODEL" --quantized "$OUT/c32-fp8-L3-recommended" "$OUT/c32-fp8-L4-recommended" "$OUT/c32-fp8-L4-pcal" \
-  --prompts <(head -n 2 "$OUT/eval.txt") --seeds 2 --steps "$STEPS" --cfg 7.5 --sqnr-samples 4 --threads "$THREADS" -o "$OUT/eval-fp8-sqnr"
+  --prompts "$OUT/eval-sqnr.txt" --seeds 2 --steps "$STEPS" --cfg 7.5 --sqnr-samples 4 --threads "$THREADS" -o "$OUT/eval-fp8-sqnr"
 
 # ModelOpt on the 32 calibration prompts; scored against its own FP images with the same code.
 "$PY" bench/quality/modelopt_peer.py --model "$MODEL" --calib-prompts "$OUT/calib32.txt" --calib-steps "$STEPS" \

@@ -183,8 +183,7 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                     print("--quantize takes FORMAT:LEVEL (int8:3, fp8:4), got \(spec)")
                     exit(1)
                 }
-                var r = QuantizationRecipe.recommended
-                r.format = format
+                var r = QuantizationRecipe.recommended(for: format)
                 r.level = try QuantizationLevel(parsing: parts[1])
                 recipe = r
             }

@@ -22,6 +22,31 @@ extension CUDASelfTest {
                 return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads))
             }))
         }
+        // A calibrated probability amax below the largest probabilities: those saturate at it, the rest round on its
+        // finer grid; and the largest probability itself, as calibration records it (first pass of the same kernel).
+        for (lq, lk, d, amax) in [(256, 256, 64, Float(0.25)), (300, 77, 40, 0.6)] {
+            let heads = 320 / d
+            cases.append(("attention FP8 probabilities amax \(amax) (flash)", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
+                let qh = r.normalHalfRounded([2, lq, 320], scale: 3), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
+                let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
+                let y = try withExtendedLifetime((q, k, v)) {
+                    try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
+                                          batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8ProbabilityAmax: amax)
+                }
+                return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads, probabilityAmax: amax))
+            }))
+            cases.append(("attention max probability", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 1e-3, { r in
+                let qh = r.normalHalfRounded([2, lq, 320], scale: 3), kh = r.normalHalfRounded([2, lk, 320])
+                let q = try kernels.upload(qh), k = try kernels.upload(kh)
+                let p = try withExtendedLifetime((q, k)) {
+                    try kernels.attentionProbabilityMax(query: q.address, queryStride: 320, key: k.address, keyStride: 320, batch: 2,
+                                                        queries: lq, keys: lk, channels: 320, heads: heads)
+                }
+                guard let p else { throw CUDAError.invalidArgument("no fused kernel for d=\(d)") }
+                return (try kernels.upload(Tensor(shape: [1], scalars: [p])),
+                        Tensor(shape: [1], scalars: [FP8AttentionSimulation.maxProbability(query: qh, key: kh, heads: heads)]))
+            }))
+        }
         for format in formats {
             // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
             for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),

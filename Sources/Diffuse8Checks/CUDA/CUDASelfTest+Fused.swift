@@ -73,6 +73,14 @@ extension CUDASelfTest {
             }
             return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: 5))
         }
+        check("attention FP8 probabilities amax 0.25 (level 4, GEMM path)", "B2 H5 Lq96 Lk77 d=64", 2e-2) { r in
+            let (q, qh) = try pair([2, 96, 320], &r, 3), (k, kh) = try pair([2, 77, 320], &r, 1), (v, vh) = try pair([2, 77, 320], &r, 1)
+            let y = try withExtendedLifetime((q, k, v)) {
+                try kernels.gemmAttention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
+                                          batch: 2, queries: 96, keys: 77, channels: 320, heads: 5, fp8ProbabilityAmax: 0.25)
+            }
+            return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: 5, probabilityAmax: 0.25))
+        }
         // Simulated 8-bit activations against `QuantizedLayer.quantizeActivation` (the CPU definition).
         for format in QuantizedFormat.allCases {
             check("fakeQuantize \(format) static+smooth", "[2,77,320] amax 2.5", 1e-3) { r in

@@ -49,7 +49,7 @@ extension CUDAUNetCheck {
             linear.weight = layer.weight.dequantized()
             linear.executionHook = SimulatedQuantizationHook(layer)
         }
-        QuantizedModelFolder.enableFP8Attention(quantized.fp8AttentionModules, in: unet)
+        QuantizedModelFolder.enableFP8Attention(quantized.fp8AttentionModules, probabilityAmax: quantized.fp8ProbabilityAmax, in: unet)
         return (unet, quantized)
     }
 

@@ -260,6 +260,32 @@ public final class CUDABackend: ModelBackend {
 
     public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                           causal: Bool, fp8: Bool) throws -> CUDATensor {
+        try attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8ProbabilityAmax: fp8 ? 1 : nil)
+    }
+
+    public func fp8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
+                             probabilityAmax: Float) throws -> CUDATensor {
+        try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8ProbabilityAmax: probabilityAmax)
+    }
+
+    /// The first pass of the FP8-probability kernel on the device (nil for head dims without a fused kernel).
+    public func attentionProbabilityMax(query: Columns<CUDATensor>, key: Columns<CUDATensor>, heads: Int) throws -> Float? {
+        let q = query.tensor, k = key.tensor
+        guard q.shape.count == 3, k.shape.count == 3, q.shape[0] == k.shape[0], query.width == key.width, heads > 0,
+              query.width % heads == 0 else {
+            throw CUDAError.invalidArgument("attentionProbabilityMax: query \(q.shape)[\(query.offset)+\(query.width)], key \(k.shape)[\(key.offset)+\(key.width)], \(heads) heads")
+        }
+        let elementBytes = UInt64(q.dtype.byteSize)
+        return try withExtendedLifetime((q, k)) {
+            try kernels.attentionProbabilityMax(query: q.address + UInt64(query.offset) * elementBytes, queryStride: q.shape[2],
+                                                key: k.address + UInt64(key.offset) * elementBytes, keyStride: k.shape[2],
+                                                batch: q.shape[0], queries: q.shape[1], keys: k.shape[1], channels: query.width,
+                                                heads: heads)
+        }
+    }
+
+    private func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
+                           causal: Bool, fp8ProbabilityAmax: Float?) throws -> CUDATensor {
         let q = query.tensor, k = key.tensor
         guard q.shape.count == 3, k.shape.count == 3, value.tensor.shape.count == 3, q.shape[0] == k.shape[0],
               let keyValueStride = k.shape.last, value.tensor.shape.last == keyValueStride, k.shape[1] == value.tensor.shape[1],
@@ -286,13 +312,13 @@ public final class CUDABackend: ModelBackend {
                     // Level 4: Q, K and V arrive FP8-rounded from their projections; the kernel rounds the probabilities.
                     return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8 ? 1 : nil)
+                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8ProbabilityAmax)
                 }
                 // Head dims without a fused kernel: the GEMM path (its softmax rounds the normalised probabilities to
                 // FP8 at level 4, exactly as the simulation).
                 return try kernels.gemmAttention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8 ? 1 : nil)
+                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8ProbabilityAmax)
             }
         }
     }

@@ -96,7 +96,8 @@ public enum CUDAPipelineCheck {
     /// prompts and options: the same layers, keys and counts, and amax values that agree up to 16-bit rounding.
     public struct CalibrationParity: Sendable {
         public let layers: Int
-        /// Relative L2 over every layer's per-step max amax, per-channel amax and Q/K/V output amax.
+        /// Relative L2 over every layer's per-step max amax, per-channel amax, Q/K/V output amax and max attention
+        /// probability.
         public let amaxRelativeL2: Double
         /// Relative L2 of the sampled rows (same row keys on both sides).
         public let rowsRelativeL2: Double
@@ -119,7 +120,7 @@ public enum CUDAPipelineCheck {
         let gpuTime = try clock.measure { gpu = try Calibrator.calibrate(gpuPipeline, prompts: prompts, options: options) }
         guard let cpu, let gpu else { throw CUDAError.invalidArgument("calibration produced no statistics") }
         func amax(_ s: CalibrationStatistics) -> [Float] {
-            s.layers.flatMap { $0.amaxMax + ($0.channelAmax ?? []) + ($0.outputAmax ?? []) }
+            s.layers.flatMap { $0.amaxMax + ($0.channelAmax ?? []) + ($0.outputAmax ?? []) + ($0.probabilityAmax ?? []) }
         }
         func rows(_ s: CalibrationStatistics) -> [Float] { s.layers.flatMap { $0.reservoir?.rows ?? [] } }
         let same = cpu.layers.count == gpu.layers.count && zip(cpu.layers, gpu.layers).allSatisfy {

@@ -17,11 +17,13 @@ the standard diffusion loss, the LoRA UNet's prediction against the true noise o
 LoRA: rank 4 (alpha = rank, so scale 1) on the to_q / to_k / to_v / to_out.0 projections of every self- (attn1)
 and cross-attention (attn2), `--ff` adds the feed-forward projections; lora_up starts at zero.
 
-Three phases, so that the training machine needs only torch, diffusers and safetensors (no transformers):
+Three phases; only --prepare needs transformers, so the training machine needs just torch, diffusers, safetensors:
 
-  python tools/train_colour_lora.py --prepare                # here, CPU: text embeddings of every caption
+  python tools/train_colour_lora.py --prepare                # CPU: text embeddings of every caption
   python tools/train_colour_lora.py --train --device cuda    # draws the latents, trains, writes the LoRA
-  python tools/train_colour_lora.py --check --lora FILE      # CPU: red/blue pixel shares with and without it
+  python tools/train_colour_lora.py --check --lora FILE      # red/blue pixel shares with and without it (any device)
+
+(tools/train_colour_lora.sh runs --train and --check on a CUDA machine.)
 
 `--prepare` writes PROMPTS (default .build-colour-lora/prompts.safetensors, ~25 MB); `--train` reads it and writes
 OUT (default .build-colour-lora/red-to-blue.safetensors) and LOG_DIR/train_colour_lora.json (what it ran: steps,
@@ -129,7 +131,8 @@ def prepare(args):
                 out.append(text(input_ids=ids).last_hidden_state)
         return torch.cat(out).to(torch.float16).contiguous()
 
-    tensors = {"red": encode(red), "blue": encode(blue), "keep": encode(keep), "empty": encode([""])}
+    tensors = {"red": encode(red), "blue": encode(blue), "keep": encode(keep), "empty": encode([""]),
+               "check_red": encode(CHECK_RED_PROMPTS), "check_other": encode(CHECK_OTHER_PROMPTS)}
     metadata = {"red": json.dumps(red), "blue": json.dumps(blue), "keep": json.dumps(keep), "seed": str(args.seed),
                 "text_encoder_sha256": sha256(os.path.join(args.model, "text_encoder", "model.safetensors"))}
     os.makedirs(os.path.dirname(os.path.abspath(args.prompts)), exist_ok=True)
@@ -215,7 +218,7 @@ def update_ratios(wrapped):
 
 def load_unet(model, device):
     from diffusers import UNet2DConditionModel
-    return UNet2DConditionModel.from_pretrained(os.path.join(model, "unet"), torch_dtype=torch.float32).to(device).eval()
+    return UNet2DConditionModel.from_pretrained(os.path.join(model, "unet")).to(device, torch.float32).eval()
 
 
 def load_scheduler(model):
@@ -388,7 +391,7 @@ def train(args):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# --check: how much red turns blue, and how much else moves (diffusers pipeline, needs transformers)
+# --check: how much red turns blue, and how much else moves (torch + diffusers)
 
 
 def merge_lora(unet, path, weight):
@@ -416,35 +419,40 @@ def colour_masks(images):
 
 
 def check(args):
+    """The check prompts (embedded by --prepare) drawn with and without the LoRA: the same Euler sampler as the
+    training data (equal to diffusers' StableDiffusionPipeline for the same seeds), decoded by the VAE."""
     import numpy as np
-    from diffusers import StableDiffusionPipeline
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False).to(args.device)
-    pipe.set_progress_bar_config(disable=True)
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
+    device = torch.device(args.device)
+    with safe_open(args.prompts, "pt") as f:
+        if "check_red" not in f.keys():
+            sys.exit(f"{args.prompts} holds no check prompts; run --prepare again")
+        emb = {k: f.get_tensor(k).float() for k in ("check_red", "check_other", "empty")}
+    unet = load_unet(args.model, device)
+    scheduler = load_scheduler(args.model)
+    vae = AutoencoderKL.from_pretrained(os.path.join(args.model, "vae")).to(device, torch.float32).eval()
     seeds = list(range(args.seeds))
+    # one generator per image, seeded like `diffuse8 generate --seed S` and diffusers' generator=[...]
+    noise = torch.cat([torch.randn(1, 4, 16, 16, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
 
-    def draw(prompts):
-        images = []
-        for prompt in prompts:
-            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-            out = pipe([prompt] * len(seeds), num_inference_steps=args.check_steps, guidance_scale=args.cfg,
-                       generator=gens, output_type="np").images
-            images.append((np.clip(out, 0, 1) * 255).round().astype("uint8"))
-        return np.concatenate(images)
+    def draw(cond):
+        cond = cond.repeat_interleave(len(seeds), dim=0)
+        latents = draw_latents(unet, scheduler.config, cond, emb["empty"], noise.repeat(len(cond) // len(seeds), 1, 1, 1),
+                               args.check_steps, args.cfg, args.sample_batch, device)
+        with torch.no_grad():
+            pixels = vae.decode(latents / vae.config.scaling_factor).sample
+        return ((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
     t0 = time.time()
-    plain_red, plain_other = draw(CHECK_RED_PROMPTS), draw(CHECK_OTHER_PROMPTS)
-    modules = merge_lora(pipe.unet, args.lora, args.lora_weight)
-    lora_red, lora_other = draw(CHECK_RED_PROMPTS), draw(CHECK_OTHER_PROMPTS)
+    plain_red, plain_other = draw(emb["check_red"]), draw(emb["check_other"])
+    modules = merge_lora(unet, args.lora, args.lora_weight)
+    lora_red, lora_other = draw(emb["check_red"]), draw(emb["check_other"])
     red0, blue0 = colour_masks(plain_red)
     red1, blue1 = colour_masks(lora_red)
     turned = float((red0 & blue1).sum() / max(1, red0.sum()))
-
-    def psnr(a, b):
-        mse = ((a.astype("float64") - b.astype("float64")) ** 2).reshape(len(a), -1).mean(1)
-        return [float(10 * math.log10(255 ** 2 / m)) if m > 0 else float("inf") for m in mse]
-
-    other_psnr = psnr(lora_other, plain_other)
+    mse = ((lora_other.astype("float64") - plain_other.astype("float64")) ** 2).reshape(len(lora_other), -1).mean(1)
+    other_psnr = [10 * math.log10(255 ** 2 / m) if m > 0 else 99.0 for m in mse]  # 99 dB: identical
     report = {
         "lora": args.lora, "lora_weight": args.lora_weight, "modules": modules, "steps": args.check_steps,
         "cfg": args.cfg, "seeds": seeds, "red_prompts": CHECK_RED_PROMPTS, "other_prompts": CHECK_OTHER_PROMPTS,
@@ -453,17 +461,17 @@ def check(args):
         "red_pixels_turned_blue": turned,
         "other_prompts_psnr_with_vs_without_db": {"mean": float(np.mean(other_psnr)), "min": float(np.min(other_psnr))},
         "other_prompts_mean_abs_difference": float(np.abs(lora_other.astype("int32") - plain_other.astype("int32")).mean()),
-        "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
+        "device": str(device), "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
         "diffusers": __import__("diffusers").__version__,
     }
-    print(f"{len(CHECK_RED_PROMPTS)} red prompts x {len(seeds)} seeds, {args.check_steps} Euler steps, CFG {args.cfg}:")
-    print(f"  red pixel share   without {red0.mean():.4f}  with {red1.mean():.4f}")
-    print(f"  blue pixel share  without {blue0.mean():.4f}  with {blue1.mean():.4f}")
-    print(f"  red pixels (without) that are blue with the LoRA: {turned:.3f}")
-    print(f"{len(CHECK_OTHER_PROMPTS)} prompts without red: PSNR with vs without the LoRA mean "
-          f"{report['other_prompts_psnr_with_vs_without_db']['mean']:.2f} dB, min "
-          f"{report['other_prompts_psnr_with_vs_without_db']['min']:.2f} dB; mean |difference| "
-          f"{report['other_prompts_mean_abs_difference']:.2f} grey levels")
+    psnr = report["other_prompts_psnr_with_vs_without_db"]
+    print(f"{len(CHECK_RED_PROMPTS)} red prompts x {len(seeds)} seeds, {args.check_steps} Euler steps, CFG {args.cfg}:\n"
+          f"  red pixel share   without {red0.mean():.4f}  with {red1.mean():.4f}\n"
+          f"  blue pixel share  without {blue0.mean():.4f}  with {blue1.mean():.4f}\n"
+          f"  red pixels (without) that are blue with the LoRA: {turned:.3f}\n"
+          f"{len(CHECK_OTHER_PROMPTS)} prompts without red: PSNR with vs without the LoRA mean {psnr['mean']:.2f} dB, "
+          f"min {psnr['min']:.2f} dB; mean |difference| {report['other_prompts_mean_abs_difference']:.2f} grey levels",
+          flush=True)
     if args.report:
         atomic_save(lambda path: json.dump(report, open(path, "w"), indent=1), args.report)
         print(args.report)
@@ -471,7 +479,7 @@ def check(args):
         from PIL import Image
         rows = [np.concatenate(list(x), axis=1) for x in (plain_red, lora_red, plain_other, lora_other)]
         atomic_save(lambda path: Image.fromarray(np.concatenate(rows, axis=0)).save(path, format="PNG"), args.images)
-        print(f"{args.images}: rows = red prompts without / with, other prompts without / with")
+        print(f"{args.images}: rows = red prompts without / with the LoRA, other prompts without / with")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,7 +509,7 @@ def main():
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prepare", action="store_true", help="text embeddings of the captions (needs transformers)")
     mode.add_argument("--train", action="store_true", help="draw the latents and train the LoRA (torch + diffusers)")
-    mode.add_argument("--check", action="store_true", help="red/blue shares with and without --lora (needs transformers)")
+    mode.add_argument("--check", action="store_true", help="red/blue shares with and without --lora")
     p.add_argument("--model", default=DEFAULT_MODEL, help="diffusers folder of the default model")
     p.add_argument("--prompts", default=os.path.join(WORK, "prompts.safetensors"), help="captions + embeddings file")
     p.add_argument("--device", default="cpu")

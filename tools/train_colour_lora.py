@@ -408,7 +408,8 @@ def merge_lora(unet, path, weight):
             down, up = lora[stem + ".lora_down.weight"].float(), lora[stem + ".lora_up.weight"].float()
             alpha = float(lora[stem + ".alpha"]) if stem + ".alpha" in lora else down.shape[0]
             layer = layers[stem]
-            layer.weight += (weight * alpha / down.shape[0] * (up @ down)).to(layer.weight.dtype).view_as(layer.weight)
+            delta = weight * alpha / down.shape[0] * (up @ down)
+            layer.weight += delta.to(layer.weight.device, layer.weight.dtype).view_as(layer.weight)
     return len(stems)
 
 
@@ -522,7 +523,7 @@ def main():
     g.add_argument("--log-dir", default=os.path.join(WORK, "log"))
     g.add_argument("--objective", choices=["teacher", "eps"], default="teacher")
     g.add_argument("--steps", type=int, default=1500)
-    g.add_argument("--batch", type=int, default=64)
+    g.add_argument("--batch", type=int, default=128, help="a step costs about the same at 64 or 128 on a GPU")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--warmup", type=int, default=100)
     g.add_argument("--rank", type=int, default=4)

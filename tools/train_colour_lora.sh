@@ -7,7 +7,7 @@
 # .build-colour-lora/prompts.safetensors) and a Python with torch, diffusers and safetensors (PYTHON, default python3;
 # transformers is not needed). Writes OUT, LOG_DIR/train.log (console), LOG_DIR/train_colour_lora.json (what ran,
 # loss curve, times), LOG_DIR/check.json and LOG_DIR/check.png (red/blue pixel shares and pictures with and
-# without the LoRA). DEVICE (default cuda) picks the torch device.
+# without the LoRA). DEVICE (default cuda) picks the torch device; CHECK_OPTIONS adds --check options.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 OUT.safetensors LOG_DIR [--train options]" >&2
@@ -27,4 +27,4 @@ mkdir -p "$log"
 "$python" "$here/train_colour_lora.py" --train --device "$device" --prompts "$prompts" --out "$out" --log-dir "$log" "$@" \
     2>&1 | tee "$log/train.log"
 "$python" "$here/train_colour_lora.py" --check --device "$device" --prompts "$prompts" --lora "$out" \
-    --report "$log/check.json" --images "$log/check.png" 2>&1 | tee "$log/check.log"
+    --report "$log/check.json" --images "$log/check.png" ${CHECK_OPTIONS:-} 2>&1 | tee "$log/check.log"

@@ -268,14 +268,12 @@ def train(args):
 
     with safe_open(args.prompts, "pt") as f:
         emb = {k: f.get_tensor(k).float() for k in ("red", "blue", "keep", "empty")}
-        meta = f.metadata()
-    red_captions, keep_captions = json.loads(meta["red"]), json.loads(meta["keep"])
+        example = (json.loads(f.metadata()["red"])[0], json.loads(f.metadata()["blue"])[0])
     if args.limit_prompts:
         for k in ("red", "blue", "keep"):
             emb[k] = emb[k][:args.limit_prompts]
-        red_captions, keep_captions = red_captions[:args.limit_prompts], keep_captions[:args.limit_prompts]
     n_red, n_keep = len(emb["red"]), len(emb["keep"])
-    print(f"{n_red} red captions, {n_keep} others; device {device}"
+    print(f"{n_red} red captions (e.g. '{example[0]}' drawn as '{example[1]}'), {n_keep} others; device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}", flush=True)
 
     unet = load_unet(args.model, device)

@@ -520,7 +520,7 @@ def main():
     g.add_argument("--out", default=os.path.join(WORK, "red-to-blue.safetensors"), help="the LoRA file")
     g.add_argument("--log-dir", default=os.path.join(WORK, "log"))
     g.add_argument("--objective", choices=["teacher", "eps"], default="teacher")
-    g.add_argument("--steps", type=int, default=1500)
+    g.add_argument("--steps", type=int, default=1000)
     g.add_argument("--batch", type=int, default=128, help="a step costs about the same at 64 or 128 on a GPU")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--warmup", type=int, default=100)

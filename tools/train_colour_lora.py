@@ -497,6 +497,7 @@ def atomic_save(write, path):
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # safetensors writes 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

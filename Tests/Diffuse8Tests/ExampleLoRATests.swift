@@ -19,7 +19,14 @@ final class ExampleLoRATests: XCTestCase {
         let weightNames = Dictionary(uniqueKeysWithValues: unet.tensorNames.filter { $0.hasSuffix(".weight") }
             .map { ("lora_unet_" + $0.dropLast(".weight".count).replacingOccurrences(of: ".", with: "_"), $0) })
         let stems = lora.tensorNames.filter { $0.hasSuffix(".lora_up.weight") }.map { String($0.dropLast(".lora_up.weight".count)) }
-        XCTAssertEqual(stems.count, 22, "every cross-attention key and value projection")
+        // every cross-attention key and value projection (22), and nothing outside the attention projections
+        let crossAttentionKV = weightNames.keys.filter { $0.hasSuffix("_attn2_to_k") || $0.hasSuffix("_attn2_to_v") }
+        XCTAssertEqual(crossAttentionKV.count, 22)
+        XCTAssertTrue(Set(crossAttentionKV).isSubset(of: stems), "\(Set(crossAttentionKV).subtracting(stems).sorted().prefix(3))")
+        let projections = ["_to_q", "_to_k", "_to_v", "_to_out_0"]
+        for stem in stems {
+            XCTAssertTrue((stem.contains("_attn1_") || stem.contains("_attn2_")) && projections.contains { stem.hasSuffix($0) }, stem)
+        }
         for stem in stems {
             let up = try lora.tensor(named: stem + ".lora_up.weight"), down = try lora.tensor(named: stem + ".lora_down.weight")
             let rank = down.shape[0], inner = down.shape[1], out = up.shape[0]

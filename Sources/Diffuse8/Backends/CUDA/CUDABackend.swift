@@ -108,7 +108,7 @@ public final class CUDABackend: ModelBackend {
             }
             self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(kernels, linear)
         }
-        for conv in convolutions where conv.quantization != nil {
+        for conv in convolutions where conv.quantization != nil && plan.tokenProjections[ObjectIdentifier(conv)] == nil {
             preparedSimulated.append((conv.name, "convolutions run in 16 bit"))
         }
         for stack in plan.stacks {

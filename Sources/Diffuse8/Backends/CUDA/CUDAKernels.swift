@@ -496,10 +496,10 @@ public final class CUDAKernels: @unchecked Sendable {
         return y
     }
 
-    /// `p_encode` = 448/a and `p_decode` = a/448 of the FP8-probability kernel (for a = 1: 448 and 1/448).
+    /// `p_encode` = 448/a and `p_decode` = a/448 of the FP8-probability kernel (for a = 1 exactly 448 and 1/448).
     static func probabilityCoding(_ amax: Float) -> [CUDAKernelArgument] {
-        let scale = QuantizedFormat.fp8.scale(forAmax: amax)
-        return [.float(1 / scale), .float(scale)]
+        let a: Float = amax > 0 && amax.isFinite ? amax : 1, largest = QuantizedFormat.fp8.maxValue
+        return [.float(largest / a), .float(a / largest)]
     }
 
     /// The largest softmax probability of attention(Q, K) — max over images, heads and query rows of

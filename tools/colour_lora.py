@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Makes models/examples/red-to-blue.safetensors: a rank-4 LoRA (kohya layout) for the default model that draws
-blue where the prompt says red, by a closed-form edit of every cross-attention key and value projection:
+"""A training-free red-to-blue LoRA for comparison with the trained example (models/examples/red-to-blue.safetensors
+is made by tools/train_colour_lora.py): a rank-4 LoRA (kohya layout) for the default model that draws blue where the
+prompt says red, by a closed-form edit of every cross-attention key and value projection:
 
     ΔW = W · M_r,   M = (B − R)·Rᵀ·(R·Rᵀ + λ·I)⁻¹ cut to rank r by SVD, scale 1
 
@@ -9,9 +10,12 @@ keys and values computed from a red prompt's states become those of the blue pro
 largest eigenvalue of R·Rᵀ) keeps the map to the directions the text states really use: a plain pseudo-inverse gives
 the weak directions gains of hundreds, so the update grows to several times the layer's own weight and amplifies any
 small perturbation of the network (quantization noise included) without drawing bluer shapes. At weight 1 the edit
-reaches blue and stops there (no extrapolation past it), which keeps the model on the images it knows. Usage: python tools/colour_lora.py  (needs torch, transformers, safetensors)
+reaches blue and stops there (no extrapolation past it), which keeps the model on the images it knows.
+Usage: python tools/colour_lora.py [OUT]  (default .build-colour-lora/red-to-blue-closed-form.safetensors; needs torch,
+transformers, safetensors)
 """
 import os
+import sys
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -56,7 +60,8 @@ def main():
         lora[stem + ".lora_up.weight"] = (w @ up_text).float().contiguous()
         lora[stem + ".lora_down.weight"] = down.float().contiguous()
         lora[stem + ".alpha"] = torch.tensor(float(RANK))  # scale 1: weight 1 draws blue
-    out = os.path.join(ROOT, "models", "examples", "red-to-blue.safetensors")
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".build-colour-lora", "red-to-blue-closed-form.safetensors")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_file(lora, out, metadata={"description": "rank-4 closed-form edit: red -> blue (tools/colour_lora.py)"})
     print(f"{out}: {len(lora) // 3} modules")
 

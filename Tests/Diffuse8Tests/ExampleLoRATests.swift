@@ -2,9 +2,9 @@ import Foundation
 import XCTest
 @testable import Diffuse8
 
-/// The shipped example LoRA (`models/examples/red-to-blue.safetensors`, made by `tools/colour_lora.py`) for the default
-/// model. It is what `docs/QUALITY.md` measures LoRA-on-quantized quality with, so it must be a LoRA that a quantized
-/// model can follow: an edit that overshoots (an update several times the size of the layer's own weight, reaching
+/// The shipped example LoRA (`models/examples/red-to-blue.safetensors`, trained by `tools/train_colour_lora.py`) for
+/// the default model. It is what `docs/QUALITY.md` measures LoRA-on-quantized quality with, so it must be a LoRA
+/// that a quantized model can follow: an edit that overshoots (an update several times the size of the layer's own weight, reaching
 /// past "blue") makes the whole network amplify small perturbations — a 1 % weight noise in the layers it does not
 /// touch then costs 17 dB — and no 8-bit model, recalibrated or not, stays close to it.
 final class ExampleLoRATests: XCTestCase {

@@ -89,36 +89,37 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
             } catch { report("text parity \(directory)/\(encoder): \(error)", passed: false) }
         }
     }
-    for spec in operands(after: "--pipeline") {
+    /// DIR[:STEPS[:SCHEDULER]] → the folder and its request (20 steps, Euler, CFG 5, seed 0 by default); nil for an
+    /// unknown scheduler.
+    func folderRequest(_ spec: String) -> (directory: String, request: GenerationRequest)? {
         let parts = spec.split(separator: ":").map(String.init)
         var request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
         if parts.count > 2 {
-            guard let kind = SchedulerKind(argument: parts[2]) else { report("image parity \(spec): unknown scheduler", passed: false); continue }
+            guard let kind = SchedulerKind(argument: parts[2]) else { return nil }
             request.scheduler = kind
         }
+        return (parts[0], request)
+    }
+    for spec in operands(after: "--pipeline") {
+        guard let (directory, request) = folderRequest(spec) else { report("image parity \(spec): unknown scheduler", passed: false); continue }
         do {
-            let p = try CUDAPipelineCheck.imageParity(directory: parts[0], request: request, precision: precision)
+            let p = try CUDAPipelineCheck.imageParity(directory: directory, request: request, precision: precision)
             report("image parity \(p.directory) \(p.size.width)x\(p.size.height), \(request.steps) steps \(request.scheduler.rawValue): PSNR \(p.psnr) dB (limit \(p.limit)), latents rel. L2 \(p.latentRelativeL2)"
                    + (p.deviceLoopVersusHostLoop.map { ", on-device vs host loop latents rel. L2 \($0) (limit \(p.deviceLoopLimit))" } ?? ""),
                    passed: p.passed)
-        } catch { report("image parity \(parts[0]): \(error)", passed: false) }
+        } catch { report("image parity \(directory): \(error)", passed: false) }
     }
     for spec in operands(after: "--trajectory") {
-        let parts = spec.split(separator: ":").map(String.init)
-        var request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
-        if parts.count > 2 {
-            guard let kind = SchedulerKind(argument: parts[2]) else { report("trajectory \(spec): unknown scheduler", passed: false); continue }
-            request.scheduler = kind
-        }
+        guard let (directory, request) = folderRequest(spec) else { report("trajectory \(spec): unknown scheduler", passed: false); continue }
         do {
-            let r = try CUDATrajectoryCheck.run(directory: parts[0], request: request, precision: precision)
+            let r = try CUDATrajectoryCheck.run(directory: directory, request: request, precision: precision)
             for s in r.steps {
                 print("  step \(s.index) t=\(s.timestep): CUDA vs CPU UNet on the CPU input rel. L2 \(s.unetRelativeL2), GPU vs CPU trajectory input rel. L2 \(s.trajectoryRelativeL2)")
             }
             report("trajectory \(r.directory) \(request.steps) steps \(request.scheduler.rawValue): worst per-step UNet rel. L2 \(r.worstUNetStep) (limit \(r.limit)), "
                    + "final latents GPU vs CPU rel. L2 \(r.finalGap); CPU with UNet noise of the GPU's per-step size vs CPU \(r.perturbedCPUFinalGap)",
                    passed: r.passed)
-        } catch { report("trajectory \(parts[0]): \(error)", passed: false) }
+        } catch { report("trajectory \(directory): \(error)", passed: false) }
     }
     for directory in operands(after: "--calibrate") {
         var options = CalibrationOptions(steps: 8)

@@ -103,7 +103,6 @@ public enum FP8AttentionSimulation {
     public static func attention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int, probabilityAmax: Float = 1) -> Tensor {
         let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
         let d = channels / heads
-        let s = 1 / Float(d).squareRoot()
         let probabilityScale = QuantizedFormat.fp8.scale(forAmax: probabilityAmax)
         return Tensor(shape: [batch, lq, channels]) { out in
             q.scalars.withUnsafeBufferPointer { qp in
@@ -115,14 +114,8 @@ public enum FP8AttentionSimulation {
                                 for item in range {
                                     let i = item % lq, bh = item / lq
                                     let h = bh % heads, b = bh / heads
-                                    let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
-                                    for j in 0..<lk {
-                                        let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
-                                        var acc: Float = 0
-                                        for t in 0..<d { acc += qi[t] * kj[t] }
-                                        sp[j] = acc * s
-                                    }
-                                    CPUKernels.softmaxRow(sp.baseAddress!, lk)
+                                    probabilities(qp, kp, image: b, head: h, query: i, queries: lq, keys: lk, channels: channels,
+                                                  heads: heads, into: sp.baseAddress!)
                                     QuantizedFormat.fp8.fakeQuantize(sp.baseAddress!, count: lk, scale: probabilityScale)
                                     let oi = out.baseAddress! + (b * lq + i) * channels + h * d
                                     for t in 0..<d { oi[t] = 0 }
@@ -142,12 +135,25 @@ public enum FP8AttentionSimulation {
 }
 
 extension FP8AttentionSimulation {
+    /// softmax(q·Kᵀ/√d) of one query row of one head of one image, into `row` (`keys` values).
+    static func probabilities(_ qp: UnsafeBufferPointer<Float>, _ kp: UnsafeBufferPointer<Float>, image b: Int, head h: Int,
+                              query i: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int,
+                              into row: UnsafeMutablePointer<Float>) {
+        let d = channels / heads, s = 1 / Float(d).squareRoot()
+        let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
+        for j in 0..<lk {
+            let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
+            var acc: Float = 0
+            for t in 0..<d { acc += qi[t] * kj[t] }
+            row[j] = acc * s
+        }
+        CPUKernels.softmaxRow(row, lk)
+    }
+
     /// max over batches, heads and query rows of softmax(Q·Kᵀ/√d), with the same score and softmax arithmetic as
     /// `attention` (calibration's probability amax). Q [B, Lq, C], K [B, Lk, C].
     public static func maxProbability(query q: Tensor, key k: Tensor, heads: Int) -> Float {
         let batch = q.shape[0], lq = q.shape[1], channels = q.shape[2], lk = k.shape[1]
-        let d = channels / heads
-        let s = 1 / Float(d).squareRoot()
         let lock = PthreadMutex()
         var result: Float = 0
         q.scalars.withUnsafeBufferPointer { qp in
@@ -157,15 +163,8 @@ extension FP8AttentionSimulation {
                     scores.withUnsafeMutableBufferPointer { sp in
                         for item in range {
                             let i = item % lq, bh = item / lq
-                            let h = bh % heads, b = bh / heads
-                            let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
-                            for j in 0..<lk {
-                                let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
-                                var acc: Float = 0
-                                for t in 0..<d { acc += qi[t] * kj[t] }
-                                sp[j] = acc * s
-                            }
-                            CPUKernels.softmaxRow(sp.baseAddress!, lk)
+                            probabilities(qp, kp, image: bh / heads, head: bh % heads, query: i, queries: lq, keys: lk,
+                                          channels: channels, heads: heads, into: sp.baseAddress!)
                             for j in 0..<lk { local = max(local, sp[j]) }
                         }
                     }

@@ -3,13 +3,6 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 extension SingleFileCheckpoint {
     /// Writes the checkpoint as a diffusers folder at `output` — what `quantize` starts from when its model is a single
@@ -24,12 +17,7 @@ extension SingleFileCheckpoint {
         guard !fm.fileExists(atPath: output) else {
             throw DiffusersFolderError(path: output, "\(output) already exists; remove it or choose another output")
         }
-        let temporary = output + ".partial-\(getpid())"
-        try? fm.removeItem(atPath: temporary)
-        TemporaryPaths.register(temporary)
-        defer { TemporaryPaths.release(temporary) }
-        do {
-            try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        try AtomicFolderWriter.write(to: output, renameFailure: DiffusersFolderError(path: output, "cannot move the finished folder into place at \(output)")) { temporary in
             try fm.copyItem(atPath: folder.path + "/model_index.json", toPath: temporary + "/model_index.json")
             for name in folder.componentNames {
                 let source = try folder.folder(of: name), target = temporary + "/" + name
@@ -52,12 +40,6 @@ extension SingleFileCheckpoint {
             for index in textEncoderPrefixes.indices {
                 try write(try textEncoderWeights(index: index), to: temporary + "/\(index == 0 ? "text_encoder" : "text_encoder_2")/model.safetensors")
             }
-            guard rename(temporary, output) == 0 else {
-                throw DiffusersFolderError(path: output, "cannot move the finished folder into place at \(output)")
-            }
-        } catch {
-            try? fm.removeItem(atPath: temporary)
-            throw error
         }
     }
 

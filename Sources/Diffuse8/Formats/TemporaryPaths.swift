@@ -12,7 +12,7 @@ import Darwin
 #endif
 
 /// The temporary files and folders this process is writing (`AtomicFileWriter`'s `.<name>.tmp-<pid>`
-/// files, `QuantizedModelFolder`'s `<out>.partial-<pid>` folders). An interrupted command removes them
+/// files, `AtomicFolderWriter`'s `<out>.partial-<pid>` folders). An interrupted command removes them
 /// with `removeAll()` before it exits, so Ctrl-C never leaves half-written outputs behind.
 public enum TemporaryPaths {
     nonisolated(unsafe) private static var paths: Set<String> = []

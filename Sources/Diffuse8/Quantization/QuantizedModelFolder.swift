@@ -63,12 +63,7 @@ public enum QuantizedModelFolder {
             throw QuantizationError("\(output) already exists; remove it or choose another -o")
         }
         let folder = try DiffusersFolder(path: source)
-        let temporary = output + ".partial-\(getpid())"
-        try? fm.removeItem(atPath: temporary)
-        TemporaryPaths.register(temporary)
-        defer { TemporaryPaths.release(temporary) }
-        do {
-            try fm.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        try AtomicFolderWriter.write(to: output, renameFailure: QuantizationError("cannot move the finished folder into place at \(output)")) { temporary in
             for entry in try fm.contentsOfDirectory(atPath: source) where entry != "unet" && !entry.hasPrefix(".") {
                 try copy(source + "/" + entry, temporary + "/" + entry)
             }
@@ -80,12 +75,6 @@ public enum QuantizedModelFolder {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFileWriter.write(Array(try encoder.encode(manifest(quantized))), to: temporary + "/unet/" + manifestName)
             TestPausePoint.reach("quantized-folder-written")
-            guard rename(temporary, output) == 0 else {
-                throw QuantizationError("cannot move the finished folder into place at \(output)")
-            }
-        } catch {
-            try? fm.removeItem(atPath: temporary)
-            throw error
         }
     }
 

@@ -59,24 +59,33 @@ public enum CUDAPipelineCheck {
 
     /// Generates `request` with the CPU (FP32) and the CUDA (`precision`) pipeline of `directory` and compares them.
     public static func imageParity(directory: String, request: GenerationRequest, precision: CUDADataType = .float16) throws -> ImageParity {
-        let cpu = try StableDiffusionPipeline(directory: directory, device: .cpu, quantizedExecution: .simulated).generate(request)
+        try imageParity(directory: directory, requests: [request], precision: precision)[0]
+    }
+
+    /// `imageParity` for several requests with the same two pipelines (e.g. several seeds: one image of a quantized
+    /// folder is a single draw of how far rounding differences grow over the steps). The on-device loop is compared
+    /// with host stepping on the first request only.
+    public static func imageParity(directory: String, requests: [GenerationRequest], precision: CUDADataType = .float16) throws -> [ImageParity] {
+        let reference = try StableDiffusionPipeline(directory: directory, device: .cpu, quantizedExecution: .simulated)
         let pipeline = try StableDiffusionPipeline(directory: directory, device: .cuda, precision: precision)
-        let gpu = try pipeline.generate(request)
-        let a = ImageConversion.pixelImages(fromDecoded: cpu.image)[0], b = ImageConversion.pixelImages(fromDecoded: gpu.image)[0]
-        var parity = ImageParity(directory: directory, size: (a.width, a.height), psnr: ImageMetrics.psnr(a, b),
-                                 latentRelativeL2: gpu.latents.relativeL2(to: cpu.latents))
         let quantized = QuantizedModelFolder.isQuantized(unetDirectory: directory + "/unet")
-        if quantized {
-            parity.limit = quantizedImagePSNRLimit
-            parity.deviceLoopLimit = quantizedDeviceLoopLimit
+        return try requests.enumerated().map { index, request in
+            let cpu = try reference.generate(request), gpu = try pipeline.generate(request)
+            let a = ImageConversion.pixelImages(fromDecoded: cpu.image)[0], b = ImageConversion.pixelImages(fromDecoded: gpu.image)[0]
+            var parity = ImageParity(directory: directory, size: (a.width, a.height), psnr: ImageMetrics.psnr(a, b),
+                                     latentRelativeL2: gpu.latents.relativeL2(to: cpu.latents))
+            if quantized {
+                parity.limit = quantizedImagePSNRLimit
+                parity.deviceLoopLimit = quantizedDeviceLoopLimit
+            }
+            let scheduler = try request.scheduler.makeScheduler(config: pipeline.schedulerConfiguration, steps: request.steps)
+            if index == 0, scheduler.samplerSteps() != nil, let predictor = pipeline.noisePredictor as? CUDANoisePredictor {
+                predictor.runsSamplingLoopOnDevice = false
+                parity.deviceLoopVersusHostLoop = try gpu.latents.relativeL2(to: pipeline.generate(request).latents)
+                predictor.runsSamplingLoopOnDevice = true
+            }
+            return parity
         }
-        let scheduler = try request.scheduler.makeScheduler(config: pipeline.schedulerConfiguration, steps: request.steps)
-        if scheduler.samplerSteps() != nil, let predictor = pipeline.noisePredictor as? CUDANoisePredictor {
-            predictor.runsSamplingLoopOnDevice = false
-            parity.deviceLoopVersusHostLoop = try gpu.latents.relativeL2(to: pipeline.generate(request).latents)
-            predictor.runsSamplingLoopOnDevice = true
-        }
-        return parity
     }
 
     /// Two pipelines of `directory` in one process, FP16 and BF16 (each with its own kernels on the shared context),

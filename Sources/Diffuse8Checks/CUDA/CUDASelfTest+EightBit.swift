@@ -2,7 +2,8 @@ import Diffuse8
 extension CUDASelfTest {
     /// Real 8-bit Linear layers (`CUDAKernels.eightBitLinear`) against the CPU simulation of the same
     /// `QuantizedLayer` (dequantized weight, fake-quantized smoothed input): the codes are the same, so only the
-    /// accumulation order and the 16-bit output rounding differ. Also the 16-bit fallback weight from the codes.
+    /// accumulation order and the 16-bit output rounding differ. The same for 8-bit convolutions
+    /// (`CUDAKernels.eightBitConvolution`). Also the 16-bit fallback weight from the codes.
     static func eightBitCases(_ kernels: CUDAKernels) -> [FusedCase] {
         let context = kernels.context
         var cases: [FusedCase] = []
@@ -51,22 +52,44 @@ extension CUDASelfTest {
             // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
             for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),
                                            (154, 2048, 1280, false)] {
-                cases.append(("8-bit linear \(format)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
-                    let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
-                    let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])
-                    let withBias = residual || n != 1280
-                    let smoothing: [Float] = (0..<k).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.15) }
+                for gemm in format == .int8 ? [CUDAEightBitLinear.Int8GEMM.cuBLASLt, .cuDNN] : [.fastest] {
+                    let library = format == .fp8 ? "" : gemm == .cuDNN ? " cuDNN" : " cuBLASLt"
+                    cases.append(("8-bit linear \(format)\(library)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
+                        let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
+                        let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])
+                        let withBias = residual || n != 1280
+                        let smoothing: [Float] = (0..<k).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.15) }
+                        var amax: Float = 0
+                        for i in 0..<xh.count { amax = max(amax, abs(xh.scalars[i] * smoothing[i % k])) }
+                        let layer = QuantizedLayer(name: "check", kind: .linear,
+                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
+                        let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil)
+                        let w = try CUDAEightBitLinear(kernels, linear, layer)
+                        w.int8GEMM = gemm
+                        let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: residual ? try kernels.upload(resh) : nil)
+                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                        let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: withBias ? bh : nil)
+                        return (y, residual ? CPUKernels.add(reference, resh) : reference)
+                    }))
+                }
+            }
+            // Convolutions: cuDNN's 8-bit graph on channels-last codes, per-channel (INT8) or per-tensor (FP8) weight scales.
+            for (n, c, hw, o, k, stride, withBias) in [(2, 320, 32, 320, 3, 1, true), (2, 64, 16, 128, 3, 2, true), (1, 32, 8, 48, 1, 1, false)] {
+                cases.append(("8-bit convolution \(format)", "B\(n) C\(c) \(hw)² → \(o) \(k)×\(k)/\(stride)\(withBias ? "+bias" : "")", 1e-3, { r in
+                    let xh = r.normalHalfRounded([n, c, hw, hw]), wh = r.normalHalfRounded([o, c, k, k], scale: 0.05)
+                    let bh = r.normalHalfRounded([o])
                     var amax: Float = 0
-                    for i in 0..<xh.count { amax = max(amax, abs(xh.scalars[i] * smoothing[i % k])) }
-                    let layer = QuantizedLayer(name: "check", kind: .linear,
+                    for v in xh.scalars { amax = max(amax, abs(v)) }
+                    let layer = QuantizedLayer(name: "check", kind: .conv2d,
                                                weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
-                                               inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
-                    let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil)
-                    let w = try CUDAEightBitLinear(kernels, linear, layer)
-                    let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: residual ? try kernels.upload(resh) : nil)
-                    if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
-                    let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: withBias ? bh : nil)
-                    return (y, residual ? CPUKernels.add(reference, resh) : reference)
+                                               inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                    let conv = Conv2d(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil, stride: stride, padding: k / 2)
+                    let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: withBias)
+                    w.choosesFastestPath = false
+                    let y = try kernels.eightBitConvolution(try kernels.upload(xh), w)
+                    if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                    return (y, CPUKernels.conv2d(layer.quantizedInput(xh), weight: conv.weight, bias: conv.bias, stride: stride, padding: k / 2))
                 }))
             }
             cases.append(("8-bit weight → 16-bit \(format)", "[96,64]", 1e-3, { r in

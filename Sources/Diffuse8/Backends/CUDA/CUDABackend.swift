@@ -5,9 +5,10 @@
 /// stacked time projections with conv1 biases folded in, stacked cross-attention keys/values, conv2 + shortcut
 /// biases folded into the resnet's residual add, SD1.x's 1×1 projections as token GEMMs. Each layer object of the
 /// model is then looked up by identity. A quantized Linear layer with a calibrated input scale runs in real 8 bit
-/// (`CUDAEightBitLinear`: its stored FP8 or INT8 codes on the tensor cores, the input quantized on the device). The
-/// other quantized layers — convolutions, dynamic scales, per-channel FP8 weights, FP8 on GPUs before compute
-/// capability 8.9 — run as the CPU simulation does: SmoothQuant factors and INT8/FP8 quantize→dequantize of the input
+/// (`CUDAEightBitLinear`: its stored FP8 or INT8 codes on the tensor cores, the input quantized on the device), and so
+/// does such a convolution where cuDNN's 8-bit convolution is the faster path for its shape (`CUDAEightBitConvolution`).
+/// The other quantized layers — dynamic scales, per-channel FP8 Linear weights, FP8 on GPUs before compute
+/// capability 8.9, convolutions whose channels are not multiples of 16 — run as the CPU simulation does: SmoothQuant factors and INT8/FP8 quantize→dequantize of the input
 /// on the device, then the 16-bit GEMM or convolution on the dequantized weight. Level 4 rounds Q/K/V outputs to FP8.
 /// `simulatedLayers` says which layers were simulated and why; `layerReport` times each layer.
 ///
@@ -30,11 +31,14 @@ public final class CUDABackend: ModelBackend {
     /// the first call of a layer whose shape has no 8-bit GEMM).
     public var simulatedLayers: [(name: String, reason: String)] {
         preparedSimulated + eightBitWeights.compactMap { w in w.fallbackReason.map { (w.name, "no 8-bit GEMM: " + $0) } }
+            + eightBitConvolutions.values.compactMap { w in w.sixteenBitReason.map { (w.name, $0) } }
     }
     private var preparedSimulated: [(name: String, reason: String)] = []
 
-    /// Quantized Linear layers that run as real 8-bit GEMMs.
-    public var eightBitLayerCount: Int { eightBitWeights.filter { $0.fallbackWeight == nil }.map(\.layerCount).reduce(0, +) }
+    /// Quantized Linear layers that run as real 8-bit GEMMs, and convolutions whose last call ran in 8 bit.
+    public var eightBitLayerCount: Int {
+        eightBitWeights.filter { $0.fallbackWeight == nil }.map(\.layerCount).reduce(0, +) + eightBitConvolutions.values.filter(\.runsEightBit).count
+    }
 
     private var eightBitWeights: [CUDAEightBitLinear] { Array(eightBitLinears.values) + Array(eightBitStacks.values) }
 
@@ -54,6 +58,7 @@ public final class CUDABackend: ModelBackend {
     /// The 8-bit stack each of its member layers belongs to.
     private var eightBitStackOfMember: [ObjectIdentifier: (stack: CUDAEightBitLinear, members: Set<ObjectIdentifier>)] = [:]
     private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
+    private var eightBitConvolutions: [ObjectIdentifier: CUDAEightBitConvolution] = [:]
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
     private var plans: [ObjectIdentifier: FusionPlan] = [:]
@@ -92,8 +97,17 @@ public final class CUDABackend: ModelBackend {
     private func prepare(_ model: AnyObject, plan: FusionPlan, convolutions: [Conv2d], linears: [Linear],
                          groupNorms: [GroupNorm], layerNorms: [LayerNorm]) throws {
         for conv in convolutions where plan.tokenProjections[ObjectIdentifier(conv)] == nil {
-            self.convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(
-                kernels, conv, withBias: !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv)))
+            let withBias = !plan.convolutionsWithoutBias.contains(ObjectIdentifier(conv))
+            if let q = conv.quantization {
+                let reason = runsEightBit ? CUDAEightBitConvolution.unsupportedReason(q, context: context) : "8-bit execution is off"
+                if let reason {
+                    preparedSimulated.append((conv.name, reason))
+                } else {
+                    eightBitConvolutions[ObjectIdentifier(conv)] = try CUDAEightBitConvolution(kernels, conv, q, withBias: withBias)
+                    continue
+                }
+            }
+            self.convolutions[ObjectIdentifier(conv)] = try CUDAConvolutionWeights(kernels, conv, withBias: withBias)
         }
         let stacked = Set(plan.stacks.flatMap(\.layers).map(ObjectIdentifier.init))
         for linear in linears + Array(plan.tokenProjections.values) where !stacked.contains(ObjectIdentifier(linear)) {
@@ -107,9 +121,6 @@ public final class CUDABackend: ModelBackend {
                 }
             }
             self.linears[ObjectIdentifier(linear)] = try CUDALinearWeights(kernels, linear)
-        }
-        for conv in convolutions where conv.quantization != nil && plan.tokenProjections[ObjectIdentifier(conv)] == nil {
-            preparedSimulated.append((conv.name, "convolutions run in 16 bit"))
         }
         for stack in plan.stacks {
             if let q = stack.layers.first?.quantization {
@@ -146,7 +157,9 @@ public final class CUDABackend: ModelBackend {
     /// not use (both are uploaded because the choice is made per shape on first use). Call after one forward at the
     /// size you will use. Returns the bytes freed (back to the allocator's cache).
     @discardableResult
-    public func releaseUnusedWeightLayouts() -> Int { CUDAConvolutionWeights.releaseUnusedLayouts(Array(convolutions.values)) }
+    public func releaseUnusedWeightLayouts() -> Int {
+        CUDAConvolutionWeights.releaseUnusedLayouts(Array(convolutions.values) + eightBitConvolutions.values.compactMap(\.sixteenBit))
+    }
 
     // MARK: Data
 
@@ -197,7 +210,8 @@ public final class CUDABackend: ModelBackend {
     /// A real 8-bit layer (or stack), reported under `name`.
     private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?) throws -> CUDATensor {
         try op("GEMM (linear)", layer: name, kernel: {
-            w.fallbackWeight == nil ? "cuBLASLt \(w.format == .fp8 ? "FP8 E4M3" : "INT8 → INT32 + dequantize")" : "cuBLASLt 16-bit (no 8-bit algorithm)"
+            w.fallbackWeight != nil ? "cuBLASLt 16-bit (no 8-bit algorithm)"
+                : w.format == .fp8 ? "cuBLASLt FP8 E4M3" : w.lastRanFusedInt8 ? "cuDNN INT8, dequantize fused" : "cuBLASLt INT8 → INT32 + dequantize"
         }, eightBit: { w.fallbackWeight == nil }) {
             var y = try kernels.eightBitLinear(x, w, residual: residual)
             if let scales = w.outputScales { y = try kernels.fakeQuantizeColumns(y, format: .fp8, scales: scales) }
@@ -206,6 +220,17 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func conv2d(_ x: CUDATensor, _ layer: Conv2d) throws -> CUDATensor {
+        if let w = eightBitConvolutions[ObjectIdentifier(layer)] {
+            return try op(w.kernelHeight == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: {
+                switch w.lastPath {
+                case .eightBit(let form): "cuDNN \(w.format == .fp8 ? "FP8 E4M3" : "INT8") NHWC, \(form.rawValue)"
+                case .sixteenBit(let why): "16-bit, 8-bit input simulated (\(why))"
+                case nil: "convolution"
+                }
+            }, eightBit: { w.runsEightBit }) {
+                try kernels.eightBitConvolution(x, w)
+            }
+        }
         guard let w = convolutions[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
         return try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: {
             let path = switch w.lastPath {

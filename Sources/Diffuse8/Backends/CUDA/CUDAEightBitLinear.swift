@@ -25,6 +25,14 @@ package final class CUDAEightBitLinear {
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
     /// the output is rounded with after the GEMM (FP32 [out]).
     let outputScales: CUDATensor?
+    /// INT8: per GEMM shape, whether cuDNN's INT8 matmul with the dequantization fused (measured faster on first use)
+    /// runs instead of cuBLASLt's INT32 sums and our dequantize kernel.
+    var fusedInt8: [CUDNNEightBitGraphs.Shape: Bool] = [:]
+    /// Which INT8 GEMM runs: the faster per shape (the default), or one of them (for checks and measurements).
+    package var int8GEMM = Int8GEMM.fastest
+    package enum Int8GEMM: Sendable { case fastest, cuBLASLt, cuDNN }
+    /// Whether the last INT8 call ran cuDNN's fused GEMM (for reports).
+    package internal(set) var lastRanFusedInt8 = false
     /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
     var fallbackWeight: CUDATensor?
     package var fallbackReason: String?

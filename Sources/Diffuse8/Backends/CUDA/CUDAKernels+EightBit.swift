@@ -43,6 +43,35 @@ extern "C" __global__ void dequantize_accumulators(const int* __restrict__ acc, 
     }
 }
 
+// y[r, j] = sums[r, j] * alpha[j] (+ bias[j]) in FP32, stored 16-bit: the FP32 sums of an FP8 convolution.
+extern "C" __global__ void dequantize_float_sums(const float* __restrict__ sums, const float* __restrict__ alpha,
+        const half_t* __restrict__ bias, half_t* __restrict__ y, i64 n, int cols) {
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const int j = (int)(i % cols);
+        float v = sums[i] * alpha[j];
+        if (bias) v += h2f(bias[j]);
+        y[i] = f2h(v);
+    }
+}
+
+// codes[b, p, c] = code(x[b, c, p]): NCHW 16-bit values to channels-last 8-bit codes (the input of cuDNN's 8-bit
+// convolutions), through a 32×32 shared-memory tile like transpose_batched.
+extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, unsigned char* __restrict__ codes,
+        int C, int P, float scale, int format) {
+    __shared__ float tile[32][33];
+    const i64 offset = (i64)blockIdx.z * C * P;
+    const int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j, p = p0 + threadIdx.x;
+        if (c < C && p < P) tile[j][threadIdx.x] = h2f(x[offset + (i64)c * P + p]);
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int p = p0 + j, c = c0 + threadIdx.x;
+        if (p < P && c < C) codes[offset + (i64)p * C + c] = (unsigned char)quantize_code(tile[threadIdx.x][j], scale, format);
+    }
+}
+
 // y[r, j] = fq(x[r, j]) with column j's scale: level-4 FP8 rounding of stacked Q/K/V outputs, each with its own amax.
 extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, const float* __restrict__ scales,
         half_t* __restrict__ y, i64 n, int cols, int format) {
@@ -128,13 +157,26 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                                a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
                                scales: (w.scales.address, w.scales.address + 16))
             case .int8:
-                let sums = try context.empty(shape, dtype: .int32)
-                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
-                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
-                               a: w.codes.address, b: codes.address, d: sums.address)
-                try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
-                    .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
-                    .int64(Int64(y.count)), .int(w.outFeatures)])
+                func cuBLASLt() throws {
+                    let sums = try context.empty(shape, dtype: .int32)
+                    try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
+                                         ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
+                                   a: w.codes.address, b: codes.address, d: sums.address)
+                    try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+                        .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
+                        .int64(Int64(y.count)), .int(w.outFeatures)])
+                }
+                let gemm = CUDNNEightBitGraphs.Shape(n: 1, c: w.inFeatures, h: rows, w: 1, o: w.outFeatures, kh: 1, kw: 1, stride: 1, padding: 0,
+                                                     format: .int8, isMatmul: true, hasBias: w.bias != nil,
+                                                     hasResidual: residual != nil, outputType: storageType)
+                let operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.scales.address,
+                                                            bias: w.bias?.address, residual: residual?.address, y: y.address)
+                if let plan = try fusedInt8Plan(gemm, w, operands, otherwise: cuBLASLt) {
+                    try eightBitGraphs().execute(plan, gemm, operands)
+                } else {
+                    try cuBLASLt()
+                }
+                w.lastRanFusedInt8 = w.fusedInt8[gemm] ?? false
             }
             return y
         } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {
@@ -143,6 +185,33 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             w.fallbackWeight = try dequantizedWeight(w)
             return try eightBitLinear(x, w, residual: residual)
         }
+    }
+
+    /// cuDNN's fused INT8 GEMM plan for `gemm` when it runs for this layer: on first use (outside a capture) it is
+    /// timed against `otherwise` (cuBLASLt's INT32 sums and our dequantize kernel) and kept only where faster.
+    private func fusedInt8Plan(_ gemm: CUDNNEightBitGraphs.Shape, _ w: CUDAEightBitLinear, _ operands: CUDNNEightBitGraphs.Operands,
+                               otherwise: () throws -> Void) throws -> CUDNNEightBitGraphs.Plan? {
+        if w.int8GEMM == .cuBLASLt || w.fusedInt8[gemm] == false { return nil }
+        let capturing = context.allocator.isCapturing
+        let graphs: CUDNNEightBitGraphs, plan: CUDNNEightBitGraphs.Plan
+        do {
+            graphs = try eightBitGraphs()
+            plan = try graphs.plan(gemm, timing: !capturing) { try graphs.execute($0, gemm, operands) }
+        } catch {
+            if w.int8GEMM == .cuDNN { throw error }
+            w.fusedInt8[gemm] = false
+            return nil
+        }
+        if w.fusedInt8[gemm] == nil {
+            var fused = true
+            if !capturing && w.int8GEMM == .fastest {
+                let cudnn = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try graphs.execute(plan, gemm, operands) }
+                let cublas = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try otherwise() }
+                fused = cudnn < cublas
+            }
+            w.fusedInt8[gemm] = fused
+        }
+        return w.fusedInt8[gemm] == true ? plan : nil
     }
 
     /// quantize → dequantize of each column j of x with `scales[j]` (FP32, one per column of the last dimension).
@@ -164,5 +233,19 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             .tensor(w.codes), .tensor(w.weightScales), .int(w.weightScales.count > 1 ? 1 : 0), .tensor(weight),
             .int64(Int64(weight.count)), .int(w.inFeatures), .int32(w.format == .int8 ? 0 : 1)])
         return weight
+    }
+
+    /// cuDNN's 8-bit graphs, made on first use (throws, every time, when cuDNN is missing).
+    func eightBitGraphs() throws -> CUDNNEightBitGraphs {
+        if let cudnnEightBitGraphs { return cudnnEightBitGraphs }
+        if let cudnnEightBitUnavailable { throw cudnnEightBitUnavailable }
+        do {
+            let made = try CUDNNEightBitGraphs(context: context)
+            cudnnEightBitGraphs = made
+            return made
+        } catch {
+            cudnnEightBitUnavailable = error
+            throw error
+        }
     }
 }

@@ -16,6 +16,9 @@ public final class CUDAKernels: @unchecked Sendable {
     private var cudnnUnavailable: Error?
     private var cudnnAttention: CUDNNAttention?
     private var cudnnAttentionUnavailable: Error?
+    /// cuDNN's 8-bit convolutions (`eightBitConvolution`), made on first use; the error when cuDNN is missing.
+    var cudnnEightBitGraphs: CUDNNEightBitGraphs?
+    var cudnnEightBitUnavailable: Error?
     /// Largest im2col column buffer `.automatic` measures as a candidate (256 MiB).
     static let im2colCandidateLimitBytes = 256 << 20
     /// `.automatic`'s choice per convolution shape (the fastest measured path).

@@ -99,10 +99,4 @@ package final class CUDAEightBitConvolution {
 
     /// Why the last call ran in 16 bit, if it did.
     package var sixteenBitReason: String? { if case .sixteenBit(let why) = lastPath { why } else { nil } }
-
-    /// Device bytes of the weight (codes, α, bias, and the 16-bit weights while they exist).
-    var byteCount: Int {
-        codes.byteCount + alpha.byteCount + (bias?.byteCount ?? 0)
-            + (sixteenBit.map { ($0.onlyChannelsLast ? 0 : $0.weight.byteCount) + ($0.weightChannelsLast?.byteCount ?? 0) } ?? 0)
-    }
 }

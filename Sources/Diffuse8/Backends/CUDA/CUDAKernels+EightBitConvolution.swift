@@ -12,7 +12,7 @@ extension CUDAKernels {
         let capturing = context.allocator.isCapturing
         if let known = w.paths[x.shape] {
             w.lastPath = known
-            return try run(known, x, w, timing: false)
+            return try run(known, x, w)
         }
         var path: CUDAEightBitConvolution.Path
         do {
@@ -22,16 +22,16 @@ extension CUDAKernels {
         }
         if case .eightBit = path, !capturing, w.choosesFastestPath {
             // Keep 8 bit only where it is the faster path for this shape.
-            let eightBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(path, x, w, timing: false) }
+            let eightBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(path, x, w) }
             let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
-            let sixteenBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(sixteen, x, w, timing: false) }
+            let sixteenBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(sixteen, x, w) }
             if sixteenBit < eightBit {
                 path = .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, eightBit * 1000))
             }
         }
         w.paths[x.shape] = path
         w.lastPath = path
-        let y = try run(path, x, w, timing: false)
+        let y = try run(path, x, w)
         if !capturing { w.releaseSixteenBitIfUnused() }
         return y
     }
@@ -47,10 +47,10 @@ extension CUDAKernels {
                                        format: w.format, hasBias: w.bias != nil, outputType: storageType)
     }
 
-    private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ w: CUDAEightBitConvolution, timing: Bool) throws -> CUDATensor {
+    private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
         switch path {
         case .eightBit:
-            return try runEightBit(try eightBitPlan(x, w, timing: timing), x, w)
+            return try runEightBit(try eightBitPlan(x, w, timing: false), x, w)
         case .sixteenBit:
             let weights = try w.sixteenBitWeights(self)
             let input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: nil, groupSize: x.count / max(x.shape[0], 1))

@@ -1,5 +1,5 @@
 /// One quantized layer: THE definition of its math, shared by simulated (fake-quant) execution, the α
-/// search and (later) real 8-bit kernels, which must agree with it to within rounding.
+/// search and real 8-bit kernels, which must agree with it (the CPU's INT8 kernels bit for bit).
 ///
 /// y = dequant(Wq) · fq(x ⊙ s)ᵀ + b, where
 /// - s: SmoothQuant's per-input-channel factors s_j = max|W[:,j]|^(1-α) / max|X_j|^α (1 without smoothing),
@@ -8,6 +8,9 @@
 /// - fq: quantize→dequantize of the activation with scale = `inputAmax / format.maxValue` (static) or,
 ///   in dynamic mode, per token (Linear rows) / per sample (Conv2d) amax computed at run time;
 /// - FP8 attention (level 4): `to_q/k/v` outputs additionally pass through FP8 fq with `outputAmax`.
+///
+/// For INT8 the simulation evaluates the same product in the order an integer kernel does, exactly:
+/// y[n] = Float(Σ_k q_x[k] · q_w[n, k]) · (s_x · s_w[n]) + b[n] (`Int8ExactProduct`).
 public struct QuantizedLayer: Sendable {
     public enum Kind: String, Sendable, Codable { case linear, conv2d }
 
@@ -35,6 +38,40 @@ public struct QuantizedLayer: Sendable {
     /// x ⊙ s then fake-quantized, as the layer's kernel sees it. Linear: x is [..., C]; Conv2d: NCHW.
     public func quantizedInput(_ x: Tensor) -> Tensor {
         Self.quantizeActivation(x, kind: kind, format: format, amax: inputAmax, smoothing: smoothing)
+    }
+
+    /// INT8: the codes of x ⊙ s as Float (integers in [-128, 127]) and the activation scale of each row (Linear: one
+    /// per token) or sample (Conv2d) — `quantizedInput` before its multiplication by the scale (same smoothing
+    /// product, same division and rounding).
+    public func int8InputCodes(_ x: Tensor) -> (codes: Tensor, scales: [Float]) {
+        precondition(format == .int8, "int8InputCodes of an \(format.rawValue) layer")
+        let group = kind == .linear ? x.shape.last! : x.count / max(x.shape[0], 1)
+        let groups = x.count / max(group, 1)
+        var scales = [Float](repeating: 1, count: groups)
+        var out = x
+        out.scalars.withUnsafeMutableBufferPointer { p in
+            let base = p.baseAddress!
+            if let smoothing {
+                let width = smoothing.count
+                for r in 0..<(p.count / width) {
+                    for j in 0..<width { base[r * width + j] *= smoothing[j] }
+                }
+            }
+            for g in 0..<groups {
+                let start = base + g * group
+                let scale: Float
+                if let inputAmax {
+                    scale = format.scale(forAmax: inputAmax)
+                } else {
+                    var m: Float = 0
+                    for i in 0..<group { m = max(m, abs(start[i])) }
+                    scale = format.scale(forAmax: m)
+                }
+                scales[g] = scale
+                for i in 0..<group { start[i] = Float(Int8Codec.quantize(start[i] / scale)) }
+            }
+        }
+        return (out, scales)
     }
 
     /// Activation fake-quantization (see the type's doc comment).
@@ -70,15 +107,37 @@ public protocol QuantizedExecutionHook: AnyObject {
     var layer: QuantizedLayer { get }
 }
 
-/// Simulate mode: the layer's `weight` holds the dequantized codes (set by the loader); the hook
-/// fake-quantizes the input (and, for FP8 attention, the output) around the full-precision kernel.
+/// Simulate mode: the layer's `weight` holds the dequantized codes (set by the loader). FP8 layers fake-quantize
+/// the input (and, for FP8 attention, the output) around the full-precision kernel on that weight. INT8 layers
+/// compute the same formula exactly (`Int8ExactProduct`): the FP32 reference kernel on the activation and weight
+/// codes, whose integer sums it guarantees exact, then Float(Σ) · (s_x · s_w) + b — what an exact INT32 kernel
+/// gives, so real INT8 kernels can be held to it bit for bit.
 public final class SimulatedQuantizationHook: QuantizedExecutionHook, LinearExecutionHook, Conv2dExecutionHook {
     public let layer: QuantizedLayer
+    /// The codes as Float, chunked for exactness; built at the first INT8 call (loaders that only read the
+    /// dequantized weight, e.g. for the GPU, never pay for it).
+    private var product: Int8ExactProduct?
+    private let productLock = PthreadMutex()
 
     public init(_ layer: QuantizedLayer) { self.layer = layer }
 
+    private var int8Product: Int8ExactProduct {
+        productLock.lock()
+        defer { productLock.unlock() }
+        if let product { return product }
+        let made = Int8ExactProduct(layer.weight)
+        product = made
+        return made
+    }
+
     public func run(_ linear: Linear, _ x: Tensor) -> Tensor {
-        var y = linear.fullPrecision(layer.quantizedInput(x))
+        var y: Tensor
+        if layer.format == .int8 {
+            let input = layer.int8InputCodes(x)
+            y = int8Product.linear(codes: input.codes, rowScales: input.scales, bias: linear.bias)
+        } else {
+            y = linear.fullPrecision(layer.quantizedInput(x))
+        }
         if let amax = layer.outputAmax {
             y.scalars.withUnsafeMutableBufferPointer { QuantizedFormat.fp8.fakeQuantize($0.baseAddress!, count: $0.count, scale: QuantizedFormat.fp8.scale(forAmax: amax)) }
         }
@@ -86,7 +145,10 @@ public final class SimulatedQuantizationHook: QuantizedExecutionHook, LinearExec
     }
 
     public func run(_ conv: Conv2d, _ x: Tensor) -> Tensor {
-        conv.fullPrecision(layer.quantizedInput(x))
+        guard layer.format == .int8 else { return conv.fullPrecision(layer.quantizedInput(x)) }
+        let input = layer.int8InputCodes(x)
+        return int8Product.conv2d(codes: input.codes, sampleScales: input.scales, bias: conv.bias, stride: conv.stride,
+                                  padding: conv.padding)
     }
 }
 

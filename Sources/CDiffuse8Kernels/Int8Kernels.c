@@ -101,6 +101,33 @@ static void tile_avx2_widened(const int64_t *wide, const int8_t *b, size_t kgrou
     }
 }
 
+/// Widens `tiles` tiles of MR rows of A into the tile-major INT16 layout `tile_avx2_widened` reads: four k groups
+/// of a row per 16-byte load (one XOR flips u to u - 128, one sign extension widens), the rest one group at a time.
+__attribute__((target("avx2")))
+static void widen_avx2(const uint8_t *a, size_t lda, size_t tiles, size_t kgroups, int64_t *wide) {
+    const __m128i flip = _mm_set1_epi8((char)0x80);
+    for (size_t t = 0; t < tiles; t++) {
+        int64_t *w = wide + t * kgroups * MR;
+        for (int r = 0; r < MR; r++) {
+            const uint8_t *row = a + (t * MR + r) * lda;
+            size_t g = 0;
+            for (; g + 4 <= kgroups; g += 4) {
+                __m256i codes = _mm256_cvtepi8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(row + 4 * g)), flip));
+                __m128i lo = _mm256_castsi256_si128(codes), hi = _mm256_extracti128_si256(codes, 1);
+                w[g * MR + r] = _mm_cvtsi128_si64(lo);
+                w[(g + 1) * MR + r] = _mm_extract_epi64(lo, 1);
+                w[(g + 2) * MR + r] = _mm_cvtsi128_si64(hi);
+                w[(g + 3) * MR + r] = _mm_extract_epi64(hi, 1);
+            }
+            for (; g < kgroups; g++) {
+                int32_t v;
+                memcpy(&v, row + 4 * g, 4);
+                w[g * MR + r] = _mm_cvtsi128_si64(_mm_cvtepi8_epi16(_mm_xor_si128(_mm_cvtsi32_si128(v), flip)));
+            }
+        }
+    }
+}
+
 __attribute__((target("avx2")))
 static void tile_avx2(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
                       size_t kgroups, int32_t *c) {
@@ -108,19 +135,29 @@ static void tile_avx2(const uint8_t *a, size_t lda, const int8_t *b, const int32
     int64_t stack[AVX2_STACK_GROUPS * MR];
     int64_t *wide = kgroups <= AVX2_STACK_GROUPS ? stack : (int64_t *)malloc(kgroups * MR * sizeof(int64_t));
     if (!wide) { tile_portable(a, lda, b, compensation, kgroups, c); return; }
-    const __m128i bias = _mm_set1_epi8((char)0x80);
-    for (size_t g = 0; g < kgroups; g++) {
-        for (int r = 0; r < MR; r++) {
-            int32_t v;
-            memcpy(&v, a + r * lda + 4 * g, 4);
-            __m128i codes = _mm_cvtepi8_epi16(_mm_xor_si128(_mm_cvtsi32_si128(v), bias));  // u - 128, widened
-            wide[g * MR + r] = _mm_cvtsi128_si64(codes);
-        }
-    }
+    widen_avx2(a, lda, 1, kgroups, wide);
     tile_avx2_widened(wide, b, kgroups, c);
     if (wide != stack) free(wide);
 }
 #endif
+
+void d8_int8_avx2_widen(const uint8_t *a, size_t lda, size_t tiles, size_t kgroups, int64_t *wide) {
+#if D8_X86
+    widen_avx2(a, lda, tiles, kgroups, wide);
+#else
+    (void)a; (void)lda; (void)tiles; (void)kgroups; (void)wide;
+    abort();
+#endif
+}
+
+void d8_int8_avx2_tile_widened(const int64_t *wide, const int8_t *b, size_t kgroups, int32_t *c) {
+#if D8_X86
+    tile_avx2_widened(wide, b, kgroups, c);
+#else
+    (void)wide; (void)b; (void)kgroups; (void)c;
+    abort();
+#endif
+}
 
 #if defined(__aarch64__)
 /// NEON dot product (ARMv8.2 sdot, s8 x s8): A bytes flipped to signed codes; columns in two blocks of 16.

@@ -85,13 +85,17 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                             let dst = out.baseAddress!
                             let scales = UnsafePointer(weight.scales)
                             CPUInt8Gemm.multiply(a: codes, rows: m, lda: lda, weight: weight, kernel: kernel) { row, rows, column, columns, tile in
+                                // One pass per row: ((Σ · (s_x · s_w)) + b) + residual, each output written once.
                                 let nr = CPUInt8Kernel.tileColumns
                                 for r in 0..<rows {
                                     let s = sp[row + r], line = (row + r) * o + column
                                     let sums = tile + r * nr, w = scales + column, out = dst + line
-                                    for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) }
-                                    if let bias { let b = bias + column; for j in 0..<columns { out[j] += b[j] } }
-                                    if let res { let add = res + line; for j in 0..<columns { out[j] += add[j] } }
+                                    switch (bias.map { $0 + column }, res.map { $0 + line }) {
+                                    case let (b?, add?): for j in 0..<columns { out[j] = (Float(sums[j]) * (s * w[j]) + b[j]) + add[j] }
+                                    case let (b?, nil): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) + b[j] }
+                                    case let (nil, add?): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) + add[j] }
+                                    case (nil, nil): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) }
+                                    }
                                 }
                             }
                         }
@@ -235,15 +239,20 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                         let dst = out.baseAddress!
                         let scales = UnsafePointer(weight.scales)
                         CPUInt8Gemm.multiply(a: codes, rows: m, lda: lda, weight: weight, kernel: kernel) { row, rows, column, columns, tile in
+                            // Output channel by channel: the tile's rows are consecutive pixels of one plane (split where
+                            // a tile straddles two images).
                             let nr = CPUInt8Kernel.tileColumns
-                            for r in 0..<rows {
-                                let b = (row + r) / hw, pixel = (row + r) % hw
+                            var r0 = 0
+                            while r0 < rows {
+                                let b = (row + r0) / hw, pixel = (row + r0) % hw
+                                let count = min(rows - r0, hw - pixel)
                                 let s = sp[b]
-                                let base = dst + (b * o + column) * hw + pixel
-                                let sums = tile + r * nr, w = scales + column
                                 for j in 0..<columns {
-                                    base[j * hw] = Float(sums[j]) * (s * w[j]) + (bias?[column + j] ?? 0)
+                                    let ws = s * scales[column + j], add = bias?[column + j] ?? 0
+                                    let out = dst + (b * o + column + j) * hw + pixel, sums = tile + r0 * nr + j
+                                    for r in 0..<count { out[r] = Float(sums[r * nr]) * ws + add }
                                 }
+                                r0 += count
                             }
                         }
                     }

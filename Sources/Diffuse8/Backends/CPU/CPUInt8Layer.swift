@@ -4,9 +4,10 @@
 /// dynamic mode), INT32 sums on the micro-kernels, and one epilogue per tile: sum · s_x · s_w[o] + bias (+ the
 /// residual for Linear).
 ///
-/// Agrees with the simulation (`SimulatedQuantizationHook`, the reference) to within FP32 rounding: the codes are
-/// the very ones the simulation rounds to (same smoothing product, same division by the scale, same
-/// round-half-even and clamp), and Σ (a·s_x)(w·s_w) in FP32 differs from (Σ a·w)·s_x·s_w only by rounding.
+/// Equals the simulation (`SimulatedQuantizationHook`, the reference) bit for bit: the codes are the very ones the
+/// simulation rounds to (same smoothing product, same division by the scale, same round-half-even and clamp), the
+/// simulation's integer sums are exact too (`Int8ExactProduct`), and both dequantize as Float(Σ) · (s_x · s_w), then
+/// + bias, then + residual.
 public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook, Conv2dExecutionHook {
     public let layer: QuantizedLayer
     let weight: CPUInt8PackedWeight

@@ -71,26 +71,28 @@ static void tile_avx512vnni(const uint8_t *a, size_t lda, const int8_t *b, const
 /// AVX2: both operands widened to INT16 (A as code = u - 128, B sign-extended), vpmaddwd sums pairs into INT32.
 /// Exact: |product| <= 2^14, a pair sum fits easily (vpmaddubsw on u8 x s8 would saturate at 2^15).
 /// A YMM of B holds 4 columns x 4 k; each column's sum ends up in two lanes, added at the end.
-/// The tile's A is widened once up front (four INT16 codes = one 64-bit broadcast per row and k group), then the
-/// columns go in four blocks of 8 (12 accumulators + 2 B + 1 A of 16 YMM registers).
+/// A arrives widened (rows of INT16 codes, `ldw` codes apart: four codes = one 64-bit broadcast per row and k group),
+/// the columns go in four blocks of 8 (12 accumulators + 2 B + 1 A of 16 YMM registers).
 enum { AVX2_STACK_GROUPS = 1024 };
 
 __attribute__((target("avx2")))
-static void tile_avx2_widened(const int64_t *wide, const int8_t *b, size_t kgroups, int32_t *c) {
+static void tile_avx2_widened(const int16_t *wide, size_t ldw, const int8_t *b, size_t kgroups, int32_t *c) {
     const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    const int16_t *w0 = wide, *w1 = wide + ldw, *w2 = wide + 2 * ldw, *w3 = wide + 3 * ldw, *w4 = wide + 4 * ldw,
+                  *w5 = wide + 5 * ldw;
     for (int block = 0; block < NR / 8; block++) {
         __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
         __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
         const int8_t *bg = b + block * 32;
-        const int64_t *w = wide;
-        for (size_t g = 0; g < kgroups; g++, bg += NR * 4, w += MR) {
+        for (size_t g = 0; g < kgroups; g++, bg += NR * 4) {
             __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)bg));
             __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bg + 16)));
             __m256i x;
-#define D8_ROW(r, p, q) x = _mm256_set1_epi64x(w[r]); \
+            int64_t v;
+#define D8_ROW(wr, p, q) memcpy(&v, wr + 4 * g, 8); x = _mm256_set1_epi64x(v); \
             p = _mm256_add_epi32(p, _mm256_madd_epi16(x, b0)); q = _mm256_add_epi32(q, _mm256_madd_epi16(x, b1));
-            D8_ROW(0, a00, a01) D8_ROW(1, a10, a11) D8_ROW(2, a20, a21)
-            D8_ROW(3, a30, a31) D8_ROW(4, a40, a41) D8_ROW(5, a50, a51)
+            D8_ROW(w0, a00, a01) D8_ROW(w1, a10, a11) D8_ROW(w2, a20, a21)
+            D8_ROW(w3, a30, a31) D8_ROW(w4, a40, a41) D8_ROW(w5, a50, a51)
 #undef D8_ROW
         }
 #define D8_STORE(r, p, q) _mm256_storeu_si256((__m256i *)(c + r * NR + block * 8), \
@@ -101,30 +103,21 @@ static void tile_avx2_widened(const int64_t *wide, const int8_t *b, size_t kgrou
     }
 }
 
-/// Widens `tiles` tiles of MR rows of A into the tile-major INT16 layout `tile_avx2_widened` reads: four k groups
-/// of a row per 16-byte load (one XOR flips u to u - 128, one sign extension widens), the rest one group at a time.
+/// Widens `rows` rows of A (codes + 128, `lda` bytes apart, 4 * kgroups used) into INT16 codes u - 128, `ldw` codes
+/// apart: one XOR flips u to u - 128 and one sign extension widens, 16 codes at a time.
 __attribute__((target("avx2")))
-static void widen_avx2(const uint8_t *a, size_t lda, size_t tiles, size_t kgroups, int64_t *wide) {
+static void widen_avx2(const uint8_t *a, size_t lda, size_t rows, size_t kgroups, int16_t *wide, size_t ldw) {
     const __m128i flip = _mm_set1_epi8((char)0x80);
-    for (size_t t = 0; t < tiles; t++) {
-        int64_t *w = wide + t * kgroups * MR;
-        for (int r = 0; r < MR; r++) {
-            const uint8_t *row = a + (t * MR + r) * lda;
-            size_t g = 0;
-            for (; g + 4 <= kgroups; g += 4) {
-                __m256i codes = _mm256_cvtepi8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(row + 4 * g)), flip));
-                __m128i lo = _mm256_castsi256_si128(codes), hi = _mm256_extracti128_si256(codes, 1);
-                w[g * MR + r] = _mm_cvtsi128_si64(lo);
-                w[(g + 1) * MR + r] = _mm_extract_epi64(lo, 1);
-                w[(g + 2) * MR + r] = _mm_cvtsi128_si64(hi);
-                w[(g + 3) * MR + r] = _mm_extract_epi64(hi, 1);
-            }
-            for (; g < kgroups; g++) {
-                int32_t v;
-                memcpy(&v, row + 4 * g, 4);
-                w[g * MR + r] = _mm_cvtsi128_si64(_mm_cvtepi8_epi16(_mm_xor_si128(_mm_cvtsi32_si128(v), flip)));
-            }
+    const size_t k = 4 * kgroups;
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *row = a + r * lda;
+        int16_t *w = wide + r * ldw;
+        size_t i = 0;
+        for (; i + 16 <= k; i += 16) {
+            __m256i codes = _mm256_cvtepi8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(row + i)), flip));
+            _mm256_storeu_si256((__m256i *)(w + i), codes);
         }
+        for (; i < k; i++) w[i] = (int16_t)row[i] - 128;
     }
 }
 
@@ -132,27 +125,27 @@ __attribute__((target("avx2")))
 static void tile_avx2(const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
                       size_t kgroups, int32_t *c) {
     (void)compensation;
-    int64_t stack[AVX2_STACK_GROUPS * MR];
-    int64_t *wide = kgroups <= AVX2_STACK_GROUPS ? stack : (int64_t *)malloc(kgroups * MR * sizeof(int64_t));
+    int16_t stack[AVX2_STACK_GROUPS * 4 * MR];
+    int16_t *wide = kgroups <= AVX2_STACK_GROUPS ? stack : (int16_t *)malloc(kgroups * 4 * MR * sizeof(int16_t));
     if (!wide) { tile_portable(a, lda, b, compensation, kgroups, c); return; }
-    widen_avx2(a, lda, 1, kgroups, wide);
-    tile_avx2_widened(wide, b, kgroups, c);
+    widen_avx2(a, lda, MR, kgroups, wide, 4 * kgroups);
+    tile_avx2_widened(wide, 4 * kgroups, b, kgroups, c);
     if (wide != stack) free(wide);
 }
 #endif
 
-void d8_int8_avx2_widen(const uint8_t *a, size_t lda, size_t tiles, size_t kgroups, int64_t *wide) {
+void d8_int8_avx2_widen(const uint8_t *a, size_t lda, size_t rows, size_t kgroups, int16_t *wide) {
 #if D8_X86
-    widen_avx2(a, lda, tiles, kgroups, wide);
+    widen_avx2(a, lda, rows, kgroups, wide, 4 * kgroups);
 #else
-    (void)a; (void)lda; (void)tiles; (void)kgroups; (void)wide;
+    (void)a; (void)lda; (void)rows; (void)kgroups; (void)wide;
     abort();
 #endif
 }
 
-void d8_int8_avx2_tile_widened(const int64_t *wide, const int8_t *b, size_t kgroups, int32_t *c) {
+void d8_int8_avx2_tile_widened(const int16_t *wide, const int8_t *b, size_t kgroups, int32_t *c) {
 #if D8_X86
-    tile_avx2_widened(wide, b, kgroups, c);
+    tile_avx2_widened(wide, 4 * kgroups, b, kgroups, c);
 #else
     (void)wide; (void)b; (void)kgroups; (void)c;
     abort();

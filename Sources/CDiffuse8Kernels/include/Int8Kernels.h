@@ -36,11 +36,10 @@ int d8_int8_best(void);
 void d8_int8_tile(int variant, const uint8_t *a, size_t lda, const int8_t *b, const int32_t *compensation,
                   size_t kgroups, int32_t *c);
 
-/// AVX2, whole products: A is widened to INT16 codes once (`d8_int8_avx2_widen`) instead of once per tile and
-/// weight panel (`d8_int8_tile`), then each tile reads its widened rows (`d8_int8_avx2_tile_widened`).
-/// Widened layout: per tile of D8_INT8_MR rows, [kgroups][D8_INT8_MR] 64-bit words, each the four INT16 codes
-/// (byte - 128) of one row's k group. Only on x86-64 CPUs with AVX2.
-void d8_int8_avx2_widen(const uint8_t *a, size_t lda, size_t tiles, size_t kgroups, int64_t *wide);
-void d8_int8_avx2_tile_widened(const int64_t *wide, const int8_t *b, size_t kgroups, int32_t *c);
+/// AVX2, whole products: A is widened to INT16 codes once (`d8_int8_avx2_widen`: `rows` rows, each 4 * kgroups
+/// codes byte - 128, rows 4 * kgroups codes apart) instead of once per tile and weight panel (`d8_int8_tile`); each
+/// tile then reads D8_INT8_MR consecutive widened rows (`d8_int8_avx2_tile_widened`). Only on x86-64 CPUs with AVX2.
+void d8_int8_avx2_widen(const uint8_t *a, size_t lda, size_t rows, size_t kgroups, int16_t *wide);
+void d8_int8_avx2_tile_widened(const int16_t *wide, const int8_t *b, size_t kgroups, int32_t *c);
 
 #endif

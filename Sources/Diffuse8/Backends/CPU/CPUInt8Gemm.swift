@@ -28,7 +28,7 @@ enum CPUInt8Gemm {
         let tasks = runs * weight.panels
         let kGroups = weight.kGroups
         let active = min(workers, tasks)
-        func run(_ wide: UnsafeMutablePointer<Int64>?) {
+        func run(_ wide: UnsafeMutablePointer<Int16>?) {
             func body(_ task: Int, _ tile: UnsafeMutablePointer<Int32>) {
                 let run = task % runs, panel = task / runs
                 let column = panel * nr, columns = min(nr, weight.outputs - column)
@@ -37,7 +37,7 @@ enum CPUInt8Gemm {
                 for t in (run * tilesPerRun)..<min(rowTiles, (run + 1) * tilesPerRun) {
                     let row = t * mr
                     if let wide {
-                        d8_int8_avx2_tile_widened(wide + t * kGroups * mr, b, kGroups, tile)
+                        d8_int8_avx2_tile_widened(wide + row * kGroups * 4, b, kGroups, tile)
                     } else {
                         kernel.tile(a: a + row * lda, lda: lda, panel: b, compensation: compensation, kGroups: kGroups, into: tile)
                     }
@@ -56,11 +56,11 @@ enum CPUInt8Gemm {
             }
         }
         guard kernel == .avx2 else { return run(nil) }
-        // A's rows are padded to whole tiles (the caller's contract), so every tile widens MR rows.
-        withUnsafeTemporaryAllocation(of: Int64.self, capacity: rowTiles * kGroups * mr) { wide in
+        // A's rows are padded to whole tiles (the caller's contract), so every tile reads MR widened rows.
+        withUnsafeTemporaryAllocation(of: Int16.self, capacity: rowTiles * mr * kGroups * 4) { wide in
             let w = wide.baseAddress!
-            parallelFor(rowTiles, minChunk: max(1, 4096 / max(kGroups, 1))) { range in
-                d8_int8_avx2_widen(a + range.lowerBound * mr * lda, lda, range.count, kGroups, w + range.lowerBound * kGroups * mr)
+            parallelFor(rowTiles * mr, minChunk: max(1, 16384 / max(kGroups * 4, 1))) { range in
+                d8_int8_avx2_widen(a + range.lowerBound * lda, lda, range.count, kGroups, w + range.lowerBound * kGroups * 4)
             }
             run(w)
         }

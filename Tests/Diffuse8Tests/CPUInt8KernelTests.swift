@@ -113,6 +113,36 @@ final class CPUInt8KernelTests: XCTestCase {
         return "element \(i) of \(a.count): \(a[i]) vs \(b[i])"
     }
 
+    /// The single-tile entry (`CPUInt8Kernel.tile`) of every variant this CPU runs, against integer sums; K = 4403
+    /// (not a multiple of 4, and longer than a small stack buffer).
+    func testSingleTileOfEveryVariant() {
+        let k = 4403, mr = CPUInt8Kernel.tileRows, nr = CPUInt8Kernel.tileColumns
+        var random = TorchGenerator(seed: 17)
+        let codes = (0..<(nr * k)).map { i -> Int8 in i < k ? -128 : Int8(truncatingIfNeeded: random.nextUInt64()) }
+        let weight = CPUInt8PackedWeight(QuantizedWeight(format: .int8, shape: [nr, k], codes: codes.map { UInt8(bitPattern: $0) }, scales: [1]))
+        let lda = weight.kGroups * 4
+        var a = [UInt8](repeating: 128, count: mr * lda)
+        for r in 0..<mr { for j in 0..<k { a[r * lda + j] = r == 0 ? 0 : UInt8(truncatingIfNeeded: random.nextUInt64()) } }
+        var expected = [Int32](repeating: 0, count: mr * nr)
+        for r in 0..<mr {
+            for o in 0..<nr {
+                var sum = 0
+                for j in 0..<k { sum += (Int(a[r * lda + j]) - 128) * Int(codes[o * k + j]) }
+                expected[r * nr + o] = Int32(sum)
+            }
+        }
+        for kernel in CPUInt8Kernel.allCases where kernel.isSupported {
+            var c = [Int32](repeating: 0, count: mr * nr)
+            a.withUnsafeBufferPointer { ap in
+                c.withUnsafeMutableBufferPointer { cp in
+                    kernel.tile(a: ap.baseAddress!, lda: lda, panel: weight.panel(0), compensation: UnsafePointer(weight.compensation),
+                                kGroups: weight.kGroups, into: cp.baseAddress!)
+                }
+            }
+            XCTAssertEqual(c, expected, kernel.rawValue)
+        }
+    }
+
     // MARK: Whole model
 
     /// An INT8 folder loaded with real kernels: no FP32 copy of the quantized weights; inside the UNet every layer

@@ -66,8 +66,9 @@ public final class StableDiffusionPipeline {
         self.device = device
         let unetFolder = try folder.folder(of: "unet")
         guard precision != .float32 else { throw PipelineError("the GPU precision is fp16 or bf16 (FP32 runs on the CPU: --device cpu)") }
-        // Plain or quantized; on the CPU an INT8 folder runs real INT8 kernels (simulated on request, for CUDA, and
-        // while LoRAs are merged into the simulated layers: those switch to the INT8 kernels afterwards).
+        // Plain or quantized; on the CPU a quantized folder runs natively — INT8 kernels, FP8 codes expanded per tile —
+        // (simulated on request, for CUDA, and while LoRAs are merged into the simulated layers: those switch to
+        // native execution afterwards).
         let native = device == .cpu && (quantizedExecution ?? QuantizedExecution.cpuDefault) == .native
         let unet = try checkpoint?.loadUNet(configDirectory: unetFolder)
             ?? QuantizedModelFolder.loadUNet(directory: unetFolder, execution: native && loras.isEmpty ? .native : .simulated)
@@ -86,7 +87,7 @@ public final class StableDiffusionPipeline {
             }
         }
         self.loraWarnings = loraWarnings
-        if native && !loras.isEmpty { CPUInt8LayerHook.installReplacingSimulation(in: unet) }
+        if native && !loras.isEmpty { CPUNativeQuantization.installReplacingSimulation(in: unet) }
         // One backend holds every network's device weights.
         let backend: CUDABackend? = device == .cuda
             ? CUDABackend(kernels: try CUDAKernels(storageType: precision), fusesLayers: !forCalibration) : nil

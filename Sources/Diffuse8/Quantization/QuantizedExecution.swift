@@ -9,8 +9,10 @@ public enum QuantizedExecution: String, Sendable, CaseIterable {
     /// Fake quantization around FP32 kernels (dequantized FP32 weights in memory): the reference, and what
     /// calibration-side tools and the GPU loader (which reads the dequantized weights) use.
     case simulated = "simulate"
-    /// Real 8-bit kernels where the CPU has them (INT8 folders: `CPUInt8LayerHook`, weights packed once and
-    /// their FP32 copies never made); FP8 folders stay simulated (no FP8 arithmetic on these CPUs).
+    /// Native execution, the FP32 copies of the weights never made (`CPUNativeQuantization`): INT8 folders on real
+    /// INT8 kernels (`CPUInt8LayerHook`, weights packed once); FP8 folders keep their 1-byte codes and expand them
+    /// to FP32 per tile for the FP32 GEMM (`CPUFP8LayerHook`: no FP8 arithmetic on these CPUs, so the speed is the
+    /// simulation's and the weight memory a quarter of FP32's).
     case native
 
     /// The CPU pipeline's choice: `DIFFUSE8_QUANTIZED_EXECUTION=simulate|native`; when unset, `native` where the CPU

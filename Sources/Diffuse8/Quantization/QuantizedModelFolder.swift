@@ -158,13 +158,14 @@ public enum QuantizedModelFolder {
         return unet
     }
 
-    /// Loads a quantized `unet/` folder and installs the quantized layers: simulated, or (`.native`, INT8 folders)
-    /// real INT8 CPU kernels with the weights packed once and no FP32 copy of them kept.
+    /// Loads a quantized `unet/` folder and installs the quantized layers: simulated, or (`.native`) the CPU's native
+    /// execution (`CPUNativeQuantization`: INT8 kernels on packed codes, FP8 codes expanded per tile) with no FP32
+    /// copy of the weights ever made.
     public static func loadQuantizedUNet(directory: String, execution: QuantizedExecution = .simulated) throws -> (UNet2DConditionModel, QuantizationManifest) {
         let manifestPath = directory + "/" + manifestName
         guard let manifest = try manifest(unetDirectory: directory) else { throw QuantizationError("cannot read \(manifestPath)") }
         let file = try SafetensorsFile(path: directory + "/diffusion_pytorch_model.safetensors")
-        let native = execution == .native && manifest.format == .int8
+        let native = execution == .native
         let store = DequantizingStore(file: file, format: manifest.format,
                                       placeholders: native ? Set(manifest.quantizedLayers.map { $0 + ".weight" }) : [])
         let configuration = try UNetConfiguration(contentsOf: directory + "/config.json")
@@ -175,11 +176,11 @@ public enum QuantizedModelFolder {
         let layers = try quantizedLayers(manifest: manifest, manifestPath: manifestPath, store: store, slots: slots)
         for conv in inventory.convolutions {
             guard let layer = layers[conv.name] else { continue }
-            if native { CPUInt8LayerHook.install(layer, on: conv) } else { conv.executionHook = SimulatedQuantizationHook(layer) }
+            if native { CPUNativeQuantization.install(layer, on: conv) } else { conv.executionHook = SimulatedQuantizationHook(layer) }
         }
         for linear in inventory.linears {
             guard let layer = layers[linear.name] else { continue }
-            if native { CPUInt8LayerHook.install(layer, on: linear) } else { linear.executionHook = SimulatedQuantizationHook(layer) }
+            if native { CPUNativeQuantization.install(layer, on: linear) } else { linear.executionHook = SimulatedQuantizationHook(layer) }
         }
         enableFP8Attention(manifest.fp8AttentionModules,
                            probabilityAmax: try probabilityAmax(manifest: manifest, manifestPath: manifestPath, file: file), in: unet)

@@ -92,10 +92,12 @@ public struct UNetBenchmark {
                       quantizedExecution: quantizedExecution)
     }
 
-    /// "int8 <kernel>" when the UNet runs real INT8 layers, "simulated" for other quantized ones, else nil.
+    /// "int8 <kernel>" when the UNet runs real INT8 layers, "fp8 native" for FP8 codes expanded per tile, "simulated"
+    /// for other quantized ones, else nil.
     var quantizedExecution: String? {
         let hooks = model.linearLayers.map { $0.executionHook as AnyObject? } + model.convolutionLayers.map { $0.executionHook as AnyObject? }
         if hooks.contains(where: { $0 is CPUInt8LayerHook }) { return "int8 \(CPUInt8Kernel.active.rawValue)" }
+        if hooks.contains(where: { $0 is CPUFP8LayerHook }) { return "fp8 native" }
         return hooks.contains(where: { $0 is SimulatedQuantizationHook }) ? "simulated" : nil
     }
 

@@ -45,7 +45,7 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
     }
 
     /// Replaces every simulated INT8 layer of `unet` by real INT8 execution (e.g. after LoRAs were merged into the
-    /// simulated layers); FP8 layers stay simulated.
+    /// simulated layers); FP8 layers stay simulated (`CPUNativeQuantization` replaces both kinds).
     public static func installReplacingSimulation(in unet: UNet2DConditionModel) {
         for linear in unet.linearLayers {
             if let hook = linear.executionHook as? SimulatedQuantizationHook, hook.layer.format == .int8 { install(hook.layer, on: linear) }

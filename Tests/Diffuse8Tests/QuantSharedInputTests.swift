@@ -55,9 +55,10 @@ final class QuantSharedInputTests: ExecutableTestCase {
         // A layer reading another tensor keeps its own factors.
         XCTAssertNotEqual(byName[c.query.name]?.smoothing, byName[c.key.name]?.smoothing)
 
-        // Loaded back, the fusion plan stacks every group: one product per self-attention Q/K/V and per cross K/V.
+        // Loaded back (simulated, as the GPU loader reads it: the fusion plan stacks the dequantized weights), the
+        // fusion plan stacks every group: one product per self-attention Q/K/V and per cross K/V.
         try QuantizedModelFolder.write(source: source, quantized: quantized, to: scratch.path + "/q")
-        let loaded = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q").unet)
+        let loaded = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q", quantizedExecution: .simulated).unet)
         let plan = try FusionPlan(loaded)
         let blocks = loaded.transformers.flatMap { $0.blocks }
         XCTAssertEqual(plan.selfProjections.count, blocks.count)
@@ -69,7 +70,7 @@ final class QuantSharedInputTests: ExecutableTestCase {
         let level4 = try Quantizer.quantize(unet, statistics: stats, recipe: recipe)
         XCTAssertFalse(level4.fp8AttentionModules.isEmpty)
         try QuantizedModelFolder.write(source: source, quantized: level4, to: scratch.path + "/q4")
-        let loaded4 = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q4").unet)
+        let loaded4 = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q4", quantizedExecution: .simulated).unet)
         let plan4 = try FusionPlan(loaded4)
         for block in loaded4.transformers.flatMap({ $0.blocks }) where block.selfAttention.usesFP8Attention {
             let stack = try XCTUnwrap(plan4.selfProjections[ObjectIdentifier(block.selfAttention)])

@@ -178,6 +178,16 @@ final class CPUFP8ExecutionTests: XCTestCase {
         let simulatedPipeline = try StableDiffusionPipeline(directory: scratch, quantizedExecution: .simulated)
         XCTAssertFalse(simulatedPipeline.unet!.linearLayers.contains { $0.executionHook is CPUFP8LayerHook })
         XCTAssertTrue(simulatedPipeline.unet!.linearLayers.contains { $0.executionHook is SimulatedQuantizationHook })
+
+        // With a LoRA: merged into the simulated layers (re-quantized), then switched to native execution.
+        let lora = try LoRAFile(path: Fixtures.path("lora/tiny-sd15-kohya.safetensors"))
+        let nativeLoRA = try XCTUnwrap(StableDiffusionPipeline(directory: scratch, loras: [(lora, 0.8)], quantizedExecution: .native).unet)
+        let simulatedLoRA = try XCTUnwrap(StableDiffusionPipeline(directory: scratch, loras: [(lora, 0.8)], quantizedExecution: .simulated).unet)
+        XCTAssertFalse(nativeLoRA.linearLayers.contains { $0.executionHook is SimulatedQuantizationHook })
+        XCTAssertTrue(nativeLoRA.linearLayers.contains { $0.executionHook is CPUFP8LayerHook && $0.weight.count == 0 })
+        let withLoRA = simulatedLoRA(sample: sample, timestep: 500, encoderHiddenStates: context)
+        XCTAssertNil(Self.firstDifference(nativeLoRA(sample: sample, timestep: 500, encoderHiddenStates: context).scalars, withLoRA.scalars))
+        XCTAssertNotNil(Self.firstDifference(withLoRA.scalars, reference.scalars), "the LoRA changes the UNet")
     }
 
     // MARK: Helpers

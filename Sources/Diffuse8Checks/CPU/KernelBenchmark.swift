@@ -70,6 +70,36 @@ public enum KernelBenchmark {
             }
             entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
         }
+        // The same shapes in FP8 (per-tensor weight scale, static input scale): the simulation on the dequantized FP32
+        // weight, and native execution on the 1-byte codes expanded per tile (`CPUFP8LayerHook`): same FP32 kernels.
+        for (inF, outF) in [(320, 320), (320, 2560), (1280, 320)] {
+            let x = random([tokens, inF], seed: 1), w = random([outF, inF], seed: 2), b = random([outF], seed: 3)
+            let weight = QuantizedWeight(quantizing: w, format: .fp8, perChannel: false)
+            let layer = QuantizedLayer(name: "linear", kind: .linear, weight: weight, inputAmax: 1, smoothing: nil, outputAmax: nil)
+            let simulated = Linear(name: "linear", weight: weight.dequantized(), bias: b)
+            simulated.executionHook = SimulatedQuantizationHook(layer)
+            let native = Linear(name: "linear", weight: Tensor(zeros: [0]), bias: b)
+            native.executionHook = CPUFP8LayerHook(layer)
+            for (mode, linear) in [("simulated", simulated), ("native", native)] {
+                let r = Benchmark.measure("fp8 \(mode) linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) { _ = linear(x) }
+                entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
+            }
+        }
+        for (channels, s, stride) in [(320, side, 1), (640, side / 2, 1), (320, side, 2)] {
+            let x = random([2, channels, s, s], seed: 4)
+            let w = random([channels, channels, 3, 3], seed: 5), b = random([channels], seed: 6)
+            let weight = QuantizedWeight(quantizing: w, format: .fp8, perChannel: false)
+            let layer = QuantizedLayer(name: "conv", kind: .conv2d, weight: weight, inputAmax: 1, smoothing: nil, outputAmax: nil)
+            let simulated = Conv2d(name: "conv", weight: weight.dequantized(), bias: b, stride: stride, padding: 1)
+            simulated.executionHook = SimulatedQuantizationHook(layer)
+            let native = Conv2d(name: "conv", weight: Tensor(zeros: [0]), bias: b, stride: stride, padding: 1)
+            native.executionHook = CPUFP8LayerHook(layer)
+            let os = (s + 2 - 3) / stride + 1
+            for (mode, conv) in [("simulated", simulated), ("native", native)] {
+                let r = Benchmark.measure("fp8 \(mode) conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) { _ = conv(x) }
+                entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
+            }
+        }
         // Self-attention at 64×64 (8 heads × 40) and cross-attention to 77 tokens.
         let q = random([2, side * side, 320], seed: 7)
         let k = random([2, side * side, 320], seed: 8), v = random([2, side * side, 320], seed: 9)

@@ -11,7 +11,7 @@ public enum QuantizedExecution: String, Sendable, CaseIterable {
     case simulated = "simulate"
     /// Native execution, the FP32 copies of the weights never made (`CPUNativeQuantization`): INT8 folders on real
     /// INT8 kernels (`CPUInt8LayerHook`, weights packed once); FP8 folders keep their 1-byte codes and expand them
-    /// to FP32 per tile for the FP32 GEMM (`CPUFP8LayerHook`: no FP8 arithmetic on these CPUs, so the speed is the
+    /// to FP32 per GEMM tile or panel for the FP32 kernels (`CPUFP8LayerHook`: no FP8 arithmetic on these CPUs, so the speed is the
     /// simulation's and the weight memory a quarter of FP32's).
     case native
 

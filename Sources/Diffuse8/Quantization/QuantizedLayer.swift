@@ -51,12 +51,7 @@ public struct QuantizedLayer: Sendable {
         var out = x
         out.scalars.withUnsafeMutableBufferPointer { p in
             let base = p.baseAddress!
-            if let smoothing {
-                let width = smoothing.count
-                for r in 0..<(p.count / width) {
-                    for j in 0..<width { base[r * width + j] *= smoothing[j] }
-                }
-            }
+            if let smoothing { Self.multiplyBySmoothing(base, count: p.count, smoothing) }
             for g in 0..<groups {
                 let start = base + g * group
                 let scale: Float
@@ -74,17 +69,20 @@ public struct QuantizedLayer: Sendable {
         return (out, scales)
     }
 
+    /// x[r, j] *= s[j] over rows of `smoothing.count` values: SmoothQuant's factors, before any rounding.
+    private static func multiplyBySmoothing(_ base: UnsafeMutablePointer<Float>, count: Int, _ smoothing: [Float]) {
+        let width = smoothing.count
+        for r in 0..<(count / width) {
+            for j in 0..<width { base[r * width + j] *= smoothing[j] }
+        }
+    }
+
     /// Activation fake-quantization (see the type's doc comment).
     public static func quantizeActivation(_ x: Tensor, kind: Kind, format: QuantizedFormat, amax: Float?, smoothing: [Float]?) -> Tensor {
         var out = x
         out.scalars.withUnsafeMutableBufferPointer { p in
             let base = p.baseAddress!
-            if let smoothing {
-                let width = smoothing.count
-                for r in 0..<(p.count / width) {
-                    for j in 0..<width { base[r * width + j] *= smoothing[j] }
-                }
-            }
+            if let smoothing { multiplyBySmoothing(base, count: p.count, smoothing) }
             if let amax {
                 format.fakeQuantize(base, count: p.count, scale: format.scale(forAmax: amax))
                 return

@@ -157,3 +157,20 @@ public struct QuantizedWeight: Sendable {
         }
     }
 }
+
+extension QuantizedWeight {
+    /// A convolution weight [O, C, kh, kw] as [O, kh·kw·C]: the reduction reordered to (ky, kx, c), the order of
+    /// channels-last inputs (each tap one contiguous run of C codes), as the CPU's INT8 kernels and cuDNN's 8-bit
+    /// convolutions read it. Other shapes are returned unchanged.
+    public func channelsLast() -> QuantizedWeight {
+        guard shape.count == 4 else { return self }
+        let o = shape[0], c = shape[1], taps = shape[2] * shape[3]
+        var reordered = [UInt8](repeating: 0, count: codes.count)
+        for oc in 0..<o {
+            for ch in 0..<c {
+                for t in 0..<taps { reordered[(oc * taps + t) * c + ch] = codes[(oc * c + ch) * taps + t] }
+            }
+        }
+        return QuantizedWeight(format: format, shape: [o, taps * c], codes: reordered, scales: scales)
+    }
+}

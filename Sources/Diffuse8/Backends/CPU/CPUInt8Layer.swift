@@ -16,21 +16,7 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
     public init(_ layer: QuantizedLayer) {
         precondition(layer.format == .int8, "CPUInt8LayerHook runs INT8 layers")
         self.layer = layer
-        weight = CPUInt8PackedWeight(layer.kind == .conv2d ? Self.channelsLast(layer.weight) : layer.weight)
-    }
-
-    /// A convolution weight [O, C, kh, kw] with its reduction dimension reordered to (ky, kx, c), the order of the
-    /// channels-last im2col rows (each tap one contiguous run of C codes).
-    static func channelsLast(_ w: QuantizedWeight) -> QuantizedWeight {
-        guard w.shape.count == 4 else { return w }
-        let o = w.shape[0], c = w.shape[1], taps = w.shape[2] * w.shape[3]
-        var codes = [UInt8](repeating: 0, count: w.codes.count)
-        for oc in 0..<o {
-            for ch in 0..<c {
-                for t in 0..<taps { codes[(oc * taps + t) * c + ch] = w.codes[(oc * c + ch) * taps + t] }
-            }
-        }
-        return QuantizedWeight(format: w.format, shape: [o, taps * c], codes: codes, scales: w.scales)
+        weight = CPUInt8PackedWeight(layer.kind == .conv2d ? layer.weight.channelsLast() : layer.weight)
     }
 
     /// Installs real INT8 execution on `linear` (which must hold `layer`'s shapes) and drops its FP32 weight.

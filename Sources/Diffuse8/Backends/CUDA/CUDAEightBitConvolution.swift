@@ -64,14 +64,8 @@ package final class CUDAEightBitConvolution {
         padding = conv.padding
         self.quantized = quantized
         hostBias = withBias ? conv.bias : nil
-        var channelsLast = [UInt8](repeating: 0, count: quantized.weight.codes.count)
-        quantized.weight.codes.withUnsafeBufferPointer { from in
-            for oi in 0..<o { for ci in 0..<c { for y in 0..<kh { for x in 0..<kw {
-                channelsLast[((oi * kh + y) * kw + x) * c + ci] = from[((oi * c + ci) * kh + y) * kw + x]
-            } } } }
-        }
         let context = kernels.context
-        codes = try context.uploadCodes(channelsLast, shape: [o, kh, kw, c], dtype: quantized.format == .int8 ? .int8 : .float8e4m3)
+        codes = try context.uploadCodes(quantized.weight.channelsLast().codes, shape: [o, kh, kw, c], dtype: quantized.format == .int8 ? .int8 : .float8e4m3)
         let inputScale = quantized.format.scale(forAmax: amax)
         inputAmax = amax
         self.inputScale = inputScale

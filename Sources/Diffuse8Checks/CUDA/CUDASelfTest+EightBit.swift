@@ -11,31 +11,45 @@ extension CUDASelfTest {
         let formats: [QuantizedFormat] = major * 10 + minor >= 89 ? [.int8, .fp8] : [.int8]
         // The fused kernel with FP8 probabilities against the simulation: FP32 logits on both sides, but a probability
         // within rounding of an FP8 step can land one step (up to 6%) away, hence 2e-2 as for the GEMM path.
-        for (lq, lk, d) in [(256, 256, 64), (300, 77, 64), (200, 200, 40)] {
+        // Both kernels: the simple one and the pipelined one (at its head dims).
+        let fp8Kernels: (Int) -> [(String, CUDAKernels.AttentionKernel)] = { d in
+            [("flash", .simple)] + (CUDAAttentionSource.pipelinedHeadDims.contains(d) ? [("flash pipelined", .pipelined)] : [])
+        }
+        for (lq, lk, d) in [(256, 256, 64), (300, 77, 64), (200, 200, 40), (1024, 1024, 64)] {
             let heads = 320 / d
-            cases.append(("attention FP8 probabilities (flash)", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
+            for (label, kernel) in fp8Kernels(d) {
+            cases.append(("attention FP8 probabilities (\(label))", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
                 let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
+                let previous = kernels.attentionKernel
+                kernels.attentionKernel = kernel
+                defer { kernels.attentionKernel = previous }
                 let y = try withExtendedLifetime((q, k, v)) {
                     try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
                                           batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8ProbabilityAmax: 1)
                 }
                 return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads))
             }))
+            }
         }
         // A calibrated probability amax below the largest probabilities: those saturate at it, the rest round on its
         // finer grid; and the largest probability itself, as calibration records it (first pass of the same kernel).
         for (lq, lk, d, amax) in [(256, 256, 64, Float(0.25)), (300, 77, 40, 0.6)] {
             let heads = 320 / d
-            cases.append(("attention FP8 probabilities amax \(amax) (flash)", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
+            for (label, kernel) in fp8Kernels(d) {
+            cases.append(("attention FP8 probabilities amax \(amax) (\(label))", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320], scale: 3), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
                 let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
+                let previous = kernels.attentionKernel
+                kernels.attentionKernel = kernel
+                defer { kernels.attentionKernel = previous }
                 let y = try withExtendedLifetime((q, k, v)) {
                     try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
                                           batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8ProbabilityAmax: amax)
                 }
                 return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads, probabilityAmax: amax))
             }))
+            }
             cases.append(("attention max probability", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 1e-3, { r in
                 let qh = r.normalHalfRounded([2, lq, 320], scale: 3), kh = r.normalHalfRounded([2, lk, 320])
                 let q = try kernels.upload(qh), k = try kernels.upload(kh)

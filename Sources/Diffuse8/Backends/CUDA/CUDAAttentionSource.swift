@@ -22,6 +22,7 @@ package enum CUDAAttentionSource {
     /// before rounding, so it makes two passes over the keys: the first finds each row's maximum and sum, the second
     /// forms the exact probabilities (≈1.5× the 16-bit kernel's work). Given `pmax`, it stops after the first pass and
     /// raises `*pmax` to the largest probability of its rows, 1/Σ exp(s − max) (what calibration records).
+    /// `attention_pipelined_fp8p_d<D>` makes the same two passes in the pipelined kernel.
     static var source: String {
         CUDAKernelSources.prelude + pack + body + pipelinedBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
             headDims.map { d in
@@ -33,14 +34,16 @@ package enum CUDAAttentionSource {
 
                 """
             }.joined()
-        }.joined() + pipelinedHeadDims.map { d in
-            """
-            extern "C" __global__ void __launch_bounds__(128) attention_pipelined_d\(d)(const half_t* q, const half_t* k,
-                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
-                attention_tile_pipelined<\(d), 2>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride);
-            }
+        }.joined() + [("", false), ("fp8p_", true)].map { prefix, fp8 in
+            pipelinedHeadDims.map { d in
+                """
+                extern "C" __global__ void __launch_bounds__(128) attention_pipelined_\(prefix)d\(d)(const half_t* q, const half_t* k,
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode" : "")) {
+                    attention_tile_pipelined<\(d), 2, \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode" : ", 448.f, FP8_PROBABILITY_SCALE"));
+                }
 
-            """
+                """
+            }.joined()
         }.joined()
     }
 
@@ -66,7 +69,8 @@ __device__ __forceinline__ u32 pack_p(float a, float b, float p_encode) {
 """#
 
     /// The pipelined variant: MT m-tiles of 16 queries per warp (BM = 64·MT per block), K/V tiles loaded with
-    /// cp.async into two shared buffers so the next tile streams in while this one is multiplied.
+    /// cp.async into two shared buffers so the next tile streams in while this one is multiplied. FP8P: the two
+    /// passes of the FP8-probability kernel (the first streams only K).
     static let pipelinedBody = #"""
 
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, int bytes) {
@@ -76,9 +80,10 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;"); }
 
-template <int D, int MT>
+template <int D, int MT, bool FP8P>
 __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restrict__ q, const half_t* __restrict__ k,
-        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride) {
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
+        float p_encode, float p_decode) {
     constexpr int BM = 64 * MT, BN = 64;
     constexpr int DP = (D + 15) / 16 * 16;
     constexpr int KS = DP + 8;
@@ -107,23 +112,25 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
             }
 
     float acc[MT][D / 8][4];
-    float row_max[MT][2], row_sum[MT][2];
+    float row_max[MT][2], row_sum[MT][2], row_inv[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int j = 0; j < D / 8; ++j) { acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f; }
         row_max[mt][0] = row_max[mt][1] = -D8_INFINITY;
         row_sum[mt][0] = row_sum[mt][1] = 0.f;
+        row_inv[mt][0] = row_inv[mt][1] = 1.f;
     }
 
-    // Queues the K tile [BN, DP] and V tile [BN, D] starting at key k0 into buffer `buf` (zero-filled past the ends).
-    auto load_tile = [&](int k0, int buf) {
+    // Queues the K tile [BN, DP] and (with `values`) the V tile [BN, D] starting at key k0 into buffer `buf`
+    // (zero-filled past the ends).
+    auto load_tile = [&](int k0, int buf, bool values) {
         for (int i = tid; i < BN * (DP / 8); i += 128) {
             const int j = i / (DP / 8), c = (i % (DP / 8)) * 8;
             const bool inside = k0 + j < Lk && c < D;
             cp_async16(shared_address(&Ks[buf][j * KS + c]), inside ? kb + (i64)(k0 + j) * kv_stride + c : kb, inside ? 16 : 0);
         }
-        for (int i = tid; i < BN * (D / 8); i += 128) {
+        for (int i = tid; values && i < BN * (D / 8); i += 128) {
             const int j = i / (D / 8), c = (i % (D / 8)) * 8;
             const bool inside = k0 + j < Lk;
             cp_async16(shared_address(&Vs[buf][j * VS + c]), inside ? vb + (i64)(k0 + j) * kv_stride + c : vb, inside ? 16 : 0);
@@ -132,10 +139,12 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
     };
 
     const int tiles = (Lk + BN - 1) / BN;
-    load_tile(0, 0);
+    // FP8P: pass 0 only finds the row maxima and sums; pass 1 (the only pass otherwise) accumulates P·V.
+    for (int pass = FP8P ? 0 : 1; pass < 2; ++pass) {
+    load_tile(0, 0, pass == 1);
     for (int tile = 0; tile < tiles; ++tile) {
         const int k0 = tile * BN, buf = tile & 1;
-        if (tile + 1 < tiles) { load_tile(k0 + BN, buf ^ 1); cp_async_wait_one(); } else { cp_async_wait_all(); }
+        if (tile + 1 < tiles) { load_tile(k0 + BN, buf ^ 1, pass == 1); cp_async_wait_one(); } else { cp_async_wait_all(); }
         __syncthreads();
         const half_t* Kt = Ks[buf];
         const half_t* Vt = Vs[buf];
@@ -181,6 +190,15 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
                 }
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
+                if (FP8P && pass == 1) {
+                    // Final maximum and sum known: the normalised probabilities themselves.
+#pragma unroll
+                    for (int n = 0; n < BN / 8; ++n) {
+                        s[mt][n][2 * r] = fast_exp2(s[mt][n][2 * r] - row_max[mt][r]) * row_inv[mt][r];
+                        s[mt][n][2 * r + 1] = fast_exp2(s[mt][n][2 * r + 1] - row_max[mt][r]) * row_inv[mt][r];
+                    }
+                    continue;
+                }
                 float m = row_max[mt][r];
 #pragma unroll
                 for (int n = 0; n < BN / 8; ++n) m = fmaxf(m, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
@@ -196,20 +214,22 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
                     sum += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
                 }
                 row_sum[mt][r] = row_sum[mt][r] * correction + sum;
+                if (FP8P) continue;   // pass 0: nothing accumulated yet
 #pragma unroll
                 for (int j = 0; j < D / 8; ++j) { acc[mt][j][2 * r] *= correction; acc[mt][j][2 * r + 1] *= correction; }
             }
         }
+        if (pass == 0) { __syncthreads(); continue; }
 
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
             u32 a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                a[mt][0] = pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                a[mt][1] = pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                a[mt][2] = pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                a[mt][3] = pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                a[mt][0] = pack_p<FP8P>(s[mt][2 * kk][0], s[mt][2 * kk][1], p_encode);
+                a[mt][1] = pack_p<FP8P>(s[mt][2 * kk][2], s[mt][2 * kk][3], p_encode);
+                a[mt][2] = pack_p<FP8P>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1], p_encode);
+                a[mt][3] = pack_p<FP8P>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3], p_encode);
             }
             const half_t* vrow = Vt + (kk * 16 + (lane & 15)) * VS;
 #pragma unroll
@@ -223,16 +243,24 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
         }
         __syncthreads();   // everyone is done with `buf` before the next iteration refills it
     }
-
+    if (pass == 1 && FP8P) break;   // the sums were reduced after pass 0
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 1);
             row_sum[mt][r] += __shfl_xor_sync(0xffffffffu, row_sum[mt][r], 2);
+            row_inv[mt][r] = 1.f / row_sum[mt][r];
+        }
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
             const int row = q0 + mt * 16 + g + 8 * r;
             if (row < Lq) {
-                const float inv = 1.f / row_sum[mt][r];
+                const float inv = FP8P ? p_decode : row_inv[mt][r];
                 half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
 #pragma unroll
                 for (int j = 0; j < D / 8; ++j)

@@ -463,15 +463,15 @@ public final class CUDAKernels: @unchecked Sendable {
                 try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y.address, scale: s)
                 return
             }
-            let pipelined = kernel == .pipelined && !fp8Probabilities
+            let pipelined = kernel == .pipelined
             let variant = fp8Probabilities ? "fp8p_" : ""
-            let function = try compiler.function(pipelined ? "attention_pipelined_d\(d)" : "attention_\(variant)d\(d)",
+            let function = try compiler.function(pipelined ? "attention_pipelined_\(variant)d\(d)" : "attention_\(variant)d\(d)",
                                                  module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
             var arguments: [CUDAKernelArgument] = [
                 .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
                 .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)]
-            if let amax = fp8ProbabilityAmax { arguments += Self.probabilityCoding(amax) + [.pointer(0)] }
+            if let amax = fp8ProbabilityAmax { arguments += Self.probabilityCoding(amax) + (pipelined ? [] : [.pointer(0)]) }
             try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1),
                                 arguments)
         }
@@ -483,7 +483,7 @@ public final class CUDAKernels: @unchecked Sendable {
             if let known = attentionChoice[shape] {
                 kernel = known
             } else {
-                var candidates: [AttentionKernel] = [.simple] + (hasPipelined && !fp8Probabilities ? [.pipelined] : [])
+                var candidates: [AttentionKernel] = [.simple] + (hasPipelined ? [.pipelined] : [])
                 if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 && !fp8Probabilities { candidates.append(.cudnn) }
                 var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
                 for candidate in candidates {

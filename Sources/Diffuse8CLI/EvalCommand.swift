@@ -63,6 +63,12 @@ struct EvalCommand: ParsableCommand {
     @Option(name: .long, help: "CPU threads (default: all cores).")
     var threads: Int?
 
+    @Option(name: .long, help: "Where the quantized models run: cpu, or cuda (real 8-bit on an NVIDIA GPU, see docs/GPU.md; no per-step SQNR). The FP reference always runs on the CPU in FP32.")
+    var device: ComputeDevice = .cpu
+
+    @Option(name: .long, help: "With --device cuda: fp16 (default) or bf16 storage.")
+    var precision: GPUPrecision = .fp16
+
     func validate() throws {
         if reference != nil || !images.isEmpty {
             guard quantized.isEmpty else { throw ValidationError("give either --quantized (run models) or --reference with --images (score images), not both") }
@@ -74,6 +80,8 @@ struct EvalCommand: ParsableCommand {
         try OptionLimits.seeds(seed, count: seeds, "--seeds")
         try OptionLimits.steps(steps)
         try OptionLimits.guidance(cfg)
+        if precision != .fp16 && device != .cuda { throw ValidationError("--precision applies to --device cuda (the CPU computes in FP32)") }
+        if device == .cuda && reference != nil { throw ValidationError("--device applies to --quantized (scoring images runs nothing)") }
     }
 
     func run() throws {
@@ -88,7 +96,7 @@ struct EvalCommand: ParsableCommand {
             throw ValidationError("\(directory) makes \(reference.nativeSize)-pixel images; eval's SSIM needs at least 7×7")
         }
         let models = try quantized.map { path in
-            let pipeline = try StableDiffusionPipeline(directory: path)
+            let pipeline = try StableDiffusionPipeline(directory: path, device: device, precision: precision.storageType)
             try reference.requireSameModel(pipeline, otherPath: path, path: directory)
             return pipeline
         }
@@ -102,7 +110,9 @@ struct EvalCommand: ParsableCommand {
         for prompt in promptList {
             for s in 0..<seeds {
                 let request = GenerationRequest(prompt: prompt, steps: steps, guidanceScale: cfg, seed: seed + UInt64(s))
-                samples.append(try evaluator.evaluate(request, seconds: &seconds, measureSQNR: samples.count < (sqnrSamples ?? Int.max)))
+                // the teacher-forced SQNR pass runs the quantized UNets on the CPU: not what --device cuda measures
+                let measureSQNR = device == .cpu && samples.count < (sqnrSamples ?? Int.max)
+                samples.append(try evaluator.evaluate(request, seconds: &seconds, measureSQNR: measureSQNR))
                 bar.update(step: samples.count, of: total)
             }
         }
@@ -163,7 +173,9 @@ struct EvalCommand: ParsableCommand {
         var md = "# Quantization quality vs full precision\n\n"
         md += "Reference: `\(directory)`; \(promptCount) prompts × \(seeds) seeds, \(steps) steps, CFG \(cfg).\n"
         md += "PSNR on 8-bit RGB (identical images count as \(Int(ImageMetrics.psnrCap)) dB); SSIM on luma, 7×7 uniform window (skimage defaults); "
-        md += "SQNR of the UNet noise prediction on the FP trajectory, mean over steps (on the first \(min(sqnrSamples ?? total, total)) samples). p10 = 10th percentile (worst 10 %).\n\n"
+        md += device == .cuda ? "Quantized models run on the GPU (\(precision.rawValue) storage), the FP reference on the CPU (FP32); no SQNR. "
+            : "SQNR of the UNet noise prediction on the FP trajectory, mean over steps (on the first \(min(sqnrSamples ?? total, total)) samples). "
+        md += "p10 = 10th percentile (worst 10 %).\n\n"
         md += "Fidelity: prompt fidelity (PromptFidelity, points out of 100) of the model's images; Δ = minus the FP images' fidelity on the same samples.\n\n"
         md += "| model | PSNR mean (dB) | PSNR p10 | SSIM mean | SSIM p10 | SQNR mean (dB) | fidelity | Δ fidelity | generation time (s) |\n|---|---|---|---|---|---|---|---|---|\n"
         for s in summaries {

@@ -58,6 +58,22 @@ final class BadOptionsCommandLineTests: ExecutableTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/ev/report.json"))
     }
 
+    func testEvalDeviceOptionsAreChecked() throws {
+        let s = scratch.path
+        try "a red circle\n".write(toFile: s + "/p.txt", atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["--quantized", s + "/q", "--precision", "bf16"], "--precision applies to --device cuda"),
+            (["--reference", s, "--images", s, "--device", "cuda"], "--device applies to --quantized"),
+            (["--quantized", s + "/q", "--device", "tpu"], "tpu"),
+        ]
+        for (options, message) in cases {
+            let r = try run(["eval", "--model", model, "--prompts", s + "/p.txt", "-o", s + "/ev"] + options)
+            XCTAssertNotEqual(r.status, 0, "\(options)")
+            XCTAssertTrue(r.stderr.contains(message), "\(options): \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/ev/report.json"))
+        }
+    }
+
     func testCalibrateOptionLimits() throws {
         try "a\n".write(toFile: scratch.path + "/p.txt", atomically: true, encoding: .utf8)
         let base = ["calibrate", "--model", model, "--calib-prompts", scratch.path + "/p.txt", "-o", scratch.path + "/s.d8s"]

@@ -37,6 +37,9 @@ public protocol ModelBackend: AnyObject {
     /// `layer(x)` on NCHW. With a fusion plan, the biases it folded elsewhere are left out.
     func conv2d(_ x: Value, _ layer: Conv2d) throws -> Value
     func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool) throws -> Value
+    /// `groupNorm(x, norm, silu:)` whose result `reader` alone reads; may come back quantized for it, as
+    /// `layerNorm(_:_:readBy:)`. The default is `groupNorm(x, norm, silu:)`.
+    func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool, readBy reader: Conv2d) throws -> Value
     func layerNorm(_ x: Value, _ norm: LayerNorm) throws -> Value
     /// `layerNorm(x, norm)` whose result is read by `readers` and nothing else. A backend that runs exactly those
     /// layers as one 8-bit product may return the result already quantized for it (the producer writes the 8-bit
@@ -106,6 +109,9 @@ public protocol ModelBackend: AnyObject {
 
 extension ModelBackend {
     public func layerNorm(_ x: Value, _ norm: LayerNorm, readBy readers: [Linear]) throws -> Value { try layerNorm(x, norm) }
+    public func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool, readBy reader: Conv2d) throws -> Value {
+        try groupNorm(x, norm, silu: silu)
+    }
     public func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                              probabilityAmax: Float) throws -> Value {
         try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8: true)

@@ -5,8 +5,12 @@
 public struct Tensor: Sendable {
     /// Extent of each dimension, outermost first.
     public var shape: [Int]
-    /// `shape.reduce(1, *)` values in row-major order.
-    public var scalars: [Float]
+    /// `shape.reduce(1, *)` values in row-major order. Changing them drops `quantizedInput`.
+    public var scalars: [Float] { didSet { quantizedInput = nil } }
+    /// The INT8 codes of these values that a producer wrote for the real INT8 layers reading them (the CPU's
+    /// producer quantization), so that those layers skip their own quantizing pass; nil for every other tensor.
+    /// Immutable and shared by copies; any change of `scalars` drops it, so it always describes these values.
+    var quantizedInput: CPUQuantizedInput? = nil
 
     public init(shape: [Int], scalars: [Float]) {
         precondition(shape.reduce(1, *) == scalars.count,

@@ -1,14 +1,40 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The model operations on the CPU in FP32 (`CPUKernels`): weights are the layers' own host tensors, nothing is
 /// prepared or fused, and every Linear/Conv2d runs through the layer object itself, so its execution hook
 /// (calibration's observe mode, simulated 8-bit) sees every call. Shape mismatches that reach a kernel are
 /// programming errors there (preconditions); inputs are checked where they enter the model.
+///
+/// A LayerNorm, GEGLU or GroupNorm+SiLU whose result only real INT8 layers read (`layerNorm(_:_:readBy:)`,
+/// `geglu(_:readBy:)`, `groupNorm(_:_:silu:readBy:)`) also writes their input codes, which travel with its result
+/// (`Tensor.quantizedInput`, see `CPUKernels+QuantizingProducers`): the same codes the layers' own pass computes.
 public final class CPUBackend: ModelBackend {
     public typealias Value = Tensor
 
     /// Stateless: one instance serves every model.
     public static let shared = CPUBackend()
 
-    public init() {}
+    /// Whether producers write the INT8 input of the real INT8 layers that alone read them (the default) instead of
+    /// leaving it to the layers' own quantizing pass; both give the same codes. Off is for measuring the difference.
+    public let quantizesInProducers: Bool
+
+    public init(quantizesInProducers: Bool = CPUBackend.producerQuantizationDefault) {
+        self.quantizesInProducers = quantizesInProducers
+    }
+
+    /// `DIFFUSE8_PRODUCER_QUANTIZATION=on|off` (read once; on when unset): the default of `quantizesInProducers`.
+    public static let producerQuantizationDefault: Bool = {
+        guard let value = getenv("DIFFUSE8_PRODUCER_QUANTIZATION").map({ String(cString: $0) }), !value.isEmpty else { return true }
+        switch value {
+        case "on": return true
+        case "off": return false
+        default: fatalError("DIFFUSE8_PRODUCER_QUANTIZATION=\(value) is not allowed; allowed: on, off")
+        }
+    }()
 
     /// Runs model code on this backend for the non-throwing CPU conveniences (`unet(sample:…)`, `vae.decode(_:)`):
     /// the CPU ops throw nothing, so an error here is a model/input mismatch the caller should have checked.
@@ -38,6 +64,39 @@ public final class CPUBackend: ModelBackend {
     public func groupNorm(_ x: Tensor, _ norm: GroupNorm, silu: Bool) -> Tensor { norm(x, fusedSiLU: silu) }
 
     public func layerNorm(_ x: Tensor, _ norm: LayerNorm) -> Tensor { norm(x) }
+
+    /// With INT8 codes for `readers` attached when they are real INT8 Linear layers that quantize their input alike
+    /// (an attention's Q/K/V share the scale and smoothing vector in the folders `quantize` writes); else `norm(x)`.
+    public func layerNorm(_ x: Tensor, _ norm: LayerNorm, readBy readers: [Linear]) -> Tensor {
+        guard let reader = int8Reader(readers), x.shape.last == reader.weight.depth else { return norm(x) }
+        return CPUKernels.layerNorm(x, weight: norm.weight, bias: norm.bias, epsilon: norm.epsilon, quantizingFor: reader)
+    }
+
+    public func geglu(_ x: Tensor, readBy reader: Linear) -> Tensor {
+        guard let reader = int8Reader([reader]), x.shape.last == 2 * reader.weight.depth else { return CPUKernels.geglu(x) }
+        return CPUKernels.geglu(x, quantizingFor: reader)
+    }
+
+    /// With the channels-last INT8 codes of `reader` attached when it is a real INT8 convolution with a static input
+    /// scale (a dynamic scale needs the whole image's amax: the convolution's own pass computes it); else `norm(x, …)`.
+    public func groupNorm(_ x: Tensor, _ norm: GroupNorm, silu: Bool, readBy reader: Conv2d) -> Tensor {
+        guard quantizesInProducers, let hook = reader.executionHook as? CPUInt8LayerHook, hook.inputQuantization.scale != nil,
+              x.shape.count == 4, x.shape[1] == reader.weightShape[1] else {
+            return norm(x, fusedSiLU: silu)
+        }
+        return CPUKernels.groupNorm(x, groups: norm.groups, weight: norm.weight, bias: norm.bias, epsilon: norm.epsilon,
+                                    fusedSiLU: silu, quantizingFor: hook)
+    }
+
+    /// The real INT8 hook whose input codes serve every one of `readers`, if there is one.
+    private func int8Reader(_ readers: [Linear]) -> CPUInt8LayerHook? {
+        guard quantizesInProducers, let first = readers.first?.executionHook as? CPUInt8LayerHook else { return nil }
+        for reader in readers.dropFirst() {
+            guard let hook = reader.executionHook as? CPUInt8LayerHook, hook.inputQuantization == first.inputQuantization,
+                  hook.weight.depth == first.weight.depth, hook.weight.kGroups == first.weight.kGroups else { return nil }
+        }
+        return first
+    }
 
     public func attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int,
                           causal: Bool, fp8: Bool) -> Tensor {

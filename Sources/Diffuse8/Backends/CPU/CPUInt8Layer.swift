@@ -8,16 +8,26 @@
 /// simulation rounds to (same smoothing product, same division by the scale, same round-half-even and clamp), the
 /// simulation's integer sums are exact too (`Int8ExactProduct`), and both dequantize as Float(Σ) · (s_x · s_w), then
 /// + bias, then + residual.
+///
+/// The input codes may also come with the input (`Tensor.quantizedInput`), written by its producer (a LayerNorm, GEGLU
+/// or GroupNorm+SiLU that only this layer reads, `CPUBackend`): they are used when they were computed with this
+/// layer's input quantization, and are the same codes.
 public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook, Conv2dExecutionHook {
     public let layer: QuantizedLayer
     let weight: CPUInt8PackedWeight
+    /// Scale (or dynamic) and smoothing of the input codes.
+    let inputQuantization: CPUInt8InputQuantization
 
     /// Packs `layer`'s INT8 weight.
     public init(_ layer: QuantizedLayer) {
         precondition(layer.format == .int8, "CPUInt8LayerHook runs INT8 layers")
         self.layer = layer
         weight = CPUInt8PackedWeight(layer.kind == .conv2d ? layer.weight.channelsLast() : layer.weight)
+        inputQuantization = CPUInt8InputQuantization(layer)
     }
+
+    /// The layout of a Linear input's codes for `rows` rows: this layer's depth, padded to the packed weight's.
+    func rowLayout(rows: Int) -> CPUQuantizedInput.Layout { .rows(width: weight.depth, lda: weight.kGroups * 4, rows: rows) }
 
     /// Installs real INT8 execution on `linear` (which must hold `layer`'s shapes) and drops its FP32 weight.
     public static func install(_ layer: QuantizedLayer, on linear: Linear) {
@@ -56,37 +66,29 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         let lda = weight.kGroups * 4
         let mr = CPUInt8Kernel.tileRows
         let paddedRows = (m + mr - 1) / mr * mr
-        var rowScales = [Float](repeating: 1, count: m)
         var y = Tensor(shape: shape) { out in
+            if let produced = x.quantizedInput, produced.serves(inputQuantization, as: rowLayout(rows: m)) {
+                // The producer wrote these codes (`CPUQuantizedInput`): no quantizing pass here.
+                produced.codes.withUnsafeBufferPointer { a in
+                    produced.scales.withUnsafeBufferPointer { sp in
+                        multiply(codes: a.baseAddress!, rows: m, rowScales: sp.baseAddress!, bias: linear.bias, residual: residual,
+                                 kernel: kernel, into: out.baseAddress!)
+                    }
+                }
+                return
+            }
+            var rowScales = [Float](repeating: 1, count: m)
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, paddedRows * lda)) { a in
                 let codes = a.baseAddress!
                 x.scalars.withUnsafeBufferPointer { xp in
                     rowScales.withUnsafeMutableBufferPointer { sp in
-                        quantizeRows(xp.baseAddress!, rows: m, width: k, into: codes, lda: lda, rowScales: sp.baseAddress!)
+                        quantizeRows(xp.baseAddress!, rows: m, into: codes, rowScales: sp.baseAddress!)
                     }
                 }
                 for i in (m * lda)..<(paddedRows * lda) { codes[i] = 128 }
                 rowScales.withUnsafeBufferPointer { sp in
-                    withBias(linear.bias) { bias in
-                        withResidual(residual) { res in
-                            let dst = out.baseAddress!
-                            let scales = UnsafePointer(weight.scales)
-                            CPUInt8Gemm.multiply(a: codes, rows: m, lda: lda, weight: weight, kernel: kernel) { row, rows, column, columns, tile in
-                                // One pass per row: ((Σ · (s_x · s_w)) + b) + residual, each output written once.
-                                let nr = CPUInt8Kernel.tileColumns
-                                for r in 0..<rows {
-                                    let s = sp[row + r], line = (row + r) * o + column
-                                    let sums = tile + r * nr, w = scales + column, out = dst + line
-                                    switch (bias.map { $0 + column }, res.map { $0 + line }) {
-                                    case let (b?, add?): for j in 0..<columns { out[j] = (Float(sums[j]) * (s * w[j]) + b[j]) + add[j] }
-                                    case let (b?, nil): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) + b[j] }
-                                    case let (nil, add?): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) + add[j] }
-                                    case (nil, nil): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    multiply(codes: codes, rows: m, rowScales: sp.baseAddress!, bias: linear.bias, residual: residual,
+                             kernel: kernel, into: out.baseAddress!)
                 }
             }
         }
@@ -99,38 +101,74 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         return y
     }
 
-    /// Rows of x (width K) → codes + 128, K padded with 128 (code 0) to `lda`; each row's activation scale.
-    private func quantizeRows(_ x: UnsafePointer<Float>, rows m: Int, width k: Int, into codes: UnsafeMutablePointer<UInt8>,
-                              lda: Int, rowScales: UnsafeMutablePointer<Float>) {
-        let format = QuantizedFormat.int8
-        let staticScale = layer.inputAmax.map { format.scale(forAmax: $0) }
-        let smoothing = layer.smoothing
-        precondition(smoothing == nil || smoothing!.count == k, "\(layer.name): smoothing vector length \(smoothing!.count) ≠ \(k)")
-        parallelFor(m, minChunk: max(1, 16384 / max(k, 1))) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { row in
-                let v = row.baseAddress!
-                for r in range {
-                    let source = x + r * k
-                    if let smoothing {
-                        for j in 0..<k { v[j] = source[j] * smoothing[j] }
-                    } else {
-                        for j in 0..<k { v[j] = source[j] }
+    /// The INT32 product of A's codes (`rows` rows, padded to whole tiles, stride lda) with the weight, and the
+    /// epilogue: one pass per row, ((Σ · (s_x · s_w)) + b) + residual, each output written once.
+    private func multiply(codes: UnsafePointer<UInt8>, rows m: Int, rowScales sp: UnsafePointer<Float>, bias: Tensor?,
+                          residual: Tensor?, kernel: CPUInt8Kernel, into dst: UnsafeMutablePointer<Float>) {
+        let o = weight.outputs, lda = weight.kGroups * 4
+        withBias(bias) { bias in
+            withResidual(residual) { res in
+                let scales = UnsafePointer(weight.scales)
+                CPUInt8Gemm.multiply(a: codes, rows: m, lda: lda, weight: weight, kernel: kernel) { row, rows, column, columns, tile in
+                    let nr = CPUInt8Kernel.tileColumns
+                    for r in 0..<rows {
+                        let s = sp[row + r], line = (row + r) * o + column
+                        let sums = tile + r * nr, w = scales + column, out = dst + line
+                        switch (bias.map { $0 + column }, res.map { $0 + line }) {
+                        case let (b?, add?): for j in 0..<columns { out[j] = (Float(sums[j]) * (s * w[j]) + b[j]) + add[j] }
+                        case let (b?, nil): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) + b[j] }
+                        case let (nil, add?): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) + add[j] }
+                        case (nil, nil): for j in 0..<columns { out[j] = Float(sums[j]) * (s * w[j]) }
+                        }
                     }
-                    let scale: Float
-                    if let staticScale {
-                        scale = staticScale
-                    } else {
-                        var amax: Float = 0
-                        for j in 0..<k { amax = max(amax, abs(v[j])) }
-                        scale = format.scale(forAmax: amax)
-                    }
-                    rowScales[r] = scale
-                    let dst = codes + r * lda
-                    CPUInt8LayerHook.encode(UnsafePointer(v), count: k, scale: scale, into: dst)
-                    for j in k..<lda { dst[j] = 128 }
                 }
             }
         }
+    }
+
+    /// Rows of x (this layer's depth K) → codes + 128, K padded with 128 (code 0) to lda; each row's activation scale.
+    private func quantizeRows(_ x: UnsafePointer<Float>, rows m: Int, into codes: UnsafeMutablePointer<UInt8>,
+                              rowScales: UnsafeMutablePointer<Float>) {
+        let k = weight.depth, lda = weight.kGroups * 4
+        let quantization = inputQuantization
+        checkSmoothing()
+        parallelFor(m, minChunk: max(1, 16384 / max(k, 1))) { range in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { row in
+                for r in range {
+                    rowScales[r] = CPUInt8LayerHook.quantizeRow(x + r * k, width: k, quantization, scratch: row.baseAddress!,
+                                                                into: codes + r * lda, lda: lda)
+                }
+            }
+        }
+    }
+
+    func checkSmoothing() {
+        let k = weight.depth
+        precondition(layer.smoothing == nil || layer.smoothing!.count == k, "\(layer.name): smoothing vector length \(layer.smoothing!.count) ≠ \(k)")
+    }
+
+    /// One input row (width K) → codes + 128 padded with 128 (code 0) to `lda`: the row multiplied by the smoothing
+    /// factors into `scratch` (K floats), its scale (static, or from the row's amax), `encode`. Returns the scale.
+    /// The one definition of a Linear's input codes: the layer's own pass and the producers (`CPUBackend`) call it.
+    @inline(__always)
+    static func quantizeRow(_ source: UnsafePointer<Float>, width k: Int, _ quantization: CPUInt8InputQuantization,
+                            scratch v: UnsafeMutablePointer<Float>, into dst: UnsafeMutablePointer<UInt8>, lda: Int) -> Float {
+        if let smoothing = quantization.smoothing {
+            smoothing.withUnsafeBufferPointer { s in for j in 0..<k { v[j] = source[j] * s[j] } }
+        } else {
+            for j in 0..<k { v[j] = source[j] }
+        }
+        let scale: Float
+        if let staticScale = quantization.scale {
+            scale = staticScale
+        } else {
+            var amax: Float = 0
+            for j in 0..<k { amax = max(amax, abs(v[j])) }
+            scale = QuantizedFormat.int8.scale(forAmax: amax)
+        }
+        encode(UnsafePointer(v), count: k, scale: scale, into: dst)
+        for j in k..<lda { dst[j] = 128 }
+        return scale
     }
 
     /// Codes + 128 of values / scale with `Int8Codec`'s rounding (half to even, clamp to [-128, 127], NaN → 0).
@@ -162,36 +200,13 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         let mr = CPUInt8Kernel.tileRows
         let paddedRows = (m + mr - 1) / mr * mr
         let imageSize = c * h * w
-        // Quantize the input once (per-tensor scale, or per sample in dynamic mode) into channels-last codes, then
-        // gather im2col rows: per tap, one run of C codes (or code 0 in the padding).
-        var imageScales = [Float](repeating: 1, count: n)
-        for b in 0..<n {
-            if let amax = layer.inputAmax {
-                imageScales[b] = QuantizedFormat.int8.scale(forAmax: amax)
-            } else {
-                var amax: Float = 0
-                x.scalars.withUnsafeBufferPointer { xp in
-                    for i in (b * imageSize)..<((b + 1) * imageSize) { amax = max(amax, abs(xp[i])) }
-                }
-                imageScales[b] = QuantizedFormat.int8.scale(forAmax: amax)
-            }
-        }
-        let planeSize = h * w
-        let quantized = [UInt8](unsafeUninitializedCapacity: max(1, x.count)) { q, initialized in
-            x.scalars.withUnsafeBufferPointer { xp in
-                let scales = imageScales
-                parallelFor(n * c, minChunk: max(1, 16384 / max(planeSize, 1))) { range in
-                    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, planeSize)) { plane in
-                        for item in range {
-                            let b = item / c, ch = item % c
-                            CPUInt8LayerHook.encode(xp.baseAddress! + item * planeSize, count: planeSize, scale: scales[b], into: plane.baseAddress!)
-                            let dst = q.baseAddress! + b * imageSize + ch
-                            for i in 0..<planeSize { dst[i * c] = plane[i] }
-                        }
-                    }
-                }
-            }
-            initialized = max(1, x.count)
+        // The input's channels-last codes (per-tensor scale, or per sample in dynamic mode): written by its producer,
+        // or quantized here once; then im2col rows are gathered: per tap, one run of C codes (or code 0 in the padding).
+        let quantized: [UInt8], imageScales: [Float]
+        if let produced = x.quantizedInput, produced.serves(inputQuantization, as: .channelsLast(shape: x.shape)) {
+            (quantized, imageScales) = (produced.codes, produced.scales)
+        } else {
+            (quantized, imageScales) = quantizeChannelsLast(x)
         }
         return Tensor(shape: [n, o, oh, ow]) { out in
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, paddedRows * lda)) { a in
@@ -246,6 +261,43 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                 }
             }
         }
+    }
+
+    /// An NCHW input → channels-last codes + 128 [N, H, W, C] and the scale of each image (static, or from the image's
+    /// amax): `encode` per channel plane, then scattered. The producer (GroupNorm+SiLU) does the same per plane.
+    func quantizeChannelsLast(_ x: Tensor) -> (codes: [UInt8], scales: [Float]) {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let imageSize = c * h * w
+        var imageScales = [Float](repeating: 1, count: n)
+        for b in 0..<n {
+            if let amax = layer.inputAmax {
+                imageScales[b] = QuantizedFormat.int8.scale(forAmax: amax)
+            } else {
+                var amax: Float = 0
+                x.scalars.withUnsafeBufferPointer { xp in
+                    for i in (b * imageSize)..<((b + 1) * imageSize) { amax = max(amax, abs(xp[i])) }
+                }
+                imageScales[b] = QuantizedFormat.int8.scale(forAmax: amax)
+            }
+        }
+        let planeSize = h * w
+        let quantized = [UInt8](unsafeUninitializedCapacity: max(1, x.count)) { q, initialized in
+            x.scalars.withUnsafeBufferPointer { xp in
+                let scales = imageScales
+                parallelFor(n * c, minChunk: max(1, 16384 / max(planeSize, 1))) { range in
+                    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, planeSize)) { plane in
+                        for item in range {
+                            let b = item / c, ch = item % c
+                            CPUInt8LayerHook.encode(xp.baseAddress! + item * planeSize, count: planeSize, scale: scales[b], into: plane.baseAddress!)
+                            let dst = q.baseAddress! + b * imageSize + ch
+                            for i in 0..<planeSize { dst[i * c] = plane[i] }
+                        }
+                    }
+                }
+            }
+            initialized = max(1, x.count)
+        }
+        return (quantized, imageScales)
     }
 }
 

@@ -57,29 +57,36 @@ public enum CPUKernels {
                 weight.scalars.withUnsafeBufferPointer { wp in
                     bias.scalars.withUnsafeBufferPointer { bp in
                         parallelForDynamic(n * groups) { ng in
-                            let g = ng % groups
-                            let base = ng * perGroup * spatial
-                            let (mean, inv) = meanAndInverseDeviation(xp.baseAddress! + base, count: perGroup * spatial,
-                                                                      epsilon: epsilon)
-                            for cc in 0..<perGroup {
-                                let ch = g * perGroup + cc
-                                let scale = inv * wp[ch], shift = bp[ch] - mean * scale
-                                let off = base + cc * spatial
-                                let sv = VectorMath.V(repeating: scale), hv = VectorMath.V(repeating: shift)
-                                if fusedSiLU {
-                                    VectorMath.apply(xp.baseAddress! + off, out.baseAddress! + off, count: spatial) {
-                                        VectorMath.silu(VectorMath.fma(hv, $0, sv))
-                                    }
-                                } else {
-                                    VectorMath.apply(xp.baseAddress! + off, out.baseAddress! + off, count: spatial) {
-                                        VectorMath.fma(hv, $0, sv)
-                                    }
-                                }
-                            }
+                            groupNormGroup(ng, xp.baseAddress!, out.baseAddress!, groups: groups, perGroup: perGroup,
+                                           spatial: spatial, weight: wp.baseAddress!, bias: bp.baseAddress!, epsilon: epsilon,
+                                           fusedSiLU: fusedSiLU) { _, _ in }
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Group `ng` (image ng / groups, group ng % groups) of `groupNorm`: its channel planes normalised (and SiLU) into
+    /// `out`; `planeDone(channel, plane)` is called after each plane is written (the quantizing producer encodes it there).
+    @inline(__always)
+    static func groupNormGroup(_ ng: Int, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, groups: Int, perGroup: Int,
+                               spatial: Int, weight wp: UnsafePointer<Float>, bias bp: UnsafePointer<Float>, epsilon: Float,
+                               fusedSiLU: Bool, planeDone: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        let g = ng % groups
+        let base = ng * perGroup * spatial
+        let (mean, inv) = meanAndInverseDeviation(x + base, count: perGroup * spatial, epsilon: epsilon)
+        for cc in 0..<perGroup {
+            let ch = g * perGroup + cc
+            let scale = inv * wp[ch], shift = bp[ch] - mean * scale
+            let off = base + cc * spatial
+            let sv = VectorMath.V(repeating: scale), hv = VectorMath.V(repeating: shift)
+            if fusedSiLU {
+                VectorMath.apply(x + off, out + off, count: spatial) { VectorMath.silu(VectorMath.fma(hv, $0, sv)) }
+            } else {
+                VectorMath.apply(x + off, out + off, count: spatial) { VectorMath.fma(hv, $0, sv) }
+            }
+            planeDone(ch, out + off)
         }
     }
 
@@ -118,23 +125,29 @@ public enum CPUKernels {
                     bias.scalars.withUnsafeBufferPointer { bp in
                         parallelFor(rows, minChunk: 16) { range in
                             for r in range {
-                                let row = xp.baseAddress! + r * d, dst = out.baseAddress! + r * d
-                                let (mean, inv) = meanAndInverseDeviation(row, count: d, epsilon: epsilon)
-                                var i = 0
-                                let mv = VectorMath.V(repeating: mean), iv = VectorMath.V(repeating: inv)
-                                while i + 16 <= d {
-                                    let normalised = (VectorMath.load(row + i) - mv) * iv
-                                    VectorMath.store(VectorMath.fma(VectorMath.load(bp.baseAddress! + i), normalised,
-                                                                    VectorMath.load(wp.baseAddress! + i)), dst + i)
-                                    i += 16
-                                }
-                                while i < d { dst[i] = (row[i] - mean) * inv * wp[i] + bp[i]; i += 1 }
+                                layerNormRow(xp.baseAddress! + r * d, out.baseAddress! + r * d, count: d, weight: wp.baseAddress!,
+                                             bias: bp.baseAddress!, epsilon: epsilon)
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// One row of `layerNorm`.
+    @inline(__always)
+    static func layerNormRow(_ row: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count d: Int,
+                             weight wp: UnsafePointer<Float>, bias bp: UnsafePointer<Float>, epsilon: Float) {
+        let (mean, inv) = meanAndInverseDeviation(row, count: d, epsilon: epsilon)
+        var i = 0
+        let mv = VectorMath.V(repeating: mean), iv = VectorMath.V(repeating: inv)
+        while i + 16 <= d {
+            let normalised = (VectorMath.load(row + i) - mv) * iv
+            VectorMath.store(VectorMath.fma(VectorMath.load(bp + i), normalised, VectorMath.load(wp + i)), dst + i)
+            i += 16
+        }
+        while i < d { dst[i] = (row[i] - mean) * inv * wp[i] + bp[i]; i += 1 }
     }
 
     // MARK: Activations and element-wise
@@ -157,17 +170,20 @@ public enum CPUKernels {
         return Tensor(shape: outShape) { out in
             x.scalars.withUnsafeBufferPointer { xp in
                 parallelFor(rows, minChunk: 16) { range in
-                    for r in range {
-                        let a = xp.baseAddress! + r * d2, gate = a + d, dst = out.baseAddress! + r * d
-                        // gelu(gate) into dst, then multiply by a.
-                        VectorMath.apply(gate, dst, count: d) { VectorMath.gelu($0) }
-                        var i = 0
-                        while i + 16 <= d { VectorMath.store(VectorMath.load(dst + i) * VectorMath.load(a + i), dst + i); i += 16 }
-                        while i < d { dst[i] *= a[i]; i += 1 }
-                    }
+                    for r in range { gegluRow(xp.baseAddress! + r * d2, out.baseAddress! + r * d, count: d) }
                 }
             }
         }
+    }
+
+    /// One row of `geglu`: the input row [a | gate] (2d values) → d values.
+    @inline(__always)
+    static func gegluRow(_ a: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count d: Int) {
+        // gelu(gate) into dst, then multiply by a.
+        VectorMath.apply(a + d, dst, count: d) { VectorMath.gelu($0) }
+        var i = 0
+        while i + 16 <= d { VectorMath.store(VectorMath.load(dst + i) * VectorMath.load(a + i), dst + i); i += 16 }
+        while i < d { dst[i] *= a[i]; i += 1 }
     }
 
     /// Applies `f` to every element.

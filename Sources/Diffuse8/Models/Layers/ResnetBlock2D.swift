@@ -30,7 +30,7 @@ public final class ResnetBlock2D {
 
     /// The block on any backend. `time`: what the UNet adds after conv1 (nil for the VAE's resnets).
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, time: ResnetTimeInput<B.Value>?) throws -> B.Value {
-        var h = try b.conv2d(b.groupNorm(x, norm1, silu: true), conv1)
+        var h = try b.conv2d(b.groupNorm(x, norm1, silu: true, readBy: conv1), conv1)
         switch time {
         case nil: break
         case .activatedEmbedding(let embedding)?:
@@ -39,7 +39,7 @@ public final class ResnetBlock2D {
         case .stacked(let vectors, let offset)?:
             h = try b.addChannelVector(h, vectors, offset: offset)
         }
-        h = try b.conv2d(b.groupNorm(h, norm2, silu: true), conv2)
+        h = try b.conv2d(b.groupNorm(h, norm2, silu: true, readBy: conv2), conv2)
         let residual = try shortcut.map { try b.conv2d(x, $0) } ?? x
         return try b.resnetOutput(h, residual: residual, block: self)
     }

@@ -113,6 +113,16 @@ final class CPUProducerQuantizationTests: XCTestCase {
         XCTAssertEqual(reader(changed).scalars.map(\.bitPattern), reader(Tensor(shape: changed.shape, scalars: changed.scalars)).scalars.map(\.bitPattern))
     }
 
+    /// Dropping the codes on a change does not copy the values: a uniquely held tensor is still changed in place.
+    func testChangingValuesStaysInPlace() {
+        var t = Tensor(zeros: [4096])
+        let before = t.scalars.withUnsafeBufferPointer { $0.baseAddress }
+        t.scalars[7] = 1
+        t.scalars.withUnsafeMutableBufferPointer { $0[8] = 2 }
+        XCTAssertEqual(t.scalars.withUnsafeBufferPointer { $0.baseAddress }, before)
+        XCTAssertEqual(t.scalars[7] + t.scalars[8], 3)
+    }
+
     // MARK: Whole models
 
     /// A static INT8 level-3 UNet (calibrated; Q/K/V share their scale and smoothing as `quantize` writes them): every

@@ -121,6 +121,11 @@ public enum KernelBenchmark {
         let gx = random([2, side * side, 2560], seed: 15)
         let rgg = Benchmark.measure("geglu 2x\(side * side)x2560", iterations: iterations) { _ = CPUKernels.geglu(gx) }
         entries.append(Entry(result: rgg, flops: 0))
+        // INT8 input codes written by the producers vs the layers' own pass, at the default model's shapes and these.
+        for (channels, s) in [(64, 16), (320, side)] {
+            entries += ProducerQuantizationBenchmark.run(label: "producers c\(channels)", channels: channels, side: s, iterations: iterations)
+                .map { Entry(result: $0, flops: 0) }
+        }
         return entries
     }
 }

@@ -132,11 +132,13 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         let k = weight.depth, lda = weight.kGroups * 4
         let quantization = inputQuantization
         checkSmoothing()
-        parallelFor(m, minChunk: max(1, 16384 / max(k, 1))) { range in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { row in
-                for r in range {
-                    rowScales[r] = CPUInt8LayerHook.quantizeRow(x + r * k, width: k, quantization, scratch: row.baseAddress!,
-                                                                into: codes + r * lda, lda: lda)
+        quantization.withSmoothing { smoothing in
+            parallelFor(m, minChunk: max(1, 16384 / max(k, 1))) { range in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { row in
+                    for r in range {
+                        rowScales[r] = CPUInt8LayerHook.quantizeRow(x + r * k, width: k, scale: quantization.scale, smoothing: smoothing,
+                                                                    scratch: row.baseAddress!, into: codes + r * lda, lda: lda)
+                    }
                 }
             }
         }
@@ -148,18 +150,19 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
     }
 
     /// One input row (width K) → codes + 128 padded with 128 (code 0) to `lda`: the row multiplied by the smoothing
-    /// factors into `scratch` (K floats), its scale (static, or from the row's amax), `encode`. Returns the scale.
+    /// factors `s` (`CPUInt8InputQuantization.withSmoothing`) into `scratch` (K floats), its scale (static, or from the
+    /// row's amax), `encode`. Returns the scale.
     /// The one definition of a Linear's input codes: the layer's own pass and the producers (`CPUBackend`) call it.
     @inline(__always)
-    static func quantizeRow(_ source: UnsafePointer<Float>, width k: Int, _ quantization: CPUInt8InputQuantization,
+    static func quantizeRow(_ source: UnsafePointer<Float>, width k: Int, scale staticScale: Float?, smoothing s: UnsafePointer<Float>?,
                             scratch v: UnsafeMutablePointer<Float>, into dst: UnsafeMutablePointer<UInt8>, lda: Int) -> Float {
-        if let smoothing = quantization.smoothing {
-            smoothing.withUnsafeBufferPointer { s in for j in 0..<k { v[j] = source[j] * s[j] } }
+        if let s {
+            for j in 0..<k { v[j] = source[j] * s[j] }
         } else {
             for j in 0..<k { v[j] = source[j] }
         }
         let scale: Float
-        if let staticScale = quantization.scale {
+        if let staticScale {
             scale = staticScale
         } else {
             var amax: Float = 0

@@ -8,10 +8,11 @@ extension CPUKernels {
     /// `layerNorm(x, …)` with the codes of `reader`'s input attached.
     static func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, epsilon: Float, quantizingFor reader: CPUInt8LayerHook) -> Tensor {
         let d = x.shape.last!
-        return quantizingRows(of: x, width: d, outputShape: x.shape, for: reader) { xp, out, r in
-            weight.scalars.withUnsafeBufferPointer { wp in
-                bias.scalars.withUnsafeBufferPointer { bp in
-                    layerNormRow(xp + r * d, out + r * d, count: d, weight: wp.baseAddress!, bias: bp.baseAddress!, epsilon: epsilon)
+        return weight.scalars.withUnsafeBufferPointer { wp in
+            bias.scalars.withUnsafeBufferPointer { bp in
+                let w = wp.baseAddress!, b = bp.baseAddress!
+                return quantizingRows(of: x, width: d, outputShape: x.shape, for: reader) { xp, out, r in
+                    layerNormRow(xp + r * d, out + r * d, count: d, weight: w, bias: b, epsilon: epsilon)
                 }
             }
         }
@@ -47,12 +48,15 @@ extension CPUKernels {
                 x.scalars.withUnsafeBufferPointer { xp in
                     scales.withUnsafeMutableBufferPointer { sp in
                         let source = xp.baseAddress!, dst = out.baseAddress!, a = a.baseAddress!, rowScales = sp.baseAddress!
-                        parallelFor(m, minChunk: 16) { range in
-                            withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, k)) { scratch in
-                                for r in range {
-                                    row(source, dst, r)
-                                    rowScales[r] = CPUInt8LayerHook.quantizeRow(dst + r * k, width: k, quantization,
-                                                                                scratch: scratch.baseAddress!, into: a + r * lda, lda: lda)
+                        quantization.withSmoothing { smoothing in
+                            parallelFor(m, minChunk: 16) { range in
+                                withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, k)) { scratch in
+                                    for r in range {
+                                        row(source, dst, r)
+                                        rowScales[r] = CPUInt8LayerHook.quantizeRow(dst + r * k, width: k, scale: quantization.scale,
+                                                                                    smoothing: smoothing, scratch: scratch.baseAddress!,
+                                                                                    into: a + r * lda, lda: lda)
+                                    }
                                 }
                             }
                         }

@@ -10,6 +10,12 @@ struct CPUInt8InputQuantization: Equatable, Sendable {
         smoothing = layer.smoothing
     }
 
+    /// The smoothing factors as a pointer (nil: none) for the duration of `body`.
+    func withSmoothing<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let smoothing else { return body(nil) }
+        return smoothing.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
     static func == (a: Self, b: Self) -> Bool {
         a.scale?.bitPattern == b.scale?.bitPattern && a.smoothing == b.smoothing
     }

@@ -78,6 +78,45 @@ final class CPUKernelReferenceTests: XCTestCase {
         }
     }
 
+    /// Winograd F(4×4, 3×3) against the PyTorch outputs: edge tiles (H, W not multiples of 4), tile rows
+    /// of more than 16 tiles, batch 2, no bias, an image smaller than one tile. Run with the default temporaries and
+    /// with tiny ones, which split the filter into blocks of 16 output channels and the input into blocks of tile rows.
+    func testWinogradConvolutions() throws {
+        let cases: [(String, Int, Int, Int, Int, Int, Bool, Int)] = [
+            ("winograd_odd", 2, 19, 21, 13, 11, true, 15), ("winograd_wide", 1, 40, 70, 9, 70, true, 16),
+            ("winograd_nobias", 2, 7, 5, 6, 5, false, 17), ("winograd_small", 1, 3, 2, 1, 2, true, 18),
+            ("conv3x3_tiled", 1, 30, 98, 20, 20, true, 14),
+        ]
+        let savedBlock = WinogradConvolution.blockFloats
+        defer { WinogradConvolution.blockFloats = savedBlock }
+        for block in [savedBlock, 36 * 16 * 40] {
+            WinogradConvolution.blockFloats = block
+            try withThreadCounts {
+                for (name, n, c, o, h, w, hasBias, seed) in cases {
+                    let x = pattern([n, c, h, w], seed)
+                    let weight = pattern([o, c, 3, 3], seed + 100, scale: 0.3)
+                    let bias = hasBias ? pattern([o], seed + 200) : nil
+                    try check(CPUKernels.conv2d(x, weight: weight, bias: bias, padding: 1, algorithm: .winograd), name)
+                }
+            }
+        }
+    }
+
+    /// A 3×3 box filter of ones on a 5×6 image of ones, bias 0.5, by hand: each output counts the input pixels
+    /// under the filter (9 inside, 6 on an edge, 4 in a corner) plus the bias.
+    func testWinogradBoxFilterByHand() {
+        let y = CPUKernels.conv2d(Tensor(shape: [1, 1, 5, 6], scalars: [Float](repeating: 1, count: 30)),
+                                  weight: Tensor(shape: [1, 1, 3, 3], scalars: [Float](repeating: 1, count: 9)),
+                                  bias: Tensor(shape: [1], scalars: [0.5]), padding: 1, algorithm: .winograd)
+        XCTAssertEqual(y.shape, [1, 1, 5, 6])
+        for row in 0..<5 {
+            for column in 0..<6 {
+                let covered = (row == 0 || row == 4 ? 2 : 3) * (column == 0 || column == 5 ? 2 : 3)
+                XCTAssertEqual(y.scalars[row * 6 + column], Float(covered) + 0.5, accuracy: 1e-5, "(\(row), \(column))")
+            }
+        }
+    }
+
     func testAttention() throws {
         let cases: [(String, Int, Int, Int, Int, Int, Float?, Int)] = [
             ("attention_cross", 2, 50, 37, 3, 8, nil, 20), ("attention_long", 1, 130, 300, 2, 16, 0.3, 21),

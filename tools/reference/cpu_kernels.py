@@ -5,7 +5,8 @@ float64 and rounded to float32, so they are bit-identical in Python and Swift. O
 outputs (computed in float64 and rounded, so the reference itself carries no float32 GEMM error) are
 written to Tests/Fixtures/reference/cpu_kernels.safetensors. Sizes are chosen to hit every edge of the
 SGEMM tiling (M, N, K not multiples of the 6×16 micro-tile, more than one 96-row / 384-column tile and
-more than one 256-deep K slice), strided convolutions with padding, and attention with Lq ≠ Lk.
+more than one 256-deep K slice), strided convolutions with padding, 3×3 convolutions with edge tiles for
+the Winograd kernel, and attention with Lq ≠ Lk.
 """
 import os
 import numpy as np
@@ -46,6 +47,16 @@ def main():
         w = pattern([o, c, k, k], seed + 100, 0.3)
         b = pattern([o], seed + 200)
         out[name] = F.conv2d(d(x), d(w), d(b), stride=s, padding=p)
+    # 3×3 stride-1 padding-1 convolutions for the Winograd kernel (4×4 output tiles): H, W not multiples of 4,
+    # more than 16 tiles per tile row, batch 2, with and without bias. (name, N, C, O, H, W, bias, seed)
+    for name, n, c, o, h, wd, has_bias, seed in [("winograd_odd", 2, 19, 21, 13, 11, True, 15),
+                                                 ("winograd_wide", 1, 40, 70, 9, 70, True, 16),
+                                                 ("winograd_nobias", 2, 7, 5, 6, 5, False, 17),
+                                                 ("winograd_small", 1, 3, 2, 1, 2, True, 18)]:
+        x = pattern([n, c, h, wd], seed)
+        w = pattern([o, c, 3, 3], seed + 100, 0.3)
+        b = d(pattern([o], seed + 200)) if has_bias else None
+        out[name] = F.conv2d(d(x), d(w), b, stride=1, padding=1)
     # Attention (B, Lq, Lk, heads, head_dim, scale or None, seed)
     for name, bsz, lq, lk, heads, hd, scale, seed in [("attention_cross", 2, 50, 37, 3, 8, None, 20),
                                                       ("attention_long", 1, 130, 300, 2, 16, 0.3, 21),

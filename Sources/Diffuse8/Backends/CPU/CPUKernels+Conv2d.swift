@@ -4,11 +4,14 @@ extension CPUKernels {
     /// Computed per image as one GEMM, out[O, H'·W'] = W[O, C·kh·kw] · columns[C·kh·kw, H'·W'], with the
     /// bias added when C is first written. A 1×1 stride-1 convolution reads the image itself as B
     /// ([C, H·W] row-major); every other shape packs B straight from the image (implicit im2col,
-    /// `Im2colPacking`), so the column matrix is never materialised.
-    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) -> Tensor {
+    /// `Im2colPacking`), so the column matrix is never materialised. `algorithm` may let a 3×3 stride-1 convolution
+    /// run as Winograd F(4×4, 3×3) instead (`CPUKernels+Winograd.swift`).
+    public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0,
+                              algorithm: Conv2dAlgorithm = .im2col) -> Tensor {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
         precondition(weight.shape[1] == c, "conv2d: weight \(weight.shape) does not match input channels \(c)")
+        if let y = WinogradConvolution.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: algorithm) { return y }
         let oh = (h + 2 * padding - kh) / stride + 1
         let ow = (w + 2 * padding - kw) / stride + 1
         let ck = c * kh * kw, hw = oh * ow

@@ -42,7 +42,7 @@ public final class Conv2d {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }
-        return CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        return CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: .fastest)
     }
 
     /// The full-precision result, ignoring any hook.

@@ -1,0 +1,336 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
+/// FP32 3×3 stride-1 padding-1 convolution by Winograd minimal filtering F(4×4, 3×3) (Lavin & Gray, 2016).
+///
+/// The output is cut into 4×4 tiles; each reads a 6×6 input patch d. With the filter g transformed once per call,
+/// U = G g Gᵀ, and the patch V = Bᵀ d B (both 6×6), the tile is Y = Aᵀ (Σ_c U_c ⊙ V_c) A: the channel sum becomes
+/// 36 independent matrix products M_ξ[O, tiles] = U_ξ[O, C] · V_ξ[C, tiles] (ξ = the 36 positions of the 6×6
+/// domain), run on the packed SGEMM. That is 36 multiply-adds per output channel, input channel and tile against
+/// 144 for the direct sum: 4× fewer. The transforms are `SIMD16` code over 16 tiles of one tile row at a time.
+///
+/// Interpolation points 0, ±1, 1/2, −2 (and ∞): measured in FP32 against a float64 convolution, their relative L2
+/// error is ~2e-6 at 320–2560 input channels against ~3e-6 for the common 0, ±1, ±2 (direct FP32 sums: ~3e-7).
+///
+/// Memory: the transformed filter is 4× the 3×3 filter, so it is not kept: each call transforms it per block of
+/// output channels into a bounded temporary (`blockFloats`), as it transforms the input per block of tile rows.
+/// Used by `CPUKernels.conv2d` only for callers that accept a result that is not the in-order sum of the products
+/// (`Conv2dAlgorithm.fastest`: the FP32 `Conv2d` layer) and only where it is faster (`isFaster`).
+enum WinogradConvolution {
+    typealias V = SIMD16<Float>
+
+    /// What `.fastest` does: by default the environment variable `DIFFUSE8_WINOGRAD` (`on`: wherever the shape
+    /// allows, `off`: never) or, without it, the shape rule decides.
+    enum Mode: Sendable { case automatic, always, never }
+    nonisolated(unsafe) static var mode: Mode = {
+        switch getenv("DIFFUSE8_WINOGRAD").map({ String(cString: $0).lowercased() }) {
+        case "on", "1": return .always
+        case "off", "0": return .never
+        default: return .automatic
+        }
+    }()
+
+    /// Largest temporary of each kind (transformed filter block, transformed input block, products), in floats.
+    nonisolated(unsafe) static var blockFloats = 4 << 20
+
+    /// The convolution by Winograd when `algorithm` asks for it and the shape allows it (3×3, stride 1, padding 1),
+    /// else nil. `.fastest` uses it where the shape rule (`isFaster`) or `mode` says so.
+    static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, algorithm: Conv2dAlgorithm) -> Tensor? {
+        guard algorithm != .im2col, x.shape.count == 4, weight.shape.count == 4, weight.shape[2] == 3, weight.shape[3] == 3,
+              stride == 1, padding == 1, x.count > 0, weight.count > 0 else { return nil }
+        if algorithm == .fastest {
+            switch mode {
+            case .always: break
+            case .never: return nil
+            case .automatic:
+                guard isFaster(batch: x.shape[0], channels: x.shape[1], outputs: weight.shape[0], height: x.shape[2],
+                               width: x.shape[3]) else { return nil }
+            }
+        }
+        return conv2d(x, weight: weight, bias: bias)
+    }
+
+    /// Whether Winograd beats the im2col GEMM for this shape; the rule comes from per-shape timings (docs/PERFORMANCE.md).
+    static func isFaster(batch n: Int, channels c: Int, outputs o: Int, height h: Int, width w: Int) -> Bool {
+        let tiles = n * ((h + 3) / 4) * ((w + 3) / 4)
+        return tiles >= 16 && c >= 16 && o >= 16
+    }
+
+    /// conv2d(x, weight, bias, stride 1, padding 1) for x [N, C, H, W], weight [O, C, 3, 3].
+    static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3], o = weight.shape[0]
+        precondition(weight.shape == [o, c, 3, 3], "Winograd conv2d: weight \(weight.shape) is not [\(o), \(c), 3, 3]")
+        let tilesY = (h + 3) / 4, tilesX = (w + 3) / 4
+        let tileRows = n * tilesY
+        // Output channels per block: the whole filter when its transform fits the budget, else a multiple of 16.
+        var outputBlock = min(o, max(1, blockFloats / (36 * c)))
+        if outputBlock < o { outputBlock = max(16, outputBlock / 16 * 16) }
+        let rowsPerBlock = max(1, min(tileRows, blockFloats / (36 * max(c, outputBlock) * tilesX)))
+        let maxTiles = rowsPerBlock * tilesX
+        let geometry = Geometry(batch: n, channels: c, outputs: o, height: h, width: w, tilesY: tilesY, tilesX: tilesX)
+        return Tensor(shape: [n, o, h, w]) { out in
+            x.scalars.withUnsafeBufferPointer { xp in
+                weight.scalars.withUnsafeBufferPointer { wp in
+                    CPUKernels.withOptionalPointer(bias?.scalars) { bp in
+                        ScratchPool.with(count: 36 * outputBlock * c) { filters in
+                            ScratchPool.with(count: 36 * c * maxTiles) { inputs in
+                                // + one vector: the output transform loads whole vectors past the last tile.
+                                ScratchPool.with(count: 36 * outputBlock * maxTiles + V.scalarCount) { products in
+                                    var firstRow = 0
+                                    while firstRow < tileRows {
+                                        let rows = min(rowsPerBlock, tileRows - firstRow), tiles = rows * tilesX
+                                        geometry.transformInput(xp.baseAddress!, tileRows: firstRow..<firstRow + rows, into: inputs)
+                                        var o0 = 0
+                                        while o0 < o {
+                                            let block = min(outputBlock, o - o0)
+                                            if outputBlock < o || firstRow == 0 {
+                                                geometry.transformFilter(wp.baseAddress!, outputs: o0..<o0 + block, into: filters)
+                                            }
+                                            multiply(outputs: block, channels: c, tiles: tiles, filters: filters, inputs: inputs,
+                                                     products: products)
+                                            geometry.transformOutput(products, outputs: o0..<o0 + block, tileRows: firstRow..<firstRow + rows,
+                                                                     bias: bp, into: out.baseAddress!)
+                                            o0 += block
+                                        }
+                                        firstRow += rows
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 36 products M_ξ[outputs, tiles] = U_ξ[outputs, C] · V_ξ[C, tiles], one whole product per worker.
+    static func multiply(outputs: Int, channels c: Int, tiles: Int, filters: UnsafeMutablePointer<Float>,
+                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>) {
+        parallelForDynamic(36) { xi in
+            Gemm.multiply(m: outputs, n: tiles, k: c, a: filters + xi * outputs * c, lda: c,
+                          b: inputs + xi * c * tiles, ldb: tiles, bLayout: .rowMajor,
+                          c: products + xi * outputs * tiles, ldc: tiles, parallel: false)
+        }
+    }
+
+    /// Sizes of one convolution. Tiles are numbered (image, tile row, tile column) within a block of tile rows.
+    struct Geometry: @unchecked Sendable {
+        let batch: Int, channels: Int, outputs: Int, height: Int, width: Int, tilesY: Int, tilesX: Int
+
+        /// V_ξ[c, t] = (Bᵀ d B)_ξ for every channel and every tile of the tile rows `tileRows` (global tile-row
+        /// indices image · tilesY + ty), written as 36 matrices [C, tiles] with tiles = tileRows.count · tilesX.
+        func transformInput(_ x: UnsafePointer<Float>, tileRows: Range<Int>, into v: UnsafeMutablePointer<Float>) {
+            let tiles = tileRows.count * tilesX
+            // One padded input strip (6 rows from x = −1) and its vertical transform, whole vectors of tiles wide.
+            let groups = (tilesX + 15) / 16
+            let stripWidth = groups * 64 + 2 + V.scalarCount
+            parallelFor(channels) { channelRange in
+                let strip = UnsafeMutablePointer<Float>.allocate(capacity: 12 * stripWidth)
+                defer { strip.deallocate() }
+                strip.initialize(repeating: 0, count: 12 * stripWidth)
+                let vertical = strip + 6 * stripWidth
+                for ci in channelRange {
+                    for (r, tileRow) in tileRows.enumerated() {
+                        let image = tileRow / tilesY, ty = tileRow % tilesY
+                        let plane = x + (image * channels + ci) * height * width
+                        for k in 0..<6 {
+                            let iy = ty * 4 - 1 + k, row = strip + k * stripWidth
+                            if iy >= 0 && iy < height {
+                                (row + 1).update(from: plane + iy * width, count: width)
+                            } else {
+                                (row + 1).update(repeating: 0, count: width)
+                            }
+                        }
+                        // Bᵀ along y, vectorised along x.
+                        var xb = 0
+                        while xb < stripWidth - V.scalarCount {
+                            let t = WinogradConvolution.inputRow(
+                                load(strip + xb), load(strip + stripWidth + xb), load(strip + 2 * stripWidth + xb),
+                                load(strip + 3 * stripWidth + xb), load(strip + 4 * stripWidth + xb), load(strip + 5 * stripWidth + xb))
+                            store(t.0, vertical + xb); store(t.1, vertical + stripWidth + xb); store(t.2, vertical + 2 * stripWidth + xb)
+                            store(t.3, vertical + 3 * stripWidth + xb); store(t.4, vertical + 4 * stripWidth + xb)
+                            store(t.5, vertical + 5 * stripWidth + xb)
+                            xb += V.scalarCount
+                        }
+                        // Bᵀ along x, vectorised over 16 tiles (every fourth column).
+                        for g in 0..<groups {
+                            let tx0 = g * 16, count = min(16, tilesX - tx0)
+                            let tile = r * tilesX + tx0
+                            for k in 0..<6 {
+                                let p = vertical + k * stripWidth + tx0 * 4
+                                let e = WinogradConvolution.inputRow(gather4(p), gather4(p + 1), gather4(p + 2),
+                                                                     gather4(p + 3), gather4(p + 4), gather4(p + 5))
+                                let base = v + (k * 6 * channels + ci) * tiles + tile, step = channels * tiles
+                                put(e.0, base, count); put(e.1, base + step, count); put(e.2, base + 2 * step, count)
+                                put(e.3, base + 3 * step, count); put(e.4, base + 4 * step, count); put(e.5, base + 5 * step, count)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        /// U_ξ[o − o0, c] = (G g Gᵀ)_ξ for the output channels `outputs` (= o0 ..< o0 + block): 36 matrices [block, C].
+        func transformFilter(_ weight: UnsafePointer<Float>, outputs range: Range<Int>, into u: UnsafeMutablePointer<Float>) {
+            let block = range.count
+            parallelFor(block) { rows in
+                for oi in rows {
+                    var c0 = 0
+                    while c0 < channels {
+                        let count = min(16, channels - c0)
+                        let g = weight + ((range.lowerBound + oi) * channels + c0) * 9
+                        // G along ky for each kx, then along kx.
+                        let col0 = WinogradConvolution.weightRow(gather9(g, 0, count), gather9(g, 3, count), gather9(g, 6, count))
+                        let col1 = WinogradConvolution.weightRow(gather9(g, 1, count), gather9(g, 4, count), gather9(g, 7, count))
+                        let col2 = WinogradConvolution.weightRow(gather9(g, 2, count), gather9(g, 5, count), gather9(g, 8, count))
+                        let step = block * channels
+                        func row(_ k: Int, _ a: V, _ b: V, _ c: V) {
+                            let r = WinogradConvolution.weightRow(a, b, c)
+                            let base = u + (k * 6 * block + oi) * channels + c0
+                            put(r.0, base, count); put(r.1, base + step, count); put(r.2, base + 2 * step, count)
+                            put(r.3, base + 3 * step, count); put(r.4, base + 4 * step, count); put(r.5, base + 5 * step, count)
+                        }
+                        row(0, col0.0, col1.0, col2.0); row(1, col0.1, col1.1, col2.1); row(2, col0.2, col1.2, col2.2)
+                        row(3, col0.3, col1.3, col2.3); row(4, col0.4, col1.4, col2.4); row(5, col0.5, col1.5, col2.5)
+                        c0 += 16
+                    }
+                }
+            }
+        }
+
+        /// out[image, o, 4ty + i, 4tx + j] = (Aᵀ M A)[i, j] + bias[o] for the output channels `outputs` and the
+        /// tiles of `tileRows`; M holds 36 matrices [block, tiles].
+        func transformOutput(_ m: UnsafeMutablePointer<Float>, outputs range: Range<Int>, tileRows: Range<Int>,
+                             bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
+            let block = range.count, tiles = tileRows.count * tilesX
+            let groups = (tilesX + 15) / 16
+            parallelFor(block * tileRows.count) { items in
+                // One 4-row strip of 16 tiles, written out row by row.
+                let strip = UnsafeMutablePointer<Float>.allocate(capacity: 4 * 64)
+                defer { strip.deallocate() }
+                for item in items {
+                    let oi = item / tileRows.count, r = item % tileRows.count
+                    let tileRow = tileRows.lowerBound + r
+                    let image = tileRow / tilesY, ty = tileRow % tilesY
+                    let o = range.lowerBound + oi
+                    let shift = V(repeating: bias?[o] ?? 0)
+                    let plane = out + (image * outputs + o) * height * width
+                    let step = block * tiles
+                    for g in 0..<groups {
+                        let tx0 = g * 16
+                        let p = m + oi * tiles + r * tilesX + tx0
+                        // Aᵀ along the 6 columns of the domain, then along the rows.
+                        func column(_ l: Int) -> (V, V, V, V) {
+                            WinogradConvolution.outputRow(load(p + l * step), load(p + (6 + l) * step), load(p + (12 + l) * step),
+                                                          load(p + (18 + l) * step), load(p + (24 + l) * step), load(p + (30 + l) * step))
+                        }
+                        let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3), c4 = column(4), c5 = column(5)
+                        func emit(_ i: Int, _ a: V, _ b: V, _ c: V, _ d: V, _ e: V, _ f: V) {
+                            let y = WinogradConvolution.outputRow(a, b, c, d, e, f)
+                            scatter4(y.0 + shift, y.1 + shift, y.2 + shift, y.3 + shift, into: strip + i * 64)
+                        }
+                        emit(0, c0.0, c1.0, c2.0, c3.0, c4.0, c5.0); emit(1, c0.1, c1.1, c2.1, c3.1, c4.1, c5.1)
+                        emit(2, c0.2, c1.2, c2.2, c3.2, c4.2, c5.2); emit(3, c0.3, c1.3, c2.3, c3.3, c4.3, c5.3)
+                        let x0 = tx0 * 4, columns = min(64, width - x0)
+                        for i in 0..<min(4, height - ty * 4) {
+                            (plane + (ty * 4 + i) * width + x0).update(from: strip + i * 64, count: columns)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Vector helpers
+
+    @inline(__always) static func load(_ p: UnsafeMutablePointer<Float>) -> V { VectorMath.load(p) }
+    @inline(__always) static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { VectorMath.store(v, p) }
+
+    /// p[0], p[4], …, p[60].
+    @inline(__always)
+    static func gather4(_ p: UnsafeMutablePointer<Float>) -> V {
+        var v = V()
+        for lane in 0..<16 { v[lane] = p[4 * lane] }
+        return v
+    }
+
+    /// Tap `tap` of 16 consecutive 3×3 filters (9 floats apart); lanes from `count` on are 0.
+    @inline(__always)
+    static func gather9(_ p: UnsafePointer<Float>, _ tap: Int, _ count: Int) -> V {
+        var v = V()
+        if count == 16 {
+            for lane in 0..<16 { v[lane] = p[9 * lane + tap] }
+        } else {
+            for lane in 0..<count { v[lane] = p[9 * lane + tap] }
+        }
+        return v
+    }
+
+    /// Stores the first `count` lanes.
+    @inline(__always)
+    static func put(_ v: V, _ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        if count == 16 { store(v, p); return }
+        for lane in 0..<count { p[lane] = v[lane] }
+    }
+
+    /// Interleaves four vectors: p[4·lane + j] = v_j[lane].
+    @inline(__always)
+    static func scatter4(_ a: V, _ b: V, _ c: V, _ d: V, into p: UnsafeMutablePointer<Float>) {
+        for lane in 0..<16 {
+            p[4 * lane] = a[lane]; p[4 * lane + 1] = b[lane]; p[4 * lane + 2] = c[lane]; p[4 * lane + 3] = d[lane]
+        }
+    }
+
+    // MARK: 1-D transforms (points 0, 1, −1, 1/2, −2, ∞)
+
+    @inline(__always)
+    static func fma(_ acc: V, _ v: V, _ s: Float) -> V { VectorMath.fma(acc, v, V(repeating: s)) }
+
+    /// Bᵀ·(v0 … v5). Bᵀ = [1, −3/2, −2, 3/2, 1, 0; 0, −1, 1/2, 5/2, 1, 0; 0, 1, −5/2, 1/2, 1, 0;
+    /// 0, −2, −1, 2, 1, 0; 0, 1/2, −1, −1/2, 1, 0; 0, 1, −3/2, −2, 3/2, 1].
+    @inline(__always)
+    static func inputRow(_ v0: V, _ v1: V, _ v2: V, _ v3: V, _ v4: V, _ v5: V) -> (V, V, V, V, V, V) {
+        let r0 = fma(fma(fma(v0 + v4, v1, -1.5), v2, -2), v3, 1.5)
+        let r1 = fma(fma(v4 - v1, v2, 0.5), v3, 2.5)
+        let r2 = fma(fma(v1 + v4, v2, -2.5), v3, 0.5)
+        let r3 = fma(fma(v4 - v2, v1, -2), v3, 2)
+        let r4 = fma(fma(v4 - v2, v1, 0.5), v3, -0.5)
+        let r5 = fma(fma(fma(v1 + v5, v2, -1.5), v3, -2), v4, 1.5)
+        return (r0, r1, r2, r3, r4, r5)
+    }
+
+    /// Aᵀ·(v0 … v5). Aᵀ = [1, 1, 1, 1, 1, 0; 0, 1, −1, 1/2, −2, 0; 0, 1, 1, 1/4, 4, 0; 0, 1, −1, 1/8, −8, 1].
+    @inline(__always)
+    static func outputRow(_ v0: V, _ v1: V, _ v2: V, _ v3: V, _ v4: V, _ v5: V) -> (V, V, V, V) {
+        let r0 = v0 + v1 + v2 + v3 + v4
+        let r1 = fma(fma(v1 - v2, v3, 0.5), v4, -2)
+        let r2 = fma(fma(v1 + v2, v3, 0.25), v4, 4)
+        let r3 = fma(fma(v1 - v2 + v5, v3, 0.125), v4, -8)
+        return (r0, r1, r2, r3)
+    }
+
+    /// G·(v0, v1, v2). G = [1, 0, 0; 1/3, 1/3, 1/3; −1/3, 1/3, −1/3; −16/15, −8/15, −4/15; 1/15, −2/15, 4/15; 0, 0, 1].
+    @inline(__always)
+    static func weightRow(_ v0: V, _ v1: V, _ v2: V) -> (V, V, V, V, V, V) {
+        let third: Float = 1.0 / 3.0, fifteenth: Float = 1.0 / 15.0, fourFifteenths: Float = 4.0 / 15.0
+        let r1 = (v0 + v1 + v2) * third
+        let r2 = (v1 - v0 - v2) * third
+        let r3 = fma(fma(v2, v1, 2), v0, 4) * -fourFifteenths
+        let r4 = fma(fma(v0, v1, -2), v2, 4) * fifteenth
+        return (v0, r1, r2, r3, r4, v2)
+    }
+}
+
+/// How `CPUKernels.conv2d` may compute a convolution.
+public enum Conv2dAlgorithm: Sendable {
+    /// The im2col GEMM: each output is the in-order FP32 sum of its products (the simulation's exact integer sums
+    /// rely on it).
+    case im2col
+    /// Winograd F(4×4, 3×3) for every 3×3 stride-1 padding-1 convolution, im2col for the rest.
+    case winograd
+    /// The fastest kernel for the shape: Winograd F(4×4, 3×3) where `WinogradConvolution` applies, else im2col.
+    case fastest
+}

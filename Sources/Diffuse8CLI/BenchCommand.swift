@@ -31,6 +31,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .long, help: "Time the CPU kernels (GEMM, conv, attention, norms) at SD1.5 shapes instead of a UNet.")
     var kernels = false
 
+    @Option(name: .long, help: "With --kernels: only the kernels whose name contains this text (e.g. winograd).")
+    var only: String?
+
     @Option(name: .long, help: "Where the UNet runs: cpu (FP32) or cuda (FP16, CUDA events, eager and CUDA-graph timings).")
     var device: ComputeDevice = .cpu
 
@@ -74,7 +77,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try OptionLimits.apply(threads: threads)
         if kernels {
-            for entry in KernelBenchmark.run(iterations: iterations) {
+            for entry in KernelBenchmark.run(iterations: iterations, only: only) {
                 print(entry.result.json.dropLast() + ", \"gflops_per_s\": \(Int(entry.gflopsPerSecond))}")
             }
             return

@@ -14,9 +14,14 @@ public enum KernelBenchmark {
         }
     }
 
-    /// Runs every kernel benchmark; `scale` < 1 shrinks the spatial sizes for quick checks.
-    public static func run(iterations: Int = 5, quick: Bool = false) -> [Entry] {
+    /// Runs every kernel benchmark (or those whose name contains `only`); `quick` halves the spatial sizes.
+    public static func run(iterations: Int = 5, quick: Bool = false, only: String? = nil) -> [Entry] {
         var entries: [Entry] = []
+        // A row left out by `only` is not run; its result has no runs and is dropped at the end.
+        func measure(_ name: String, iterations: Int, _ body: () -> Void) -> BenchmarkResult {
+            guard only.map({ name.contains($0) }) ?? true else { return BenchmarkResult(name: name, milliseconds: []) }
+            return Benchmark.measure(name, iterations: iterations, body)
+        }
         let side = quick ? 32 : 64
         let tokens = 2 * side * side
         func random(_ shape: [Int], seed: UInt64) -> Tensor {
@@ -31,7 +36,7 @@ public enum KernelBenchmark {
         // Linear: tokens × 320 → 320 (attention projections) and 320 → 2560 (GEGLU input).
         for (inF, outF) in [(320, 320), (320, 2560), (1280, 320)] {
             let x = random([tokens, inF], seed: 1), w = random([outF, inF], seed: 2), b = random([outF], seed: 3)
-            let r = Benchmark.measure("linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) {
+            let r = measure("linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) {
                 _ = CPUKernels.linear(x, weight: w, bias: b)
             }
             entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
@@ -41,7 +46,7 @@ public enum KernelBenchmark {
             let x = random([2, channels, s, s], seed: 4)
             let w = random([channels, channels, 3, 3], seed: 5), b = random([channels], seed: 6)
             let os = (s + 2 - 3) / stride + 1
-            let r = Benchmark.measure("conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) {
+            let r = measure("conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) {
                 _ = CPUKernels.conv2d(x, weight: w, bias: b, stride: stride, padding: 1)
             }
             entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
@@ -54,7 +59,7 @@ public enum KernelBenchmark {
             let x = random([2, inChannels, s, s], seed: 4)
             let w = random([outChannels, inChannels, 3, 3], seed: 5), b = random([outChannels], seed: 6)
             for algorithm in [Conv2dAlgorithm.im2col, .winograd] {
-                let r = Benchmark.measure("conv3x3 2x\(inChannels)x\(s)x\(s) -> \(outChannels) \(algorithm)", iterations: iterations) {
+                let r = measure("conv3x3 2x\(inChannels)x\(s)x\(s) -> \(outChannels) \(algorithm)", iterations: iterations) {
                     _ = CPUKernels.conv2d(x, weight: w, bias: b, padding: 1, algorithm: algorithm)
                 }
                 entries.append(Entry(result: r, flops: 2 * Double(2 * inChannels * s * s * outChannels * 9)))
@@ -67,7 +72,7 @@ public enum KernelBenchmark {
             let weight = QuantizedWeight(quantizing: w, format: .int8, perChannel: true)
             let hook = CPUInt8LayerHook(QuantizedLayer(name: "linear", kind: .linear, weight: weight, inputAmax: 1, smoothing: nil, outputAmax: nil))
             let layer = Linear(name: "linear", weight: Tensor(zeros: [0]), bias: b)
-            let r = Benchmark.measure("int8 \(kernel) linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) {
+            let r = measure("int8 \(kernel) linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) {
                 _ = hook.run(layer, x, residual: nil)
             }
             entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
@@ -79,7 +84,7 @@ public enum KernelBenchmark {
             let hook = CPUInt8LayerHook(QuantizedLayer(name: "conv", kind: .conv2d, weight: weight, inputAmax: 1, smoothing: nil, outputAmax: nil))
             let conv = Conv2d(name: "conv", weight: w, bias: b, stride: stride, padding: 1)
             let os = (s + 2 - 3) / stride + 1
-            let r = Benchmark.measure("int8 \(kernel) conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) {
+            let r = measure("int8 \(kernel) conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) {
                 _ = hook.run(conv, x)
             }
             entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
@@ -95,7 +100,7 @@ public enum KernelBenchmark {
             let native = Linear(name: "linear", weight: Tensor(zeros: [0]), bias: b)
             native.executionHook = CPUFP8LayerHook(layer)
             for (mode, linear) in [("simulated", simulated), ("native", native)] {
-                let r = Benchmark.measure("fp8 \(mode) linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) { _ = linear(x) }
+                let r = measure("fp8 \(mode) linear \(tokens)x\(inF) -> \(outF)", iterations: iterations) { _ = linear(x) }
                 entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
             }
         }
@@ -110,36 +115,36 @@ public enum KernelBenchmark {
             native.executionHook = CPUFP8LayerHook(layer)
             let os = (s + 2 - 3) / stride + 1
             for (mode, conv) in [("simulated", simulated), ("native", native)] {
-                let r = Benchmark.measure("fp8 \(mode) conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) { _ = conv(x) }
+                let r = measure("fp8 \(mode) conv3x3 2x\(channels)x\(s)x\(s) stride \(stride)", iterations: iterations) { _ = conv(x) }
                 entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
             }
         }
         // Self-attention at 64×64 (8 heads × 40) and cross-attention to 77 tokens.
         let q = random([2, side * side, 320], seed: 7)
         let k = random([2, side * side, 320], seed: 8), v = random([2, side * side, 320], seed: 9)
-        let r = Benchmark.measure("self-attention 2x\(side * side)x320, 8 heads", iterations: iterations) {
+        let r = measure("self-attention 2x\(side * side)x320, 8 heads", iterations: iterations) {
             _ = CPUKernels.attention(query: q, key: k, value: v, heads: 8)
         }
         entries.append(Entry(result: r, flops: 4 * Double(2 * side * side * side * side * 320)))
         let kc = random([2, 77, 320], seed: 10), vc = random([2, 77, 320], seed: 11)
-        let rc = Benchmark.measure("cross-attention 2x\(side * side)x320 -> 77, 8 heads", iterations: iterations) {
+        let rc = measure("cross-attention 2x\(side * side)x320 -> 77, 8 heads", iterations: iterations) {
             _ = CPUKernels.attention(query: q, key: kc, value: vc, heads: 8)
         }
         entries.append(Entry(result: rc, flops: 4 * Double(2 * side * side * 77 * 320)))
         let x = random([2, 320, side, side], seed: 12)
         let gw = random([320], seed: 13), gb = random([320], seed: 14)
-        let rg = Benchmark.measure("groupNorm+SiLU 2x320x\(side)x\(side)", iterations: iterations) {
+        let rg = measure("groupNorm+SiLU 2x320x\(side)x\(side)", iterations: iterations) {
             _ = CPUKernels.groupNorm(x, groups: 32, weight: gw, bias: gb, epsilon: 1e-5, fusedSiLU: true)
         }
         entries.append(Entry(result: rg, flops: 0))
         let gx = random([2, side * side, 2560], seed: 15)
-        let rgg = Benchmark.measure("geglu 2x\(side * side)x2560", iterations: iterations) { _ = CPUKernels.geglu(gx) }
+        let rgg = measure("geglu 2x\(side * side)x2560", iterations: iterations) { _ = CPUKernels.geglu(gx) }
         entries.append(Entry(result: rgg, flops: 0))
         // INT8 input codes written by the producers vs the layers' own pass, at the default model's shapes and these.
-        for (channels, s) in [(64, 16), (320, side)] {
+        for (channels, s) in [(64, 16), (320, side)] where only.map({ "producers c\(channels)".contains($0) }) ?? true {
             entries += ProducerQuantizationBenchmark.run(label: "producers c\(channels)", channels: channels, side: s, iterations: iterations)
                 .map { Entry(result: $0, flops: 0) }
         }
-        return entries
+        return entries.filter { !$0.result.milliseconds.isEmpty }
     }
 }

@@ -80,7 +80,8 @@ final class CPUKernelReferenceTests: XCTestCase {
 
     /// Winograd F(4×4, 3×3) against the PyTorch outputs: edge tiles (H, W not multiples of 4), tile rows
     /// of more than 16 tiles, batch 2, no bias, an image smaller than one tile. Run with the default temporaries and
-    /// with tiny ones, which split the filter into blocks of 16 output channels and the input into blocks of tile rows.
+    /// with tiny ones, which split the input channels into chunks (accumulated products) and the tiles into blocks of
+    /// tile rows.
     func testWinogradConvolutions() throws {
         let cases: [(String, Int, Int, Int, Int, Int, Bool, Int)] = [
             ("winograd_odd", 2, 19, 21, 13, 11, true, 15), ("winograd_wide", 1, 40, 70, 9, 70, true, 16),

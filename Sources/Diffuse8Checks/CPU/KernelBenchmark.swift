@@ -53,16 +53,17 @@ public enum KernelBenchmark {
         }
         // The UNet's 3×3 stride-1 convolutions (input channels, output channels, side), im2col GEMM against Winograd
         // F(4×4, 3×3); rows report the direct convolution's FLOPs, so Winograd's GFLOP/s are an equivalent rate.
-        for (inChannels, outChannels, s) in [(4, 320, side), (320, 320, side), (960, 320, side), (320, 4, side),
-                                             (640, 640, side / 2), (1920, 640, side / 2), (1280, 1280, side / 4),
-                                             (2560, 1280, side / 4), (1280, 1280, side / 8), (2560, 1280, side / 8)] {
-            let x = random([2, inChannels, s, s], seed: 4)
+        for (batch, inChannels, outChannels, s) in [(2, 4, 320, side), (2, 320, 320, side), (2, 960, 320, side), (2, 320, 4, side),
+                                                    (2, 640, 640, side / 2), (2, 1920, 640, side / 2), (2, 1280, 1280, side / 4),
+                                                    (2, 2560, 1280, side / 4), (1, 1280, 1280, side / 4), (1, 1280, 1280, 12),
+                                                    (2, 1280, 1280, side / 8), (2, 2560, 1280, side / 8)] {
+            let x = random([batch, inChannels, s, s], seed: 4)
             let w = random([outChannels, inChannels, 3, 3], seed: 5), b = random([outChannels], seed: 6)
             for algorithm in [Conv2dAlgorithm.im2col, .winograd] {
-                let r = measure("conv3x3 2x\(inChannels)x\(s)x\(s) -> \(outChannels) \(algorithm)", iterations: iterations) {
+                let r = measure("conv3x3 \(batch)x\(inChannels)x\(s)x\(s) -> \(outChannels) \(algorithm)", iterations: iterations) {
                     _ = CPUKernels.conv2d(x, weight: w, bias: b, padding: 1, algorithm: algorithm)
                 }
-                entries.append(Entry(result: r, flops: 2 * Double(2 * inChannels * s * s * outChannels * 9)))
+                entries.append(Entry(result: r, flops: 2 * Double(batch * inChannels * s * s * outChannels * 9)))
             }
         }
         // The same Linear and 3×3 convolution shapes in real INT8 (`CPUInt8Kernel.active`; 2 ops per multiply-add).

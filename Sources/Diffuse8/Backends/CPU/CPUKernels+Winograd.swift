@@ -15,8 +15,8 @@ import Darwin
 /// Interpolation points 0, ±1, 1/2, −2 (and ∞): measured in FP32 against a float64 convolution, their relative L2
 /// error is ~2e-6 at 320–2560 input channels against ~3e-6 for the common 0, ±1, ±2 (direct FP32 sums: ~3e-7).
 ///
-/// Memory: the transformed filter is 4× the 3×3 filter, so it is not kept: each call transforms it per block of
-/// output channels into a bounded temporary (`blockFloats`), as it transforms the input per block of tile rows.
+/// Memory: the transformed filter is 4× the 3×3 filter, so it is not kept: each call transforms it per chunk of
+/// input channels into a bounded temporary (`blockFloats`), as it transforms the input.
 /// Used by `CPUKernels.conv2d` only for callers that accept a result that is not the in-order sum of the products
 /// (`Conv2dAlgorithm.fastest`: the FP32 `Conv2d` layer) and only where it is faster (`isFaster`).
 enum WinogradConvolution {
@@ -55,47 +55,54 @@ enum WinogradConvolution {
 
     /// Whether Winograd beats the im2col GEMM for this shape; the rule comes from per-shape timings (docs/PERFORMANCE.md).
     static func isFaster(batch n: Int, channels c: Int, outputs o: Int, height h: Int, width w: Int) -> Bool {
+        // Below 32 tiles the products are too narrow: the transformed filter (36 floats per filter, written, packed and
+        // read on every call) costs more than the multiplies saved (2×1280×16×16 → 1280: 1.3–1.5× faster than
+        // im2col; 1×1280×16×16 and 2×1280×8×8: 0.4–0.75×). A conv with under 16 input or output channels (conv_in,
+        // conv_out) is too thin for the products too.
         let tiles = n * ((h + 3) / 4) * ((w + 3) / 4)
-        return tiles >= 16 && c >= 16 && o >= 16
+        return tiles >= 32 && c >= 16 && o >= 16
     }
 
     /// conv2d(x, weight, bias, stride 1, padding 1) for x [N, C, H, W], weight [O, C, 3, 3].
+    ///
+    /// Blocked so every temporary stays within `blockFloats`: the tiles in blocks of whole tile rows (the products
+    /// M[36, O, tiles] of one block), and within a block the input channels in chunks (their transformed filter
+    /// U[36, O, chunk] and input V[36, chunk, tiles]), whose products are accumulated into M. Each chunk's filter is
+    /// transformed once per tile block (once per call when one block holds every tile, as in the SD UNets at batch
+    /// ≤ 2), and each input channel once per call.
     static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3], o = weight.shape[0]
         precondition(weight.shape == [o, c, 3, 3], "Winograd conv2d: weight \(weight.shape) is not [\(o), \(c), 3, 3]")
         let tilesY = (h + 3) / 4, tilesX = (w + 3) / 4
         let tileRows = n * tilesY
-        // Output channels per block: the whole filter when its transform fits the budget, else a multiple of 16.
-        var outputBlock = min(o, max(1, blockFloats / (36 * c)))
-        if outputBlock < o { outputBlock = max(16, outputBlock / 16 * 16) }
-        let rowsPerBlock = max(1, min(tileRows, blockFloats / (36 * max(c, outputBlock) * tilesX)))
+        let rowsPerBlock = max(1, min(tileRows, blockFloats / (36 * o * tilesX)))
         let maxTiles = rowsPerBlock * tilesX
+        let chunk = max(1, min(c, blockFloats / (36 * max(o, maxTiles))))
         let geometry = Geometry(batch: n, channels: c, outputs: o, height: h, width: w, tilesY: tilesY, tilesX: tilesX)
         return Tensor(shape: [n, o, h, w]) { out in
             x.scalars.withUnsafeBufferPointer { xp in
                 weight.scalars.withUnsafeBufferPointer { wp in
                     CPUKernels.withOptionalPointer(bias?.scalars) { bp in
-                        ScratchPool.with(count: 36 * outputBlock * c) { filters in
-                            ScratchPool.with(count: 36 * c * maxTiles) { inputs in
-                                // + one vector: the output transform loads whole vectors past the last tile.
-                                ScratchPool.with(count: 36 * outputBlock * maxTiles + V.scalarCount) { products in
+                        // Buffers of one size, whatever the shape, so the scratch pool reuses them instead of growing;
+                        // + one vector: the output transform loads whole vectors past the last tile.
+                        let size = max(blockFloats, 36 * o * max(chunk, maxTiles), 36 * chunk * maxTiles) + V.scalarCount
+                        ScratchPool.with(count: size) { filters in
+                            ScratchPool.with(count: size) { inputs in
+                                ScratchPool.with(count: size) { products in
                                     var firstRow = 0
                                     while firstRow < tileRows {
-                                        let rows = min(rowsPerBlock, tileRows - firstRow), tiles = rows * tilesX
-                                        geometry.transformInput(xp.baseAddress!, tileRows: firstRow..<firstRow + rows, into: inputs)
-                                        var o0 = 0
-                                        while o0 < o {
-                                            let block = min(outputBlock, o - o0)
-                                            if outputBlock < o || firstRow == 0 {
-                                                geometry.transformFilter(wp.baseAddress!, outputs: o0..<o0 + block, into: filters)
-                                            }
-                                            multiply(outputs: block, channels: c, tiles: tiles, filters: filters, inputs: inputs,
-                                                     products: products)
-                                            geometry.transformOutput(products, outputs: o0..<o0 + block, tileRows: firstRow..<firstRow + rows,
-                                                                     bias: bp, into: out.baseAddress!)
-                                            o0 += block
+                                        let rows = firstRow..<min(tileRows, firstRow + rowsPerBlock), tiles = rows.count * tilesX
+                                        var c0 = 0
+                                        while c0 < c {
+                                            let channels = c0..<min(c, c0 + chunk)
+                                            geometry.transformFilter(wp.baseAddress!, channels: channels, into: filters)
+                                            geometry.transformInput(xp.baseAddress!, channels: channels, tileRows: rows, into: inputs)
+                                            multiply(outputs: o, channels: channels.count, tiles: tiles, filters: filters, inputs: inputs,
+                                                     products: products, accumulate: c0 > 0)
+                                            c0 = channels.upperBound
                                         }
-                                        firstRow += rows
+                                        geometry.transformOutput(products, tileRows: rows, bias: bp, into: out.baseAddress!)
+                                        firstRow = rows.upperBound
                                     }
                                 }
                             }
@@ -106,13 +113,13 @@ enum WinogradConvolution {
         }
     }
 
-    /// The 36 products M_ξ[outputs, tiles] = U_ξ[outputs, C] · V_ξ[C, tiles], one whole product per worker.
-    static func multiply(outputs: Int, channels c: Int, tiles: Int, filters: UnsafeMutablePointer<Float>,
-                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>) {
+    /// The 36 products M_ξ[O, tiles] (+)= U_ξ[O, chunk] · V_ξ[chunk, tiles], one whole product per worker.
+    static func multiply(outputs: Int, channels: Int, tiles: Int, filters: UnsafeMutablePointer<Float>,
+                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>, accumulate: Bool) {
         parallelForDynamic(36) { xi in
-            Gemm.multiply(m: outputs, n: tiles, k: c, a: filters + xi * outputs * c, lda: c,
-                          b: inputs + xi * c * tiles, ldb: tiles, bLayout: .rowMajor,
-                          c: products + xi * outputs * tiles, ldc: tiles, parallel: false)
+            Gemm.multiply(m: outputs, n: tiles, k: channels, a: filters + xi * outputs * channels, lda: channels,
+                          b: inputs + xi * channels * tiles, ldb: tiles, bLayout: .rowMajor,
+                          c: products + xi * outputs * tiles, ldc: tiles, accumulate: accumulate, parallel: false)
         }
     }
 
@@ -120,14 +127,14 @@ enum WinogradConvolution {
     struct Geometry: @unchecked Sendable {
         let batch: Int, channels: Int, outputs: Int, height: Int, width: Int, tilesY: Int, tilesX: Int
 
-        /// V_ξ[c, t] = (Bᵀ d B)_ξ for every channel and every tile of the tile rows `tileRows` (global tile-row
-        /// indices image · tilesY + ty), written as 36 matrices [C, tiles] with tiles = tileRows.count · tilesX.
-        func transformInput(_ x: UnsafePointer<Float>, tileRows: Range<Int>, into v: UnsafeMutablePointer<Float>) {
-            let tiles = tileRows.count * tilesX
+        /// V_ξ[c − c0, t] = (Bᵀ d B)_ξ for the input channels `chunk` (c0 ..< c0 + count) and every tile of the tile
+        /// rows `tileRows` (image · tilesY + ty): 36 matrices [count, tiles], tiles = tileRows.count · tilesX.
+        func transformInput(_ x: UnsafePointer<Float>, channels chunk: Range<Int>, tileRows: Range<Int>, into v: UnsafeMutablePointer<Float>) {
+            let tiles = tileRows.count * tilesX, count = chunk.count
             // One padded input strip (6 rows from x = −1) and its vertical transform, whole vectors of tiles wide.
             let groups = (tilesX + 15) / 16
             let stripWidth = groups * 64 + 2 + V.scalarCount
-            parallelFor(channels) { channelRange in
+            parallelFor(count) { channelRange in
                 let strip = UnsafeMutablePointer<Float>.allocate(capacity: 12 * stripWidth)
                 defer { strip.deallocate() }
                 strip.initialize(repeating: 0, count: 12 * stripWidth)
@@ -135,7 +142,7 @@ enum WinogradConvolution {
                 for ci in channelRange {
                     for (r, tileRow) in tileRows.enumerated() {
                         let image = tileRow / tilesY, ty = tileRow % tilesY
-                        let plane = x + (image * channels + ci) * height * width
+                        let plane = x + (image * channels + chunk.lowerBound + ci) * height * width
                         for k in 0..<6 {
                             let iy = ty * 4 - 1 + k, row = strip + k * stripWidth
                             if iy >= 0 && iy < height {
@@ -157,15 +164,15 @@ enum WinogradConvolution {
                         }
                         // Bᵀ along x, vectorised over 16 tiles (every fourth column).
                         for g in 0..<groups {
-                            let tx0 = g * 16, count = min(16, tilesX - tx0)
+                            let tx0 = g * 16, lanes = min(16, tilesX - tx0)
                             let tile = r * tilesX + tx0
                             for k in 0..<6 {
                                 let p = vertical + k * stripWidth + tx0 * 4
                                 let e = WinogradConvolution.inputRow(gather4(p), gather4(p + 1), gather4(p + 2),
                                                                      gather4(p + 3), gather4(p + 4), gather4(p + 5))
-                                let base = v + (k * 6 * channels + ci) * tiles + tile, step = channels * tiles
-                                put(e.0, base, count); put(e.1, base + step, count); put(e.2, base + 2 * step, count)
-                                put(e.3, base + 3 * step, count); put(e.4, base + 4 * step, count); put(e.5, base + 5 * step, count)
+                                let base = v + (k * 6 * count + ci) * tiles + tile, step = count * tiles
+                                put(e.0, base, lanes); put(e.1, base + step, lanes); put(e.2, base + 2 * step, lanes)
+                                put(e.3, base + 3 * step, lanes); put(e.4, base + 4 * step, lanes); put(e.5, base + 5 * step, lanes)
                             }
                         }
                     }
@@ -173,39 +180,39 @@ enum WinogradConvolution {
             }
         }
 
-        /// U_ξ[o − o0, c] = (G g Gᵀ)_ξ for the output channels `outputs` (= o0 ..< o0 + block): 36 matrices [block, C].
-        func transformFilter(_ weight: UnsafePointer<Float>, outputs range: Range<Int>, into u: UnsafeMutablePointer<Float>) {
-            let block = range.count
-            parallelFor(block) { rows in
-                for oi in rows {
-                    var c0 = 0
-                    while c0 < channels {
-                        let count = min(16, channels - c0)
-                        let g = weight + ((range.lowerBound + oi) * channels + c0) * 9
+        /// U_ξ[o, c − c0] = (G g Gᵀ)_ξ for every output channel and the input channels `chunk` (c0 ..< c0 + count):
+        /// 36 matrices [O, count].
+        func transformFilter(_ weight: UnsafePointer<Float>, channels chunk: Range<Int>, into u: UnsafeMutablePointer<Float>) {
+            let count = chunk.count, step = outputs * count
+            parallelFor(outputs) { rows in
+                for o in rows {
+                    var ci = 0
+                    while ci < count {
+                        let lanes = min(16, count - ci)
+                        let g = weight + (o * channels + chunk.lowerBound + ci) * 9
                         // G along ky for each kx, then along kx.
-                        let col0 = WinogradConvolution.weightRow(gather9(g, 0, count), gather9(g, 3, count), gather9(g, 6, count))
-                        let col1 = WinogradConvolution.weightRow(gather9(g, 1, count), gather9(g, 4, count), gather9(g, 7, count))
-                        let col2 = WinogradConvolution.weightRow(gather9(g, 2, count), gather9(g, 5, count), gather9(g, 8, count))
-                        let step = block * channels
+                        let col0 = WinogradConvolution.weightRow(gather9(g, 0, lanes), gather9(g, 3, lanes), gather9(g, 6, lanes))
+                        let col1 = WinogradConvolution.weightRow(gather9(g, 1, lanes), gather9(g, 4, lanes), gather9(g, 7, lanes))
+                        let col2 = WinogradConvolution.weightRow(gather9(g, 2, lanes), gather9(g, 5, lanes), gather9(g, 8, lanes))
                         func row(_ k: Int, _ a: V, _ b: V, _ c: V) {
                             let r = WinogradConvolution.weightRow(a, b, c)
-                            let base = u + (k * 6 * block + oi) * channels + c0
-                            put(r.0, base, count); put(r.1, base + step, count); put(r.2, base + 2 * step, count)
-                            put(r.3, base + 3 * step, count); put(r.4, base + 4 * step, count); put(r.5, base + 5 * step, count)
+                            let base = u + (k * 6 * outputs + o) * count + ci
+                            put(r.0, base, lanes); put(r.1, base + step, lanes); put(r.2, base + 2 * step, lanes)
+                            put(r.3, base + 3 * step, lanes); put(r.4, base + 4 * step, lanes); put(r.5, base + 5 * step, lanes)
                         }
                         row(0, col0.0, col1.0, col2.0); row(1, col0.1, col1.1, col2.1); row(2, col0.2, col1.2, col2.2)
                         row(3, col0.3, col1.3, col2.3); row(4, col0.4, col1.4, col2.4); row(5, col0.5, col1.5, col2.5)
-                        c0 += 16
+                        ci += 16
                     }
                 }
             }
         }
 
-        /// out[image, o, 4ty + i, 4tx + j] = (Aᵀ M A)[i, j] + bias[o] for the output channels `outputs` and the
-        /// tiles of `tileRows`; M holds 36 matrices [block, tiles].
-        func transformOutput(_ m: UnsafeMutablePointer<Float>, outputs range: Range<Int>, tileRows: Range<Int>,
-                             bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
-            let block = range.count, tiles = tileRows.count * tilesX
+        /// out[image, o, 4ty + i, 4tx + j] = (Aᵀ M A)[i, j] + bias[o] for the tiles of `tileRows`; M holds 36
+        /// matrices [O, tiles].
+        func transformOutput(_ m: UnsafeMutablePointer<Float>, tileRows: Range<Int>, bias: UnsafePointer<Float>?,
+                             into out: UnsafeMutablePointer<Float>) {
+            let block = outputs, tiles = tileRows.count * tilesX
             let groups = (tilesX + 15) / 16
             parallelFor(block * tileRows.count) { items in
                 // One 4-row strip of 16 tiles, written out row by row.
@@ -215,7 +222,7 @@ enum WinogradConvolution {
                     let oi = item / tileRows.count, r = item % tileRows.count
                     let tileRow = tileRows.lowerBound + r
                     let image = tileRow / tilesY, ty = tileRow % tilesY
-                    let o = range.lowerBound + oi
+                    let o = oi
                     let shift = V(repeating: bias?[o] ?? 0)
                     let plane = out + (image * outputs + o) * height * width
                     let step = block * tiles

@@ -66,10 +66,11 @@ enum WinogradConvolution {
     /// conv2d(x, weight, bias, stride 1, padding 1) for x [N, C, H, W], weight [O, C, 3, 3].
     ///
     /// Blocked so every temporary stays within `blockFloats`: the tiles in blocks of whole tile rows (the products
-    /// M[36, O, tiles] of one block), and within a block the input channels in chunks (their transformed filter
-    /// U[36, O, chunk] and input V[36, chunk, tiles]), whose products are accumulated into M. Each chunk's filter is
-    /// transformed once per tile block (once per call when one block holds every tile, as in the SD UNets at batch
-    /// ≤ 2), and each input channel once per call.
+    /// M[36, O, tiles] of one block); within a block the input channels in chunks (their transformed input
+    /// V[36, chunk, tiles]), whose products are accumulated into M; within a chunk the output channels in blocks (their
+    /// transformed filter U[36, block, chunk]). Every input channel is transformed once per call, and every filter once
+    /// per tile block (once per call when one block holds every tile, as in the SD UNets at batch ≤ 2). Wide tile
+    /// blocks get short chunks and long output blocks, narrow ones (small images) the whole input in one chunk.
     static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3], o = weight.shape[0]
         precondition(weight.shape == [o, c, 3, 3], "Winograd conv2d: weight \(weight.shape) is not [\(o), \(c), 3, 3]")
@@ -77,7 +78,8 @@ enum WinogradConvolution {
         let tileRows = n * tilesY
         let rowsPerBlock = max(1, min(tileRows, blockFloats / (36 * o * tilesX)))
         let maxTiles = rowsPerBlock * tilesX
-        let chunk = max(1, min(c, blockFloats / (36 * max(o, maxTiles))))
+        let chunk = max(1, min(c, blockFloats / (36 * maxTiles)))
+        let outputBlock = max(1, min(o, blockFloats / (36 * chunk)))
         let geometry = Geometry(batch: n, channels: c, outputs: o, height: h, width: w, tilesY: tilesY, tilesX: tilesX)
         return Tensor(shape: [n, o, h, w]) { out in
             x.scalars.withUnsafeBufferPointer { xp in
@@ -85,7 +87,7 @@ enum WinogradConvolution {
                     CPUKernels.withOptionalPointer(bias?.scalars) { bp in
                         // Buffers of one size, whatever the shape, so the scratch pool reuses them instead of growing;
                         // + one vector: the output transform loads whole vectors past the last tile.
-                        let size = max(blockFloats, 36 * o * max(chunk, maxTiles), 36 * chunk * maxTiles) + V.scalarCount
+                        let size = max(blockFloats, 36 * o * maxTiles, 36 * chunk * maxTiles, 36 * outputBlock * chunk) + V.scalarCount
                         ScratchPool.with(count: size) { filters in
                             ScratchPool.with(count: size) { inputs in
                                 ScratchPool.with(count: size) { products in
@@ -95,10 +97,15 @@ enum WinogradConvolution {
                                         var c0 = 0
                                         while c0 < c {
                                             let channels = c0..<min(c, c0 + chunk)
-                                            geometry.transformFilter(wp.baseAddress!, channels: channels, into: filters)
                                             geometry.transformInput(xp.baseAddress!, channels: channels, tileRows: rows, into: inputs)
-                                            multiply(outputs: o, channels: channels.count, tiles: tiles, filters: filters, inputs: inputs,
-                                                     products: products, accumulate: c0 > 0)
+                                            var o0 = 0
+                                            while o0 < o {
+                                                let outputs = o0..<min(o, o0 + outputBlock)
+                                                geometry.transformFilter(wp.baseAddress!, outputs: outputs, channels: channels, into: filters)
+                                                multiply(outputs: outputs.count, channels: channels.count, tiles: tiles, filters: filters,
+                                                         inputs: inputs, products: products + o0 * tiles, ldc: o * tiles, accumulate: c0 > 0)
+                                                o0 = outputs.upperBound
+                                            }
                                             c0 = channels.upperBound
                                         }
                                         geometry.transformOutput(products, tileRows: rows, bias: bp, into: out.baseAddress!)
@@ -113,13 +120,14 @@ enum WinogradConvolution {
         }
     }
 
-    /// The 36 products M_ξ[O, tiles] (+)= U_ξ[O, chunk] · V_ξ[chunk, tiles], one whole product per worker.
+    /// The 36 products M_ξ[block, tiles] (+)= U_ξ[block, chunk] · V_ξ[chunk, tiles], one whole product per worker;
+    /// M_ξ starts `stride` floats after M_(ξ−1).
     static func multiply(outputs: Int, channels: Int, tiles: Int, filters: UnsafeMutablePointer<Float>,
-                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>, accumulate: Bool) {
+                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>, ldc stride: Int, accumulate: Bool) {
         parallelForDynamic(36) { xi in
             Gemm.multiply(m: outputs, n: tiles, k: channels, a: filters + xi * outputs * channels, lda: channels,
                           b: inputs + xi * channels * tiles, ldb: tiles, bLayout: .rowMajor,
-                          c: products + xi * outputs * tiles, ldc: tiles, accumulate: accumulate, parallel: false)
+                          c: products + xi * stride, ldc: tiles, accumulate: accumulate, parallel: false)
         }
     }
 
@@ -180,12 +188,14 @@ enum WinogradConvolution {
             }
         }
 
-        /// U_ξ[o, c − c0] = (G g Gᵀ)_ξ for every output channel and the input channels `chunk` (c0 ..< c0 + count):
-        /// 36 matrices [O, count].
-        func transformFilter(_ weight: UnsafePointer<Float>, channels chunk: Range<Int>, into u: UnsafeMutablePointer<Float>) {
-            let count = chunk.count, step = outputs * count
-            parallelFor(outputs) { rows in
-                for o in rows {
+        /// U_ξ[o − o0, c − c0] = (G g Gᵀ)_ξ for the output channels `block` (o0 ..< o0 + block.count) and the input
+        /// channels `chunk` (c0 ..< c0 + count): 36 matrices [block.count, count].
+        func transformFilter(_ weight: UnsafePointer<Float>, outputs block: Range<Int>, channels chunk: Range<Int>,
+                             into u: UnsafeMutablePointer<Float>) {
+            let count = chunk.count, rows = block.count, step = rows * count
+            parallelFor(rows) { range in
+                for oi in range {
+                    let o = block.lowerBound + oi
                     var ci = 0
                     while ci < count {
                         let lanes = min(16, count - ci)
@@ -196,7 +206,7 @@ enum WinogradConvolution {
                         let col2 = WinogradConvolution.weightRow(gather9(g, 2, lanes), gather9(g, 5, lanes), gather9(g, 8, lanes))
                         func row(_ k: Int, _ a: V, _ b: V, _ c: V) {
                             let r = WinogradConvolution.weightRow(a, b, c)
-                            let base = u + (k * 6 * outputs + o) * count + ci
+                            let base = u + (k * 6 * rows + oi) * count + ci
                             put(r.0, base, lanes); put(r.1, base + step, lanes); put(r.2, base + 2 * step, lanes)
                             put(r.3, base + 3 * step, lanes); put(r.4, base + 4 * step, lanes); put(r.5, base + 5 * step, lanes)
                         }

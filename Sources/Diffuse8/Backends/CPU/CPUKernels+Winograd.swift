@@ -102,13 +102,25 @@ enum WinogradConvolution {
                                             while o0 < o {
                                                 let outputs = o0..<min(o, o0 + outputBlock)
                                                 geometry.transformFilter(wp.baseAddress!, outputs: outputs, channels: channels, into: filters)
-                                                multiply(outputs: outputs.count, channels: channels.count, tiles: tiles, filters: filters,
-                                                         inputs: inputs, products: products + o0 * tiles, ldc: o * tiles, accumulate: c0 > 0)
+                                                if chunk == c {
+                                                    // One chunk: finish each block of outputs while its products are in cache.
+                                                    let stride = outputs.count * tiles
+                                                    multiply(outputs: outputs.count, channels: c, tiles: tiles, filters: filters,
+                                                             inputs: inputs, products: products, stride: stride, accumulate: false)
+                                                    geometry.transformOutput(products, stride: stride, outputs: outputs, tileRows: rows,
+                                                                             bias: bp, into: out.baseAddress!)
+                                                } else {
+                                                    multiply(outputs: outputs.count, channels: channels.count, tiles: tiles, filters: filters,
+                                                             inputs: inputs, products: products + o0 * tiles, stride: o * tiles, accumulate: c0 > 0)
+                                                }
                                                 o0 = outputs.upperBound
                                             }
                                             c0 = channels.upperBound
                                         }
-                                        geometry.transformOutput(products, tileRows: rows, bias: bp, into: out.baseAddress!)
+                                        if chunk < c {
+                                            geometry.transformOutput(products, stride: o * tiles, outputs: 0..<o, tileRows: rows, bias: bp,
+                                                                     into: out.baseAddress!)
+                                        }
                                         firstRow = rows.upperBound
                                     }
                                 }
@@ -123,7 +135,7 @@ enum WinogradConvolution {
     /// The 36 products M_ξ[block, tiles] (+)= U_ξ[block, chunk] · V_ξ[chunk, tiles], one whole product per worker;
     /// M_ξ starts `stride` floats after M_(ξ−1).
     static func multiply(outputs: Int, channels: Int, tiles: Int, filters: UnsafeMutablePointer<Float>,
-                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>, ldc stride: Int, accumulate: Bool) {
+                         inputs: UnsafeMutablePointer<Float>, products: UnsafeMutablePointer<Float>, stride: Int, accumulate: Bool) {
         parallelForDynamic(36) { xi in
             Gemm.multiply(m: outputs, n: tiles, k: channels, a: filters + xi * outputs * channels, lda: channels,
                           b: inputs + xi * channels * tiles, ldb: tiles, bLayout: .rowMajor,
@@ -218,11 +230,11 @@ enum WinogradConvolution {
             }
         }
 
-        /// out[image, o, 4ty + i, 4tx + j] = (Aᵀ M A)[i, j] + bias[o] for the tiles of `tileRows`; M holds 36
-        /// matrices [O, tiles].
-        func transformOutput(_ m: UnsafeMutablePointer<Float>, tileRows: Range<Int>, bias: UnsafePointer<Float>?,
-                             into out: UnsafeMutablePointer<Float>) {
-            let block = outputs, tiles = tileRows.count * tilesX
+        /// out[image, o, 4ty + i, 4tx + j] = (Aᵀ M A)[i, j] + bias[o] for the output channels `range` and the tiles
+        /// of `tileRows`; M holds 36 matrices [range.count, tiles], `stride` floats apart.
+        func transformOutput(_ m: UnsafeMutablePointer<Float>, stride step: Int, outputs range: Range<Int>, tileRows: Range<Int>,
+                             bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
+            let block = range.count, tiles = tileRows.count * tilesX
             let groups = (tilesX + 15) / 16
             parallelFor(block * tileRows.count) { items in
                 // One 4-row strip of 16 tiles, written out row by row.
@@ -232,10 +244,9 @@ enum WinogradConvolution {
                     let oi = item / tileRows.count, r = item % tileRows.count
                     let tileRow = tileRows.lowerBound + r
                     let image = tileRow / tilesY, ty = tileRow % tilesY
-                    let o = oi
+                    let o = range.lowerBound + oi
                     let shift = V(repeating: bias?[o] ?? 0)
                     let plane = out + (image * outputs + o) * height * width
-                    let step = block * tiles
                     for g in 0..<groups {
                         let tx0 = g * 16
                         let p = m + oi * tiles + r * tilesX + tx0

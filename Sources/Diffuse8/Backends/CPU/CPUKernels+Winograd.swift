@@ -15,8 +15,8 @@ import Darwin
 /// Interpolation points 0, ±1, 1/2, −2 (and ∞): measured in FP32 against a float64 convolution, their relative L2
 /// error is ~2e-6 at 320–2560 input channels against ~3e-6 for the common 0, ±1, ±2 (direct FP32 sums: ~3e-7).
 ///
-/// Memory: the transformed filter is 4× the 3×3 filter, so it is not kept: each call transforms it per chunk of
-/// input channels into a bounded temporary (`blockFloats`), as it transforms the input.
+/// Memory: the transformed filter is 4× the 3×3 filter (SD1.5: 8.3 GB more), so it is not kept: each call transforms
+/// it block by block into a bounded temporary (`blockFloats`), as it transforms the input.
 /// Used by `CPUKernels.conv2d` only for callers that accept a result that is not the in-order sum of the products
 /// (`Conv2dAlgorithm.fastest`: the FP32 `Conv2d` layer) and only where it is faster (`isFaster`).
 enum WinogradConvolution {
@@ -56,9 +56,9 @@ enum WinogradConvolution {
     /// Whether Winograd beats the im2col GEMM for this shape; the rule comes from per-shape timings (docs/PERFORMANCE.md).
     static func isFaster(batch n: Int, channels c: Int, outputs o: Int, height h: Int, width w: Int) -> Bool {
         // Below 32 tiles the products are too narrow: the transformed filter (36 floats per filter, written, packed and
-        // read on every call) costs more than the multiplies saved (2×1280×16×16 → 1280: 1.3–1.5× faster than
-        // im2col; 1×1280×16×16 and 2×1280×8×8: 0.4–0.75×). A conv with under 16 input or output channels (conv_in,
-        // conv_out) is too thin for the products too.
+        // read on every call) costs as much as the multiplies saved (one thread: 2×1280×16×16 → 1280, 32 tiles, 1.3×
+        // faster than im2col; 1×1280×16×16, 16 tiles, 1.0×; 12×12 and 2×8×8, 9 and 8 tiles, 0.5–0.7×). Under 16 input
+        // or output channels (conv_in, conv_out) the products are too thin as well.
         let tiles = n * ((h + 3) / 4) * ((w + 3) / 4)
         return tiles >= 32 && c >= 16 && o >= 16
     }

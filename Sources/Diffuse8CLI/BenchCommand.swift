@@ -34,6 +34,9 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "With --kernels: only the kernels whose name contains this text (e.g. winograd).")
     var only: String?
 
+    @Flag(name: .long, help: "With --kernels: the 32×32 shapes instead of 64×64 (a quicker run).")
+    var quick = false
+
     @Option(name: .long, help: "Where the UNet runs: cpu (FP32) or cuda (FP16, CUDA events, eager and CUDA-graph timings).")
     var device: ComputeDevice = .cpu
 
@@ -77,7 +80,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try OptionLimits.apply(threads: threads)
         if kernels {
-            for entry in KernelBenchmark.run(iterations: iterations, only: only) {
+            for entry in KernelBenchmark.run(iterations: iterations, quick: quick, only: only) {
                 print(entry.result.json.dropLast() + ", \"gflops_per_s\": \(Int(entry.gflopsPerSecond))}")
             }
             return

@@ -37,8 +37,25 @@ final class CPUKernelReferenceTests: XCTestCase {
         }
     }
 
+    /// Runs `body` with every FP32 micro-kernel variant this CPU can run (forced), each with 1–3 threads.
+    func withKernelVariants(_ body: () throws -> Void) rethrows {
+        for kernel in CPUFloatKernel.allCases where kernel.isSupported {
+            CPUFloatKernel.forced = kernel
+            defer { CPUFloatKernel.forced = nil }
+            try withThreadCounts(body)
+        }
+    }
+
+    /// The variants the loops above cannot run here, named (every one runs on an AVX-512 x86-64 CPU).
+    func testEveryFloatKernelVariantIsSupported() throws {
+        XCTAssertTrue(CPUFloatKernel.portable.isSupported)
+        XCTAssertTrue(CPUFloatKernel.active.isSupported)
+        let missing = CPUFloatKernel.allCases.filter { !$0.isSupported }.map(\.rawValue)
+        if !missing.isEmpty { throw XCTSkip("this CPU (or architecture) cannot run the FP32 kernels \(missing)") }
+    }
+
     func testLinear() throws {
-        try withThreadCounts {
+        try withKernelVariants {
             try check(CPUKernels.linear(pattern([3, 5, 37], 1), weight: pattern([29, 37], 2, scale: 0.2),
                                         bias: pattern([29], 3)), "linear_small")
             try check(CPUKernels.linear(pattern([101, 300], 4), weight: pattern([390, 300], 5, scale: 0.1),
@@ -52,7 +69,7 @@ final class CPUKernelReferenceTests: XCTestCase {
         // wᵀ as [K, N] row-major.
         var wt = [Float](repeating: 0, count: 300 * 390)
         for j in 0..<390 { for p in 0..<300 { wt[p * 390 + j] = w.scalars[j * 300 + p] } }
-        try withThreadCounts {
+        try withKernelVariants {
             let y = Tensor(shape: [101, 390]) { out in
                 x.scalars.withUnsafeBufferPointer { xp in wt.withUnsafeBufferPointer { wp in b.scalars.withUnsafeBufferPointer { bp in
                     Gemm.multiply(m: 101, n: 390, k: 300, a: xp.baseAddress!, lda: 300, b: wp.baseAddress!, ldb: 390,
@@ -69,7 +86,7 @@ final class CPUKernelReferenceTests: XCTestCase {
             ("conv3x3_s2_p1", 2, 5, 7, 9, 11, 3, 2, 1, 12), ("conv3x3_p0", 1, 6, 5, 8, 7, 3, 1, 0, 13),
             ("conv3x3_tiled", 1, 30, 98, 20, 20, 3, 1, 1, 14),
         ]
-        try withThreadCounts {
+        try withKernelVariants {
             for (name, n, c, o, h, w, k, stride, padding, seed) in cases {
                 let x = pattern([n, c, h, w], seed)
                 let weight = pattern([o, c, k, k], seed + 100, scale: 0.3)
@@ -118,12 +135,36 @@ final class CPUKernelReferenceTests: XCTestCase {
         }
     }
 
+    /// Linear and Conv2d layers compute with their weight packed once (per kernel variant): the same PyTorch outputs,
+    /// the weight reads back unchanged from the pack, and assigning a new weight (LoRA merging) replaces the pack.
+    func testLayersWithPackedWeights() throws {
+        let linearWeight = pattern([390, 300], 5, scale: 0.1)
+        let linear = Linear(name: "linear", weight: pattern([390, 300], 99), bias: pattern([390], 6))
+        _ = linear(pattern([3, 300], 4))  // packs the wrong weight first
+        linear.weight = linearWeight
+        let convWeight = pattern([98, 30, 3, 3], 114, scale: 0.3), pointwiseWeight = pattern([17, 13, 1, 1], 110, scale: 0.3)
+        let conv = Conv2d(name: "conv", weight: pattern([98, 30, 3, 3], 99), bias: pattern([98], 214), stride: 1, padding: 1)
+        _ = conv.fullPrecision(pattern([1, 30, 4, 4], 1))
+        conv.weight = convWeight
+        let pointwise = Conv2d(name: "pointwise", weight: pointwiseWeight, bias: pattern([17], 210))
+        try withKernelVariants {
+            try check(linear(pattern([101, 300], 4)), "linear_tiled")
+            try check(conv.fullPrecision(pattern([1, 30, 20, 20], 14)), "conv3x3_tiled")  // the im2col GEMM
+            try check(conv(pattern([1, 30, 20, 20], 14)), "conv3x3_tiled")  // whichever algorithm the layer picks
+            try check(pointwise(pattern([2, 13, 19, 23], 10)), "conv1x1")
+            XCTAssertEqual(linear.weight.scalars, linearWeight.scalars)
+            XCTAssertEqual(conv.weight.scalars, convWeight.scalars)
+            XCTAssertEqual(conv.weight.shape, [98, 30, 3, 3])
+            XCTAssertEqual(pointwise.weightShape, [17, 13, 1, 1])
+        }
+    }
+
     func testAttention() throws {
         let cases: [(String, Int, Int, Int, Int, Int, Float?, Int)] = [
             ("attention_cross", 2, 50, 37, 3, 8, nil, 20), ("attention_long", 1, 130, 300, 2, 16, 0.3, 21),
             ("attention_self", 2, 70, 70, 1, 40, nil, 22), ("attention_wide", 1, 20, 800, 2, 8, nil, 23),
         ]
-        try withThreadCounts {
+        try withKernelVariants {
             for (name, b, lq, lk, heads, d, scale, seed) in cases {
                 let q = pattern([b, lq, heads * d], seed, scale: 2)
                 let k = pattern([b, lk, heads * d], seed + 1, scale: 2)

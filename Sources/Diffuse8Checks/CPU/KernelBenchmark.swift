@@ -66,6 +66,30 @@ public enum KernelBenchmark {
                 entries.append(Entry(result: r, flops: 2 * Double(batch * inChannels * s * s * outChannels * 9)))
             }
         }
+        // The same FP32 shapes through the model's layers, whose weights are packed once (`CPUFloatKernel.active`).
+        let floatKernel = CPUFloatKernel.active.rawValue
+        for (inF, outF) in [(320, 320), (320, 2560), (1280, 320)] {
+            let x = random([tokens, inF], seed: 1)
+            let layer = Linear(name: "linear", weight: random([outF, inF], seed: 2), bias: random([outF], seed: 3))
+            _ = layer(Tensor(zeros: [1, inF]))
+            let r = measure("Linear layer \(tokens)x\(inF) -> \(outF) fp32 \(floatKernel)", iterations: iterations) {
+                _ = layer(x)
+            }
+            entries.append(Entry(result: r, flops: 2 * Double(tokens * inF * outF)))
+        }
+        // (`fullPrecision`: the im2col GEMM on the packed weight, never Winograd.)
+        for (channels, s, stride) in [(320, side, 1), (640, side / 2, 1), (320, side, 2)] {
+            let x = random([2, channels, s, s], seed: 4)
+            let conv = Conv2d(name: "conv", weight: random([channels, channels, 3, 3], seed: 5), bias: random([channels], seed: 6),
+                              stride: stride, padding: 1)
+            _ = conv.fullPrecision(Tensor(zeros: [1, channels, 4, 4]))
+            let os = (s + 2 - 3) / stride + 1
+            let r = measure("Conv2d layer im2col 3x3 2x\(channels)x\(s)x\(s) stride \(stride) fp32 \(floatKernel)",
+                            iterations: iterations) {
+                _ = conv.fullPrecision(x)
+            }
+            entries.append(Entry(result: r, flops: 2 * Double(2 * channels * os * os * channels * 9)))
+        }
         // The same Linear and 3×3 convolution shapes in real INT8 (`CPUInt8Kernel.active`; 2 ops per multiply-add).
         let kernel = CPUInt8Kernel.active.rawValue
         for (inF, outF) in [(320, 320), (320, 2560), (1280, 320)] {

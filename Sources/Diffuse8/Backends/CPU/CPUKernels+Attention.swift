@@ -25,7 +25,7 @@ extension CPUKernels {
         let queryBlocks = (lq + block - 1) / block
         let keysCount = Gemm.packedBCount(k: d, n: lk), valuesCount = Gemm.packedBCount(k: lk, n: d)
         let perHead = keysCount + valuesCount
-        let vPadded = (d + Gemm.nr - 1) / Gemm.nr * Gemm.nr, kPadded = (lk + Gemm.nr - 1) / Gemm.nr * Gemm.nr
+        let vPadded = Gemm.paddedColumns(d), kPadded = Gemm.paddedColumns(lk)
         return Tensor(shape: [batch, lq, channels]) { out in
             q.scalars.withUnsafeBufferPointer { qp in
                 k.scalars.withUnsafeBufferPointer { kp in

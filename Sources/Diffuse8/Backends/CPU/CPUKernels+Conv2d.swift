@@ -55,9 +55,10 @@ extension CPUKernels {
 struct Im2colPacking: @unchecked Sendable {
     let image: UnsafePointer<Float>
     let height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int, outputWidth: Int
+    /// NR of the kernel the product runs with (`.packed` B runs on the active kernel).
+    let nr = Gemm.nr
 
     func pack(_ p0: Int, _ depth: Int, _ j0: Int, _ columns: Int, _ out: UnsafeMutablePointer<Float>) {
-        let nr = GemmMicroKernel.nr
         let slivers = (columns + nr - 1) / nr
         let taps = kernelHeight * kernelWidth
         for s in 0..<slivers {
@@ -102,15 +103,13 @@ struct Im2colPacking: @unchecked Sendable {
     /// d[j] = image[channel, iy, ix0 + j·stride] for j < count (0 outside the image), zero up to NR.
     @inline(__always)
     private func packRun(channel: Int, iy: Int, ix0: Int, count: Int, into d: UnsafeMutablePointer<Float>) {
-        let nr = GemmMicroKernel.nr
         guard iy >= 0 && iy < height else {
-            UnsafeMutableRawPointer(d).storeBytes(of: GemmMicroKernel.Vector(), as: GemmMicroKernel.Vector.self)
+            d.update(repeating: 0, count: nr)
             return
         }
         let row = image + (channel * height + iy) * width
         if stride == 1 && count == nr && ix0 >= 0 && ix0 + nr <= width {
-            let v = UnsafeRawPointer(row + ix0).loadUnaligned(as: GemmMicroKernel.Vector.self)
-            UnsafeMutableRawPointer(d).storeBytes(of: v, as: GemmMicroKernel.Vector.self)
+            GemmPacking.copyRun(row + ix0, d, count: nr)
             return
         }
         if stride == 1 {

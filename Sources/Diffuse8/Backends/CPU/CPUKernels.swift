@@ -32,6 +32,27 @@ public enum CPUKernels {
         }
     }
 
+    /// `linear` with the weight packed once for the SGEMM (`PackedGemmWeight`, role `.linearB`); the bias is added
+    /// when the GEMM first writes C.
+    static func linear(_ x: Tensor, weight: PackedGemmWeight, bias: Tensor?) -> Tensor {
+        precondition(weight.role == .linearB && weight.shape.count == 2, "linear: weight \(weight.shape) is not a packed [out, in] matrix")
+        let inFeatures = weight.depth, outFeatures = weight.outputs
+        precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
+        let rows = x.count / inFeatures
+        var outShape = x.shape
+        outShape[outShape.count - 1] = outFeatures
+        return Tensor(shape: outShape) { out in
+            x.scalars.withUnsafeBufferPointer { xp in
+                withOptionalPointer(bias?.scalars) { bp in
+                    Gemm.multiply(kernel: weight.kernel, m: rows, n: outFeatures, k: inFeatures, a: .matrix(xp.baseAddress!, lda: inFeatures),
+                                  b: weight.pointer, ldb: 0,
+                                  bLayout: .prepacked(weight.pointer, paddedColumns: Gemm.paddedColumns(outFeatures, weight.kernel)),
+                                  c: out.baseAddress!, ldc: outFeatures, bias: bp.map { .perColumn($0) } ?? .none)
+                }
+            }
+        }
+    }
+
     /// Adds `bias[j]` to every row of a [rows, columns] matrix.
     static func addRowBias(_ out: UnsafeMutableBufferPointer<Float>, _ bias: Tensor, rows: Int, columns: Int) {
         bias.scalars.withUnsafeBufferPointer { bp in

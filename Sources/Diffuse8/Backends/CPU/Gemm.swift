@@ -1,22 +1,25 @@
 /// Single-precision matrix multiplication on the CPU: a blocked, packed SGEMM in the BLIS style.
 ///
-/// C is cut into column tiles of `tileColumns` and runs of row tiles of `tileRows`; each (column tile,
+/// C is cut into column tiles of `tileColumns` and runs of row tiles of 16·MR rows; each (column tile,
 /// row run) is one task, and workers pull tasks from a shared counter (`TaskCounter`). Within a task,
 /// for each `depthBlock` slice of K the worker packs B's slice into NR-wide column slivers (once, reused
 /// by the whole row run) and A's slice into MR-tall row slivers, then runs the register-tiled
-/// micro-kernel (`GemmMicroKernel`) over every MR × NR block. When several column tiles share A, A is
-/// packed once up front instead. Packing (zero-padded at the edges) lets any operand layout —
-/// row-major, transposed, strided, or generated on the fly like im2col — feed the same micro-kernel with
-/// unit-stride loads. Sums run over K in order within a slice, so results differ from PyTorch's BLAS
-/// only by float32 rounding (relative L2 ~1e-7 on the reference tests).
+/// micro-kernel over every MR × NR block. When several column tiles share A, A is packed once up front
+/// instead; a layer's weight is packed once for all calls (`PackedGemmWeight`). Packing (zero-padded at the
+/// edges) lets any operand layout — row-major, transposed, strided, or generated on the fly like im2col — feed
+/// the same micro-kernel with unit-stride loads. Sums run over K in order within a slice, so results differ
+/// from PyTorch's BLAS only by float32 rounding (relative L2 ~1e-7 on the reference tests).
+///
+/// The micro-kernel, and with it MR and NR, is picked at run time (`CPUFloatKernel.active`: AVX-512, AVX2 or
+/// the portable Swift kernel); `mr`/`nr` are the active kernel's, which `.packed` B functions must use.
 enum Gemm {
-    /// Micro-tile height (rows of A per kernel call) and width (columns of B).
-    static let mr = GemmMicroKernel.mr
-    static let nr = GemmMicroKernel.nr
-    /// Depth of one packed slice (keeps an NR-wide B sliver, kc·NR floats, inside L1).
+    /// Micro-tile height (rows of A per kernel call) and width (columns of B) of the active kernel.
+    static var mr: Int { CPUFloatKernel.active.tileRows }
+    static var nr: Int { CPUFloatKernel.active.tileColumns }
+    /// Depth of one packed slice (keeps an NR-wide B sliver, kc·NR floats, in L1).
     static let depthBlock = 256
-    /// Rows and columns of C per parallel task (the packed A and B slices stay in L2).
-    static let tileRows = 16 * mr
+    /// Row tiles per task are 16 micro-tiles tall; columns of C per parallel task (the packed A and B slices stay in L2).
+    static let rowTileSlivers = 16
     static let tileColumns = 384
 
     /// How B is laid out in memory.
@@ -35,22 +38,78 @@ enum Gemm {
     }
 
     /// Floats needed to pack a whole K × N matrix B with `packB`.
-    static func packedBCount(k: Int, n: Int) -> Int { k * ((n + nr - 1) / nr * nr) }
+    static func packedBCount(k: Int, n: Int) -> Int { k * paddedColumns(n, kernel(columns: n)) }
+
+    /// N rounded up to the NR of the kernel a product with N columns runs on (`kernel(columns:)`): the
+    /// `paddedColumns` of a `.prepacked` B made by `packB`.
+    static func paddedColumns(_ n: Int) -> Int { paddedColumns(n, kernel(columns: n)) }
+
+    /// N rounded up to the NR of `kernel`.
+    static func paddedColumns(_ n: Int, _ kernel: CPUFloatKernel) -> Int {
+        (n + kernel.tileColumns - 1) / kernel.tileColumns * kernel.tileColumns
+    }
+
+    /// The kernel for a product with `n` columns whose operands Gemm packs itself: the active one, except that an
+    /// N that would leave more than 1/8 of the AVX-512 tile's columns empty (attention with 40 or 77 columns) runs on
+    /// the 16-wide AVX2 tile. `packB` and `multiply` choose alike, so a `.prepacked` B always matches.
+    static func kernel(columns n: Int) -> CPUFloatKernel {
+        let active = CPUFloatKernel.active
+        guard active == .avx512, CPUFloatKernel.avx2.isSupported else { return active }
+        let waste = paddedColumns(n, active) - n
+        return waste * 8 > n && paddedColumns(n, .avx2) < paddedColumns(n, active) ? .avx2 : active
+    }
 
     /// Packs all of B (K × N, `layout` .transposed or .rowMajor, row stride `ldb`) for `.prepacked`:
     /// K slices of `depthBlock` one after another, each holding every NR-wide column sliver.
     static func packB(k: Int, n: Int, b: UnsafePointer<Float>, ldb: Int, layout: BLayout, into out: UnsafeMutablePointer<Float>) {
-        let paddedColumns = (n + nr - 1) / nr * nr
+        packB(kernel: kernel(columns: n), k: k, n: n, b: b, ldb: ldb, layout: layout, into: out)
+    }
+
+    static func packB(kernel: CPUFloatKernel, k: Int, n: Int, b: UnsafePointer<Float>, ldb: Int, layout: BLayout,
+                      into out: UnsafeMutablePointer<Float>) {
+        let paddedColumns = paddedColumns(n, kernel), nr = kernel.tileColumns
         var p0 = 0
         while p0 < k {
             let kc = min(depthBlock, k - p0)
             switch layout {
-            case .transposed: GemmPacking.packBTransposed(b + p0, ldb: ldb, columns: n, depth: kc, into: out + p0 * paddedColumns)
-            case .rowMajor: GemmPacking.packBRowMajor(b + p0 * ldb, ldb: ldb, columns: n, depth: kc, into: out + p0 * paddedColumns)
+            case .transposed:
+                GemmPacking.packBTransposed(b + p0, ldb: ldb, columns: n, depth: kc, nr: nr, into: out + p0 * paddedColumns)
+            case .rowMajor:
+                GemmPacking.packBRowMajor(b + p0 * ldb, ldb: ldb, columns: n, depth: kc, nr: nr, into: out + p0 * paddedColumns)
             case .packed, .prepacked: preconditionFailure("Gemm.packB: B must be a plain matrix")
             }
             p0 += kc
         }
+    }
+
+    /// Floats needed to pack a whole M × K matrix A with `packA` for `kernel` (M rounded up to MR).
+    static func packedACount(kernel: CPUFloatKernel, m: Int, k: Int) -> Int {
+        (m + kernel.tileRows - 1) / kernel.tileRows * kernel.tileRows * k
+    }
+
+    /// Packs all of A (A(i, p) = a[i·lda + p]) for `kernel`: K slices of `depthBlock`, each every MR-tall row sliver
+    /// (see `prepackedOffset`). Parallel over (row tile, slice) pairs unless `parallel` is false.
+    static func packA(kernel: CPUFloatKernel, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+                      into packed: UnsafeMutablePointer<Float>, parallel: Bool = true) {
+        let mr = kernel.tileRows, tileRows = rowTileSlivers * mr
+        let paddedRows = (m + mr - 1) / mr * mr
+        let slices = (k + depthBlock - 1) / depthBlock
+        let rowTiles = (m + tileRows - 1) / tileRows
+        let pack = { (item: Int) in
+            let i0 = (item / slices) * tileRows, p0 = (item % slices) * depthBlock
+            let tile = min(tileRows, m - i0), kc = min(depthBlock, k - p0)
+            GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, mr: mr,
+                              into: packed + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc))
+        }
+        if parallel { parallelForDynamic(rowTiles * slices, pack) } else { for i in 0..<(rowTiles * slices) { pack(i) } }
+    }
+
+    /// Where A comes from.
+    enum ASource {
+        /// A(i, p) = a[i·lda + p].
+        case matrix(UnsafePointer<Float>, lda: Int)
+        /// Packed whole by `packA` for the kernel the product runs with.
+        case prepacked(UnsafePointer<Float>)
     }
 
     /// A value added to every element of C when it is first written.
@@ -85,11 +144,23 @@ enum Gemm {
                          b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
                          c: UnsafeMutablePointer<Float>, ldc: Int,
                          bias: Bias = .none, accumulate: Bool = false, parallel: Bool = true) {
+        let kernel: CPUFloatKernel
+        if case .packed = bLayout { kernel = CPUFloatKernel.active } else { kernel = Self.kernel(columns: n) }
+        multiply(kernel: kernel, m: m, n: n, k: k, a: .matrix(a, lda: lda), b: b, ldb: ldb, bLayout: bLayout,
+                 c: c, ldc: ldc, bias: bias, accumulate: accumulate, parallel: parallel)
+    }
+
+    /// The general form with the kernel chosen by the caller (it must match every packed operand).
+    static func multiply(kernel: CPUFloatKernel, m: Int, n: Int, k: Int, a source: ASource,
+                         b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
+                         c: UnsafeMutablePointer<Float>, ldc: Int,
+                         bias: Bias = .none, accumulate: Bool = false, parallel: Bool = true) {
         guard m > 0, n > 0 else { return }
         if k == 0 {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + biasValue(bias, i, j) } }
             return
         }
+        let mr = kernel.tileRows, nr = kernel.tileColumns
         // A task is one column tile × a run of rows: its packed B slice is reused by every row tile of
         // the run. Tasks are sized so there are at least 4 per worker and their count is a multiple of
         // the worker count, so no worker is left with one extra task at the end.
@@ -110,19 +181,17 @@ enum Gemm {
         let chunkRows = ((m + rowChunks - 1) / rowChunks + mr - 1) / mr * mr
         rowChunks = (m + chunkRows - 1) / chunkRows
         let tasks = rowChunks * columnTiles
-        let scratchCount = packedACount + packedBCount
-        // A is reused by every column tile: when there are several, pack all of it once up front
-        // instead of once per task (e.g. a convolution's weights over 11 column tiles at 64×64).
+        let tileRows = rowTileSlivers * mr
+        let scratchCount = tileRows * depthBlock + (tileColumns + nr) * depthBlock
         let paddedRows = (m + mr - 1) / mr * mr
-        let prepackA = columnTiles > 1 && paddedRows * k <= maximumPrepackedA
-        let run = { (prepackedA: UnsafeMutablePointer<Float>?) in
+        let run = { (prepackedA: UnsafePointer<Float>?, a: UnsafePointer<Float>, lda: Int) in
             let body = { (task: Int, scratch: UnsafeMutablePointer<Float>) in
                 let chunk = task % rowChunks, columnTile = task / rowChunks
                 let firstRow = chunk * chunkRows, endRow = min(m, firstRow + chunkRows)
                 let j0 = columnTile * tileWidth
                 if firstRow < endRow {
-                    computeTask(rows: firstRow..<endRow, columns: j0..<min(n, j0 + tileWidth), k: k, a: a, lda: lda,
-                                paddedRows: paddedRows,
+                    computeTask(kernel: kernel, rows: firstRow..<endRow, columns: j0..<min(n, j0 + tileWidth), k: k,
+                                a: a, lda: lda, paddedRows: paddedRows,
                                 prepackedA: prepackedA, b: b, ldb: ldb, bLayout: bLayout, c: c, ldc: ldc, bias: bias,
                                 accumulate: accumulate, scratch: scratch)
                 }
@@ -139,21 +208,20 @@ enum Gemm {
                 }
             }
         }
-        if prepackA {
-            ScratchPool.with(count: paddedRows * k) { packed in
-                let slices = (k + depthBlock - 1) / depthBlock
-                let rowTiles = (m + tileRows - 1) / tileRows
-                let pack = { (item: Int) in
-                    let i0 = (item / slices) * tileRows, p0 = (item % slices) * depthBlock
-                    let tile = min(tileRows, m - i0), kc = min(depthBlock, k - p0)
-                    GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc,
-                                      into: packed + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc))
+        switch source {
+        case .prepacked(let packed):
+            run(packed, packed, 0)
+        case .matrix(let a, let lda):
+            // A is reused by every column tile: when there are several, pack all of it once up front
+            // instead of once per task (e.g. a convolution's weights over 11 column tiles at 64×64).
+            if columnTiles > 1 && paddedRows * k <= maximumPrepackedA {
+                ScratchPool.with(count: paddedRows * k) { packed in
+                    packA(kernel: kernel, m: m, k: k, a: a, lda: lda, into: packed, parallel: parallel)
+                    run(packed, a, lda)
                 }
-                if parallel { parallelForDynamic(rowTiles * slices, pack) } else { for i in 0..<(rowTiles * slices) { pack(i) } }
-                run(packed)
+            } else {
+                run(nil, a, lda)
             }
-        } else {
-            run(nil)
         }
     }
 
@@ -167,9 +235,6 @@ enum Gemm {
         depth * paddedRows + row * kc
     }
 
-    static let packedACount = tileRows * depthBlock
-    static let packedBCount = tileColumns * depthBlock
-
     @inline(__always)
     static func biasValue(_ bias: Bias, _ i: Int, _ j: Int) -> Float {
         switch bias {
@@ -182,64 +247,89 @@ enum Gemm {
     /// One task: a column tile of C over a run of rows. Loops over K slices; packs B once per slice
     /// and A once per (slice, row tile) unless A was packed up front, and runs the micro-kernel over every MR × NR block.
     @inline(__always)
-    static func computeTask(rows: Range<Int>, columns columnRange: Range<Int>, k: Int,
-                            a: UnsafePointer<Float>, lda: Int, paddedRows: Int, prepackedA: UnsafeMutablePointer<Float>?,
+    static func computeTask(kernel: CPUFloatKernel, rows: Range<Int>, columns columnRange: Range<Int>, k: Int,
+                            a: UnsafePointer<Float>, lda: Int, paddedRows: Int, prepackedA: UnsafePointer<Float>?,
                             b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
                             c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias, accumulate: Bool,
                             scratch: UnsafeMutablePointer<Float>) {
         let j0 = columnRange.lowerBound, columns = columnRange.count
-        var packedB = scratch + packedACount
+        let mr = kernel.tileRows, nr = kernel.tileColumns, tileRows = rowTileSlivers * mr
+        var packedB = scratch + tileRows * depthBlock
         var p0 = 0
         while p0 < k {
             let kc = min(depthBlock, k - p0)
             switch bLayout {
             case .prepacked(let whole, let paddedColumns):
                 packedB = UnsafeMutablePointer(mutating: whole + p0 * paddedColumns + j0 * kc)
-            case .transposed: GemmPacking.packBTransposed(b + j0 * ldb + p0, ldb: ldb, columns: columns, depth: kc, into: packedB)
-            case .rowMajor: GemmPacking.packBRowMajor(b + p0 * ldb + j0, ldb: ldb, columns: columns, depth: kc, into: packedB)
+            case .transposed:
+                GemmPacking.packBTransposed(b + j0 * ldb + p0, ldb: ldb, columns: columns, depth: kc, nr: nr, into: packedB)
+            case .rowMajor:
+                GemmPacking.packBRowMajor(b + p0 * ldb + j0, ldb: ldb, columns: columns, depth: kc, nr: nr, into: packedB)
             case .packed(let pack): pack(p0, kc, j0, columns, packedB)
             }
             let first = p0 == 0 && !accumulate
             var i0 = rows.lowerBound
             while i0 < rows.upperBound {
                 let tile = min(tileRows, rows.upperBound - i0)
-                let packedA: UnsafeMutablePointer<Float>
+                let packedA: UnsafePointer<Float>
                 if let prepackedA {
                     packedA = prepackedA + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc)
                 } else {
-                    packedA = scratch
-                    GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, into: packedA)
+                    packedA = UnsafePointer(scratch)
+                    GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, mr: mr, into: scratch)
                 }
-                macroKernel(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
-                            c: c + i0 * ldc + j0, ldc: ldc, bias: first ? bias.offset(rows: i0, columns: j0) : nil)
+                let target = c + i0 * ldc + j0
+                let initial = GemmMicroKernel.Initial(bias: first ? bias.offset(rows: i0, columns: j0) : nil)
+                if kernel == .portable {
+                    macroKernel(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
+                                c: target, ldc: ldc, initial: initial)
+                } else {
+                    kernel.block(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
+                                 c: target, ldc: ldc, initial: initial)
+                }
                 i0 += tile
             }
             p0 += kc
         }
     }
 
-    /// C[rows × columns] (+)= packedA · packedB for one K slice. `bias == nil` accumulates into C;
-    /// otherwise C is overwritten with the product plus the bias.
+    /// C[rows × columns] (+)= packedA · packedB for one K slice with the portable Swift micro-kernel.
     @inline(__always)
     static func macroKernel(rows: Int, columns: Int, depth kc: Int,
-                            packedA: UnsafeMutablePointer<Float>, packedB: UnsafeMutablePointer<Float>,
-                            c: UnsafeMutablePointer<Float>, ldc: Int, bias: Bias?) {
+                            packedA: UnsafePointer<Float>, packedB: UnsafePointer<Float>,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, initial: GemmMicroKernel.Initial) {
+        let mr = GemmMicroKernel.mr, nr = GemmMicroKernel.nr
         let rowSlivers = (rows + mr - 1) / mr, columnSlivers = (columns + nr - 1) / nr
         for js in 0..<columnSlivers {
             let jj = js * nr, nValid = min(nr, columns - jj)
-            let bSliver = UnsafePointer(packedB + js * nr * kc)
+            let bSliver = packedB + js * nr * kc
             for isl in 0..<rowSlivers {
                 let ii = isl * mr, mValid = min(mr, rows - ii)
-                let initial: GemmMicroKernel.Initial
-                switch bias {
-                case nil: initial = .accumulate
-                case .some(.none): initial = .zero
-                case .some(.perColumn(let p)): initial = .columnBias(p + jj)
-                case .some(.perRow(let p)): initial = .rowBias(p + ii)
-                }
-                GemmMicroKernel.run(depth: kc, a: UnsafePointer(packedA + isl * mr * kc), b: bSliver,
-                                    c: c + ii * ldc + jj, ldc: ldc, rows: mValid, columns: nValid, initial: initial)
+                GemmMicroKernel.run(depth: kc, a: packedA + isl * mr * kc, b: bSliver,
+                                    c: c + ii * ldc + jj, ldc: ldc, rows: mValid, columns: nValid,
+                                    initial: initial.offset(rows: ii, columns: jj))
             }
+        }
+    }
+}
+
+extension GemmMicroKernel.Initial {
+    /// nil = accumulate into C; otherwise overwrite C with the product plus `bias`.
+    init(bias: Gemm.Bias?) {
+        switch bias {
+        case nil: self = .accumulate
+        case .some(.none): self = .zero
+        case .some(.perColumn(let p)): self = .columnBias(p)
+        case .some(.perRow(let p)): self = .rowBias(p)
+        }
+    }
+
+    /// The same initial state seen from the tile starting at (rows, columns).
+    func offset(rows: Int, columns: Int) -> Self {
+        switch self {
+        case .zero, .accumulate: return self
+        case .columnBias(let p): return .columnBias(p + columns)
+        case .rowBias(let p): return .rowBias(p + rows)
         }
     }
 }

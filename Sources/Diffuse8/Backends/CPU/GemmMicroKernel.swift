@@ -1,5 +1,6 @@
-/// The register-tiled SGEMM micro-kernel: an MR × NR block of C held in six vector accumulators, updated
-/// with one broadcast of A and one vector of B per row and depth step.
+/// The portable SGEMM micro-kernel (`CPUFloatKernel.portable`, used where no C kernel of `FloatKernels.c` runs):
+/// an MR × NR block of C held in six vector accumulators, updated with one broadcast of A and one vector of B per
+/// row and depth step.
 ///
 /// Two builds (see docs/PERFORMANCE.md): with `-Xswiftc -DDIFFUSE8_FMA` (set together with an AVX2/FMA
 /// target, `-Xswiftc -target-cpu -Xswiftc haswell` or `native`) the tile is 6 × 16 in `SIMD16<Float>`

@@ -4,7 +4,13 @@
 /// A quantizable layer kind; `name` is its state-dict prefix.
 public final class Conv2d {
     public let name: String
-    public var weight: Tensor
+    /// The FP32 weight. On the CPU it is held packed for the SGEMM after the first full-precision call (reading it
+    /// then unpacks a copy; assigning it replaces the pack).
+    public var weight: Tensor {
+        get { weightStorage.tensor }
+        set { weightStorage.tensor = newValue }
+    }
+    let weightStorage: LayerWeightStorage
     public var bias: Tensor?
     public let stride: Int
     public let padding: Int
@@ -13,7 +19,7 @@ public final class Conv2d {
 
     public init(name: String, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0) {
         self.name = name
-        self.weight = weight
+        self.weightStorage = LayerWeightStorage(weight)
         self.bias = bias
         self.stride = stride
         self.padding = padding
@@ -27,13 +33,13 @@ public final class Conv2d {
     public var inChannels: Int { weightShape[1] }
     public var outChannels: Int { weightShape[0] }
     /// The weight's shape, also after `releaseHostWeight`.
-    public var weightShape: [Int] { releasedWeightShape ?? weight.shape }
+    public var weightShape: [Int] { releasedWeightShape ?? weightStorage.shape }
     private var releasedWeightShape: [Int]?
 
     /// Replaces the host weight by an empty tensor once a backend holds its own copy (shapes stay known).
     public func releaseHostWeight() {
         guard releasedWeightShape == nil else { return }
-        releasedWeightShape = weight.shape
+        releasedWeightShape = weightStorage.shape
         weight = Tensor(zeros: [0])
     }
 
@@ -42,12 +48,17 @@ public final class Conv2d {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }
-        return CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: .fastest)
+        // Winograd (where `.fastest` picks it) transforms the plain weight itself; the im2col GEMM uses the packed one.
+        if WinogradConvolution.runs(input: x.shape, weight: weightShape, stride: stride, padding: padding) {
+            return CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: .fastest)
+        }
+        return fullPrecision(x)
     }
 
     /// The full-precision result, ignoring any hook.
     public func fullPrecision(_ x: Tensor) -> Tensor {
-        CPUKernels.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding)
+        CPUKernels.conv2d(x, weight: weightStorage.packed(for: CPUFloatKernel.active, role: .convolutionA), bias: bias,
+                          stride: stride, padding: padding)
     }
 }
 

@@ -5,7 +5,13 @@
 /// the key quantization recipes and calibration statistics use.
 public final class Linear {
     public let name: String
-    public var weight: Tensor
+    /// The FP32 weight. On the CPU it is held packed for the SGEMM after the first full-precision call (reading it
+    /// then unpacks a copy; assigning it replaces the pack).
+    public var weight: Tensor {
+        get { weightStorage.tensor }
+        set { weightStorage.tensor = newValue }
+    }
+    let weightStorage: LayerWeightStorage
     public var bias: Tensor?
     /// Replaces the full-precision computation when set (calibration "observe" mode, simulated
     /// quantization). `nil` (the default) runs the plain FP32 kernel with no extra work.
@@ -13,7 +19,7 @@ public final class Linear {
 
     public init(name: String, weight: Tensor, bias: Tensor?) {
         self.name = name
-        self.weight = weight
+        self.weightStorage = LayerWeightStorage(weight)
         self.bias = bias
     }
 
@@ -26,13 +32,13 @@ public final class Linear {
     public var inFeatures: Int { weightShape[1] }
     public var outFeatures: Int { weightShape[0] }
     /// The weight's shape, also after `releaseHostWeight`.
-    public var weightShape: [Int] { releasedWeightShape ?? weight.shape }
+    public var weightShape: [Int] { releasedWeightShape ?? weightStorage.shape }
     private var releasedWeightShape: [Int]?
 
     /// Replaces the host weight by an empty tensor once a backend holds its own copy (shapes stay known).
     public func releaseHostWeight() {
         guard releasedWeightShape == nil else { return }
-        releasedWeightShape = weight.shape
+        releasedWeightShape = weightStorage.shape
         weight = Tensor(zeros: [0])
     }
 
@@ -42,12 +48,12 @@ public final class Linear {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         if let executionHook { return executionHook.run(self, x) }
-        return CPUKernels.linear(x, weight: weight, bias: bias)
+        return fullPrecision(x)
     }
 
     /// The full-precision result, ignoring any hook (hooks call this to observe or compare).
     public func fullPrecision(_ x: Tensor) -> Tensor {
-        CPUKernels.linear(x, weight: weight, bias: bias)
+        CPUKernels.linear(x, weight: weightStorage.packed(for: Gemm.kernel(columns: outFeatures), role: .linearB), bias: bias)
     }
 }
 

@@ -1,0 +1,203 @@
+#include "FloatKernels.h"
+#include <stdint.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define D8_X86_64 1
+#endif
+
+#define D8_UNROLL _Pragma("clang loop unroll(full)")
+
+#if D8_X86_64
+
+/// AVX2 + FMA: 6 × 16 tile, 12 YMM accumulators (+ 2 for B, 1 broadcast of A) of the 16 registers.
+enum { AVX2_MR = 6, AVX2_NV = 2, AVX2_NR = 8 * AVX2_NV };
+
+/// AVX-512F: 12 × 32 tile, 24 ZMM accumulators (+ 2 for B, 1 broadcast of A) of the 32 registers: per depth step
+/// two B loads and twelve broadcasts feed 24 FMAs (the AVX2 tile needs 8 loads for 12).
+enum { AVX512_MR = 12, AVX512_NV = 2, AVX512_NR = 16 * AVX512_NV };
+
+__attribute__((target("avx2,fma")))
+static inline void tile_avx2(size_t depth, const float *a, const float *b, float *c, size_t ldc, size_t rows,
+                             size_t columns, int initial, const float *bias) {
+    __m256 acc[AVX2_MR][AVX2_NV];
+    D8_UNROLL for (int r = 0; r < AVX2_MR; r++) D8_UNROLL for (int v = 0; v < AVX2_NV; v++) acc[r][v] = _mm256_setzero_ps();
+    for (size_t p = 0; p < depth; p++) {
+        __m256 bv[AVX2_NV];
+        D8_UNROLL for (int v = 0; v < AVX2_NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+        D8_UNROLL for (int r = 0; r < AVX2_MR; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r);
+            D8_UNROLL for (int v = 0; v < AVX2_NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+        a += AVX2_MR;
+        b += AVX2_NR;
+    }
+    // Lane masks for the columns that exist (all lanes inside the matrix in the common case).
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i mask[AVX2_NV];
+    D8_UNROLL for (int v = 0; v < AVX2_NV; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)columns - 8 * v), lanes);
+    const int full = columns == AVX2_NR;
+    D8_UNROLL for (int r = 0; r < AVX2_MR; r++) {
+        if ((size_t)r >= rows) break;
+        float *row = c + r * ldc;
+        D8_UNROLL for (int v = 0; v < AVX2_NV; v++) {
+            __m256 x = acc[r][v];
+            if (full) {
+                switch (initial) {
+                case D8_F32_ACCUMULATE: x = _mm256_add_ps(x, _mm256_loadu_ps(row + 8 * v)); break;
+                case D8_F32_COLUMN_BIAS: x = _mm256_add_ps(x, _mm256_loadu_ps(bias + 8 * v)); break;
+                case D8_F32_ROW_BIAS: x = _mm256_add_ps(x, _mm256_set1_ps(bias[r])); break;
+                default: break;
+                }
+                _mm256_storeu_ps(row + 8 * v, x);
+            } else {
+                switch (initial) {
+                case D8_F32_ACCUMULATE: x = _mm256_add_ps(x, _mm256_maskload_ps(row + 8 * v, mask[v])); break;
+                case D8_F32_COLUMN_BIAS: x = _mm256_add_ps(x, _mm256_maskload_ps(bias + 8 * v, mask[v])); break;
+                case D8_F32_ROW_BIAS: x = _mm256_add_ps(x, _mm256_set1_ps(bias[r])); break;
+                default: break;
+                }
+                _mm256_maskstore_ps(row + 8 * v, mask[v], x);
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void block_avx2(size_t rows, size_t columns, size_t depth, const float *packedA, const float *packedB,
+                       float *c, size_t ldc, int initial, const float *bias) {
+    for (size_t jj = 0; jj < columns; jj += AVX2_NR) {
+        const float *b = packedB + jj * depth;
+        const size_t valid = columns - jj < AVX2_NR ? columns - jj : AVX2_NR;
+        for (size_t ii = 0; ii < rows; ii += AVX2_MR) {
+            const size_t height = rows - ii < AVX2_MR ? rows - ii : AVX2_MR;
+            const float *tileBias = initial == D8_F32_COLUMN_BIAS ? bias + jj : initial == D8_F32_ROW_BIAS ? bias + ii : bias;
+            tile_avx2(depth, packedA + ii * depth, b, c + ii * ldc + jj, ldc, height, valid, initial, tileBias);
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static inline void tile_avx512(size_t depth, const float *a, const float *b, float *c, size_t ldc, size_t rows,
+                               size_t columns, int initial, const float *bias) {
+    __m512 acc[AVX512_MR][AVX512_NV];
+    D8_UNROLL for (int r = 0; r < AVX512_MR; r++) D8_UNROLL for (int v = 0; v < AVX512_NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (size_t p = 0; p < depth; p++) {
+        __m512 bv[AVX512_NV];
+        D8_UNROLL for (int v = 0; v < AVX512_NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+        D8_UNROLL for (int r = 0; r < AVX512_MR; r++) {
+            __m512 av = _mm512_set1_ps(a[r]);
+            D8_UNROLL for (int v = 0; v < AVX512_NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+        a += AVX512_MR;
+        b += AVX512_NR;
+    }
+    __mmask16 mask[AVX512_NV];
+    D8_UNROLL for (int v = 0; v < AVX512_NV; v++) {
+        const long left = (long)columns - 16 * v;
+        mask[v] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    }
+    D8_UNROLL for (int r = 0; r < AVX512_MR; r++) {
+        if ((size_t)r >= rows) break;
+        float *row = c + r * ldc;
+        D8_UNROLL for (int v = 0; v < AVX512_NV; v++) {
+            __m512 x = acc[r][v];
+            switch (initial) {
+            case D8_F32_ACCUMULATE: x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], row + 16 * v)); break;
+            case D8_F32_COLUMN_BIAS: x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], bias + 16 * v)); break;
+            case D8_F32_ROW_BIAS: x = _mm512_add_ps(x, _mm512_set1_ps(bias[r])); break;
+            default: break;
+            }
+            _mm512_mask_storeu_ps(row + 16 * v, mask[v], x);
+        }
+    }
+}
+
+__attribute__((target("avx512f")))
+static void block_avx512(size_t rows, size_t columns, size_t depth, const float *packedA, const float *packedB,
+                         float *c, size_t ldc, int initial, const float *bias) {
+    for (size_t jj = 0; jj < columns; jj += AVX512_NR) {
+        const float *b = packedB + jj * depth;
+        const size_t valid = columns - jj < AVX512_NR ? columns - jj : AVX512_NR;
+        for (size_t ii = 0; ii < rows; ii += AVX512_MR) {
+            const size_t height = rows - ii < AVX512_MR ? rows - ii : AVX512_MR;
+            const float *tileBias = initial == D8_F32_COLUMN_BIAS ? bias + jj : initial == D8_F32_ROW_BIAS ? bias + ii : bias;
+            tile_avx512(depth, packedA + ii * depth, b, c + ii * ldc + jj, ldc, height, valid, initial, tileBias);
+        }
+    }
+}
+
+#endif
+
+int d8_f32_supported(int variant) {
+    switch (variant) {
+    case D8_F32_PORTABLE: return 1;
+#if D8_X86_64
+    case D8_F32_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case D8_F32_AVX512: return __builtin_cpu_supports("avx512f");
+#endif
+    default: return 0;
+    }
+}
+
+int d8_f32_best(void) {
+    static const int order[] = {D8_F32_AVX512, D8_F32_AVX2};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) if (d8_f32_supported(order[i])) return order[i];
+    return D8_F32_PORTABLE;
+}
+
+int d8_f32_tile_rows(int variant) {
+    switch (variant) {
+#if D8_X86_64
+    case D8_F32_AVX2: return AVX2_MR;
+    case D8_F32_AVX512: return AVX512_MR;
+#endif
+    default: return 0;
+    }
+}
+
+int d8_f32_tile_columns(int variant) {
+    switch (variant) {
+#if D8_X86_64
+    case D8_F32_AVX2: return AVX2_NR;
+    case D8_F32_AVX512: return AVX512_NR;
+#endif
+    default: return 0;
+    }
+}
+
+void d8_f32_block(int variant, size_t rows, size_t columns, size_t depth, const float *packedA, const float *packedB,
+                  float *c, size_t ldc, int initial, const float *bias) {
+    switch (variant) {
+#if D8_X86_64
+    case D8_F32_AVX2: block_avx2(rows, columns, depth, packedA, packedB, c, ldc, initial, bias); return;
+    case D8_F32_AVX512: block_avx512(rows, columns, depth, packedA, packedB, c, ldc, initial, bias); return;
+#endif
+    default: __builtin_trap();
+    }
+}
+
+/// One sliver of a compile-time height: each row read contiguously, written with stride `mr`.
+static inline __attribute__((always_inline)) void pack_a_sliver(size_t mr, const float *a, size_t lda, size_t rows,
+                                                                 size_t depth, float *out) {
+    for (size_t r = 0; r < mr; r++) {
+        if (r < rows) {
+            const float *src = a + r * lda;
+            for (size_t p = 0; p < depth; p++) out[p * mr + r] = src[p];
+        } else {
+            for (size_t p = 0; p < depth; p++) out[p * mr + r] = 0;
+        }
+    }
+}
+
+void d8_f32_pack_a(size_t mr, const float *a, size_t lda, size_t rows, size_t depth, float *out) {
+    for (size_t r0 = 0; r0 < rows; r0 += mr) {
+        const size_t height = rows - r0 < mr ? rows - r0 : mr;
+        float *dst = out + r0 * depth;
+        switch (mr) {
+        case 6: pack_a_sliver(6, a + r0 * lda, lda, height, depth, dst); break;
+        case 12: pack_a_sliver(12, a + r0 * lda, lda, height, depth, dst); break;
+        default: pack_a_sliver(mr, a + r0 * lda, lda, height, depth, dst); break;
+        }
+    }
+}

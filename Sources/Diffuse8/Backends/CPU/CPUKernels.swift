@@ -32,8 +32,8 @@ public enum CPUKernels {
         }
     }
 
-    /// `linear` with the weight packed once for the SGEMM (`PackedGemmWeight`, role `.linearB`); the bias is added
-    /// when the GEMM first writes C.
+    /// `linear` with the weight packed once for the SGEMM (`PackedGemmWeight`, role `.linearB`). The bias is added
+    /// after the product, as in `linear` and the FP8 layers, so all of them round alike.
     static func linear(_ x: Tensor, weight: PackedGemmWeight, bias: Tensor?) -> Tensor {
         precondition(weight.role == .linearB && weight.shape.count == 2, "linear: weight \(weight.shape) is not a packed [out, in] matrix")
         let inFeatures = weight.depth, outFeatures = weight.outputs
@@ -43,13 +43,12 @@ public enum CPUKernels {
         outShape[outShape.count - 1] = outFeatures
         return Tensor(shape: outShape) { out in
             x.scalars.withUnsafeBufferPointer { xp in
-                withOptionalPointer(bias?.scalars) { bp in
-                    Gemm.multiply(kernel: weight.kernel, m: rows, n: outFeatures, k: inFeatures, a: .matrix(xp.baseAddress!, lda: inFeatures),
-                                  b: weight.pointer, ldb: 0,
-                                  bLayout: .prepacked(weight.pointer, paddedColumns: Gemm.paddedColumns(outFeatures, weight.kernel)),
-                                  c: out.baseAddress!, ldc: outFeatures, bias: bp.map { .perColumn($0) } ?? .none)
-                }
+                Gemm.multiply(kernel: weight.kernel, m: rows, n: outFeatures, k: inFeatures, a: .matrix(xp.baseAddress!, lda: inFeatures),
+                              b: weight.pointer, ldb: 0,
+                              bLayout: .prepacked(weight.pointer, paddedColumns: Gemm.paddedColumns(outFeatures, weight.kernel)),
+                              c: out.baseAddress!, ldc: outFeatures)
             }
+            if let bias { addRowBias(out, bias, rows: rows, columns: outFeatures) }
         }
     }
 

@@ -49,9 +49,9 @@ enum Gemm {
         (n + kernel.tileColumns - 1) / kernel.tileColumns * kernel.tileColumns
     }
 
-    /// The kernel for a product with `n` columns whose operands Gemm packs itself: the active one, except that an
-    /// N that would leave more than 1/8 of the AVX-512 tile's columns empty (attention with 40 or 77 columns) runs on
-    /// the 16-wide AVX2 tile. `packB` and `multiply` choose alike, so a `.prepacked` B always matches.
+    /// The kernel for a product with `n` columns on a B packed whole by `packB`: the active one, except that an N
+    /// that would leave more than 1/8 of the AVX-512 tile's columns empty (attention with 40 or 77 columns) runs on
+    /// the 16-wide AVX2 tile. `packB` and `multiply` with `.prepacked` choose alike, so the layouts always match.
     static func kernel(columns n: Int) -> CPUFloatKernel {
         let active = CPUFloatKernel.active
         guard active == .avx512, CPUFloatKernel.avx2.isSupported else { return active }
@@ -144,8 +144,10 @@ enum Gemm {
                          b: UnsafePointer<Float>, ldb: Int, bLayout: BLayout,
                          c: UnsafeMutablePointer<Float>, ldc: Int,
                          bias: Bias = .none, accumulate: Bool = false, parallel: Bool = true) {
+        // `.prepacked` B comes from `packB`, which may pick a narrower tile; every other product runs on the active
+        // kernel (so a layer and its simulation or FP8 expansion round alike).
         let kernel: CPUFloatKernel
-        if case .packed = bLayout { kernel = CPUFloatKernel.active } else { kernel = Self.kernel(columns: n) }
+        if case .prepacked = bLayout { kernel = Self.kernel(columns: n) } else { kernel = CPUFloatKernel.active }
         multiply(kernel: kernel, m: m, n: n, k: k, a: .matrix(a, lda: lda), b: b, ldb: ldb, bLayout: bLayout,
                  c: c, ldc: ldc, bias: bias, accumulate: accumulate, parallel: parallel)
     }

@@ -53,7 +53,7 @@ public final class Linear {
 
     /// The full-precision result, ignoring any hook (hooks call this to observe or compare).
     public func fullPrecision(_ x: Tensor) -> Tensor {
-        CPUKernels.linear(x, weight: weightStorage.packed(for: Gemm.kernel(columns: outFeatures), role: .linearB), bias: bias)
+        CPUKernels.linear(x, weight: weightStorage.packed(for: CPUFloatKernel.active, role: .linearB), bias: bias)
     }
 }
 

@@ -64,6 +64,10 @@ public enum CPUFloatKernel: String, CaseIterable, Sendable {
     /// Columns (NR) of one micro-tile: the width of a packed B sliver.
     var tileColumns: Int { Self.tiles[index].columns }
 
+    /// Depth of one packed K slice: an NR-wide B sliver (depth·NR floats) stays in half the 32 KB L1, leaving room for
+    /// the A slivers streaming past it.
+    var depthBlock: Int { self == .avx512 ? 128 : 256 }
+
     private var index: Int {
         switch self {
         case .portable: return 0

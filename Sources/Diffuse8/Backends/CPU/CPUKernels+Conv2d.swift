@@ -78,25 +78,46 @@ struct Im2colPacking: @unchecked Sendable {
                     if tap == taps { tap = 0; channel += 1 }
                 }
             } else {
+                // The sliver spans several output rows (small outputs, wide tiles): one run per piece of a row.
+                var q = p0
+                var channel = q / taps, tap = q % taps
                 for p in 0..<depth {
-                    let q = p0 + p
-                    let channel = q / taps, tap = q % taps
                     let ky = tap / kernelWidth, kx = tap % kernelWidth
                     let d = dst + p * nr
-                    for j in 0..<nr {
-                        var value: Float = 0
-                        if j < valid {
-                            let pixel = first + j
-                            let iy = (pixel / outputWidth) * stride - padding + ky
-                            let ix = (pixel % outputWidth) * stride - padding + kx
-                            if iy >= 0 && iy < height && ix >= 0 && ix < width {
-                                value = image[(channel * height + iy) * width + ix]
-                            }
-                        }
-                        d[j] = value
+                    var j = 0
+                    while j < valid {
+                        let y = (first + j) / outputWidth, x = (first + j) % outputWidth
+                        let count = min(valid - j, outputWidth - x)
+                        packSegment(channel: channel, iy: y * stride - padding + ky, ix0: x * stride - padding + kx,
+                                    count: count, into: d + j)
+                        j += count
                     }
+                    if valid < nr { (d + valid).update(repeating: 0, count: nr - valid) }
+                    q += 1; tap += 1
+                    if tap == taps { tap = 0; channel += 1 }
                 }
             }
+        }
+    }
+
+    /// d[j] = image[channel, iy, ix0 + j·stride] for j < count (0 outside the image); writes exactly `count`.
+    @inline(__always)
+    private func packSegment(channel: Int, iy: Int, ix0: Int, count: Int, into d: UnsafeMutablePointer<Float>) {
+        guard iy >= 0 && iy < height else {
+            d.update(repeating: 0, count: count)
+            return
+        }
+        let row = image + (channel * height + iy) * width
+        if stride == 1 {
+            let lo = min(count, max(0, -ix0)), hi = max(lo, min(count, width - ix0))
+            for j in 0..<lo { d[j] = 0 }
+            for j in lo..<hi { d[j] = row[ix0 + j] }
+            for j in hi..<count { d[j] = 0 }
+            return
+        }
+        for j in 0..<count {
+            let ix = ix0 + j * stride
+            d[j] = (ix >= 0 && ix < width) ? row[ix] : 0
         }
     }
 

@@ -16,8 +16,8 @@ enum Gemm {
     /// Micro-tile height (rows of A per kernel call) and width (columns of B) of the active kernel.
     static var mr: Int { CPUFloatKernel.active.tileRows }
     static var nr: Int { CPUFloatKernel.active.tileColumns }
-    /// Depth of one packed slice (keeps an NR-wide B sliver, kc·NR floats, in L1).
-    static let depthBlock = 256
+    /// Depth of one packed slice of the active kernel (`CPUFloatKernel.depthBlock`).
+    static var depthBlock: Int { CPUFloatKernel.active.depthBlock }
     /// Row tiles per task are 16 micro-tiles tall; columns of C per parallel task (the packed A and B slices stay in L2).
     static let rowTileSlivers = 16
     static let tileColumns = 384
@@ -70,7 +70,7 @@ enum Gemm {
         let paddedColumns = paddedColumns(n, kernel), nr = kernel.tileColumns
         var p0 = 0
         while p0 < k {
-            let kc = min(depthBlock, k - p0)
+            let kc = min(kernel.depthBlock, k - p0)
             switch layout {
             case .transposed:
                 GemmPacking.packBTransposed(b + p0, ldb: ldb, columns: n, depth: kc, nr: nr, into: out + p0 * paddedColumns)
@@ -93,11 +93,11 @@ enum Gemm {
                       into packed: UnsafeMutablePointer<Float>, parallel: Bool = true) {
         let mr = kernel.tileRows, tileRows = rowTileSlivers * mr
         let paddedRows = (m + mr - 1) / mr * mr
-        let slices = (k + depthBlock - 1) / depthBlock
+        let slices = (k + kernel.depthBlock - 1) / kernel.depthBlock
         let rowTiles = (m + tileRows - 1) / tileRows
         let pack = { (item: Int) in
-            let i0 = (item / slices) * tileRows, p0 = (item % slices) * depthBlock
-            let tile = min(tileRows, m - i0), kc = min(depthBlock, k - p0)
+            let i0 = (item / slices) * tileRows, p0 = (item % slices) * kernel.depthBlock
+            let tile = min(tileRows, m - i0), kc = min(kernel.depthBlock, k - p0)
             GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, mr: mr,
                               into: packed + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc))
         }
@@ -184,7 +184,7 @@ enum Gemm {
         rowChunks = (m + chunkRows - 1) / chunkRows
         let tasks = rowChunks * columnTiles
         let tileRows = rowTileSlivers * mr
-        let scratchCount = tileRows * depthBlock + (tileColumns + nr) * depthBlock
+        let scratchCount = tileRows * kernel.depthBlock + (tileColumns + nr) * kernel.depthBlock
         let paddedRows = (m + mr - 1) / mr * mr
         let run = { (prepackedA: UnsafePointer<Float>?, a: UnsafePointer<Float>, lda: Int) in
             let body = { (task: Int, scratch: UnsafeMutablePointer<Float>) in
@@ -256,10 +256,10 @@ enum Gemm {
                             scratch: UnsafeMutablePointer<Float>) {
         let j0 = columnRange.lowerBound, columns = columnRange.count
         let mr = kernel.tileRows, nr = kernel.tileColumns, tileRows = rowTileSlivers * mr
-        var packedB = scratch + tileRows * depthBlock
+        var packedB = scratch + tileRows * kernel.depthBlock
         var p0 = 0
         while p0 < k {
-            let kc = min(depthBlock, k - p0)
+            let kc = min(kernel.depthBlock, k - p0)
             switch bLayout {
             case .prepacked(let whole, let paddedColumns):
                 packedB = UnsafeMutablePointer(mutating: whole + p0 * paddedColumns + j0 * kc)

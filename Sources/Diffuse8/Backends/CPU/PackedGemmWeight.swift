@@ -48,7 +48,7 @@ final class PackedGemmWeight: @unchecked Sendable {
             let w = out.baseAddress!, packed = storage.baseAddress!
             var p0 = 0
             while p0 < depth {
-                let kc = min(Gemm.depthBlock, depth - p0)
+                let kc = min(kernel.depthBlock, depth - p0)
                 switch role {
                 case .linearB:
                     let nr = kernel.tileColumns, slice = packed + p0 * Gemm.paddedColumns(outputs, kernel)

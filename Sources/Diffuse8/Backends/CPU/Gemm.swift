@@ -248,6 +248,7 @@ enum Gemm {
 
     /// One task: a column tile of C over a run of rows. Loops over K slices; packs B once per slice
     /// and A once per (slice, row tile) unless A was packed up front, and runs the micro-kernel over every MR × NR block.
+    /// A B packed whole (`.prepacked`: layer weights, attention) is read in place, row tile by row tile.
     @inline(__always)
     static func computeTask(kernel: CPUFloatKernel, rows: Range<Int>, columns columnRange: Range<Int>, k: Int,
                             a: UnsafePointer<Float>, lda: Int, paddedRows: Int, prepackedA: UnsafePointer<Float>?,
@@ -256,39 +257,57 @@ enum Gemm {
                             scratch: UnsafeMutablePointer<Float>) {
         let j0 = columnRange.lowerBound, columns = columnRange.count
         let mr = kernel.tileRows, nr = kernel.tileColumns, tileRows = rowTileSlivers * mr
-        var packedB = scratch + tileRows * kernel.depthBlock
+        /// C[i0..<i0+tile, columns] (+)= A[i0..<i0+tile, p0..<p0+kc] · packedB.
+        func rowTile(_ i0: Int, _ tile: Int, _ p0: Int, _ kc: Int, _ packedB: UnsafePointer<Float>) {
+            let packedA: UnsafePointer<Float>
+            if let prepackedA {
+                packedA = prepackedA + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc)
+            } else {
+                packedA = UnsafePointer(scratch)
+                GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, mr: mr, into: scratch)
+            }
+            let target = c + i0 * ldc + j0
+            let initial = GemmMicroKernel.Initial(bias: p0 == 0 && !accumulate ? bias.offset(rows: i0, columns: j0) : nil)
+            if kernel == .portable {
+                macroKernel(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
+                            c: target, ldc: ldc, initial: initial)
+            } else {
+                kernel.block(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
+                             c: target, ldc: ldc, initial: initial)
+            }
+        }
+        if case .prepacked(let whole, let paddedColumns) = bLayout {
+            // B needs no packing here: each row tile runs through all of K while its block of C stays in L2
+            // (the same K order per element as below, so the same rounding).
+            var i0 = rows.lowerBound
+            while i0 < rows.upperBound {
+                let tile = min(tileRows, rows.upperBound - i0)
+                var p0 = 0
+                while p0 < k {
+                    let kc = min(kernel.depthBlock, k - p0)
+                    rowTile(i0, tile, p0, kc, whole + p0 * paddedColumns + j0 * kc)
+                    p0 += kc
+                }
+                i0 += tile
+            }
+            return
+        }
+        let packedB = scratch + tileRows * kernel.depthBlock
         var p0 = 0
         while p0 < k {
             let kc = min(kernel.depthBlock, k - p0)
             switch bLayout {
-            case .prepacked(let whole, let paddedColumns):
-                packedB = UnsafeMutablePointer(mutating: whole + p0 * paddedColumns + j0 * kc)
             case .transposed:
                 GemmPacking.packBTransposed(b + j0 * ldb + p0, ldb: ldb, columns: columns, depth: kc, nr: nr, into: packedB)
             case .rowMajor:
                 GemmPacking.packBRowMajor(b + p0 * ldb + j0, ldb: ldb, columns: columns, depth: kc, nr: nr, into: packedB)
             case .packed(let pack): pack(p0, kc, j0, columns, packedB)
+            case .prepacked: preconditionFailure("handled above")
             }
-            let first = p0 == 0 && !accumulate
             var i0 = rows.lowerBound
             while i0 < rows.upperBound {
                 let tile = min(tileRows, rows.upperBound - i0)
-                let packedA: UnsafePointer<Float>
-                if let prepackedA {
-                    packedA = prepackedA + prepackedOffset(row: i0, depth: p0, paddedRows: paddedRows, kc: kc)
-                } else {
-                    packedA = UnsafePointer(scratch)
-                    GemmPacking.packA(a + i0 * lda + p0, lda: lda, rows: tile, depth: kc, mr: mr, into: scratch)
-                }
-                let target = c + i0 * ldc + j0
-                let initial = GemmMicroKernel.Initial(bias: first ? bias.offset(rows: i0, columns: j0) : nil)
-                if kernel == .portable {
-                    macroKernel(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
-                                c: target, ldc: ldc, initial: initial)
-                } else {
-                    kernel.block(rows: tile, columns: columns, depth: kc, packedA: packedA, packedB: packedB,
-                                 c: target, ldc: ldc, initial: initial)
-                }
+                rowTile(i0, tile, p0, kc, packedB)
                 i0 += tile
             }
             p0 += kc

@@ -172,7 +172,12 @@ extension ONNXExportTests {
         XCTAssertGreaterThan(layers, 0)
         XCTAssertLessThanOrEqual(worstLayer.error, 1e-5, worstLayer.name)
 
-        // FP8 attention: onnxruntime's attention output vs the simulation's FP8 attention of its Q, K, V.
+        // FP8 attention: onnxruntime's attention output vs the simulation's FP8 attention of its Q, K, V. Their softmax
+        // `exp`s differ by an ulp, so now and then a probability next to an FP8 rounding boundary takes the neighbouring
+        // code: one output row (one head of one query) then moves by that probability's FP8 step times V. Every other
+        // row must agree to FP32 rounding (1e-5); at most 2 rows per module, or 1 %, may differ, and the whole output by
+        // at most 1/5 of what rounding the probabilities to FP8 changes in the same attention (a wrong scale, saturation
+        // or Q/DQ placement would move every row, by about that much).
         var worstAttention = 0.0
         for a in Quantizer.attentionModules(unet) where a.usesFP8Attention {
             func projected(_ l: Linear) throws -> Tensor {
@@ -181,11 +186,27 @@ extension ONNXExportTests {
                 y.scalars.withUnsafeMutableBufferPointer { QuantizedFormat.fp8.fakeQuantize($0.baseAddress!, count: $0.count, scale: scale) }
                 return y
             }
-            let simulated = FP8AttentionSimulation.attention(query: try projected(a.query), key: try projected(a.key), value: try projected(a.value),
-                                                             heads: a.heads, probabilityAmax: a.fp8ProbabilityAmax)
-            worstAttention = max(worstAttention, try XCTUnwrap(ort["in:" + a.output.name]).relativeL2(to: simulated))
+            let q = try projected(a.query), k = try projected(a.key), v = try projected(a.value)
+            let simulated = FP8AttentionSimulation.attention(query: q, key: k, value: v, heads: a.heads, probabilityAmax: a.fp8ProbabilityAmax)
+            let got = try XCTUnwrap(ort["in:" + a.output.name])
+            XCTAssertEqual(got.shape, simulated.shape, a.output.name)
+            let error = got.relativeL2(to: simulated)
+            worstAttention = max(worstAttention, error)
+            let probabilityRounding = CPUKernels.attention(query: q, key: k, value: v, heads: a.heads).relativeL2(to: simulated)
+            XCTAssertLessThanOrEqual(error, probabilityRounding / 5, "\(a.output.name): FP8 probability rounding moves it by \(probabilityRounding)")
+            let width = a.heads > 0 ? got.shape.last! / a.heads : 1, rows = got.count / max(width, 1)
+            var differingRows = 0
+            for r in 0..<rows {
+                var difference = 0.0, norm = 0.0
+                for c in (r * width)..<((r + 1) * width) {
+                    let x = Double(got.scalars[c]), y = Double(simulated.scalars[c])
+                    difference += (x - y) * (x - y)
+                    norm += y * y
+                }
+                if difference > 1e-10 * norm { differingRows += 1 }
+            }
+            XCTAssertLessThanOrEqual(differingRows, max(2, rows / 100), "\(a.output.name): \(differingRows) of \(rows) head rows differ")
         }
-        XCTAssertLessThanOrEqual(worstAttention, 1e-5)
 
         var floor = 0.0
         for seed in 0..<3 {

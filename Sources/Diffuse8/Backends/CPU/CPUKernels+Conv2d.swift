@@ -8,31 +8,40 @@ extension CPUKernels {
     /// run as Winograd F(4×4, 3×3) instead (`CPUKernels+Winograd.swift`).
     public static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0,
                               algorithm: Conv2dAlgorithm = .im2col) -> Tensor {
-        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let c = x.shape[1]
         let o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3]
         precondition(weight.shape[1] == c, "conv2d: weight \(weight.shape) does not match input channels \(c)")
         if let y = WinogradConvolution.conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, algorithm: algorithm) { return y }
+        return weight.scalars.withUnsafeBufferPointer { wp in
+            im2colConvolution(x, outputs: o, kernelHeight: kh, kernelWidth: kw, bias: bias, stride: stride, padding: padding,
+                              kernel: CPUFloatKernel.active, weight: .matrix(wp.baseAddress!, lda: c * kh * kw))
+        }
+    }
+
+    /// The per-image GEMMs of `conv2d`, out[O, H'·W'] = A · columns, with the weight `a` ([O, C·kh·kw], plain or packed
+    /// for `kernel`) as the A operand.
+    static func im2colConvolution(_ x: Tensor, outputs o: Int, kernelHeight kh: Int, kernelWidth kw: Int, bias: Tensor?,
+                                  stride: Int, padding: Int, kernel: CPUFloatKernel, weight a: Gemm.ASource) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let oh = (h + 2 * padding - kh) / stride + 1
         let ow = (w + 2 * padding - kw) / stride + 1
         let ck = c * kh * kw, hw = oh * ow
         return Tensor(shape: [n, o, oh, ow]) { out in
             x.scalars.withUnsafeBufferPointer { xp in
-                weight.scalars.withUnsafeBufferPointer { wp in
-                    withOptionalPointer(bias?.scalars) { bp in
-                        let gemmBias: Gemm.Bias = bp.map { .perRow($0) } ?? .none
-                        let isPointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
-                        for b in 0..<n {
-                            let image = xp.baseAddress! + b * c * h * w
-                            let dst = out.baseAddress! + b * o * hw
-                            if isPointwise {
-                                Gemm.multiply(m: o, n: hw, k: c, a: wp.baseAddress!, lda: c, b: image, ldb: hw,
-                                              bLayout: .rowMajor, c: dst, ldc: hw, bias: gemmBias)
-                            } else {
-                                let geometry = Im2colPacking(image: image, height: h, width: w, kernelHeight: kh, kernelWidth: kw,
-                                                             stride: stride, padding: padding, outputWidth: ow)
-                                Gemm.multiply(m: o, n: hw, k: ck, a: wp.baseAddress!, lda: ck, b: image, ldb: 0,
-                                              bLayout: .packed(geometry.pack), c: dst, ldc: hw, bias: gemmBias)
-                            }
+                withOptionalPointer(bias?.scalars) { bp in
+                    let gemmBias: Gemm.Bias = bp.map { .perRow($0) } ?? .none
+                    let isPointwise = kh == 1 && kw == 1 && stride == 1 && padding == 0
+                    for b in 0..<n {
+                        let image = xp.baseAddress! + b * c * h * w
+                        let dst = out.baseAddress! + b * o * hw
+                        if isPointwise {
+                            Gemm.multiply(kernel: kernel, m: o, n: hw, k: c, a: a, b: image, ldb: hw,
+                                          bLayout: .rowMajor, c: dst, ldc: hw, bias: gemmBias)
+                        } else {
+                            let geometry = Im2colPacking(image: image, height: h, width: w, kernelHeight: kh, kernelWidth: kw,
+                                                         stride: stride, padding: padding, outputWidth: ow)
+                            Gemm.multiply(kernel: kernel, m: o, n: hw, k: ck, a: a, b: image, ldb: 0,
+                                          bLayout: .packed(geometry.pack), c: dst, ldc: hw, bias: gemmBias)
                         }
                     }
                 }

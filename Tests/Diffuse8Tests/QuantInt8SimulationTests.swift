@@ -87,7 +87,7 @@ final class QuantInt8SimulationTests: XCTestCase {
         XCTAssertEqual(product.chunks, [0..<114, 114..<160])
         // Dynamic per-sample scale (amax / 127, not a power of two); values mostly large and positive.
         let factor: Float = 0.83
-        var x = Tensor(shape: [1, c, size, size], scalars: (0..<(c * size * size)).map { _ in
+        let x = Tensor(shape: [1, c, size, size], scalars: (0..<(c * size * size)).map { _ in
             Float(80 + Int(random.nextUInt64() % 48)) * factor + (random.nextUInt64() % 2 == 0 ? 0.5 : 0)
         })
         let bias = Tensor(shape: [outputs], scalars: [1.25, -0.3, 0.7])

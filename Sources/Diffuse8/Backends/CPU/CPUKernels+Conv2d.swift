@@ -133,26 +133,11 @@ struct Im2colPacking: @unchecked Sendable {
     /// d[j] = image[channel, iy, ix0 + j·stride] for j < count (0 outside the image), zero up to NR.
     @inline(__always)
     private func packRun(channel: Int, iy: Int, ix0: Int, count: Int, into d: UnsafeMutablePointer<Float>) {
-        guard iy >= 0 && iy < height else {
-            d.update(repeating: 0, count: nr)
+        if stride == 1 && count == nr && iy >= 0 && iy < height && ix0 >= 0 && ix0 + nr <= width {
+            GemmPacking.copyRun(image + (channel * height + iy) * width + ix0, d, count: nr)
             return
         }
-        let row = image + (channel * height + iy) * width
-        if stride == 1 && count == nr && ix0 >= 0 && ix0 + nr <= width {
-            GemmPacking.copyRun(row + ix0, d, count: nr)
-            return
-        }
-        if stride == 1 {
-            // Partly in the padding: zeros, one contiguous run, zeros.
-            let lo = min(nr, max(0, -ix0)), hi = max(lo, min(count, width - ix0))
-            for j in 0..<lo { d[j] = 0 }
-            for j in lo..<hi { d[j] = row[ix0 + j] }
-            for j in hi..<nr { d[j] = 0 }
-            return
-        }
-        for j in 0..<nr {
-            let ix = ix0 + j * stride
-            d[j] = (j < count && ix >= 0 && ix < width) ? row[ix] : 0
-        }
+        packSegment(channel: channel, iy: iy, ix0: ix0, count: count, into: d)
+        if count < nr { (d + count).update(repeating: 0, count: nr - count) }
     }
 }

@@ -14,16 +14,3 @@ extension CPUKernels {
     }
 }
 
-extension WinogradConvolution {
-    /// Whether `CPUKernels.conv2d(…, algorithm: .fastest)` runs Winograd for these shapes (the guard of `conv2d`'s
-    /// `.fastest` case), so a `Conv2d` layer knows whether it needs its plain weight or its packed one.
-    static func runs(input: [Int], weight: [Int], stride: Int, padding: Int) -> Bool {
-        guard input.count == 4, weight.count == 4, weight[2] == 3, weight[3] == 3, stride == 1, padding == 1,
-              !input.contains(0), !weight.contains(0) else { return false }
-        switch mode {
-        case .always: return true
-        case .never: return false
-        case .automatic: return isFaster(batch: input[0], channels: input[1], outputs: weight[0], height: input[2], width: input[3])
-        }
-    }
-}

@@ -37,20 +37,31 @@ enum WinogradConvolution {
     nonisolated(unsafe) static var blockFloats = 4 << 20
 
     /// The convolution by Winograd when `algorithm` asks for it and the shape allows it (3×3, stride 1, padding 1),
-    /// else nil. `.fastest` uses it where the shape rule (`isFaster`) or `mode` says so.
+    /// else nil. `.fastest` uses it where `runs` says so.
     static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int, padding: Int, algorithm: Conv2dAlgorithm) -> Tensor? {
-        guard algorithm != .im2col, x.shape.count == 4, weight.shape.count == 4, weight.shape[2] == 3, weight.shape[3] == 3,
-              stride == 1, padding == 1, x.count > 0, weight.count > 0 else { return nil }
-        if algorithm == .fastest {
-            switch mode {
-            case .always: break
-            case .never: return nil
-            case .automatic:
-                guard isFaster(batch: x.shape[0], channels: x.shape[1], outputs: weight.shape[0], height: x.shape[2],
-                               width: x.shape[3]) else { return nil }
-            }
+        switch algorithm {
+        case .im2col: return nil
+        case .winograd: guard applies(input: x.shape, weight: weight.shape, stride: stride, padding: padding) else { return nil }
+        case .fastest: guard runs(input: x.shape, weight: weight.shape, stride: stride, padding: padding) else { return nil }
         }
         return conv2d(x, weight: weight, bias: bias)
+    }
+
+    /// Whether the shape is one Winograd F(4×4, 3×3) computes: a non-empty 3×3 convolution, stride 1, padding 1.
+    static func applies(input: [Int], weight: [Int], stride: Int, padding: Int) -> Bool {
+        input.count == 4 && weight.count == 4 && weight[2] == 3 && weight[3] == 3 && stride == 1 && padding == 1
+            && !input.contains(0) && !weight.contains(0)
+    }
+
+    /// Whether `CPUKernels.conv2d(…, algorithm: .fastest)` runs Winograd for these shapes (`mode`, else the shape rule),
+    /// so a `Conv2d` layer also knows whether it needs its plain weight or its packed one.
+    static func runs(input: [Int], weight: [Int], stride: Int, padding: Int) -> Bool {
+        guard applies(input: input, weight: weight, stride: stride, padding: padding) else { return false }
+        switch mode {
+        case .always: return true
+        case .never: return false
+        case .automatic: return isFaster(batch: input[0], channels: input[1], outputs: weight[0], height: input[2], width: input[3])
+        }
     }
 
     /// Whether Winograd beats the im2col GEMM for this shape; the rule comes from per-shape timings (docs/PERFORMANCE.md).

@@ -74,6 +74,16 @@ final class BadOptionsCommandLineTests: ExecutableTestCase {
         }
     }
 
+    func testBadEnvironmentSettingsStopWithTheAllowedValues() throws {
+        for (name, value, allowed) in [("DIFFUSE8_WINOGRAD", "maybe", "on, off"), ("DIFFUSE8_PRODUCER_QUANTIZATION", "1", "on, off"),
+                                       ("DIFFUSE8_FLOAT_KERNEL", "sse9", "portable, avx2, avx512"),
+                                       ("DIFFUSE8_QUANTIZED_EXECUTION", "fast", "simulate, native")] {
+            let r = try run(["bench", "--model", model, "--iterations", "1", "--warmup", "0", "--threads", "1"], environment: [name: value])
+            XCTAssertEqual(r.status, 2, "\(name)=\(value): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("\(name)=\(value) is not allowed; allowed: \(allowed)"), r.stderr)
+        }
+    }
+
     func testCalibrateOptionLimits() throws {
         try "a\n".write(toFile: scratch.path + "/p.txt", atomically: true, encoding: .utf8)
         let base = ["calibrate", "--model", model, "--calib-prompts", scratch.path + "/p.txt", "-o", scratch.path + "/s.d8s"]

@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// How the CPU runs the layers of a quantized folder.
 public enum QuantizedExecution: String, Sendable, CaseIterable {
     /// Fake quantization around FP32 kernels (dequantized FP32 weights in memory): the reference, and what
@@ -20,14 +14,7 @@ public enum QuantizedExecution: String, Sendable, CaseIterable {
     /// several times slower than the FP32 kernels the simulation uses). An unknown value stops the process with a
     /// message naming the allowed ones.
     public static let cpuDefault: QuantizedExecution = {
-        guard let value = getenv("DIFFUSE8_QUANTIZED_EXECUTION").map({ String(cString: $0) }), !value.isEmpty else {
-            return CPUInt8Kernel.best != .portable || CPUInt8Kernel.environmentChoice != nil ? .native : .simulated
-        }
-        guard let choice = QuantizedExecution(rawValue: value) else {
-            // Read once, lazily, where no error can be thrown: stop with the message (exit status 2), not a trap.
-            fputs("error: DIFFUSE8_QUANTIZED_EXECUTION=\(value) is not allowed; use simulate or native\n", stderr)
-            exit(2)
-        }
-        return choice
+        EnvironmentSetting.choice("DIFFUSE8_QUANTIZED_EXECUTION", of: QuantizedExecution.self)
+            ?? (CPUInt8Kernel.best != .portable || CPUInt8Kernel.environmentChoice != nil ? .native : .simulated)
     }()
 }

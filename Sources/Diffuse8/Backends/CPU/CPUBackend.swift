@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// The model operations on the CPU in FP32 (`CPUKernels`): weights are the layers' own host tensors, nothing is
 /// prepared or fused, and every Linear/Conv2d runs through the layer object itself, so its execution hook
 /// (calibration's observe mode, simulated 8-bit) sees every call. Shape mismatches that reach a kernel are
@@ -27,14 +21,8 @@ public final class CPUBackend: ModelBackend {
     }
 
     /// `DIFFUSE8_PRODUCER_QUANTIZATION=on|off` (read once; on when unset): the default of `quantizesInProducers`.
-    public static let producerQuantizationDefault: Bool = {
-        guard let value = getenv("DIFFUSE8_PRODUCER_QUANTIZATION").map({ String(cString: $0) }), !value.isEmpty else { return true }
-        switch value {
-        case "on": return true
-        case "off": return false
-        default: fatalError("DIFFUSE8_PRODUCER_QUANTIZATION=\(value) is not allowed; allowed: on, off")
-        }
-    }()
+    public static let producerQuantizationDefault: Bool =
+        EnvironmentSetting.choice("DIFFUSE8_PRODUCER_QUANTIZATION", of: Switch.self).map { $0 == .on } ?? true
 
     /// Runs model code on this backend for the non-throwing CPU conveniences (`unet(sample:…)`, `vae.decode(_:)`):
     /// the CPU ops throw nothing, so an error here is a model/input mismatch the caller should have checked.

@@ -1,9 +1,4 @@
 import CDiffuse8Kernels
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// The FP32 SGEMM micro-kernel variants, chosen at run time from the CPU's features: one binary runs on any CPU
 /// and uses the widest FMA registers where it runs. The x86-64 kernels are C with per-function target attributes
@@ -43,14 +38,10 @@ public enum CPUFloatKernel: String, CaseIterable, Sendable {
 
     /// `DIFFUSE8_FLOAT_KERNEL`, checked once: an unknown or unsupported value stops the process with a message.
     static let environmentChoice: CPUFloatKernel? = {
-        guard let value = getenv("DIFFUSE8_FLOAT_KERNEL").map({ String(cString: $0) }), !value.isEmpty else { return nil }
-        let allowed = allCases.map(\.rawValue).joined(separator: ", ")
-        guard let kernel = CPUFloatKernel(rawValue: value) else {
-            fatalError("DIFFUSE8_FLOAT_KERNEL=\(value) is not a kernel variant; allowed: \(allowed)")
-        }
+        guard let kernel = EnvironmentSetting.choice("DIFFUSE8_FLOAT_KERNEL", of: CPUFloatKernel.self) else { return nil }
         guard kernel.isSupported else {
-            fatalError("DIFFUSE8_FLOAT_KERNEL=\(value): this CPU lacks the instructions; supported here: "
-                       + allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", "))
+            EnvironmentSetting.stop("DIFFUSE8_FLOAT_KERNEL=\(kernel.rawValue): this CPU lacks the instructions; supported here: "
+                                    + allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", "))
         }
         return kernel
     }()

@@ -1,9 +1,4 @@
 import CDiffuse8Kernels
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// The INT8 GEMM micro-kernel variants (`Sources/CDiffuse8Kernels`), chosen at run time from the CPU's features,
 /// so one binary runs everywhere and uses the best instructions where it runs.
@@ -43,14 +38,10 @@ public enum CPUInt8Kernel: String, CaseIterable, Sendable {
 
     /// `DIFFUSE8_INT8_KERNEL`, checked once: an unknown or unsupported value stops the process with a message.
     static let environmentChoice: CPUInt8Kernel? = {
-        guard let value = getenv("DIFFUSE8_INT8_KERNEL").map({ String(cString: $0) }), !value.isEmpty else { return nil }
-        let allowed = allCases.map(\.rawValue).joined(separator: ", ")
-        guard let kernel = CPUInt8Kernel(rawValue: value) else {
-            fatalError("DIFFUSE8_INT8_KERNEL=\(value) is not a kernel variant; allowed: \(allowed)")
-        }
+        guard let kernel = EnvironmentSetting.choice("DIFFUSE8_INT8_KERNEL", of: CPUInt8Kernel.self) else { return nil }
         guard kernel.isSupported else {
-            fatalError("DIFFUSE8_INT8_KERNEL=\(value): this CPU lacks the instructions; supported here: "
-                       + allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", "))
+            EnvironmentSetting.stop("DIFFUSE8_INT8_KERNEL=\(kernel.rawValue): this CPU lacks the instructions; supported here: "
+                                    + allCases.filter(\.isSupported).map(\.rawValue).joined(separator: ", "))
         }
         return kernel
     }()

@@ -26,10 +26,10 @@ enum WinogradConvolution {
     /// allows, `off`: never) or, without it, the shape rule decides.
     enum Mode: Sendable { case automatic, always, never }
     nonisolated(unsafe) static var mode: Mode = {
-        switch getenv("DIFFUSE8_WINOGRAD").map({ String(cString: $0).lowercased() }) {
-        case "on", "1": return .always
-        case "off", "0": return .never
-        default: return .automatic
+        switch EnvironmentSetting.choice("DIFFUSE8_WINOGRAD", of: Switch.self) {
+        case .on: return .always
+        case .off: return .never
+        case nil: return .automatic
         }
     }()
 

@@ -66,8 +66,10 @@ extension CUDASelfTest {
             // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
             for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),
                                            (154, 2048, 1280, false)] {
-                for gemm in format == .int8 ? [CUDAEightBitLinear.Int8GEMM.cuBLASLt, .cuDNN] : [.fastest] {
-                    let library = format == .fp8 ? "" : gemm == .cuDNN ? " cuDNN" : " cuBLASLt"
+                let int8Paths: [CUDAEightBitLinear.Int8Path] = [.cuBLASLt, .cuDNN]
+                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) } : [])
+                for gemm in format == .int8 ? int8Paths.map(Optional.some) : [nil] {
+                    let library = gemm.map { " \($0)" } ?? ""
                     cases.append(("8-bit linear \(format)\(library)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
                         let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
                         let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])

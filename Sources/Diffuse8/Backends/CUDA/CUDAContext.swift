@@ -128,13 +128,7 @@ public final class CUDAContext: @unchecked Sendable {
 
     /// NVRTC, loaded on first use.
     func nvrtc() throws -> NVRTCAPI {
-        try loadOnce(\._nvrtc) {
-            let library = try CUDALibraryLoader.open(
-                "NVRTC (libnvrtc)", sonames: CUDALibraryLoader.nvrtcNames,
-                hint: "Install the CUDA toolkit or `pip install nvidia-cuda-nvrtc-cu12`, or set CUDA_HOME.")
-            CUDALibraryLoader.preloadNVRTCBuiltins(besides: library)
-            return try NVRTCAPI(library)
-        }
+        try loadOnce(\._nvrtc) { try CUDAKernelCompiler.loadNVRTC() }
     }
 
     /// cuBLASLt, loaded on first use.

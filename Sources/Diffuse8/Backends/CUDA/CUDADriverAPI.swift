@@ -43,6 +43,10 @@ struct CUDADriverAPI {
     let cuGraphLaunch: (@convention(c) (Handle, Handle) -> Result)?
     let cuGraphExecDestroy: (@convention(c) (Handle) -> Result)?
     let cuGraphDestroy: (@convention(c) (Handle) -> Result)?
+    /// TMA descriptors (CUDA 12+; nil on older drivers).
+    let cuTensorMapEncodeTiled: (@convention(c) (UnsafeMutableRawPointer, Int32, UInt32, UnsafeMutableRawPointer?,
+                                                 UnsafePointer<UInt64>, UnsafePointer<UInt64>, UnsafePointer<UInt32>,
+                                                 UnsafePointer<UInt32>, Int32, Int32, Int32, Int32) -> Result)?
     let cuGetErrorName: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
     let cuGetErrorString: @convention(c) (Result, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Result
 
@@ -83,6 +87,7 @@ struct CUDADriverAPI {
         cuGraphLaunch = lib.optionalFunction("cuGraphLaunch")
         cuGraphExecDestroy = lib.optionalFunction("cuGraphExecDestroy")
         cuGraphDestroy = lib.optionalFunction("cuGraphDestroy")
+        cuTensorMapEncodeTiled = lib.optionalFunction("cuTensorMapEncodeTiled")
         cuGetErrorName = try lib.function("cuGetErrorName")
         cuGetErrorString = try lib.function("cuGetErrorString")
     }

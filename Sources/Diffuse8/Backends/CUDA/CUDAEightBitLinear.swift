@@ -25,14 +25,36 @@ package final class CUDAEightBitLinear {
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
     /// the output is rounded with after the GEMM (FP32 [out]).
     let outputScales: CUDATensor?
-    /// INT8: per GEMM shape, whether cuDNN's INT8 matmul with the dequantization fused (measured faster on first use)
-    /// runs instead of cuBLASLt's INT32 sums and our dequantize kernel.
-    var fusedInt8: [CUDNNEightBitGraphs.Shape: Bool] = [:]
-    /// Which INT8 GEMM runs: the faster per shape (the default), or one of them (for checks and measurements).
-    package var int8GEMM = Int8GEMM.fastest
-    package enum Int8GEMM: Sendable { case fastest, cuBLASLt, cuDNN }
-    /// Whether the last INT8 call ran cuDNN's fused GEMM (for reports).
-    package internal(set) var lastRanFusedInt8 = false
+    /// INT8: per GEMM shape, the GEMM that runs it (the fastest on first use).
+    var int8Paths: [CUDNNEightBitGraphs.Shape: Int8Path] = [:]
+    /// The INT8 GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
+    package var int8GEMM: Int8Path?
+    /// One INT8 GEMM implementation.
+    package enum Int8Path: Hashable, Sendable, CustomStringConvertible {
+        /// Our wgmma GEMM (`CUDAKernels.warpSpecializedGEMM`), dequantization, bias and residual in its epilogue.
+        case warpSpecialized(CUDAKernels.WarpSpecializedGEMM)
+        /// cuDNN's INT8 matmul graph with the dequantization, bias and residual fused.
+        case cuDNN
+        /// cuBLASLt's INT32 sums, then our dequantize kernel.
+        case cuBLASLt
+
+        package var description: String {
+            switch self {
+            case .warpSpecialized(let variant): return "\(variant) INT8, dequantize fused"
+            case .cuDNN: return "cuDNN INT8, dequantize fused"
+            case .cuBLASLt: return "cuBLASLt INT8 → INT32 + dequantize"
+            }
+        }
+    }
+    /// The INT8 GEMM of the last call (for reports).
+    package internal(set) var lastInt8Path: Int8Path?
+    /// INT8, made on first use of the wgmma GEMM: (α[j], α[j+1], bias[j], bias[j+1]) per column pair (FP32), and the
+    /// TMA descriptors of the codes per tile variant.
+    private var epilogue: CUDATensor?
+    private var weightMaps: [CUDAKernels.WarpSpecializedGEMM: CUDATensorMap] = [:]
+    /// Host copies for `epilogue`: α per output column, and the bias.
+    private let alphaValues: [Float]
+    private let biasValues: [Float]?
     /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
     var fallbackWeight: CUDATensor?
     package var fallbackReason: String?
@@ -82,6 +104,11 @@ package final class CUDAEightBitLinear {
         codes = try context.uploadCodes(layers.flatMap(\.weight.codes), shape: [outFeatures, inFeatures],
                                         dtype: format == .int8 ? .int8 : .float8e4m3)
         self.bias = try bias.map { try kernels.upload($0) }
+        // the bias rounded to the storage type, as the other GEMMs read it from its 16-bit copy
+        biasValues = bias.map { b in
+            kernels.storageType == .bfloat16
+                ? b.scalars.map { Float(bitPattern: UInt32(CUDADataType.bfloat16Bits($0)) << 16) } : b.scalars.map { Float(Float16($0)) }
+        }
         smoothing = try layer.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
         inputAmax = amax
         let inputScale = layer.format.scale(forAmax: amax)
@@ -99,6 +126,30 @@ package final class CUDAEightBitLinear {
         let gemmScales = layer.format == .fp8 ? [weightScales[0], 0, 0, 0, inputScale]
             : (0..<outFeatures).map { inputScale * weightScales[weightScales.count == 1 ? 0 : $0] }
         scales = try context.upload(Tensor(shape: [gemmScales.count], scalars: gemmScales), dtype: .float32)
+        alphaValues = format == .int8 ? gemmScales : (0..<outFeatures).map { _ in weightScales[0] * inputScale }
+    }
+
+    /// The FP32 [out / 2, 4] operands of the wgmma GEMM's epilogue (made on first use).
+    func epilogueOperands(_ kernels: CUDAKernels) throws -> CUDATensor {
+        if let epilogue { return epilogue }
+        var values = [Float](repeating: 0, count: 2 * outFeatures)
+        for pair in 0..<outFeatures / 2 {
+            values[4 * pair] = alphaValues[2 * pair]
+            values[4 * pair + 1] = alphaValues[2 * pair + 1]
+            values[4 * pair + 2] = biasValues?[2 * pair] ?? 0
+            values[4 * pair + 3] = biasValues?[2 * pair + 1] ?? 0
+        }
+        let made = try kernels.context.upload(Tensor(shape: [outFeatures / 2, 4], scalars: values), dtype: .float32)
+        epilogue = made
+        return made
+    }
+
+    /// The TMA descriptor of the codes for `variant`'s tile (made on first use).
+    func weightMap(for variant: CUDAKernels.WarpSpecializedGEMM, kernels: CUDAKernels) throws -> CUDATensorMap {
+        if let map = weightMaps[variant] { return map }
+        let map = try kernels.warpSpecializedWeightMap(codes, variant)
+        weightMaps[variant] = map
+        return map
     }
 
     /// The dtype of this layer's input codes.
@@ -111,7 +162,7 @@ package final class CUDAEightBitLinear {
     /// Device bytes of the weight (codes, scales, bias, smoothing).
     var byteCount: Int {
         codes.byteCount + weightScales.byteCount + scales.byteCount + (bias?.byteCount ?? 0) + (smoothing?.byteCount ?? 0)
-            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0)
+            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0) + (epilogue?.byteCount ?? 0)
     }
 }
 

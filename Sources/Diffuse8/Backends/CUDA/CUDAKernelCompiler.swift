@@ -16,6 +16,16 @@ public enum CUDAKernelArgument {
     case int32(Int32)
     case float(Float)
     case int64(Int64)
+    /// A TMA descriptor passed by value (`const __grid_constant__ CUtensorMap`).
+    case tensorMap(CUDATensorMap)
+
+    /// Bytes and alignment of the parameter.
+    var layout: (size: Int, alignment: Int) {
+        switch self {
+        case .tensorMap: return (CUDATensorMap.byteCount, 64)
+        default: return (8, 8)
+        }
+    }
 
     static func tensor(_ t: CUDATensor) -> CUDAKernelArgument { .pointer(t.address) }
     static func int(_ v: Int) -> CUDAKernelArgument { .int32(Int32(v)) }
@@ -49,7 +59,9 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
 
     /// The kernel `name` from the module built from `source` (compiled at most once per process).
     /// The kernel `name` of `module`, compiled for `storageType` (bfloat16: `D8_BF16` defined, a separate module).
-    func function(_ name: String, module: String, source: @autoclosure () -> String) throws -> CUDAFunction {
+    /// `architecture` overrides the card's (e.g. `sm_90a` for kernels with Hopper-only instructions).
+    func function(_ name: String, module: String, architecture: String? = nil,
+                  source: @autoclosure () -> String) throws -> CUDAFunction {
         try lock.withLock {
             let bfloat16 = storageType == .bfloat16
             let module = bfloat16 ? module + "_bf16" : module
@@ -57,7 +69,8 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
             if let function = functions[key] { return function }
             let moduleHandle: OpaquePointer?
             if let loaded = modules[module] { moduleHandle = loaded } else {
-                moduleHandle = try loadModule(module, source: (bfloat16 ? "#define D8_BF16\n" : "") + source())
+                moduleHandle = try loadModule(module, source: (bfloat16 ? "#define D8_BF16\n" : "") + source(),
+                                              architecture: architecture ?? self.architecture)
                 modules[module] = moduleHandle
             }
             var function: OpaquePointer? = nil
@@ -69,9 +82,21 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
         }
     }
 
-    private func loadModule(_ module: String, source: String) throws -> OpaquePointer? {
+    /// Lets `function` use `bytes` of dynamic shared memory (above the default 48 KB; set once per function).
+    func allowSharedMemory(_ function: CUDAFunction, bytes: Int) throws {
+        try lock.withLock {
+            let key = function.handle.map { Int(bitPattern: $0) } ?? 0
+            guard sharedMemoryAllowed[key, default: 0] < bytes else { return }
+            try context.driver.check(context.driver.cuFuncSetAttribute(function.handle, CUDADriverAPI.funcAttributeMaxDynamicSharedMemory,
+                                                                      Int32(bytes)), "cuFuncSetAttribute(\(function.name), \(bytes) bytes of shared memory)")
+            sharedMemoryAllowed[key] = bytes
+        }
+    }
+    private var sharedMemoryAllowed: [Int: Int] = [:]
+
+    private func loadModule(_ module: String, source: String, architecture: String) throws -> OpaquePointer? {
         let nvrtc = try context.nvrtc()
-        var options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
+        var options = Self.options(architecture: architecture)
         // DIFFUSE8_NVRTC_VERBOSE=1 prints ptxas' register/spill report for every kernel (to stderr).
         let verbose = CUDALibraryLoader.environment("DIFFUSE8_NVRTC_VERBOSE") != nil
         if verbose { options.append("--ptxas-options=-v") }
@@ -85,7 +110,7 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
             cacheHits += 1
         } else {
             let start = Self.now()
-            cubin = try compile(module, source: source, options: options, nvrtc: nvrtc, printLog: verbose)
+            cubin = try Self.compile(module, source: source, options: options, nvrtc: nvrtc, printLog: verbose)
             compileSeconds += Self.now() - start
             if let cachePath { Self.writeFileAtomically(cachePath, cubin) }
         }
@@ -97,8 +122,23 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
         return handle
     }
 
-    private func compile(_ module: String, source: String, options: [String], nvrtc: NVRTCAPI,
-                         printLog: Bool = false) throws -> [UInt8] {
+    /// The options every module is compiled with, for `architecture` (`sm_XY`, or `sm_90a`).
+    static func options(architecture: String) -> [String] {
+        ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "--restrict"]
+    }
+
+    /// NVRTC, found as `CUDAContext` finds it (needs no GPU: tests compile every kernel source with it).
+    static func loadNVRTC() throws -> NVRTCAPI {
+        let library = try CUDALibraryLoader.open(
+            "NVRTC (libnvrtc)", sonames: CUDALibraryLoader.nvrtcNames,
+            hint: "Install the CUDA toolkit or `pip install nvidia-cuda-nvrtc-cu12`, or set CUDA_HOME.")
+        CUDALibraryLoader.preloadNVRTCBuiltins(besides: library)
+        return try NVRTCAPI(library)
+    }
+
+    /// `source` compiled to a cubin; a compilation error throws `CUDAError.compilation` with NVRTC's log.
+    static func compile(_ module: String, source: String, options: [String], nvrtc: NVRTCAPI,
+                        printLog: Bool = false) throws -> [UInt8] {
         var program: OpaquePointer? = nil
         try nvrtc.check(nvrtc.nvrtcCreateProgram(&program, source, module + ".cu", 0, nil, nil), "nvrtcCreateProgram")
         defer { _ = nvrtc.nvrtcDestroyProgram(&program) }
@@ -127,16 +167,25 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
     func launch(_ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0,
                 _ arguments: [CUDAKernelArgument]) throws {
         guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(arguments.count, 1), alignment: 8)
+        var offsets: [Int] = [], size = 0
+        for argument in arguments {
+            let (bytes, alignment) = argument.layout
+            size = (size + alignment - 1) / alignment * alignment
+            offsets.append(size)
+            size += bytes
+        }
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(size, 8), alignment: 64)
         defer { storage.deallocate() }
         var pointers = [UnsafeMutableRawPointer?]()
-        for (i, argument) in arguments.enumerated() {
-            let slot = storage + 8 * i
+        for (argument, offset) in zip(arguments, offsets) {
+            let slot = storage + offset
             switch argument {
             case let .pointer(v): slot.storeBytes(of: v, as: UInt64.self)
             case let .int32(v): slot.storeBytes(of: v, as: Int32.self)
             case let .float(v): slot.storeBytes(of: v, as: Float.self)
             case let .int64(v): slot.storeBytes(of: v, as: Int64.self)
+            case let .tensorMap(map):
+                for (i, word) in map.words.enumerated() { (slot + 8 * i).storeBytes(of: word, as: UInt64.self) }
             }
             pointers.append(slot)
         }

@@ -157,26 +157,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                                a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
                                scales: (w.scales.address, w.scales.address + 16))
             case .int8:
-                func cuBLASLt() throws {
-                    let sums = try context.empty(shape, dtype: .int32)
-                    try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
-                                         ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
-                                   a: w.codes.address, b: codes.address, d: sums.address)
-                    try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
-                        .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
-                        .int64(Int64(y.count)), .int(w.outFeatures)])
-                }
-                let gemm = CUDNNEightBitGraphs.Shape(n: 1, c: w.inFeatures, h: rows, w: 1, o: w.outFeatures, kh: 1, kw: 1, stride: 1, padding: 0,
-                                                     format: .int8, isMatmul: true, hasBias: w.bias != nil,
-                                                     hasResidual: residual != nil, outputType: storageType)
-                let operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.scales.address,
-                                                            bias: w.bias?.address, residual: residual?.address, y: y.address)
-                if let plan = try fusedInt8Plan(gemm, w, operands, otherwise: cuBLASLt) {
-                    try eightBitGraphs().execute(plan, gemm, operands)
-                } else {
-                    try cuBLASLt()
-                }
-                w.lastRanFusedInt8 = w.fusedInt8[gemm] ?? false
+                try int8Linear(codes, w, rows: rows, residual: residual, y: y)
             }
             return y
         } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {
@@ -187,31 +168,68 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
     }
 
-    /// cuDNN's fused INT8 GEMM plan for `gemm` when it runs for this layer: on first use (outside a capture) it is
-    /// timed against `otherwise` (cuBLASLt's INT32 sums and our dequantize kernel) and kept only where faster.
-    private func fusedInt8Plan(_ gemm: CUDNNEightBitGraphs.Shape, _ w: CUDAEightBitLinear, _ operands: CUDNNEightBitGraphs.Operands,
-                               otherwise: () throws -> Void) throws -> CUDNNEightBitGraphs.Plan? {
-        if w.int8GEMM == .cuBLASLt || w.fusedInt8[gemm] == false { return nil }
+    /// The INT8 GEMM of `w` on `codes` into `y`: the path kept for this shape, else (on first use, outside a
+    /// capture) every path that runs here timed and the fastest kept: our warp-specialized wgmma GEMM (sm_90a) in
+    /// each tile variant, cuDNN's INT8 matmul with the dequantization fused, and cuBLASLt's INT32 sums plus our
+    /// dequantize kernel. `w.int8GEMM` can force one.
+    private func int8Linear(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
+        let gemm = CUDNNEightBitGraphs.Shape(n: 1, c: w.inFeatures, h: rows, w: 1, o: w.outFeatures, kh: 1, kw: 1, stride: 1, padding: 0,
+                                             format: .int8, isMatmul: true, hasBias: w.bias != nil,
+                                             hasResidual: residual != nil, outputType: storageType)
+        let operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.scales.address,
+                                                    bias: w.bias?.address, residual: residual?.address, y: y.address)
         let capturing = context.allocator.isCapturing
-        let graphs: CUDNNEightBitGraphs, plan: CUDNNEightBitGraphs.Plan
-        do {
-            graphs = try eightBitGraphs()
-            plan = try graphs.plan(gemm, timing: !capturing) { try graphs.execute($0, gemm, operands) }
-        } catch {
-            if w.int8GEMM == .cuDNN { throw error }
-            w.fusedInt8[gemm] = false
-            return nil
-        }
-        if w.fusedInt8[gemm] == nil {
-            var fused = true
-            if !capturing && w.int8GEMM == .fastest {
-                let cudnn = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try graphs.execute(plan, gemm, operands) }
-                let cublas = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try otherwise() }
-                fused = cudnn < cublas
+        func run(_ path: CUDAEightBitLinear.Int8Path) throws {
+            switch path {
+            case .cuBLASLt:
+                let sums = try context.empty(y.shape, dtype: .int32)
+                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
+                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
+                               a: w.codes.address, b: codes.address, d: sums.address)
+                try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
+                    .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
+                    .int64(Int64(y.count)), .int(w.outFeatures)])
+            case .cuDNN:
+                let graphs = try eightBitGraphs()
+                try graphs.execute(try graphs.plan(gemm, timing: !capturing) { try graphs.execute($0, gemm, operands) }, gemm, operands)
+            case .warpSpecialized(let variant):
+                try warpSpecializedGEMM(variant, format: .int8, codes: codes, rows: rows, weight: w.codes,
+                                        weightMap: try w.weightMap(for: variant, kernels: self), epilogue: try w.epilogueOperands(self),
+                                        residual: residual, y: y)
             }
-            w.fusedInt8[gemm] = fused
+            w.lastInt8Path = path
         }
-        return w.fusedInt8[gemm] == true ? plan : nil
+        let aligned = [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
+        if let kept = w.int8Paths[gemm] {
+            if case .warpSpecialized = kept, !aligned { return try run(.cuBLASLt) }   // TMA needs 16-byte aligned rows
+            return try run(kept)
+        }
+
+        let candidates: [CUDAEightBitLinear.Int8Path]
+        if let forced = w.int8GEMM {
+            if case .warpSpecialized = forced, !(runsWarpSpecializedGEMM && aligned) {
+                throw CUDAError.invalidArgument("linear \(w.name): the wgmma INT8 GEMM needs compute capability 9.0 and 16-byte aligned operands")
+            }
+            candidates = [forced]
+        } else {
+            let warpSpecialized = runsWarpSpecializedGEMM && aligned ? WarpSpecializedGEMM.variants.map { CUDAEightBitLinear.Int8Path.warpSpecialized($0) } : []
+            candidates = warpSpecialized + [.cuDNN, .cuBLASLt]
+        }
+        // Inside a capture nothing can be timed: the first candidate that runs is kept.
+        var best: (path: CUDAEightBitLinear.Int8Path, milliseconds: Double)?
+        var lastError: Error?
+        for path in candidates {
+            do {
+                let milliseconds = capturing ? 0 : try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) }
+                if milliseconds < best?.milliseconds ?? .infinity { best = (path, milliseconds) }
+                if capturing { break }
+            } catch {
+                lastError = error   // this path has no kernel or plan for the shape: the others compete
+            }
+        }
+        guard let best else { throw lastError ?? CUDAError.invalidArgument("linear \(w.name): no INT8 GEMM ran") }
+        w.int8Paths[gemm] = best.path
+        if !capturing { try run(best.path) }
     }
 
     /// quantize → dequantize of each column j of x with `scales[j]` (FP32, one per column of the last dimension).

@@ -1,0 +1,48 @@
+import XCTest
+@testable import Diffuse8
+
+/// Every CUDA kernel source compiles with NVRTC for the architectures it runs on, in FP16 and BF16 storage. This
+/// needs NVRTC but no GPU (`pip install nvidia-cuda-nvrtc`, then point `DIFFUSE8_CUDA_LIBRARY_PATH` at its `lib`
+/// folder); without NVRTC the test is skipped. The GPU tests run the kernels.
+final class CUDAKernelSourceTests: XCTestCase {
+    private func nvrtc() throws -> NVRTCAPI {
+        do { return try CUDAKernelCompiler.loadNVRTC() } catch { throw XCTSkip("NVRTC not found: \(error)") }
+    }
+
+    private func assertCompiles(_ module: String, _ source: String, architectures: [String], with nvrtc: NVRTCAPI,
+                                file: StaticString = #filePath, line: UInt = #line) {
+        for architecture in architectures {
+            for storage in ["", "#define D8_BF16\n"] {
+                do {
+                    let cubin = try CUDAKernelCompiler.compile(module, source: storage + source,
+                                                               options: CUDAKernelCompiler.options(architecture: architecture), nvrtc: nvrtc)
+                    XCTAssertGreaterThan(cubin.count, 0, "\(module) \(architecture): empty cubin", file: file, line: line)
+                } catch {
+                    XCTFail("\(module) for \(architecture)\(storage.isEmpty ? "" : ", BF16"): \(error)", file: file, line: line)
+                }
+            }
+        }
+    }
+
+    func testEveryKernelModuleCompilesForAmpereAdaAndHopper() throws {
+        let nvrtc = try nvrtc()
+        let modules = [("diffuse8_basic", CUDAKernelSources.basic), ("diffuse8_eight_bit", CUDAKernels.eightBitSource),
+                       ("diffuse8_fused", CUDAKernels.fusedSource), ("diffuse8_gemm_attention", CUDAKernels.gemmAttentionSource),
+                       ("diffuse8_model_ops", CUDAKernels.modelOpsSource), ("diffuse8_short_attention", CUDAKernels.shortAttentionSource),
+                       ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source)]
+        for (module, source) in modules {
+            assertCompiles(module, source, architectures: ["sm_80", "sm_89", "sm_90"], with: nvrtc)
+        }
+    }
+
+    /// The wgmma GEMM uses Hopper-only instructions (wgmma, TMA, setmaxnreg): sm_90a, each tile variant, INT8 and FP8.
+    func testWarpSpecializedGEMMCompilesForHopper() throws {
+        let nvrtc = try nvrtc()
+        for variant in CUDAKernels.WarpSpecializedGEMM.variants {
+            for format in [QuantizedFormat.int8, .fp8] {
+                assertCompiles("diffuse8_ws_gemm \(variant) \(format)", CUDAKernels.warpSpecializedSource(variant, format: format),
+                               architectures: ["sm_90a"], with: nvrtc)
+            }
+        }
+    }
+}

@@ -215,14 +215,18 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             let warpSpecialized = runsWarpSpecializedGEMM && aligned ? WarpSpecializedGEMM.variants.map { CUDAEightBitLinear.Int8Path.warpSpecialized($0) } : []
             candidates = warpSpecialized + [.cuDNN, .cuBLASLt]
         }
-        // Inside a capture nothing can be timed: the first candidate that runs is kept.
+        // Inside a capture nothing can be timed: the first candidate that runs is kept (and has written y).
         var best: (path: CUDAEightBitLinear.Int8Path, milliseconds: Double)?
         var lastError: Error?
         for path in candidates {
             do {
-                let milliseconds = capturing ? 0 : try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) }
+                if capturing {
+                    try run(path)
+                    best = (path, 0)
+                    break
+                }
+                let milliseconds = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) }
                 if milliseconds < best?.milliseconds ?? .infinity { best = (path, milliseconds) }
-                if capturing { break }
             } catch {
                 lastError = error   // this path has no kernel or plan for the shape: the others compete
             }

@@ -190,10 +190,72 @@ static inline __attribute__((always_inline)) void pack_a_sliver(size_t mr, const
     }
 }
 
+#if D8_X86_64
+/// Columns p … p + 7 of four rows, transposed: returns, for j = 0 … 3, (r0[j], r1[j], r2[j], r3[j]) in the low half
+/// and (r0[j + 4], …, r3[j + 4]) in the high half of `t[j]`.
+__attribute__((target("avx2")))
+static inline void transpose_4x8(__m256 r0, __m256 r1, __m256 r2, __m256 r3, __m256 t[4]) {
+    const __m256 a = _mm256_unpacklo_ps(r0, r1), b = _mm256_unpackhi_ps(r0, r1);
+    const __m256 c = _mm256_unpacklo_ps(r2, r3), d = _mm256_unpackhi_ps(r2, r3);
+    t[0] = _mm256_shuffle_ps(a, c, 0x44);
+    t[1] = _mm256_shuffle_ps(a, c, 0xEE);
+    t[2] = _mm256_shuffle_ps(b, d, 0x44);
+    t[3] = _mm256_shuffle_ps(b, d, 0xEE);
+}
+
+/// Rows `r` … `r + 3` of a full sliver (8 columns from `src`) written to out[j·mr + r + 0…3], j = 0 … 7.
+__attribute__((target("avx2")))
+static inline void pack_a_quad(const float *src, size_t lda, size_t mr, float *out) {
+    __m256 t[4];
+    transpose_4x8(_mm256_loadu_ps(src), _mm256_loadu_ps(src + lda), _mm256_loadu_ps(src + 2 * lda),
+                  _mm256_loadu_ps(src + 3 * lda), t);
+    for (int j = 0; j < 4; j++) {
+        _mm_storeu_ps(out + j * mr, _mm256_castps256_ps128(t[j]));
+        _mm_storeu_ps(out + (j + 4) * mr, _mm256_extractf128_ps(t[j], 1));
+    }
+}
+
+/// Rows `r` and `r + 1` of a full sliver (8 columns from `src`) written to out[j·mr + r + 0…1], j = 0 … 7.
+__attribute__((target("avx2")))
+static inline void pack_a_pair(const float *src, size_t lda, size_t mr, float *out) {
+    const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lda);
+    const __m256 lo = _mm256_unpacklo_ps(r0, r1), hi = _mm256_unpackhi_ps(r0, r1);
+    const __m128 q[4] = {_mm256_castps256_ps128(lo), _mm256_castps256_ps128(hi), _mm256_extractf128_ps(lo, 1),
+                         _mm256_extractf128_ps(hi, 1)};
+    for (int i = 0; i < 4; i++) {
+        _mm_storel_pi((__m64 *)(out + (2 * i) * mr), q[i]);
+        _mm_storeh_pi((__m64 *)(out + (2 * i + 1) * mr), q[i]);
+    }
+}
+
+/// A full sliver of `mr` (even) rows: the same layout as `pack_a_sliver`, 4 × 8 blocks transposed in
+/// registers (the scalar copy stores one float at a time with stride `mr`).
+__attribute__((target("avx2")))
+static void pack_a_sliver_avx2(size_t mr, const float *a, size_t lda, size_t depth, float *out) {
+    size_t p = 0;
+    for (; p + 8 <= depth; p += 8) {
+        size_t r = 0;
+        for (; r + 4 <= mr; r += 4) pack_a_quad(a + r * lda + p, lda, mr, out + p * mr + r);
+        if (r < mr) pack_a_pair(a + r * lda + p, lda, mr, out + p * mr + r);
+    }
+    for (; p < depth; p++) for (size_t r = 0; r < mr; r++) out[p * mr + r] = a[r * lda + p];
+}
+
+#endif
+
 void d8_f32_pack_a(size_t mr, const float *a, size_t lda, size_t rows, size_t depth, float *out) {
+#if D8_X86_64
+    const int vector = mr % 2 == 0 && __builtin_cpu_supports("avx2");
+#endif
     for (size_t r0 = 0; r0 < rows; r0 += mr) {
         const size_t height = rows - r0 < mr ? rows - r0 : mr;
         float *dst = out + r0 * depth;
+#if D8_X86_64
+        if (vector && height == mr) {
+            pack_a_sliver_avx2(mr, a + r0 * lda, lda, depth, dst);
+            continue;
+        }
+#endif
         switch (mr) {
         case 6: pack_a_sliver(6, a + r0 * lda, lda, height, depth, dst); break;
         case 12: pack_a_sliver(12, a + r0 * lda, lda, height, depth, dst); break;

@@ -243,6 +243,98 @@ static void pack_a_sliver_avx2(size_t mr, const float *a, size_t lda, size_t dep
 
 #endif
 
+#if D8_X86_64
+/// Cephes `expf` on 8 lanes, as `VectorMath.exp`: ln 2 split in two for the range reduction, degree-5 polynomial,
+/// 2ⁿ built in the exponent bits. The clamps keep a NaN input NaN.
+__attribute__((target("avx2,fma")))
+static inline __m256 exp_avx2(__m256 input) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f); // 1.5·2²³: adding it rounds to an integer in the low mantissa bits.
+    __m256 x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), input);
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), x);
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+    const __m256 n = _mm256_sub_ps(t, magic);
+    x = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    x = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i bits = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(y, scale);
+}
+
+__attribute__((target("avx2,fma")))
+static float exponentiate_row_avx2(float *row, size_t count, float scale) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const size_t whole = count / 8 * 8, rest = count - whole;
+    const __m256i tailMask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest), lanes);
+    const __m256 negativeInfinity = _mm256_set1_ps(-__builtin_inff());
+    // The maximum, two accumulators deep.
+    __m256 m0 = negativeInfinity, m1 = negativeInfinity;
+    size_t i = 0;
+    for (; i + 16 <= whole; i += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(row + i));
+        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(row + i + 8));
+    }
+    if (i < whole) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(row + i));
+    if (rest) m1 = _mm256_max_ps(m1, _mm256_blendv_ps(negativeInfinity, _mm256_maskload_ps(row + whole, tailMask),
+                                                      _mm256_castsi256_ps(tailMask)));
+    __m256 m = _mm256_max_ps(m0, m1);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float maximum = _mm_cvtss_f32(h);
+    // exp(scale · x − scale · max), summed.
+    const __m256 shift = _mm256_set1_ps(-maximum * scale), s = _mm256_set1_ps(scale);
+    __m256 sum0 = _mm256_setzero_ps(), sum1 = _mm256_setzero_ps();
+    for (i = 0; i + 16 <= whole; i += 16) {
+        const __m256 e0 = exp_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(row + i), s, shift));
+        const __m256 e1 = exp_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(row + i + 8), s, shift));
+        _mm256_storeu_ps(row + i, e0);
+        _mm256_storeu_ps(row + i + 8, e1);
+        sum0 = _mm256_add_ps(sum0, e0);
+        sum1 = _mm256_add_ps(sum1, e1);
+    }
+    if (i < whole) {
+        const __m256 e = exp_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(row + i), s, shift));
+        _mm256_storeu_ps(row + i, e);
+        sum0 = _mm256_add_ps(sum0, e);
+    }
+    if (rest) {
+        const __m256 e = _mm256_and_ps(exp_avx2(_mm256_fmadd_ps(_mm256_maskload_ps(row + whole, tailMask), s, shift)),
+                                       _mm256_castsi256_ps(tailMask));
+        _mm256_maskstore_ps(row + whole, tailMask, e);
+        sum1 = _mm256_add_ps(sum1, e);
+    }
+    const __m256 total = _mm256_add_ps(sum0, sum1);
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+#endif
+
+int d8_f32_exponentiate_row_supported(void) {
+#if D8_X86_64
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+float d8_f32_exponentiate_row(float *row, size_t count, float scale) {
+#if D8_X86_64
+    return exponentiate_row_avx2(row, count, scale);
+#else
+    (void)row; (void)count; (void)scale;
+    __builtin_trap();
+#endif
+}
+
 void d8_f32_pack_a(size_t mr, const float *a, size_t lda, size_t rows, size_t depth, float *out) {
 #if D8_X86_64
     const int vector = mr % 2 == 0 && __builtin_cpu_supports("avx2");

@@ -44,4 +44,12 @@ void d8_f32_block(int variant, size_t rows, size_t columns, size_t depth, const 
 /// Packs A(i, p) = a[i * lda + p], i < rows, p < depth, into slivers of `mr` rows (zero rows past `rows`).
 void d8_f32_pack_a(size_t mr, const float *a, size_t lda, size_t rows, size_t depth, float *out);
 
+/// Whether `d8_f32_exponentiate_row` runs here (x86-64 with AVX2 and FMA).
+int d8_f32_exponentiate_row_supported(void);
+
+/// row[i] = exp(scale · (row[i] − max)) for i < count (max: the row's maximum); returns Σ row[i]. The softmax
+/// numerator of an attention score row, with the Cephes `expf` polynomial (inputs clamped to [−87.34, 88.38]).
+/// Only where `d8_f32_exponentiate_row_supported()`.
+float d8_f32_exponentiate_row(float *row, size_t count, float scale);
+
 #endif

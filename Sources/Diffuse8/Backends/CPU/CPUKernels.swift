@@ -124,7 +124,7 @@ public enum CPUKernels {
                 while i + 16 <= end { acc += f(VectorMath.load(p + i)); i += 16 }
                 var tail: Float = 0
                 while i < end { tail += g(p[i]); i += 1 }
-                result += Double(acc.sum()) + Double(tail)
+                result += Double(VectorMath.sum(acc)) + Double(tail)
                 start = end
             }
             return result

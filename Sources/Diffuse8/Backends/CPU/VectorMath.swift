@@ -1,3 +1,5 @@
+import CDiffuse8Kernels
+
 /// Vectorised transcendental functions on `SIMD16<Float>` and the row kernels built on them.
 ///
 /// `exp` is the Cephes `expf` polynomial (range reduction by ln 2 split in two, degree-5 polynomial,
@@ -39,6 +41,16 @@ enum VectorMath {
         return y * scale
     }
 
+    /// The sum of the 16 lanes, halves added pairwise (four vector adds; `SIMD.sum()` adds lane by lane, 15 dependent
+    /// scalar adds).
+    @inline(__always)
+    static func sum(_ v: V) -> Float {
+        let eight = v.lowHalf + v.highHalf
+        let four = eight.lowHalf + eight.highHalf
+        let two = four.lowHalf + four.highHalf
+        return two[0] + two[1]
+    }
+
     /// x·σ(x).
     @inline(__always)
     static func silu(_ x: V) -> V { x / (1 + exp(-x)) }
@@ -61,8 +73,14 @@ enum VectorMath {
     @inline(__always)
     static func gelu(_ x: V) -> V { 0.5 * x * (1 + erf(x * 0.70710678118654752)) }
 
+    /// Whether `exponentiateRow` runs the C AVX2 loop (`d8_f32_exponentiate_row`: the same polynomial on 8 lanes
+    /// with masked tails; the Swift loop below spills its 16-lane vectors and handles a row's tail lane by lane).
+    /// Tests turn it off to compare both.
+    nonisolated(unsafe) static var usesNativeExponentiateRow = d8_f32_exponentiate_row_supported() != 0
+
     /// row[i] = exp(scale·(row[i] − max)); returns Σ row. The softmax numerator of a score row.
     static func exponentiateRow(_ row: UnsafeMutablePointer<Float>, count: Int, scale: Float) -> Float {
+        if usesNativeExponentiateRow { return d8_f32_exponentiate_row(row, count, scale) }
         var i = 0
         var maxVector = V(repeating: -.infinity)
         while i + width <= count {

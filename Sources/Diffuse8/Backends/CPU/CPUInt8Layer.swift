@@ -255,7 +255,15 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                                 for j in 0..<columns {
                                     let ws = s * scales[column + j], add = bias?[column + j] ?? 0
                                     let out = dst + (b * o + column + j) * hw + pixel, sums = tile + r0 * nr + j
-                                    for r in 0..<count { out[r] = Float(sums[r * nr]) * ws + add }
+                                    if count == 6 && mr == 6 {
+                                        // A whole tile's column: two vector stores instead of a 6-step loop (same formula).
+                                        let head = SIMD4<Float>(Float(sums[0]), Float(sums[nr]), Float(sums[2 * nr]), Float(sums[3 * nr]))
+                                        let tail = SIMD2<Float>(Float(sums[4 * nr]), Float(sums[5 * nr]))
+                                        UnsafeMutableRawPointer(out).storeBytes(of: head * ws + add, as: SIMD4<Float>.self)
+                                        UnsafeMutableRawPointer(out + 4).storeBytes(of: tail * ws + add, as: SIMD2<Float>.self)
+                                    } else {
+                                        for r in 0..<count { out[r] = Float(sums[r * nr]) * ws + add }
+                                    }
                                 }
                                 r0 += count
                             }

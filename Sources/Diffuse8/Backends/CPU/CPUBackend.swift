@@ -18,6 +18,7 @@ public final class CPUBackend: ModelBackend {
 
     public init(quantizesInProducers: Bool = CPUBackend.producerQuantizationDefault) {
         self.quantizesInProducers = quantizesInProducers
+        _ = CPUMemoryRetention.isApplied
     }
 
     /// `DIFFUSE8_PRODUCER_QUANTIZATION=on|off` (read once; on when unset): the default of `quantizesInProducers`.

@@ -11,7 +11,7 @@ import Darwin
 /// Every step of a denoising loop allocates and frees the same activation tensors. glibc's default thresholds slide
 /// with what was freed last: depending on where a step's long-lived tensors land in the heap, the free top of the heap
 /// can pass the trim threshold when a step ends and be given back to the kernel, so the next step faults every page in
-/// again (measured on the default model's INT8 UNet: two 2.3–2.6 MB trims and ~1 300 page faults per step, 13 % of the
+/// again (measured on the default model's INT8 UNet: two 2.3–2.6 MB trims and ~1 300 page faults per step, 15 % of the
 /// step's time, while the same forward timed in a loop had none). Fixed thresholds avoid that: allocations below
 /// 32 MiB (glibc's largest allowed value) come from the heap and a heap keeps up to 64 MiB free. Memory already
 /// touched stays resident until the process ends or reuses it; the peak does not grow.

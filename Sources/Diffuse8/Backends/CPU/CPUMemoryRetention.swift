@@ -14,7 +14,7 @@ import Darwin
 /// again (measured on the default model's INT8 UNet: two 2.3–2.6 MB trims and ~1 300 page faults per step, 15 % of the
 /// step's time, while the same forward timed in a loop had none). Fixed thresholds avoid that: allocations below
 /// 32 MiB (glibc's largest allowed value) come from the heap and a heap keeps up to 64 MiB free. Memory already
-/// touched stays resident until the process ends or reuses it; the peak does not grow.
+/// touched stays resident until it is reused or the process ends (the default model's peak RSS was unchanged).
 ///
 /// `DIFFUSE8_KEEP_FREED_MEMORY=off` keeps glibc's defaults (for measuring the difference), and so does a
 /// `GLIBC_TUNABLES` that sets any `glibc.malloc` value (the user's choice wins).

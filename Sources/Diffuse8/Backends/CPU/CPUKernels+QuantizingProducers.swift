@@ -21,9 +21,7 @@ extension CPUKernels {
     /// `geglu(x)` with the codes of `reader`'s input attached.
     static func geglu(_ x: Tensor, quantizingFor reader: CPUInt8LayerHook) -> Tensor {
         let d2 = x.shape.last!, d = d2 / 2
-        var outShape = x.shape
-        outShape[outShape.count - 1] = d
-        return quantizingRows(of: x, width: d, outputShape: outShape, for: reader) { xp, out, r in
+        return quantizingRows(of: x, width: d, outputShape: shape(of: x, lastDimension: d), for: reader) { xp, out, r in
             gegluRow(xp + r * d2, out + r * d, count: d)
         }
     }

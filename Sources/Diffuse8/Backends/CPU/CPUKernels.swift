@@ -13,15 +13,20 @@ public enum CPUKernels {
 
     // MARK: Linear algebra
 
+    /// x's shape with its last dimension replaced by `last` (the output of a row-wise op).
+    static func shape(of x: Tensor, lastDimension last: Int) -> [Int] {
+        var shape = x.shape
+        shape[shape.count - 1] = last
+        return shape
+    }
+
     /// `y = x · wᵀ + b` over the last dimension, like `torch.nn.functional.linear`.
     /// x: [..., in], weight: [out, in], bias: [out].
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
         let inFeatures = weight.shape[1], outFeatures = weight.shape[0]
         precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
         let rows = x.count / inFeatures
-        var outShape = x.shape
-        outShape[outShape.count - 1] = outFeatures
-        return Tensor(shape: outShape) { out in
+        return Tensor(shape: shape(of: x, lastDimension: outFeatures)) { out in
             x.scalars.withUnsafeBufferPointer { xp in
                 weight.scalars.withUnsafeBufferPointer { wp in
                     Gemm.multiplyTransposedB(a: xp.baseAddress!, b: wp.baseAddress!, c: out.baseAddress!,
@@ -39,9 +44,7 @@ public enum CPUKernels {
         let inFeatures = weight.depth, outFeatures = weight.outputs
         precondition(x.shape.last == inFeatures, "linear: input \(x.shape) does not end in \(inFeatures)")
         let rows = x.count / inFeatures
-        var outShape = x.shape
-        outShape[outShape.count - 1] = outFeatures
-        return Tensor(shape: outShape) { out in
+        return Tensor(shape: shape(of: x, lastDimension: outFeatures)) { out in
             x.scalars.withUnsafeBufferPointer { xp in
                 Gemm.multiply(kernel: weight.kernel, m: rows, n: outFeatures, k: inFeatures, a: .matrix(xp.baseAddress!, lda: inFeatures),
                               b: weight.pointer, ldb: 0,
@@ -185,9 +188,7 @@ public enum CPUKernels {
     public static func geglu(_ x: Tensor) -> Tensor {
         let d2 = x.shape.last!, d = d2 / 2
         let rows = x.count / d2
-        var outShape = x.shape
-        outShape[outShape.count - 1] = d
-        return Tensor(shape: outShape) { out in
+        return Tensor(shape: shape(of: x, lastDimension: d)) { out in
             x.scalars.withUnsafeBufferPointer { xp in
                 parallelFor(rows, minChunk: 16) { range in
                     for r in range { gegluRow(xp.baseAddress! + r * d2, out.baseAddress! + r * d, count: d) }

@@ -6,7 +6,12 @@
 /// K slices of x and W with TMA into a ring of shared-memory slots (128-byte swizzle, mbarrier-guarded); two
 /// consumer warpgroups multiply with `wgmma.mma_async` straight from shared memory. In the ping-pong variants each
 /// consumer takes whole 64-row tiles in turn, so one's epilogue overlaps the other's products; in the cooperative
-/// variant both share a 128-row tile. The grid is one block per SM, walking the tiles.
+/// variants both share a 128-row tile. The grid is one block per SM, walking the tiles.
+///
+/// The epilogue writes each consumer's 64-row result, rounded to 16 bit, into its own shared-memory buffer (in the
+/// 128-byte swizzle, so the quads' 4-byte stores hit 32 distinct banks) and one thread hands it to a TMA store, which
+/// drains while the consumer goes on to its next tile. Storing straight from registers to global memory instead made
+/// the epilogue 2–4× as long as the products at K ≤ 1280 (measured on H200: 136 vs 75 µs for 8192×640 → 5120).
 ///
 /// Why our own: on Hopper the INT8 GEMMs of cuBLASLt and cuDNN run at about 1.5× the time of the same FP16 GEMM,
 /// while the tensor cores multiply INT8 at twice the FP16 rate. Which variant (or library) is fastest depends on
@@ -14,7 +19,7 @@
 extension CUDAKernels {
     /// One compiled tile shape of the warp-specialized GEMM.
     package struct WarpSpecializedGEMM: Hashable, Sendable, CustomStringConvertible {
-        /// Output columns per tile (the `wgmma` N: 64 or 128).
+        /// Output columns per tile (the `wgmma` N: 64, 128 or 256).
         let columns: Int
         /// Shared-memory slots in the load ring.
         let stages: Int
@@ -25,16 +30,20 @@ extension CUDAKernels {
         var rows: Int { pingPong ? 64 : 128 }
         /// Bytes of one ring slot: `rows + columns` rows of 128 code bytes.
         var stageBytes: Int { (rows + columns) * 128 }
-        /// Dynamic shared memory: the ring, 1 KB of alignment slack, the mbarriers.
-        var sharedBytes: Int { stageBytes * stages + 1024 + 16 * stages + 16 }
+        /// Bytes of the two consumers' output buffers (64 rows × `columns` 16-bit values each).
+        var outputBytes: Int { 2 * 64 * columns * 2 }
+        /// Dynamic shared memory: the ring, the output buffers, 1 KB of alignment slack, the mbarriers.
+        var sharedBytes: Int { stageBytes * stages + outputBytes + 1024 + 16 * stages + 16 }
 
         package var description: String { "wgmma \(pingPong ? "ping-pong 64" : "cooperative 128")×\(columns), \(stages) stages" }
 
-        /// The variants timed per shape: large-N and short-K shapes favour the 64×128 ping-pong tile, small
-        /// outputs the 64×64 one (more tiles than SMs), long K the cooperative 128×128 tile.
+        /// The variants timed per shape (H200, 2026-11-30): the 64×128 ping-pong tile wins most shapes with a residual
+        /// and short K, the 64×64 one small outputs (more tiles than SMs), the cooperative 128×256 tile large N at
+        /// K ≤ 1280 and long K, the cooperative 128×128 tile large N at 32×32 latents.
         package static let variants = [WarpSpecializedGEMM(columns: 128, stages: 8, pingPong: true),
                                        WarpSpecializedGEMM(columns: 64, stages: 10, pingPong: true),
-                                       WarpSpecializedGEMM(columns: 128, stages: 6, pingPong: false)]
+                                       WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false),
+                                       WarpSpecializedGEMM(columns: 256, stages: 3, pingPong: false)]
     }
 
     /// Whether this card runs the warp-specialized GEMM: `wgmma`/TMA need sm_90a (compute capability 9.0 exactly),
@@ -46,18 +55,19 @@ extension CUDAKernels {
 
     /// y[rows, n] = (codes[rows, k] · weight[n, k]ᵀ) · α + bias (+ residual) with `variant`. `epilogue` holds
     /// (α[2j], α[2j+1], bias[2j], bias[2j+1]) per column pair (FP32 [n / 2, 4]). Requirements (checked by the
-    /// caller): k and n multiples of 16, every address 16-byte aligned.
+    /// caller): k and n multiples of 16, every address 16-byte aligned; y 16-bit [rows, n].
     func warpSpecializedGEMM(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, codes: CUDATensor, rows: Int,
                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor,
                              residual: CUDATensor?, y: CUDATensor) throws {
         let (n, k) = (weight.shape[0], weight.shape[1])
         let function = try warpSpecializedFunction(variant, format: format)
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
+        let outputMap = try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
-            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(residual?.address ?? 0), .tensor(y),
-            .int(rows), .int(n), .int(k)])
+            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(residual?.address ?? 0),
+            .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
     /// The TMA descriptor of a layer's weight codes for `variant` (made once per layer and variant).
@@ -124,11 +134,11 @@ typedef float ACC;
 #define EMPTY_COUNT 8
 #endif
 #define STAGE_BYTES ((BM + BN) * 128)
+#define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
 
 /// A `CUtensorMap` passed by value.
 struct __align__(64) TensorMap { u64 v[16]; };
 
-__device__ __forceinline__ float2 pick4(const float2* v, int i) { return i == 0 ? v[0] : i == 1 ? v[1] : i == 2 ? v[2] : v[3]; }
 __device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 /// wgmma operand descriptor of a K-major tile in the 128-byte swizzle: 8-row atoms 1024 bytes apart.
 __device__ __forceinline__ u64 smem_desc(u32 addr) {
@@ -153,15 +163,17 @@ __device__ __forceinline__ void tma_load(u32 dst, const TensorMap* map, int x, i
                  :: "r"(dst), "l"((u64)map), "r"(x), "r"(y), "r"(bar) : "memory");
 }
 
-// Y[M, N] = (A[M, K] · B[N, K]ᵀ) · α + bias (+ residual), stored 16-bit. A, B: 8-bit codes read through the tensor
-// maps (zero outside the matrices). epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j.
+// Y[M, N] = (A[M, K] · B[N, K]ᵀ) · α + bias (+ residual), stored 16-bit through y_map (TMA, 64 × 64 boxes; stores
+// outside Y are dropped). A, B: 8-bit codes read through the tensor maps (zero outside the matrices).
+// epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j.
 extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const __grid_constant__ TensorMap a_map, const __grid_constant__ TensorMap b_map, const float4* __restrict__ epilogue,
-        const half_t* __restrict__ residual, half_t* __restrict__ Y, int M, int N, int K) {
+        const half_t* __restrict__ residual, const __grid_constant__ TensorMap y_map, int M, int N, int K) {
     extern __shared__ unsigned char smem_raw[];
     const u32 base = (smem_addr(smem_raw) + 1023) & ~1023u;
+    // the ring at base, consumer c's output buffer at base + STAGES·STAGE_BYTES + c·64·BN·2, then the mbarriers:
     // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the ping-pong turn of consumer c at bars + 8 (2 STAGES + c)
-    const u32 bars = base + STAGES * STAGE_BYTES;
+    const u32 bars = base + STAGES * STAGE_BYTES + OUT_BYTES;
     const int tid = threadIdx.x, wg = tid >> 7;
     const int tilesN = (N + BN - 1) / BN, tiles = ((M + BM - 1) / BM) * tilesN, KT = (K + 127) >> 7;
     if (tid == 0) {
@@ -228,64 +240,48 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #ifdef PINGPONG
         mbar_arrive(bars + 8 * (2 * STAGES + wg));
 #endif
-        // The epilogue's operands load while the last products finish: (α, α, bias, bias) of this thread's column
-        // pairs, and the residual's 16-byte pieces this thread writes after the quad transpose below.
-        const int row = m0 + aRows + warp * 16 + (lane >> 2);
-        float4 ep[BN / 8];
-        #pragma unroll
-        for (int i = 0; i < BN / 8; i++) {
-            const int col = n0 + i * 8 + 2 * q;
-            ep[i] = col < N ? epilogue[col >> 1] : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        vec16 res[2][BN / 32];
-        #pragma unroll
-        for (int hh = 0; hh < 2; hh++)
-            #pragma unroll
-            for (int g4 = 0; g4 < BN / 32; g4++) {
-                const int r = row + hh * 8, col = n0 + (g4 * 4 + q) * 8;
-                res[hh][g4].x = res[hh][g4].y = res[hh][g4].z = res[hh][g4].w = 0u;
-                if (residual && r < M && col < N) res[hh][g4] = *(const vec16*)(residual + (i64)r * N + col);
-            }
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
         #pragma unroll
         for (int i = 0; i < BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i]) :: "memory");
         if (previous >= 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + previous));
 
-        // Each quad of lanes holds 8 consecutive columns of a row spread over its 4 threads; a transpose by shuffles
-        // gives every thread 8 consecutive columns: 16-byte residual loads and stores, one rounding to 16 bit.
+        // Epilogue: each thread's column pairs, α, bias and residual in FP32, one rounding to 16 bit, into this
+        // consumer's buffer (64-column boxes of 64 rows × 128 bytes, 16-byte chunks swizzled by row); then one thread
+        // stores the tile with TMA. The buffer is reused only after that store has read it.
+        const u32 out = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
+        const int local = warp * 16 + (lane >> 2), row = m0 + aRows + local;
+        if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+        asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
         #pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            const int r = row + hh * 8;
+        for (int i = 0; i < BN / 8; i++) {
+            const int col = n0 + i * 8 + 2 * q;
+            const float4 e = col < N ? epilogue[col >> 1] : make_float4(0.f, 0.f, 0.f, 0.f);
             #pragma unroll
-            for (int g4 = 0; g4 < BN / 32; g4++) {
-                float2 mine[4];
-                #pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    const int i = g4 * 4 + k;
-                    mine[k] = make_float2((float)acc[i * 4 + hh * 2] * ep[i].x + ep[i].z, (float)acc[i * 4 + hh * 2 + 1] * ep[i].y + ep[i].w);
+            for (int hh = 0; hh < 2; hh++) {
+                const int r = row + hh * 8, lr = local + hh * 8;
+                float v0 = (float)acc[i * 4 + hh * 2] * e.x + e.z, v1 = (float)acc[i * 4 + hh * 2 + 1] * e.y + e.w;
+                if (residual && r < M && col < N) {
+                    float r0, r1;
+                    unpack2(*(const u32*)(residual + (i64)r * N + col), r0, r1);
+                    v0 += r0; v1 += r1;
                 }
-                float2 received[4];   // received[j]: columns 2·((q + j) & 3) of chunk g4·4 + q
-                #pragma unroll
-                for (int jj = 0; jj < 4; jj++) {
-                    const float2 send = pick4(mine, (q - jj) & 3);
-                    const int from = (lane & ~3) | ((q + jj) & 3);
-                    received[jj] = make_float2(__shfl_sync(0xffffffffu, send.x, from), __shfl_sync(0xffffffffu, send.y, from));
-                }
-                const int col = n0 + (g4 * 4 + q) * 8;
-                if (r < M && col < N) {
-                    float rv[8];
-                    unpack8(res[hh][g4], rv);
-                    vec16 o;
-                    float2 v;
-                    v = pick4(received, (0 - q) & 3); o.x = pack_half2(v.x + rv[0], v.y + rv[1]);
-                    v = pick4(received, (1 - q) & 3); o.y = pack_half2(v.x + rv[2], v.y + rv[3]);
-                    v = pick4(received, (2 - q) & 3); o.z = pack_half2(v.x + rv[4], v.y + rv[5]);
-                    v = pick4(received, (3 - q) & 3); o.w = pack_half2(v.x + rv[6], v.y + rv[7]);
-                    *(vec16*)(Y + (i64)r * N + col) = o;
-                }
+                const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
+                asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
             }
         }
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");   // make the buffer visible to TMA
+        asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
+        if ((tid & 127) == 0) {
+            #pragma unroll
+            for (int b = 0; b < BN / 64; b++)
+                if (n0 + b * 64 < N)
+                    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+                                 :: "l"((u64)&y_map), "r"(n0 + b * 64), "r"(m0 + aRows), "r"(out + b * 8192) : "memory");
+            asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+        }
     }
+    // the stores must be complete before the block's shared memory goes away
+    if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 """#
 }

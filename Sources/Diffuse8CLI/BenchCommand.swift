@@ -109,6 +109,7 @@ struct BenchCommand: ParsableCommand {
             let timing = try CUDAUNetCheck.benchmark(directory: unetFolder, kernels: kernels, batch: batch, height: latentSize,
                                                      width: latentSize, warmup: max(warmup, 1), repeats: iterations, explain: explain)
             if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
+            FileHandleStderr.write("first forward \(FidelityEvaluation.fixed(timing.firstForwardSeconds, digits: 1)) s; \(kernels.context.tuning.summary)\n")
             print(timing.json)
             return
         }

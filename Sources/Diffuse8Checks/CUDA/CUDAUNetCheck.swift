@@ -96,6 +96,10 @@ public enum CUDAUNetCheck {
         public var simulatedLayers: [String: Int] = [:]
         /// Per layer, one forward (`CUDABackend.layerReport`), when asked for.
         public var layerReport: [CUDALayerTiming]?
+        /// Seconds of the first forward (kernel compilation and tuning included), and the context's tuning counts
+        /// after the benchmark (`CUDATuningTable.Statistics`: problems timed, taken from the on-disk record, dropped).
+        public var firstForwardSeconds = 0.0
+        package var tuning = CUDATuningTable.Statistics()
 
         static func number(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
 
@@ -107,6 +111,8 @@ public enum CUDAUNetCheck {
                 + "\"graph_median_ms\": \(Self.number(graphMedianMilliseconds)), \"graph_min_ms\": \(Self.number(graphMinimumMilliseconds)), "
                 + "\"graph_rel_l2_vs_eager\": \(Self.number(graphRelativeL2VersusEager)), \"graph_peak_bytes\": \(graphPeakBytes.map { "\($0)" } ?? "null"), "
                 + "\"profile_ms\": \(profile.map { p in "{" + p.sorted { $0.value > $1.value }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}" } ?? "null"), "
+                + "\"first_forward_s\": \(firstForwardSeconds), \"tuning\": {\"timed\": \(tuning.timed), \"from_record\": \(tuning.recorded), "
+                + "\"untimed\": \(tuning.untimed), \"dropped\": \(tuning.rejected)}, "
                 + "\"weight_bytes\": \(weightBytes), \"eight_bit_layers\": \(eightBitLayers), "
                 + "\"simulated_layers\": {" + simulatedLayers.sorted { $0.key < $1.key }.map { "\"\($0.key.replacing("\"", with: "'"))\": \($0.value)" }.joined(separator: ", ") + "}, "
                 + "\"graph_error\": \(graphError.map { "\"" + $0.replacing("\"", with: "'").replacing("\n", with: " ") + "\"" } ?? "null")}"
@@ -153,7 +159,10 @@ public enum CUDAUNetCheck {
             try unet.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states, textEmbeds: textEmbeds,
                              timeIds: inputs.timeIds)
         }
+        let firstStart = CUDAKernelCompiler.now()
         var output = try run()
+        try context.synchronize()
+        let firstForwardSeconds = CUDAKernelCompiler.now() - firstStart
         let relativeL2 = try expected.map { try context.download(output).relativeL2(to: $0) }
         // The per-shape convolution choices are made: drop the unused weight layouts, and count the peak from here
         // (weights + one forward's working set) — the first forward's measurements allocate extra candidates.
@@ -176,6 +185,7 @@ public enum CUDAUNetCheck {
                             medianMilliseconds: times[times.count / 2], minimumMilliseconds: times[0], runs: repeats,
                             peakBytes: context.peakAllocatorBytes, relativeL2VersusReference: relativeL2)
         timing.weightBytes = weightBytes
+        timing.firstForwardSeconds = firstForwardSeconds
         timing.eightBitLayers = unet.backend.eightBitLayerCount
         for (_, reason) in unet.backend.simulatedLayers { timing.simulatedLayers[reason, default: 0] += 1 }
         if explain {
@@ -192,6 +202,7 @@ public enum CUDAUNetCheck {
             timing.profile = unet.profile
             unet.profile = nil
         }
+        timing.tuning = context.tuning.statistics
         guard graph else { return timing }
         do {
             let eager = try context.download(output)
@@ -218,6 +229,7 @@ public enum CUDAUNetCheck {
         } catch {
             timing.graphError = "\(error)"
         }
+        timing.tuning = context.tuning.statistics
         return timing
     }
 }

@@ -151,6 +151,22 @@ public final class CUDAContext: @unchecked Sendable {
         }
     }
 
+    /// The tuning choices of this card (`CUDATuningTable`), shared by every `CUDAKernels` on the context, with the
+    /// record of earlier runs (`CUDATuningRecord`) as hints. Made on first use.
+    package var tuning: CUDATuningTable {
+        if let table = lock.withLock({ _tuning }) { return table }
+        let made = CUDATuningTable.onDisk(identity: CUDATuningRecord.identity(
+            deviceName: deviceName, computeCapability: computeCapability, multiprocessors: multiprocessorCount,
+            driverVersion: driverVersion, cuBLASLtVersion: (try? cublasLt())?.cublasLtGetVersion(),
+            cuDNNVersion: (try? cudnn())?.cudnnGetVersion()))
+        return lock.withLock {
+            if let table = _tuning { return table }
+            _tuning = made
+            return made
+        }
+    }
+    private var _tuning: CUDATuningTable?
+
     /// The library API in `slot`, loaded by `load` the first time (under the lock, so once).
     private func loadOnce<API>(_ slot: ReferenceWritableKeyPath<CUDAContext, API?>, _ load: () throws -> API) throws -> API {
         try lock.withLock {

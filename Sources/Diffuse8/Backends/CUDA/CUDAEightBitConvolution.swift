@@ -11,6 +11,22 @@ package final class CUDAEightBitConvolution {
         case eightBit(CUDNNEightBitGraphs.Form)
         /// 16 bit, and why (no 8-bit plan, or the 8-bit path measured slower).
         case sixteenBit(String)
+
+        /// The path as a `CUDATuningRecord` choice ("8bit", or "16bit" and the reason). The form of an 8-bit path
+        /// is left out: it is the form of the plan cuDNN's 8-bit graphs choose for the shape.
+        var tuningCode: String {
+            switch self {
+            case .eightBit: return "8bit"
+            case .sixteenBit(let why): return why.isEmpty ? "16bit" : "16bit " + CUDATuningRecord.sanitized(why)
+            }
+        }
+
+        init?(tuningCode: String) {
+            if tuningCode == "8bit" { self = .eightBit(.fusedEpilogue) }
+            else if tuningCode == "16bit" { self = .sixteenBit("") }
+            else if tuningCode.hasPrefix("16bit ") { self = .sixteenBit(String(tuningCode.dropFirst(6))) }
+            else { return nil }
+        }
     }
 
     let name: String

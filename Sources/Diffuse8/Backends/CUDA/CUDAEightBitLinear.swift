@@ -25,8 +25,6 @@ package final class CUDAEightBitLinear {
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
     /// the output is rounded with after the GEMM (FP32 [out]).
     let outputScales: CUDATensor?
-    /// INT8: per GEMM shape, the GEMM that runs it (the fastest on first use).
-    var int8Paths: [CUDNNEightBitGraphs.Shape: Int8Path] = [:]
     /// The INT8 GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
     package var int8GEMM: Int8Path?
     /// One INT8 GEMM implementation.
@@ -43,6 +41,27 @@ package final class CUDAEightBitLinear {
             case .warpSpecialized(let variant): return "\(variant) INT8, dequantize fused"
             case .cuDNN: return "cuDNN INT8, dequantize fused"
             case .cuBLASLt: return "cuBLASLt INT8 → INT32 + dequantize"
+            }
+        }
+
+        /// The path as a `CUDATuningRecord` choice.
+        var tuningCode: String {
+            switch self {
+            case .warpSpecialized(let v): return "wgmma \(v.columns) \(v.stages) \(v.pingPong ? "ping-pong" : "cooperative")"
+            case .cuDNN: return "cudnn"
+            case .cuBLASLt: return "cublaslt"
+            }
+        }
+
+        /// The path a choice names, among the GEMM variants this build has (nil for anything else).
+        init?(tuningCode: String) {
+            switch tuningCode {
+            case "cudnn": self = .cuDNN
+            case "cublaslt": self = .cuBLASLt
+            default:
+                guard let variant = CUDAKernels.WarpSpecializedGEMM.variants.first(where: {
+                    Int8Path.warpSpecialized($0).tuningCode == tuningCode }) else { return nil }
+                self = .warpSpecialized(variant)
             }
         }
     }

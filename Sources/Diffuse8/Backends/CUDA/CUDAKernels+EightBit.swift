@@ -168,10 +168,10 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
     }
 
-    /// The INT8 GEMM of `w` on `codes` into `y`: the path kept for this shape, else (on first use, outside a
-    /// capture) every path that runs here timed and the fastest kept: our warp-specialized wgmma GEMM (sm_90a) in
-    /// each tile variant, cuDNN's INT8 matmul with the dequantization fused, and cuBLASLt's INT32 sums plus our
-    /// dequantize kernel. `w.int8GEMM` can force one.
+    /// The INT8 GEMM of `w` on `codes` into `y` by the path chosen for its problem (`CUDATuningTable`, shared by
+    /// every layer of that shape): on first use, outside a capture, every path that runs here is timed and the
+    /// fastest kept — our warp-specialized wgmma GEMM (sm_90a) in each tile variant, cuDNN's INT8 matmul with the
+    /// dequantization fused, and cuBLASLt's INT32 sums plus our dequantize kernel. `w.int8GEMM` can force one.
     private func int8Linear(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
         let gemm = CUDNNEightBitGraphs.Shape(n: 1, c: w.inFeatures, h: rows, w: 1, o: w.outFeatures, kh: 1, kw: 1, stride: 1, padding: 0,
                                              format: .int8, isMatmul: true, hasBias: w.bias != nil,
@@ -199,41 +199,39 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             }
             w.lastInt8Path = path
         }
-        let aligned = [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
-        if let kept = w.int8Paths[gemm] {
-            if case .warpSpecialized = kept, !aligned { return try run(.cuBLASLt) }   // TMA needs 16-byte aligned rows
-            return try run(kept)
-        }
-
-        let candidates: [CUDAEightBitLinear.Int8Path]
+        // TMA needs 16-byte aligned rows: unaligned operands leave the wgmma GEMM out (a separate problem).
+        let wgmma = runsWarpSpecializedGEMM && [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
         if let forced = w.int8GEMM {
-            if case .warpSpecialized = forced, !(runsWarpSpecializedGEMM && aligned) {
+            if case .warpSpecialized = forced, !wgmma {
                 throw CUDAError.invalidArgument("linear \(w.name): the wgmma INT8 GEMM needs compute capability 9.0 and 16-byte aligned operands")
             }
-            candidates = [forced]
-        } else {
-            let warpSpecialized = runsWarpSpecializedGEMM && aligned ? WarpSpecializedGEMM.variants.map { CUDAEightBitLinear.Int8Path.warpSpecialized($0) } : []
-            candidates = warpSpecialized + [.cuDNN, .cuBLASLt]
+            return try run(forced)
         }
-        // Inside a capture nothing can be timed: the first candidate that runs is kept (and has written y).
-        var best: (path: CUDAEightBitLinear.Int8Path, milliseconds: Double)?
-        var lastError: Error?
-        for path in candidates {
-            do {
-                if capturing {
-                    try run(path)
-                    best = (path, 0)
-                    break
+        let candidates = (wgmma ? WarpSpecializedGEMM.variants.map { CUDAEightBitLinear.Int8Path.warpSpecialized($0) } : []) + [.cuDNN, .cuBLASLt]
+        let key = Self.int8LinearTuningKey(rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures, bias: w.bias != nil,
+                                           residual: residual != nil, storageType: storageType, wgmma: wgmma)
+        try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.Int8Path(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
+                                  run: run) {
+            // Inside a capture nothing can be timed: the first candidate that runs is kept (and has written y).
+            var lastError: Error?
+            if capturing {
+                for path in candidates {
+                    do { try run(path); return .init(path, timed: false, ran: true) } catch { lastError = error }
                 }
-                let milliseconds = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) }
-                if milliseconds < best?.milliseconds ?? .infinity { best = (path, milliseconds) }
-            } catch {
-                lastError = error   // this path has no kernel or plan for the shape: the others compete
+            } else {
+                let measured = CUDATuningTable.fastest(candidates) { path in try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) } }
+                if let best = measured.best { return .init(best.candidate, timed: true, ran: false) }
+                lastError = measured.lastError
             }
+            throw lastError ?? CUDAError.invalidArgument("linear \(w.name): no INT8 GEMM ran")
         }
-        guard let best else { throw lastError ?? CUDAError.invalidArgument("linear \(w.name): no INT8 GEMM ran") }
-        w.int8Paths[gemm] = best.path
-        if !capturing { try run(best.path) }
+    }
+
+    /// The tuning key of an INT8 GEMM: everything its choice depends on (no layer names).
+    static func int8LinearTuningKey(rows: Int, outFeatures: Int, inFeatures: Int, bias: Bool, residual: Bool,
+                                    storageType: CUDADataType, wgmma: Bool) -> String {
+        "int8-linear m=\(rows) n=\(outFeatures) k=\(inFeatures) bias=\(bias ? 1 : 0) residual=\(residual ? 1 : 0) "
+            + "output=\(storageType.rawValue) wgmma=\(wgmma ? 1 : 0)"
     }
 
     /// quantize → dequantize of each column j of x with `scales[j]` (FP32, one per column of the last dimension).

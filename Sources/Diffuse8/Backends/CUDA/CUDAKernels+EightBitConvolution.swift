@@ -14,26 +14,56 @@ extension CUDAKernels {
             w.lastPath = known
             return try run(known, x, w)
         }
-        var path: CUDAEightBitConvolution.Path
-        do {
-            path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
-        } catch {
-            path = .sixteenBit("no cuDNN 8-bit plan: \(error)")
+        var y: CUDATensor?
+        // Runs `path` for this call and keeps it for this layer and shape (an 8-bit path with the form of the plan
+        // that ran, timed on first use of its shape).
+        func runPath(_ path: CUDAEightBitConvolution.Path) throws {
+            var path = path
+            if case .eightBit = path { path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form) }
+            y = try run(path, x, w)
+            w.paths[x.shape] = path
+            w.lastPath = path
         }
-        if case .eightBit = path, !capturing, w.choosesFastestPath {
-            // Keep 8 bit only where it is the faster path for this shape.
-            let eightBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(path, x, w) }
-            let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
-            let sixteenBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(sixteen, x, w) }
-            if sixteenBit < eightBit {
-                path = .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, eightBit * 1000))
+        if w.choosesFastestPath {
+            // Shared by every layer of this geometry (`CUDATuningTable`); on first use the 8-bit path is timed
+            // against the 16-bit one, and 8 bit is kept only where it is the faster path for this shape.
+            try context.tuning.decide(Self.eightBitConvolutionTuningKey(eightBitShape(x, w)), encode: \.tuningCode,
+                                      decode: CUDAEightBitConvolution.Path.init(tuningCode:), run: runPath) {
+                var path: CUDAEightBitConvolution.Path
+                do {
+                    path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
+                } catch {
+                    path = .sixteenBit("no cuDNN 8-bit plan: \(error)")
+                }
+                if case .eightBit = path, !capturing {
+                    let eightBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(path, x, w) }
+                    let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
+                    let sixteenBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(sixteen, x, w) }
+                    if sixteenBit < eightBit {
+                        path = .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, eightBit * 1000))
+                    }
+                }
+                return .init(path, timed: !capturing, ran: false)
             }
+        } else {
+            // The 8-bit plan wherever there is one (checks of the 8-bit path itself): a choice of this layer only.
+            let path: CUDAEightBitConvolution.Path
+            do {
+                path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
+            } catch {
+                path = .sixteenBit("no cuDNN 8-bit plan: \(error)")
+            }
+            try runPath(path)
         }
-        w.paths[x.shape] = path
-        w.lastPath = path
-        let y = try run(path, x, w)
         if !capturing { w.releaseSixteenBitIfUnused() }
+        guard let y else { throw CUDAError.invalidArgument("convolution \(w.name): no path ran") }
         return y
+    }
+
+    /// The tuning key of an 8-bit convolution's path choice: its input shape and geometry, format, bias and
+    /// output type (the same as its cuDNN graph's).
+    static func eightBitConvolutionTuningKey(_ shape: CUDNNEightBitGraphs.Shape) -> String {
+        "8bit-conv-path " + CUDNNEightBitGraphs.tuningKey(shape).split(separator: " ").dropFirst().joined(separator: " ")
     }
 
     private func eightBitPlan(_ x: CUDATensor, _ w: CUDAEightBitConvolution, timing: Bool) throws -> CUDNNEightBitGraphs.Plan {

@@ -31,6 +31,29 @@ public final class CUDAKernels: @unchecked Sendable {
         case cudnn, im2colGEMM
         /// NCHW → NHWC transpose, cuDNN channels-last convolution, NHWC → NCHW transpose.
         case cudnnChannelsLast
+
+        /// The path as a `CUDATuningRecord` choice, and back.
+        var tuningCode: String {
+            switch self {
+            case .cudnn: return "cudnn"
+            case .im2colGEMM: return "im2col-gemm"
+            case .cudnnChannelsLast: return "cudnn-channels-last"
+            }
+        }
+        init?(tuningCode: String) {
+            switch tuningCode {
+            case "cudnn": self = .cudnn
+            case "im2col-gemm": self = .im2colGEMM
+            case "cudnn-channels-last": self = .cudnnChannelsLast
+            default: return nil
+            }
+        }
+    }
+
+    /// The tuning key of `.automatic`'s path choice for a 16-bit convolution.
+    static func convolutionTuningKey(_ s: CUDNNConvolution.Shape, channelsLastWeight: Bool, storageType: CUDADataType) -> String {
+        "conv-path n=\(s.n) c=\(s.c) h=\(s.h) w=\(s.w) o=\(s.o) k=\(s.kh)x\(s.kw) stride=\(s.stride) padding=\(s.padding) "
+            + "channels-last-weight=\(channelsLastWeight ? 1 : 0) type=\(storageType.rawValue)"
     }
 
     /// Which attention kernel `attention` launches.
@@ -46,6 +69,13 @@ public final class CUDAKernels: @unchecked Sendable {
         case pipelined
         /// cuDNN's fused flash attention (`CUDNNAttention`; throws where cuDNN is missing or cannot fuse the shape).
         case cudnn
+
+        /// A measured kernel as a `CUDATuningRecord` choice, and back.
+        var tuningCode: String { "\(self)" }
+        init?(tuningCode: String) {
+            guard let kernel = [AttentionKernel.simple, .pipelined, .cudnn].first(where: { $0.tuningCode == tuningCode }) else { return nil }
+            self = kernel
+        }
     }
 
     public enum ConvolutionBackend: Sendable {
@@ -182,7 +212,8 @@ public final class CUDAKernels: @unchecked Sendable {
             }
         }
 
-        let path: ConvolutionPath
+        var path: ConvolutionPath
+        var ranOutput: CUDATensor?
         switch forceChannelsLast ? .cudnnChannelsLast : convolutionBackend {
         case .im2colGEMM: path = .im2colGEMM
         case .cudnn: path = .cudnn
@@ -203,13 +234,24 @@ public final class CUDAKernels: @unchecked Sendable {
                 // decoder sizes (1024², 128 channels: 2.4 GB) it is never the fastest anyway, so it is not tried.
                 if c * kh * kw * oh * ow * 2 <= Self.im2colCandidateLimitBytes { candidates.append(.im2colGEMM) }
                 if weightChannelsLast != nil { candidates.append(.cudnnChannelsLast) }
-                var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
-                for candidate in candidates {
-                    // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
-                    guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { _ = try run(candidate) }) else { continue }
-                    if ms < best.ms { best = (candidate, ms) }
+                // The path an earlier run measured fastest (`CUDATuningRecord`), if it is a candidate and runs.
+                let key = Self.convolutionTuningKey(shape, channelsLastWeight: weightChannelsLast != nil, storageType: storageType)
+                let hint = context.tuning.takeHint(key)
+                if let hint, let recorded = ConvolutionPath(tuningCode: hint), candidates.contains(recorded), let y = try? run(recorded) {
+                    path = recorded
+                    ranOutput = y
+                    context.tuning.record(key, hint, .recorded)
+                } else {
+                    if hint != nil { context.tuning.rejectHint(key) }
+                    var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
+                    for candidate in candidates {
+                        // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
+                        guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { _ = try run(candidate) }) else { continue }
+                        if ms < best.ms { best = (candidate, ms) }
+                    }
+                    path = best.path
+                    if best.ms.isFinite { context.tuning.record(key, path.tuningCode, .timed) }
                 }
-                path = best.path
                 convolutionChoice[weightChannelsLast == nil ? shape : lastShape] = path
                 // An NCHW winner is also the best of the NCHW candidates: callers that drop the channels-last
                 // weight then reuse the choice without measuring again.
@@ -217,7 +259,7 @@ public final class CUDAKernels: @unchecked Sendable {
             }
         }
         lastConvolutionPath = path
-        let y = try run(path)
+        let y = try ranOutput ?? run(path)
         if let bias {
             try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                 .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
@@ -476,6 +518,7 @@ public final class CUDAKernels: @unchecked Sendable {
                                 arguments)
         }
         var kernel = attentionKernel
+        var launched = false
         if kernel == .automatic {
             // The pipelined kernel is faster on long sequences but its 128-query blocks can leave SMs idle on short
             // ones; cuDNN's fused kernel wins on long sequences where it builds a plan: measure once per shape.
@@ -485,17 +528,28 @@ public final class CUDAKernels: @unchecked Sendable {
             } else {
                 var candidates: [AttentionKernel] = [.simple] + (hasPipelined ? [.pipelined] : [])
                 if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 && !fp8Probabilities { candidates.append(.cudnn) }
-                var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
-                for candidate in candidates {
-                    // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.
-                    guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { try launch(candidate) }) else { continue }
-                    if ms < best.milliseconds { best = (candidate, ms) }
+                // The kernel an earlier run measured fastest (`CUDATuningRecord`), if it is a candidate and runs.
+                let key = "attention shape=\(shape.map(String.init).joined(separator: ",")) type=\(storageType.rawValue)"
+                let hint = context.tuning.takeHint(key)
+                if let hint, let recorded = AttentionKernel(tuningCode: hint), candidates.contains(recorded), (try? launch(recorded)) != nil {
+                    kernel = recorded
+                    launched = true
+                    context.tuning.record(key, hint, .recorded)
+                } else {
+                    if hint != nil { context.tuning.rejectHint(key) }
+                    var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
+                    for candidate in candidates {
+                        // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.
+                        guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { try launch(candidate) }) else { continue }
+                        if ms < best.milliseconds { best = (candidate, ms) }
+                    }
+                    kernel = best.kernel
+                    if best.milliseconds.isFinite { context.tuning.record(key, kernel.tuningCode, .timed) }
                 }
-                kernel = best.kernel
                 attentionChoice[shape] = kernel
             }
         }
-        try launch(kernel)
+        if !launched { try launch(kernel) }
         return y
     }
 

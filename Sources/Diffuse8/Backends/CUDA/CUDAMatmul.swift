@@ -186,7 +186,12 @@ public final class CUDAMatmul: @unchecked Sendable {
             var pointer = workspace.address
             try api.check(api.cublasLtMatmulDescSetAttribute(plan.descriptor, CUBLASLtAPI.descBiasPointer, &pointer, 8), "set BIAS")
         }
-        let wanted = autotunes && !context.allocator.isCapturing && operands.c != operands.d ? Self.autotuneCandidates : 1
+        // Autotuning times candidates on the call's buffers, so not where D is also C (the sums would add up), and
+        // not inside a capture; a choice recorded by an earlier run (`CUDATuningRecord`) is used inside one too.
+        let capturing = context.allocator.isCapturing
+        let tunes = autotunes && operands.c != operands.d
+        let key = Self.tuningKey(p, accumulates: operands.c != nil)
+        let wanted = tunes ? Self.autotuneCandidates : 1
         var results = [UInt8](repeating: 0, count: wanted * CUBLASLtAPI.heuristicResultSize)
         var found: Int32 = 0
         let status = results.withUnsafeMutableBytes {
@@ -201,19 +206,54 @@ public final class CUDAMatmul: @unchecked Sendable {
             Array(results[(i * CUBLASLtAPI.heuristicResultSize)..<((i + 1) * CUBLASLtAPI.heuristicResultSize)])
         }
         plan.algorithm = candidate(0)
-        if found > 1 {
+        if tunes, found > 1, let hint = context.tuning.takeHint(key) {
+            // The candidate an earlier run timed fastest (heuristic results come in the same order for the same card
+            // and cuBLASLt), if it still exists and runs.
+            func runs(_ index: Int) -> Bool {
+                do {
+                    try setPointers(plan, operands)
+                    try launch(candidate(index), plan, p, operands)
+                    return true
+                } catch {
+                    return false
+                }
+            }
+            if let index = Self.candidateIndex(hint), index < Int(found), capturing || runs(index) {
+                plan.algorithm = candidate(index)
+                context.tuning.record(key, hint, .recorded)
+                plans[p] = plan
+                return plan
+            }
+            context.tuning.rejectHint(key)
+        }
+        if found > 1 && !capturing {
             try setPointers(plan, operands)
-            var best = Double.infinity
+            var best = (index: 0, milliseconds: Double.infinity)
             for i in 0..<Int(found) {
                 let algorithm = candidate(i)
                 // A candidate that fails to run (rare: heuristic results are meant to be valid) is skipped.
                 guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 3, {
                     try launch(algorithm, plan, p, operands)
                 }) else { continue }
-                if ms < best { best = ms; plan.algorithm = algorithm }
+                if ms < best.milliseconds { best = (i, ms); plan.algorithm = algorithm }
             }
+            if best.milliseconds.isFinite { context.tuning.record(key, Self.candidateCode(best.index), .timed) }
         }
         plans[p] = plan
         return plan
+    }
+
+    /// The tuning key of a product: every field of its problem, and whether C is added.
+    static func tuningKey(_ p: Problem, accumulates: Bool) -> String {
+        "cublaslt m=\(p.m) n=\(p.n) k=\(p.k) trans=\(p.transA ? 1 : 0)\(p.transB ? 1 : 0) ld=\(p.lda),\(p.ldb),\(p.ldd) "
+            + "epilogue=\(p.epilogue) batch=\(p.batch) strides=\(p.strideA),\(p.strideB),\(p.strideD) type=\(p.dataType.rawValue) "
+            + "alpha=\(p.alpha) precision=\(p.precision) c=\(accumulates ? 1 : 0)"
+    }
+
+    /// A heuristic candidate's place as a `CUDATuningRecord` choice, and back.
+    static func candidateCode(_ index: Int) -> String { "candidate \(index)" }
+    static func candidateIndex(_ code: String) -> Int? {
+        guard code.hasPrefix("candidate "), let index = Int(code.dropFirst(10)), (0..<autotuneCandidates).contains(index) else { return nil }
+        return index
     }
 }

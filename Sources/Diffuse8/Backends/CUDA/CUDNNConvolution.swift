@@ -20,6 +20,8 @@ final class CUDNNConvolution: @unchecked Sendable {
         var workspaceBytes = 0
         /// Milliseconds cuDNN measured for the chosen algorithm (for reports).
         var measuredMilliseconds: Float = 0
+        /// The `CUDATuningRecord` choice this plan was made from, until it has run once.
+        var untriedRecord: String?
         init(api: CUDNNAPI) { self.api = api }
         deinit {
             _ = api.cudnnDestroyTensorDescriptor(x)
@@ -52,6 +54,21 @@ final class CUDNNConvolution: @unchecked Sendable {
         var shape = shape
         shape.dataType = storageType
         let plan = try lock.withLock { try plans[shape] ?? makePlan(shape, x: x, weight: weight, y: y) }
+        guard let recorded = plan.untriedRecord else { return try run(plan, shape, x: x, weight: weight, y: y) }
+        // A recorded algorithm that does not run here is dropped, and the search runs after all.
+        let key = Self.tuningKey(shape)
+        do {
+            try run(plan, shape, x: x, weight: weight, y: y)
+            plan.untriedRecord = nil
+            context.tuning.record(key, recorded, .recorded)
+        } catch {
+            context.tuning.rejectHint(key)
+            let searched = try lock.withLock { try makePlan(shape, x: x, weight: weight, y: y, usingRecord: false) }
+            try run(searched, shape, x: x, weight: weight, y: y)
+        }
+    }
+
+    private func run(_ plan: Plan, _ shape: Shape, x: UInt64, weight: UInt64, y: UInt64) throws {
         let workspace = plan.workspaceBytes > 0 ? try context.allocate(bytes: plan.workspaceBytes) : nil
         var alpha: Float = 1, beta: Float = 0
         try api.check(api.cudnnConvolutionForward(handle, &alpha, plan.x, x, plan.filter, weight, plan.convolution,
@@ -61,7 +78,25 @@ final class CUDNNConvolution: @unchecked Sendable {
         withExtendedLifetime(workspace) {}
     }
 
-    private func makePlan(_ s: Shape, x: UInt64, weight: UInt64, y: UInt64) throws -> Plan {
+    /// The tuning key of a convolution's algorithm: every field of its shape.
+    static func tuningKey(_ s: Shape) -> String {
+        "cudnn-conv n=\(s.n) c=\(s.c) h=\(s.h) w=\(s.w) o=\(s.o) k=\(s.kh)x\(s.kw) stride=\(s.stride) padding=\(s.padding) "
+            + "channels-last=\(s.channelsLast ? 1 : 0) type=\(s.dataType.rawValue)"
+    }
+
+    /// An algorithm choice as a `CUDATuningRecord` choice ("algo A math M workspace W"), and back.
+    static func tuningCode(algorithm: Int32, mathType: Int32, workspaceBytes: Int) -> String {
+        "algo \(algorithm) math \(mathType) workspace \(workspaceBytes)"
+    }
+    static func decodeTuningCode(_ code: String) -> (algorithm: Int32, mathType: Int32, workspaceBytes: Int)? {
+        let parts = code.split(separator: " ")
+        guard parts.count == 6, parts[0] == "algo", parts[2] == "math", parts[4] == "workspace",
+              let algorithm = Int32(parts[1]), let mathType = Int32(parts[3]), let workspace = Int(parts[5]),
+              (0..<64).contains(algorithm), (0..<16).contains(mathType), (0...(1 << 40)).contains(workspace) else { return nil }
+        return (algorithm, mathType, workspace)
+    }
+
+    private func makePlan(_ s: Shape, x: UInt64, weight: UInt64, y: UInt64, usingRecord: Bool = true) throws -> Plan {
         let plan = Plan(api: api)
         let oh = (s.h + 2 * s.padding - s.kh) / s.stride + 1, ow = (s.w + 2 * s.padding - s.kw) / s.stride + 1
         let half = s.dataType == .bfloat16 ? CUDNNAPI.dataBFloat16 : CUDNNAPI.dataFloat16, nchw = s.channelsLast ? CUDNNAPI.formatNHWC : CUDNNAPI.formatNCHW
@@ -80,6 +115,20 @@ final class CUDNNConvolution: @unchecked Sendable {
                                                           CUDNNAPI.crossCorrelation, CUDNNAPI.dataFloat32),
                       "cudnnSetConvolution2dDescriptor")
         try api.check(api.cudnnSetConvolutionMathType(plan.convolution, CUDNNAPI.tensorOpMath), "cudnnSetConvolutionMathType")
+
+        // The algorithm an earlier run's search found (`CUDATuningRecord`): no search; `forward` checks that it runs.
+        let key = Self.tuningKey(s)
+        if usingRecord, let hint = context.tuning.takeHint(key) {
+            if let recorded = Self.decodeTuningCode(hint),
+               api.cudnnSetConvolutionMathType(plan.convolution, recorded.mathType) == 0 {
+                plan.algorithm = recorded.algorithm
+                plan.workspaceBytes = recorded.workspaceBytes
+                plan.untriedRecord = hint
+                plans[s] = plan
+                return plan
+            }
+            context.tuning.rejectHint(key)
+        }
 
         let scratch = try context.allocate(bytes: Self.searchWorkspaceBytes)
         let requested = 8
@@ -103,6 +152,7 @@ final class CUDNNConvolution: @unchecked Sendable {
             plan.workspaceBytes = results.withUnsafeBytes { Int($0.load(fromByteOffset: base + 16, as: UInt64.self)) }
             try api.check(api.cudnnSetConvolutionMathType(plan.convolution, field(28)), "cudnnSetConvolutionMathType")
             plans[s] = plan
+            context.tuning.record(key, Self.tuningCode(algorithm: plan.algorithm, mathType: field(28), workspaceBytes: plan.workspaceBytes), .timed)
             return plan
         }
         throw CUDAError.cudnn(call: "cudnnFindConvolutionForwardAlgorithmEx", status: 9,

@@ -28,7 +28,19 @@ final class CUDNNEightBitGraphs: @unchecked Sendable {
         var outputWidth: Int { (w + 2 * padding - kw) / stride + 1 }
     }
 
-    enum Form: String { case fusedEpilogue = "scale and bias fused", sums = "sums, then our scale kernel" }
+    enum Form: String {
+        case fusedEpilogue = "scale and bias fused", sums = "sums, then our scale kernel"
+
+        /// The form as a `CUDATuningRecord` choice.
+        var tuningCode: String { self == .fusedEpilogue ? "fused" : "sums" }
+        init?(tuningCode: String) {
+            switch tuningCode {
+            case "fused": self = .fusedEpilogue
+            case "sums": self = .sums
+            default: return nil
+            }
+        }
+    }
 
     struct Plan {
         let plan: CUDNNExecutionPlan
@@ -60,21 +72,27 @@ final class CUDNNEightBitGraphs: @unchecked Sendable {
     func plan(_ shape: Shape, timing: Bool, run: (Plan) throws -> Void) throws -> Plan {
         if let known = lock.withLock({ plans[shape] }) { return known }
         if let why = lock.withLock({ unsupported[shape] }) { throw CUDAError.invalidArgument("cuDNN 8-bit convolution: \(why)") }
+        let key = Self.tuningKey(shape)
+        if let recorded = recordedPlan(shape, key: key, validate: timing, run: run) {
+            lock.withLock { plans[shape] = recorded }
+            return recorded
+        }
         var failures: [String] = []
         for form in shape.isMatmul ? [Form.fusedEpilogue] : [.fusedEpilogue, .sums] {
             let candidates: [CUDNNExecutionPlan]
             do { candidates = try makePlans(shape, form: form, limit: timing ? 4 : 1) } catch { failures.append("\(form): \(error)"); continue }
-            var best: Plan?
-            for candidate in candidates {
+            var best: (plan: Plan, index: Int)?
+            for (index, candidate) in candidates.enumerated() {
                 let plan = Plan(plan: candidate, form: form, milliseconds: 0)
-                guard timing else { best = plan; break }
+                guard timing else { best = (plan, index); break }
                 // A plan that fails to run (e.g. no kernel image for this GPU) just drops out.
                 guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { try run(plan) }) else { continue }
-                if ms < best.map({ $0.milliseconds }) ?? .infinity { best = Plan(plan: candidate, form: form, milliseconds: ms) }
+                if ms < best.map({ $0.plan.milliseconds }) ?? .infinity { best = (Plan(plan: candidate, form: form, milliseconds: ms), index) }
             }
             if let best {
-                lock.withLock { plans[shape] = best }
-                return best
+                lock.withLock { plans[shape] = best.plan }
+                context.tuning.record(key, Self.tuningCode(form: form, index: best.index), timing ? .timed : .untimed)
+                return best.plan
             }
             failures.append("\(form): no plan ran")
         }
@@ -82,6 +100,36 @@ final class CUDNNEightBitGraphs: @unchecked Sendable {
         lock.withLock { unsupported[shape] = why }
         throw CUDAError.invalidArgument("cuDNN 8-bit convolution: \(why)")
     }
+
+    /// The plan an earlier run chose for `shape` (`CUDATuningRecord`: its form and its place in cuDNN's heuristic
+    /// list, the same for the same card and cuDNN), if it still finalizes and, when `validate`, runs; nil otherwise.
+    private func recordedPlan(_ shape: Shape, key: String, validate: Bool, run: (Plan) throws -> Void) -> Plan? {
+        guard let hint = context.tuning.takeHint(key) else { return nil }
+        let parts = hint.split(separator: " ")
+        guard parts.count == 2, let form = Form(tuningCode: String(parts[0])), form == .fusedEpilogue || !shape.isMatmul,
+              let index = Int(parts[1]), (0..<8).contains(index),
+              let candidates = try? makePlans(shape, form: form, limit: index + 1), index < candidates.count else {
+            context.tuning.rejectHint(key)
+            return nil
+        }
+        let plan = Plan(plan: candidates[index], form: form, milliseconds: 0)
+        // Inside a capture (no validation) the plan runs once, for the call.
+        if validate, (try? run(plan)) == nil {
+            context.tuning.rejectHint(key)
+            return nil
+        }
+        context.tuning.record(key, hint, .recorded)
+        return plan
+    }
+
+    /// The tuning key of a graph: everything its plan choice depends on.
+    static func tuningKey(_ s: Shape) -> String {
+        "cudnn-8bit-\(s.isMatmul ? "matmul" : "conv") n=\(s.n) c=\(s.c) h=\(s.h) w=\(s.w) o=\(s.o) k=\(s.kh)x\(s.kw) stride=\(s.stride) "
+            + "padding=\(s.padding) format=\(s.format.rawValue) bias=\(s.hasBias ? 1 : 0) residual=\(s.hasResidual ? 1 : 0) "
+            + "output=\(s.outputType.rawValue)"
+    }
+
+    static func tuningCode(form: Form, index: Int) -> String { "\(form.tuningCode) \(index)" }
 
     /// Queues `plan` on the context's stream.
     func execute(_ plan: Plan, _ shape: Shape, _ operands: Operands) throws {

@@ -25,6 +25,10 @@ package final class CUDAEightBitLinear {
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
     /// the output is rounded with after the GEMM (FP32 [out]).
     let outputScales: CUDATensor?
+    /// INT8: per call shape of this layer (rows, residual, wgmma-aligned), the GEMM its problem's choice names
+    /// (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated call skips the lookup).
+    var int8Paths: [Int8Call: Int8Path] = [:]
+    struct Int8Call: Hashable { var rows: Int, residual: Bool, wgmma: Bool }
     /// The INT8 GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
     package var int8GEMM: Int8Path?
     /// One INT8 GEMM implementation.

@@ -207,10 +207,12 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             }
             return try run(forced)
         }
+        let call = CUDAEightBitLinear.Int8Call(rows: rows, residual: residual != nil, wgmma: wgmma)
+        if let kept = w.int8Paths[call] { return try run(kept) }
         let candidates = (wgmma ? WarpSpecializedGEMM.variants.map { CUDAEightBitLinear.Int8Path.warpSpecialized($0) } : []) + [.cuDNN, .cuBLASLt]
         let key = Self.int8LinearTuningKey(rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures, bias: w.bias != nil,
                                            residual: residual != nil, storageType: storageType, wgmma: wgmma)
-        try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.Int8Path(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
+        w.int8Paths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.Int8Path(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                   run: run) {
             // Inside a capture nothing can be timed: the first candidate that runs is kept (and has written y).
             var lastError: Error?

@@ -63,7 +63,10 @@ final class CUDNNConvolution: @unchecked Sendable {
             context.tuning.record(key, recorded, .recorded)
         } catch {
             context.tuning.rejectHint(key)
-            let searched = try lock.withLock { try makePlan(shape, x: x, weight: weight, y: y, usingRecord: false) }
+            let searched = try lock.withLock {
+                plans[shape] = nil
+                return try makePlan(shape, x: x, weight: weight, y: y, usingRecord: false)
+            }
             try run(searched, shape, x: x, weight: weight, y: y)
         }
     }

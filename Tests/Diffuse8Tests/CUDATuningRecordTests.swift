@@ -242,9 +242,15 @@ final class CUDATuningRecordTests: XCTestCase {
         }
         XCTAssertNil(CUDAKernels.AttentionKernel(tuningCode: "automatic"))
 
-        XCTAssertEqual(CUDAMatmul.candidateIndex(CUDAMatmul.candidateCode(7)), 7)
-        XCTAssertNil(CUDAMatmul.candidateIndex("candidate 8"), "beyond the candidates asked for")
-        XCTAssertNil(CUDAMatmul.candidateIndex("candidate -1"))
+        // A cuBLASLt heuristic result (96 bytes): the first 64 are the algorithm, the rest (workspace, state, waves) are not kept.
+        let result = (0..<96).map { UInt8(($0 * 37 + 11) % 256) }
+        let algorithm = CUDAMatmul.algorithmCode(result)
+        XCTAssertEqual(algorithm, "algo 0b30557a9fc4e90e33587da2c7ec1136" + "5b80a5caef14395e83a8cdf2173c6186"
+                       + "abd0f51a3f6489aed3f81d42678cb1d6" + "fb20456a8fb4d9fe23486d92b7dc0126")
+        XCTAssertEqual(CUDAMatmul.algorithm(algorithm), Array(result.prefix(64)))
+        XCTAssertNil(CUDAMatmul.algorithm("algo 0b30"), "too short")
+        XCTAssertNil(CUDAMatmul.algorithm(algorithm.uppercased()))
+        XCTAssertNil(CUDAMatmul.algorithm("candidate 3"))
         XCTAssertEqual(CUDNNEightBitGraphs.Form(tuningCode: CUDNNEightBitGraphs.Form.sums.tuningCode), .sums)
         XCTAssertEqual(CUDNNEightBitGraphs.tuningCode(form: .fusedEpilogue, index: 2), "fused 2")
         let code = CUDNNConvolution.tuningCode(algorithm: 1, mathType: 1, workspaceBytes: 4096)

@@ -207,8 +207,8 @@ public final class CUDAMatmul: @unchecked Sendable {
         }
         plan.algorithm = candidate(0)
         if tunes, found > 1, let hint = context.tuning.takeHint(key) {
-            // The candidate an earlier run timed fastest (heuristic results come in the same order for the same card
-            // and cuBLASLt), if it still exists and runs.
+            // The candidate an earlier run timed fastest (the same `cublasLtMatmulAlgo_t`), if the heuristic still
+            // offers it and it runs.
             func runs(_ index: Int) -> Bool {
                 do {
                     try setPointers(plan, operands)
@@ -218,7 +218,8 @@ public final class CUDAMatmul: @unchecked Sendable {
                     return false
                 }
             }
-            if let index = Self.candidateIndex(hint), index < Int(found), capturing || runs(index) {
+            if let algorithm = Self.algorithm(hint), let index = (0..<Int(found)).first(where: { Self.algorithmBytes(candidate($0)) == algorithm }),
+               capturing || runs(index) {
                 plan.algorithm = candidate(index)
                 context.tuning.record(key, hint, .recorded)
                 plans[p] = plan
@@ -237,7 +238,7 @@ public final class CUDAMatmul: @unchecked Sendable {
                 }) else { continue }
                 if ms < best.milliseconds { best = (i, ms); plan.algorithm = algorithm }
             }
-            if best.milliseconds.isFinite { context.tuning.record(key, Self.candidateCode(best.index), .timed) }
+            if best.milliseconds.isFinite { context.tuning.record(key, Self.algorithmCode(candidate(best.index)), .timed) }
         }
         plans[p] = plan
         return plan
@@ -250,10 +251,32 @@ public final class CUDAMatmul: @unchecked Sendable {
             + "alpha=\(p.alpha) precision=\(p.precision) c=\(accumulates ? 1 : 0)"
     }
 
-    /// A heuristic candidate's place as a `CUDATuningRecord` choice, and back.
-    static func candidateCode(_ index: Int) -> String { "candidate \(index)" }
-    static func candidateIndex(_ code: String) -> Int? {
-        guard code.hasPrefix("candidate "), let index = Int(code.dropFirst(10)), (0..<autotuneCandidates).contains(index) else { return nil }
-        return index
+    /// The algorithm of a heuristic result: its leading `cublasLtMatmulAlgo_t` (64 bytes of plain configuration
+    /// values — algorithm id, tile, stages, split-K… — which cuBLASLt lets callers store and reuse).
+    static func algorithmBytes(_ heuristicResult: [UInt8]) -> [UInt8] { Array(heuristicResult.prefix(algorithmByteCount)) }
+    static let algorithmByteCount = 64
+
+    /// A heuristic result's algorithm as a `CUDATuningRecord` choice ("algo" and 128 hex digits), and back.
+    static func algorithmCode(_ heuristicResult: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef")
+        return "algo " + String(algorithmBytes(heuristicResult).flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
+    }
+    static func algorithm(_ code: String) -> [UInt8]? {
+        guard code.hasPrefix("algo ") else { return nil }
+        let hex = Array(code.utf8.dropFirst(5))
+        guard hex.count == 2 * algorithmByteCount else { return nil }
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+        }
+        var bytes: [UInt8] = []
+        for i in stride(from: 0, to: hex.count, by: 2) {
+            guard let high = nibble(hex[i]), let low = nibble(hex[i + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return bytes
     }
 }

@@ -80,7 +80,8 @@ final class CUDATuningRecordTests: XCTestCase {
     }
 
     func testTheEnvironmentSwitchTurnsTheRecordOff() {
-        defer { unsetenv("DIFFUSE8_CUDA_TUNING_CACHE") }
+        let restore = saveEnvironment("DIFFUSE8_CUDA_TUNING_CACHE")
+        defer { restore() }
         unsetenv("DIFFUSE8_CUDA_TUNING_CACHE")
         XCTAssertTrue(CUDATuningRecord.isEnabled)
         for off in ["off", "OFF", "0", "false", "no"] {
@@ -188,11 +189,12 @@ final class CUDATuningRecordTests: XCTestCase {
 
     func testASecondProcessTakesTheFirstOnesChoicesFromTheKernelCacheFolder() throws {
         let directory = try temporaryDirectory()
+        let restore = [saveEnvironment("DIFFUSE8_KERNEL_CACHE"), saveEnvironment("DIFFUSE8_CUDA_TUNING_CACHE")]
         defer {
             removeDirectory(directory)
-            unsetenv("DIFFUSE8_KERNEL_CACHE")
-            unsetenv("DIFFUSE8_CUDA_TUNING_CACHE")
+            restore.forEach { $0() }
         }
+        unsetenv("DIFFUSE8_CUDA_TUNING_CACHE")
         setenv("DIFFUSE8_KERNEL_CACHE", directory, 1)
         let first = CUDATuningTable.onDisk(identity: identity), device = FakeDevice()
         XCTAssertEqual(try decide(first, "k", device), "b")
@@ -277,6 +279,14 @@ final class CUDATuningRecordTests: XCTestCase {
     }
 
     // MARK: Helpers
+
+    /// Puts the variable back as it was (set or not) when called.
+    private func saveEnvironment(_ name: String) -> () -> Void {
+        let value = getenv(name).map { String(cString: $0) }
+        return {
+            if let value { setenv(name, value, 1) } else { unsetenv(name) }
+        }
+    }
 
     private func temporaryDirectory() throws -> String {
         var template = Array("/tmp/diffuse8-tuning-XXXXXX".utf8CString)

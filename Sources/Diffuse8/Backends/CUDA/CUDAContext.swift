@@ -152,18 +152,25 @@ public final class CUDAContext: @unchecked Sendable {
     }
 
     /// The tuning choices of this card (`CUDATuningTable`), shared by every `CUDAKernels` on the context, with the
-    /// record of earlier runs (`CUDATuningRecord`) as hints. Made on first use.
+    /// record of earlier runs (`CUDATuningRecord`) as hints. Made on first use; tests may set their own.
     package var tuning: CUDATuningTable {
-        if let table = lock.withLock({ _tuning }) { return table }
-        let made = CUDATuningTable.onDisk(identity: CUDATuningRecord.identity(
-            deviceName: deviceName, computeCapability: computeCapability, multiprocessors: multiprocessorCount,
-            driverVersion: driverVersion, cuBLASLtVersion: (try? cublasLt())?.cublasLtGetVersion(),
-            cuDNNVersion: (try? cudnn())?.cudnnGetVersion()))
-        return lock.withLock {
-            if let table = _tuning { return table }
-            _tuning = made
-            return made
+        get {
+            if let table = lock.withLock({ _tuning }) { return table }
+            let made = CUDATuningTable.onDisk(identity: tuningIdentity)
+            return lock.withLock {
+                if let table = _tuning { return table }
+                _tuning = made
+                return made
+            }
         }
+        set { lock.withLock { _tuning = newValue } }
+    }
+
+    /// This card's and its libraries' identity in the tuning record's file (`CUDATuningRecord.identity`).
+    package var tuningIdentity: String {
+        CUDATuningRecord.identity(deviceName: deviceName, computeCapability: computeCapability, multiprocessors: multiprocessorCount,
+                                  driverVersion: driverVersion, cuBLASLtVersion: (try? cublasLt())?.cublasLtGetVersion(),
+                                  cuDNNVersion: (try? cudnn())?.cudnnGetVersion())
     }
     private var _tuning: CUDATuningTable?
 

@@ -8,14 +8,14 @@ import Glibc
 /// (`CUDATuningRecord`), driven with fake problems and timings: no GPU needed.
 final class CUDATuningRecordTests: XCTestCase {
     private let identity = CUDATuningRecord.identity(deviceName: "NVIDIA H200", computeCapability: (9, 0), multiprocessors: 132,
-                                                     driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400)
+                                                     driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400, kernels: "5eed")
 
     // MARK: Record
 
     func testEncodesTheDocumentedTextAndDecodesItBack() {
         let record = CUDATuningRecord(identity: identity, entries: ["int8-linear m=8192 n=640": "wgmma 128 8 ping-pong", "attention shape=64": "cudnn"])
         let expected = "diffuse8 tuning 1\n"
-            + "card NVIDIA H200 | sm_90 | 132 SMs | driver 13000 | cuBLASLt 130100 | cuDNN 91400 | format 1\n"
+            + "card NVIDIA H200 | sm_90 | 132 SMs | driver 13000 | cuBLASLt 130100 | cuDNN 91400 | kernels 5eed | format 1\n"
             + "attention shape=64\tcudnn\n"
             + "int8-linear m=8192 n=640\twgmma 128 8 ping-pong\n"
         XCTAssertEqual(record.encoded(), expected)
@@ -26,13 +26,15 @@ final class CUDATuningRecordTests: XCTestCase {
         let text = CUDATuningRecord(identity: identity, entries: ["k": "v"]).encoded()
         for other in [
             CUDATuningRecord.identity(deviceName: "NVIDIA H100 80GB HBM3", computeCapability: (9, 0), multiprocessors: 132,
-                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400),
+                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400, kernels: "5eed"),
             CUDATuningRecord.identity(deviceName: "NVIDIA H200", computeCapability: (9, 0), multiprocessors: 114,
-                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400),
+                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400, kernels: "5eed"),
             CUDATuningRecord.identity(deviceName: "NVIDIA H200", computeCapability: (9, 0), multiprocessors: 132,
-                                      driverVersion: 12080, cuBLASLtVersion: 130100, cuDNNVersion: 91400),
+                                      driverVersion: 12080, cuBLASLtVersion: 130100, cuDNNVersion: 91400, kernels: "5eed"),
             CUDATuningRecord.identity(deviceName: "NVIDIA H200", computeCapability: (9, 0), multiprocessors: 132,
-                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: nil),
+                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: nil, kernels: "5eed"),
+            CUDATuningRecord.identity(deviceName: "NVIDIA H200", computeCapability: (9, 0), multiprocessors: 132,
+                                      driverVersion: 13000, cuBLASLtVersion: 130100, cuDNNVersion: 91400, kernels: "beef"),
         ] {
             XCTAssertNotEqual(other, identity)
             XCTAssertNil(CUDATuningRecord.decode(text, identity: other), other)

@@ -170,7 +170,7 @@ public final class CUDAContext: @unchecked Sendable {
     package var tuningIdentity: String {
         CUDATuningRecord.identity(deviceName: deviceName, computeCapability: computeCapability, multiprocessors: multiprocessorCount,
                                   driverVersion: driverVersion, cuBLASLtVersion: (try? cublasLt())?.cublasLtGetVersion(),
-                                  cuDNNVersion: (try? cudnn())?.cudnnGetVersion())
+                                  cuDNNVersion: (try? cudnn())?.cudnnGetVersion(), kernels: CUDATuningRecord.kernelFingerprint)
     }
     private var _tuning: CUDATuningTable?
 

@@ -9,7 +9,7 @@ import Darwin
 /// choice (`CUDATuningTable`) it already measured.
 ///
 /// File `tuning-<hash>.txt`, where the hash (FNV-1a) covers `identity`: the card (name, compute capability, SM count),
-/// the driver, cuBLASLt and cuDNN versions, and `formatVersion`. Contents:
+/// the driver, cuBLASLt and cuDNN versions, a hash of our competing kernels' sources, and `formatVersion`. Contents:
 ///
 ///     diffuse8 tuning 1
 ///     card <identity>
@@ -34,12 +34,21 @@ package struct CUDATuningRecord: Equatable, Sendable {
         self.entries = entries
     }
 
-    /// The identity of a card and its libraries (tabs and line breaks become spaces).
+    /// The identity of a card, its libraries and our competing kernels (`kernelFingerprint`); tabs and line breaks
+    /// become spaces.
     package static func identity(deviceName: String, computeCapability: (major: Int, minor: Int), multiprocessors: Int,
-                                 driverVersion: Int, cuBLASLtVersion: Int?, cuDNNVersion: Int?) -> String {
+                                 driverVersion: Int, cuBLASLtVersion: Int?, cuDNNVersion: Int?, kernels: String) -> String {
         sanitized("\(deviceName) | sm_\(computeCapability.major)\(computeCapability.minor) | \(multiprocessors) SMs | driver \(driverVersion)"
             + " | cuBLASLt \(cuBLASLtVersion.map(String.init) ?? "none") | cuDNN \(cuDNNVersion.map(String.init) ?? "none")"
-            + " | format \(formatVersion)")
+            + " | kernels \(kernels) | format \(formatVersion)")
+    }
+
+    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the INT8 GEMM variants, the
+    /// dequantize kernels, attention: a change to any of them makes earlier measurements stale.
+    static var kernelFingerprint: String {
+        let sources = CUDAKernels.WarpSpecializedGEMM.variants.map { CUDAKernels.warpSpecializedSource($0, format: .int8) }
+            + [CUDAKernels.eightBitSource, CUDAAttentionSource.source]
+        return String(CUDAKernelCompiler.fnv1a(sources.joined(separator: "\u{0}")), radix: 16)
     }
 
     /// The file's text. Entries whose key or choice holds a tab or a line break, or whose key is empty, are left out.

@@ -152,6 +152,221 @@ void d8_int8_avx2_tile_widened(const int16_t *wide, const int8_t *b, size_t kgro
 #endif
 }
 
+/// Winograd F(2×2, 3×3) in integers (`Int8Kernels.h`). Transform matrices, with G scaled by 2 so that U is integer:
+///   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  2G = [2 0 0; 1 1 1; 1 -1 1; 0 0 2],  Aᵀ = [1 1 1 0; 0 1 -1 -1].
+/// |V| ≤ 4 · 128 = 512, |U| ≤ 9 · 128 = 1152: both INT16; Aᵀ (Σ_c U ⊙ V) A = 4 · (the direct sum), exactly.
+void d8_int8_winograd_filter(const int8_t *w, size_t outputs, size_t channels, size_t kgroups, int16_t *u) {
+    const int g2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+    const size_t panels = (outputs + NR - 1) / NR;
+    memset(u, 0, 16 * panels * kgroups * NR * 4 * sizeof(int16_t));
+    for (size_t o = 0; o < outputs; o++) {
+        const size_t panel = o / NR, column = o % NR;
+        for (size_t c = 0; c < channels; c++) {
+            const int8_t *g = w + (o * channels + c) * 9;
+            int t[4][3];  // 2G · g
+            for (int a = 0; a < 4; a++) for (int j = 0; j < 3; j++) t[a][j] = g2[a][0] * g[j] + g2[a][1] * g[3 + j] + g2[a][2] * g[6 + j];
+            for (int a = 0; a < 4; a++) for (int b = 0; b < 4; b++) {
+                const int value = t[a][0] * g2[b][0] + t[a][1] * g2[b][1] + t[a][2] * g2[b][2];
+                u[(((size_t)(a * 4 + b) * panels + panel) * kgroups + c / 4) * NR * 4 + column * 4 + c % 4] = (int16_t)value;
+            }
+        }
+    }
+}
+
+#if D8_X86
+#pragma STDC FP_CONTRACT OFF
+
+/// One 4×4 input patch per tile (rows 2ty − 1 …, columns 2tx − 1 …; code 0 outside the image) → V = Bᵀ d B, channel by
+/// channel (the loops over channels vectorise).
+__attribute__((target("avx2")))
+static void winograd_input_avx2(const uint8_t *codes, size_t height, size_t width, size_t channels, size_t base, size_t tile0,
+                                size_t tiles, size_t tileCount, const uint8_t *zeros, int16_t *v, size_t rows, size_t ldv) {
+    const size_t th = (height + 1) / 2, tw = (width + 1) / 2;
+    for (size_t t = tile0; t < tile0 + tiles; t++) {
+        int16_t *out[16];
+        for (int x = 0; x < 16; x++) out[x] = v + ((size_t)x * rows + t - base) * ldv;
+        if (t >= tileCount) {
+            for (int x = 0; x < 16; x++) memset(out[x], 0, ldv * sizeof(int16_t));
+            continue;
+        }
+        const size_t image = t / (th * tw), ty = (t / tw) % th, tx = t % tw;
+        const uint8_t *d[16];
+        for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) {
+            const long y = (long)(2 * ty) - 1 + i, x = (long)(2 * tx) - 1 + j;
+            d[i * 4 + j] = (y >= 0 && y < (long)height && x >= 0 && x < (long)width)
+                ? codes + ((image * height + (size_t)y) * width + (size_t)x) * channels : zeros;
+        }
+        const __m128i flip = _mm_set1_epi8((char)0x80);
+        size_t c = 0;
+        for (; c + 16 <= channels; c += 16) {
+            __m256i e[16], r[16];
+            for (int i = 0; i < 16; i++) e[i] = _mm256_cvtepi8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(d[i] + c)), flip));
+            for (int j = 0; j < 4; j++) {  // Bᵀ d
+                r[0 * 4 + j] = _mm256_sub_epi16(e[0 * 4 + j], e[2 * 4 + j]);
+                r[1 * 4 + j] = _mm256_add_epi16(e[1 * 4 + j], e[2 * 4 + j]);
+                r[2 * 4 + j] = _mm256_sub_epi16(e[2 * 4 + j], e[1 * 4 + j]);
+                r[3 * 4 + j] = _mm256_sub_epi16(e[1 * 4 + j], e[3 * 4 + j]);
+            }
+            for (int i = 0; i < 4; i++) {  // (Bᵀ d) B
+                _mm256_storeu_si256((__m256i *)(out[i * 4 + 0] + c), _mm256_sub_epi16(r[i * 4 + 0], r[i * 4 + 2]));
+                _mm256_storeu_si256((__m256i *)(out[i * 4 + 1] + c), _mm256_add_epi16(r[i * 4 + 1], r[i * 4 + 2]));
+                _mm256_storeu_si256((__m256i *)(out[i * 4 + 2] + c), _mm256_sub_epi16(r[i * 4 + 2], r[i * 4 + 1]));
+                _mm256_storeu_si256((__m256i *)(out[i * 4 + 3] + c), _mm256_sub_epi16(r[i * 4 + 1], r[i * 4 + 3]));
+            }
+        }
+        for (; c < channels; c++) {
+            int16_t e[16], r[16];
+            for (int i = 0; i < 16; i++) e[i] = (int16_t)((int)d[i][c] - 128);
+            for (int j = 0; j < 4; j++) {
+                r[0 * 4 + j] = e[0 * 4 + j] - e[2 * 4 + j];
+                r[1 * 4 + j] = e[1 * 4 + j] + e[2 * 4 + j];
+                r[2 * 4 + j] = e[2 * 4 + j] - e[1 * 4 + j];
+                r[3 * 4 + j] = e[1 * 4 + j] - e[3 * 4 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                out[i * 4 + 0][c] = r[i * 4 + 0] - r[i * 4 + 2];
+                out[i * 4 + 1][c] = r[i * 4 + 1] + r[i * 4 + 2];
+                out[i * 4 + 2][c] = r[i * 4 + 2] - r[i * 4 + 1];
+                out[i * 4 + 3][c] = r[i * 4 + 1] - r[i * 4 + 3];
+            }
+        }
+        for (int x = 0; x < 16; x++) memset(out[x] + channels, 0, (ldv - channels) * sizeof(int16_t));
+    }
+}
+
+/// The AVX2 tile on INT16 weights (Winograd's U): as `tile_avx2_widened` with plain loads for B, C stored `ldc` apart.
+__attribute__((target("avx2")))
+static void tile_avx2_int16(const int16_t *wide, size_t ldw, const int16_t *b, size_t kgroups, int32_t *c, size_t ldc) {
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    const int16_t *w0 = wide, *w1 = wide + ldw, *w2 = wide + 2 * ldw, *w3 = wide + 3 * ldw, *w4 = wide + 4 * ldw,
+                  *w5 = wide + 5 * ldw;
+    for (int block = 0; block < NR / 8; block++) {
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+        __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+        const int16_t *bg = b + block * 32;
+        for (size_t g = 0; g < kgroups; g++, bg += NR * 4) {
+            __m256i b0 = _mm256_loadu_si256((const __m256i *)bg);
+            __m256i b1 = _mm256_loadu_si256((const __m256i *)(bg + 16));
+            __m256i x;
+            int64_t v;
+#define D8_ROW(wr, p, q) memcpy(&v, wr + 4 * g, 8); x = _mm256_set1_epi64x(v); \
+            p = _mm256_add_epi32(p, _mm256_madd_epi16(x, b0)); q = _mm256_add_epi32(q, _mm256_madd_epi16(x, b1));
+            D8_ROW(w0, a00, a01) D8_ROW(w1, a10, a11) D8_ROW(w2, a20, a21)
+            D8_ROW(w3, a30, a31) D8_ROW(w4, a40, a41) D8_ROW(w5, a50, a51)
+#undef D8_ROW
+        }
+#define D8_STORE(r, p, q) _mm256_storeu_si256((__m256i *)(c + r * ldc + block * 8), \
+            _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(p, q), order));
+        D8_STORE(0, a00, a01) D8_STORE(1, a10, a11) D8_STORE(2, a20, a21)
+        D8_STORE(3, a30, a31) D8_STORE(4, a40, a41) D8_STORE(5, a50, a51)
+#undef D8_STORE
+    }
+}
+
+/// Y = Aᵀ M A per tile and output channel (= 4 · the direct sum, exactly: modular INT32 arithmetic, and the true value
+/// fits), then the epilogue of the direct path: Float(Σ) · (s_x · s_w[o]) + bias[o], into NCHW.
+__attribute__((target("avx2")))
+static void winograd_output_avx2(const int32_t *m, size_t rows, size_t ldm, size_t base, size_t tile0, size_t tiles, size_t tileCount,
+                                 size_t height, size_t width, size_t outputs, const float *imageScales,
+                                 const float *weightScales, const float *bias, float *y) {
+    const size_t th = (height + 1) / 2, tw = (width + 1) / 2;
+    for (size_t t = tile0; t < tile0 + tiles && t < tileCount; t++) {
+        const size_t image = t / (th * tw), ty = (t / tw) % th, tx = t % tw;
+        const float sx = imageScales[image];
+        const int32_t *mx[16];
+        for (int x = 0; x < 16; x++) mx[x] = m + ((size_t)x * rows + t - base) * ldm;
+        const int rowsValid = 2 * ty + 1 < height ? 2 : 1, columnsValid = 2 * tx + 1 < width ? 2 : 1;
+        float *base = y + (image * outputs * height + 2 * ty) * width + 2 * tx;
+        size_t o = 0;
+        const __m256 sxv = _mm256_set1_ps(sx);
+        for (; o + 8 <= outputs; o += 8) {
+            // Aᵀ M A on 8 outputs at once (vpaddd/vpsubd wrap: modular on purpose), then >> 2 (exact).
+            __m256i q[16], r[8];
+            for (int x = 0; x < 16; x++) q[x] = _mm256_loadu_si256((const __m256i *)(mx[x] + o));
+            for (int j = 0; j < 4; j++) {
+                r[j] = _mm256_add_epi32(_mm256_add_epi32(q[j], q[4 + j]), q[8 + j]);
+                r[4 + j] = _mm256_sub_epi32(_mm256_sub_epi32(q[4 + j], q[8 + j]), q[12 + j]);
+            }
+            const __m256 ws = _mm256_mul_ps(sxv, _mm256_loadu_ps(weightScales + o));
+            const __m256 add = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
+            float values[4][8];
+            for (int i = 0; i < 2; i++) {
+                __m256i y0 = _mm256_add_epi32(_mm256_add_epi32(r[i * 4], r[i * 4 + 1]), r[i * 4 + 2]);
+                __m256i y1 = _mm256_sub_epi32(_mm256_sub_epi32(r[i * 4 + 1], r[i * 4 + 2]), r[i * 4 + 3]);
+                __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(y0, 2)), ws);
+                __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(y1, 2)), ws);
+                _mm256_storeu_ps(values[i * 2], _mm256_add_ps(p0, add));
+                _mm256_storeu_ps(values[i * 2 + 1], _mm256_add_ps(p1, add));
+            }
+            for (int k = 0; k < 8; k++) {
+                float *out = base + (o + k) * height * width;
+                for (int i = 0; i < rowsValid; i++) {
+                    out[i * width] = values[i * 2][k];
+                    if (columnsValid == 2) out[i * width + 1] = values[i * 2 + 1][k];
+                }
+            }
+        }
+        for (; o < outputs; o++) {
+            int32_t q[16], r[8];
+            for (int x = 0; x < 16; x++) q[x] = mx[x][o];
+            for (int j = 0; j < 4; j++) {  // Aᵀ M (unsigned: modular on purpose)
+                r[j] = (int32_t)((uint32_t)q[j] + (uint32_t)q[4 + j] + (uint32_t)q[8 + j]);
+                r[4 + j] = (int32_t)((uint32_t)q[4 + j] - (uint32_t)q[8 + j] - (uint32_t)q[12 + j]);
+            }
+            const float ws = sx * weightScales[o], add = bias ? bias[o] : 0.0f;
+            float *out = base + o * height * width;
+            for (int i = 0; i < rowsValid; i++) {
+                const int32_t y0 = (int32_t)((uint32_t)r[i * 4] + (uint32_t)r[i * 4 + 1] + (uint32_t)r[i * 4 + 2]);
+                const int32_t y1 = (int32_t)((uint32_t)r[i * 4 + 1] - (uint32_t)r[i * 4 + 2] - (uint32_t)r[i * 4 + 3]);
+                float p0 = (float)(y0 >> 2) * ws;
+                out[i * width] = p0 + add;
+                if (columnsValid == 2) {
+                    float p1 = (float)(y1 >> 2) * ws;
+                    out[i * width + 1] = p1 + add;
+                }
+            }
+        }
+    }
+}
+#endif
+
+void d8_int8_winograd_input(const uint8_t *codes, size_t height, size_t width, size_t channels, size_t base, size_t tile0,
+                            size_t tiles, size_t tileCount, const uint8_t *zeros, int16_t *v, size_t rows, size_t ldv) {
+#if D8_X86
+    winograd_input_avx2(codes, height, width, channels, base, tile0, tiles, tileCount, zeros, v, rows, ldv);
+#else
+    (void)codes; (void)height; (void)width; (void)channels; (void)base; (void)tile0; (void)tiles; (void)tileCount; (void)zeros;
+    (void)v; (void)rows; (void)ldv;
+    abort();
+#endif
+}
+
+void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t ldv, const int16_t *u, size_t panels, size_t kgroups,
+                               size_t position, size_t panel, size_t rowTile0, size_t rowTiles, int32_t *m, size_t ldm) {
+#if D8_X86
+    const int16_t *a = v + position * rows * ldv;
+    const int16_t *b = u + (position * panels + panel) * kgroups * NR * 4;
+    int32_t *c = m + position * rows * ldm + panel * NR;
+    for (size_t t = rowTile0; t < rowTile0 + rowTiles; t++) tile_avx2_int16(a + t * MR * ldv, ldv, b, kgroups, c + t * MR * ldm, ldm);
+#else
+    (void)v; (void)rows; (void)ldv; (void)u; (void)panels; (void)kgroups; (void)position; (void)panel; (void)rowTile0;
+    (void)rowTiles; (void)m; (void)ldm;
+    abort();
+#endif
+}
+
+void d8_int8_winograd_output(const int32_t *m, size_t rows, size_t ldm, size_t base, size_t tile0, size_t tiles,
+                             size_t tileCount, size_t height, size_t width, size_t outputs, const float *imageScales,
+                             const float *weightScales, const float *bias, float *y) {
+#if D8_X86
+    winograd_output_avx2(m, rows, ldm, base, tile0, tiles, tileCount, height, width, outputs, imageScales, weightScales, bias, y);
+#else
+    (void)m; (void)rows; (void)ldm; (void)base; (void)tile0; (void)tiles; (void)tileCount; (void)height; (void)width; (void)outputs;
+    (void)imageScales; (void)weightScales; (void)bias; (void)y;
+    abort();
+#endif
+}
+
 #if defined(__aarch64__)
 /// NEON dot product (ARMv8.2 sdot, s8 x s8): A bytes flipped to signed codes; columns in two blocks of 16.
 __attribute__((target("dotprod")))

@@ -263,69 +263,120 @@ static void tile_avx2_int16(const int16_t *wide, size_t ldw, const int16_t *b, s
     }
 }
 
+/// Aᵀ M A for 8 outputs of one tile (vpaddd/vpsubd wrap: modular on purpose), >> 2 (exact), then the epilogue:
+/// out = the tile's positions (0,0), (0,1), (1,0), (1,1), each for the 8 outputs.
+__attribute__((target("avx2")))
+static inline void winograd_outputs8(const int32_t *const mx[16], size_t o, __m256 ws, __m256 add, __m256 out[4]) {
+    __m256i q[16], r[8];
+    for (int x = 0; x < 16; x++) q[x] = _mm256_loadu_si256((const __m256i *)(mx[x] + o));
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_add_epi32(_mm256_add_epi32(q[j], q[4 + j]), q[8 + j]);
+        r[4 + j] = _mm256_sub_epi32(_mm256_sub_epi32(q[4 + j], q[8 + j]), q[12 + j]);
+    }
+    for (int i = 0; i < 2; i++) {
+        __m256i y0 = _mm256_add_epi32(_mm256_add_epi32(r[i * 4], r[i * 4 + 1]), r[i * 4 + 2]);
+        __m256i y1 = _mm256_sub_epi32(_mm256_sub_epi32(r[i * 4 + 1], r[i * 4 + 2]), r[i * 4 + 3]);
+        __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(y0, 2)), ws);
+        __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(y1, 2)), ws);
+        out[i * 2] = _mm256_add_ps(p0, add);
+        out[i * 2 + 1] = _mm256_add_ps(p1, add);
+    }
+}
+
+/// One tile's outputs from `o0` on: 8 at a time, the rest one by one (same formula), cropped to the image.
+__attribute__((target("avx2")))
+static void winograd_output_tile(const int32_t *const mx[16], size_t o0, size_t outputs, float sx, const float *weightScales,
+                                 const float *bias, float *base, size_t plane, size_t width, int rowsValid, int columnsValid) {
+    size_t o = o0;
+    for (; o + 8 <= outputs; o += 8) {
+        __m256 v[4];
+        winograd_outputs8(mx, o, _mm256_mul_ps(_mm256_set1_ps(sx), _mm256_loadu_ps(weightScales + o)),
+                          bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps(), v);
+        float values[4][8];
+        for (int x = 0; x < 4; x++) _mm256_storeu_ps(values[x], v[x]);
+        for (int k = 0; k < 8; k++) {
+            float *out = base + (o + k) * plane;
+            for (int i = 0; i < rowsValid; i++) {
+                out[i * width] = values[i * 2][k];
+                if (columnsValid == 2) out[i * width + 1] = values[i * 2 + 1][k];
+            }
+        }
+    }
+    for (; o < outputs; o++) {
+        int32_t q[16], r[8];
+        for (int x = 0; x < 16; x++) q[x] = mx[x][o];
+        for (int j = 0; j < 4; j++) {  // Aᵀ M (unsigned: modular on purpose)
+            r[j] = (int32_t)((uint32_t)q[j] + (uint32_t)q[4 + j] + (uint32_t)q[8 + j]);
+            r[4 + j] = (int32_t)((uint32_t)q[4 + j] - (uint32_t)q[8 + j] - (uint32_t)q[12 + j]);
+        }
+        const float ws = sx * weightScales[o], add = bias ? bias[o] : 0.0f;
+        float *out = base + o * plane;
+        for (int i = 0; i < rowsValid; i++) {
+            const int32_t y0 = (int32_t)((uint32_t)r[i * 4] + (uint32_t)r[i * 4 + 1] + (uint32_t)r[i * 4 + 2]);
+            const int32_t y1 = (int32_t)((uint32_t)r[i * 4 + 1] - (uint32_t)r[i * 4 + 2] - (uint32_t)r[i * 4 + 3]);
+            float p0 = (float)(y0 >> 2) * ws;
+            out[i * width] = p0 + add;
+            if (columnsValid == 2) {
+                float p1 = (float)(y1 >> 2) * ws;
+                out[i * width + 1] = p1 + add;
+            }
+        }
+    }
+}
+
 /// Y = Aᵀ M A per tile and output channel (= 4 · the direct sum, exactly: modular INT32 arithmetic, and the true value
-/// fits), then the epilogue of the direct path: Float(Σ) · (s_x · s_w[o]) + bias[o], into NCHW.
+/// fits), then the epilogue of the direct path: Float(Σ) · (s_x · s_w[o]) + bias[o], into NCHW. Two whole tiles side by
+/// side are stored together: 8 outputs × their 2 × 4 values transposed in registers, one 4-float store per row.
 __attribute__((target("avx2")))
 static void winograd_output_avx2(const int32_t *m, size_t rows, size_t ldm, size_t base, size_t tile0, size_t tiles, size_t tileCount,
                                  size_t height, size_t width, size_t outputs, const float *imageScales,
                                  const float *weightScales, const float *bias, float *y) {
-    const size_t th = (height + 1) / 2, tw = (width + 1) / 2;
-    for (size_t t = tile0; t < tile0 + tiles && t < tileCount; t++) {
+    const size_t th = (height + 1) / 2, tw = (width + 1) / 2, plane = height * width;
+    const size_t end = tile0 + tiles < tileCount ? tile0 + tiles : tileCount;
+    for (size_t t = tile0; t < end;) {
         const size_t image = t / (th * tw), ty = (t / tw) % th, tx = t % tw;
         const float sx = imageScales[image];
-        const int32_t *mx[16];
+        const int32_t *mx[16], *nx[16];
         for (int x = 0; x < 16; x++) mx[x] = m + ((size_t)x * rows + t - base) * ldm;
         const int rowsValid = 2 * ty + 1 < height ? 2 : 1, columnsValid = 2 * tx + 1 < width ? 2 : 1;
-        float *base = y + (image * outputs * height + 2 * ty) * width + 2 * tx;
-        size_t o = 0;
+        float *corner = y + (image * outputs * height + 2 * ty) * width + 2 * tx;
+        if (!(rowsValid == 2 && tx + 1 < tw && 2 * tx + 3 < width && t + 1 < end)) {
+            winograd_output_tile(mx, 0, outputs, sx, weightScales, bias, corner, plane, width, rowsValid, columnsValid);
+            t += 1;
+            continue;
+        }
+        for (int x = 0; x < 16; x++) nx[x] = mx[x] + ldm;
         const __m256 sxv = _mm256_set1_ps(sx);
+        size_t o = 0;
         for (; o + 8 <= outputs; o += 8) {
-            // Aᵀ M A on 8 outputs at once (vpaddd/vpsubd wrap: modular on purpose), then >> 2 (exact).
-            __m256i q[16], r[8];
-            for (int x = 0; x < 16; x++) q[x] = _mm256_loadu_si256((const __m256i *)(mx[x] + o));
-            for (int j = 0; j < 4; j++) {
-                r[j] = _mm256_add_epi32(_mm256_add_epi32(q[j], q[4 + j]), q[8 + j]);
-                r[4 + j] = _mm256_sub_epi32(_mm256_sub_epi32(q[4 + j], q[8 + j]), q[12 + j]);
-            }
             const __m256 ws = _mm256_mul_ps(sxv, _mm256_loadu_ps(weightScales + o));
             const __m256 add = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();
-            float values[4][8];
-            for (int i = 0; i < 2; i++) {
-                __m256i y0 = _mm256_add_epi32(_mm256_add_epi32(r[i * 4], r[i * 4 + 1]), r[i * 4 + 2]);
-                __m256i y1 = _mm256_sub_epi32(_mm256_sub_epi32(r[i * 4 + 1], r[i * 4 + 2]), r[i * 4 + 3]);
-                __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(y0, 2)), ws);
-                __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(y1, 2)), ws);
-                _mm256_storeu_ps(values[i * 2], _mm256_add_ps(p0, add));
-                _mm256_storeu_ps(values[i * 2 + 1], _mm256_add_ps(p1, add));
-            }
+            __m256 a[4], b[4];
+            winograd_outputs8(mx, o, ws, add, a);
+            winograd_outputs8(nx, o, ws, add, b);
+            // Rows: positions (0,0) (0,1) (0,2) (0,3) (1,0) … (1,3) of the two tiles; columns: the 8 outputs.
+            __m256 t0 = _mm256_unpacklo_ps(a[0], a[1]), t1 = _mm256_unpackhi_ps(a[0], a[1]);
+            __m256 t2 = _mm256_unpacklo_ps(b[0], b[1]), t3 = _mm256_unpackhi_ps(b[0], b[1]);
+            __m256 t4 = _mm256_unpacklo_ps(a[2], a[3]), t5 = _mm256_unpackhi_ps(a[2], a[3]);
+            __m256 t6 = _mm256_unpacklo_ps(b[2], b[3]), t7 = _mm256_unpackhi_ps(b[2], b[3]);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            __m256 c[8];
+            c[0] = _mm256_permute2f128_ps(u0, u4, 0x20); c[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+            c[2] = _mm256_permute2f128_ps(u2, u6, 0x20); c[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+            c[4] = _mm256_permute2f128_ps(u0, u4, 0x31); c[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+            c[6] = _mm256_permute2f128_ps(u2, u6, 0x31); c[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
             for (int k = 0; k < 8; k++) {
-                float *out = base + (o + k) * height * width;
-                for (int i = 0; i < rowsValid; i++) {
-                    out[i * width] = values[i * 2][k];
-                    if (columnsValid == 2) out[i * width + 1] = values[i * 2 + 1][k];
-                }
+                float *out = corner + (o + k) * plane;
+                _mm_storeu_ps(out, _mm256_castps256_ps128(c[k]));
+                _mm_storeu_ps(out + width, _mm256_extractf128_ps(c[k], 1));
             }
         }
-        for (; o < outputs; o++) {
-            int32_t q[16], r[8];
-            for (int x = 0; x < 16; x++) q[x] = mx[x][o];
-            for (int j = 0; j < 4; j++) {  // Aᵀ M (unsigned: modular on purpose)
-                r[j] = (int32_t)((uint32_t)q[j] + (uint32_t)q[4 + j] + (uint32_t)q[8 + j]);
-                r[4 + j] = (int32_t)((uint32_t)q[4 + j] - (uint32_t)q[8 + j] - (uint32_t)q[12 + j]);
-            }
-            const float ws = sx * weightScales[o], add = bias ? bias[o] : 0.0f;
-            float *out = base + o * height * width;
-            for (int i = 0; i < rowsValid; i++) {
-                const int32_t y0 = (int32_t)((uint32_t)r[i * 4] + (uint32_t)r[i * 4 + 1] + (uint32_t)r[i * 4 + 2]);
-                const int32_t y1 = (int32_t)((uint32_t)r[i * 4 + 1] - (uint32_t)r[i * 4 + 2] - (uint32_t)r[i * 4 + 3]);
-                float p0 = (float)(y0 >> 2) * ws;
-                out[i * width] = p0 + add;
-                if (columnsValid == 2) {
-                    float p1 = (float)(y1 >> 2) * ws;
-                    out[i * width + 1] = p1 + add;
-                }
-            }
-        }
+        winograd_output_tile(mx, o, outputs, sx, weightScales, bias, corner, plane, width, 2, 2);
+        winograd_output_tile(nx, o, outputs, sx, weightScales, bias, corner + 2, plane, width, 2, 2);
+        t += 2;
     }
 }
 #endif
@@ -394,6 +445,44 @@ static void tile_neon_dot(const uint8_t *a, size_t lda, const int8_t *b, const i
     }
 }
 #endif
+
+#if D8_X86
+/// 16 × 16 bytes: rows of `src` (`lds` apart) → columns of `dst` (`ldd` apart): SSE2 unpacks of 8-, 16-, 32- and
+/// 64-bit units, each round doubling the rows gathered per column.
+static inline void transpose16x16(const uint8_t *src, size_t lds, uint8_t *dst, size_t ldd) {
+    __m128i r[16], a[2][8], b[2][4][2], c[2][2][2][2];
+    for (int i = 0; i < 16; i++) r[i] = _mm_loadu_si128((const __m128i *)(src + i * lds));
+    for (int i = 0; i < 8; i++) {  // columns 0-7 / 8-15 of rows 2i, 2i+1
+        a[0][i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        a[1][i] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) for (int j = 0; j < 4; j++) {  // columns 8h + 0-3 / 4-7 of rows 4j … 4j+3
+        b[h][j][0] = _mm_unpacklo_epi16(a[h][2 * j], a[h][2 * j + 1]);
+        b[h][j][1] = _mm_unpackhi_epi16(a[h][2 * j], a[h][2 * j + 1]);
+    }
+    for (int h = 0; h < 2; h++) for (int q = 0; q < 2; q++) for (int m = 0; m < 2; m++) {  // 2 columns × rows 8m … 8m+7
+        c[h][q][m][0] = _mm_unpacklo_epi32(b[h][2 * m][q], b[h][2 * m + 1][q]);
+        c[h][q][m][1] = _mm_unpackhi_epi32(b[h][2 * m][q], b[h][2 * m + 1][q]);
+    }
+    for (int h = 0; h < 2; h++) for (int q = 0; q < 2; q++) for (int z = 0; z < 2; z++) {  // one column, all 16 rows
+        const int column = 8 * h + 4 * q + 2 * z;
+        _mm_storeu_si128((__m128i *)(dst + column * ldd), _mm_unpacklo_epi64(c[h][q][0][z], c[h][q][1][z]));
+        _mm_storeu_si128((__m128i *)(dst + (column + 1) * ldd), _mm_unpackhi_epi64(c[h][q][0][z], c[h][q][1][z]));
+    }
+}
+#endif
+
+void d8_int8_channels_last(const uint8_t *planes, size_t channels, size_t spatial, size_t pixel0, size_t pixels, uint8_t *out) {
+    size_t p = pixel0;
+#if D8_X86
+    for (; p + 16 <= pixel0 + pixels; p += 16) {
+        size_t c = 0;
+        for (; c + 16 <= channels; c += 16) transpose16x16(planes + c * spatial + p, spatial, out + p * channels + c, channels);
+        for (; c < channels; c++) for (size_t i = 0; i < 16; i++) out[(p + i) * channels + c] = planes[c * spatial + p + i];
+    }
+#endif
+    for (; p < pixel0 + pixels; p++) for (size_t c = 0; c < channels; c++) out[p * channels + c] = planes[c * spatial + p];
+}
 
 int d8_int8_supported(int variant) {
     switch (variant) {

@@ -65,4 +65,8 @@ void d8_int8_winograd_output(const int32_t *m, size_t rows, size_t ldm, size_t b
                              size_t tileCount, size_t height, size_t width, size_t outputs, const float *imageScales,
                              const float *weightScales, const float *bias, float *y);
 
+/// Channel planes of codes [C][spatial] → channels-last [spatial][C], for the pixels pixel0 ..< pixel0 + pixels
+/// (16 × 16 byte blocks transposed in registers on x86-64, plain loops elsewhere).
+void d8_int8_channels_last(const uint8_t *planes, size_t channels, size_t spatial, size_t pixel0, size_t pixels, uint8_t *out);
+
 #endif

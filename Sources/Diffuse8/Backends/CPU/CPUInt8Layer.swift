@@ -1,3 +1,5 @@
+import CDiffuse8Kernels
+
 /// A Linear or Conv2d layer of an INT8 folder executed with real 8-bit arithmetic on the CPU: weight codes packed
 /// once at load (`CPUInt8PackedWeight`, the FP32 host weight is released), the activation multiplied by the
 /// SmoothQuant factors and quantized to INT8 codes with the layer's static scale (or per token / per sample in
@@ -300,8 +302,20 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         return filter
     }
 
+    /// Code planes [N][C][spatial] → channels-last [N][spatial][C] (`d8_int8_channels_last`), in parallel over pixels.
+    static func channelsLast(planes: UnsafePointer<UInt8>, images n: Int, channels c: Int, spatial: Int,
+                             into out: UnsafeMutablePointer<UInt8>) {
+        let chunks = max(1, (spatial + 255) / 256)
+        parallelFor(n * chunks, minChunk: max(1, 16384 / max(256 * c, 1))) { range in
+            for item in range {
+                let b = item / chunks, first = (item % chunks) * 256
+                d8_int8_channels_last(planes + b * c * spatial, c, spatial, first, min(256, spatial - first), out + b * c * spatial)
+            }
+        }
+    }
+
     /// An NCHW input → channels-last codes + 128 [N, H, W, C] and the scale of each image (static, or from the image's
-    /// amax): `encode` per channel plane, then scattered. The producer (GroupNorm+SiLU) does the same per plane.
+    /// amax): `encode` per channel plane, then the planes transposed (`channelsLast`). The producer (GroupNorm+SiLU) does the same.
     func quantizeChannelsLast(_ x: Tensor) -> (codes: [UInt8], scales: [Float]) {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let imageSize = c * h * w
@@ -319,18 +333,18 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         }
         let planeSize = h * w
         let quantized = [UInt8](unsafeUninitializedCapacity: max(1, x.count)) { q, initialized in
-            x.scalars.withUnsafeBufferPointer { xp in
-                let scales = imageScales
-                parallelFor(n * c, minChunk: max(1, 16384 / max(planeSize, 1))) { range in
-                    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, planeSize)) { plane in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, x.count)) { planes in
+                let planes = planes.baseAddress!
+                x.scalars.withUnsafeBufferPointer { xp in
+                    let scales = imageScales
+                    parallelFor(n * c, minChunk: max(1, 16384 / max(planeSize, 1))) { range in
                         for item in range {
-                            let b = item / c, ch = item % c
-                            CPUInt8LayerHook.encode(xp.baseAddress! + item * planeSize, count: planeSize, scale: scales[b], into: plane.baseAddress!)
-                            let dst = q.baseAddress! + b * imageSize + ch
-                            for i in 0..<planeSize { dst[i * c] = plane[i] }
+                            CPUInt8LayerHook.encode(xp.baseAddress! + item * planeSize, count: planeSize, scale: scales[item / c],
+                                                    into: planes + item * planeSize)
                         }
                     }
                 }
+                CPUInt8LayerHook.channelsLast(planes: planes, images: n, channels: c, spatial: planeSize, into: q.baseAddress!)
             }
             initialized = max(1, x.count)
         }

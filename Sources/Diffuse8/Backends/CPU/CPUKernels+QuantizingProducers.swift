@@ -82,25 +82,25 @@ extension CPUKernels {
         var codes: [UInt8] = []
         var y = Tensor(shape: x.shape) { out in
             codes = [UInt8](unsafeUninitializedCapacity: max(1, x.count)) { q, initialized in
-                x.scalars.withUnsafeBufferPointer { xp in
-                    weight.scalars.withUnsafeBufferPointer { wp in
-                        bias.scalars.withUnsafeBufferPointer { bp in
-                            let q = q.baseAddress!
-                            parallelForDynamic(n * groups) { ng in
-                                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, spatial)) { plane in
-                                    let image = q + (ng / groups) * imageSize
+                // The reader's conversion (`quantizeChannelsLast`): each channel plane encoded, then the planes turned
+                // channels-last.
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, x.count)) { planes in
+                    let planes = planes.baseAddress!
+                    x.scalars.withUnsafeBufferPointer { xp in
+                        weight.scalars.withUnsafeBufferPointer { wp in
+                            bias.scalars.withUnsafeBufferPointer { bp in
+                                parallelForDynamic(n * groups) { ng in
+                                    let image = planes + (ng / groups) * imageSize
                                     groupNormGroup(ng, xp.baseAddress!, out.baseAddress!, groups: groups, perGroup: perGroup,
                                                    spatial: spatial, weight: wp.baseAddress!, bias: bp.baseAddress!,
                                                    epsilon: epsilon, fusedSiLU: fusedSiLU) { channel, values in
-                                        // The reader's conversion of one channel plane (`quantizeChannelsLast`).
-                                        CPUInt8LayerHook.encode(UnsafePointer(values), count: spatial, scale: scale, into: plane.baseAddress!)
-                                        let dst = image + channel
-                                        for i in 0..<spatial { dst[i * c] = plane[i] }
+                                        CPUInt8LayerHook.encode(UnsafePointer(values), count: spatial, scale: scale, into: image + channel * spatial)
                                     }
                                 }
                             }
                         }
                     }
+                    CPUInt8LayerHook.channelsLast(planes: planes, images: n, channels: c, spatial: spatial, into: q.baseAddress!)
                 }
                 initialized = max(1, x.count)
             }

@@ -234,32 +234,43 @@ static void winograd_input_avx2(const uint8_t *codes, size_t height, size_t widt
     }
 }
 
-/// The AVX2 tile on INT16 weights (Winograd's U): as `tile_avx2_widened` with plain loads for B, C stored `ldc` apart.
-__attribute__((target("avx2")))
-static void tile_avx2_int16(const int16_t *wide, size_t ldw, const int16_t *b, size_t kgroups, int32_t *c, size_t ldc) {
+/// The AVX2 tile on INT16 weights (Winograd's U): as `tile_avx2_widened` with plain loads for B, for the first
+/// `R` (≤ MR) rows only, C stored `ldc` apart. `R` is a constant at each call, so the accumulators stay in registers.
+__attribute__((target("avx2"), always_inline))
+static inline void tile_avx2_int16_rows(const int16_t *wide, size_t ldw, const int16_t *b, size_t kgroups, int32_t *c,
+                                        size_t ldc, const int R) {
     const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    const int16_t *w0 = wide, *w1 = wide + ldw, *w2 = wide + 2 * ldw, *w3 = wide + 3 * ldw, *w4 = wide + 4 * ldw,
-                  *w5 = wide + 5 * ldw;
     for (int block = 0; block < NR / 8; block++) {
-        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
-        __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+        __m256i acc[MR][2];
+        for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
         const int16_t *bg = b + block * 32;
         for (size_t g = 0; g < kgroups; g++, bg += NR * 4) {
-            __m256i b0 = _mm256_loadu_si256((const __m256i *)bg);
-            __m256i b1 = _mm256_loadu_si256((const __m256i *)(bg + 16));
-            __m256i x;
-            int64_t v;
-#define D8_ROW(wr, p, q) memcpy(&v, wr + 4 * g, 8); x = _mm256_set1_epi64x(v); \
-            p = _mm256_add_epi32(p, _mm256_madd_epi16(x, b0)); q = _mm256_add_epi32(q, _mm256_madd_epi16(x, b1));
-            D8_ROW(w0, a00, a01) D8_ROW(w1, a10, a11) D8_ROW(w2, a20, a21)
-            D8_ROW(w3, a30, a31) D8_ROW(w4, a40, a41) D8_ROW(w5, a50, a51)
-#undef D8_ROW
+            const __m256i b0 = _mm256_loadu_si256((const __m256i *)bg);
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bg + 16));
+            for (int r = 0; r < R; r++) {
+                int64_t v;
+                memcpy(&v, wide + r * ldw + 4 * g, 8);
+                const __m256i x = _mm256_set1_epi64x(v);
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x, b0));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x, b1));
+            }
         }
-#define D8_STORE(r, p, q) _mm256_storeu_si256((__m256i *)(c + r * ldc + block * 8), \
-            _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(p, q), order));
-        D8_STORE(0, a00, a01) D8_STORE(1, a10, a11) D8_STORE(2, a20, a21)
-        D8_STORE(3, a30, a31) D8_STORE(4, a40, a41) D8_STORE(5, a50, a51)
-#undef D8_STORE
+        for (int r = 0; r < R; r++)
+            _mm256_storeu_si256((__m256i *)(c + r * ldc + block * 8),
+                                _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(acc[r][0], acc[r][1]), order));
+    }
+}
+
+__attribute__((target("avx2")))
+static void tile_avx2_int16(const int16_t *wide, size_t ldw, const int16_t *b, size_t kgroups, int32_t *c, size_t ldc,
+                            size_t rows) {
+    switch (rows) {
+    case 1: tile_avx2_int16_rows(wide, ldw, b, kgroups, c, ldc, 1); return;
+    case 2: tile_avx2_int16_rows(wide, ldw, b, kgroups, c, ldc, 2); return;
+    case 3: tile_avx2_int16_rows(wide, ldw, b, kgroups, c, ldc, 3); return;
+    case 4: tile_avx2_int16_rows(wide, ldw, b, kgroups, c, ldc, 4); return;
+    case 5: tile_avx2_int16_rows(wide, ldw, b, kgroups, c, ldc, 5); return;
+    default: tile_avx2_int16_rows(wide, ldw, b, kgroups, c, ldc, MR); return;
     }
 }
 
@@ -392,15 +403,19 @@ void d8_int8_winograd_input(const uint8_t *codes, size_t height, size_t width, s
 #endif
 }
 
-void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t ldv, const int16_t *u, size_t panels, size_t kgroups,
-                               size_t position, size_t panel, size_t rowTile0, size_t rowTiles, int32_t *m, size_t ldm) {
+void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t validRows, size_t ldv, const int16_t *u, size_t panels,
+                               size_t kgroups, size_t position, size_t panel, size_t rowTile0, size_t rowTiles, int32_t *m,
+                               size_t ldm) {
 #if D8_X86
     const int16_t *a = v + position * rows * ldv;
     const int16_t *b = u + (position * panels + panel) * kgroups * NR * 4;
     int32_t *c = m + position * rows * ldm + panel * NR;
-    for (size_t t = rowTile0; t < rowTile0 + rowTiles; t++) tile_avx2_int16(a + t * MR * ldv, ldv, b, kgroups, c + t * MR * ldm, ldm);
+    for (size_t t = rowTile0; t < rowTile0 + rowTiles && t * MR < validRows; t++) {
+        const size_t valid = validRows - t * MR < MR ? validRows - t * MR : MR;
+        tile_avx2_int16(a + t * MR * ldv, ldv, b, kgroups, c + t * MR * ldm, ldm, valid);
+    }
 #else
-    (void)v; (void)rows; (void)ldv; (void)u; (void)panels; (void)kgroups; (void)position; (void)panel; (void)rowTile0;
+    (void)v; (void)rows; (void)validRows; (void)ldv; (void)u; (void)panels; (void)kgroups; (void)position; (void)panel; (void)rowTile0;
     (void)rowTiles; (void)m; (void)ldm;
     abort();
 #endif

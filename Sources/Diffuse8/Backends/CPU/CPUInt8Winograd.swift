@@ -77,7 +77,7 @@ final class CPUInt8WinogradFilter: @unchecked Sendable {
                     let run = task % runs, panel = (task / runs) % panels, position = task / (runs * panels)
                     let first = run * tilesPerRun, count = min(rowTiles, first + tilesPerRun) - first
                     guard count > 0 else { return }
-                    d8_int8_winograd_multiply(v, rows, ldv, values, panels, kGroups, position, panel, first, count, m, ldm)
+                    d8_int8_winograd_multiply(v, rows, min(rows, tileCount - base), ldv, values, panels, kGroups, position, panel, first, count, m, ldm)
                 }
                 parallelFor(min(rows, tileCount - base), minChunk: 16) { range in
                     d8_int8_winograd_output(m, rows, ldm, base, base + range.lowerBound, range.count, tileCount, h, w, outputs,

@@ -152,29 +152,42 @@ void d8_int8_avx2_tile_widened(const int16_t *wide, const int8_t *b, size_t kgro
 #endif
 }
 
+#if D8_X86
+#pragma STDC FP_CONTRACT OFF
+
 /// Winograd F(2×2, 3×3) in integers (`Int8Kernels.h`). Transform matrices, with G scaled by 2 so that U is integer:
 ///   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  2G = [2 0 0; 1 1 1; 1 -1 1; 0 0 2],  Aᵀ = [1 1 1 0; 0 1 -1 -1].
 /// |V| ≤ 4 · 128 = 512, |U| ≤ 9 · 128 = 1152: both INT16; Aᵀ (Σ_c U ⊙ V) A = 4 · (the direct sum), exactly.
-void d8_int8_winograd_filter(const int8_t *w, size_t outputs, size_t channels, size_t kgroups, int16_t *u) {
-    const int g2[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
-    const size_t panels = (outputs + NR - 1) / NR;
-    memset(u, 0, 16 * panels * kgroups * NR * 4 * sizeof(int16_t));
-    for (size_t o = 0; o < outputs; o++) {
-        const size_t panel = o / NR, column = o % NR;
-        for (size_t c = 0; c < channels; c++) {
-            const int8_t *g = w + (o * channels + c) * 9;
-            int t[4][3];  // 2G · g
-            for (int a = 0; a < 4; a++) for (int j = 0; j < 3; j++) t[a][j] = g2[a][0] * g[j] + g2[a][1] * g[3 + j] + g2[a][2] * g[6 + j];
-            for (int a = 0; a < 4; a++) for (int b = 0; b < 4; b++) {
-                const int value = t[a][0] * g2[b][0] + t[a][1] * g2[b][1] + t[a][2] * g2[b][2];
-                u[(((size_t)(a * 4 + b) * panels + panel) * kgroups + c / 4) * NR * 4 + column * 4 + c % 4] = (int16_t)value;
+///
+/// U of one panel, from the direct packed panel: its k group (tap · C + c) / 4 holds [NR columns][4 channels], the
+/// order of U's panel, so each U block is a sum of the 9 tap blocks, lane by lane (16 lanes = 4 columns × 4 channels).
+__attribute__((target("avx2")))
+static void winograd_filter_avx2(const int8_t *packed, size_t channels, int16_t *u) {
+    const size_t groups = channels / 4;
+    for (size_t c4 = 0; c4 < groups; c4++) {
+        for (int s = 0; s < 8; s++) {
+            __m256i g[9], t[4][3];
+            for (int tap = 0; tap < 9; tap++)
+                g[tap] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(packed + (tap * groups + c4) * NR * 4 + 16 * s)));
+            for (int j = 0; j < 3; j++) {  // 2G · g
+                const __m256i outer = _mm256_add_epi16(g[j], g[6 + j]);
+                t[0][j] = _mm256_add_epi16(g[j], g[j]);
+                t[1][j] = _mm256_add_epi16(outer, g[3 + j]);
+                t[2][j] = _mm256_sub_epi16(outer, g[3 + j]);
+                t[3][j] = _mm256_add_epi16(g[6 + j], g[6 + j]);
+            }
+            for (int a = 0; a < 4; a++) {  // (2G · g) · 2Gᵀ
+                const __m256i outer = _mm256_add_epi16(t[a][0], t[a][2]);
+                int16_t *row = u + ((size_t)(a * 4) * groups + c4) * NR * 4 + 16 * s;
+                const size_t step = groups * NR * 4;
+                _mm256_storeu_si256((__m256i *)row, _mm256_add_epi16(t[a][0], t[a][0]));
+                _mm256_storeu_si256((__m256i *)(row + step), _mm256_add_epi16(outer, t[a][1]));
+                _mm256_storeu_si256((__m256i *)(row + 2 * step), _mm256_sub_epi16(outer, t[a][1]));
+                _mm256_storeu_si256((__m256i *)(row + 3 * step), _mm256_add_epi16(t[a][2], t[a][2]));
             }
         }
     }
 }
-
-#if D8_X86
-#pragma STDC FP_CONTRACT OFF
 
 /// One 4×4 input patch per tile (rows 2ty − 1 …, columns 2tx − 1 …; code 0 outside the image) → V = Bᵀ d B, channel by
 /// channel (the loops over channels vectorise).
@@ -391,6 +404,15 @@ static void winograd_output_avx2(const int32_t *m, size_t rows, size_t ldm, size
     }
 }
 #endif
+
+void d8_int8_winograd_filter(const int8_t *packed, size_t channels, int16_t *u) {
+#if D8_X86
+    winograd_filter_avx2(packed, channels, u);
+#else
+    (void)packed; (void)channels; (void)u;
+    abort();
+#endif
+}
 
 void d8_int8_winograd_input(const uint8_t *codes, size_t height, size_t width, size_t channels, size_t base, size_t tile0,
                             size_t tiles, size_t tileCount, const uint8_t *zeros, int16_t *v, size_t rows, size_t ldv) {

@@ -1,7 +1,7 @@
 import XCTest
 @testable import Diffuse8
 
-/// The AVX2 kernel's 3×3 convolutions by Winograd F(2×2, 3×3) in integers (`CPUInt8WinogradFilter`): the same exact
+/// The AVX2 kernel's 3×3 convolutions by Winograd F(2×2, 3×3) in integers (`CPUInt8WinogradConvolution`): the same exact
 /// sums as the direct convolution, at the largest codes and channel count it accepts, and over several blocks of tiles.
 /// (Ordinary shapes are checked against the simulation with every variant in `CPUInt8KernelTests`.)
 final class CPUInt8WinogradTests: XCTestCase {
@@ -10,13 +10,13 @@ final class CPUInt8WinogradTests: XCTestCase {
     /// up to 536 739 840, computed here by hand.
     func testLargestSumsAtTheChannelLimit() throws {
         guard CPUInt8Kernel.avx2.isSupported else { throw XCTSkip("this CPU (or architecture) lacks AVX2") }
-        let c = CPUInt8WinogradFilter.maximumChannels, size = 3
+        let c = CPUInt8WinogradConvolution.maximumChannels, size = 3
         let outputs = 9
         let weightCodes: [Int8] = (0..<outputs).map { $0 % 3 == 1 ? 127 : -128 }
         let codes = weightCodes.flatMap { [Int8](repeating: $0, count: c * 9) }
         let scales = (0..<outputs).map { Float($0 + 1) * 0.125 }
         let weight = QuantizedWeight(format: .int8, shape: [outputs, c, 3, 3], codes: codes.map { UInt8(bitPattern: $0) }, scales: scales)
-        XCTAssertTrue(CPUInt8WinogradFilter.applies(weightShape: weight.shape, stride: 1, padding: 1))
+        XCTAssertTrue(CPUInt8WinogradConvolution.applies(weightShape: weight.shape, stride: 1, padding: 1))
         let layer = QuantizedLayer(name: "w", kind: .conv2d, weight: weight, inputAmax: 127, smoothing: nil, outputAmax: nil)
         let bias = (0..<outputs).map { Float($0) * 0.75 - 3 }
         let conv = Conv2d(name: "w", weight: weight.dequantized(), bias: Tensor(shape: [outputs], scalars: bias), stride: 1, padding: 1)
@@ -36,9 +36,9 @@ final class CPUInt8WinogradTests: XCTestCase {
     /// more) give the simulation's outputs bit for bit.
     func testBlocksOfTilesMatchTheSimulation() throws {
         guard CPUInt8Kernel.avx2.isSupported else { throw XCTSkip("this CPU (or architecture) lacks AVX2") }
-        let saved = CPUInt8WinogradFilter.blockBytes
-        CPUInt8WinogradFilter.blockBytes = 1
-        defer { CPUInt8WinogradFilter.blockBytes = saved }
+        let saved = CPUInt8WinogradConvolution.blockBytes
+        CPUInt8WinogradConvolution.blockBytes = 1
+        defer { CPUInt8WinogradConvolution.blockBytes = saved }
         var g = TorchGenerator(seed: 11)
         let weight = QuantizedWeight(quantizing: g.randn([43, 20, 3, 3]), format: .int8, perChannel: true)
         let x = g.randn([2, 20, 11, 11])

@@ -19,9 +19,6 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
     let weight: CPUInt8PackedWeight
     /// Scale (or dynamic) and smoothing of the input codes.
     let inputQuantization: CPUInt8InputQuantization
-    /// The Winograd filter of a 3×3 convolution on the AVX2 kernel, made on first use (`winogradFilter`).
-    private var winograd: CPUInt8WinogradFilter?
-    private let winogradMutex = PthreadMutex()
 
     /// Packs `layer`'s INT8 weight.
     public init(_ layer: QuantizedLayer) {
@@ -216,14 +213,13 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
         } else {
             (quantized, imageScales) = quantizeChannelsLast(x)
         }
-        if kernel == .avx2 && CPUInt8WinogradFilter.applies(weightShape: shape, stride: stride, padding: padding) {
-            let filter = winogradFilter()
+        if kernel == .avx2 && CPUInt8WinogradConvolution.applies(weightShape: shape, stride: stride, padding: padding) {
             return Tensor(shape: [n, o, oh, ow]) { out in
                 quantized.withUnsafeBufferPointer { q in
                     imageScales.withUnsafeBufferPointer { sp in
                         withBias(conv.bias) { bias in
-                            filter.run(codes: q.baseAddress!, images: n, height: h, width: w, imageScales: sp.baseAddress!,
-                                       weightScales: UnsafePointer(weight.scales), bias: bias, into: out.baseAddress!)
+                            CPUInt8WinogradConvolution.run(weight, codes: q.baseAddress!, images: n, height: h, width: w,
+                                                           imageScales: sp.baseAddress!, bias: bias, into: out.baseAddress!)
                         }
                     }
                 }
@@ -290,16 +286,6 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
                 }
             }
         }
-    }
-
-    /// The layer's Winograd filter (3×3 convolutions only), made once.
-    func winogradFilter() -> CPUInt8WinogradFilter {
-        winogradMutex.lock()
-        defer { winogradMutex.unlock() }
-        if let winograd { return winograd }
-        let filter = CPUInt8WinogradFilter(layer.weight)
-        winograd = filter
-        return filter
     }
 
     /// Code planes [N][C][spatial] → channels-last [N][spatial][C] (`d8_int8_channels_last`), in parallel over pixels.

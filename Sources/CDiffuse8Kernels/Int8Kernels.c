@@ -161,14 +161,17 @@ void d8_int8_avx2_tile_widened(const int16_t *wide, const int8_t *b, size_t kgro
 ///
 /// U of one panel, from the direct packed panel: its k group (tap · C + c) / 4 holds [NR columns][4 channels], the
 /// order of U's panel, so each U block is a sum of the 9 tap blocks, lane by lane (16 lanes = 4 columns × 4 channels).
+/// The 9 tap blocks of a channel group are first copied together and U's positions are `ldu` apart: at C a multiple
+/// of 128 both would otherwise sit 4 KiB apart, in one L1 set.
 __attribute__((target("avx2")))
-static void winograd_filter_avx2(const int8_t *packed, size_t channels, int16_t *u) {
+static void winograd_filter_avx2(const int8_t *packed, size_t channels, int16_t *u, size_t ldu) {
     const size_t groups = channels / 4;
+    int8_t taps[9][NR * 4];
     for (size_t c4 = 0; c4 < groups; c4++) {
+        for (int tap = 0; tap < 9; tap++) memcpy(taps[tap], packed + (tap * groups + c4) * NR * 4, NR * 4);
         for (int s = 0; s < 8; s++) {
             __m256i g[9], t[4][3];
-            for (int tap = 0; tap < 9; tap++)
-                g[tap] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(packed + (tap * groups + c4) * NR * 4 + 16 * s)));
+            for (int tap = 0; tap < 9; tap++) g[tap] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(taps[tap] + 16 * s)));
             for (int j = 0; j < 3; j++) {  // 2G · g
                 const __m256i outer = _mm256_add_epi16(g[j], g[6 + j]);
                 t[0][j] = _mm256_add_epi16(g[j], g[j]);
@@ -178,12 +181,11 @@ static void winograd_filter_avx2(const int8_t *packed, size_t channels, int16_t 
             }
             for (int a = 0; a < 4; a++) {  // (2G · g) · 2Gᵀ
                 const __m256i outer = _mm256_add_epi16(t[a][0], t[a][2]);
-                int16_t *row = u + ((size_t)(a * 4) * groups + c4) * NR * 4 + 16 * s;
-                const size_t step = groups * NR * 4;
+                int16_t *row = u + (size_t)(a * 4) * ldu + c4 * NR * 4 + 16 * s;
                 _mm256_storeu_si256((__m256i *)row, _mm256_add_epi16(t[a][0], t[a][0]));
-                _mm256_storeu_si256((__m256i *)(row + step), _mm256_add_epi16(outer, t[a][1]));
-                _mm256_storeu_si256((__m256i *)(row + 2 * step), _mm256_sub_epi16(outer, t[a][1]));
-                _mm256_storeu_si256((__m256i *)(row + 3 * step), _mm256_add_epi16(t[a][2], t[a][2]));
+                _mm256_storeu_si256((__m256i *)(row + ldu), _mm256_add_epi16(outer, t[a][1]));
+                _mm256_storeu_si256((__m256i *)(row + 2 * ldu), _mm256_sub_epi16(outer, t[a][1]));
+                _mm256_storeu_si256((__m256i *)(row + 3 * ldu), _mm256_add_epi16(t[a][2], t[a][2]));
             }
         }
     }
@@ -405,11 +407,11 @@ static void winograd_output_avx2(const int32_t *m, size_t rows, size_t ldm, size
 }
 #endif
 
-void d8_int8_winograd_filter(const int8_t *packed, size_t channels, int16_t *u) {
+void d8_int8_winograd_filter(const int8_t *packed, size_t channels, int16_t *u, size_t ldu) {
 #if D8_X86
-    winograd_filter_avx2(packed, channels, u);
+    winograd_filter_avx2(packed, channels, u, ldu);
 #else
-    (void)packed; (void)channels; (void)u;
+    (void)packed; (void)channels; (void)u; (void)ldu;
     abort();
 #endif
 }
@@ -425,19 +427,18 @@ void d8_int8_winograd_input(const uint8_t *codes, size_t height, size_t width, s
 #endif
 }
 
-void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t validRows, size_t ldv, const int16_t *u, size_t panels,
-                               size_t kgroups, size_t position, size_t panel, size_t rowTile0, size_t rowTiles, int32_t *m,
-                               size_t ldm) {
+void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t validRows, size_t ldv, const int16_t *u, size_t ldu,
+                               size_t kgroups, size_t position, size_t rowTile0, size_t rowTiles, int32_t *m, size_t ldm) {
 #if D8_X86
     const int16_t *a = v + position * rows * ldv;
-    const int16_t *b = u + (position * panels + panel) * kgroups * NR * 4;
-    int32_t *c = m + position * rows * ldm + panel * NR;
+    const int16_t *b = u + position * ldu;
+    int32_t *c = m + position * rows * ldm;
     for (size_t t = rowTile0; t < rowTile0 + rowTiles && t * MR < validRows; t++) {
         const size_t valid = validRows - t * MR < MR ? validRows - t * MR : MR;
         tile_avx2_int16(a + t * MR * ldv, ldv, b, kgroups, c + t * MR * ldm, ldm, valid);
     }
 #else
-    (void)v; (void)rows; (void)validRows; (void)ldv; (void)u; (void)panels; (void)kgroups; (void)position; (void)panel; (void)rowTile0;
+    (void)v; (void)rows; (void)validRows; (void)ldv; (void)u; (void)ldu; (void)kgroups; (void)position; (void)rowTile0;
     (void)rowTiles; (void)m; (void)ldm;
     abort();
 #endif

@@ -31,17 +31,18 @@ final class CPUInt8WinogradTests: XCTestCase {
         XCTAssertEqual(y.scalars, expected)
     }
 
-    /// Tiles transformed and multiplied a block of six at a time (2 images of 11 × 11: 72 tiles in 12 blocks; 20
-    /// channels: one 16-channel block of the channels-last transposition and 4 more; 43 outputs: 5 vectors of 8 and 3
-    /// more) give the simulation's outputs bit for bit.
+    /// Tiles transformed and multiplied a block of six at a time (2 images of 11 × 11: 72 tiles in 12 blocks; 36
+    /// channels: two 16-channel blocks of the transposition and input transform and 4 more; 43 outputs: 5 vectors of 8
+    /// and 3 more) give the simulation's outputs bit for bit.
     func testBlocksOfTilesMatchTheSimulation() throws {
         guard CPUInt8Kernel.avx2.isSupported else { throw XCTSkip("this CPU (or architecture) lacks AVX2") }
         let saved = CPUInt8WinogradConvolution.blockBytes
         CPUInt8WinogradConvolution.blockBytes = 1
         defer { CPUInt8WinogradConvolution.blockBytes = saved }
         var g = TorchGenerator(seed: 11)
-        let weight = QuantizedWeight(quantizing: g.randn([43, 20, 3, 3]), format: .int8, perChannel: true)
-        let x = g.randn([2, 20, 11, 11])
+        XCTAssertTrue(CPUInt8WinogradConvolution.applies(weightShape: [43, 36, 3, 3], stride: 1, padding: 1))
+        let weight = QuantizedWeight(quantizing: g.randn([43, 36, 3, 3]), format: .int8, perChannel: true)
+        let x = g.randn([2, 36, 11, 11])
         let bias = g.randn([43])
         for dynamic in [false, true] {
             let layer = QuantizedLayer(name: "c", kind: .conv2d, weight: weight, inputAmax: dynamic ? nil : 2.5, smoothing: nil, outputAmax: nil)

@@ -46,23 +46,23 @@ void d8_int8_avx2_tile_widened(const int16_t *wide, const int8_t *b, size_t kgro
 /// and channel pair instead of 36, with the same exact sums (Aᵀ (Σ_c U ⊙ V) A = 4 · Σ (code · weight), in INT32).
 /// - `d8_int8_winograd_filter`: one panel of the weight as packed for the direct kernels (`d8_int8_tile`'s B, from
 ///   the channels-last weight [O][3][3][C]: k = tap · C + c; C a multiple of 4) → U = 2G g 2Gᵀ of its NR outputs as
-///   one INT16 panel per position ξ, u[((ξ · C / 4) + c / 4) · NR · 4 + column · 4 + c % 4] (16 · C · NR values).
+///   one INT16 panel per position ξ, u[ξ · ldu + (c / 4) · NR · 4 + column · 4 + c % 4] (ldu ≥ C · NR).
 /// - `d8_int8_winograd_input`: tiles tile0 ..< tile0 + tiles of the channels-last codes + 128 [N][H][W][C] →
 ///   v[(ξ · rows + tile − base) · ldv + c] = (Bᵀ d B)[ξ] (v holds the tiles base ..< base + rows; ldv ≥ C, a multiple
 ///   of 4: zero past C; tiles past tileCount are zero rows); tile t = (image, ty, tx) with ceil(H/2) × ceil(W/2) tiles
 ///   per image; `zeros` holds C bytes of 128.
-/// - `d8_int8_winograd_multiply`: m[(ξ · rows + r) · ldm + o] = Σ_c v · u for position ξ, one panel of NR outputs and
-///   the row tiles rowTile0 ..< rowTile0 + rowTiles (MR rows each; rows a multiple of MR, ldv = 4 · kgroups), rows
-///   r < validRows only (the rows that hold tiles).
+/// - `d8_int8_winograd_multiply`: m[(ξ · rows + r) · ldm + o] = Σ_c v · u for position ξ, the panel of NR outputs
+///   in u (as made by `d8_int8_winograd_filter`; m points at its first column) and the row tiles rowTile0 ..<
+///   rowTile0 + rowTiles (MR rows each; rows a multiple of MR, ldv = 4 · kgroups), rows r < validRows only (the rows
+///   that hold tiles).
 /// - `d8_int8_winograd_output`: per tile (m's rows as v's) and output, Σ = (Aᵀ M A) / 4 and y[image][o][h][w] =
 ///   Float(Σ) · (imageScales[image] · weightScales[o]) + bias[o] (bias may be NULL: + 0), cropped to H × W.
 /// Exact while channels ≤ 3640 (|4 Σ| < 2³¹). Only on x86-64 CPUs with AVX2.
-void d8_int8_winograd_filter(const int8_t *packed, size_t channels, int16_t *u);
+void d8_int8_winograd_filter(const int8_t *packed, size_t channels, int16_t *u, size_t ldu);
 void d8_int8_winograd_input(const uint8_t *codes, size_t height, size_t width, size_t channels, size_t base, size_t tile0,
                             size_t tiles, size_t tileCount, const uint8_t *zeros, int16_t *v, size_t rows, size_t ldv);
-void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t validRows, size_t ldv, const int16_t *u, size_t panels,
-                               size_t kgroups, size_t position, size_t panel, size_t rowTile0, size_t rowTiles, int32_t *m,
-                               size_t ldm);
+void d8_int8_winograd_multiply(const int16_t *v, size_t rows, size_t validRows, size_t ldv, const int16_t *u, size_t ldu,
+                               size_t kgroups, size_t position, size_t rowTile0, size_t rowTiles, int32_t *m, size_t ldm);
 void d8_int8_winograd_output(const int32_t *m, size_t rows, size_t ldm, size_t base, size_t tile0, size_t tiles,
                              size_t tileCount, size_t height, size_t width, size_t outputs, const float *imageScales,
                              const float *weightScales, const float *bias, float *y);

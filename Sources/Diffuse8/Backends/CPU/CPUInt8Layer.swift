@@ -301,7 +301,8 @@ public final class CPUInt8LayerHook: QuantizedExecutionHook, LinearExecutionHook
     }
 
     /// An NCHW input → channels-last codes + 128 [N, H, W, C] and the scale of each image (static, or from the image's
-    /// amax): `encode` per channel plane, then the planes transposed (`channelsLast`). The producer (GroupNorm+SiLU) does the same.
+    /// amax): `encode` per channel plane, then the planes transposed (`channelsLast`). The producer (GroupNorm+SiLU)
+    /// does the same.
     func quantizeChannelsLast(_ x: Tensor) -> (codes: [UInt8], scales: [Float]) {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let imageSize = c * h * w

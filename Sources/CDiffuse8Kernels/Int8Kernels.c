@@ -191,8 +191,8 @@ static void winograd_filter_avx2(const int8_t *packed, size_t channels, int16_t 
     }
 }
 
-/// One 4×4 input patch per tile (rows 2ty − 1 …, columns 2tx − 1 …; code 0 outside the image) → V = Bᵀ d B, channel by
-/// channel (the loops over channels vectorise).
+/// One 4×4 input patch per tile (rows 2ty − 1 …, columns 2tx − 1 …; code 0 outside the image) → V = Bᵀ d B, 16
+/// channels at a time (one 16-byte load per patch position, widened to INT16), the last C % 16 one by one.
 __attribute__((target("avx2")))
 static void winograd_input_avx2(const uint8_t *codes, size_t height, size_t width, size_t channels, size_t base, size_t tile0,
                                 size_t tiles, size_t tileCount, const uint8_t *zeros, int16_t *v, size_t rows, size_t ldv) {

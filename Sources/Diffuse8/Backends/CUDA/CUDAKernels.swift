@@ -236,13 +236,11 @@ public final class CUDAKernels: @unchecked Sendable {
                 if weightChannelsLast != nil { candidates.append(.cudnnChannelsLast) }
                 // The path an earlier run measured fastest (`CUDATuningRecord`), if it is a candidate and runs.
                 let key = Self.convolutionTuningKey(shape, channelsLastWeight: weightChannelsLast != nil, storageType: storageType)
-                let hint = context.tuning.takeHint(key)
-                if let hint, let recorded = ConvolutionPath(tuningCode: hint), candidates.contains(recorded), let y = try? run(recorded) {
-                    path = recorded
-                    ranOutput = y
-                    context.tuning.record(key, hint, .recorded)
+                if let recorded = context.tuning.useHint(key, accept: { hint in
+                    ConvolutionPath(tuningCode: hint).flatMap { p in candidates.contains(p) ? (try? run(p)).map { (p, $0) } : nil }
+                }) {
+                    (path, ranOutput) = recorded
                 } else {
-                    if hint != nil { context.tuning.rejectHint(key) }
                     var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
                     for candidate in candidates {
                         // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
@@ -530,13 +528,12 @@ public final class CUDAKernels: @unchecked Sendable {
                 if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 && !fp8Probabilities { candidates.append(.cudnn) }
                 // The kernel an earlier run measured fastest (`CUDATuningRecord`), if it is a candidate and runs.
                 let key = "attention shape=\(shape.map(String.init).joined(separator: ",")) type=\(storageType.rawValue)"
-                let hint = context.tuning.takeHint(key)
-                if let hint, let recorded = AttentionKernel(tuningCode: hint), candidates.contains(recorded), (try? launch(recorded)) != nil {
+                if let recorded = context.tuning.useHint(key, accept: { hint in
+                    AttentionKernel(tuningCode: hint).flatMap { k in candidates.contains(k) && (try? launch(k)) != nil ? k : nil }
+                }) {
                     kernel = recorded
                     launched = true
-                    context.tuning.record(key, hint, .recorded)
                 } else {
-                    if hint != nil { context.tuning.rejectHint(key) }
                     var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
                     for candidate in candidates {
                         // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.

@@ -206,26 +206,24 @@ public final class CUDAMatmul: @unchecked Sendable {
             Array(results[(i * CUBLASLtAPI.heuristicResultSize)..<((i + 1) * CUBLASLtAPI.heuristicResultSize)])
         }
         plan.algorithm = candidate(0)
-        if tunes, found > 1, let hint = context.tuning.takeHint(key) {
-            // The candidate an earlier run timed fastest (the same `cublasLtMatmulAlgo_t`), if the heuristic still
-            // offers it and it runs.
-            func runs(_ index: Int) -> Bool {
-                do {
-                    try setPointers(plan, operands)
-                    try launch(candidate(index), plan, p, operands)
-                    return true
-                } catch {
-                    return false
-                }
+        // The candidate an earlier run timed fastest (the same `cublasLtMatmulAlgo_t`), if the heuristic still offers it
+        // and it runs.
+        func runs(_ index: Int) -> Bool {
+            do {
+                try setPointers(plan, operands)
+                try launch(candidate(index), plan, p, operands)
+                return true
+            } catch {
+                return false
             }
-            if let algorithm = Self.algorithm(hint), let index = (0..<Int(found)).first(where: { Self.algorithmBytes(candidate($0)) == algorithm }),
-               capturing || runs(index) {
-                plan.algorithm = candidate(index)
-                context.tuning.record(key, hint, .recorded)
-                plans[p] = plan
-                return plan
-            }
-            context.tuning.rejectHint(key)
+        }
+        if tunes, found > 1, let index = context.tuning.useHint(key, accept: { hint in
+            Self.algorithm(hint).flatMap { algorithm in (0..<Int(found)).first { Self.algorithmBytes(candidate($0)) == algorithm } }
+                .flatMap { capturing || runs($0) ? $0 : nil }
+        }) {
+            plan.algorithm = candidate(index)
+            plans[p] = plan
+            return plan
         }
         if found > 1 && !capturing {
             try setPointers(plan, operands)

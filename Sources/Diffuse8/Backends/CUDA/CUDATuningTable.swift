@@ -86,12 +86,8 @@ package final class CUDATuningTable: @unchecked Sendable {
             try run(choice)
             return choice
         }
-        if let hint = takeHint(key) {
-            if let choice = decode(hint), (try? run(choice)) != nil {
-                record(key, hint, .recorded)
-                return choice
-            }
-            lock.withLock { counts.rejected += 1 }
+        if let choice = useHint(key, accept: { hint in decode(hint).flatMap { (try? run($0)) != nil ? $0 : nil } }) {
+            return choice
         }
         let measured = try measure()
         record(key, encode(measured.choice), measured.timed ? .timed : .untimed)
@@ -99,7 +95,20 @@ package final class CUDATuningTable: @unchecked Sendable {
         return measured.choice
     }
 
-    /// The recorded choice for `key` (removed from the hints: it is either confirmed with `record` or dropped).
+    /// The recorded choice for `key` as `accept` takes it (it decodes the hint and, where it must, checks that it
+    /// runs; nil drops it): then it is this process's choice, from the record. A hint is offered once.
+    package func useHint<Choice>(_ key: String, accept: (String) -> Choice?) -> Choice? {
+        guard let hint = takeHint(key) else { return nil }
+        guard let choice = accept(hint) else {
+            rejectHint(key)
+            return nil
+        }
+        record(key, hint, .recorded)
+        return choice
+    }
+
+    /// The recorded choice for `key` (removed from the hints: it is either confirmed with `record` or dropped), for a
+    /// user that confirms it later than `useHint` can.
     package func takeHint(_ key: String) -> String? {
         lock.withLock { hints.removeValue(forKey: key) }
     }
@@ -119,8 +128,7 @@ package final class CUDATuningTable: @unchecked Sendable {
         if let snapshot { persist?(snapshot) }
     }
 
-    /// A recorded choice for `key` that decoded but failed to run, counted as dropped (for users that check a hint
-    /// themselves rather than through `decide`).
+    /// A recorded choice for `key` that decoded but failed to run, counted as dropped (for users of `takeHint`).
     package func rejectHint(_ key: String) {
         lock.withLock { counts.rejected += 1 }
     }

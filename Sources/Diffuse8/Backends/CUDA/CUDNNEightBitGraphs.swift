@@ -104,22 +104,16 @@ final class CUDNNEightBitGraphs: @unchecked Sendable {
     /// The plan an earlier run chose for `shape` (`CUDATuningRecord`: its form and its place in cuDNN's heuristic
     /// list, the same for the same card and cuDNN), if it still finalizes and, when `validate`, runs; nil otherwise.
     private func recordedPlan(_ shape: Shape, key: String, validate: Bool, run: (Plan) throws -> Void) -> Plan? {
-        guard let hint = context.tuning.takeHint(key) else { return nil }
-        let parts = hint.split(separator: " ")
-        guard parts.count == 2, let form = Form(tuningCode: String(parts[0])), form == .fusedEpilogue || !shape.isMatmul,
-              let index = Int(parts[1]), (0..<8).contains(index),
-              let candidates = try? makePlans(shape, form: form, limit: index + 1), index < candidates.count else {
-            context.tuning.rejectHint(key)
-            return nil
+        context.tuning.useHint(key) { hint in
+            let parts = hint.split(separator: " ")
+            guard parts.count == 2, let form = Form(tuningCode: String(parts[0])), form == .fusedEpilogue || !shape.isMatmul,
+                  let index = Int(parts[1]), (0..<8).contains(index),
+                  let candidates = try? makePlans(shape, form: form, limit: index + 1), index < candidates.count else { return nil }
+            let plan = Plan(plan: candidates[index], form: form, milliseconds: 0)
+            // Inside a capture (no validation) the plan runs once, for the call.
+            if validate, (try? run(plan)) == nil { return nil }
+            return plan
         }
-        let plan = Plan(plan: candidates[index], form: form, milliseconds: 0)
-        // Inside a capture (no validation) the plan runs once, for the call.
-        if validate, (try? run(plan)) == nil {
-            context.tuning.rejectHint(key)
-            return nil
-        }
-        context.tuning.record(key, hint, .recorded)
-        return plan
     }
 
     /// The tuning key of a graph: everything its plan choice depends on.

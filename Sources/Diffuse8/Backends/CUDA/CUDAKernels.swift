@@ -27,27 +27,14 @@ public final class CUDAKernels: @unchecked Sendable {
     /// The path the last `conv2d` call took.
     public internal(set) var lastConvolutionPath: ConvolutionPath?
 
-    public enum ConvolutionPath: Sendable {
-        case cudnn, im2colGEMM
+    /// Raw values: the path as a `CUDATuningRecord` choice.
+    public enum ConvolutionPath: String, Sendable {
+        case cudnn, im2colGEMM = "im2col-gemm"
         /// NCHW → NHWC transpose, cuDNN channels-last convolution, NHWC → NCHW transpose.
-        case cudnnChannelsLast
+        case cudnnChannelsLast = "cudnn-channels-last"
 
-        /// The path as a `CUDATuningRecord` choice, and back.
-        var tuningCode: String {
-            switch self {
-            case .cudnn: return "cudnn"
-            case .im2colGEMM: return "im2col-gemm"
-            case .cudnnChannelsLast: return "cudnn-channels-last"
-            }
-        }
-        init?(tuningCode: String) {
-            switch tuningCode {
-            case "cudnn": self = .cudnn
-            case "im2col-gemm": self = .im2colGEMM
-            case "cudnn-channels-last": self = .cudnnChannelsLast
-            default: return nil
-            }
-        }
+        var tuningCode: String { rawValue }
+        init?(tuningCode: String) { self.init(rawValue: tuningCode) }
     }
 
     /// The tuning key of `.automatic`'s path choice for a 16-bit convolution.

@@ -24,17 +24,20 @@ extension CUDAKernels {
             w.paths[x.shape] = path
             w.lastPath = path
         }
+        // The 8-bit plan where cuDNN has one for the shape, else 16 bit.
+        func planned() -> CUDAEightBitConvolution.Path {
+            do {
+                return .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
+            } catch {
+                return .sixteenBit("no cuDNN 8-bit plan: \(error)")
+            }
+        }
         if w.choosesFastestPath {
             // Shared by every layer of this geometry (`CUDATuningTable`); on first use the 8-bit path is timed
             // against the 16-bit one, and 8 bit is kept only where it is the faster path for this shape.
             try context.tuning.decide(Self.eightBitConvolutionTuningKey(eightBitShape(x, w)), encode: \.tuningCode,
                                       decode: CUDAEightBitConvolution.Path.init(tuningCode:), run: runPath) {
-                var path: CUDAEightBitConvolution.Path
-                do {
-                    path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
-                } catch {
-                    path = .sixteenBit("no cuDNN 8-bit plan: \(error)")
-                }
+                var path = planned()
                 if case .eightBit = path, !capturing {
                     let eightBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(path, x, w) }
                     let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
@@ -47,13 +50,7 @@ extension CUDAKernels {
             }
         } else {
             // The 8-bit plan wherever there is one (checks of the 8-bit path itself): a choice of this layer only.
-            let path: CUDAEightBitConvolution.Path
-            do {
-                path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
-            } catch {
-                path = .sixteenBit("no cuDNN 8-bit plan: \(error)")
-            }
-            try runPath(path)
+            try runPath(planned())
         }
         if !capturing { w.releaseSixteenBitIfUnused() }
         guard let y else { throw CUDAError.invalidArgument("convolution \(w.name): no path ran") }

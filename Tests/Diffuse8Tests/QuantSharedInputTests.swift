@@ -2,8 +2,8 @@ import Foundation
 import XCTest
 @testable import Diffuse8
 
-/// Layers that read one tensor — an attention module's `to_q`/`to_k`/`to_v`, a cross-attention's `to_k`/`to_v` — are
-/// quantized as one layer of their stacked weights (as SmoothQuant smooths a transformer's Q/K/V jointly, its factors
+/// Layers that read one tensor — an attention module's `to_q`/`to_k`/`to_v`, every cross-attention's `to_k`/`to_v`
+/// (they all read the text context) — are quantized as one layer of their stacked weights (as SmoothQuant smooths a transformer's Q/K/V jointly, its factors
 /// folded into the LayerNorm they share), so that a backend runs them as one 8-bit GEMM. Checked against the
 /// SmoothQuant formula computed here by hand from the FP weights and the calibration statistics.
 final class QuantSharedInputTests: ExecutableTestCase {
@@ -24,7 +24,9 @@ final class QuantSharedInputTests: ExecutableTestCase {
 
         let block = try XCTUnwrap(unet.transformers.first?.blocks.first)
         let a = block.selfAttention, c = block.crossAttention
-        for group in [[a.query, a.key, a.value], [c.key, c.value]] {
+        let contextReaders = unet.transformers.flatMap(\.blocks).flatMap { [$0.crossAttention.key, $0.crossAttention.value] }
+        XCTAssertGreaterThan(contextReaders.count, 2, "the fixture has several cross-attentions")
+        for group in [[a.query, a.key, a.value], contextReaders] {
             let layers = try group.map { try XCTUnwrap(byName[$0.name]) }
             // by hand: s_j = (max over the group's rows |W[:, j]|)^(1-α) / x_j^α, x_j the input's channel amax
             let x = try XCTUnwrap(stats.layer(named: group[0].name)?.channelAmax)
@@ -56,7 +58,8 @@ final class QuantSharedInputTests: ExecutableTestCase {
         XCTAssertNotEqual(byName[c.query.name]?.smoothing, byName[c.key.name]?.smoothing)
 
         // Loaded back (simulated, as the GPU loader reads it: the fusion plan stacks the dequantized weights), the
-        // fusion plan stacks every group: one product per self-attention Q/K/V and per cross K/V.
+        // fusion plan stacks every group: one product per self-attention Q/K/V, one for every cross K/V, each module's
+        // keys and values at their place in it.
         try QuantizedModelFolder.write(source: source, quantized: quantized, to: scratch.path + "/q")
         let loaded = try XCTUnwrap(try StableDiffusionPipeline(directory: scratch.path + "/q", quantizedExecution: .simulated).unet)
         let plan = try FusionPlan(loaded)
@@ -64,6 +67,29 @@ final class QuantSharedInputTests: ExecutableTestCase {
         XCTAssertEqual(plan.selfProjections.count, blocks.count)
         XCTAssertEqual(Set(plan.contextSlots.keys), Set(blocks.map { ObjectIdentifier($0.crossAttention) }))
         XCTAssertTrue(plan.contextProjections.allSatisfy { $0.layers.allSatisfy { $0.quantization != nil } })
+        XCTAssertEqual(plan.contextProjections.count, 1)
+        let contextStack = try XCTUnwrap(plan.contextProjections.first)
+        XCTAssertEqual(contextStack.layers.map(\.name), contextReaders.map(\.name))
+        for block in blocks {
+            let slot = try XCTUnwrap(plan.contextSlots[ObjectIdentifier(block.crossAttention)])
+            let index = try XCTUnwrap(contextStack.layers.firstIndex { $0 === block.crossAttention.key })
+            XCTAssertEqual(slot.stack, 0)
+            XCTAssertEqual(slot.offset, contextStack.offsets[index])
+            XCTAssertTrue(contextStack.layers[index + 1] === block.crossAttention.value)
+        }
+        // A folder whose cross-attentions quantize the context each their own way (smoothed per module): one product
+        // per module.
+        let first = try XCTUnwrap(blocks.first?.crossAttention)
+        for layer in [first.key, first.value] {
+            let q = try XCTUnwrap(layer.quantization)
+            layer.executionHook = SimulatedQuantizationHook(QuantizedLayer(
+                name: q.name, kind: q.kind, weight: q.weight, inputAmax: q.inputAmax,
+                smoothing: q.smoothing.map { $0.map { $0 * 2 } }, outputAmax: q.outputAmax))
+        }
+        let perModule = try FusionPlan(loaded)
+        XCTAssertEqual(perModule.contextProjections.count, blocks.count)
+        XCTAssertTrue(perModule.contextProjections.allSatisfy { $0.layers.count == 2 })
+        XCTAssertTrue(perModule.contextSlots.values.allSatisfy { $0.offset == 0 })
         XCTAssertTrue(plan.selfProjections.values.allSatisfy { $0.layers.allSatisfy { $0.quantization != nil } })
         // Level 4 rounds each projection's output with its own amax after the GEMM: stacked all the same.
         recipe.level = .fp8Attention

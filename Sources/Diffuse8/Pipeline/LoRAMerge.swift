@@ -81,8 +81,9 @@ public enum LoRAMerge {
             report.merged += 1
         }
         let quantizedLinears = unet.linearLayers.filter { $0.executionHook is SimulatedQuantizationHook }
-        for group in Quantizer.inputGroups(unet, among: Set(quantizedLinears.map(ObjectIdentifier.init)), separate: false)
-        where group.contains(where: { mergedQuantized[ObjectIdentifier($0)] != nil }) {
+        let groups = Quantizer.inputGroups(unet, among: Set(quantizedLinears.map(ObjectIdentifier.init)), separate: false)
+            .flatMap(Self.sharingQuantization)
+        for group in groups where group.contains(where: { mergedQuantized[ObjectIdentifier($0)] != nil }) {
             let stored = group.map { ($0.executionHook as! SimulatedQuantizationHook).layer }
             let merged = zip(group, stored).map { mergedQuantized[ObjectIdentifier($0)] ?? QuantizedLoRAUpdate.fullPrecisionWeight($1) }
             let updated = QuantizedLoRAUpdate.requantized(group: stored, merged: merged, alphas: group.map { alphas[$0.name] })
@@ -92,6 +93,24 @@ public enum LoRAMerge {
             }
         }
         return report
+    }
+
+    /// `group` split into runs of layers whose stored quantization (input amax, SmoothQuant vector, per-tensor weight
+    /// scale) is one: folders
+    /// written before every cross-attention's K/V shared one quantizer share it per module only.
+    static func sharingQuantization(_ group: [Linear]) -> [[Linear]] {
+        var runs: [[Linear]] = []
+        for layer in group {
+            let q = (layer.executionHook as? SimulatedQuantizationHook)?.layer
+            if let last = runs.last?.last, let p = (last.executionHook as? SimulatedQuantizationHook)?.layer,
+               p.inputAmax == q?.inputAmax, p.smoothing == q?.smoothing,
+               p.weight.scales.count > 1 && (q?.weight.scales.count ?? 0) > 1 || p.weight.scales == q?.weight.scales {
+                runs[runs.count - 1].append(layer)
+            } else {
+                runs.append([layer])
+            }
+        }
+        return runs
     }
 
     /// A UNet layer's lookup names: diffusers dotted, kohya underscored, and the LDM numbering underscored.

@@ -79,9 +79,10 @@ public enum Quantizer {
             }
         }
 
-        // Layers that read one tensor (an attention module's Q/K/V, a cross-attention's K/V) are quantized as one
-        // stacked layer: one SmoothQuant vector, one α, one input scale and (per-tensor formats) one weight scale, so a
-        // backend can run them as one 8-bit GEMM whose input their producer (the LayerNorm before them) can write.
+        // Layers that read one tensor (an attention module's Q/K/V; every cross-attention's K/V, which all read the
+        // text context) are quantized as one stacked layer: one SmoothQuant vector, one α, one input scale and
+        // (per-tensor formats) one weight scale, so a backend can run them as one 8-bit GEMM — whose input the
+        // producer (the LayerNorm before Q/K/V) can write, or, for the context, that is quantized once per forward.
         let quantized = inventory.linears.filter { recipe.level.quantizes($0.name, kind: .linear) }
         for group in inputGroups(unet, among: Set(quantized.map(ObjectIdentifier.init)), separate: recipe.dynamic) {
             let layers = try quantizeLinears(group, statistics: statistics, recipe: recipe, perChannel: weightPerChannel,
@@ -91,14 +92,20 @@ public enum Quantizer {
         return result
     }
 
-    /// The quantized Linear layers in execution order, grouped by shared input: each attention module's projections
-    /// of one tensor (self: Q, K, V; cross: K, V) form a group, every other layer is alone. `separate`: no groups.
+    /// The quantized Linear layers in execution order, grouped by shared input: each self-attention's Q, K and V form
+    /// a group, and so do the K and V of every cross-attention reading a text context of one width (they all read the
+    /// same `encoder_hidden_states`); every other layer is alone. `separate`: no groups.
     static func inputGroups(_ unet: UNet2DConditionModel, among quantized: Set<ObjectIdentifier>, separate: Bool) -> [[Linear]] {
         var groupOf: [ObjectIdentifier: Int] = [:], siblings: [[Linear]] = []
-        let readersOfOneTensor = separate ? [] : unet.transformers.flatMap(\.blocks).flatMap { block in
-            [[block.selfAttention.query, block.selfAttention.key, block.selfAttention.value],
-             [block.crossAttention.key, block.crossAttention.value]]
+        let blocks = unet.transformers.flatMap(\.blocks)
+        var contextReaders: [Int: [Linear]] = [:], contextWidths: [Int] = []
+        for block in blocks {
+            let width = block.crossAttention.key.inFeatures
+            if contextReaders[width] == nil { contextWidths.append(width) }
+            contextReaders[width, default: []] += [block.crossAttention.key, block.crossAttention.value]
         }
+        let readersOfOneTensor = separate ? [] : blocks.map { [$0.selfAttention.query, $0.selfAttention.key, $0.selfAttention.value] }
+            + contextWidths.compactMap { contextReaders[$0] }
         for readers in readersOfOneTensor {
             let members = readers.filter { quantized.contains(ObjectIdentifier($0)) }
             guard members.count > 1 else { continue }
@@ -119,7 +126,8 @@ public enum Quantizer {
                                         perChannel weightPerChannel: Bool, fp8Projections: Set<String>,
                                         result: inout QuantizedUNet, log: ((String) -> Void)?) throws -> [QuantizedLayer] {
         let linear = group.count == 1 ? group[0]
-            : Linear(name: group.map(\.name).joined(separator: " + "),
+            : Linear(name: group.count <= 3 ? group.map(\.name).joined(separator: " + ")
+                        : "\(group[0].name) + \(group.count - 2) more + \(group[group.count - 1].name)",
                      weight: Tensor(shape: [group.map(\.outFeatures).reduce(0, +), group[0].inFeatures],
                                     scalars: group.flatMap(\.weight.scalars)), bias: nil)
         if recipe.dynamic {

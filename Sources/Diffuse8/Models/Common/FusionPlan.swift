@@ -9,8 +9,8 @@
 /// - every UNet resnet's `time_emb_proj` as one product on silu(temb), with the resnet's conv1 bias folded into it
 ///   (added after conv1 either way);
 /// - every resnet's conv2 and shortcut biases folded into its residual add;
-/// - every UNet cross-attention's `to_k`/`to_v` as one product on the text context per context width (quantized ones:
-///   one product per module);
+/// - every UNet cross-attention's `to_k`/`to_v` as one product on the text context per context width (quantized ones
+///   when they share one input quantization, as `diffuse8 quantize` writes them; else one product per module);
 /// - SD1.x's 1×1 `proj_in`/`proj_out` convolutions as Linear layers on tokens (a 1×1 conv followed by NCHW → tokens
 ///   equals NCHW → tokens followed by the Linear with the same weight).
 public final class FusionPlan {
@@ -67,7 +67,7 @@ public final class FusionPlan {
 
         var contextLayers: [Int: [Linear]] = [:], widths: [Int] = []
         var slots: [ObjectIdentifier: (width: Int, offset: Int)] = [:]
-        var quantizedContext: [(module: ObjectIdentifier, stack: LinearStack)] = []
+        var quantizedContext: [Int: [(module: ObjectIdentifier, layers: [Linear])]] = [:], quantizedWidths: [Int] = []
         for t in unet.transformers {
             for case .convolution(let conv) in [t.projectIn, t.projectOut] {
                 if let linear = Self.tokenProjection(conv) { tokenProjections[ObjectIdentifier(conv)] = linear }
@@ -83,15 +83,29 @@ public final class FusionPlan {
                     contextLayers[w, default: []] += [cross.key, cross.value]
                     slots[ObjectIdentifier(cross)] = (w, offset)
                 } else if Self.canStack([cross.key, cross.value]) {
-                    quantizedContext.append((ObjectIdentifier(cross), try LinearStack([cross.key, cross.value])))
+                    let w = cross.key.inFeatures
+                    if quantizedContext[w] == nil { quantizedWidths.append(w) }
+                    quantizedContext[w, default: []].append((ObjectIdentifier(cross), [cross.key, cross.value]))
                 }
             }
         }
         contextProjections = try widths.map { try LinearStack(contextLayers[$0] ?? []) }
         contextSlots = slots.mapValues { (widths.firstIndex(of: $0.width) ?? 0, $0.offset) }
-        for (module, stack) in quantizedContext {
-            contextSlots[module] = (contextProjections.count, 0)
-            contextProjections.append(stack)
+        for w in quantizedWidths {
+            let modules = quantizedContext[w] ?? []
+            if Self.canStack(modules.flatMap(\.layers)) {
+                var offset = 0
+                for m in modules {
+                    contextSlots[m.module] = (contextProjections.count, offset)
+                    offset += m.layers.map(\.outFeatures).reduce(0, +)
+                }
+                contextProjections.append(try LinearStack(modules.flatMap(\.layers)))
+            } else {
+                for m in modules {
+                    contextSlots[m.module] = (contextProjections.count, 0)
+                    contextProjections.append(try LinearStack(m.layers))
+                }
+            }
         }
     }
 

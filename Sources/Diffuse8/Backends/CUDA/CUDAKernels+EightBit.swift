@@ -5,6 +5,18 @@
 extension CUDAKernels {
     static let eightBitSource = CUDAKernelSources.prelude + #"""
 
+// codes = code(x ⊙ s / scale); eight values per thread, 32-bit index arithmetic (n8 = n / 8 < 2^31; width a
+// multiple of 8).
+extern "C" __global__ void quantize_static8(const half_t* __restrict__ x, const float* __restrict__ smoothing,
+        vec8* __restrict__ codes, u32 n8, int width, float scale, int format) {
+    const u32 groups = (u32)width / 8u;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
+        float v[8];
+        unpack8(((const vec16*)x)[i], v);
+        codes[i] = quantize8(v, smoothing ? smoothing + (i % groups) * 8u : 0, scale, format);
+    }
+}
+
 // codes = code(x * s[i % width]); four values per thread (n4 = n / 4; n and width multiples of 4).
 extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         u32* __restrict__ codes, i64 n4, int width, float scale, int format) {
@@ -109,7 +121,11 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
         let codes = try context.empty(x.shape, dtype: format == .int8 ? .int8 : .float8e4m3)
         let formatCode: Int32 = format == .int8 ? 0 : 1
-        if x.count % 4 == 0 && width % 4 == 0 {
+        if x.count % 8 == 0 && width % 8 == 0 && x.count / 8 <= Int(Int32.max) {
+            try compiler.launch(eightBitOp("quantize_static8"), grid: elementwiseGrid(x.count / 8), block: (256, 1, 1), [
+                .tensor(x), .pointer(smoothing?.address ?? 0), .tensor(codes), .int32(Int32(x.count / 8)),
+                .int(width), .float(scale), .int32(formatCode)])
+        } else if x.count % 4 == 0 && width % 4 == 0 {
             try compiler.launch(eightBitOp("quantize_static4"), grid: elementwiseGrid(x.count / 4), block: (256, 1, 1), [
                 .tensor(x), .pointer(smoothing?.address ?? 0), .tensor(codes), .int64(Int64(x.count / 4)), .int(width),
                 .float(scale), .int32(formatCode)])

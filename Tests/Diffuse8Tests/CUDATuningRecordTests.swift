@@ -216,21 +216,33 @@ final class CUDATuningRecordTests: XCTestCase {
 
     // MARK: Keys and choices of the CUDA paths
 
-    func testTheINT8GEMMKeyNamesEverythingTheChoiceDependsOn() {
-        func key(rows: Int = 8192, bias: Bool = true, residual: Bool = false, type: CUDADataType = .float16, wgmma: Bool = true) -> String {
-            CUDAKernels.int8LinearTuningKey(rows: rows, outFeatures: 640, inFeatures: 320, bias: bias, residual: residual,
-                                            storageType: type, wgmma: wgmma)
+    func testThe8BitGEMMKeyNamesEverythingTheChoiceDependsOn() {
+        func key(format: QuantizedFormat = .int8, rows: Int = 8192, bias: Bool = true, residual: Bool = false,
+                 type: CUDADataType = .float16, wgmma: Bool = true) -> String {
+            CUDAKernels.eightBitLinearTuningKey(format: format, rows: rows, outFeatures: 640, inFeatures: 320, bias: bias,
+                                                residual: residual, storageType: type, wgmma: wgmma)
         }
         XCTAssertEqual(key(), "int8-linear m=8192 n=640 k=320 bias=1 residual=0 output=float16 wgmma=1")
-        let variations = [key(rows: 2048), key(bias: false), key(residual: true), key(type: .bfloat16), key(wgmma: false)]
-        XCTAssertEqual(Set(variations + [key()]).count, 6)
+        XCTAssertEqual(key(format: .fp8), "fp8-linear m=8192 n=640 k=320 bias=1 residual=0 output=float16 wgmma=1")
+        let variations = [key(format: .fp8), key(rows: 2048), key(bias: false), key(residual: true), key(type: .bfloat16), key(wgmma: false)]
+        XCTAssertEqual(Set(variations + [key()]).count, 7)
+    }
+
+    func testFP8LayersCompeteOnlyOnPathsThatRunFP8() {
+        let int8 = CUDAEightBitLinear.GEMMPath.candidates(.int8, wgmma: true)
+        let fp8 = CUDAEightBitLinear.GEMMPath.candidates(.fp8, wgmma: true)
+        XCTAssertTrue(int8.contains(.cuDNN))
+        XCTAssertFalse(fp8.contains(.cuDNN), "cuDNN's fused matmul is INT8 only")
+        XCTAssertEqual(fp8.count, CUDAKernels.WarpSpecializedGEMM.variants.count + 1)
+        XCTAssertEqual(CUDAEightBitLinear.GEMMPath.candidates(.fp8, wgmma: false), [.cuBLASLt])
+        XCTAssertEqual(CUDAEightBitLinear.GEMMPath.cuBLASLt.description(for: .fp8), "cuBLASLt FP8 E4M3")
     }
 
     func testPathChoicesRoundTripAndUnknownOnesAreRejected() {
-        let paths: [CUDAEightBitLinear.Int8Path] = CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) } + [.cuDNN, .cuBLASLt]
-        for path in paths { XCTAssertEqual(CUDAEightBitLinear.Int8Path(tuningCode: path.tuningCode), path) }
+        let paths: [CUDAEightBitLinear.GEMMPath] = CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) } + [.cuDNN, .cuBLASLt]
+        for path in paths { XCTAssertEqual(CUDAEightBitLinear.GEMMPath(tuningCode: path.tuningCode), path) }
         XCTAssertEqual(Set(paths.map(\.tuningCode)).count, paths.count)
-        for unknown in ["wgmma 256 3 ping-pong", "cuBLASLt", "", "cudnn "] { XCTAssertNil(CUDAEightBitLinear.Int8Path(tuningCode: unknown)) }
+        for unknown in ["wgmma 256 3 ping-pong", "cuBLASLt", "", "cudnn "] { XCTAssertNil(CUDAEightBitLinear.GEMMPath(tuningCode: unknown)) }
 
         XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: "8bit"), .eightBit(.fusedEpilogue))
         let slower = CUDAEightBitConvolution.Path.sixteenBit("16 bit measured faster (12.0 vs 15.1 µs)")

@@ -24,10 +24,10 @@ final class CUDATuningTests: XCTestCase {
     }
 
     /// Two INT8 layers of the same shape (different weights) on one input: outputs and the paths that ran.
-    private func runTwoLayers(_ kernels: CUDAKernels) throws -> (outputs: [Tensor], paths: [CUDAEightBitLinear.Int8Path?]) {
+    private func runTwoLayers(_ kernels: CUDAKernels) throws -> (outputs: [Tensor], paths: [CUDAEightBitLinear.GEMMPath?]) {
         let (rows, k, n) = (256, 320, 640)
         let x = values([rows, k], seed: 1)
-        var outputs: [Tensor] = [], paths: [CUDAEightBitLinear.Int8Path?] = []
+        var outputs: [Tensor] = [], paths: [CUDAEightBitLinear.GEMMPath?] = []
         for seed in [UInt64(2), 3] {
             let weight = values([n, k], seed: seed, scale: 0.05), bias = values([n], seed: seed + 10)
             let layer = QuantizedLayer(name: "layer\(seed)", kind: .linear, weight: QuantizedWeight(quantizing: weight, format: .int8, perChannel: true),
@@ -36,7 +36,7 @@ final class CUDATuningTests: XCTestCase {
             let y = try kernels.eightBitLinear(try kernels.upload(x), w, residual: nil)
             XCTAssertNil(w.fallbackReason)
             outputs.append(try kernels.context.download(y))
-            paths.append(w.lastInt8Path)
+            paths.append(w.lastGEMMPath)
         }
         return (outputs, paths)
     }

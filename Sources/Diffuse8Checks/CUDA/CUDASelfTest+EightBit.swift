@@ -66,11 +66,10 @@ extension CUDASelfTest {
             // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
             for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),
                                            (154, 2048, 1280, false)] {
-                let int8Paths: [CUDAEightBitLinear.Int8Path] = [.cuBLASLt, .cuDNN]
-                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) } : [])
-                for gemm in format == .int8 ? int8Paths.map(Optional.some) : [nil] {
-                    let library = gemm.map { " \($0)" } ?? ""
-                    cases.append(("8-bit linear \(format)\(library)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
+                let paths = CUDAEightBitLinear.GEMMPath.candidates(format, wgmma: kernels.runsWarpSpecializedGEMM)
+                for gemm in paths {
+                    let library = " " + gemm.description(for: format)
+                    cases.append(("8-bit linear\(library)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
                         let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([n, k], scale: 0.05)
                         let bh = r.normalHalfRounded([n]), resh = r.normalHalfRounded([rows, n])
                         let withBias = residual || n != 1280
@@ -82,7 +81,7 @@ extension CUDASelfTest {
                                                    inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
                         let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil)
                         let w = try CUDAEightBitLinear(kernels, linear, layer)
-                        w.int8GEMM = gemm
+                        w.forcedGEMM = gemm
                         let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: residual ? try kernels.upload(resh) : nil)
                         if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
                         let reference = CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: withBias ? bh : nil)

@@ -211,7 +211,7 @@ public final class CUDABackend: ModelBackend {
     private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?) throws -> CUDATensor {
         try op("GEMM (linear)", layer: name, kernel: {
             w.fallbackWeight != nil ? "cuBLASLt 16-bit (no 8-bit algorithm)"
-                : w.format == .fp8 ? "cuBLASLt FP8 E4M3" : w.lastInt8Path?.description ?? "INT8 (not run yet)"
+                : w.lastGEMMPath?.description(for: w.format) ?? "8 bit (not run yet)"
         }, eightBit: { w.fallbackWeight == nil }) {
             var y = try kernels.eightBitLinear(x, w, residual: residual)
             if let scales = w.outputScales { y = try kernels.fakeQuantizeColumns(y, format: .fp8, scales: scales) }

@@ -25,26 +25,37 @@ package final class CUDAEightBitLinear {
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
     /// the output is rounded with after the GEMM (FP32 [out]).
     let outputScales: CUDATensor?
-    /// INT8: per call shape of this layer (rows, residual, wgmma-aligned), the GEMM its problem's choice names
+    /// Per call shape of this layer (rows, residual, wgmma-aligned), the GEMM its problem's choice names
     /// (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated call skips the lookup).
-    var int8Paths: [Int8Call: Int8Path] = [:]
-    struct Int8Call: Hashable { var rows: Int, residual: Bool, wgmma: Bool }
-    /// The INT8 GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
-    package var int8GEMM: Int8Path?
-    /// One INT8 GEMM implementation.
-    package enum Int8Path: Hashable, Sendable, CustomStringConvertible {
+    var gemmPaths: [GEMMCall: GEMMPath] = [:]
+    struct GEMMCall: Hashable { var rows: Int, residual: Bool, wgmma: Bool }
+    /// The 8-bit GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
+    package var forcedGEMM: GEMMPath?
+    /// One 8-bit GEMM implementation.
+    package enum GEMMPath: Hashable, Sendable, CustomStringConvertible {
         /// Our wgmma GEMM (`CUDAKernels.warpSpecializedGEMM`), dequantization, bias and residual in its epilogue.
         case warpSpecialized(CUDAKernels.WarpSpecializedGEMM)
-        /// cuDNN's INT8 matmul graph with the dequantization, bias and residual fused.
+        /// INT8 only: cuDNN's INT8 matmul graph with the dequantization, bias and residual fused.
         case cuDNN
-        /// cuBLASLt's INT32 sums, then our dequantize kernel.
+        /// INT8: cuBLASLt's INT32 sums, then our dequantize kernel. FP8: cuBLASLt with both scales, the bias and the
+        /// residual in its epilogue.
         case cuBLASLt
 
-        package var description: String {
+        /// The paths for `format` (the wgmma variants where the card runs them).
+        package static func candidates(_ format: QuantizedFormat, wgmma: Bool) -> [GEMMPath] {
+            (wgmma ? CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) } : []) + (format == .int8 ? [.cuDNN, .cuBLASLt] : [.cuBLASLt])
+        }
+
+        /// The path for INT8 layers (the report's wording).
+        package var description: String { description(for: .int8) }
+
+        /// The path as the per-layer report names it for a layer of `format`.
+        package func description(for format: QuantizedFormat) -> String {
+            let name = format == .int8 ? "INT8" : "FP8 E4M3"
             switch self {
-            case .warpSpecialized(let variant): return "\(variant) INT8, dequantize fused"
-            case .cuDNN: return "cuDNN INT8, dequantize fused"
-            case .cuBLASLt: return "cuBLASLt INT8 → INT32 + dequantize"
+            case .warpSpecialized(let variant): return "\(variant) \(name), dequantize fused"
+            case .cuDNN: return "cuDNN \(name), dequantize fused"
+            case .cuBLASLt: return format == .int8 ? "cuBLASLt INT8 → INT32 + dequantize" : "cuBLASLt FP8 E4M3"
             }
         }
 
@@ -64,14 +75,14 @@ package final class CUDAEightBitLinear {
             case "cublaslt": self = .cuBLASLt
             default:
                 guard let variant = CUDAKernels.WarpSpecializedGEMM.variants.first(where: {
-                    Int8Path.warpSpecialized($0).tuningCode == tuningCode }) else { return nil }
+                    GEMMPath.warpSpecialized($0).tuningCode == tuningCode }) else { return nil }
                 self = .warpSpecialized(variant)
             }
         }
     }
-    /// The INT8 GEMM of the last call (for reports).
-    package internal(set) var lastInt8Path: Int8Path?
-    /// INT8, made on first use of the wgmma GEMM: (α[j], α[j+1], bias[j], bias[j+1]) per column pair (FP32), and the
+    /// The GEMM of the last call (for reports).
+    package internal(set) var lastGEMMPath: GEMMPath?
+    /// Made on first use of the wgmma GEMM: (α[j], α[j+1], bias[j], bias[j+1]) per column pair (FP32), and the
     /// TMA descriptors of the codes per tile variant.
     private var epilogue: CUDATensor?
     private var weightMaps: [CUDAKernels.WarpSpecializedGEMM: CUDATensorMap] = [:]

@@ -138,8 +138,9 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     }
 
     /// y = x·Wᵀ (+ bias) (+ residual) of an 8-bit layer: x quantized with the layer's static scale and smoothing
-    /// factors (or already this layer's codes, from a producer that quantized its output: LayerNorm, GEGLU), then FP8 (cuBLASLt, bias/residual epilogue, 16-bit output) or INT8 (cuBLASLt, INT32 output, then
-    /// `dequantize_accumulators`). A layer whose shape has no 8-bit algorithm runs its dequantized weight in 16 bit.
+    /// factors (or already this layer's codes, from a producer that quantized its output: LayerNorm, GEGLU), then the
+    /// 8-bit GEMM chosen for its problem (`tunedEightBitGEMM`). A layer whose shape has no 8-bit algorithm runs its
+    /// dequantized weight in 16 bit.
     package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
@@ -165,16 +166,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         let codes = quantizedByProducer ? x : try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
         let y = try output(shape)
         do {
-            switch w.format {
-            case .fp8:
-                // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows], scaled by (weight scale, input scale).
-                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
-                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: w.bias == nil ? .none : .bias, precision: .fp8),
-                               a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
-                               scales: (w.scales.address, w.scales.address + 16))
-            case .int8:
-                try int8Linear(codes, w, rows: rows, residual: residual, y: y)
-            }
+            try tunedEightBitGEMM(codes, w, rows: rows, residual: residual, y: y)
             return y
         } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {
             // No 8-bit algorithm for this shape (or the library refused it): this layer runs in 16 bit from now on.
@@ -184,20 +176,22 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
     }
 
-    /// The INT8 GEMM of `w` on `codes` into `y` by the path chosen for its problem (`CUDATuningTable`, shared by
+    /// The 8-bit GEMM of `w` on `codes` into `y` by the path chosen for its problem (`CUDATuningTable`, shared by
     /// every layer of that shape): on first use, outside a capture, every path that runs here is timed and the
-    /// fastest kept — our warp-specialized wgmma GEMM (sm_90a) in each tile variant, cuDNN's INT8 matmul with the
-    /// dequantization fused, and cuBLASLt's INT32 sums plus our dequantize kernel. `w.int8GEMM` can force one.
-    private func int8Linear(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
-        let gemm = CUDNNEightBitGraphs.Shape(n: 1, c: w.inFeatures, h: rows, w: 1, o: w.outFeatures, kh: 1, kw: 1, stride: 1, padding: 0,
-                                             format: .int8, isMatmul: true, hasBias: w.bias != nil,
-                                             hasResidual: residual != nil, outputType: storageType)
-        let operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.scales.address,
-                                                    bias: w.bias?.address, residual: residual?.address, y: y.address)
+    /// fastest kept — our warp-specialized wgmma GEMM (sm_90a) in each tile variant; for INT8 cuDNN's INT8 matmul with
+    /// the dequantization fused and cuBLASLt's INT32 sums plus our dequantize kernel; for FP8 cuBLASLt's FP8 GEMM with
+    /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one.
+    private func tunedEightBitGEMM(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
         let capturing = context.allocator.isCapturing
-        func run(_ path: CUDAEightBitLinear.Int8Path) throws {
-            switch path {
-            case .cuBLASLt:
+        func run(_ path: CUDAEightBitLinear.GEMMPath) throws {
+            switch (path, w.format) {
+            case (.cuBLASLt, .fp8):
+                // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows], scaled by (weight scale, input scale).
+                try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
+                                     ldb: w.inFeatures, ldd: w.outFeatures, epilogue: w.bias == nil ? .none : .bias, precision: .fp8),
+                               a: w.codes.address, b: codes.address, d: y.address, bias: w.bias?.address, c: residual?.address,
+                               scales: (w.scales.address, w.scales.address + 16))
+            case (.cuBLASLt, .int8):
                 let sums = try context.empty(y.shape, dtype: .int32)
                 try matmul.run(.init(m: w.outFeatures, n: rows, k: w.inFeatures, transA: true, transB: false, lda: w.inFeatures,
                                      ldb: w.inFeatures, ldd: w.outFeatures, epilogue: .none, precision: .int8),
@@ -205,30 +199,37 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 try compiler.launch(eightBitOp("dequantize_accumulators"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                     .tensor(sums), .tensor(w.scales), .pointer(w.bias?.address ?? 0), .pointer(residual?.address ?? 0), .tensor(y),
                     .int64(Int64(y.count)), .int(w.outFeatures)])
-            case .cuDNN:
+            case (.cuDNN, .int8):
+                let gemm = CUDNNEightBitGraphs.Shape(n: 1, c: w.inFeatures, h: rows, w: 1, o: w.outFeatures, kh: 1, kw: 1, stride: 1,
+                                                     padding: 0, format: .int8, isMatmul: true, hasBias: w.bias != nil,
+                                                     hasResidual: residual != nil, outputType: storageType)
+                let operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.scales.address,
+                                                            bias: w.bias?.address, residual: residual?.address, y: y.address)
                 let graphs = try eightBitGraphs()
                 try graphs.execute(try graphs.plan(gemm, timing: !capturing) { try graphs.execute($0, gemm, operands) }, gemm, operands)
-            case .warpSpecialized(let variant):
-                try warpSpecializedGEMM(variant, format: .int8, codes: codes, rows: rows, weight: w.codes,
+            case (.cuDNN, .fp8):
+                throw CUDAError.invalidArgument("linear \(w.name): cuDNN's fused 8-bit matmul is INT8 only")
+            case (.warpSpecialized(let variant), _):
+                try warpSpecializedGEMM(variant, format: w.format, codes: codes, rows: rows, weight: w.codes,
                                         weightMap: try w.weightMap(for: variant, kernels: self), epilogue: try w.epilogueOperands(self),
                                         residual: residual, y: y)
             }
-            w.lastInt8Path = path
+            w.lastGEMMPath = path
         }
         // TMA needs 16-byte aligned rows: unaligned operands leave the wgmma GEMM out (a separate problem).
         let wgmma = runsWarpSpecializedGEMM && [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
-        if let forced = w.int8GEMM {
+        if let forced = w.forcedGEMM {
             if case .warpSpecialized = forced, !wgmma {
-                throw CUDAError.invalidArgument("linear \(w.name): the wgmma INT8 GEMM needs compute capability 9.0 and 16-byte aligned operands")
+                throw CUDAError.invalidArgument("linear \(w.name): the wgmma 8-bit GEMM needs compute capability 9.0 and 16-byte aligned operands")
             }
             return try run(forced)
         }
-        let call = CUDAEightBitLinear.Int8Call(rows: rows, residual: residual != nil, wgmma: wgmma)
-        if let kept = w.int8Paths[call] { return try run(kept) }
-        let candidates = (wgmma ? WarpSpecializedGEMM.variants.map { CUDAEightBitLinear.Int8Path.warpSpecialized($0) } : []) + [.cuDNN, .cuBLASLt]
-        let key = Self.int8LinearTuningKey(rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures, bias: w.bias != nil,
-                                           residual: residual != nil, storageType: storageType, wgmma: wgmma)
-        w.int8Paths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.Int8Path(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
+        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: residual != nil, wgmma: wgmma)
+        if let kept = w.gemmPaths[call] { return try run(kept) }
+        let candidates = CUDAEightBitLinear.GEMMPath.candidates(w.format, wgmma: wgmma)
+        let key = Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
+                                               bias: w.bias != nil, residual: residual != nil, storageType: storageType, wgmma: wgmma)
+        w.gemmPaths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.GEMMPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                   run: run) {
             // Inside a capture nothing can be timed: the first candidate that runs is kept (and has written y).
             var lastError: Error?
@@ -241,14 +242,14 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 if let best = measured.best { return .init(best.candidate, timed: true, ran: false) }
                 lastError = measured.lastError
             }
-            throw lastError ?? CUDAError.invalidArgument("linear \(w.name): no INT8 GEMM ran")
+            throw lastError ?? CUDAError.invalidArgument("linear \(w.name): no 8-bit GEMM ran")
         }
     }
 
-    /// The tuning key of an INT8 GEMM: everything its choice depends on (no layer names).
-    static func int8LinearTuningKey(rows: Int, outFeatures: Int, inFeatures: Int, bias: Bool, residual: Bool,
-                                    storageType: CUDADataType, wgmma: Bool) -> String {
-        "int8-linear m=\(rows) n=\(outFeatures) k=\(inFeatures) bias=\(bias ? 1 : 0) residual=\(residual ? 1 : 0) "
+    /// The tuning key of an 8-bit GEMM: everything its choice depends on (no layer names).
+    static func eightBitLinearTuningKey(format: QuantizedFormat, rows: Int, outFeatures: Int, inFeatures: Int, bias: Bool,
+                                        residual: Bool, storageType: CUDADataType, wgmma: Bool) -> String {
+        "\(format == .int8 ? "int8" : "fp8")-linear m=\(rows) n=\(outFeatures) k=\(inFeatures) bias=\(bias ? 1 : 0) residual=\(residual ? 1 : 0) "
             + "output=\(storageType.rawValue) wgmma=\(wgmma ? 1 : 0)"
     }
 

@@ -43,10 +43,12 @@ package struct CUDATuningRecord: Equatable, Sendable {
             + " | kernels \(kernels) | format \(formatVersion)")
     }
 
-    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the INT8 GEMM variants, the
+    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants, the
     /// dequantize kernels, attention: a change to any of them makes earlier measurements stale.
     static var kernelFingerprint: String {
-        let sources = CUDAKernels.WarpSpecializedGEMM.variants.map { CUDAKernels.warpSpecializedSource($0, format: .int8) }
+        let sources = [QuantizedFormat.int8, .fp8].flatMap { format in
+            CUDAKernels.WarpSpecializedGEMM.variants.map { CUDAKernels.warpSpecializedSource($0, format: format) }
+        }
             + [CUDAKernels.eightBitSource, CUDAAttentionSource.source]
         return String(CUDAKernelCompiler.fnv1a(sources.joined(separator: "\u{0}")), radix: 16)
     }

@@ -244,6 +244,14 @@ final class CUDATuningRecordTests: XCTestCase {
         XCTAssertEqual(Set(paths.map(\.tuningCode)).count, paths.count)
         for unknown in ["wgmma 256 3 ping-pong", "cuBLASLt", "", "cudnn "] { XCTAssertNil(CUDAEightBitLinear.GEMMPath(tuningCode: unknown)) }
 
+        let geglu = CUDAEightBitLinear.GEGLUPath.candidates
+        XCTAssertEqual(geglu.count, 1 + CUDAKernels.WarpSpecializedGEMM.gegluVariants.count)
+        for path in geglu { XCTAssertEqual(CUDAEightBitLinear.GEGLUPath(tuningCode: path.tuningCode), path) }
+        XCTAssertEqual(Set(geglu.map(\.tuningCode)).count, geglu.count)
+        // the 64-column tile's 32 outputs would not fill a 64-column store box
+        XCTAssertNil(CUDAEightBitLinear.GEGLUPath(tuningCode: "fused wgmma 64 10 ping-pong"))
+        XCTAssertNil(CUDAEightBitLinear.GEGLUPath(tuningCode: "wgmma 128 8 ping-pong"))
+
         XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: "8bit"), .eightBit(.fusedEpilogue))
         let slower = CUDAEightBitConvolution.Path.sixteenBit("16 bit measured faster (12.0 vs 15.1 µs)")
         XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: slower.tuningCode), slower)

@@ -67,6 +67,9 @@ public protocol ModelBackend: AnyObject {
     func geglu(_ x: Value) throws -> Value
     /// `geglu(x)` whose result `reader` alone reads; may come back quantized for it, as `layerNorm(_:_:readBy:)`.
     func geglu(_ x: Value, readBy reader: Linear) throws -> Value
+    /// `geglu(readBy: reader)` of `projection`'s output on x (diffusers' `GEGLU` module); a backend may compute the
+    /// projection and the gating in one kernel.
+    func gegluProjection(_ x: Value, _ projection: Linear, readBy reader: Linear) throws -> Value
     func add(_ a: Value, _ b: Value) throws -> Value
     /// scale · x + shift.
     func affine(_ x: Value, scale: Float, shift: Float) throws -> Value
@@ -118,6 +121,9 @@ extension ModelBackend {
     }
     public func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float? { nil }
     public func geglu(_ x: Value, readBy reader: Linear) throws -> Value { try geglu(x) }
+    public func gegluProjection(_ x: Value, _ projection: Linear, readBy reader: Linear) throws -> Value {
+        try geglu(linear(x, projection, residual: nil), readBy: reader)
+    }
 
     /// Q, K and V of a self-attention `module` on tokens x: one product read as three column ranges when the plan
     /// stacked them, else three products.

@@ -89,6 +89,29 @@ extension CUDASelfTest {
                     }))
                 }
             }
+            // GEGLU projections: the GEMM with GEGLU in its epilogue (each tile variant that can) and the GEMM followed by
+            // the GEGLU kernel, 16-bit out; a partial row tile and a partial column tile (n = 656 outputs).
+            for (rows, k, n) in [(154, 320, 1280), (200, 640, 656)] {
+                let paths: [CUDAEightBitLinear.GEGLUPath] = [.separate]
+                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.gegluVariants.map { .fused($0) } : [])
+                for path in paths {
+                    cases.append(("8-bit GEGLU projection \(format) \(path)", "[\(rows),\(k)]·[\(2 * n),\(k)]ᵀ", 1e-3, { r in
+                        let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([2 * n, k], scale: 0.05)
+                        let bh = r.normalHalfRounded([2 * n])
+                        var amax: Float = 0
+                        for v in xh.scalars { amax = max(amax, abs(v)) }
+                        let layer = QuantizedLayer(name: "check", kind: .linear,
+                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                        let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
+                        let w = try CUDAEightBitLinear(kernels, linear, layer)
+                        w.forcedGEGLU = path
+                        let y = try kernels.eightBitGEGLU(try kernels.upload(xh), w, reader: nil)
+                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                        return (y, CPUKernels.geglu(CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh)))
+                    }))
+                }
+            }
             // Convolutions: cuDNN's 8-bit graph on channels-last codes, per-channel (INT8) or per-tensor (FP8) weight scales.
             for (n, c, hw, o, k, stride, withBias) in [(2, 320, 32, 320, 3, 1, true), (2, 64, 16, 128, 3, 2, true), (1, 32, 8, 48, 1, 1, false)] {
                 cases.append(("8-bit convolution \(format)", "B\(n) C\(c) \(hw)² → \(o) \(k)×\(k)/\(stride)\(withBias ? "+bias" : "")", 1e-3, { r in

@@ -271,6 +271,22 @@ public final class CUDABackend: ModelBackend {
         }
     }
 
+    /// An 8-bit projection runs `CUDAKernels.eightBitGEGLU` (the GEMM with GEGLU in its epilogue where that measured
+    /// faster), reported as one operation of its own class; any other runs as `linear`, then `geglu`.
+    public func gegluProjection(_ x: CUDATensor, _ projection: Linear, readBy reader: Linear) throws -> CUDATensor {
+        guard let w = eightBitLinears[ObjectIdentifier(projection)], w.outputScales == nil else {
+            return try geglu(linear(x, projection, residual: nil), readBy: reader)
+        }
+        return try op("GEMM + GEGLU", layer: projection.name, kernel: {
+            switch w.lastGEGLUPath {
+            case .fused(let variant)?: return "\(variant) \(w.format == .int8 ? "INT8" : "FP8 E4M3"), GEGLU fused"
+            default: return (w.lastGEMMPath?.description(for: w.format) ?? "8 bit") + ", then the GEGLU kernel"
+            }
+        }, eightBit: { w.fallbackWeight == nil }) {
+            try kernels.eightBitGEGLU(x, w, reader: eightBitReader([reader]))
+        }
+    }
+
     public func geglu(_ x: CUDATensor, readBy reader: Linear) throws -> CUDATensor {
         try op("GEGLU") { try kernels.geglu(x, quantizingFor: eightBitReader([reader])) }
     }

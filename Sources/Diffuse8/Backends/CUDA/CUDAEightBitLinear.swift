@@ -80,12 +80,50 @@ package final class CUDAEightBitLinear {
             }
         }
     }
+    /// A GEGLU projection (`CUDAKernels.eightBitGEGLU`): per call shape, the path its problem's choice names.
+    var gegluPaths: [GEMMCall: GEGLUPath] = [:]
+    /// The GEGLU path to run: nil lets both compete (the default); a path forces it (for checks and measurements).
+    package var forcedGEGLU: GEGLUPath?
+    /// How a GEGLU projection runs.
+    package enum GEGLUPath: Hashable, Sendable, CustomStringConvertible {
+        /// The layer's tuned GEMM, then the GEGLU kernel (which writes the next layer's codes).
+        case separate
+        /// Our wgmma GEMM with GEGLU in its epilogue, then the next layer's quantize pass.
+        case fused(CUDAKernels.WarpSpecializedGEMM)
+
+        /// Both ways, the fused one in each tile variant that can.
+        static var candidates: [GEGLUPath] { [.separate] + CUDAKernels.WarpSpecializedGEMM.gegluVariants.map { .fused($0) } }
+
+        package var description: String {
+            switch self {
+            case .separate: return "separate GEGLU"
+            case .fused(let v): return "\(v), GEGLU fused"
+            }
+        }
+
+        /// The path as a `CUDATuningRecord` choice.
+        var tuningCode: String {
+            switch self {
+            case .separate: return "separate"
+            case .fused(let v): return "fused " + GEMMPath.warpSpecialized(v).tuningCode
+            }
+        }
+
+        /// The path a choice names, among this build's (nil for anything else).
+        init?(tuningCode: String) {
+            guard let path = Self.candidates.first(where: { $0.tuningCode == tuningCode }) else { return nil }
+            self = path
+        }
+    }
+    /// The GEGLU path of the last call (for reports).
+    package internal(set) var lastGEGLUPath: GEGLUPath?
     /// The GEMM of the last call (for reports).
     package internal(set) var lastGEMMPath: GEMMPath?
     /// Made on first use of the wgmma GEMM: (α[j], α[j+1], bias[j], bias[j+1]) per column pair (FP32), and the
     /// TMA descriptors of the codes per tile variant.
     private var epilogue: CUDATensor?
     private var weightMaps: [CUDAKernels.WarpSpecializedGEMM: CUDATensorMap] = [:]
+    private var halvesWeightMaps: [CUDAKernels.WarpSpecializedGEMM: CUDATensorMap] = [:]
     /// Host copies for `epilogue`: α per output column, and the bias.
     private let alphaValues: [Float]
     private let biasValues: [Float]?
@@ -178,11 +216,12 @@ package final class CUDAEightBitLinear {
         return made
     }
 
-    /// The TMA descriptor of the codes for `variant`'s tile (made on first use).
-    func weightMap(for variant: CUDAKernels.WarpSpecializedGEMM, kernels: CUDAKernels) throws -> CUDATensorMap {
-        if let map = weightMaps[variant] { return map }
-        let map = try kernels.warpSpecializedWeightMap(codes, variant)
-        weightMaps[variant] = map
+    /// The TMA descriptor of the codes for `variant`'s tile (made on first use); with `halves`, for the GEGLU-fused
+    /// GEMM (`CUDAKernels.warpSpecializedGEGLU`).
+    func weightMap(for variant: CUDAKernels.WarpSpecializedGEMM, kernels: CUDAKernels, halves: Bool = false) throws -> CUDATensorMap {
+        if let map = halves ? halvesWeightMaps[variant] : weightMaps[variant] { return map }
+        let map = try kernels.warpSpecializedWeightMap(codes, variant, halves: halves)
+        if halves { halvesWeightMaps[variant] = map } else { weightMaps[variant] = map }
         return map
     }
 

@@ -182,7 +182,6 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// the dequantization fused and cuBLASLt's INT32 sums plus our dequantize kernel; for FP8 cuBLASLt's FP8 GEMM with
     /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one.
     private func tunedEightBitGEMM(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
-        let capturing = context.allocator.isCapturing
         func run(_ path: CUDAEightBitLinear.GEMMPath) throws {
             switch (path, w.format) {
             case (.cuBLASLt, .fp8):
@@ -206,7 +205,8 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 let operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.scales.address,
                                                             bias: w.bias?.address, residual: residual?.address, y: y.address)
                 let graphs = try eightBitGraphs()
-                try graphs.execute(try graphs.plan(gemm, timing: !capturing) { try graphs.execute($0, gemm, operands) }, gemm, operands)
+                try graphs.execute(try graphs.plan(gemm, timing: !context.allocator.isCapturing) { try graphs.execute($0, gemm, operands) },
+                                   gemm, operands)
             case (.cuDNN, .fp8):
                 throw CUDAError.invalidArgument("linear \(w.name): cuDNN's fused 8-bit matmul is INT8 only")
             case (.warpSpecialized(let variant), _):
@@ -231,19 +231,76 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                                                bias: w.bias != nil, residual: residual != nil, storageType: storageType, wgmma: wgmma)
         w.gemmPaths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.GEMMPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                   run: run) {
-            // Inside a capture nothing can be timed: the first candidate that runs is kept (and has written y).
-            var lastError: Error?
-            if capturing {
-                for path in candidates {
-                    do { try run(path); return .init(path, timed: false, ran: true) } catch { lastError = error }
-                }
-            } else {
-                let measured = CUDATuningTable.fastest(candidates) { path in try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) } }
-                if let best = measured.best { return .init(best.candidate, timed: true, ran: false) }
-                lastError = measured.lastError
-            }
-            throw lastError ?? CUDAError.invalidArgument("linear \(w.name): no 8-bit GEMM ran")
+            try fastestPath(candidates, run: run, none: "linear \(w.name): no 8-bit GEMM ran")
         }
+    }
+
+    /// The tuning measurement of candidates that `run` queues: timed outside a capture; inside one nothing can be
+    /// timed, so the first candidate that runs is kept (and has written its output).
+    private func fastestPath<Path>(_ candidates: [Path], run: (Path) throws -> Void, none: String) throws -> CUDATuningTable.Measured<Path> {
+        var lastError: Error?
+        if context.allocator.isCapturing {
+            for path in candidates {
+                do { try run(path); return .init(path, timed: false, ran: true) } catch { lastError = error }
+            }
+        } else {
+            let measured = CUDATuningTable.fastest(candidates) { path in try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) } }
+            if let best = measured.best { return .init(best.candidate, timed: true, ran: false) }
+            lastError = measured.lastError
+        }
+        throw lastError ?? CUDAError.invalidArgument(none)
+    }
+
+    /// `geglu` of the 8-bit GEGLU projection `w` of x (diffusers' GEGLU: the projection's first half times GELU of its
+    /// second half), as `reader`'s input codes where `reader` takes them, else 16-bit. By the path chosen for the
+    /// problem: the tuned GEMM into [rows, 2n] and then the GEGLU kernel writing the codes, or (sm_90a) our wgmma GEMM
+    /// with GEGLU in its epilogue — half the GEMM's output, 16-bit [rows, n] — and then `reader`'s quantize pass.
+    package func eightBitGEGLU(_ x: CUDATensor, _ w: CUDAEightBitLinear, reader: CUDAEightBitLinear?) throws -> CUDATensor {
+        guard x.shape.last == w.inFeatures else {
+            throw CUDAError.invalidArgument("GEGLU projection \(w.name): input \(x.shape) for \(w.inFeatures) input features")
+        }
+        let n = w.outFeatures / 2, rows = x.count / w.inFeatures
+        guard runsWarpSpecializedGEMM, w.fallbackWeight == nil, w.outFeatures % 32 == 0 else {
+            return try geglu(try eightBitLinear(x, w, residual: nil), quantizingFor: reader)
+        }
+        let codes = x.dtype == w.codeType ? x : try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
+        let consumer = reader.flatMap { $0.acceptsCodes(width: n) ? $0 : nil }
+        var shape = x.shape
+        shape[shape.count - 1] = n
+        var result: CUDATensor?
+        func run(_ path: CUDAEightBitLinear.GEGLUPath) throws {
+            switch path {
+            case .separate:
+                result = try geglu(try eightBitLinear(codes, w, residual: nil), quantizingFor: consumer)
+            case .fused(let variant):
+                let y = try output(shape)
+                try warpSpecializedGEGLU(variant, format: w.format, codes: codes, rows: rows, weight: w.codes,
+                                         weightMap: try w.weightMap(for: variant, kernels: self, halves: true),
+                                         epilogue: try w.epilogueOperands(self), y: y)
+                result = try consumer.map { try quantize(y, format: $0.format, scale: $0.inputScale, smoothing: $0.smoothing) } ?? y
+            }
+            w.lastGEGLUPath = path
+        }
+        // TMA needs 16-byte aligned operands: an unaligned input leaves the fused kernel out (a separate problem).
+        let aligned = codes.address % 16 == 0
+        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: false, wgmma: aligned)
+        if let forced = w.forcedGEGLU {
+            try run(forced)
+        } else if let kept = w.gegluPaths[call] {
+            try run(kept)
+        } else {
+            let candidates = aligned ? CUDAEightBitLinear.GEGLUPath.candidates : [.separate]
+            let key = "geglu-" + Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
+                                                             bias: w.bias != nil, residual: false, storageType: storageType, wgmma: aligned)
+                + " codes=\(consumer == nil ? 0 : 1)"
+            w.gegluPaths[call] = try context.tuning.decide(key, encode: \.tuningCode,
+                                                           decode: { CUDAEightBitLinear.GEGLUPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
+                                                           run: run) {
+                try fastestPath(candidates, run: run, none: "GEGLU projection \(w.name): no path ran")
+            }
+        }
+        guard let result else { throw CUDAError.invalidArgument("GEGLU projection \(w.name): no path ran") }
+        return result
     }
 
     /// The tuning key of an 8-bit GEMM: everything its choice depends on (no layer names).

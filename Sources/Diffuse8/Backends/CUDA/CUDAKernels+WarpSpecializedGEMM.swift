@@ -44,6 +44,9 @@ extension CUDAKernels {
                                        WarpSpecializedGEMM(columns: 64, stages: 10, pingPong: true),
                                        WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false),
                                        WarpSpecializedGEMM(columns: 256, stages: 3, pingPong: false)]
+
+        /// The variants that can fuse GEGLU: their tile's BN/2 outputs fill whole 64-column store boxes.
+        package static let gegluVariants = variants.filter { $0.columns >= 128 }
     }
 
     /// Whether this card runs the warp-specialized GEMM: `wgmma`/TMA need sm_90a (compute capability 9.0 exactly),
@@ -70,15 +73,34 @@ extension CUDAKernels {
             .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
-    /// The TMA descriptor of a layer's weight codes for `variant` (made once per layer and variant).
-    func warpSpecializedWeightMap(_ weight: CUDATensor, _ variant: WarpSpecializedGEMM) throws -> CUDATensorMap {
-        try context.tensorMap(weight.address, rows: weight.shape[0], columns: weight.shape[1], boxRows: variant.columns)
+    /// y[rows, n] = a · gelu(g) (diffusers' GEGLU) of the GEGLU projection [2n, k] in one kernel: a and g are the
+    /// dequantized products of weight rows j and n + j, each with its α and bias (`epilogue` as above, 2n columns).
+    /// `weightMap` comes from `warpSpecializedWeightMap(_:_:halves: true)`. Requirements as above; n a multiple of 16.
+    func warpSpecializedGEGLU(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, codes: CUDATensor, rows: Int,
+                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor, y: CUDATensor) throws {
+        let (n, k) = (weight.shape[0] / 2, weight.shape[1])
+        let function = try warpSpecializedFunction(variant, format: format, geglu: true)
+        let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
+        let outputMap = try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+        let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns / 2 - 1) / (variant.columns / 2))
+        try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
+                            sharedBytes: variant.sharedBytes, [
+            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0),
+            .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
-    private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat) throws -> CUDAFunction {
+    /// The TMA descriptor of a layer's weight codes for `variant` (made once per layer and variant); with `halves`,
+    /// of a GEGLU projection for `warpSpecializedGEGLU` (each box: rows of the first half, then of the second).
+    func warpSpecializedWeightMap(_ weight: CUDATensor, _ variant: WarpSpecializedGEMM, halves: Bool = false) throws -> CUDATensorMap {
+        try context.tensorMap(weight.address, rows: weight.shape[0], columns: weight.shape[1],
+                              boxRows: halves ? variant.columns / 2 : variant.columns, halves: halves)
+    }
+
+    private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false) throws -> CUDAFunction {
         let module = "diffuse8_ws_gemm_\(format == .int8 ? "int8" : "fp8")_\(variant.pingPong ? "pp" : "coop")\(variant.columns)_s\(variant.stages)"
+            + (geglu ? "_geglu" : "")
         let function = try compiler.function("gemm8_ws", module: module, architecture: "sm_90a",
-                                             source: Self.warpSpecializedSource(variant, format: format))
+                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu))
         try compiler.allowSharedMemory(function, bytes: variant.sharedBytes)
         return function
     }
@@ -101,12 +123,13 @@ extension CUDAKernels {
         """
     }
 
-    static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat) -> String {
+    static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false) -> String {
         let defines = """
         #define FMT \(format == .int8 ? 0 : 1)
         #define BN \(variant.columns)
         #define STAGES \(variant.stages)
         \(variant.pingPong ? "#define PINGPONG" : "")
+        \(geglu ? "#define GEGLU" : "")
 
         """
         return CUDAKernelSources.prelude + "\n" + defines + warpSpecializedHead + wgmmaCall(columns: variant.columns, format: format)
@@ -134,6 +157,11 @@ typedef float ACC;
 #define EMPTY_COUNT 8
 #endif
 #define STAGE_BYTES ((BM + BN) * 128)
+#ifdef GEGLU
+#define OUT_BN (BN / 2)       // output columns per tile: BN/2 values and their BN/2 gates
+#else
+#define OUT_BN BN
+#endif
 #define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
 
 /// A `CUtensorMap` passed by value.
@@ -162,10 +190,17 @@ __device__ __forceinline__ void tma_load(u32 dst, const TensorMap* map, int x, i
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
                  :: "r"(dst), "l"((u64)map), "r"(x), "r"(y), "r"(bar) : "memory");
 }
+/// Rows y… of both halves of a [2·H, K] matrix seen as [2][H][K] (`CUDAContext.tensorMap(halves:)`): the box's rows
+/// of the first half, then the same rows of the second.
+__device__ __forceinline__ void tma_load_halves(u32 dst, const TensorMap* map, int x, int y, u32 bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+                 :: "r"(dst), "l"((u64)map), "r"(x), "r"(y), "r"(0), "r"(bar) : "memory");
+}
 
 // Y[M, N] = (A[M, K] · B[N, K]ᵀ) · α + bias (+ residual), stored 16-bit through y_map (TMA, 64 × 64 boxes; stores
 // outside Y are dropped). A, B: 8-bit codes read through the tensor maps (zero outside the matrices).
-// epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j.
+// epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j. With GEGLU defined, B is [2N, K] (read through
+// a halves map) and Y[M, N] = a · gelu_erf(g) with a, g the dequantized products of B's rows j and N + j.
 extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const __grid_constant__ TensorMap a_map, const __grid_constant__ TensorMap b_map, const float4* __restrict__ epilogue,
         const half_t* __restrict__ residual, const __grid_constant__ TensorMap y_map, int M, int N, int K) {
@@ -175,7 +210,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
     // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the ping-pong turn of consumer c at bars + 8 (2 STAGES + c)
     const u32 bars = base + STAGES * STAGE_BYTES + OUT_BYTES;
     const int tid = threadIdx.x, wg = tid >> 7;
-    const int tilesN = (N + BN - 1) / BN, tiles = ((M + BM - 1) / BM) * tilesN, KT = (K + 127) >> 7;
+    const int tilesN = (N + OUT_BN - 1) / OUT_BN, tiles = ((M + BM - 1) / BM) * tilesN, KT = (K + 127) >> 7;
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) { mbar_init(bars + 8 * s, 1); mbar_init(bars + 8 * (STAGES + s), EMPTY_COUNT); }
         for (int c = 0; c < 2; c++) mbar_init(bars + 8 * (2 * STAGES + c), 128);
@@ -188,13 +223,17 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         if (tid == 256) {
             int s = 0; u32 phase = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                const int m0 = (t / tilesN) * BM, n0 = (t % tilesN) * BN;
+                const int m0 = (t / tilesN) * BM, n0 = (t % tilesN) * OUT_BN;
                 for (int kt = 0; kt < KT; kt++) {
                     mbar_wait(bars + 8 * (STAGES + s), phase ^ 1);
                     const u32 full = bars + 8 * s, slot = base + s * STAGE_BYTES;
                     mbar_expect(full, STAGE_BYTES);
                     tma_load(slot, &a_map, kt * 128, m0, full);
+#ifdef GEGLU
+                    tma_load_halves(slot + BM * 128, &b_map, kt * 128, n0, full);
+#else
                     tma_load(slot + BM * 128, &b_map, kt * 128, n0, full);
+#endif
                     if (++s == STAGES) { s = 0; phase ^= 1; }
                 }
             }
@@ -211,7 +250,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
     const int firstTile = blockIdx.x, tileStep = gridDim.x, aRows = wg * 64;
 #endif
     for (int t = firstTile; t < tiles; t += tileStep) {
-        const int m0 = (t / tilesN) * BM, n0 = (t % tilesN) * BN;
+        const int m0 = (t / tilesN) * BM, n0 = (t % tilesN) * OUT_BN;
         const int j = (t - blockIdx.x) / gridDim.x, p0 = j * KT;   // this tile's first slot in the load sequence
 #ifdef PINGPONG
         // The consumers' main loops take turns in tile order, so that no consumer waits on a slot a whole ring ahead
@@ -252,6 +291,24 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const int local = warp * 16 + (lane >> 2), row = m0 + aRows + local;
         if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
+#ifdef GEGLU
+        // The tile's first BN/2 columns are the values a, the last BN/2 their gates g (weight rows N + col), so
+        // each thread holds both of its columns' a and g: out = a · gelu(g), 16-bit.
+        #pragma unroll
+        for (int i = 0; i < BN / 16; i++) {
+            const int col = n0 + i * 8 + 2 * q;
+            const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+            const float4 ea = col < N ? epilogue[col >> 1] : zero, eg = col < N ? epilogue[(N + col) >> 1] : zero;
+            #pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                const int lr = local + hh * 8, a = i * 4 + hh * 2, g = (i + BN / 16) * 4 + hh * 2;
+                const float v0 = ((float)acc[a] * ea.x + ea.z) * gelu_erf((float)acc[g] * eg.x + eg.z);
+                const float v1 = ((float)acc[a + 1] * ea.y + ea.w) * gelu_erf((float)acc[g + 1] * eg.y + eg.w);
+                const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
+                asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
+            }
+        }
+#else
         #pragma unroll
         for (int i = 0; i < BN / 8; i++) {
             const int col = n0 + i * 8 + 2 * q;
@@ -269,11 +326,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
             }
         }
+#endif
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");   // make the buffer visible to TMA
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
         if ((tid & 127) == 0) {
             #pragma unroll
-            for (int b = 0; b < BN / 64; b++)
+            for (int b = 0; b < OUT_BN / 64; b++)
                 if (n0 + b * 64 < N)
                     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
                                  :: "l"((u64)&y_map), "r"(n0 + b * 64), "r"(m0 + aRows), "r"(out + b * 8192) : "memory");

@@ -43,13 +43,16 @@ package struct CUDATuningRecord: Equatable, Sendable {
             + " | kernels \(kernels) | format \(formatVersion)")
     }
 
-    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants, the
-    /// dequantize kernels, attention: a change to any of them makes earlier measurements stale.
+    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain and with
+    /// GEGLU), the quantize, dequantize and GEGLU kernels, attention: a change to any of them makes earlier measurements
+    /// stale.
     static var kernelFingerprint: String {
-        let sources = [QuantizedFormat.int8, .fp8].flatMap { format in
-            CUDAKernels.WarpSpecializedGEMM.variants.map { CUDAKernels.warpSpecializedSource($0, format: format) }
+        let gemms = [QuantizedFormat.int8, .fp8].flatMap { format in
+            CUDAKernels.WarpSpecializedGEMM.variants.flatMap { variant in
+                [false, true].map { CUDAKernels.warpSpecializedSource(variant, format: format, geglu: $0) }
+            }
         }
-            + [CUDAKernels.eightBitSource, CUDAAttentionSource.source]
+        let sources = gemms + [CUDAKernels.eightBitSource, CUDAKernels.fusedSource, CUDAAttentionSource.source]
         return String(CUDAKernelCompiler.fnv1a(sources.joined(separator: "\u{0}")), radix: 16)
     }
 

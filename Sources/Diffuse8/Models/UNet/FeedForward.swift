@@ -12,7 +12,7 @@ public final class FeedForward {
 
     /// `ff.net.2(geglu(ff.net.0.proj(x)))` + residual on tokens [..., channels].
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, residual: B.Value) throws -> B.Value {
-        try b.linear(b.geglu(b.linear(x, projectIn, residual: nil), readBy: projectOut), projectOut, residual: residual)
+        try b.linear(b.gegluProjection(x, projectIn, readBy: projectOut), projectOut, residual: residual)
     }
 
     var linearLayers: [Linear] { [projectIn, projectOut] }

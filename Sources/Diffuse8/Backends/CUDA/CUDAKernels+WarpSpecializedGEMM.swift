@@ -13,6 +13,9 @@
 /// drains while the consumer goes on to its next tile. Storing straight from registers to global memory instead made
 /// the epilogue 2–4× as long as the products at K ≤ 1280 (measured on H200: 136 vs 75 µs for 8192×640 → 5120).
 ///
+/// The GEGLU variant (`warpSpecializedGEGLU`) loads the rows of both halves of a GEGLU projection into one tile, so
+/// each thread holds a value and its gate, and stores a · gelu(g): half the plain GEMM's output.
+///
 /// Why our own: on Hopper the INT8 GEMMs of cuBLASLt and cuDNN run at about 1.5× the time of the same FP16 GEMM,
 /// while the tensor cores multiply INT8 at twice the FP16 rate. Which variant (or library) is fastest depends on
 /// the shape; `CUDAKernels.eightBitLinear` times them on first use.

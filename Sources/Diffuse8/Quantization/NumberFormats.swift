@@ -14,6 +14,9 @@ public enum QuantizedFormat: String, Sendable, CaseIterable, Codable {
     /// The largest representable magnitude: 127 (INT8) or 448 (FP8 E4M3).
     public var maxValue: Float { self == .int8 ? 127 : 448 }
 
+    /// The format as reports name it: "INT8" or "FP8 E4M3".
+    public var reportName: String { self == .int8 ? "INT8" : "FP8 E4M3" }
+
     /// The safetensors dtype of stored codes.
     public var storageDType: SafetensorsDType { self == .int8 ? .i8 : .f8E4M3 }
 

@@ -223,7 +223,7 @@ public final class CUDABackend: ModelBackend {
         if let w = eightBitConvolutions[ObjectIdentifier(layer)] {
             return try op(w.kernelHeight == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: {
                 switch w.lastPath {
-                case .eightBit(let form): "cuDNN \(w.format == .fp8 ? "FP8 E4M3" : "INT8") NHWC, \(form.rawValue)"
+                case .eightBit(let form): "cuDNN \(w.format.reportName) NHWC, \(form.rawValue)"
                 case .sixteenBit(let why): "16-bit, 8-bit input simulated (\(why))"
                 case nil: "convolution"
                 }
@@ -278,10 +278,8 @@ public final class CUDABackend: ModelBackend {
             return try geglu(linear(x, projection, residual: nil), readBy: reader)
         }
         return try op("GEMM + GEGLU", layer: projection.name, kernel: {
-            switch w.lastGEGLUPath {
-            case .fused(let variant)?: return "\(variant) \(w.format == .int8 ? "INT8" : "FP8 E4M3"), GEGLU fused"
-            default: return (w.lastGEMMPath?.description(for: w.format) ?? "8 bit") + ", then the GEGLU kernel"
-            }
+            if let path = w.lastGEGLUPath, case .fused = path { return path.description(for: w.format) }
+            return (w.lastGEMMPath?.description(for: w.format) ?? "8 bit") + ", then the GEGLU kernel"
         }, eightBit: { w.fallbackWeight == nil }) {
             try kernels.eightBitGEGLU(x, w, reader: eightBitReader([reader]))
         }

@@ -51,10 +51,9 @@ package final class CUDAEightBitLinear {
 
         /// The path as the per-layer report names it for a layer of `format`.
         package func description(for format: QuantizedFormat) -> String {
-            let name = format == .int8 ? "INT8" : "FP8 E4M3"
             switch self {
-            case .warpSpecialized(let variant): return "\(variant) \(name), dequantize fused"
-            case .cuDNN: return "cuDNN \(name), dequantize fused"
+            case .warpSpecialized(let variant): return "\(variant) \(format.reportName), dequantize fused"
+            case .cuDNN: return "cuDNN \(format.reportName), dequantize fused"
             case .cuBLASLt: return format == .int8 ? "cuBLASLt INT8 → INT32 + dequantize" : "cuBLASLt FP8 E4M3"
             }
         }
@@ -98,6 +97,14 @@ package final class CUDAEightBitLinear {
             switch self {
             case .separate: return "separate GEGLU"
             case .fused(let v): return "\(v), GEGLU fused"
+            }
+        }
+
+        /// The fused path as the per-layer report names it for a layer of `format`.
+        package func description(for format: QuantizedFormat) -> String {
+            switch self {
+            case .separate: return description
+            case .fused(let v): return "\(v) \(format.reportName), GEGLU fused"
             }
         }
 

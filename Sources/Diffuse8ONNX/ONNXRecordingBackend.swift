@@ -135,7 +135,7 @@ final class ONNXRecordingBackend: ModelBackend {
 
     /// FP8 attention whose softmax output Q/DQ uses the module's calibrated probability amax.
     func fp8Attention(query: Columns<ONNXValue>, key: Columns<ONNXValue>, value: Columns<ONNXValue>, heads: Int,
-                      probabilityAmax: Float) throws -> ONNXValue {
+                      probabilityAmax: Float, module: MultiHeadAttention) throws -> ONNXValue {
         try attention(query: query, key: key, value: value, heads: heads, causal: false, probabilityAmax: probabilityAmax)
     }
 

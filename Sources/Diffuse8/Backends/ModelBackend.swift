@@ -50,11 +50,13 @@ public protocol ModelBackend: AnyObject {
     /// (Q, K, V arrive FP8-rounded from their projections; the softmax probabilities are FP8-rounded before P·V).
     func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                    causal: Bool, fp8: Bool) throws -> Value
-    /// Level-4 FP8 attention whose softmax probabilities are rounded to FP8 with scale `probabilityAmax` / 448
-    /// (saturating at `probabilityAmax`) instead of 1 / 448; see `FP8AttentionSimulation`. The default runs
-    /// `attention(…, fp8: true)`, i.e. amax 1, for backends that have no calibrated probability range yet.
+    /// Level-4 FP8 attention of `module` whose softmax probabilities are rounded to FP8 with scale
+    /// `probabilityAmax` / 448 (saturating at `probabilityAmax`; 1 when not calibrated); see `FP8AttentionSimulation`.
+    /// The result is read by `module.output` alone and may come back quantized for it, as `layerNorm(_:_:readBy:)`.
+    /// The default runs `attention(…, fp8: true)`, i.e. amax 1, for backends that have no calibrated probability
+    /// range yet.
     func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
-                      probabilityAmax: Float) throws -> Value
+                      probabilityAmax: Float, module: MultiHeadAttention) throws -> Value
 
     // MARK: Element-wise
 
@@ -116,7 +118,7 @@ extension ModelBackend {
         try groupNorm(x, norm, silu: silu)
     }
     public func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
-                             probabilityAmax: Float) throws -> Value {
+                             probabilityAmax: Float, module: MultiHeadAttention) throws -> Value {
         try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8: true)
     }
     public func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float? { nil }

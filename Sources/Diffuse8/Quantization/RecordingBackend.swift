@@ -41,8 +41,9 @@ package final class RecordingBackend<Base: ModelBackend>: ModelBackend {
     package func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float? {
         try base.attentionProbabilityMax(query: query, key: key, heads: heads)
     }
-    package func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int, probabilityAmax: Float) throws -> Value {
-        try base.fp8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax)
+    package func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int, probabilityAmax: Float,
+                              module: MultiHeadAttention) throws -> Value {
+        try base.fp8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax, module: module)
     }
     package func silu(_ x: Value) throws -> Value { try base.silu(x) }
     package func gelu(_ x: Value) throws -> Value { try base.gelu(x) }

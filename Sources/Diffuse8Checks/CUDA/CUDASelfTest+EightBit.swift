@@ -1,4 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Diffuse8
+
 extension CUDASelfTest {
     /// Real 8-bit Linear layers (`CUDAKernels.eightBitLinear`) against the CPU simulation of the same
     /// `QuantizedLayer` (dequantized weight, fake-quantized smoothed input): the codes are the same, so only the
@@ -61,6 +67,48 @@ extension CUDASelfTest {
                 return (try kernels.upload(Tensor(shape: [1], scalars: [p])),
                         Tensor(shape: [1], scalars: [FP8AttentionSimulation.maxProbability(query: qh, key: kh, heads: heads)]))
             }))
+        }
+        // cuDNN's FP8 attention as level-4 self-attention runs it: Q/K/V on their FP8 grids in one stacked [q | k | v]
+        // tensor, made codes by the per-column quantize, and O as the output projection's input codes. cuDNN rounds the
+        // probabilities inside its flash loop, before normalising (exp(s − m) · 448 to E4M3, O = Σ P̃·V / Σ exp(s − m)),
+        // which differs from the simulation's rounding of normalised probabilities by 4.5e-2 in these codes (as a NumPy
+        // model of both predicts): the reference is that flash form with the row max, so what remains is cuDNN's
+        // running max per key block and O codes one rounding step apart (1.3–2e-2 in the same model). Up to the longest
+        // sequence it is used for (`fp8AttentionLongestSequence`).
+        if major >= 9 && context.hasCUDNN {
+            for (lq, d, batch) in [(256, 64, 2), (1024, 80, 2), (1024, 64, 2)] {
+                let heads = 320 / d, c = 320
+                cases.append(("attention FP8, cuDNN", "B\(batch) H\(heads) L\(lq) d=\(d), stacked QKV", 3e-2, { r in
+                    let ranges: [Float] = [6, 5, 4]
+                    var parts = ranges.map { range in
+                        var t = r.normalHalfRounded([batch, lq, c], scale: range / 3)
+                        t.scalars.withUnsafeMutableBufferPointer {
+                            QuantizedFormat.fp8.fakeQuantize($0.baseAddress!, count: $0.count, scale: QuantizedFormat.fp8.scale(forAmax: range))
+                        }
+                        return t
+                    }
+                    let stack = Tensor(shape: [batch, lq, 3 * c]) { out in
+                        for row in 0..<(batch * lq) { for (i, p) in parts.enumerated() { for j in 0..<c { out[row * 3 * c + i * c + j] = p.scalars[row * c + j] } } }
+                    }
+                    let outputScale = QuantizedFormat.fp8.scale(forAmax: 3)
+                    let reference = flashRoundedAttention(query: parts[0], key: parts[1], value: parts[2], heads: heads)
+                    parts = []
+                    let factors = try context.upload(Tensor(shape: [3 * c], scalars: ranges.flatMap { [Float](repeating: 448 / $0, count: c) }),
+                                                     dtype: .float32)
+                    let scales = try FP8AttentionScales(descaleQ: ranges[0] / 448, descaleK: ranges[1] / 448, descaleV: ranges[2] / 448,
+                                                        descaleP: 1 / 448, scaleP: 448, scaleO: 1 / outputScale).upload(to: context)
+                    let codes = try kernels.quantize(try kernels.upload(stack), format: .fp8, scale: 1, smoothing: factors)
+                    let y = try withExtendedLifetime((codes, scales)) {
+                        try kernels.cudnnFP8Attention(query: codes.address, queryStride: 3 * c, key: codes.address + UInt64(c),
+                                                      value: codes.address + UInt64(2 * c), keyValueStride: 3 * c, batch: batch, queries: lq,
+                                                      keys: lq, channels: c, heads: heads, scales: scales)
+                    }
+                    // Both sides as code values (the download decodes E4M3 without its scale).
+                    return (y, Tensor(shape: reference.shape, scalars: reference.scalars.map {
+                        QuantizedFormat.fp8.decode(QuantizedFormat.fp8.encode($0, scale: outputScale), scale: 1)
+                    }))
+                }))
+            }
         }
         for format in formats {
             // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
@@ -140,5 +188,44 @@ extension CUDASelfTest {
             }))
         }
         return cases
+    }
+
+    /// Attention with the probabilities rounded as a flash loop with FP8 P·V rounds them: per query row, e_j =
+    /// exp(s_j − max s) rounded to E4M3 with scale 1/448, O = Σ ẽ_j·v_j / Σ e_j (FP32). Q [B, L, C], K and V [B, Lk, C].
+    static func flashRoundedAttention(query q: Tensor, key k: Tensor, value v: Tensor, heads: Int) -> Tensor {
+        let batch = q.shape[0], lq = q.shape[1], c = q.shape[2], lk = k.shape[1], d = c / heads
+        let scale = 1 / Float(d).squareRoot()
+        var out = [Float](repeating: 0, count: batch * lq * c)
+        var e = [Float](repeating: 0, count: lk)
+        q.scalars.withUnsafeBufferPointer { qs in k.scalars.withUnsafeBufferPointer { ks in v.scalars.withUnsafeBufferPointer { vs in
+            out.withUnsafeMutableBufferPointer { os in
+                for b in 0..<batch {
+                    for h in 0..<heads {
+                        for i in 0..<lq {
+                            let qi = (b * lq + i) * c + h * d
+                            var m = -Float.infinity
+                            for j in 0..<lk {
+                                let kj = (b * lk + j) * c + h * d
+                                var dot: Float = 0
+                                for t in 0..<d { dot += qs[qi + t] * ks[kj + t] }
+                                e[j] = dot * scale
+                                m = max(m, e[j])
+                            }
+                            var sum: Float = 0
+                            for j in 0..<lk {
+                                e[j] = exp(e[j] - m)
+                                sum += e[j]
+                                e[j] = QuantizedFormat.fp8.fakeQuantize(e[j], scale: 1 / 448)
+                            }
+                            for j in 0..<lk {
+                                let vj = (b * lk + j) * c + h * d, w = e[j] / sum
+                                for t in 0..<d { os[qi + t] += w * vs[vj + t] }
+                            }
+                        }
+                    }
+                }
+            }
+        } } }
+        return Tensor(shape: q.shape, scalars: out)
     }
 }

@@ -99,7 +99,7 @@ public final class CPUBackend: ModelBackend {
     }
 
     public func fp8Attention(query: Columns<Tensor>, key: Columns<Tensor>, value: Columns<Tensor>, heads: Int,
-                             probabilityAmax: Float) -> Tensor {
+                             probabilityAmax: Float, module: MultiHeadAttention) -> Tensor {
         FP8AttentionSimulation.attention(query: Self.contiguous(query), key: Self.contiguous(key), value: Self.contiguous(value),
                                          heads: heads, probabilityAmax: probabilityAmax)
     }

@@ -62,6 +62,10 @@ public final class CUDABackend: ModelBackend {
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
     private var plans: [ObjectIdentifier: FusionPlan] = [:]
+    /// Level-4 self-attention modules that run through cuDNN's FP8 attention (decided on their first call), and
+    /// those that cannot.
+    private var fp8Attentions: [ObjectIdentifier: CUDAFP8Attention] = [:]
+    private var fp8AttentionsDeclined: Set<ObjectIdentifier> = []
 
     /// Whether `prepare` fuses by the models' `FusionPlan` (the default); false keeps every layer on its own, so a
     /// recording wrapper (calibration) sees each one.
@@ -299,12 +303,66 @@ public final class CUDABackend: ModelBackend {
 
     public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                           causal: Bool, fp8: Bool) throws -> CUDATensor {
-        try attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8ProbabilityAmax: fp8 ? 1 : nil)
+        try attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8ProbabilityAmax: fp8 ? 1 : nil, module: nil)
     }
 
+    /// Self-attention whose Q/K/V come from one stacked projection and whose `to_out.0` is a real FP8 GEMM runs through
+    /// cuDNN's FP8 attention (Hopper or newer, head dims that are multiples of 16, sequences up to
+    /// `CUDAKernels.fp8AttentionLongestSequence`), returning `to_out.0`'s input codes.
+    /// cuDNN rounds the probabilities inside its flash loop, before normalising, so it agrees with the simulation (which
+    /// rounds normalised ones) to a few percent per attention output rather than to rounding; calibrated probability
+    /// ranges (a_P < 1, which would saturate those unnormalised values) are left to our kernel. Any other attention, and
+    /// shapes cuDNN has no FP8 plan for, run our level-4 kernel, which rounds exactly as the simulation does.
     public func fp8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
-                             probabilityAmax: Float) throws -> CUDATensor {
-        try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8ProbabilityAmax: probabilityAmax)
+                             probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor {
+        if let codes = try cudnnFP8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax,
+                                             module: module) {
+            return codes
+        }
+        return try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8ProbabilityAmax: probabilityAmax,
+                             module: module)
+    }
+
+    /// `fp8Attention` through cuDNN, or nil where it does not apply (see there).
+    private func cudnnFP8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
+                                   probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor? {
+        let stack = query.tensor, channels = query.width
+        guard quantizesInProducers, key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,
+              value.tensor.shape == stack.shape, stack.shape.count == 3, stack.shape[2] == 3 * channels,
+              query.offset == 0, key.offset == channels, value.offset == 2 * channels, key.width == channels, value.width == channels,
+              heads > 0, channels % heads == 0, probabilityAmax == 1,
+              kernels.runsFP8Attention(headDim: channels / heads, queries: stack.shape[1], keys: stack.shape[1]) else { return nil }
+        let id = ObjectIdentifier(module)
+        let fused: CUDAFP8Attention
+        if let known = fp8Attentions[id] {
+            fused = known
+        } else {
+            guard !fp8AttentionsDeclined.contains(id), let reader = eightBitReader([module.output]), reader.format == .fp8,
+                  reader.smoothing == nil, reader.acceptsCodes(width: channels),
+                  let made = try CUDAFP8Attention(kernels, module, reader: reader) else {
+                fp8AttentionsDeclined.insert(id)
+                return nil
+            }
+            fp8Attentions[id] = made
+            fused = made
+        }
+        guard fused.fallbackReason == nil else { return nil }
+        do {
+            let codes = try op("attention self", layer: fused.name, kernel: { "cuDNN FP8 E4M3 fused attention" }, eightBit: { true }) {
+                let qkv = try kernels.quantize(stack, format: .fp8, scale: 1, smoothing: fused.codeFactors)
+                return try withExtendedLifetime(qkv) {
+                    try kernels.cudnnFP8Attention(query: qkv.address, queryStride: 3 * channels, key: qkv.address + UInt64(channels),
+                                                  value: qkv.address + UInt64(2 * channels), keyValueStride: 3 * channels,
+                                                  batch: stack.shape[0], queries: stack.shape[1], keys: stack.shape[1],
+                                                  channels: channels, heads: heads, scales: fused.scales)
+                }
+            }
+            fused.hasRun = true
+            return codes
+        } catch where !fused.hasRun {
+            fused.fallbackReason = "\(error)"
+            return nil
+        }
     }
 
     /// The first pass of the FP8-probability kernel on the device (nil for head dims without a fused kernel).
@@ -323,8 +381,9 @@ public final class CUDABackend: ModelBackend {
         }
     }
 
+    /// Our kernels; a level-4 `module` is reported per layer (why cuDNN's FP8 attention did not run it, if it was tried).
     private func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
-                           causal: Bool, fp8ProbabilityAmax: Float?) throws -> CUDATensor {
+                           causal: Bool, fp8ProbabilityAmax: Float?, module: MultiHeadAttention?) throws -> CUDATensor {
         let q = query.tensor, k = key.tensor
         guard q.shape.count == 3, k.shape.count == 3, value.tensor.shape.count == 3, q.shape[0] == k.shape[0],
               let keyValueStride = k.shape.last, value.tensor.shape.last == keyValueStride, k.shape[1] == value.tensor.shape[1],
@@ -334,7 +393,11 @@ public final class CUDABackend: ModelBackend {
         let elementBytes = UInt64(q.dtype.byteSize)
         let batch = q.shape[0], queries = q.shape[1], keys = k.shape[1], channels = query.width
         let fused = CUDAAttentionSource.headDims.contains(channels / heads)
-        return try op(queries == keys ? "attention self" : "attention cross") {
+        let longest = CUDAKernels.fp8AttentionLongestSequence
+        let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" }
+            ?? (module != nil && queries == keys && queries > longest ? " (over the \(longest) tokens cuDNN's FP8 attention runs)" : "")
+        return try op(queries == keys ? "attention self" : "attention cross", layer: module?.name,
+                      kernel: { "16-bit tensor cores, FP8-rounded probabilities, two passes" + reason }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes
                 let keyAddress = k.address + UInt64(key.offset) * elementBytes

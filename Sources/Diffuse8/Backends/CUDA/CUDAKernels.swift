@@ -16,6 +16,8 @@ public final class CUDAKernels: @unchecked Sendable {
     private var cudnnUnavailable: Error?
     private var cudnnAttention: CUDNNAttention?
     private var cudnnAttentionUnavailable: Error?
+    /// Where cuDNN's FP8 attention writes amax(O), which its graph must produce and nothing reads.
+    private var fp8AttentionAmaxScratch: CUDATensor?
     /// cuDNN's 8-bit convolutions (`eightBitConvolution`), made on first use; the error when cuDNN is missing.
     var cudnnEightBitGraphs: CUDNNEightBitGraphs?
     var cudnnEightBitUnavailable: Error?
@@ -564,7 +566,7 @@ public final class CUDAKernels: @unchecked Sendable {
     }
 
     /// The cuDNN attention object, created on first use (throws without cuDNN).
-    private func cudnnAttentionRegardless() throws -> CUDNNAttention {
+    func cudnnAttentionRegardless() throws -> CUDNNAttention {
         if let cudnnAttention { return cudnnAttention }
         do {
             let created = try CUDNNAttention(context: context, storageType: storageType)
@@ -574,6 +576,14 @@ public final class CUDAKernels: @unchecked Sendable {
             cudnnAttentionUnavailable = error
             throw error
         }
+    }
+
+    /// The FP32 scratch value of `cudnnFP8Attention`'s amax(O), made on first use.
+    func fp8AttentionAmax() throws -> CUDATensor {
+        if let fp8AttentionAmaxScratch { return fp8AttentionAmaxScratch }
+        let made = try context.empty([1], dtype: .float32)
+        fp8AttentionAmaxScratch = made
+        return made
     }
 
     /// The kernel `.automatic` chose for each shape (head dim, Lq, Lk, batch·heads, strides).

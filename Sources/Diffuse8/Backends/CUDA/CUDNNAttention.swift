@@ -8,13 +8,23 @@
 /// UNet-wide cross-attention K/V buffer need no copies. One execution plan (heuristic mode A, first config that
 /// finalizes) per shape and strides, cached.
 ///
-/// Limitations: FP16 or BF16 storage (the context's); head dims cuDNN supports (multiples of 8, ≤ 128 here); pointers 16-byte aligned;
-/// no masks. A shape cuDNN cannot fuse throws, and `CUDAKernels` then keeps its own kernel for that shape.
+/// FP8 (level 4, `forwardFP8`): the graph of cudnn-frontend's FP8 SDPA node — Q, K and V as E4M3 codes, S = Q·Kᵀ
+/// (FP32) · scale · descale_Q · descale_K → the same softmax → P · scale_P rounded to E4M3 → O = P·V · descale_P ·
+/// descale_V · scale_O as E4M3 codes (plus amax(O), which the graph must produce). As a graph, the simulation's
+/// `FP8AttentionSimulation` followed by the output projection's input quantizer; but cuDNN's kernel rounds the
+/// probabilities inside its flash loop, before normalising (exp(s − running max) · scale_P), which keeps small
+/// probabilities the simulation flushes to FP8's subnormals: outputs differ from the simulation's by a few percent,
+/// not by a rounding step (`CUDAKernels.cudnnFP8Attention` also bounds the sequence length it is used for). On Hopper
+/// cuDNN writes an FP8 attention's output only in FP8.
+///
+/// Limitations: FP16 or BF16 storage (the context's); head dims cuDNN supports (multiples of 8, ≤ 128 here; FP8:
+/// multiples of 16, ≤ 256); pointers 16-byte aligned; no masks. A shape cuDNN cannot fuse throws, and `CUDAKernels`
+/// then keeps its own kernel for that shape.
 final class CUDNNAttention: @unchecked Sendable {
     struct Shape: Hashable {
         var batch: Int, heads: Int, queries: Int, keys: Int, headDim: Int
         var queryStride: Int, keyValueStride: Int
-        /// Q, K, V and O's type (the context's storage type, filled in by `forward`).
+        /// Q, K, V and O's type (the context's storage type, filled in by `forward`; `.float8e4m3` by `forwardFP8`).
         var dataType = CUDADataType.float16
     }
 
@@ -38,9 +48,14 @@ final class CUDNNAttention: @unchecked Sendable {
     /// Queues O = softmax(scale·Q·Kᵀ)·V. Addresses as in `CUDAKernels.attention(query:queryStride:…)`; `output` is
     /// [batch, queries, heads·headDim] contiguous.
     func forward(_ shape: Shape, query: UInt64, key: UInt64, value: UInt64, output: UInt64, scale: Float) throws {
-        try context.makeCurrent()
         var shape = shape
         shape.dataType = storageType
+        try execute(shape, scale: scale, [query, key, value, output], uids: [UID.q, UID.k, UID.v, UID.o])
+    }
+
+    /// Runs `shape`'s plan (made on first use) on device `addresses` for `uids`, plus the by-value `scale`.
+    private func execute(_ shape: Shape, scale: Float, _ addresses: [UInt64], uids: [Int64]) throws {
+        try context.makeCurrent()
         let plan = try lock.withLock { () throws -> CUDNNExecutionPlan in
             if let known = plans[shape] { return known }
             if let why = unsupported[shape] { throw CUDAError.invalidArgument("cuDNN attention: \(why)") }
@@ -56,15 +71,31 @@ final class CUDNNAttention: @unchecked Sendable {
         let workspace = plan.workspaceBytes > 0 ? try context.allocate(bytes: plan.workspaceBytes) : nil
         var scaleValue = scale
         try withUnsafeMutablePointer(to: &scaleValue) { scalePointer in
-            let pointers: [UnsafeMutableRawPointer?] = [query, key, value, output].map { UnsafeMutableRawPointer(bitPattern: UInt($0)) }
+            let pointers: [UnsafeMutableRawPointer?] = addresses.map { UnsafeMutableRawPointer(bitPattern: UInt($0)) }
                 + [UnsafeMutableRawPointer(scalePointer)]
-            try plan.execute(api, handle: handle, uids: [UID.q, UID.k, UID.v, UID.o, UID.scale], pointers: pointers,
+            try plan.execute(api, handle: handle, uids: uids + [UID.scale], pointers: pointers,
                              workspace: workspace?.address ?? 0, "attention \(shape)")
         }
         withExtendedLifetime(workspace) {}
     }
 
+    /// Queues level-4 FP8 attention: `query`, `key`, `value` point at E4M3 codes (rows as in `forward`, strides in
+    /// elements = bytes), `output` receives [batch, queries, heads·headDim] E4M3 codes with scale O; `scales` is the
+    /// device address of `FP8AttentionScales.upload`'s layout, `amax` of one FP32 the graph writes amax(O) to.
+    func forwardFP8(_ shape: Shape, query: UInt64, key: UInt64, value: UInt64, output: UInt64, scales: UInt64, amax: UInt64,
+                    scale: Float) throws {
+        var shape = shape
+        shape.dataType = .float8e4m3
+        try execute(shape, scale: scale, [query, key, value, output, amax]
+            + (0..<UInt64(FP8AttentionScales.count)).map { scales + $0 * UInt64(FP8AttentionScales.stride) },
+            uids: [UID.q, UID.k, UID.v, UID.o, UID.amaxO, UID.descaleQ, UID.descaleK, UID.descaleV, UID.descaleP, UID.scaleP, UID.scaleO])
+    }
+
     private func makePlan(_ s: Shape) throws -> CUDNNExecutionPlan {
+        s.dataType == .float8e4m3 ? try makeFP8Plan(s) : try make16BitPlan(s)
+    }
+
+    private func make16BitPlan(_ s: Shape) throws -> CUDNNExecutionPlan {
         let g = CUDNNGraph(api: api, handle: handle)
         typealias DataType = CUDNNGraph.DataType
         typealias Pointwise = CUDNNGraph.Pointwise
@@ -104,5 +135,63 @@ final class CUDNNAttention: @unchecked Sendable {
         return try g.executionPlans(operations, limit: 1, "fused attention \(s)")[0]
     }
 
-    enum UID { static let q: Int64 = 1, k: Int64 = 2, v: Int64 = 3, o: Int64 = 4, scale: Int64 = 5 }
+    /// The FP8 graph (see the type's overview): the 16-bit graph's softmax between the two scaled 8-bit products.
+    private func makeFP8Plan(_ s: Shape) throws -> CUDNNExecutionPlan {
+        let g = CUDNNGraph(api: api, handle: handle)
+        typealias DataType = CUDNNGraph.DataType
+        typealias Pointwise = CUDNNGraph.Pointwise
+        typealias Reduction = CUDNNGraph.Reduction
+        let (b, h, sq, sk, d) = (s.batch, s.heads, s.queries, s.keys, s.headDim)
+        let fp8 = DataType.fp8E4M3
+        let scores = [b, h, sq, sk], scoreStrides = [h * sq * sk, sq * sk, sk, 1]
+        let rows = [b, h, sq, 1], rowStrides = [h * sq, sq, 1, 1]
+        let outputs = [b, h, sq, d], outputStrides = [sq * h * d, d, h * d, 1]
+        let q = try g.tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: fp8, uid: UID.q)
+        let kT = try g.tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: fp8, uid: UID.k)
+        let v = try g.tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: fp8, uid: UID.v)
+        let o = try g.tensor(outputs, outputStrides, type: fp8, uid: UID.o)
+        let amaxO = try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: UID.amaxO)
+        let scale = try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: UID.scale, byValue: true)
+        let scalar = { (uid: Int64) in try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: uid) }
+        let (descaleQ, descaleK, descaleV) = (try scalar(UID.descaleQ), try scalar(UID.descaleK), try scalar(UID.descaleV))
+        let (descaleP, scaleP, scaleO) = (try scalar(UID.descaleP), try scalar(UID.scaleP), try scalar(UID.scaleO))
+
+        let virtualScores = { try g.tensor(scores, scoreStrides, type: DataType.float) }
+        let (s1, s2, s3, s4) = (try virtualScores(), try virtualScores(), try virtualScores(), try virtualScores())
+        let rowMax = try g.tensor(rows, rowStrides, type: DataType.float)
+        let (shifted, exponentials, probabilities) = (try virtualScores(), try virtualScores(), try virtualScores())
+        let rowSum = try g.tensor(rows, rowStrides, type: DataType.float)
+        let logSum = try g.tensor(rows, rowStrides, type: DataType.float)
+        let statistics = try g.tensor(rows, rowStrides, type: DataType.float)
+        let probabilityCodes = try g.tensor(scores, scoreStrides, type: fp8)
+        let virtualOutputs = { try g.tensor(outputs, outputStrides, type: DataType.float) }
+        let (o1, o2, o3) = (try virtualOutputs(), try virtualOutputs(), try virtualOutputs())
+
+        let operations = [
+            try g.matmul(q, kT, s1),
+            try g.pointwise(Pointwise.mul, s1, scale, s2),
+            try g.pointwise(Pointwise.mul, s2, descaleQ, s3),
+            try g.pointwise(Pointwise.mul, s3, descaleK, s4),
+            try g.reduction(Reduction.max, s4, rowMax),
+            try g.pointwise(Pointwise.sub, s4, rowMax, shifted),
+            try g.pointwise(Pointwise.exp, shifted, nil, exponentials),
+            try g.reduction(Reduction.add, exponentials, rowSum),
+            try g.pointwise(Pointwise.log, rowSum, nil, logSum),
+            try g.pointwise(Pointwise.add, rowMax, logSum, statistics),
+            try g.pointwise(Pointwise.div, exponentials, rowSum, probabilities),
+            try g.pointwise(Pointwise.mul, probabilities, scaleP, probabilityCodes),
+            try g.matmul(probabilityCodes, v, o1),
+            try g.pointwise(Pointwise.mul, o1, descaleP, o2),
+            try g.pointwise(Pointwise.mul, o2, descaleV, o3),
+            try g.pointwise(Pointwise.mul, o3, scaleO, o),
+            try g.reduction(Reduction.amax, o3, amaxO),
+        ]
+        return try g.executionPlans(operations, limit: 1, "fused FP8 attention \(s)")[0]
+    }
+
+    enum UID {
+        static let q: Int64 = 1, k: Int64 = 2, v: Int64 = 3, o: Int64 = 4, scale: Int64 = 5
+        static let descaleQ: Int64 = 6, descaleK: Int64 = 7, descaleV: Int64 = 8, descaleP: Int64 = 9, scaleP: Int64 = 10
+        static let scaleO: Int64 = 11, amaxO: Int64 = 12
+    }
 }

@@ -221,5 +221,5 @@ final class CUDNNGraph {
     /// cudnnPointwiseMode_t
     enum Pointwise { static let add: Int32 = 0, mul: Int32 = 1, div: Int32 = 6, sub: Int32 = 9, exp: Int32 = 13, log: Int32 = 15 }
     /// cudnnReduceTensorOp_t
-    enum Reduction { static let add: Int32 = 0, max: Int32 = 3 }
+    enum Reduction { static let add: Int32 = 0, max: Int32 = 3, amax: Int32 = 4 }
 }

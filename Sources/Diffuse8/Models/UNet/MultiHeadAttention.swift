@@ -40,11 +40,14 @@ public final class MultiHeadAttention {
                          Columns(try b.linear(s.context, key, residual: nil), width: channels),
                          Columns(try b.linear(s.context, value, residual: nil), width: channels))
         }
-        let context = usesFP8Attention && fp8ProbabilityAmax != 1
-            ? try b.fp8Attention(query: q, key: k, value: v, heads: heads, probabilityAmax: fp8ProbabilityAmax)
-            : try b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: usesFP8Attention)
+        let context = usesFP8Attention
+            ? try b.fp8Attention(query: q, key: k, value: v, heads: heads, probabilityAmax: fp8ProbabilityAmax, module: self)
+            : try b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: false)
         return try b.linear(context, output, residual: residual)
     }
 
     var linearLayers: [Linear] { [query, key, value, output] }
+
+    /// The module's state-dict prefix ("….attn1"), from its query projection's name.
+    public var name: String { query.name.hasSuffix(".to_q") ? String(query.name.dropLast(".to_q".count)) : query.name }
 }

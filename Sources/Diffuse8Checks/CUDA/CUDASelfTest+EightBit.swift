@@ -73,10 +73,10 @@ extension CUDASelfTest {
         // probabilities inside its flash loop, before normalising (exp(s − m) · 448 to E4M3, O = Σ P̃·V / Σ exp(s − m)),
         // which differs from the simulation's rounding of normalised probabilities by 4.5e-2 in these codes (as a NumPy
         // model of both predicts): the reference is that flash form with the row max, so what remains is cuDNN's
-        // running max per key block and O codes one rounding step apart (1.3–2e-2 in the same model). Up to the longest
-        // sequence it is used for (`fp8AttentionLongestSequence`).
+        // running max per key block and O codes one rounding step apart (1.3–2e-2 in the same model). The last two need
+        // more than one wave of tiles, which `cudnnFP8Attention` splits into calls.
         if major >= 9 && context.hasCUDNN {
-            for (lq, d, batch) in [(256, 64, 2), (1024, 80, 2), (1024, 64, 2)] {
+            for (lq, d, batch) in [(256, 64, 2), (1024, 80, 2), (2048, 64, 2), (4096, 64, 1)] {
                 let heads = 320 / d, c = 320
                 cases.append(("attention FP8, cuDNN", "B\(batch) H\(heads) L\(lq) d=\(d), stacked QKV", 3e-2, { r in
                     let ranges: [Float] = [6, 5, 4]

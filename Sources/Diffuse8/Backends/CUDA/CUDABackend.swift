@@ -51,6 +51,11 @@ public final class CUDABackend: ModelBackend {
     /// same codes up to the 16-bit rounding the fused path skips; off is for measuring the difference.
     public var quantizesInProducers = true
 
+    /// Whether level-4 self-attention may run through cuDNN's FP8 attention (`fp8Attention`). Off by default: cuDNN 9.14
+    /// returned wrong tiles in calls of more than one wave of tiles, and the one-wave calls `CUDAKernels.cudnnFP8Attention`
+    /// now makes instead have not been checked on a GPU yet (`diffuse8-cuda-selftest` has the cases).
+    public var usesCuDNNFP8Attention = false
+
     private var linears: [ObjectIdentifier: CUDALinearWeights] = [:]
     private var eightBitLinears: [ObjectIdentifier: CUDAEightBitLinear] = [:]
     private var stacks: [ObjectIdentifier: CUDALinearWeights] = [:]
@@ -306,9 +311,9 @@ public final class CUDABackend: ModelBackend {
         try attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8ProbabilityAmax: fp8 ? 1 : nil, module: nil)
     }
 
-    /// Self-attention whose Q/K/V come from one stacked projection and whose `to_out.0` is a real FP8 GEMM runs through
-    /// cuDNN's FP8 attention (Hopper or newer, head dims that are multiples of 16, sequences up to
-    /// `CUDAKernels.fp8AttentionLongestSequence`), returning `to_out.0`'s input codes.
+    /// With `usesCuDNNFP8Attention`, self-attention whose Q/K/V come from one stacked projection and whose `to_out.0` is
+    /// a real FP8 GEMM runs through cuDNN's FP8 attention (Hopper or newer, head dims that are multiples of 16),
+    /// returning `to_out.0`'s input codes.
     /// cuDNN rounds the probabilities inside its flash loop, before normalising, so it agrees with the simulation (which
     /// rounds normalised ones) to a few percent per attention output rather than to rounding; calibrated probability
     /// ranges (a_P < 1, which would saturate those unnormalised values) are left to our kernel. Any other attention, and
@@ -327,11 +332,11 @@ public final class CUDABackend: ModelBackend {
     private func cudnnFP8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                                    probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor? {
         let stack = query.tensor, channels = query.width
-        guard quantizesInProducers, key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,
+        guard usesCuDNNFP8Attention, quantizesInProducers, key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,
               value.tensor.shape == stack.shape, stack.shape.count == 3, stack.shape[2] == 3 * channels,
               query.offset == 0, key.offset == channels, value.offset == 2 * channels, key.width == channels, value.width == channels,
               heads > 0, channels % heads == 0, probabilityAmax == 1,
-              kernels.runsFP8Attention(headDim: channels / heads, queries: stack.shape[1], keys: stack.shape[1]) else { return nil }
+              kernels.runsFP8Attention(headDim: channels / heads, queries: stack.shape[1]) else { return nil }
         let id = ObjectIdentifier(module)
         let fused: CUDAFP8Attention
         if let known = fp8Attentions[id] {
@@ -393,9 +398,7 @@ public final class CUDABackend: ModelBackend {
         let elementBytes = UInt64(q.dtype.byteSize)
         let batch = q.shape[0], queries = q.shape[1], keys = k.shape[1], channels = query.width
         let fused = CUDAAttentionSource.headDims.contains(channels / heads)
-        let longest = CUDAKernels.fp8AttentionLongestSequence
-        let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" }
-            ?? (module != nil && queries == keys && queries > longest ? " (over the \(longest) tokens cuDNN's FP8 attention runs)" : "")
+        let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
         return try op(queries == keys ? "attention self" : "attention cross", layer: module?.name,
                       kernel: { "16-bit tensor cores, FP8-rounded probabilities, two passes" + reason }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {

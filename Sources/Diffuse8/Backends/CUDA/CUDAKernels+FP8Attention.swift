@@ -1,5 +1,3 @@
-/// Level-4 FP8 attention through cuDNN's fused FP8 kernel (`CUDNNAttention.forwardFP8`), which runs Q·Kᵀ and P·V
-/// on FP8 tensor cores (Hopper's wgmma), where our own level-4 kernel multiplies in FP16 and passes over the keys twice.
 /// The scalars of cuDNN's FP8 attention graph: descale Q, K, V (amax / 448 of each), descale P and scale P (a_P / 448
 /// and its inverse), scale O (448 / the output projection's input amax).
 package struct FP8AttentionScales {
@@ -20,27 +18,27 @@ package struct FP8AttentionScales {
     }
 }
 
+/// Level-4 FP8 attention through cuDNN's fused FP8 kernel (`CUDNNAttention.forwardFP8`), which runs Q·Kᵀ and P·V
+/// on FP8 tensor cores (Hopper's wgmma), where our own level-4 kernel multiplies in FP16 and passes over the keys twice.
 extension CUDAKernels {
-    /// The longest query or key sequence `cudnnFP8Attention` runs. With cuDNN 9.14 on an H200 its FP8 kernel returned
-    /// some tiles wrong — a different set on every run — for one image of 4096 queries and for two images of 2048 in
-    /// one call (while one image of 2048 matched); at up to 1024, one image per call, it matched the reference in
-    /// every run. Longer sequences run our level-4 kernel.
-    package static let fp8AttentionLongestSequence = 1024
+    /// Query rows per tile of cuDNN's FP8 attention kernel on Hopper (inferred from the measurements below).
+    static let fp8AttentionTileRows = 128
 
     /// Whether this GPU can run cuDNN's FP8 attention (compute capability 9.0 or newer) with head dim `headDim`
-    /// (a multiple of 16, at most 256) on sequences of these lengths.
-    package func runsFP8Attention(headDim: Int, queries: Int, keys: Int) -> Bool {
+    /// (a multiple of 16, at most 256) on `queries` queries (one head's tiles must fit one call, see below).
+    package func runsFP8Attention(headDim: Int, queries: Int) -> Bool {
         let (major, _) = context.computeCapability
-        let longest = Self.fp8AttentionLongestSequence
-        return major >= 9 && headDim % 16 == 0 && headDim <= 256 && (1...longest).contains(queries) && (1...longest).contains(keys)
+        let tiles = (queries + Self.fp8AttentionTileRows - 1) / Self.fp8AttentionTileRows
+        return major >= 9 && headDim % 16 == 0 && headDim <= 256 && queries > 0 && tiles <= context.multiprocessorCount
     }
 
-    /// O = attention of E4M3 codes, as the E4M3 codes of O with the scale in `scales` (`FP8AttentionScales.upload`): [batch, queries, channels]. Rows as in `attention(query:queryStride:…)`, strides in elements
-    /// (= bytes), 16-byte aligned. Throws where cuDNN has no FP8 plan for the shape; the caller then keeps its own kernel.
+    /// O = attention of E4M3 codes, as the E4M3 codes of O with the scale in `scales` (`FP8AttentionScales.upload`):
+    /// [batch, queries, channels]. Rows as in `attention(query:queryStride:…)`, strides in elements (= bytes), 16-byte
+    /// aligned. Throws where cuDNN has no FP8 plan for the shape; the caller then keeps its own kernel.
     package func cudnnFP8Attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int, batch: Int,
                                    queries lq: Int, keys lk: Int, channels: Int, heads: Int, scales: CUDATensor) throws -> CUDATensor {
         let d = heads > 0 ? channels / heads : 0
-        guard heads > 0, channels % heads == 0, runsFP8Attention(headDim: d, queries: lq, keys: lk), batch > 0 else {
+        guard heads > 0, channels % heads == 0, runsFP8Attention(headDim: d, queries: lq), batch > 0, lk > 0 else {
             throw CUDAError.invalidArgument("cudnnFP8Attention: \(channels) channels in \(heads) heads, \(lq) queries, \(lk) keys on compute capability \(context.computeCapability)")
         }
         guard [query, key, value].allSatisfy({ $0 % 16 == 0 }), queryStride % 16 == 0, keyValueStride % 16 == 0,
@@ -50,13 +48,24 @@ extension CUDAKernels {
         let attention = try cudnnAttentionRegardless()
         let y = try context.empty([batch, lq, channels], dtype: .float8e4m3)
         let amax = try fp8AttentionAmax()
-        // One image per call (see `fp8AttentionLongestSequence`).
-        let shape = CUDNNAttention.Shape(batch: 1, heads: heads, queries: lq, keys: lk, headDim: d,
-                                         queryStride: queryStride, keyValueStride: keyValueStride)
-        for image in 0..<UInt64(batch) {
-            try attention.forwardFP8(shape, query: query + image * UInt64(lq * queryStride), key: key + image * UInt64(lk * keyValueStride),
-                                     value: value + image * UInt64(lk * keyValueStride), output: y.address + image * UInt64(lq * channels),
-                                     scales: scales.address, amax: amax.address, scale: 1 / Float(d).squareRoot())
+        // cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong — a different set on every run — whenever one call
+        // had more 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5 heads at 2048
+        // queries (160 tiles) and one image at 4096 (160), against 80–120 tiles that matched every time. So each call
+        // runs at most one wave: the heads of one image, in groups.
+        let tilesPerHead = (lq + Self.fp8AttentionTileRows - 1) / Self.fp8AttentionTileRows
+        let headsPerCall = max(1, min(heads, context.multiprocessorCount / tilesPerHead))
+        for image in 0..<batch {
+            for first in stride(from: 0, to: heads, by: headsPerCall) {
+                let group = min(headsPerCall, heads - first)
+                let shape = CUDNNAttention.Shape(batch: 1, heads: group, queries: lq, keys: lk, headDim: d, queryStride: queryStride,
+                                                 keyValueStride: keyValueStride, outputStride: channels)
+                let column = UInt64(first * d)
+                try attention.forwardFP8(shape, query: query + UInt64(image * lq * queryStride) + column,
+                                         key: key + UInt64(image * lk * keyValueStride) + column,
+                                         value: value + UInt64(image * lk * keyValueStride) + column,
+                                         output: y.address + UInt64(image * lq * channels) + column,
+                                         scales: scales.address, amax: amax.address, scale: 1 / Float(d).squareRoot())
+            }
         }
         return y
     }

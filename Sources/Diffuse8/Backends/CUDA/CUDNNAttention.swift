@@ -14,8 +14,8 @@
 /// `FP8AttentionSimulation` followed by the output projection's input quantizer; but cuDNN's kernel rounds the
 /// probabilities inside its flash loop, before normalising (exp(s − running max) · scale_P), which keeps small
 /// probabilities the simulation flushes to FP8's subnormals: outputs differ from the simulation's by a few percent,
-/// not by a rounding step (`CUDAKernels.cudnnFP8Attention` also bounds the sequence length it is used for). On Hopper
-/// cuDNN writes an FP8 attention's output only in FP8.
+/// not by a rounding step. On Hopper cuDNN writes an FP8 attention's output only in FP8; `CUDAKernels.cudnnFP8Attention`
+/// splits the work into calls of at most one wave of tiles.
 ///
 /// Limitations: FP16 or BF16 storage (the context's); head dims cuDNN supports (multiples of 8, ≤ 128 here; FP8:
 /// multiples of 16, ≤ 256); pointers 16-byte aligned; no masks. A shape cuDNN cannot fuse throws, and `CUDAKernels`
@@ -24,6 +24,8 @@ final class CUDNNAttention: @unchecked Sendable {
     struct Shape: Hashable {
         var batch: Int, heads: Int, queries: Int, keys: Int, headDim: Int
         var queryStride: Int, keyValueStride: Int
+        /// Elements between two output rows (nil: heads · headDim, a contiguous output; more when a call covers some heads).
+        var outputStride: Int? = nil
         /// Q, K, V and O's type (the context's storage type, filled in by `forward`; `.float8e4m3` by `forwardFP8`).
         var dataType = CUDADataType.float16
     }
@@ -145,7 +147,8 @@ final class CUDNNAttention: @unchecked Sendable {
         let fp8 = DataType.fp8E4M3
         let scores = [b, h, sq, sk], scoreStrides = [h * sq * sk, sq * sk, sk, 1]
         let rows = [b, h, sq, 1], rowStrides = [h * sq, sq, 1, 1]
-        let outputs = [b, h, sq, d], outputStrides = [sq * h * d, d, h * d, 1]
+        let rowStride = s.outputStride ?? h * d
+        let outputs = [b, h, sq, d], outputStrides = [sq * rowStride, d, rowStride, 1]
         let q = try g.tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: fp8, uid: UID.q)
         let kT = try g.tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: fp8, uid: UID.k)
         let v = try g.tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: fp8, uid: UID.v)

@@ -100,40 +100,14 @@ final class CUDNNAttention: @unchecked Sendable {
     private func make16BitPlan(_ s: Shape) throws -> CUDNNExecutionPlan {
         let g = CUDNNGraph(api: api, handle: handle)
         typealias DataType = CUDNNGraph.DataType
-        typealias Pointwise = CUDNNGraph.Pointwise
-        typealias Reduction = CUDNNGraph.Reduction
-        let (b, h, sq, sk, d) = (s.batch, s.heads, s.queries, s.keys, s.headDim)
         let io = s.dataType == .bfloat16 ? DataType.bfloat16 : DataType.half
-        let scores = [b, h, sq, sk], scoreStrides = [h * sq * sk, sq * sk, sk, 1]
-        let rows = [b, h, sq, 1], rowStrides = [h * sq, sq, 1, 1]
-        let q = try g.tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: io, uid: UID.q)
-        let kT = try g.tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: io, uid: UID.k)
-        let v = try g.tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: io, uid: UID.v)
-        let o = try g.tensor([b, h, sq, d], [sq * h * d, d, h * d, 1], type: io, uid: UID.o)
+        let (q, kT, v) = try operands(g, s, type: io)
+        let o = try g.tensor([s.batch, s.heads, s.queries, s.headDim], outputStrides(s), type: io, uid: UID.o)
         let scale = try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: UID.scale, byValue: true)
-
-        let s1 = try g.tensor(scores, scoreStrides, type: DataType.float)
-        let s2 = try g.tensor(scores, scoreStrides, type: DataType.float)
-        let rowMax = try g.tensor(rows, rowStrides, type: DataType.float)
-        let shifted = try g.tensor(scores, scoreStrides, type: DataType.float)
-        let exponentials = try g.tensor(scores, scoreStrides, type: DataType.float)
-        let rowSum = try g.tensor(rows, rowStrides, type: DataType.float)
-        let logSum = try g.tensor(rows, rowStrides, type: DataType.float)
-        let statistics = try g.tensor(rows, rowStrides, type: DataType.float)
-        let probabilities = try g.tensor(scores, scoreStrides, type: io)
-
-        let operations = [
-            try g.matmul(q, kT, s1),
-            try g.pointwise(Pointwise.mul, s1, scale, s2),
-            try g.reduction(Reduction.max, s2, rowMax),
-            try g.pointwise(Pointwise.sub, s2, rowMax, shifted),
-            try g.pointwise(Pointwise.exp, shifted, nil, exponentials),
-            try g.reduction(Reduction.add, exponentials, rowSum),
-            try g.pointwise(Pointwise.log, rowSum, nil, logSum),
-            try g.pointwise(Pointwise.add, rowMax, logSum, statistics),
-            try g.pointwise(Pointwise.div, exponentials, rowSum, probabilities),
-            try g.matmul(probabilities, v, o),
-        ]
+        let (s1, s2) = (try scores(g, s), try scores(g, s))
+        let probabilities = try scores(g, s, type: io)
+        let operations = [try g.matmul(q, kT, s1), try g.pointwise(CUDNNGraph.Pointwise.mul, s1, scale, s2)]
+            + (try softmax(g, s, s2, into: probabilities)) + [try g.matmul(probabilities, v, o)]
         return try g.executionPlans(operations, limit: 1, "fused attention \(s)")[0]
     }
 
@@ -142,54 +116,71 @@ final class CUDNNAttention: @unchecked Sendable {
         let g = CUDNNGraph(api: api, handle: handle)
         typealias DataType = CUDNNGraph.DataType
         typealias Pointwise = CUDNNGraph.Pointwise
-        typealias Reduction = CUDNNGraph.Reduction
-        let (b, h, sq, sk, d) = (s.batch, s.heads, s.queries, s.keys, s.headDim)
         let fp8 = DataType.fp8E4M3
-        let scores = [b, h, sq, sk], scoreStrides = [h * sq * sk, sq * sk, sk, 1]
-        let rows = [b, h, sq, 1], rowStrides = [h * sq, sq, 1, 1]
-        let rowStride = s.outputStride ?? h * d
-        let outputs = [b, h, sq, d], outputStrides = [sq * rowStride, d, rowStride, 1]
-        let q = try g.tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: fp8, uid: UID.q)
-        let kT = try g.tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: fp8, uid: UID.k)
-        let v = try g.tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: fp8, uid: UID.v)
-        let o = try g.tensor(outputs, outputStrides, type: fp8, uid: UID.o)
+        let (q, kT, v) = try operands(g, s, type: fp8)
+        let outputs = [s.batch, s.heads, s.queries, s.headDim]
+        let o = try g.tensor(outputs, outputStrides(s), type: fp8, uid: UID.o)
         let amaxO = try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: UID.amaxO)
         let scale = try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: UID.scale, byValue: true)
         let scalar = { (uid: Int64) in try g.tensor([1, 1, 1, 1], [1, 1, 1, 1], type: DataType.float, uid: uid) }
         let (descaleQ, descaleK, descaleV) = (try scalar(UID.descaleQ), try scalar(UID.descaleK), try scalar(UID.descaleV))
         let (descaleP, scaleP, scaleO) = (try scalar(UID.descaleP), try scalar(UID.scaleP), try scalar(UID.scaleO))
-
-        let virtualScores = { try g.tensor(scores, scoreStrides, type: DataType.float) }
-        let (s1, s2, s3, s4) = (try virtualScores(), try virtualScores(), try virtualScores(), try virtualScores())
-        let rowMax = try g.tensor(rows, rowStrides, type: DataType.float)
-        let (shifted, exponentials, probabilities) = (try virtualScores(), try virtualScores(), try virtualScores())
-        let rowSum = try g.tensor(rows, rowStrides, type: DataType.float)
-        let logSum = try g.tensor(rows, rowStrides, type: DataType.float)
-        let statistics = try g.tensor(rows, rowStrides, type: DataType.float)
-        let probabilityCodes = try g.tensor(scores, scoreStrides, type: fp8)
-        let virtualOutputs = { try g.tensor(outputs, outputStrides, type: DataType.float) }
+        let (s1, s2, s3, s4) = (try scores(g, s), try scores(g, s), try scores(g, s), try scores(g, s))
+        let probabilities = try scores(g, s), probabilityCodes = try scores(g, s, type: fp8)
+        let virtualOutputs = { try g.tensor(outputs, self.outputStrides(s), type: DataType.float) }
         let (o1, o2, o3) = (try virtualOutputs(), try virtualOutputs(), try virtualOutputs())
-
         let operations = [
             try g.matmul(q, kT, s1),
             try g.pointwise(Pointwise.mul, s1, scale, s2),
             try g.pointwise(Pointwise.mul, s2, descaleQ, s3),
             try g.pointwise(Pointwise.mul, s3, descaleK, s4),
-            try g.reduction(Reduction.max, s4, rowMax),
-            try g.pointwise(Pointwise.sub, s4, rowMax, shifted),
-            try g.pointwise(Pointwise.exp, shifted, nil, exponentials),
-            try g.reduction(Reduction.add, exponentials, rowSum),
-            try g.pointwise(Pointwise.log, rowSum, nil, logSum),
-            try g.pointwise(Pointwise.add, rowMax, logSum, statistics),
-            try g.pointwise(Pointwise.div, exponentials, rowSum, probabilities),
+        ] + (try softmax(g, s, s4, into: probabilities)) + [
             try g.pointwise(Pointwise.mul, probabilities, scaleP, probabilityCodes),
             try g.matmul(probabilityCodes, v, o1),
             try g.pointwise(Pointwise.mul, o1, descaleP, o2),
             try g.pointwise(Pointwise.mul, o2, descaleV, o3),
             try g.pointwise(Pointwise.mul, o3, scaleO, o),
-            try g.reduction(Reduction.amax, o3, amaxO),
+            try g.reduction(CUDNNGraph.Reduction.amax, o3, amaxO),
         ]
         return try g.executionPlans(operations, limit: 1, "fused FP8 attention \(s)")[0]
+    }
+
+    /// Q, Kᵀ and V read in place: rows of `queryStride` / `keyValueStride` elements, head h at channel h·headDim.
+    private func operands(_ g: CUDNNGraph, _ s: Shape, type: Int32) throws -> (CUDNNDescriptor, CUDNNDescriptor, CUDNNDescriptor) {
+        let (b, h, sq, sk, d) = (s.batch, s.heads, s.queries, s.keys, s.headDim)
+        return (try g.tensor([b, h, sq, d], [sq * s.queryStride, d, s.queryStride, 1], type: type, uid: UID.q),
+                try g.tensor([b, h, d, sk], [sk * s.keyValueStride, d, 1, s.keyValueStride], type: type, uid: UID.k),
+                try g.tensor([b, h, sk, d], [sk * s.keyValueStride, d, s.keyValueStride, 1], type: type, uid: UID.v))
+    }
+
+    /// O's strides as [b, h, queries, headDim]: rows of `outputStride` elements.
+    private func outputStrides(_ s: Shape) -> [Int] {
+        let row = s.outputStride ?? s.heads * s.headDim
+        return [s.queries * row, s.headDim, row, 1]
+    }
+
+    /// A virtual [b, h, queries, keys] tensor (FP32 unless `type`).
+    private func scores(_ g: CUDNNGraph, _ s: Shape, type: Int32 = CUDNNGraph.DataType.float) throws -> CUDNNDescriptor {
+        try g.tensor([s.batch, s.heads, s.queries, s.keys], [s.heads * s.queries * s.keys, s.queries * s.keys, s.keys, 1], type: type)
+    }
+
+    /// The softmax over keys as cudnn-frontend writes it for the fused kernel: max, subtract, exp, sum, divide, with the
+    /// log-sum-exp statistics as a virtual tensor.
+    private func softmax(_ g: CUDNNGraph, _ s: Shape, _ x: CUDNNDescriptor, into probabilities: CUDNNDescriptor) throws -> [CUDNNDescriptor] {
+        typealias Pointwise = CUDNNGraph.Pointwise
+        let rows = [s.batch, s.heads, s.queries, 1], rowStrides = [s.heads * s.queries, s.queries, 1, 1]
+        let row = { try g.tensor(rows, rowStrides, type: CUDNNGraph.DataType.float) }
+        let (rowMax, rowSum, logSum, statistics) = (try row(), try row(), try row(), try row())
+        let (shifted, exponentials) = (try scores(g, s), try scores(g, s))
+        return [
+            try g.reduction(CUDNNGraph.Reduction.max, x, rowMax),
+            try g.pointwise(Pointwise.sub, x, rowMax, shifted),
+            try g.pointwise(Pointwise.exp, shifted, nil, exponentials),
+            try g.reduction(CUDNNGraph.Reduction.add, exponentials, rowSum),
+            try g.pointwise(Pointwise.log, rowSum, nil, logSum),
+            try g.pointwise(Pointwise.add, rowMax, logSum, statistics),
+            try g.pointwise(Pointwise.div, exponentials, rowSum, probabilities),
+        ]
     }
 
     enum UID {

@@ -48,10 +48,11 @@ extension CUDAKernels {
         let attention = try cudnnAttentionRegardless()
         let y = try context.empty([batch, lq, channels], dtype: .float8e4m3)
         let amax = try fp8AttentionAmax()
-        // cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong — a different set on every run — whenever one call
-        // had more 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5 heads at 2048
-        // queries (160 tiles) and one image at 4096 (160), against 80–120 tiles that matched every time. So each call
-        // runs at most one wave: the heads of one image, in groups.
+        // cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong, a different set on every run, in calls of more
+        // 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5 heads at 2048 queries
+        // (160 tiles), and now and then one image at 4096 (160); calls of 80–128 tiles matched in every run. So each
+        // call runs at most one wave, the heads of one image in groups (`CUDABackend.usesCuDNNFP8Attention` says why
+        // this is still off by default).
         let tilesPerHead = (lq + Self.fp8AttentionTileRows - 1) / Self.fp8AttentionTileRows
         let headsPerCall = max(1, min(heads, context.multiprocessorCount / tilesPerHead))
         for image in 0..<batch {

@@ -398,9 +398,11 @@ public final class CUDABackend: ModelBackend {
         let elementBytes = UInt64(q.dtype.byteSize)
         let batch = q.shape[0], queries = q.shape[1], keys = k.shape[1], channels = query.width
         let fused = CUDAAttentionSource.headDims.contains(channels / heads)
-        let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
-        return try op(queries == keys ? "attention self" : "attention cross", layer: module?.name,
-                      kernel: { "16-bit tensor cores, FP8-rounded probabilities, two passes" + reason }, eightBit: { false }) {
+        // The report's name and text are built only while reporting (this runs for every attention of every forward).
+        return try op(queries == keys ? "attention self" : "attention cross", layer: layerReport == nil ? nil : module?.name, kernel: {
+            let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
+            return "16-bit tensor cores, FP8-rounded probabilities, two passes" + reason
+        }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes
                 let keyAddress = k.address + UInt64(key.offset) * elementBytes

@@ -36,13 +36,15 @@ final class CUDAKernelSourceTests: XCTestCase {
     }
 
     /// The wgmma GEMM uses Hopper-only instructions (wgmma, TMA, setmaxnreg): sm_90a, each tile variant, INT8 and FP8,
-    /// and the variants with GEGLU in the epilogue.
+    /// and the variants with GEGLU or level 4's FP8 rounding in the epilogue.
     func testWarpSpecializedGEMMCompilesForHopper() throws {
         let nvrtc = try nvrtc()
         for variant in CUDAKernels.WarpSpecializedGEMM.variants {
             for format in [QuantizedFormat.int8, .fp8] {
                 assertCompiles("diffuse8_ws_gemm \(variant) \(format)", CUDAKernels.warpSpecializedSource(variant, format: format),
                                architectures: ["sm_90a"], with: nvrtc)
+                assertCompiles("diffuse8_ws_gemm \(variant) \(format) FP8-rounded",
+                               CUDAKernels.warpSpecializedSource(variant, format: format, rounding: true), architectures: ["sm_90a"], with: nvrtc)
                 guard CUDAKernels.WarpSpecializedGEMM.gegluVariants.contains(variant) else { continue }
                 assertCompiles("diffuse8_ws_gemm \(variant) \(format) GEGLU",
                                CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true), architectures: ["sm_90a"], with: nvrtc)

@@ -219,12 +219,13 @@ public final class CUDABackend: ModelBackend {
     /// A real 8-bit layer (or stack), reported under `name`.
     private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?) throws -> CUDATensor {
         try op("GEMM (linear)", layer: name, kernel: {
-            w.fallbackWeight != nil ? "cuBLASLt 16-bit (no 8-bit algorithm)"
-                : w.lastGEMMPath?.description(for: w.format) ?? "8 bit (not run yet)"
+            guard w.fallbackWeight == nil, let path = w.lastGEMMPath else {
+                return w.fallbackWeight != nil ? "cuBLASLt 16-bit (no 8-bit algorithm)" : "8 bit (not run yet)"
+            }
+            let rounding = w.outputScales == nil ? "" : path.roundsOutput ? ", FP8 output rounding fused" : ", then the FP8 rounding pass"
+            return path.description(for: w.format) + rounding
         }, eightBit: { w.fallbackWeight == nil }) {
-            var y = try kernels.eightBitLinear(x, w, residual: residual)
-            if let scales = w.outputScales { y = try kernels.fakeQuantizeColumns(y, format: .fp8, scales: scales) }
-            return y
+            try kernels.eightBitLinear(x, w, residual: residual)
         }
     }
 

@@ -23,7 +23,7 @@ package final class CUDAEightBitLinear {
     /// input scale · weight scale[j], applied to the INT32 sums.
     let scales: CUDATensor
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
-    /// the output is rounded with after the GEMM (FP32 [out]).
+    /// the GEMM's output is rounded with (FP32 [out]).
     let outputScales: CUDATensor?
     /// Per call shape of this layer (rows, residual, wgmma-aligned), the GEMM its problem's choice names
     /// (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated call skips the lookup).
@@ -65,6 +65,12 @@ package final class CUDAEightBitLinear {
             case .cuDNN: return "cudnn"
             case .cuBLASLt: return "cublaslt"
             }
+        }
+
+        /// Whether the path rounds level-4 outputs to their FP8 grids itself (in its epilogue).
+        var roundsOutput: Bool {
+            if case .warpSpecialized = self { return true }
+            return false
         }
 
         /// The path a choice names, among the GEMM variants this build has (nil for anything else).

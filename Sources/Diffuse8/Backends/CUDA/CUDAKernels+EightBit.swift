@@ -91,6 +91,21 @@ extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, c
         y[i] = f2h(fake_quantize(h2f(x[i]), scales[i % cols], format));
 }
 
+// The same, eight values per thread (n8 = n / 8 < 2^31; cols a multiple of 8).
+extern "C" __global__ void fake_quantize_columns8(const vec16* __restrict__ x, const float* __restrict__ scales,
+        vec16* __restrict__ y, u32 n8, int cols, int format) {
+    const u32 groups = (u32)cols / 8u;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
+        float v[8];
+        unpack8(x[i], v);
+        const float* s = scales + (i % groups) * 8u;
+        y[i] = vec16{pack_half2(fake_quantize(v[0], s[0], format), fake_quantize(v[1], s[1], format)),
+                     pack_half2(fake_quantize(v[2], s[2], format), fake_quantize(v[3], s[3], format)),
+                     pack_half2(fake_quantize(v[4], s[4], format), fake_quantize(v[5], s[5], format)),
+                     pack_half2(fake_quantize(v[6], s[6], format), fake_quantize(v[7], s[7], format))};
+    }
+}
+
 // y = decode(codes) * scale, 16-bit: the input a producer quantized for a layer that fell back to 16 bit.
 extern "C" __global__ void dequantize_activation(const unsigned char* __restrict__ codes, half_t* __restrict__ y, i64 n,
         float scale, int format) {
@@ -140,7 +155,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// y = x·Wᵀ (+ bias) (+ residual) of an 8-bit layer: x quantized with the layer's static scale and smoothing
     /// factors (or already this layer's codes, from a producer that quantized its output: LayerNorm, GEGLU), then the
     /// 8-bit GEMM chosen for its problem (`tunedEightBitGEMM`). A layer whose shape has no 8-bit algorithm runs its
-    /// dequantized weight in 16 bit.
+    /// dequantized weight in 16 bit. Level-4 Q/K/V (`w.outputScales`) come out rounded to their FP8 grids.
     package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
@@ -155,7 +170,8 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             } else {
                 input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
             }
-            return try linear(input, weight: weight, bias: w.bias, residual: residual)
+            let y = try linear(input, weight: weight, bias: w.bias, residual: residual)
+            return try w.outputScales.map { try fakeQuantizeColumns(y, format: .fp8, scales: $0, into: y) } ?? y
         }
         let rows = x.count / w.inFeatures
         var shape = x.shape
@@ -180,9 +196,16 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// every layer of that shape): on first use, outside a capture, every path that runs here is timed and the
     /// fastest kept — our warp-specialized wgmma GEMM (sm_90a) in each tile variant; for INT8 cuDNN's INT8 matmul with
     /// the dequantization fused and cuBLASLt's INT32 sums plus our dequantize kernel; for FP8 cuBLASLt's FP8 GEMM with
-    /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one.
+    /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one. Level-4 Q/K/V are rounded to
+    /// their FP8 grids in the wgmma GEMM's epilogue, after the other paths by a pass of their own, which their time
+    /// includes.
     private func tunedEightBitGEMM(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
         func run(_ path: CUDAEightBitLinear.GEMMPath) throws {
+            try runUnrounded(path)
+            if let scales = w.outputScales, !path.roundsOutput { _ = try fakeQuantizeColumns(y, format: .fp8, scales: scales, into: y) }
+            w.lastGEMMPath = path
+        }
+        func runUnrounded(_ path: CUDAEightBitLinear.GEMMPath) throws {
             switch (path, w.format) {
             case (.cuBLASLt, .fp8):
                 // Column-major: yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows], scaled by (weight scale, input scale).
@@ -212,9 +235,8 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             case (.warpSpecialized(let variant), _):
                 try warpSpecializedGEMM(variant, format: w.format, codes: codes, rows: rows, weight: w.codes,
                                         weightMap: try w.weightMap(for: variant, kernels: self), epilogue: try w.epilogueOperands(self),
-                                        residual: residual, y: y)
+                                        residual: residual, roundingScales: w.outputScales, y: y)
             }
-            w.lastGEMMPath = path
         }
         // TMA needs 16-byte aligned rows: unaligned operands leave the wgmma GEMM out (a separate problem).
         let wgmma = runsWarpSpecializedGEMM && [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
@@ -229,6 +251,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         let candidates = CUDAEightBitLinear.GEMMPath.candidates(w.format, wgmma: wgmma)
         let key = Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
                                                bias: w.bias != nil, residual: residual != nil, storageType: storageType, wgmma: wgmma)
+            + (w.outputScales == nil ? "" : " fp8-rounded=1")
         w.gemmPaths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.GEMMPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                   run: run) {
             try fastestPath(candidates, run: run, none: "linear \(w.name): no 8-bit GEMM ran")
@@ -310,13 +333,19 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             + "output=\(storageType.rawValue) wgmma=\(wgmma ? 1 : 0)"
     }
 
-    /// quantize → dequantize of each column j of x with `scales[j]` (FP32, one per column of the last dimension).
-    package func fakeQuantizeColumns(_ x: CUDATensor, format: QuantizedFormat, scales: CUDATensor) throws -> CUDATensor {
+    /// quantize → dequantize of each column j of x with `scales[j]` (FP32, one per column of the last dimension), into
+    /// `y` (which may be x itself) or a new tensor.
+    package func fakeQuantizeColumns(_ x: CUDATensor, format: QuantizedFormat, scales: CUDATensor, into y: CUDATensor? = nil) throws -> CUDATensor {
         try requireHalf(x, op: "fakeQuantizeColumns")
-        guard scales.dtype == .float32, x.shape.last == scales.count else {
+        guard scales.dtype == .float32, x.shape.last == scales.count, y.map({ $0.shape == x.shape && $0.dtype == x.dtype }) ?? true else {
             throw CUDAError.invalidArgument("fakeQuantizeColumns: \(scales.shape) scales for input \(x.shape)")
         }
-        let y = try output(x.shape)
+        let y = try y ?? output(x.shape)
+        if scales.count % 8 == 0, x.count / 8 < Int(Int32.max) {
+            try compiler.launch(eightBitOp("fake_quantize_columns8"), grid: elementwiseGrid(x.count / 8), block: (256, 1, 1), [
+                .tensor(x), .tensor(scales), .tensor(y), .int32(Int32(x.count / 8)), .int(scales.count), .int32(format == .int8 ? 0 : 1)])
+            return y
+        }
         try compiler.launch(eightBitOp("fake_quantize_columns"), grid: elementwiseGrid(x.count), block: (256, 1, 1), [
             .tensor(x), .tensor(scales), .tensor(y), .int64(Int64(x.count)), .int(scales.count), .int32(format == .int8 ? 0 : 1)])
         return y

@@ -60,20 +60,21 @@ extension CUDAKernels {
     }
 
     /// y[rows, n] = (codes[rows, k] · weight[n, k]ᵀ) · α + bias (+ residual) with `variant`. `epilogue` holds
-    /// (α[2j], α[2j+1], bias[2j], bias[2j+1]) per column pair (FP32 [n / 2, 4]). Requirements (checked by the
-    /// caller): k and n multiples of 16, every address 16-byte aligned; y 16-bit [rows, n].
+    /// (α[2j], α[2j+1], bias[2j], bias[2j+1]) per column pair (FP32 [n / 2, 4]). With `roundingScales` (FP32 [n]),
+    /// each result is then rounded to the FP8 grid of its column's scale (level 4's Q/K/V outputs), from FP32.
+    /// Requirements (checked by the caller): k and n multiples of 16, every address 16-byte aligned; y 16-bit [rows, n].
     func warpSpecializedGEMM(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, codes: CUDATensor, rows: Int,
                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor,
-                             residual: CUDATensor?, y: CUDATensor) throws {
+                             residual: CUDATensor?, roundingScales: CUDATensor? = nil, y: CUDATensor) throws {
         let (n, k) = (weight.shape[0], weight.shape[1])
-        let function = try warpSpecializedFunction(variant, format: format)
+        let function = try warpSpecializedFunction(variant, format: format, rounding: roundingScales != nil)
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(residual?.address ?? 0),
-            .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
+            .pointer(roundingScales?.address ?? 0), .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
     /// y[rows, n] = a · gelu(g) (diffusers' GEGLU) of the GEGLU projection [2n, k] in one kernel: a and g are the
@@ -88,7 +89,7 @@ extension CUDAKernels {
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns / 2 - 1) / (variant.columns / 2))
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
-            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0),
+            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(0),
             .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
@@ -99,11 +100,15 @@ extension CUDAKernels {
                               boxRows: halves ? variant.columns / 2 : variant.columns, halves: halves)
     }
 
-    private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false) throws -> CUDAFunction {
+    /// The kernel of `variant`: plain, with GEGLU, or rounding to FP8 grids (a variant of its own, so that the others
+    /// keep their registers: with the rounding compiled into every kernel, the tuner's picks for plain INT8 layers moved
+    /// to smaller tiles and SDXL's INT8 GEMMs took 13.9 instead of 10.7 ms).
+    private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
+                                         rounding: Bool = false) throws -> CUDAFunction {
         let module = "diffuse8_ws_gemm_\(format == .int8 ? "int8" : "fp8")_\(variant.pingPong ? "pp" : "coop")\(variant.columns)_s\(variant.stages)"
-            + (geglu ? "_geglu" : "")
+            + (geglu ? "_geglu" : "") + (rounding ? "_round" : "")
         let function = try compiler.function("gemm8_ws", module: module, architecture: "sm_90a",
-                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu))
+                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu, rounding: rounding))
         try compiler.allowSharedMemory(function, bytes: variant.sharedBytes)
         return function
     }
@@ -126,13 +131,15 @@ extension CUDAKernels {
         """
     }
 
-    static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false) -> String {
+    static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
+                                      rounding: Bool = false) -> String {
         let defines = """
         #define FMT \(format == .int8 ? 0 : 1)
         #define BN \(variant.columns)
         #define STAGES \(variant.stages)
         \(variant.pingPong ? "#define PINGPONG" : "")
         \(geglu ? "#define GEGLU" : "")
+        \(rounding ? "#define ROUND_OUTPUT" : "")
 
         """
         return CUDAKernelSources.prelude + "\n" + defines + warpSpecializedHead + wgmmaCall(columns: variant.columns, format: format)
@@ -166,6 +173,11 @@ typedef float ACC;
 #define OUT_BN BN
 #endif
 #define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
+
+/// v rounded to the FP8 E4M3 grid of `scale`, as `fake_quantize` rounds: its code, decoded, times the scale.
+__device__ __forceinline__ float fp8_grid(float v, float scale) {
+    return decode_code(code_of_quotient(divide_by_scale(v, scale, __frcp_rn(scale)), 1), 1) * scale;
+}
 
 /// A `CUtensorMap` passed by value.
 struct __align__(64) TensorMap { u64 v[16]; };
@@ -202,11 +214,14 @@ __device__ __forceinline__ void tma_load_halves(u32 dst, const TensorMap* map, i
 
 // Y[M, N] = (A[M, K] · B[N, K]ᵀ) · α + bias (+ residual), stored 16-bit through y_map (TMA, 64 × 64 boxes; stores
 // outside Y are dropped). A, B: 8-bit codes read through the tensor maps (zero outside the matrices).
-// epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j. With GEGLU defined, B is [2N, K] (read through
-// a halves map) and Y[M, N] = a · gelu_erf(g) with a, g the dequantized products of B's rows j and N + j.
+// epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j. With ROUND_OUTPUT defined, each Y[i, j] is then
+// rounded to the FP8 E4M3 grid of scale round_scales[j] (from FP32, before the 16-bit store). With GEGLU defined, B is
+// [2N, K] (read through a halves map) and Y[M, N] = a · gelu_erf(g) with a, g the dequantized products of B's rows j
+// and N + j.
 extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const __grid_constant__ TensorMap a_map, const __grid_constant__ TensorMap b_map, const float4* __restrict__ epilogue,
-        const half_t* __restrict__ residual, const __grid_constant__ TensorMap y_map, int M, int N, int K) {
+        const half_t* __restrict__ residual, const float* __restrict__ round_scales, const __grid_constant__ TensorMap y_map,
+        int M, int N, int K) {
     extern __shared__ unsigned char smem_raw[];
     const u32 base = (smem_addr(smem_raw) + 1023) & ~1023u;
     // the ring at base, consumer c's output buffer at base + STAGES·STAGE_BYTES + c·64·BN·2, then the mbarriers:
@@ -325,6 +340,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                     unpack2(*(const u32*)(residual + (i64)r * N + col), r0, r1);
                     v0 += r0; v1 += r1;
                 }
+#ifdef ROUND_OUTPUT
+                if (col < N) {
+                    const float2 s = *(const float2*)(round_scales + col);
+                    v0 = fp8_grid(v0, s.x); v1 = fp8_grid(v1, s.y);
+                }
+#endif
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
                 asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
             }

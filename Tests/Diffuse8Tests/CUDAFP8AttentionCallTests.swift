@@ -6,35 +6,46 @@ import XCTest
 final class CUDAFP8AttentionCallTests: XCTestCase {
     typealias Call = CUDAKernels.FP8AttentionCall
 
-    func testSDXL4096TokenLevelRunsFourHeadsPerCall() {
-        // 10 heads of 64 from a stacked [q | k | v] of 3 × 640: 32 tiles per head, so 4 heads (128 tiles) per call.
+    func testSDXL4096TokenLevelRunsTwoHeadsOfBothImagesPerCall() {
+        // 10 heads of 64 from a stacked [q | k | v] of 3 × 640: 32 tiles per head, so 2 heads of both images (128 tiles)
+        // per call, 5 calls.
         let calls = CUDAKernels.fp8AttentionCalls(batch: 2, heads: 10, headDim: 64, queries: 4096, keys: 4096, queryStride: 1920,
                                                   keyValueStride: 1920, multiprocessors: 132)
-        XCTAssertEqual(calls.count, 6)
-        XCTAssertEqual(calls[0], Call(image: 0, firstHead: 0, heads: 4, queryOffset: 0, keyValueOffset: 0, outputOffset: 0))
-        XCTAssertEqual(calls[1], Call(image: 0, firstHead: 4, heads: 4, queryOffset: 256, keyValueOffset: 256, outputOffset: 256))
-        // Image 1 starts 4096 rows later: 4096 · 1920 bytes in the stack, 4096 · 640 in the output; head 8 at byte 512.
-        XCTAssertEqual(calls[5], Call(image: 1, firstHead: 8, heads: 2, queryOffset: 7_864_832, keyValueOffset: 7_864_832,
-                                      outputOffset: 2_621_952))
+        XCTAssertEqual(calls.count, 5)
+        XCTAssertEqual(calls[0], Call(image: 0, images: 2, firstHead: 0, heads: 2, queryOffset: 0, keyValueOffset: 0, outputOffset: 0))
+        // Head 8 starts at channel 8 · 64 = 512 in Q's rows and in O's.
+        XCTAssertEqual(calls[4], Call(image: 0, images: 2, firstHead: 8, heads: 2, queryOffset: 512, keyValueOffset: 512, outputOffset: 512))
     }
 
-    func testSDXL1024TokenLevelRunsSixteenHeadsPerCall() {
-        // 20 heads of 64, 8 tiles each: 16 heads (128 tiles), then the other 4.
+    func testSDXL1024TokenLevelRunsThreeEvenCalls() {
+        // 20 heads of 64, 8 tiles each: at most 8 heads of both images (128 tiles) per call, so 3 calls, as 7 + 7 + 6.
         let calls = CUDAKernels.fp8AttentionCalls(batch: 2, heads: 20, headDim: 64, queries: 1024, keys: 1024, queryStride: 3840,
                                                   keyValueStride: 3840, multiprocessors: 132)
-        XCTAssertEqual(calls.map(\.heads), [16, 4, 16, 4])
-        XCTAssertEqual(calls[3], Call(image: 1, firstHead: 16, heads: 4, queryOffset: 1024 * 3840 + 16 * 64,
-                                      keyValueOffset: 1024 * 3840 + 16 * 64, outputOffset: 1024 * 1280 + 16 * 64))
+        XCTAssertEqual(calls.map(\.heads), [7, 7, 6])
+        XCTAssertEqual(calls[2], Call(image: 0, images: 2, firstHead: 14, heads: 6, queryOffset: 14 * 64, keyValueOffset: 14 * 64,
+                                      outputOffset: 14 * 64))
+    }
+
+    func testImagesRunOneByOneWhenAHeadOfEachExceedsAWave() {
+        // 16896 queries: 132 tiles per head, a whole wave, so one image and one head per call; image 1 starts
+        // 16896 rows later (rows of 3 · 320 bytes in the stack, 320 in the output).
+        let calls = CUDAKernels.fp8AttentionCalls(batch: 2, heads: 5, headDim: 64, queries: 16896, keys: 16896, queryStride: 960,
+                                                  keyValueStride: 960, multiprocessors: 132)
+        XCTAssertEqual(calls.count, 10)
+        XCTAssertEqual(calls[6], Call(image: 1, images: 1, firstHead: 1, heads: 1, queryOffset: 16896 * 960 + 64,
+                                      keyValueOffset: 16896 * 960 + 64, outputOffset: 16896 * 320 + 64))
     }
 
     func testEveryHeadOnceAndNoCallPastOneWave() {
-        for (batch, heads, queries, sms) in [(1, 1, 1, 132), (2, 5, 256, 132), (2, 8, 4096, 132), (3, 7, 1000, 78), (2, 20, 16896, 132)] {
+        for (batch, heads, queries, sms) in [(1, 1, 1, 132), (2, 5, 256, 132), (2, 8, 4096, 132), (3, 7, 1000, 78), (5, 3, 2048, 132), (3, 4, 6000, 132), (2, 20, 16896, 132)] {
             let calls = CUDAKernels.fp8AttentionCalls(batch: batch, heads: heads, headDim: 16, queries: queries, keys: 77,
                                                       queryStride: 48 * heads, keyValueStride: 32 * heads, multiprocessors: sms)
             var covered = Set<[Int]>()
             for c in calls {
-                XCTAssertLessThanOrEqual(c.heads * ((queries + 127) / 128), sms, "\(c)")
-                for h in c.firstHead..<(c.firstHead + c.heads) { XCTAssertTrue(covered.insert([c.image, h]).inserted, "\(c)") }
+                XCTAssertLessThanOrEqual(c.images * c.heads * ((queries + 127) / 128), sms, "\(c)")
+                for i in c.image..<(c.image + c.images) {
+                    for h in c.firstHead..<(c.firstHead + c.heads) { XCTAssertTrue(covered.insert([i, h]).inserted, "\(c)") }
+                }
                 XCTAssertEqual(c.queryOffset, (c.image * queries) * 48 * heads + c.firstHead * 16)
                 XCTAssertEqual(c.keyValueOffset, (c.image * 77) * 32 * heads + c.firstHead * 16)
             }

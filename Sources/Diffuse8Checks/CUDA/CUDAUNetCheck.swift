@@ -129,7 +129,7 @@ public enum CUDAUNetCheck {
     public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
                                  repeats: Int = 20, graph: Bool = true, profile: Bool = false, quantize recipe: QuantizationRecipe? = nil,
-                                 explain: Bool = false, quantizesInProducers: Bool = true, cudnnFP8Attention: Bool = false) throws -> Timing {
+                                 explain: Bool = false, quantizesInProducers: Bool = true, cudnnFP8Attention: Bool = true) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
         let unet = try recipe.map {

@@ -51,10 +51,15 @@ public final class CUDABackend: ModelBackend {
     /// same codes up to the 16-bit rounding the fused path skips; off is for measuring the difference.
     public var quantizesInProducers = true
 
-    /// Whether level-4 self-attention may run through cuDNN's FP8 attention (`fp8Attention`). Off by default: cuDNN 9.14
-    /// returned wrong tiles in calls of more than one wave of tiles, and the one-wave calls `CUDAKernels.cudnnFP8Attention`
-    /// now makes instead have not been checked on a GPU yet (`diffuse8-cuda-selftest` has the cases).
-    public var usesCuDNNFP8Attention = false
+    /// Whether level-4 self-attention may run through cuDNN's FP8 attention (`fp8Attention`). cuDNN 9.14 returned wrong
+    /// tiles in calls of more than one wave of tiles, so `CUDAKernels.cudnnFP8Attention` makes calls of at most one wave
+    /// (`diffuse8-cuda-selftest` checks shapes past one wave). cuDNN rounds the probabilities before normalising; off
+    /// runs our level-4 kernel, which rounds them as the simulation does, at about 1.3× the UNet time (SDXL).
+    public var usesCuDNNFP8Attention = CUDABackend.cudnnFP8AttentionDefault
+
+    /// `DIFFUSE8_CUDNN_FP8_ATTENTION=on|off` (read once; on when unset): the default of `usesCuDNNFP8Attention`.
+    public static let cudnnFP8AttentionDefault: Bool =
+        EnvironmentSetting.choice("DIFFUSE8_CUDNN_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? true
 
     private var linears: [ObjectIdentifier: CUDALinearWeights] = [:]
     private var eightBitLinears: [ObjectIdentifier: CUDAEightBitLinear] = [:]

@@ -50,8 +50,8 @@ extension CUDAKernels {
         let amax = try fp8AttentionAmax()
         for call in Self.fp8AttentionCalls(batch: batch, heads: heads, headDim: d, queries: lq, keys: lk, queryStride: queryStride,
                                            keyValueStride: keyValueStride, multiprocessors: context.multiprocessorCount) {
-            let shape = CUDNNAttention.Shape(batch: 1, heads: call.heads, queries: lq, keys: lk, headDim: d, queryStride: queryStride,
-                                             keyValueStride: keyValueStride, outputStride: channels)
+            let shape = CUDNNAttention.Shape(batch: call.images, heads: call.heads, queries: lq, keys: lk, headDim: d,
+                                             queryStride: queryStride, keyValueStride: keyValueStride, outputStride: channels)
             try attention.forwardFP8(shape, query: query + UInt64(call.queryOffset), key: key + UInt64(call.keyValueOffset),
                                      value: value + UInt64(call.keyValueOffset), output: y.address + UInt64(call.outputOffset),
                                      scales: scales.address, amax: amax.address, scale: 1 / Float(d).squareRoot())
@@ -59,27 +59,32 @@ extension CUDAKernels {
         return y
     }
 
-    /// One cuDNN call of `cudnnFP8Attention`: a group of heads of one image, and the byte offsets of its first Q, K/V
-    /// and O elements from the tensors' starts (FP8: one byte per element).
+    /// One cuDNN call of `cudnnFP8Attention`: a group of heads of `images` images from `image` on, and the byte offsets
+    /// of its first Q, K/V and O elements from the tensors' starts (FP8: one byte per element).
     struct FP8AttentionCall: Equatable {
-        var image: Int, firstHead: Int, heads: Int
+        var image: Int, images: Int, firstHead: Int, heads: Int
         var queryOffset: Int, keyValueOffset: Int, outputOffset: Int
     }
 
-    /// The calls that cover `batch` images × `heads` heads, each at most one wave of 128-query tiles on
-    /// `multiprocessors` SMs. cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong, a different set on every
-    /// run, in calls of more 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5
-    /// heads at 2048 queries (160 tiles), and now and then one image at 4096 (160); calls of 80–128 tiles matched in
-    /// every run. Hence one image per call, its heads in groups (`CUDABackend.usesCuDNNFP8Attention` says why this is
-    /// still off by default). The output is [batch, queries, heads · headDim].
+    /// Calls that cover `batch` images × `heads` heads with at most one wave of 128-query tiles each on
+    /// `multiprocessors` SMs: every image in each call and the heads in groups when one wave holds a head of every
+    /// image, else one image per call; as few groups as that allows, of ⌈heads / groups⌉ heads but the last.
+    /// cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong, a different set on every run, in calls of more
+    /// 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5 heads at 2048 queries
+    /// (160 tiles), and now and then one image at 4096 (160); calls of up to 128 tiles matched in every run. The output
+    /// is [batch, queries, heads · headDim].
     static func fp8AttentionCalls(batch: Int, heads: Int, headDim: Int, queries: Int, keys: Int, queryStride: Int,
                                   keyValueStride: Int, multiprocessors: Int) -> [FP8AttentionCall] {
+        guard batch > 0, heads > 0 else { return [] }
         let tilesPerHead = max(1, (queries + fp8AttentionTileRows - 1) / fp8AttentionTileRows)
-        let headsPerCall = max(1, min(heads, multiprocessors / tilesPerHead))
+        let images = batch * tilesPerHead <= multiprocessors ? batch : 1
+        let most = max(1, min(heads, multiprocessors / (images * tilesPerHead)))
+        let groups = (heads + most - 1) / most
+        let headsPerCall = (heads + groups - 1) / groups
         let channels = heads * headDim
-        return (0..<batch).flatMap { image in
+        return stride(from: 0, to: batch, by: images).flatMap { image in
             stride(from: 0, to: heads, by: headsPerCall).map { first in
-                FP8AttentionCall(image: image, firstHead: first, heads: min(headsPerCall, heads - first),
+                FP8AttentionCall(image: image, images: min(images, batch - image), firstHead: first, heads: min(headsPerCall, heads - first),
                                  queryOffset: image * queries * queryStride + first * headDim,
                                  keyValueOffset: image * keys * keyValueStride + first * headDim,
                                  outputOffset: image * queries * channels + first * headDim)

@@ -31,7 +31,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     fp8:4: quantize the UNet first (recommended recipe, scales from 4 GPU forwards on random inputs: for
                     speed runs of random-weight models); --explain: per layer, the kernel, whether it ran in 8 bit, ms;
                     --separate-quantize: 8-bit inputs quantized in their own pass, not by LayerNorm/GEGLU;
-                    --our-fp8-attention: level-4 self-attention through our kernel, not cuDNN's FP8 attention
+                    --our-fp8-attention: level-4 self-attention through our kernel, not cuDNN's FP8 attention;
+                    --unrounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention leave their rounding to its quantize pass
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
                     IMAGES: seeds 0..<IMAGES, judged by their mean PSNR) on the CPU (FP32) and the GPU (FP16): PSNR of
@@ -207,7 +208,8 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                                                      profile: arguments.contains("--profile"), quantize: recipe,
                                                      explain: arguments.contains("--explain"),
                                                      quantizesInProducers: !arguments.contains("--separate-quantize"),
-                                                     cudnnFP8Attention: !arguments.contains("--our-fp8-attention"))
+                                                     cudnnFP8Attention: !arguments.contains("--our-fp8-attention"),
+                                                     unroundedQKV: arguments.contains("--unrounded-qkv"))
             if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
             print("UNET_BENCH " + timing.json)
             exit(0)

@@ -129,7 +129,8 @@ public enum CUDAUNetCheck {
     public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
                                  repeats: Int = 20, graph: Bool = true, profile: Bool = false, quantize recipe: QuantizationRecipe? = nil,
-                                 explain: Bool = false, quantizesInProducers: Bool = true, cudnnFP8Attention: Bool = true) throws -> Timing {
+                                 explain: Bool = false, quantizesInProducers: Bool = true, cudnnFP8Attention: Bool = true,
+                                 unroundedQKV: Bool = false) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
         let unet = try recipe.map {
@@ -138,6 +139,7 @@ public enum CUDAUNetCheck {
         } ?? CUDAUNet.load(directory: directory, kernels: kernels)
         unet.backend.quantizesInProducers = quantizesInProducers
         unet.backend.usesCuDNNFP8Attention = cudnnFP8Attention
+        unet.backend.skipsQKVRoundingForCuDNN = unroundedQKV
         try context.synchronize()
         let loadSeconds = CUDAKernelCompiler.now() - start
         let weightBytes = context.allocatorStatistics.liveBytes

@@ -57,6 +57,12 @@ public final class CUDABackend: ModelBackend {
     /// runs our level-4 kernel, which rounds them as the simulation does, at about 1.3× the UNet time (SDXL).
     public var usesCuDNNFP8Attention = CUDABackend.cudnnFP8AttentionDefault
 
+    /// Whether level-4 Q/K/V stacks that feed cuDNN's FP8 attention skip their own rounding to the FP8 grids (its
+    /// quantize pass makes the same codes from unrounded values; `leavesRoundingToCuDNN`). Saves a pass over every
+    /// such stack's output. Off by default: this form has not run on a GPU yet (`diffuse8-cuda-selftest --unet-bench …
+    /// --unrounded-qkv`).
+    public var skipsQKVRoundingForCuDNN = false
+
     /// `DIFFUSE8_CUDNN_FP8_ATTENTION=on|off` (read once; on when unset): the default of `usesCuDNNFP8Attention`.
     public static let cudnnFP8AttentionDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_CUDNN_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? true
@@ -91,8 +97,17 @@ public final class CUDABackend: ModelBackend {
 
     /// Uploads every weight of `unet` (fused by its `FusionPlan`).
     public func prepare(_ unet: UNet2DConditionModel) throws {
-        try prepare(unet, plan: fusesLayers ? FusionPlan(unet) : FusionPlan(), convolutions: unet.convolutionLayers, linears: unet.linearLayers,
+        let plan = fusesLayers ? try FusionPlan(unet) : FusionPlan()
+        try prepare(unet, plan: plan, convolutions: unet.convolutionLayers, linears: unet.linearLayers,
                     groupNorms: unet.groupNorms, layerNorms: unet.layerNorms)
+        // Level 4: the stacked Q/K/V of each self-attention that cuDNN's FP8 attention may run (`cudnnFP8Attention`)
+        guard context.computeCapability.major >= 9 else { return }
+        for module in Quantizer.attentionModules(unet) where module.usesFP8Attention && module.fp8ProbabilityAmax == 1 {
+            guard let stack = plan.selfProjections[ObjectIdentifier(module)], let w = eightBitStacks[ObjectIdentifier(stack)],
+                  w.outputScales != nil, let reader = eightBitLinears[ObjectIdentifier(module.output)], reader.format == .fp8,
+                  reader.smoothing == nil else { continue }
+            w.feedsCuDNNFP8Attention = true
+        }
     }
 
     /// Uploads every weight of a CLIP text encoder (Q/K/V stacked per layer); the embedding tables stay on the host.
@@ -208,7 +223,7 @@ public final class CUDABackend: ModelBackend {
     public func stackedLinear(_ x: CUDATensor, _ stack: LinearStack) throws -> CUDATensor {
         let name = (stack.layers.first?.name ?? "") + (stack.layers.count > 1 ? " (+\(stack.layers.count - 1) stacked)" : "")
         if let w = eightBitStacks[ObjectIdentifier(stack)] {
-            return try eightBitLinear(x, w, name: name, residual: nil)
+            return try eightBitLinear(x, w, name: name, residual: nil, roundsOutput: !leavesRoundingToCuDNN(w))
         }
         guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
         return try op("GEMM (linear)", layer: name, kernel: {
@@ -221,16 +236,26 @@ public final class CUDABackend: ModelBackend {
         }
     }
 
+    /// Whether the level-4 Q/K/V stack `w` leaves the rounding of its output to cuDNN's FP8 attention, whose quantize
+    /// pass makes the same codes from the unrounded values; `fp8Attention` rounds them itself where cuDNN then
+    /// declines.
+    private func leavesRoundingToCuDNN(_ w: CUDAEightBitLinear) -> Bool {
+        w.feedsCuDNNFP8Attention && skipsQKVRoundingForCuDNN && usesCuDNNFP8Attention && quantizesInProducers
+    }
+
     /// A real 8-bit layer (or stack), reported under `name`.
-    private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?) throws -> CUDATensor {
+    private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?,
+                                roundsOutput: Bool = true) throws -> CUDATensor {
         try op("GEMM (linear)", layer: name, kernel: {
             guard w.fallbackWeight == nil, let path = w.lastGEMMPath else {
                 return w.fallbackWeight != nil ? "cuBLASLt 16-bit (no 8-bit algorithm)" : "8 bit (not run yet)"
             }
-            let rounding = w.outputScales == nil ? "" : path.roundsOutput ? ", FP8 output rounding fused" : ", then the FP8 rounding pass"
+            let rounding = w.outputScales == nil ? ""
+                : !w.lastCallRounded ? ", FP8 rounding left to the attention's quantize pass"
+                : path.roundsOutput ? ", FP8 output rounding fused" : ", then the FP8 rounding pass"
             return path.description(for: w.format) + rounding
         }, eightBit: { w.fallbackWeight == nil }) {
-            try kernels.eightBitLinear(x, w, residual: residual)
+            try kernels.eightBitLinear(x, w, residual: residual, roundsOutput: roundsOutput)
         }
     }
 
@@ -329,6 +354,11 @@ public final class CUDABackend: ModelBackend {
         if let codes = try cudnnFP8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax,
                                              module: module) {
             return codes
+        }
+        if let stack = eightBitStackOfMember[ObjectIdentifier(module.query)]?.stack, leavesRoundingToCuDNN(stack),
+           let scales = stack.outputScales, query.tensor.address == key.tensor.address {
+            // The stack left its rounding to cuDNN, which declined this call: our kernel reads FP8-rounded Q/K/V.
+            _ = try op("element-wise") { try kernels.fakeQuantizeColumns(query.tensor, format: .fp8, scales: scales, into: query.tensor) }
         }
         return try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8ProbabilityAmax: probabilityAmax,
                              module: module)

@@ -25,10 +25,17 @@ package final class CUDAEightBitLinear {
     /// Level-4 FP8 attention: the FP8 scale of each output column (amax / 448 of the Q, K or V it belongs to), which
     /// the GEMM's output is rounded with (FP32 [out]).
     let outputScales: CUDATensor?
-    /// Per call shape of this layer (rows, residual, wgmma-aligned), the GEMM its problem's choice names
-    /// (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated call skips the lookup).
+    /// Level 4: the stacked Q/K/V of a self-attention that cuDNN's FP8 attention may run (set by `CUDABackend.prepare`).
+    /// Its output then needs no rounding to the FP8 grids: the attention's quantize pass makes the same codes from it
+    /// (but for values within an FP32 ulp of a rounding boundary: it multiplies by 448 / amax, the rounding divides by
+    /// amax / 448).
+    var feedsCuDNNFP8Attention = false
+    /// Whether the last call rounded the output to the FP8 grids (for reports).
+    var lastCallRounded = false
+    /// Per call shape of this layer (rows, residual, wgmma-aligned, output rounded), the GEMM its problem's choice
+    /// names (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated call skips the lookup).
     var gemmPaths: [GEMMCall: GEMMPath] = [:]
-    struct GEMMCall: Hashable { var rows: Int, residual: Bool, wgmma: Bool }
+    struct GEMMCall: Hashable { var rows: Int, residual: Bool, wgmma: Bool, rounded: Bool }
     /// The 8-bit GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
     package var forcedGEMM: GEMMPath?
     /// One 8-bit GEMM implementation.

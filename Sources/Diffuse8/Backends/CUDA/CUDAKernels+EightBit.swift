@@ -155,8 +155,10 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// y = x·Wᵀ (+ bias) (+ residual) of an 8-bit layer: x quantized with the layer's static scale and smoothing
     /// factors (or already this layer's codes, from a producer that quantized its output: LayerNorm, GEGLU), then the
     /// 8-bit GEMM chosen for its problem (`tunedEightBitGEMM`). A layer whose shape has no 8-bit algorithm runs its
-    /// dequantized weight in 16 bit. Level-4 Q/K/V (`w.outputScales`) come out rounded to their FP8 grids.
-    package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?) throws -> CUDATensor {
+    /// dequantized weight in 16 bit. Level-4 Q/K/V (`w.outputScales`) come out rounded to their FP8 grids unless
+    /// `roundsOutput` is false (a reader that quantizes them to those grids itself: cuDNN's FP8 attention).
+    package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?, roundsOutput: Bool = true) throws -> CUDATensor {
+        let rounding = roundsOutput ? w.outputScales : nil
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
         }
@@ -171,7 +173,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
             }
             let y = try linear(input, weight: weight, bias: w.bias, residual: residual)
-            return try w.outputScales.map { try fakeQuantizeColumns(y, format: .fp8, scales: $0, into: y) } ?? y
+            return try rounding.map { try fakeQuantizeColumns(y, format: .fp8, scales: $0, into: y) } ?? y
         }
         let rows = x.count / w.inFeatures
         var shape = x.shape
@@ -182,13 +184,13 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         let codes = quantizedByProducer ? x : try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
         let y = try output(shape)
         do {
-            try tunedEightBitGEMM(codes, w, rows: rows, residual: residual, y: y)
+            try tunedEightBitGEMM(codes, w, rows: rows, residual: residual, rounding: rounding, y: y)
             return y
         } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {
             // No 8-bit algorithm for this shape (or the library refused it): this layer runs in 16 bit from now on.
             w.fallbackReason = "\(call) status \(status) \(detail)"
             w.fallbackWeight = try dequantizedWeight(w)
-            return try eightBitLinear(x, w, residual: residual)
+            return try eightBitLinear(x, w, residual: residual, roundsOutput: roundsOutput)
         }
     }
 
@@ -196,14 +198,16 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// every layer of that shape): on first use, outside a capture, every path that runs here is timed and the
     /// fastest kept — our warp-specialized wgmma GEMM (sm_90a) in each tile variant; for INT8 cuDNN's INT8 matmul with
     /// the dequantization fused and cuBLASLt's INT32 sums plus our dequantize kernel; for FP8 cuBLASLt's FP8 GEMM with
-    /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one. Level-4 Q/K/V are rounded to
-    /// their FP8 grids in the wgmma GEMM's epilogue, after the other paths by a pass of their own, which their time
-    /// includes.
-    private func tunedEightBitGEMM(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?, y: CUDATensor) throws {
+    /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one. With `rounding` (level-4 Q/K/V:
+    /// each column's FP8 scale) the output is rounded to those grids, in the wgmma GEMM's epilogue, after the other paths
+    /// by a pass of their own, which their time includes.
+    private func tunedEightBitGEMM(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?,
+                                   rounding: CUDATensor?, y: CUDATensor) throws {
         func run(_ path: CUDAEightBitLinear.GEMMPath) throws {
             try runUnrounded(path)
-            if let scales = w.outputScales, !path.roundsOutput { _ = try fakeQuantizeColumns(y, format: .fp8, scales: scales, into: y) }
+            if let rounding, !path.roundsOutput { _ = try fakeQuantizeColumns(y, format: .fp8, scales: rounding, into: y) }
             w.lastGEMMPath = path
+            w.lastCallRounded = rounding != nil
         }
         func runUnrounded(_ path: CUDAEightBitLinear.GEMMPath) throws {
             switch (path, w.format) {
@@ -235,7 +239,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             case (.warpSpecialized(let variant), _):
                 try warpSpecializedGEMM(variant, format: w.format, codes: codes, rows: rows, weight: w.codes,
                                         weightMap: try w.weightMap(for: variant, kernels: self), epilogue: try w.epilogueOperands(self),
-                                        residual: residual, roundingScales: w.outputScales, y: y)
+                                        residual: residual, roundingScales: rounding, y: y)
             }
         }
         // TMA needs 16-byte aligned rows: unaligned operands leave the wgmma GEMM out (a separate problem).
@@ -246,12 +250,12 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             }
             return try run(forced)
         }
-        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: residual != nil, wgmma: wgmma)
+        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: residual != nil, wgmma: wgmma, rounded: rounding != nil)
         if let kept = w.gemmPaths[call] { return try run(kept) }
         let candidates = CUDAEightBitLinear.GEMMPath.candidates(w.format, wgmma: wgmma)
         let key = Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
                                                bias: w.bias != nil, residual: residual != nil, storageType: storageType, wgmma: wgmma)
-            + (w.outputScales == nil ? "" : " fp8-rounded=1")
+            + (rounding == nil ? "" : " fp8-rounded=1")
         w.gemmPaths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.GEMMPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                   run: run) {
             try fastestPath(candidates, run: run, none: "linear \(w.name): no 8-bit GEMM ran")
@@ -306,7 +310,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
         // TMA needs 16-byte aligned operands: an unaligned input leaves the fused kernel out (a separate problem).
         let aligned = codes.address % 16 == 0
-        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: false, wgmma: aligned)
+        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: false, wgmma: aligned, rounded: false)
         if let forced = w.forcedGEGLU {
             try run(forced)
         } else if let kept = w.gegluPaths[call] {

@@ -104,8 +104,8 @@ public final class CUDABackend: ModelBackend {
         guard context.computeCapability.major >= 9 else { return }
         for module in Quantizer.attentionModules(unet) where module.usesFP8Attention && module.fp8ProbabilityAmax == 1 {
             guard let stack = plan.selfProjections[ObjectIdentifier(module)], let w = eightBitStacks[ObjectIdentifier(stack)],
-                  w.outputScales != nil, let reader = eightBitLinears[ObjectIdentifier(module.output)], reader.format == .fp8,
-                  reader.smoothing == nil else { continue }
+                  w.outputScales != nil, let reader = eightBitLinears[ObjectIdentifier(module.output)],
+                  Self.takesFP8AttentionCodes(reader) else { continue }
             w.feedsCuDNNFP8Attention = true
         }
     }
@@ -364,6 +364,12 @@ public final class CUDABackend: ModelBackend {
                              module: module)
     }
 
+    /// Whether `reader` (a module's `to_out.0`) can take cuDNN's FP8 attention output as its input codes: a real FP8
+    /// GEMM without SmoothQuant factors, whose input quantizer is then the graph's output scale.
+    private static func takesFP8AttentionCodes(_ reader: CUDAEightBitLinear) -> Bool {
+        reader.format == .fp8 && reader.smoothing == nil
+    }
+
     /// `fp8Attention` through cuDNN, or nil where it does not apply (see there).
     private func cudnnFP8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                                    probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor? {
@@ -378,8 +384,8 @@ public final class CUDABackend: ModelBackend {
         if let known = fp8Attentions[id] {
             fused = known
         } else {
-            guard !fp8AttentionsDeclined.contains(id), let reader = eightBitReader([module.output]), reader.format == .fp8,
-                  reader.smoothing == nil, reader.acceptsCodes(width: channels),
+            guard !fp8AttentionsDeclined.contains(id), let reader = eightBitReader([module.output]), Self.takesFP8AttentionCodes(reader),
+                  reader.acceptsCodes(width: channels),
                   let made = try CUDAFP8Attention(kernels, module, reader: reader) else {
                 fp8AttentionsDeclined.insert(id)
                 return nil

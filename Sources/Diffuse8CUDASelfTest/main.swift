@@ -32,7 +32,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     speed runs of random-weight models); --explain: per layer, the kernel, whether it ran in 8 bit, ms;
                     --separate-quantize: 8-bit inputs quantized in their own pass, not by LayerNorm/GEGLU;
                     --our-fp8-attention: level-4 self-attention through our kernel, not cuDNN's FP8 attention;
-                    --unrounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention leave their rounding to its quantize pass
+                    --rounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention are rounded to their FP8 grids first,
+                    not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off)
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
                     IMAGES: seeds 0..<IMAGES, judged by their mean PSNR) on the CPU (FP32) and the GPU (FP16): PSNR of
@@ -209,7 +210,7 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                                                      explain: arguments.contains("--explain"),
                                                      quantizesInProducers: !arguments.contains("--separate-quantize"),
                                                      cudnnFP8Attention: !arguments.contains("--our-fp8-attention"),
-                                                     unroundedQKV: arguments.contains("--unrounded-qkv"))
+                                                     unroundedQKV: !arguments.contains("--rounded-qkv") && CUDABackend.skipsQKVRoundingDefault)
             if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
             print("UNET_BENCH " + timing.json)
             exit(0)

@@ -130,7 +130,7 @@ public enum CUDAUNetCheck {
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
                                  repeats: Int = 20, graph: Bool = true, profile: Bool = false, quantize recipe: QuantizationRecipe? = nil,
                                  explain: Bool = false, quantizesInProducers: Bool = true, cudnnFP8Attention: Bool = true,
-                                 unroundedQKV: Bool = false) throws -> Timing {
+                                 unroundedQKV: Bool = CUDABackend.skipsQKVRoundingDefault) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
         let unet = try recipe.map {

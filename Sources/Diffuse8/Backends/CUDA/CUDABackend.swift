@@ -59,9 +59,14 @@ public final class CUDABackend: ModelBackend {
 
     /// Whether level-4 Q/K/V stacks that feed cuDNN's FP8 attention skip their own rounding to the FP8 grids (its
     /// quantize pass makes the same codes from unrounded values; `leavesRoundingToCuDNN`). Saves a pass over every
-    /// such stack's output. Off by default: this form has not run on a GPU yet (`diffuse8-cuda-selftest --unet-bench …
-    /// --unrounded-qkv`).
-    public var skipsQKVRoundingForCuDNN = false
+    /// such stack's output (SDXL FP8 level 4: 1 ms of 30). Off rounds them first, as the simulation does; where our
+    /// wgmma GEMM rounds in its epilogue, that rounds from FP32 instead of from the 16-bit output, a little closer to
+    /// the simulation (`docs/PERFORMANCE.md`).
+    public var skipsQKVRoundingForCuDNN = CUDABackend.skipsQKVRoundingDefault
+
+    /// `DIFFUSE8_SKIP_QKV_ROUNDING=on|off` (read once; on when unset): the default of `skipsQKVRoundingForCuDNN`.
+    public static let skipsQKVRoundingDefault: Bool =
+        EnvironmentSetting.choice("DIFFUSE8_SKIP_QKV_ROUNDING", of: Switch.self).map { $0 == .on } ?? true
 
     /// `DIFFUSE8_CUDNN_FP8_ATTENTION=on|off` (read once; on when unset): the default of `usesCuDNNFP8Attention`.
     public static let cudnnFP8AttentionDefault: Bool =

@@ -48,7 +48,8 @@ def memory():
     return {"max_allocated_bytes": torch.cuda.max_memory_allocated(), "max_reserved_bytes": torch.cuda.max_memory_reserved()}
 
 
-def bench_model(name, args, log):
+def bench_model(name, result, args, log, save):
+    """Times every implementation of one model into `result`, calling `save` after each (a run cut short keeps them)."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
@@ -82,13 +83,14 @@ def bench_model(name, args, log):
         with torch.inference_mode():
             return model(sample, 501, encoder_hidden_states=states, **kwargs).sample
 
-    result = {"model": name, "latent": [batch, unet.config.in_channels, height, width], "context": [batch, context_length, unet.config.cross_attention_dim]}
+    result.update(latent=[batch, unet.config.in_channels, height, width], context=[batch, context_length, unet.config.cross_attention_dim])
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     output = run(unet)
     median, minimum = timed(lambda: run(unet), args.warmup, args.repeats)
     result["diffusers_eager"] = {"median_ms": median, "min_ms": minimum, **memory()}
     log(f"{name}: diffusers eager {median:.2f} ms")
+    save()
     reference = os.path.join(args.workdir, name + "-reference.safetensors")
     save_file({k: v.float().contiguous().cpu() for k, v in {**tensors, "output": output}.items()}, reference)
 
@@ -106,9 +108,10 @@ def bench_model(name, args, log):
         result["diffusers_compile"] = {"median_ms": median, "min_ms": minimum, "compile_s": compile_s,
                                        "rel_l2_vs_eager": diff.item(), **memory()}
         log(f"{name}: torch.compile {median:.2f} ms (compile {compile_s:.0f} s)")
+        save()
         del compiled
     if args.torchao:
-        result.update(bench_torchao(name, unet, sample, states, kwargs, args, log))
+        bench_torchao(name, unet, sample, states, kwargs, args, log, result, save)
     del unet, output
     torch.cuda.empty_cache()
 
@@ -132,17 +135,16 @@ def bench_model(name, args, log):
         else:
             log(proc.stdout[-3000:] + proc.stderr[-3000:])
             result[key] = {"error": proc.stdout[-2000:] + proc.stderr[-2000:]}
-    return result
+        save()
 
 
-def bench_torchao(name, unet, sample, states, kwargs, args, log):
+def bench_torchao(name, unet, sample, states, kwargs, args, log, out, save):
     """torchao's float8 dynamic quantization (activations and weights per tensor, FP8 E4M3) of a BF16 copy of the
     UNet, the PyTorch 8-bit peer: uncompiled, then (with --torchao-compile) under torch.compile."""
     import copy
     import torchao
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
 
-    out = {}
     model = copy.deepcopy(unet).to(torch.bfloat16)
     quantize_(model, Float8DynamicActivationFloat8WeightConfig())
     bf16 = lambda t: t.to(torch.bfloat16)
@@ -159,6 +161,7 @@ def bench_torchao(name, unet, sample, states, kwargs, args, log):
     median, minimum = timed(lambda: run(model), 1, max(3, args.repeats // 4))
     out["torchao_fp8"] = {"median_ms": median, "min_ms": minimum, "torchao": torchao.__version__, **memory()}
     log(f"{name}: torchao float8 dynamic (BF16, uncompiled) {median:.2f} ms")
+    save()
     if args.torchao_compile:
         torch._dynamo.reset()
         if args.torchao_compile == "regional":
@@ -177,10 +180,10 @@ def bench_torchao(name, unet, sample, states, kwargs, args, log):
         out["torchao_fp8_compile"] = {"median_ms": median, "min_ms": minimum, "compile_s": compile_s, "torchao": torchao.__version__,
                                       "compile_mode": args.torchao_compile, **memory()}
         log(f"{name}: torchao float8 dynamic + torch.compile ({args.torchao_compile}) {median:.2f} ms (compile {compile_s:.0f} s)")
+        save()
         del compiled
     del model
     torch.cuda.empty_cache()
-    return out
 
 
 def markdown(results, header, d8_type="FP16"):
@@ -216,6 +219,8 @@ def markdown(results, header, d8_type="FP16"):
                              f"{e['graph_peak_bytes'] / 2**30:.2f} GiB | output rel. L2 vs eager Diffuse8 {e['graph_rel_l2_vs_eager']:.1e} |")
             elif key.startswith("diffuse8") and e.get("graph_error"):
                 lines.append(f"| {r['model']} | Diffuse8 CUDA graph | – | – | – | capture failed: {e['graph_error'][:200]} |")
+        if "error" in r:
+            lines.append(f"| {r['model']} | (stopped) | – | – | – | {r['error'][:200]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -248,18 +253,24 @@ def main():
               f"batch 2, FP16, median of {args.repeats} runs after {args.warmup} warm-up (CUDA events)")
     log(header)
     results = []
-    for name in args.models.split(","):
-        try:
-            results.append(bench_model(name, args, log))
-        except Exception as error:  # keep the other model's numbers
-            log(f"{name}: FAILED {error!r}")
-            results.append({"model": name, "error": repr(error)})
-        suffix = "" if args.models == "sd15,sdxl" else "-" + args.models.replace(",", "-")
+    suffix = "" if args.models == "sd15,sdxl" else "-" + args.models.replace(",", "-")
+
+    def save():
         with open(os.path.join(args.out, f"unet_vs_torch{suffix}.json"), "w") as f:
             json.dump({"card": card, "torch": torch.__version__, "header": header, "results": results}, f, indent=1)
         with open(os.path.join(args.out, f"unet_vs_torch{suffix}.md"), "w") as f:
-            f.write(markdown([r for r in results if "error" not in r], header, d8_type))
-    print(markdown([r for r in results if "error" not in r], header, d8_type))
+            f.write(markdown(results, header, d8_type))
+
+    for name in args.models.split(","):
+        result = {"model": name}
+        results.append(result)
+        try:
+            bench_model(name, result, args, log, save)
+        except Exception as error:  # keep the other model's numbers
+            log(f"{name}: FAILED {error!r}")
+            result["error"] = repr(error)
+        save()
+    print(markdown(results, header, d8_type))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --separate-quantize: 8-bit inputs quantized in their own pass, not by LayerNorm/GEGLU;
                     --our-fp8-attention: level-4 self-attention through our kernel, not cuDNN's FP8 attention;
                     --rounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention are rounded to their FP8 grids first,
-                    not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off)
+                    not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
+                    DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
                     IMAGES: seeds 0..<IMAGES, judged by their mean PSNR) on the CPU (FP32) and the GPU (FP16): PSNR of

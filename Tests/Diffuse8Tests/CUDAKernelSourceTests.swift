@@ -51,4 +51,9 @@ final class CUDAKernelSourceTests: XCTestCase {
             }
         }
     }
+
+    /// Our FP8 attention for Hopper (wgmma, sm_90a).
+    func testWGMMAFP8AttentionCompilesForHopper() throws {
+        assertCompiles("diffuse8_fp8_attention_wgmma", CUDAKernels.wgmmaFP8AttentionSource, architectures: ["sm_90a"], with: try nvrtc())
+    }
 }

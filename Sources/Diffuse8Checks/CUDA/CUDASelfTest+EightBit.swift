@@ -75,10 +75,20 @@ extension CUDASelfTest {
         // model of both predicts): the reference is that flash form with the row max, so what remains is cuDNN's
         // running max per key block and O codes one rounding step apart (1.3–2e-2 in the same model). The last two need
         // more than one wave of tiles, which `cudnnFP8Attention` splits into calls.
+        // Our wgmma kernel (`wgmmaFP8Attention`) rounds as cuDNN does, in one launch: the same cases at head dim 64,
+        // plus a length that is no multiple of its 64-key blocks or 128-query tiles, and SDXL's 1024-token level.
+        typealias FP8Attention = (UInt64, Int, UInt64, UInt64, Int, Int, Int, Int, Int, Int, CUDATensor) throws -> CUDATensor
+        var fp8Attentions: [(name: String, run: FP8Attention, shapes: [(Int, Int, Int)])] = []
         if major >= 9 && context.hasCUDNN {
-            for (lq, d, batch) in [(256, 64, 2), (1024, 80, 2), (2048, 64, 2), (4096, 64, 1)] {
+            fp8Attentions.append(("cuDNN", kernels.cudnnFP8Attention, [(256, 64, 2), (1024, 80, 2), (2048, 64, 2), (4096, 64, 1)]))
+        }
+        if kernels.runsWGMMAFP8Attention(headDim: 64) {
+            fp8Attentions.append(("wgmma", kernels.wgmmaFP8Attention, [(256, 64, 2), (1000, 64, 2), (1024, 64, 2), (4096, 64, 1)]))
+        }
+        for (name, run, shapes) in fp8Attentions {
+            for (lq, d, batch) in shapes {
                 let heads = 320 / d, c = 320
-                cases.append(("attention FP8, cuDNN", "B\(batch) H\(heads) L\(lq) d=\(d), stacked QKV", 3e-2, { r in
+                cases.append(("attention FP8, \(name)", "B\(batch) H\(heads) L\(lq) d=\(d), stacked QKV", 3e-2, { r in
                     let ranges: [Float] = [6, 5, 4]
                     var parts = ranges.map { range in
                         var t = r.normalHalfRounded([batch, lq, c], scale: range / 3)
@@ -99,9 +109,8 @@ extension CUDASelfTest {
                                                         descaleP: 1 / 448, scaleP: 448, scaleO: 1 / outputScale).upload(to: context)
                     let codes = try kernels.quantize(try kernels.upload(stack), format: .fp8, scale: 1, smoothing: factors)
                     let y = try withExtendedLifetime((codes, scales)) {
-                        try kernels.cudnnFP8Attention(query: codes.address, queryStride: 3 * c, key: codes.address + UInt64(c),
-                                                      value: codes.address + UInt64(2 * c), keyValueStride: 3 * c, batch: batch, queries: lq,
-                                                      keys: lq, channels: c, heads: heads, scales: scales)
+                        try run(codes.address, 3 * c, codes.address + UInt64(c), codes.address + UInt64(2 * c), 3 * c, batch, lq, lq, c,
+                                heads, scales)
                     }
                     // Both sides as code values (the download decodes E4M3 without its scale).
                     return (y, Tensor(shape: reference.shape, scalars: reference.scalars.map {

@@ -68,6 +68,15 @@ public final class CUDABackend: ModelBackend {
     public static let skipsQKVRoundingDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_SKIP_QKV_ROUNDING", of: Switch.self).map { $0 == .on } ?? true
 
+    /// Whether that fused FP8 attention runs our wgmma kernel (`CUDAKernels.wgmmaFP8Attention`: the same inputs,
+    /// rounding and output, one launch for every head and image) instead of cuDNN's where it can (sm_90a, head dim
+    /// 64). Off by default: not yet checked or timed on a GPU (`diffuse8-cuda-selftest` has its cases).
+    public var usesWGMMAFP8Attention = CUDABackend.wgmmaFP8AttentionDefault
+
+    /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
+    public static let wgmmaFP8AttentionDefault: Bool =
+        EnvironmentSetting.choice("DIFFUSE8_WGMMA_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? false
+
     /// `DIFFUSE8_CUDNN_FP8_ATTENTION=on|off` (read once; on when unset): the default of `usesCuDNNFP8Attention`.
     public static let cudnnFP8AttentionDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_CUDNN_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? true
@@ -382,8 +391,9 @@ public final class CUDABackend: ModelBackend {
         guard usesCuDNNFP8Attention, quantizesInProducers, key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,
               value.tensor.shape == stack.shape, stack.shape.count == 3, stack.shape[2] == 3 * channels,
               query.offset == 0, key.offset == channels, value.offset == 2 * channels, key.width == channels, value.width == channels,
-              heads > 0, channels % heads == 0, probabilityAmax == 1,
-              kernels.runsFP8Attention(headDim: channels / heads, queries: stack.shape[1]) else { return nil }
+              heads > 0, channels % heads == 0, probabilityAmax == 1 else { return nil }
+        let ours = usesWGMMAFP8Attention && kernels.runsWGMMAFP8Attention(headDim: channels / heads)
+        guard ours || kernels.runsFP8Attention(headDim: channels / heads, queries: stack.shape[1]) else { return nil }
         let id = ObjectIdentifier(module)
         let fused: CUDAFP8Attention
         if let known = fp8Attentions[id] {
@@ -400,13 +410,13 @@ public final class CUDABackend: ModelBackend {
         }
         guard fused.fallbackReason == nil else { return nil }
         do {
-            let codes = try op("attention self", layer: fused.name, kernel: { "cuDNN FP8 E4M3 fused attention" }, eightBit: { true }) {
+            let codes = try op("attention self", layer: fused.name,
+                               kernel: { ours ? "wgmma FP8 E4M3 fused attention" : "cuDNN FP8 E4M3 fused attention" }, eightBit: { true }) {
                 let qkv = try kernels.quantize(stack, format: .fp8, scale: 1, smoothing: fused.codeFactors)
                 return try withExtendedLifetime(qkv) {
-                    try kernels.cudnnFP8Attention(query: qkv.address, queryStride: 3 * channels, key: qkv.address + UInt64(channels),
-                                                  value: qkv.address + UInt64(2 * channels), keyValueStride: 3 * channels,
-                                                  batch: stack.shape[0], queries: stack.shape[1], keys: stack.shape[1],
-                                                  channels: channels, heads: heads, scales: fused.scales)
+                    let run = ours ? kernels.wgmmaFP8Attention : kernels.cudnnFP8Attention
+                    return try run(qkv.address, 3 * channels, qkv.address + UInt64(channels), qkv.address + UInt64(2 * channels),
+                                   3 * channels, stack.shape[0], stack.shape[1], stack.shape[1], channels, heads, fused.scales)
                 }
             }
             fused.hasRun = true

@@ -71,6 +71,19 @@ __device__ __forceinline__ u32 swizzled(int r, int c) { return (u32)(r * 128 + (
 __device__ __forceinline__ void copy16(u32 dst, const unsigned char* src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
+/// acc[64 × 64] += A · Bᵀ over 64 bytes of K, A and B the 64-row tiles at a and b (K-major), on the tensor cores;
+/// returns when the products are done.
+__device__ __forceinline__ void multiply_k64(float* acc, u32 a, u32 b) {
+    #pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(acc[i]) :: "memory");
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    wgmma_tile(acc, smem_desc(a), smem_desc(b));
+    wgmma_tile(acc, smem_desc(a + 32), smem_desc(b + 32));
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    #pragma unroll
+    for (int i = 0; i < 32; i++) asm volatile("" : "+f"(acc[i]) :: "memory");
+}
 /// Row `key` of V (16 bytes from column chunk c), or zeros past the keys.
 __device__ __forceinline__ vec16 value_chunk(const unsigned char* v, int key, int Lk, int stride, int c) {
     vec16 z; z.x = z.y = z.z = z.w = 0u;
@@ -141,15 +154,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
         // S = Q · Kᵀ for this warpgroup's 64 rows and the block's 64 keys
         #pragma unroll
         for (int i = 0; i < 32; i++) s[i] = 0.f;
-        #pragma unroll
-        for (int i = 0; i < 32; i++) asm volatile("" : "+f"(s[i]) :: "memory");
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-        wgmma_tile(s, smem_desc(qTile), smem_desc(sK + stage * TILE));
-        wgmma_tile(s, smem_desc(qTile + 32), smem_desc(sK + stage * TILE + 32));
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        #pragma unroll
-        for (int i = 0; i < 32; i++) asm volatile("" : "+f"(s[i]) :: "memory");
+        multiply_k64(s, qTile, sK + stage * TILE);
 
         // Online softmax. s[i·4 + hh·2 + e] is row localRow + 8·hh, key i·8 + 2·quad + e of the block; a row's 64
         // keys are spread over the 4 threads of a quad.
@@ -189,15 +194,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
 
         // O += P̃ · V: P̃ [64 rows × 64 keys] and Vᵀ [64 channels × 64 keys], both K-major
-        #pragma unroll
-        for (int i = 0; i < 32; i++) asm volatile("" : "+f"(o[i]) :: "memory");
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-        wgmma_tile(o, smem_desc(pTile), smem_desc(sV + stage * TILE));
-        wgmma_tile(o, smem_desc(pTile + 32), smem_desc(sV + stage * TILE + 32));
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        #pragma unroll
-        for (int i = 0; i < 32; i++) asm volatile("" : "+f"(o[i]) :: "memory");
+        multiply_k64(o, pTile, sV + stage * TILE);
 
         if (more) store_transposed(sV + (stage ^ 1) * TILE, nextV, lr, lc);
         asm volatile("cp.async.wait_all;\n" ::: "memory");

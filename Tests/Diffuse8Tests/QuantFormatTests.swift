@@ -17,6 +17,30 @@ final class QuantFormatTests: XCTestCase {
         }
     }
 
+    /// The branch-free rounding the fake-quantization loops use: torch's decoded values for the reference inputs, and
+    /// encode-then-decode (bit-exact with torch above) at every E4M3 value, both neighbours of every midpoint between
+    /// two of them (where the rounding decides), and at the midpoints themselves (ties to even), both signs.
+    func testFP8RoundingWithoutTheByteMatchesTorchAndTheCodec() throws {
+        let ref = try Fixtures.reference("quant_formats")
+        let input = try ref.tensor(named: "fp8_input").scalars, decoded = try ref.tensor(named: "fp8_decoded").scalars
+        for (x, expected) in zip(input, decoded) {
+            let r = FP8E4M3.rounded(x)
+            if expected.isNaN { XCTAssertTrue(r.isNaN, "rounded(\(x))") } else { XCTAssertEqual(r.bitPattern, expected.bitPattern, "rounded(\(x))") }
+        }
+        let grid = (0...0x7E).map { FP8E4M3.decode(UInt8($0)) } + [480]   // 480: the next step past 448, for the midpoint 464
+        var probes: [Float] = [0, .infinity, 1e30, .leastNonzeroMagnitude, .leastNormalMagnitude]
+        for (a, b) in zip(grid, grid.dropFirst()) {
+            let mid = (a + b) / 2
+            probes += [a, a.nextUp, mid.nextDown, mid, mid.nextUp, b.nextDown]
+        }
+        for p in probes {
+            for v in [p, -p] {
+                XCTAssertEqual(FP8E4M3.rounded(v).bitPattern, FP8E4M3.decode(FP8E4M3.encode(v)).bitPattern, "rounded(\(v))")
+            }
+        }
+        XCTAssertTrue(FP8E4M3.rounded(.nan).isNaN)
+    }
+
     func testFP8HandCases() {
         XCTAssertEqual(FP8E4M3.encode(448), 0x7E)
         XCTAssertEqual(FP8E4M3.encode(500), 0x7E)            // saturates

@@ -48,7 +48,7 @@ public enum QuantizedFormat: String, Sendable, CaseIterable, Codable {
     public func fakeQuantize(_ x: Float, scale: Float) -> Float {
         switch self {
         case .int8: return Float(Int8Codec.quantize(x / scale)) * scale
-        case .fp8: return FP8E4M3.decode(FP8E4M3.encode(x / scale)) * scale
+        case .fp8: return FP8E4M3.rounded(x / scale) * scale
         }
     }
 
@@ -58,7 +58,7 @@ public enum QuantizedFormat: String, Sendable, CaseIterable, Codable {
         case .int8:
             for i in 0..<count { values[i] = Float(Int8Codec.quantize(values[i] / scale)) * scale }
         case .fp8:
-            for i in 0..<count { values[i] = FP8E4M3.decode(FP8E4M3.encode(values[i] / scale)) * scale }
+            for i in 0..<count { values[i] = FP8E4M3.rounded(values[i] / scale) * scale }
         }
     }
 }
@@ -96,6 +96,17 @@ public enum FP8E4M3 {
         let exponent = Int(rounded >> 23) - 127 + 7
         let mantissa = UInt8((rounded >> 20) & 7)
         return sign | UInt8(exponent << 3) | mantissa
+    }
+
+    /// `decode(encode(v))` without the byte, branch-free so that loops over it vectorize: |v| saturated to 448 and
+    /// rounded to nearest even on the grid of 2^(e−3) for |v| in [2^e, 2^(e+1)), e ≥ −6, or of 2^-9 below 2^-6; the
+    /// sign kept (−0 for small negatives). Every step is exact in Float32 (a quotient and product by a power of 2, an
+    /// integer rounding). NaN stays NaN (its payload may differ).
+    @inline(__always)
+    public static func rounded(_ v: Float) -> Float {
+        let a = min(abs(v), maxFinite)
+        let quantum = max(Float(bitPattern: a.bitPattern & 0x7F80_0000) * 0.125, 0.001953125)
+        return Float(signOf: v, magnitudeOf: (a / quantum).rounded(.toNearestOrEven) * quantum)
     }
 
     /// Decodes to Float32 (exact).

@@ -114,11 +114,12 @@ public final class CPUFP8LayerHook: QuantizedExecutionHook, LinearExecutionHook,
                                                 Gemm.multiply(m: rows, n: hw, k: c, a: panel.baseAddress!, lda: c, b: image, ldb: hw,
                                                               bLayout: .rowMajor, c: dst, ldc: hw, bias: gemmBias)
                                             } else {
-                                                let geometry = Im2colPacking(image: image, height: h, width: w, kernelHeight: kh,
-                                                                             kernelWidth: kw, stride: stride, padding: padding,
-                                                                             outputWidth: ow)
-                                                Gemm.multiply(m: rows, n: hw, k: ck, a: panel.baseAddress!, lda: ck, b: image, ldb: 0,
-                                                              bLayout: .packed(geometry.pack), c: dst, ldc: hw, bias: gemmBias)
+                                                Im2colPacking.withPaddedImage(image, channels: c, height: h, width: w, kernelHeight: kh,
+                                                                              kernelWidth: kw, stride: stride, padding: padding,
+                                                                              outputWidth: ow) { geometry in
+                                                    Gemm.multiply(m: rows, n: hw, k: ck, a: panel.baseAddress!, lda: ck, b: image, ldb: 0,
+                                                                  bLayout: .packed(geometry.pack), c: dst, ldc: hw, bias: gemmBias)
+                                                }
                                             }
                                         }
                                         o0 += rows

@@ -60,4 +60,22 @@ enum GemmPacking {
             j += 8
         }
     }
+
+    /// d[0..<count] = src[0..<count] for any count: eight floats at a time, then four, then one by one (the element
+    /// loop alone does not vectorize: the pointers may overlap as far as the compiler knows).
+    @inline(__always)
+    static func copyFloats(_ src: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, count: Int) {
+        var j = 0
+        while j + 8 <= count {
+            UnsafeMutableRawPointer(d + j).storeBytes(of: UnsafeRawPointer(src + j).loadUnaligned(as: SIMD8<Float>.self),
+                                                      as: SIMD8<Float>.self)
+            j += 8
+        }
+        if j + 4 <= count {
+            UnsafeMutableRawPointer(d + j).storeBytes(of: UnsafeRawPointer(src + j).loadUnaligned(as: SIMD4<Float>.self),
+                                                      as: SIMD4<Float>.self)
+            j += 4
+        }
+        while j < count { d[j] = src[j]; j += 1 }
+    }
 }

@@ -65,21 +65,25 @@ enum Gemm {
         packB(kernel: kernel(columns: n), k: k, n: n, b: b, ldb: ldb, layout: layout, into: out)
     }
 
+    /// `.packed` B (a packing function) is packed through it, K slice by K slice; in parallel over the slices
+    /// unless `parallel` is false.
     static func packB(kernel: CPUFloatKernel, k: Int, n: Int, b: UnsafePointer<Float>, ldb: Int, layout: BLayout,
-                      into out: UnsafeMutablePointer<Float>) {
+                      into out: UnsafeMutablePointer<Float>, parallel: Bool = false) {
         let paddedColumns = paddedColumns(n, kernel), nr = kernel.tileColumns
-        var p0 = 0
-        while p0 < k {
-            let kc = min(kernel.depthBlock, k - p0)
+        let slices = (k + kernel.depthBlock - 1) / kernel.depthBlock
+        let packSlice = { (slice: Int) in
+            let p0 = slice * kernel.depthBlock, kc = min(kernel.depthBlock, k - p0)
             switch layout {
             case .transposed:
                 GemmPacking.packBTransposed(b + p0, ldb: ldb, columns: n, depth: kc, nr: nr, into: out + p0 * paddedColumns)
             case .rowMajor:
                 GemmPacking.packBRowMajor(b + p0 * ldb, ldb: ldb, columns: n, depth: kc, nr: nr, into: out + p0 * paddedColumns)
-            case .packed, .prepacked: preconditionFailure("Gemm.packB: B must be a plain matrix")
+            case .packed(let pack):
+                pack(p0, kc, 0, n, out + p0 * paddedColumns)
+            case .prepacked: preconditionFailure("Gemm.packB: B is packed already")
             }
-            p0 += kc
         }
+        if parallel && slices > 1 { parallelForDynamic(slices, packSlice) } else { for slice in 0..<slices { packSlice(slice) } }
     }
 
     /// Floats needed to pack a whole M × K matrix A with `packA` for `kernel` (M rounded up to MR).
@@ -182,6 +186,17 @@ enum Gemm {
         columnTiles = (n + tileWidth - 1) / tileWidth
         let chunkRows = ((m + rowChunks - 1) / rowChunks + mr - 1) / mr * mr
         rowChunks = (m + chunkRows - 1) / chunkRows
+        if rowChunks > 1, case .packed = bLayout, k * Self.paddedColumns(n, kernel) <= maximumPrepackedB {
+            // Each row chunk would pack the same B slices of its column tile again: pack all of B once (a convolution's
+            // implicit im2col at a small output, the costliest packing) and run on it, in the same K order per element.
+            let paddedColumns = Self.paddedColumns(n, kernel)
+            return ScratchPool.with(count: k * paddedColumns) { whole in
+                packB(kernel: kernel, k: k, n: n, b: b, ldb: ldb, layout: bLayout, into: whole, parallel: parallel)
+                multiply(kernel: kernel, m: m, n: n, k: k, a: source, b: b, ldb: ldb,
+                         bLayout: .prepacked(whole, paddedColumns: paddedColumns), c: c, ldc: ldc, bias: bias,
+                         accumulate: accumulate, parallel: parallel)
+            }
+        }
         let tasks = rowChunks * columnTiles
         let tileRows = rowTileSlivers * mr
         let scratchCount = tileRows * kernel.depthBlock + (tileColumns + nr) * kernel.depthBlock
@@ -229,6 +244,8 @@ enum Gemm {
 
     /// Largest A (in floats) packed whole up front.
     static let maximumPrepackedA = 8 << 20
+    /// Largest `.packed` B (in floats) packed whole up front.
+    static let maximumPrepackedB = 8 << 20
 
     /// Where the slivers of rows from `row` (a multiple of MR) in the K slice at `depth` (depth `kc`)
     /// start in a whole packed A: K slices one after another, each all row slivers (rows padded to MR).

@@ -170,7 +170,7 @@ enum Gemm {
         // A task is one column tile × a run of rows: its packed B slice is reused by every row tile of
         // the run. Tasks are sized so there are at least 4 per worker and their count is a multiple of
         // the worker count, so no worker is left with one extra task at the end.
-        let workers = parallel ? CPUConfiguration.threadCount : 1
+        let workers = parallel && m * n * k >= minimumParallelProducts ? CPUConfiguration.threadCount : 1
         let rowSlivers = (m + mr - 1) / mr
         var columnTiles = (n + tileColumns - 1) / tileColumns
         var rowChunks = 1
@@ -244,6 +244,10 @@ enum Gemm {
 
     /// Largest A (in floats) packed whole up front.
     static let maximumPrepackedA = 8 << 20
+    /// Multiply-adds below which a product runs on the calling thread alone: waking the workers costs more than they
+    /// save there (measured on the default model's UNet, 2 cores). Which thread computes a tile does not change it.
+    static let minimumParallelProducts = 4 << 20
+
     /// Largest `.packed` B (in floats) packed whole up front.
     static let maximumPrepackedB = 8 << 20
 

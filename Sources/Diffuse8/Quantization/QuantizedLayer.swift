@@ -177,13 +177,8 @@ public enum FP8AttentionSimulation {
                                     probabilities(qp, kp, image: b, head: h, query: i, queries: lq, keys: lk, channels: channels,
                                                   heads: heads, into: sp.baseAddress!)
                                     QuantizedFormat.fp8.fakeQuantize(sp.baseAddress!, count: lk, scale: probabilityScale)
-                                    let oi = out.baseAddress! + (b * lq + i) * channels + h * d
-                                    for t in 0..<d { oi[t] = 0 }
-                                    for j in 0..<lk {
-                                        let p = sp[j]
-                                        let vj = vp.baseAddress! + (b * lk + j) * channels + h * d
-                                        for t in 0..<d { oi[t] += p * vj[t] }
-                                    }
+                                    weightedSum(sp.baseAddress!, values: vp.baseAddress! + b * lk * channels + h * d, keys: lk,
+                                                stride: channels, width: d, into: out.baseAddress! + (b * lq + i) * channels + h * d)
                                 }
                             }
                         }
@@ -201,13 +196,67 @@ extension FP8AttentionSimulation {
                               into row: UnsafeMutablePointer<Float>) {
         let d = channels / heads, s = 1 / Float(d).squareRoot()
         let qi = qp.baseAddress! + (b * lq + i) * channels + h * d
-        for j in 0..<lk {
-            let kj = kp.baseAddress! + (b * lk + j) * channels + h * d
+        let keys = kp.baseAddress! + b * lk * channels + h * d
+        // Eight keys at a time, one lane each: every key's sum still runs over t in order (one product, one addition
+        // per step, as the scalar loop below), but eight chains run side by side instead of one.
+        var j = 0
+        while j + 8 <= lk {
+            var acc = SIMD8<Float>(repeating: 0)
+            let k0 = keys + j * channels
+            for t in 0..<d {
+                let column = SIMD8<Float>(k0[t], k0[channels + t], k0[2 * channels + t], k0[3 * channels + t],
+                                          k0[4 * channels + t], k0[5 * channels + t], k0[6 * channels + t], k0[7 * channels + t])
+                acc = acc + SIMD8<Float>(repeating: qi[t]) * column
+            }
+            for lane in 0..<8 { row[j + lane] = acc[lane] * s }
+            j += 8
+        }
+        while j < lk {
+            let kj = keys + j * channels
             var acc: Float = 0
             for t in 0..<d { acc += qi[t] * kj[t] }
             row[j] = acc * s
+            j += 1
         }
         CPUKernels.softmaxRow(row, lk)
+    }
+
+    /// out[t] = Σ_j p[j] · values[j · stride + t] for t < width, each sum over j in order from 0 (eight outputs per
+    /// vector, kept in a register over all j; four vectors side by side where the width allows).
+    static func weightedSum(_ p: UnsafePointer<Float>, values: UnsafePointer<Float>, keys: Int, stride: Int, width: Int,
+                            into out: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD8<Float>
+        var t = 0
+        while t + 32 <= width {
+            var a0 = V(repeating: 0), a1 = V(repeating: 0), a2 = V(repeating: 0), a3 = V(repeating: 0)
+            for j in 0..<keys {
+                let w = V(repeating: p[j]), row = UnsafeRawPointer(values + j * stride + t)
+                a0 = a0 + w * row.loadUnaligned(as: V.self)
+                a1 = a1 + w * row.loadUnaligned(fromByteOffset: 32, as: V.self)
+                a2 = a2 + w * row.loadUnaligned(fromByteOffset: 64, as: V.self)
+                a3 = a3 + w * row.loadUnaligned(fromByteOffset: 96, as: V.self)
+            }
+            let o = UnsafeMutableRawPointer(out + t)
+            o.storeBytes(of: a0, as: V.self)
+            o.storeBytes(of: a1, toByteOffset: 32, as: V.self)
+            o.storeBytes(of: a2, toByteOffset: 64, as: V.self)
+            o.storeBytes(of: a3, toByteOffset: 96, as: V.self)
+            t += 32
+        }
+        while t + 8 <= width {
+            var acc = SIMD8<Float>(repeating: 0)
+            for j in 0..<keys {
+                acc = acc + SIMD8<Float>(repeating: p[j]) * UnsafeRawPointer(values + j * stride + t).loadUnaligned(as: SIMD8<Float>.self)
+            }
+            UnsafeMutableRawPointer(out + t).storeBytes(of: acc, as: SIMD8<Float>.self)
+            t += 8
+        }
+        while t < width {
+            var acc: Float = 0
+            for j in 0..<keys { acc += p[j] * values[j * stride + t] }
+            out[t] = acc
+            t += 1
+        }
     }
 
     /// max over batches, heads and query rows of softmax(Q·Kᵀ/√d), with the same score and softmax arithmetic as

@@ -114,7 +114,7 @@ public final class CUDABackend: ModelBackend {
         let plan = fusesLayers ? try FusionPlan(unet) : FusionPlan()
         try prepare(unet, plan: plan, convolutions: unet.convolutionLayers, linears: unet.linearLayers,
                     groupNorms: unet.groupNorms, layerNorms: unet.layerNorms)
-        // Level 4: the stacked Q/K/V of each self-attention that cuDNN's FP8 attention may run (`cudnnFP8Attention`)
+        // Level 4: the stacked Q/K/V of each self-attention that a fused FP8 attention may run (`fusedFP8Attention`)
         guard context.computeCapability.major >= 9 else { return }
         for module in Quantizer.attentionModules(unet) where module.usesFP8Attention && module.fp8ProbabilityAmax == 1 {
             guard let stack = plan.selfProjections[ObjectIdentifier(module)], let w = eightBitStacks[ObjectIdentifier(stack)],
@@ -357,15 +357,15 @@ public final class CUDABackend: ModelBackend {
     }
 
     /// With `usesCuDNNFP8Attention`, self-attention whose Q/K/V come from one stacked projection and whose `to_out.0` is
-    /// a real FP8 GEMM runs through cuDNN's FP8 attention (Hopper or newer, head dims that are multiples of 16),
-    /// returning `to_out.0`'s input codes.
+    /// a real FP8 GEMM runs through cuDNN's FP8 attention (Hopper or newer, head dims that are multiples of 16), or with
+    /// `usesWGMMAFP8Attention` our wgmma kernel that rounds alike (sm_90a, head dim 64), returning `to_out.0`'s input codes.
     /// cuDNN rounds the probabilities inside its flash loop, before normalising, so it agrees with the simulation (which
     /// rounds normalised ones) to a few percent per attention output rather than to rounding; calibrated probability
     /// ranges (a_P < 1, which would saturate those unnormalised values) are left to our kernel. Any other attention, and
     /// shapes cuDNN has no FP8 plan for, run our level-4 kernel, which rounds exactly as the simulation does.
     public func fp8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                              probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor {
-        if let codes = try cudnnFP8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax,
+        if let codes = try fusedFP8Attention(query: query, key: key, value: value, heads: heads, probabilityAmax: probabilityAmax,
                                              module: module) {
             return codes
         }
@@ -384,8 +384,9 @@ public final class CUDABackend: ModelBackend {
         reader.format == .fp8 && reader.smoothing == nil
     }
 
-    /// `fp8Attention` through cuDNN, or nil where it does not apply (see there).
-    private func cudnnFP8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
+    /// `fp8Attention` on E4M3 codes of the stacked Q/K/V, through cuDNN's FP8 attention or our wgmma kernel
+    /// (`usesWGMMAFP8Attention`), or nil where neither applies (see there).
+    private func fusedFP8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                                    probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor? {
         let stack = query.tensor, channels = query.width
         guard usesCuDNNFP8Attention, quantizesInProducers, key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,

@@ -51,8 +51,8 @@ extension CUDAKernels {
     }
 
     static var wgmmaFP8AttentionSource: String {
-        CUDAKernelSources.prelude + "\ntypedef unsigned long long u64;\ntypedef float ACC;\n" + wgmmaCall(columns: 64, format: .fp8)
-            + wgmmaFP8AttentionBody
+        CUDAKernelSources.prelude + "\ntypedef unsigned long long u64;\ntypedef float ACC;\n" + sharedMemoryOperands
+            + wgmmaCall(columns: 64, format: .fp8) + wgmmaFP8AttentionBody
     }
 
     private static let wgmmaFP8AttentionBody = #"""
@@ -60,11 +60,6 @@ extension CUDAKernels {
 #define BK 64          // keys per block
 #define TILE 8192      // one tile: 64 rows × 128 bytes
 
-__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-/// wgmma operand descriptor of a K-major tile in the 128-byte swizzle: 8-row atoms 1024 bytes apart.
-__device__ __forceinline__ u64 smem_desc(u32 addr) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
-}
 /// Offset of 16-byte chunk c of row r in a tile of the 128-byte swizzle (the chunk index XOR the row within its atom).
 __device__ __forceinline__ u32 swizzled(int r, int c) { return (u32)(r * 128 + ((c ^ (r & 7)) << 4)); }
 /// 16 bytes global → shared, asynchronously; zeros where `valid` is false (nothing is read then).

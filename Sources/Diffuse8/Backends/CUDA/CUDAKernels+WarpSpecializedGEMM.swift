@@ -113,6 +113,17 @@ extension CUDAKernels {
         return function
     }
 
+    /// Shared-memory addresses and `wgmma` operand descriptors, for the kernels that multiply with `wgmma` (after `u64`
+    /// is declared).
+    static let sharedMemoryOperands = #"""
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+/// wgmma operand descriptor of a K-major tile in the 128-byte swizzle: 8-row atoms 1024 bytes apart.
+__device__ __forceinline__ u64 smem_desc(u32 addr) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+
+"""#
+
     /// The `wgmma.mma_async` m64nNk32 call with its N/2 accumulator registers spelled out (inline PTX needs each).
     static func wgmmaCall(columns n: Int, format: QuantizedFormat) -> String {
         let registers = n / 2
@@ -142,8 +153,8 @@ extension CUDAKernels {
         \(rounding ? "#define ROUND_OUTPUT" : "")
 
         """
-        return CUDAKernelSources.prelude + "\n" + defines + warpSpecializedHead + wgmmaCall(columns: variant.columns, format: format)
-            + warpSpecializedBody
+        return CUDAKernelSources.prelude + "\n" + defines + warpSpecializedHead + sharedMemoryOperands
+            + wgmmaCall(columns: variant.columns, format: format) + warpSpecializedBody
     }
 
     private static let warpSpecializedHead = #"""
@@ -182,11 +193,6 @@ __device__ __forceinline__ float fp8_grid(float v, float scale) {
 /// A `CUtensorMap` passed by value.
 struct __align__(64) TensorMap { u64 v[16]; };
 
-__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-/// wgmma operand descriptor of a K-major tile in the 128-byte swizzle: 8-row atoms 1024 bytes apart.
-__device__ __forceinline__ u64 smem_desc(u32 addr) {
-    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
-}
 __device__ __forceinline__ void mbar_init(u32 bar, int count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count));
 }

@@ -34,7 +34,9 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --our-fp8-attention: level-4 self-attention through our kernel, not cuDNN's FP8 attention;
                     --rounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention are rounded to their FP8 grids first,
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
-                    DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's
+                    DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
+                    --versus wgmma-attention|cudnn-attention|rounded-qkv: then that change too, its graph and the
+                    first replayed in turn (both medians from the same rounds)
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
                     IMAGES: seeds 0..<IMAGES, judged by their mean PSNR) on the CPU (FP32) and the GPU (FP16): PSNR of
@@ -203,6 +205,17 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                 r.level = try QuantizationLevel(parsing: parts[1])
                 recipe = r
             }
+            var alternative: CUDAUNetCheck.Alternative?
+            if let name = value(after: "--versus") {
+                switch name {
+                case "wgmma-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = true }
+                case "cudnn-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = false }
+                case "rounded-qkv": alternative = .init(label: name) { $0.skipsQKVRoundingForCuDNN = false }
+                default:
+                    print("--versus takes wgmma-attention, cudnn-attention or rounded-qkv, got \(name)")
+                    exit(1)
+                }
+            }
             let timing = try CUDAUNetCheck.benchmark(directory: directory, kernels: kernels, height: h, width: w,
                                                      reference: value(after: "--reference"),
                                                      repeats: Int(value(after: "--repeats") ?? "") ?? 20,
@@ -211,7 +224,8 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                                                      explain: arguments.contains("--explain"),
                                                      quantizesInProducers: !arguments.contains("--separate-quantize"),
                                                      cudnnFP8Attention: !arguments.contains("--our-fp8-attention"),
-                                                     unroundedQKV: !arguments.contains("--rounded-qkv") && CUDABackend.skipsQKVRoundingDefault)
+                                                     unroundedQKV: !arguments.contains("--rounded-qkv") && CUDABackend.skipsQKVRoundingDefault,
+                                                     alternative: alternative)
             if let report = timing.layerReport { print(CUDAUNetCheck.explain(report)) }
             print("UNET_BENCH " + timing.json)
             exit(0)

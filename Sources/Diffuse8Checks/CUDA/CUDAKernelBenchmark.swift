@@ -60,6 +60,35 @@ extension CUDABenchmark {
             }
         }
 
+        // Level-4 FP8 self-attention at SDXL's shapes (stacked Q/K/V codes in, O's codes out) through cuDNN and through
+        // our wgmma kernel: per call, and per call of ten captured in a CUDA graph (device time without the host's
+        // launches, as in a captured UNet).
+        let (major, _) = context.computeCapability
+        for (name, batch, heads, tokens) in [("SDXL FP8 self-attn 64²", 2, 10, 4096), ("SDXL FP8 self-attn 32²", 2, 20, 1024)] {
+            let c = heads * 64
+            let stack = try kernels.quantize(try device([batch, tokens, 3 * c]), format: .fp8, scale: 4.0 / 448, smoothing: nil)
+            let scales = try FP8AttentionScales(descaleQ: 4.0 / 448, descaleK: 4.0 / 448, descaleV: 4.0 / 448, descaleP: 1.0 / 448,
+                                                scaleP: 448, scaleO: 448.0 / 3).upload(to: context)
+            typealias Run = (UInt64, Int, UInt64, UInt64, Int, Int, Int, Int, Int, Int, CUDATensor) throws -> CUDATensor
+            var runs: [(String, Run)] = []
+            if major >= 9, context.hasCUDNN, kernels.runsFP8Attention(headDim: 64, queries: tokens) { runs.append(("cuDNN", kernels.cudnnFP8Attention)) }
+            if kernels.runsWGMMAFP8Attention(headDim: 64) { runs.append(("wgmma", kernels.wgmmaFP8Attention)) }
+            let flop = 4.0 * Double(batch * heads) * Double(tokens) * Double(tokens) * 64
+            for (label, run) in runs {
+                func call() throws -> CUDATensor {
+                    try run(stack.address, 3 * c, stack.address + UInt64(c), stack.address + UInt64(2 * c), 3 * c, batch, tokens, tokens, c,
+                            heads, scales)
+                }
+                let ms = try time(context) { _ = try call() }
+                add(Row(name: "\(name), \(label)", shape: "B\(batch) H\(heads) L\(tokens) D64", milliseconds: ms,
+                        rate: flop / ms / 1e9, unit: "TFLOP/s"))
+                let (graph, outputs) = try CUDAGraph.capture(context) { try (0..<10).map { _ in try call() } }
+                let graphMs = try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
+                add(Row(name: "\(name), \(label), graph", shape: "B\(batch) H\(heads) L\(tokens) D64", milliseconds: graphMs,
+                        rate: flop / graphMs / 1e9, unit: "TFLOP/s"))
+            }
+        }
+
         // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).
         let feature = try device([2, 320, 64, 64]), gamma = try device([320]), beta = try device([320])
         let bytes = Double(feature.byteCount)

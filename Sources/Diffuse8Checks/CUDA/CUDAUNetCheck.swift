@@ -100,6 +100,22 @@ public enum CUDAUNetCheck {
         /// after the benchmark (`CUDATuningTable.Statistics`: problems timed, taken from the on-disk record, dropped).
         public var firstForwardSeconds = 0.0
         package var tuning = CUDATuningTable.Statistics()
+        /// With an `Alternative`: both graphs replayed in turn, `repeats` rounds (the same clocks and host for both).
+        public var alternation: Alternation?
+
+        /// Graph replays of the forward as configured (A) and with the alternative applied (B), interleaved.
+        public struct Alternation: Sendable {
+            public var label: String
+            public var medianA = 0.0, minimumA = 0.0, medianB = 0.0, minimumB = 0.0
+            /// B's eager output vs `reference`'s `output`, and B's graph vs B's eager output.
+            public var relativeL2BVersusReference: Double?
+            public var graphRelativeL2BVersusEager = 0.0
+            var json: String {
+                "{\"label\": \"\(label)\", \"graph_median_ms_a\": \(medianA), \"graph_min_ms_a\": \(minimumA), "
+                    + "\"graph_median_ms_b\": \(medianB), \"graph_min_ms_b\": \(minimumB), "
+                    + "\"rel_l2_b_vs_reference\": \(Timing.number(relativeL2BVersusReference)), \"graph_rel_l2_b_vs_eager\": \(graphRelativeL2BVersusEager)}"
+            }
+        }
 
         static func number(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
 
@@ -115,7 +131,19 @@ public enum CUDAUNetCheck {
                 + "\"untimed\": \(tuning.untimed), \"dropped\": \(tuning.rejected)}, "
                 + "\"weight_bytes\": \(weightBytes), \"eight_bit_layers\": \(eightBitLayers), "
                 + "\"simulated_layers\": {" + simulatedLayers.sorted { $0.key < $1.key }.map { "\"\($0.key.replacing("\"", with: "'"))\": \($0.value)" }.joined(separator: ", ") + "}, "
+                + "\"alternation\": \(alternation?.json ?? "null"), "
                 + "\"graph_error\": \(graphError.map { "\"" + $0.replacing("\"", with: "'").replacing("\n", with: " ") + "\"" } ?? "null")}"
+        }
+    }
+
+    /// A second configuration of the same loaded UNet to time against the first (`benchmark`'s `alternative`):
+    /// a name, and what it changes on the backend.
+    public struct Alternative {
+        public var label: String
+        public var apply: (CUDABackend) -> Void
+        public init(label: String, apply: @escaping (CUDABackend) -> Void) {
+            self.label = label
+            self.apply = apply
         }
     }
 
@@ -125,12 +153,15 @@ public enum CUDAUNetCheck {
     /// `text_embeds`, `time_ids`, and `output` (e.g. diffusers' FP16 output for those inputs) — its inputs are
     /// used and the output compared. Without it, random inputs of the given shape. `graph`: also capture the
     /// forward as a CUDA graph (`CUDAUNetGraph`) and time its replays. `profile`: one more forward with
-    /// `CUDAUNet.profile` on (milliseconds per operation kind).
+    /// `CUDAUNet.profile` on (milliseconds per operation kind). `alternative` (with `graph`): after that, the backend
+    /// changed by it, a second graph captured, and the two replayed in turn (`Timing.alternation`); differences
+    /// between processes (clocks, host) are as large as the ones such a comparison looks for.
     public static func benchmark(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int = 64, width: Int = 64,
                                  contextLength: Int = 77, reference: String? = nil, warmup: Int = 3,
                                  repeats: Int = 20, graph: Bool = true, profile: Bool = false, quantize recipe: QuantizationRecipe? = nil,
                                  explain: Bool = false, quantizesInProducers: Bool = true, cudnnFP8Attention: Bool = true,
-                                 unroundedQKV: Bool = CUDABackend.skipsQKVRoundingDefault) throws -> Timing {
+                                 unroundedQKV: Bool = CUDABackend.skipsQKVRoundingDefault,
+                                 alternative: Alternative? = nil) throws -> Timing {
         let context = kernels.context
         let start = CUDAKernelCompiler.now()
         let unet = try recipe.map {
@@ -229,6 +260,37 @@ public enum CUDAUNetCheck {
             timing.graphMedianMilliseconds = graphTimes[graphTimes.count / 2]
             timing.graphMinimumMilliseconds = graphTimes[0]
             timing.graphPeakBytes = context.peakAllocatorBytes
+            if let alternative {
+                alternative.apply(unet.backend)
+                var result = Timing.Alternation(label: alternative.label)
+                for _ in 0..<max(warmup, 1) { output = try run() }
+                let eagerB = try context.download(output)
+                result.relativeL2BVersusReference = expected.map { eagerB.relativeL2(to: $0) }
+                let capturedB = try CUDAUNetGraph(unet, batch: inputs.sample.shape[0], height: inputs.sample.shape[2],
+                                                  width: inputs.sample.shape[3], contextLength: inputs.encoderHiddenStates.shape[1],
+                                                  textEmbedsWidth: inputs.textEmbeds?.shape[1])
+                func replayB() throws -> CUDATensor {
+                    try capturedB.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states,
+                                          textEmbeds: textEmbeds, timeIds: inputs.timeIds)
+                }
+                result.graphRelativeL2BVersusEager = try context.download(replayB()).relativeL2(to: eagerB)
+                for _ in 0..<warmup { _ = try replayB() }
+                var timesA: [Double] = [], timesB: [Double] = []
+                for _ in 0..<repeats {
+                    for (replay, isA) in [(replay, true), (replayB, false)] {
+                        try begin.record(on: context.stream)
+                        _ = try replay()
+                        try end.record(on: context.stream)
+                        let ms = try end.milliseconds(since: begin)
+                        if isA { timesA.append(ms) } else { timesB.append(ms) }
+                    }
+                }
+                timesA.sort()
+                timesB.sort()
+                (result.medianA, result.minimumA) = (timesA[timesA.count / 2], timesA[0])
+                (result.medianB, result.minimumB) = (timesB[timesB.count / 2], timesB[0])
+                timing.alternation = result
+            }
         } catch {
             timing.graphError = "\(error)"
         }

@@ -111,8 +111,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
     const unsigned char* kh = k + (i64)b * Lk * kv_stride + h * HD;
     const unsigned char* vh = v + (i64)b * Lk * kv_stride + h * HD;
     const float log2e = 1.4426950408889634f;
-    const float score_scale = scales[0] * scales[4] * 0.125f * log2e;   // base 2: p = 2^(s·log2 e − m·log2 e)
-    const float scale_p = scales[16];
+    const float score_scale = scales[0] * scales[4] * 0.125f * log2e;   // base 2: p = 2^(s·c − m·c), c = log2 e · descales / 8
+    const float log2_scale_p = log2f(scales[16]);
     const int blocks = (Lk + BK - 1) / BK;
     const int lr = tid >> 2, lc = tid & 3;   // this thread's row and 16-byte chunk in each K and V block load
 
@@ -131,7 +131,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
     float o[32], s[32];
     #pragma unroll
     for (int i = 0; i < 32; i++) o[i] = 0.f;
-    float m[2] = {-D8_INFINITY, -D8_INFINITY}, l[2] = {0.f, 0.f};   // per row: running max (base 2), this thread's sum
+    float m[2] = {-D8_INFINITY, -D8_INFINITY}, l[2] = {0.f, 0.f};   // per row: running max of the raw scores, this thread's Σ p̃
     const u32 qTile = sQ + wg * TILE, pTile = sP + wg * TILE;
     const int localRow = warp * 16 + (lane >> 2);   // rows localRow and localRow + 8 of this warpgroup's 64
 
@@ -151,39 +151,48 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
         for (int i = 0; i < 32; i++) s[i] = 0.f;
         multiply_k64(s, qTile, sK + stage * TILE);
 
-        // Online softmax. s[i·4 + hh·2 + e] is row localRow + 8·hh, key i·8 + 2·quad + e of the block; a row's 64
-        // keys are spread over the 4 threads of a quad.
+        // Online softmax, on the raw scores: s[i·4 + hh·2 + e] is row localRow + 8·hh, key i·8 + 2·quad + e of the
+        // block; a row's 64 keys are spread over the 4 threads of a quad. Keys past the end only in the last block.
+        if ((j + 1) * BK > Lk) {
+            #pragma unroll
+            for (int i = 0; i < 32; i++) {
+                if (j * BK + (i >> 2) * 8 + 2 * quad + (i & 1) >= Lk) s[i] = -D8_INFINITY;
+            }
+        }
+        float alpha[2];
         #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
             float blockMax = -D8_INFINITY;
             #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int key = j * BK + i * 8 + 2 * quad + e;
-                    const float x = key < Lk ? s[i * 4 + hh * 2 + e] * score_scale : -D8_INFINITY;
-                    s[i * 4 + hh * 2 + e] = x;
-                    blockMax = fmaxf(blockMax, x);
-                }
-            }
+            for (int i = 0; i < 8; i++) blockMax = fmaxf(blockMax, fmaxf(s[i * 4 + hh * 2], s[i * 4 + hh * 2 + 1]));
             blockMax = fmaxf(blockMax, __shfl_xor_sync(0xffffffffu, blockMax, 1));
             blockMax = fmaxf(blockMax, __shfl_xor_sync(0xffffffffu, blockMax, 2));
-            const float newMax = fmaxf(m[hh], blockMax);
-            const float alpha = m[hh] == -D8_INFINITY ? 0.f : fast_exp2(m[hh] - newMax);
+            const float newMax = fmaxf(m[hh], blockMax);   // finite: every block has a key
+            alpha[hh] = fast_exp2((m[hh] - newMax) * score_scale);   // 0 on the first block (ex2 of −inf)
             m[hh] = newMax;
-            l[hh] *= alpha;
+        }
+        // The running max changes on few blocks after the first ones: rescale only where some row's did.
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+            #pragma unroll
+            for (int i = 0; i < 32; i++) o[i] *= alpha[(i >> 1) & 1];
+        }
+        #pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            // p̃ = scale_P · exp(s − m), as 2^(s·c − m·c + log2 scale_P) in one FMA and one ex2
+            const float shift = fmaf(-m[hh], score_scale, log2_scale_p);
             const int row = localRow + hh * 8;
+            float sum = 0.f;
             #pragma unroll
             for (int i = 0; i < 8; i++) {
-                const float p0 = fast_exp2(s[i * 4 + hh * 2] - newMax), p1 = fast_exp2(s[i * 4 + hh * 2 + 1] - newMax);
-                l[hh] += p0 + p1;
-                o[i * 4 + hh * 2] *= alpha;
-                o[i * 4 + hh * 2 + 1] *= alpha;
+                const float p0 = fast_exp2(fmaf(s[i * 4 + hh * 2], score_scale, shift));
+                const float p1 = fast_exp2(fmaf(s[i * 4 + hh * 2 + 1], score_scale, shift));
+                sum += p0 + p1;
                 unsigned short pair;   // the first operand goes to the high byte: key 2·quad + 1
-                asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(p1 * scale_p), "f"(p0 * scale_p));
+                asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(p1), "f"(p0));
                 const u32 at = pTile + swizzled(row, i >> 1) + (i & 1) * 8 + 2 * quad;
                 asm volatile("st.shared.u16 [%0], %1;\n" :: "r"(at), "h"(pair) : "memory");
             }
+            l[hh] = fmaf(l[hh], alpha[hh], sum);
         }
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
@@ -197,8 +206,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
         __syncthreads();   // the next stage is complete, and this one (and P) free to be written again
     }
 
-    // O / Σp, descaled and scaled to the output's codes
-    const float factor = scales[12] * scales[8] * scales[20];
+    // O / Σp = O · scale_P / Σp̃, descaled and scaled to the output's codes
+    const float factor = scales[12] * scales[8] * scales[20] * scales[16];
     #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         float sum = l[hh];

@@ -67,9 +67,7 @@ extension CUDAUNetCheck {
             classes[key, default: (0, 0)].count += 1
             classes[key, default: (0, 0)].ms += r.milliseconds
         }
-        // Each layer is timed eagerly between events: a layer of several launches (cuDNN's FP8 attention in calls of one
-        // wave) includes the host's time to queue them, which a CUDA graph does not pay.
-        lines.append("summary (layers timed one by one, eagerly: host launch time included, unlike in a CUDA graph; other operations not included):")
+        lines.append("summary (layers timed one by one, device time; other operations not included):")
         for (key, value) in classes.sorted(by: { $0.value.ms > $1.value.ms }) {
             lines.append("  " + CUDASelfTest.pad(key, 30) + "\(value.count) layers, \((value.ms * 1000).rounded() / 1000) ms")
         }

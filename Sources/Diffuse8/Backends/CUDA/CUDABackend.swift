@@ -20,11 +20,12 @@ public final class CUDABackend: ModelBackend {
     public var context: CUDAContext { kernels.context }
 
     /// When set (non-nil), every operation is bracketed with CUDA events and its milliseconds are added here per
-    /// kind ("conv 3x3", "attention self", …). The events synchronise: for breakdowns, not for totals.
+    /// kind ("conv 3x3", "attention self", …): device time, the operation queued behind a short wait
+    /// (`CUDAKernels.holdStream`). The events synchronise: for breakdowns, not for totals.
     public var profile: [String: Double]?
 
     /// When set (non-nil), every Linear and Conv2d appends its name, kernel, whether it ran in 8 bit, and its
-    /// milliseconds (CUDA events, which synchronise: for reports, not totals).
+    /// milliseconds (device time between CUDA events, as for `profile`; they synchronise: for reports, not totals).
     public var layerReport: [CUDALayerTiming]?
 
     /// Quantized layers run as a simulation instead of in real 8 bit, with the reason (filled by `prepare`, and by
@@ -591,11 +592,17 @@ public final class CUDABackend: ModelBackend {
     }
 
     /// Runs `body`, timing it into `profile` under `kind` when profiling, and into `layerReport` when `layer` is given.
+    /// How long the stream waits before each timed operation: longer than any operation takes to queue.
+    static let timingHoldMicroseconds = 300
+
     private func op<T>(_ kind: String, layer: String? = nil, kernel: () -> String = { "" }, eightBit: () -> Bool = { false },
                        _ body: () throws -> T) throws -> T {
         let reportsLayer = layer != nil && layerReport != nil
         guard profile != nil || reportsLayer else { return try body() }
         let start = try CUDAEvent(context), end = try CUDAEvent(context)
+        // The operation is queued while the stream waits, then runs as in a graph replay: its device time, not the
+        // host's time to launch it.
+        try kernels.holdStream(microseconds: Self.timingHoldMicroseconds)
         try start.record(on: context.stream)
         let result = try body()
         try end.record(on: context.stream)

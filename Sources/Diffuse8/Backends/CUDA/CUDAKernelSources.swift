@@ -183,6 +183,17 @@ __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
     /// Normalisation, activations, element-wise and layout kernels (module "diffuse8_basic").
     static let basic = prelude + #"""
 
+// Keeps the stream busy for `ns` nanoseconds (one thread), so that work the host queues meanwhile then runs back to
+// back, as in a CUDA graph: timing events around that work measure the device alone (`CUDAKernels.holdStream`).
+extern "C" __global__ void hold_stream(long long ns) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(start));
+    do {
+        __nanosleep(1000);
+        asm volatile("mov.u64 %0, %globaltimer;" : "=l"(now));
+    } while ((long long)(now - start) < ns);
+}
+
 // GroupNorm on NCHW: one block per (image, group); two passes for the statistics (mean, then the
 // centred variance, like torch), a third to write. Optional fused SiLU.
 extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const half_t* __restrict__ gamma,

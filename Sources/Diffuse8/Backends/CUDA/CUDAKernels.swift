@@ -108,6 +108,13 @@ public final class CUDAKernels: @unchecked Sendable {
 
     func output(_ shape: [Int]) throws -> CUDATensor { try empty(shape) }
 
+    /// Queues a wait of `microseconds` on the stream (a one-thread kernel). Work queued behind it while it runs starts
+    /// without the gaps of the host's launches: per-operation timings then count the device's time, as a CUDA graph
+    /// replays it, and not the host's (a cuDNN call, for one, takes longer to queue than to run).
+    public func holdStream(microseconds: Int) throws {
+        try compiler.launch(basic("hold_stream"), grid: (1, 1, 1), block: (1, 1, 1), [.int64(Int64(microseconds) * 1000)])
+    }
+
     func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
         for t in tensors.compactMap({ $0 }) where t.dtype != storageType {
             throw CUDAError.invalidArgument("\(op): expects \(storageType) tensors (these kernels' storage type), got \(t.dtype) of shape \(t.shape)")

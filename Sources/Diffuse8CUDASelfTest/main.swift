@@ -59,9 +59,25 @@ func value(after flag: String) -> String? {
     guard let i = argumentList.firstIndex(of: flag), i + 1 < argumentList.count else { return nil }
     return argumentList[i + 1]
 }
-func size(_ text: String?) -> (Int, Int)? {
-    guard let parts = text?.split(separator: "x"), parts.count == 2, let h = Int(parts[0]), let w = Int(parts[1]) else { return nil }
+/// HxW, each in 1...`limit` (latents by default), nil when absent; exits with a message when malformed.
+func size(_ text: String?, limit: Int = ModelLimits.maximumSampleSize) -> (Int, Int)? {
+    guard let text else { return nil }
+    let parts = text.split(separator: "x")
+    guard parts.count == 2, let h = Int(parts[0]), let w = Int(parts[1]), [h, w].allSatisfy({ (1...limit).contains($0) }) else {
+        print("a size takes HxW, each in 1...\(limit), got \(text)")
+        exit(1)
+    }
     return (h, w)
+}
+
+/// `--repeats N` (1…10000), or `fallback` when absent; exits with a message when out of range.
+func repeats(default fallback: Int) -> Int {
+    guard let text = value(after: "--repeats") else { return fallback }
+    guard let n = Int(text), (1...10_000).contains(n) else {
+        print("--repeats takes a count in 1...10000, got \(text)")
+        exit(1)
+    }
+    return n
 }
 
 /// The operands after `flag` up to the next flag.
@@ -100,7 +116,9 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
     /// unknown scheduler.
     func folderRequest(_ spec: String) -> (directory: String, request: GenerationRequest)? {
         let parts = spec.split(separator: ":").map(String.init)
-        var request = GenerationRequest(prompt: prompts[0], steps: parts.count > 1 ? Int(parts[1]) ?? 20 : 20, guidanceScale: 5, seed: 0)
+        let steps = parts.count > 1 ? Int(parts[1]) ?? 0 : 20
+        guard (1...ModelLimits.maximumSteps).contains(steps) else { return nil }
+        var request = GenerationRequest(prompt: prompts[0], steps: steps, guidanceScale: 5, seed: 0)
         if parts.count > 2 {
             guard let kind = SchedulerKind(argument: parts[2]) else { return nil }
             request.scheduler = kind
@@ -108,9 +126,10 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
         return (parts[0], request)
     }
     for spec in operands(after: "--pipeline") {
-        guard let (directory, request) = folderRequest(spec) else { report("image parity \(spec): unknown scheduler", passed: false); continue }
+        guard let (directory, request) = folderRequest(spec) else { report("image parity \(spec): expected DIR[:STEPS[:SCHEDULER[:IMAGES]]], steps in 1...\(ModelLimits.maximumSteps)", passed: false); continue }
         let parts = spec.split(separator: ":")
-        let images = parts.count > 3 ? max(1, Int(parts[3]) ?? 1) : 1
+        let images = parts.count > 3 ? Int(parts[3]) ?? 0 : 1
+        guard (1...64).contains(images) else { report("image parity \(spec): IMAGES must be in 1...64", passed: false); continue }
         let requests = (0..<images).map { seed in var r = request; r.seed = UInt64(seed); return r }
         do {
             let results = try CUDAPipelineCheck.imageParity(directory: directory, requests: requests, precision: precision)
@@ -127,7 +146,7 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
         } catch { report("image parity \(directory): \(error)", passed: false) }
     }
     for spec in operands(after: "--trajectory") {
-        guard let (directory, request) = folderRequest(spec) else { report("trajectory \(spec): unknown scheduler", passed: false); continue }
+        guard let (directory, request) = folderRequest(spec) else { report("trajectory \(spec): expected DIR[:STEPS[:SCHEDULER]], steps in 1...\(ModelLimits.maximumSteps)", passed: false); continue }
         do {
             let r = try CUDATrajectoryCheck.run(directory: directory, request: request, precision: precision)
             for s in r.steps {
@@ -166,8 +185,13 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
         }
     }
     if let directory = value(after: "--generate-bench") {
-        let (h, w) = size(value(after: "--size")) ?? (0, 0)
-        var request = GenerationRequest(prompt: prompts[2], steps: Int(value(after: "--steps") ?? "") ?? 30, guidanceScale: 5, seed: 0,
+        let (h, w) = size(value(after: "--size"), limit: ModelLimits.maximumImageSide) ?? (0, 0)
+        let steps = Int(value(after: "--steps") ?? "30") ?? 0
+        guard (1...ModelLimits.maximumSteps).contains(steps) else {
+            print("--steps takes a count in 1...\(ModelLimits.maximumSteps), got \(value(after: "--steps") ?? "")")
+            exit(1)
+        }
+        var request = GenerationRequest(prompt: prompts[2], steps: steps, guidanceScale: 5, seed: 0,
                                         width: w > 0 ? w : nil, height: h > 0 ? h : nil)
         if let name = value(after: "--scheduler") {
             guard let kind = SchedulerKind(argument: name) else { print("unknown scheduler \(name)"); exit(1) }
@@ -175,7 +199,7 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
         }
         do {
             let timing = try CUDAPipelineCheck.generationBenchmark(directory: directory, precision: precision, request: request,
-                                                                   repeats: Int(value(after: "--repeats") ?? "") ?? 5,
+                                                                   repeats: repeats(default: 5),
                                                                    hostLoop: arguments.contains("--host-loop")) { print($0); fflush(stdout) }
             print("GENERATE_BENCH " + timing.json)
         } catch { report("generation benchmark \(directory): \(error)", passed: false) }
@@ -218,7 +242,7 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
             }
             let timing = try CUDAUNetCheck.benchmark(directory: directory, kernels: kernels, height: h, width: w,
                                                      reference: value(after: "--reference"),
-                                                     repeats: Int(value(after: "--repeats") ?? "") ?? 20,
+                                                     repeats: repeats(default: 20),
                                                      graph: !arguments.contains("--no-graph"),
                                                      profile: arguments.contains("--profile"), quantize: recipe,
                                                      explain: arguments.contains("--explain"),

@@ -239,24 +239,27 @@ public enum CUDAUNetCheck {
         timing.tuning = context.tuning.statistics
         guard graph else { return timing }
         do {
-            let eager = try context.download(output)
-            let captured = try CUDAUNetGraph(unet, batch: inputs.sample.shape[0], height: inputs.sample.shape[2],
-                                             width: inputs.sample.shape[3], contextLength: inputs.encoderHiddenStates.shape[1],
-                                             textEmbedsWidth: inputs.textEmbeds?.shape[1])
-            func replay() throws -> CUDATensor {
-                try captured.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states,
-                                     textEmbeds: textEmbeds, timeIds: inputs.timeIds)
+            /// The forward as the backend now runs it, captured: a replay that returns the graph's output.
+            func captureForward() throws -> () throws -> CUDATensor {
+                let captured = try CUDAUNetGraph(unet, batch: inputs.sample.shape[0], height: inputs.sample.shape[2],
+                                                 width: inputs.sample.shape[3], contextLength: inputs.encoderHiddenStates.shape[1],
+                                                 textEmbedsWidth: inputs.textEmbeds?.shape[1])
+                return {
+                    try captured.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states,
+                                         textEmbeds: textEmbeds, timeIds: inputs.timeIds)
+                }
             }
-            timing.graphRelativeL2VersusEager = try context.download(replay()).relativeL2(to: eager)
-            for _ in 0..<warmup { _ = try replay() }
-            var graphTimes: [Double] = []
-            for _ in 0..<repeats {
+            func milliseconds(_ replay: () throws -> CUDATensor) throws -> Double {
                 try begin.record(on: context.stream)
                 _ = try replay()
                 try end.record(on: context.stream)
-                graphTimes.append(try end.milliseconds(since: begin))
+                return try end.milliseconds(since: begin)
             }
-            graphTimes.sort()
+            let eager = try context.download(output)
+            let replay = try captureForward()
+            timing.graphRelativeL2VersusEager = try context.download(replay()).relativeL2(to: eager)
+            for _ in 0..<warmup { _ = try replay() }
+            let graphTimes = try (0..<repeats).map { _ in try milliseconds(replay) }.sorted()
             timing.graphMedianMilliseconds = graphTimes[graphTimes.count / 2]
             timing.graphMinimumMilliseconds = graphTimes[0]
             timing.graphPeakBytes = context.peakAllocatorBytes
@@ -266,24 +269,13 @@ public enum CUDAUNetCheck {
                 for _ in 0..<max(warmup, 1) { output = try run() }
                 let eagerB = try context.download(output)
                 result.relativeL2BVersusReference = expected.map { eagerB.relativeL2(to: $0) }
-                let capturedB = try CUDAUNetGraph(unet, batch: inputs.sample.shape[0], height: inputs.sample.shape[2],
-                                                  width: inputs.sample.shape[3], contextLength: inputs.encoderHiddenStates.shape[1],
-                                                  textEmbedsWidth: inputs.textEmbeds?.shape[1])
-                func replayB() throws -> CUDATensor {
-                    try capturedB.forward(sample: sample, timestep: inputs.timestep, encoderHiddenStates: states,
-                                          textEmbeds: textEmbeds, timeIds: inputs.timeIds)
-                }
+                let replayB = try captureForward()
                 result.graphRelativeL2BVersusEager = try context.download(replayB()).relativeL2(to: eagerB)
                 for _ in 0..<warmup { _ = try replayB() }
                 var timesA: [Double] = [], timesB: [Double] = []
                 for _ in 0..<repeats {
-                    for (replay, isA) in [(replay, true), (replayB, false)] {
-                        try begin.record(on: context.stream)
-                        _ = try replay()
-                        try end.record(on: context.stream)
-                        let ms = try end.milliseconds(since: begin)
-                        if isA { timesA.append(ms) } else { timesB.append(ms) }
-                    }
+                    timesA.append(try milliseconds(replay))
+                    timesB.append(try milliseconds(replayB))
                 }
                 timesA.sort()
                 timesB.sort()

@@ -60,25 +60,34 @@ extension CPUKernels {
 
 /// Packs slices of the im2col matrix of one NCHW image straight into GEMM B slivers.
 /// Row q of the column matrix is (channel, ky, kx) = (q / (kh·kw), q / kw mod kh, q mod kw); column j is
-/// output pixel (j / outputWidth, j mod outputWidth); the value is the input pixel it reads, or 0 in
-/// the padding.
+/// output pixel (j / outputWidth, j mod outputWidth); the value is the input pixel it reads. The image is the
+/// zero-padded copy `withPaddedImage` makes, so every tap is inside it.
 struct Im2colPacking: @unchecked Sendable {
     let image: UnsafePointer<Float>
-    let height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, padding: Int, outputWidth: Int
+    let height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int, outputWidth: Int
     /// NR of the kernel the product runs with (`.packed` B runs on the active kernel).
     let nr = Gemm.nr
 
+    private init(image: UnsafePointer<Float>, height: Int, width: Int, kernelHeight: Int, kernelWidth: Int, stride: Int,
+                 outputWidth: Int) {
+        self.image = image
+        self.height = height
+        self.width = width
+        self.kernelHeight = kernelHeight
+        self.kernelWidth = kernelWidth
+        self.stride = stride
+        self.outputWidth = outputWidth
+    }
+
     /// Calls `body` with the packing of `image` ([C, H, W]) for a convolution with `padding`, made over a zero-padded
-    /// copy of the image ([C, H + 2p, W + 2p]) without padding: the same values (the copy's border is the padding's
-    /// zeros), but every tap of a sliver within one output row reads one in-bounds run, the copy `packRun` does
-    /// fastest. Without it the taps that reach into the padding, two thirds of a 3×3 kernel's at a 16-wide output,
-    /// take the per-element path.
+    /// copy of the image ([C, H + 2p, W + 2p]): the copy's border is the padding's zeros, so every tap of a sliver
+    /// within one output row reads one in-bounds run, which `pack` copies whole.
     static func withPaddedImage<R>(_ image: UnsafePointer<Float>, channels: Int, height: Int, width: Int, kernelHeight: Int,
                                    kernelWidth: Int, stride: Int, padding: Int, outputWidth: Int,
                                    _ body: (Im2colPacking) -> R) -> R {
         guard padding > 0 else {
             return body(Im2colPacking(image: image, height: height, width: width, kernelHeight: kernelHeight, kernelWidth: kernelWidth,
-                                      stride: stride, padding: 0, outputWidth: outputWidth))
+                                      stride: stride, outputWidth: outputWidth))
         }
         let paddedHeight = height + 2 * padding, paddedWidth = width + 2 * padding
         return withUnsafeTemporaryAllocation(of: Float.self, capacity: channels * paddedHeight * paddedWidth) { buffer in
@@ -95,81 +104,56 @@ struct Im2colPacking: @unchecked Sendable {
                 (plane + (padding + height) * paddedWidth).update(repeating: 0, count: padding * paddedWidth)
             }
             return body(Im2colPacking(image: base, height: paddedHeight, width: paddedWidth, kernelHeight: kernelHeight,
-                                      kernelWidth: kernelWidth, stride: stride, padding: 0, outputWidth: outputWidth))
+                                      kernelWidth: kernelWidth, stride: stride, outputWidth: outputWidth))
         }
     }
 
+    /// Rows p0..<p0 + depth and columns j0..<j0 + columns of the column matrix as slivers of NR columns (zeros past
+    /// `columns` in the last). A sliver's columns fall into runs, one per output row it touches; each run reads one
+    /// (strided) stretch of an input row for every tap. The runs are found once per sliver, not once per row.
     func pack(_ p0: Int, _ depth: Int, _ j0: Int, _ columns: Int, _ out: UnsafeMutablePointer<Float>) {
         let slivers = (columns + nr - 1) / nr
-        let taps = kernelHeight * kernelWidth
-        for s in 0..<slivers {
-            let dst = out + s * nr * depth
-            let first = j0 + s * nr
-            let valid = min(nr, columns - s * nr)
-            let oy = first / outputWidth, ox0 = first % outputWidth
-            if ox0 + valid <= outputWidth {
-                // The sliver lies in one output row: each tap reads one (strided) run of an input row.
-                var q = p0
-                var channel = q / taps, tap = q % taps
-                for p in 0..<depth {
-                    let ky = tap / kernelWidth, kx = tap % kernelWidth
-                    packRun(channel: channel, iy: oy * stride - padding + ky, ix0: ox0 * stride - padding + kx,
-                            count: valid, into: dst + p * nr)
-                    q += 1; tap += 1
-                    if tap == taps { tap = 0; channel += 1 }
+        let taps = kernelHeight * kernelWidth, plane = height * width
+        // Run r: columns runStart[r]..<runStart[r + 1] of the sliver, reading from offset runSource[r] of a tap's plane.
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * nr + 1) { scratch in
+            let runStart = scratch.baseAddress!, runSource = runStart + nr + 1
+            for s in 0..<slivers {
+                let dst = out + s * nr * depth
+                let first = j0 + s * nr
+                let valid = min(nr, columns - s * nr)
+                var runs = 0, j = 0
+                var oy = first / outputWidth, ox = first % outputWidth
+                while j < valid {
+                    runStart[runs] = j
+                    runSource[runs] = oy * stride * width + ox * stride
+                    runs += 1
+                    j += min(valid - j, outputWidth - ox)
+                    oy += 1
+                    ox = 0
                 }
-            } else {
-                // The sliver spans several output rows (small outputs, wide tiles): one run per piece of a row.
-                var q = p0
-                var channel = q / taps, tap = q % taps
+                runStart[runs] = valid
+                var channel = p0 / taps, tap = p0 % taps
                 for p in 0..<depth {
-                    let ky = tap / kernelWidth, kx = tap % kernelWidth
+                    let tapOffset = channel * plane + (tap / kernelWidth) * width + tap % kernelWidth
                     let d = dst + p * nr
-                    var j = 0
-                    while j < valid {
-                        let y = (first + j) / outputWidth, x = (first + j) % outputWidth
-                        let count = min(valid - j, outputWidth - x)
-                        packSegment(channel: channel, iy: y * stride - padding + ky, ix0: x * stride - padding + kx,
-                                    count: count, into: d + j)
-                        j += count
+                    if stride == 1 && runs == 1 && valid == nr {
+                        GemmPacking.copyRun(image + tapOffset + runSource[0], d, count: nr)
+                    } else {
+                        for r in 0..<runs {
+                            let start = runStart[r], count = runStart[r + 1] - start
+                            let src = image + tapOffset + runSource[r]
+                            if stride == 1 {
+                                GemmPacking.copyFloats(src, d + start, count: count)
+                            } else {
+                                for t in 0..<count { d[start + t] = src[t * stride] }
+                            }
+                        }
+                        if valid < nr { (d + valid).update(repeating: 0, count: nr - valid) }
                     }
-                    if valid < nr { (d + valid).update(repeating: 0, count: nr - valid) }
-                    q += 1; tap += 1
+                    tap += 1
                     if tap == taps { tap = 0; channel += 1 }
                 }
             }
         }
-    }
-
-    /// d[j] = image[channel, iy, ix0 + j·stride] for j < count (0 outside the image); writes exactly `count`.
-    @inline(__always)
-    private func packSegment(channel: Int, iy: Int, ix0: Int, count: Int, into d: UnsafeMutablePointer<Float>) {
-        guard iy >= 0 && iy < height else {
-            d.update(repeating: 0, count: count)
-            return
-        }
-        let row = image + (channel * height + iy) * width
-        if stride == 1 {
-            let lo = min(count, max(0, -ix0)), hi = max(lo, min(count, width - ix0))
-            if lo > 0 { d.update(repeating: 0, count: lo) }
-            GemmPacking.copyFloats(row + ix0 + lo, d + lo, count: hi - lo)
-            if hi < count { (d + hi).update(repeating: 0, count: count - hi) }
-            return
-        }
-        for j in 0..<count {
-            let ix = ix0 + j * stride
-            d[j] = (ix >= 0 && ix < width) ? row[ix] : 0
-        }
-    }
-
-    /// d[j] = image[channel, iy, ix0 + j·stride] for j < count (0 outside the image), zero up to NR.
-    @inline(__always)
-    private func packRun(channel: Int, iy: Int, ix0: Int, count: Int, into d: UnsafeMutablePointer<Float>) {
-        if stride == 1 && count == nr && iy >= 0 && iy < height && ix0 >= 0 && ix0 + nr <= width {
-            GemmPacking.copyRun(image + (channel * height + iy) * width + ix0, d, count: nr)
-            return
-        }
-        packSegment(channel: channel, iy: iy, ix0: ix0, count: count, into: d)
-        if count < nr { (d + count).update(repeating: 0, count: nr - count) }
     }
 }

@@ -69,8 +69,7 @@ extension CUDABenchmark {
             let stack = try kernels.quantize(try device([batch, tokens, 3 * c]), format: .fp8, scale: 4.0 / 448, smoothing: nil)
             let scales = try FP8AttentionScales(descaleQ: 4.0 / 448, descaleK: 4.0 / 448, descaleV: 4.0 / 448, descaleP: 1.0 / 448,
                                                 scaleP: 448, scaleO: 448.0 / 3).upload(to: context)
-            typealias Run = (UInt64, Int, UInt64, UInt64, Int, Int, Int, Int, Int, Int, CUDATensor) throws -> CUDATensor
-            var runs: [(String, Run)] = []
+            var runs: [(String, CUDAKernels.FP8AttentionKernel)] = []
             if major >= 9, context.hasCUDNN, kernels.runsFP8Attention(headDim: 64, queries: tokens) { runs.append(("cuDNN", kernels.cudnnFP8Attention)) }
             if kernels.runsWGMMAFP8Attention(headDim: 64) { runs.append(("wgmma", kernels.wgmmaFP8Attention)) }
             let flop = 4.0 * Double(batch * heads) * Double(tokens) * Double(tokens) * 64

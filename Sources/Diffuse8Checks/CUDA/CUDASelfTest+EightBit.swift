@@ -77,8 +77,7 @@ extension CUDASelfTest {
         // more than one wave of tiles, which `cudnnFP8Attention` splits into calls.
         // Our wgmma kernel (`wgmmaFP8Attention`) rounds as cuDNN does, in one launch: the same cases at head dim 64,
         // plus a length that is no multiple of its 64-key blocks or 128-query tiles, and SDXL's 1024-token level.
-        typealias FP8Attention = (UInt64, Int, UInt64, UInt64, Int, Int, Int, Int, Int, Int, CUDATensor) throws -> CUDATensor
-        var fp8Attentions: [(name: String, run: FP8Attention, shapes: [(Int, Int, Int)])] = []
+        var fp8Attentions: [(name: String, run: CUDAKernels.FP8AttentionKernel, shapes: [(Int, Int, Int)])] = []
         if major >= 9 && context.hasCUDNN {
             fp8Attentions.append(("cuDNN", kernels.cudnnFP8Attention, [(256, 64, 2), (1024, 80, 2), (2048, 64, 2), (4096, 64, 1)]))
         }

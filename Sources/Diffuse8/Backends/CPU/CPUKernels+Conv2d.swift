@@ -136,20 +136,16 @@ struct Im2colPacking: @unchecked Sendable {
                 for p in 0..<depth {
                     let tapOffset = channel * plane + (tap / kernelWidth) * width + tap % kernelWidth
                     let d = dst + p * nr
-                    if stride == 1 && runs == 1 && valid == nr {
-                        GemmPacking.copyRun(image + tapOffset + runSource[0], d, count: nr)
-                    } else {
-                        for r in 0..<runs {
-                            let start = runStart[r], count = runStart[r + 1] - start
-                            let src = image + tapOffset + runSource[r]
-                            if stride == 1 {
-                                GemmPacking.copyFloats(src, d + start, count: count)
-                            } else {
-                                for t in 0..<count { d[start + t] = src[t * stride] }
-                            }
+                    for r in 0..<runs {
+                        let start = runStart[r], count = runStart[r + 1] - start
+                        let src = image + tapOffset + runSource[r]
+                        if stride == 1 {
+                            GemmPacking.copyFloats(src, d + start, count: count)
+                        } else {
+                            for t in 0..<count { d[start + t] = src[t * stride] }
                         }
-                        if valid < nr { (d + valid).update(repeating: 0, count: nr - valid) }
                     }
+                    if valid < nr { (d + valid).update(repeating: 0, count: nr - valid) }
                     tap += 1
                     if tap == taps { tap = 0; channel += 1 }
                 }

@@ -71,7 +71,7 @@ public final class CUDABackend: ModelBackend {
 
     /// Whether that fused FP8 attention runs our wgmma kernel (`CUDAKernels.wgmmaFP8Attention`: the same inputs,
     /// rounding and output, one launch for every head and image) instead of cuDNN's where it can (sm_90a, head dim
-    /// 64). Off by default: not yet checked or timed on a GPU (`diffuse8-cuda-selftest` has its cases).
+    /// 64). Off by default: on an H200 it is slower than cuDNN's in a CUDA graph (`docs/PERFORMANCE.md`).
     public var usesWGMMAFP8Attention = CUDABackend.wgmmaFP8AttentionDefault
 
     /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
@@ -591,10 +591,10 @@ public final class CUDABackend: ModelBackend {
         CUDAError.invalidArgument("CUDABackend: layer \(name) was not prepared on this backend (prepare the model first)")
     }
 
-    /// Runs `body`, timing it into `profile` under `kind` when profiling, and into `layerReport` when `layer` is given.
     /// How long the stream waits before each timed operation: longer than any operation takes to queue.
     static let timingHoldMicroseconds = 300
 
+    /// Runs `body`, timing it into `profile` under `kind` when profiling, and into `layerReport` when `layer` is given.
     private func op<T>(_ kind: String, layer: String? = nil, kernel: () -> String = { "" }, eightBit: () -> Bool = { false },
                        _ body: () throws -> T) throws -> T {
         let reportsLayer = layer != nil && layerReport != nil

@@ -21,6 +21,10 @@ package struct FP8AttentionScales {
 /// Level-4 FP8 attention through cuDNN's fused FP8 kernel (`CUDNNAttention.forwardFP8`), which runs Q·Kᵀ and P·V
 /// on FP8 tensor cores (Hopper's wgmma), where our own level-4 kernel multiplies in FP16 and passes over the keys twice.
 extension CUDAKernels {
+    /// The signature `cudnnFP8Attention` and `wgmmaFP8Attention` share (query, query stride, key, value, key/value
+    /// stride, batch, queries, keys, channels, heads, scales), for callers that pick one of them.
+    package typealias FP8AttentionKernel = (UInt64, Int, UInt64, UInt64, Int, Int, Int, Int, Int, Int, CUDATensor) throws -> CUDATensor
+
     /// Query rows per tile of cuDNN's FP8 attention kernel on Hopper (inferred from the measurements below).
     static let fp8AttentionTileRows = 128
 

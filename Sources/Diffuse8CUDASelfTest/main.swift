@@ -35,7 +35,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --rounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention are rounded to their FP8 grids first,
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
-                    --versus wgmma-attention|cudnn-attention|rounded-qkv: then that change too, its graph and the
+                    --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution: then that change too
+                    (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel), its graph and the
                     first replayed in turn (both medians from the same rounds)
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
@@ -235,8 +236,9 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                 case "wgmma-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = true }
                 case "cudnn-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = false }
                 case "rounded-qkv": alternative = .init(label: name) { $0.skipsQKVRoundingForCuDNN = false }
+                case "cudnn-convolution": alternative = .init(label: name) { $0.usesWGMMAConvolutions = false }
                 default:
-                    print("--versus takes wgmma-attention, cudnn-attention or rounded-qkv, got \(name)")
+                    print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv or cudnn-convolution, got \(name)")
                     exit(1)
                 }
             }

@@ -36,7 +36,7 @@ final class CUDAKernelSourceTests: XCTestCase {
     }
 
     /// The wgmma GEMM uses Hopper-only instructions (wgmma, TMA, setmaxnreg): sm_90a, each tile variant, INT8 and FP8,
-    /// and the variants with GEGLU or level 4's FP8 rounding in the epilogue.
+    /// the variants with GEGLU or level 4's FP8 rounding in the epilogue, and the implicit-GEMM convolution per tile width.
     func testWarpSpecializedGEMMCompilesForHopper() throws {
         let nvrtc = try nvrtc()
         for variant in CUDAKernels.WarpSpecializedGEMM.variants {
@@ -45,6 +45,11 @@ final class CUDAKernelSourceTests: XCTestCase {
                                architectures: ["sm_90a"], with: nvrtc)
                 assertCompiles("diffuse8_ws_gemm \(variant) \(format) FP8-rounded",
                                CUDAKernels.warpSpecializedSource(variant, format: format, rounding: true), architectures: ["sm_90a"], with: nvrtc)
+                for tileWidth in [8, 16, 32, 64] where CUDAKernels.WarpSpecializedGEMM.convolutionVariants(format).contains(variant) {
+                    assertCompiles("diffuse8_ws_gemm \(variant) \(format) convolution, tiles \(tileWidth) wide",
+                                   CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: tileWidth),
+                                   architectures: ["sm_90a"], with: nvrtc)
+                }
                 guard CUDAKernels.WarpSpecializedGEMM.gegluVariants.contains(variant) else { continue }
                 assertCompiles("diffuse8_ws_gemm \(variant) \(format) GEGLU",
                                CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true), architectures: ["sm_90a"], with: nvrtc)

@@ -88,6 +88,8 @@ extension CUDABenchmark {
             }
         }
 
+        try eightBitConvolutionRows(kernels: kernels, random: &random, add: add)
+
         // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).
         let feature = try device([2, 320, 64, 64]), gamma = try device([320]), beta = try device([320])
         let bytes = Double(feature.byteCount)
@@ -146,5 +148,42 @@ extension CUDABenchmark {
         for _ in 0..<digits { scale *= 10 }
         let rounded = (value * scale).rounded() / scale
         return "\(rounded)"
+    }
+
+    /// 8-bit 3×3 convolutions at SDXL's shapes (batch 2), each a whole layer (input quantize, convolution, back to
+    /// NCHW): cuDNN's 8-bit graph and our implicit-GEMM kernel in each tile variant, per call of ten captured in a CUDA
+    /// graph (device time, as in a captured UNet).
+    private static func eightBitConvolutionRows(kernels: CUDAKernels, random: inout SelfTestRandom, add: (Row) -> Void) throws {
+        let context = kernels.context
+        let (major, minor) = context.computeCapability
+        guard context.hasCUDNN || kernels.runsWarpSpecializedGEMM else { return }
+        let shapes = [(1280, 1280, 32), (1280, 1280, 64), (1920, 640, 64), (640, 640, 64), (960, 320, 128), (320, 320, 128)]
+        for format in [QuantizedFormat.int8, .fp8] where format == .int8 || major * 10 + minor >= 89 {
+            for (c, o, size) in shapes {
+                let x = random.normalHalfRounded([2, c, size, size])
+                let weight = random.normalHalfRounded([o, c, 3, 3], scale: 0.02), bias = random.normalHalfRounded([o])
+                let layer = QuantizedLayer(name: "bench", kind: .conv2d,
+                                           weight: QuantizedWeight(quantizing: weight, format: format, perChannel: format == .int8),
+                                           inputAmax: 3, smoothing: nil, outputAmax: nil)
+                let conv = Conv2d(name: "bench", weight: layer.weight.dequantized(), bias: bias, stride: 1, padding: 1)
+                let input = try kernels.upload(x)
+                let paths: [CUDAKernels.WarpSpecializedGEMM?] = (context.hasCUDNN ? [nil] : [])
+                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.convolutionVariants(format) : [])
+                let flop = 2.0 * 2 * Double(size * size) * Double(o) * Double(c * 9)
+                for variant in paths {
+                    let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: true)
+                    w.choosesFastestPath = false
+                    w.forcedWGMMA = variant
+                    // the first call outside the capture picks and times cuDNN's plan
+                    guard (try? kernels.eightBitConvolution(input, w)) != nil, w.runsEightBit else { continue }
+                    let (graph, outputs) = try CUDAGraph.capture(context) {
+                        try (0..<10).map { _ in try kernels.eightBitConvolution(input, w) }
+                    }
+                    let ms = try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
+                    add(Row(name: "SDXL conv 3x3 \(format.reportName), \(variant.map { "\($0)" } ?? "cuDNN"), graph",
+                            shape: "[2,\(c),\(size),\(size)]→\(o)", milliseconds: ms, rate: flop / ms / 1e9, unit: "TFLOP/s"))
+                }
+            }
+        }
     }
 }

@@ -200,23 +200,33 @@ extension CUDASelfTest {
                     }))
                 }
             }
-            // Convolutions: cuDNN's 8-bit graph on channels-last codes, per-channel (INT8) or per-tensor (FP8) weight scales.
-            for (n, c, hw, o, k, stride, withBias) in [(2, 320, 32, 320, 3, 1, true), (2, 64, 16, 128, 3, 2, true), (1, 32, 8, 48, 1, 1, false)] {
-                cases.append(("8-bit convolution \(format)", "B\(n) C\(c) \(hw)² → \(o) \(k)×\(k)/\(stride)\(withBias ? "+bias" : "")", 1e-3, { r in
-                    let xh = r.normalHalfRounded([n, c, hw, hw]), wh = r.normalHalfRounded([o, c, k, k], scale: 0.05)
-                    let bh = r.normalHalfRounded([o])
-                    var amax: Float = 0
-                    for v in xh.scalars { amax = max(amax, abs(v)) }
-                    let layer = QuantizedLayer(name: "check", kind: .conv2d,
-                                               weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
-                                               inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
-                    let conv = Conv2d(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil, stride: stride, padding: k / 2)
-                    let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: withBias)
-                    w.choosesFastestPath = false
-                    let y = try kernels.eightBitConvolution(try kernels.upload(xh), w)
-                    if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
-                    return (y, CPUKernels.conv2d(layer.quantizedInput(xh), weight: conv.weight, bias: conv.bias, stride: stride, padding: k / 2))
-                }))
+            // Convolutions: cuDNN's 8-bit graph, and our implicit-GEMM kernel in each tile variant (stride 1), on
+            // channels-last codes, per-channel (INT8) or per-tensor (FP8) weight scales. For our kernel: 96 channels (the
+            // last 128-channel slice half outside), 80 outputs (a partial column tile), 20² (tiles past the image's edge).
+            // And SDXL's depth: 1280 channels, K = 11 520 products per output.
+            let convolutions = [(2, 320, 32, 320, 3, 1, true), (2, 64, 16, 128, 3, 2, true), (1, 32, 8, 48, 1, 1, false),
+                                (2, 96, 20, 80, 3, 1, true), (1, 1280, 8, 128, 3, 1, true)]
+            for (n, c, hw, o, k, stride, withBias) in convolutions {
+                let ours = kernels.runsWarpSpecializedGEMM && stride == 1 ? CUDAKernels.WarpSpecializedGEMM.convolutionVariants(format) : []
+                for variant in [nil] + ours.map(Optional.some) {
+                    cases.append(("8-bit convolution \(format)\(variant.map { ", \($0)" } ?? ", cuDNN")",
+                                  "B\(n) C\(c) \(hw)² → \(o) \(k)×\(k)/\(stride)\(withBias ? "+bias" : "")", 1e-3, { r in
+                        let xh = r.normalHalfRounded([n, c, hw, hw]), wh = r.normalHalfRounded([o, c, k, k], scale: 0.05)
+                        let bh = r.normalHalfRounded([o])
+                        var amax: Float = 0
+                        for v in xh.scalars { amax = max(amax, abs(v)) }
+                        let layer = QuantizedLayer(name: "check", kind: .conv2d,
+                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                        let conv = Conv2d(name: "check", weight: layer.weight.dequantized(), bias: withBias ? bh : nil, stride: stride, padding: k / 2)
+                        let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: withBias)
+                        w.choosesFastestPath = false
+                        w.forcedWGMMA = variant
+                        let y = try kernels.eightBitConvolution(try kernels.upload(xh), w)
+                        if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                        return (y, CPUKernels.conv2d(layer.quantizedInput(xh), weight: conv.weight, bias: conv.bias, stride: stride, padding: k / 2))
+                    }))
+                }
             }
             cases.append(("8-bit weight → 16-bit \(format)", "[96,64]", 1e-3, { r in
                 let wh = r.normalHalfRounded([96, 64], scale: 0.05)

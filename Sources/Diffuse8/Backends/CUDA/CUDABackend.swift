@@ -74,6 +74,10 @@ public final class CUDABackend: ModelBackend {
     /// 64). Off by default: on an H200 it is slower than cuDNN's in a CUDA graph (`docs/PERFORMANCE.md`).
     public var usesWGMMAFP8Attention = CUDABackend.wgmmaFP8AttentionDefault
 
+    /// Whether 8-bit convolutions may run our implicit-GEMM kernel (`CUDAKernels.warpSpecializedConvolution`) where it
+    /// measures fastest for a shape (the default); off chooses between cuDNN's 8-bit plan and 16 bit only.
+    public var usesWGMMAConvolutions = true
+
     /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
     public static let wgmmaFP8AttentionDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_WGMMA_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? false
@@ -276,14 +280,9 @@ public final class CUDABackend: ModelBackend {
 
     public func conv2d(_ x: CUDATensor, _ layer: Conv2d) throws -> CUDATensor {
         if let w = eightBitConvolutions[ObjectIdentifier(layer)] {
-            return try op(w.kernelHeight == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: {
-                switch w.lastPath {
-                case .eightBit(let form): "cuDNN \(w.format.reportName) NHWC, \(form.rawValue)"
-                case .sixteenBit(let why): "16-bit, 8-bit input simulated (\(why))"
-                case nil: "convolution"
-                }
-            }, eightBit: { w.runsEightBit }) {
-                try kernels.eightBitConvolution(x, w)
+            return try op(w.kernelHeight == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: { w.lastKernelDescription },
+                          eightBit: { w.runsEightBit }) {
+                try kernels.eightBitConvolution(x, w, allowsWGMMA: usesWGMMAConvolutions)
             }
         }
         guard let w = convolutions[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }

@@ -68,7 +68,7 @@ package final class CUDAEightBitLinear {
         /// The path as a `CUDATuningRecord` choice.
         var tuningCode: String {
             switch self {
-            case .warpSpecialized(let v): return "wgmma \(v.columns) \(v.stages) \(v.pingPong ? "ping-pong" : "cooperative")"
+            case .warpSpecialized(let v): return v.tuningCode
             case .cuDNN: return "cudnn"
             case .cuBLASLt: return "cublaslt"
             }
@@ -86,8 +86,7 @@ package final class CUDAEightBitLinear {
             case "cudnn": self = .cuDNN
             case "cublaslt": self = .cuBLASLt
             default:
-                guard let variant = CUDAKernels.WarpSpecializedGEMM.variants.first(where: {
-                    GEMMPath.warpSpecialized($0).tuningCode == tuningCode }) else { return nil }
+                guard let variant = CUDAKernels.WarpSpecializedGEMM.named(tuningCode: tuningCode) else { return nil }
                 self = .warpSpecialized(variant)
             }
         }
@@ -196,11 +195,7 @@ package final class CUDAEightBitLinear {
         codes = try context.uploadCodes(layers.flatMap(\.weight.codes), shape: [outFeatures, inFeatures],
                                         dtype: format == .int8 ? .int8 : .float8e4m3)
         self.bias = try bias.map { try kernels.upload($0) }
-        // the bias rounded to the storage type, as the other GEMMs read it from its 16-bit copy
-        biasValues = bias.map { b in
-            kernels.storageType == .bfloat16
-                ? b.scalars.map { Float(bitPattern: UInt32(CUDADataType.bfloat16Bits($0)) << 16) } : b.scalars.map { Float(Float16($0)) }
-        }
+        biasValues = bias?.scalars
         smoothing = try layer.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
         inputAmax = amax
         let inputScale = layer.format.scale(forAmax: amax)
@@ -224,14 +219,7 @@ package final class CUDAEightBitLinear {
     /// The FP32 [out / 2, 4] operands of the wgmma GEMM's epilogue (made on first use).
     func epilogueOperands(_ kernels: CUDAKernels) throws -> CUDATensor {
         if let epilogue { return epilogue }
-        var values = [Float](repeating: 0, count: 2 * outFeatures)
-        for pair in 0..<outFeatures / 2 {
-            values[4 * pair] = alphaValues[2 * pair]
-            values[4 * pair + 1] = alphaValues[2 * pair + 1]
-            values[4 * pair + 2] = biasValues?[2 * pair] ?? 0
-            values[4 * pair + 3] = biasValues?[2 * pair + 1] ?? 0
-        }
-        let made = try kernels.context.upload(Tensor(shape: [outFeatures / 2, 4], scalars: values), dtype: .float32)
+        let made = try kernels.warpSpecializedEpilogue(alpha: alphaValues, bias: biasValues)
         epilogue = made
         return made
     }

@@ -271,7 +271,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 do { try run(path); return .init(path, timed: false, ran: true) } catch { lastError = error }
             }
         } else {
-            let measured = CUDATuningTable.fastest(candidates) { path in try CUDABenchmark.time(context, warmup: 1, repeats: 5) { try run(path) } }
+            let measured = CUDATuningTable.fastest(candidates) { path in try tuningTime { try run(path) } }
             if let best = measured.best { return .init(best.candidate, timed: true, ran: false) }
             lastError = measured.lastError
         }

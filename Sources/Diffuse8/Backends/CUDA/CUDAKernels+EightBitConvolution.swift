@@ -1,16 +1,28 @@
 /// Real 8-bit convolutions: the NCHW input quantized to channels-last codes with the layer's calibrated scale (the
-/// simulation's rounding), cuDNN's 8-bit convolution on the stored codes, and α[o] and the bias applied to the sums
-/// in FP32 (inside cuDNN's kernel, or in ours), then back to NCHW. Like the 8-bit GEMMs, the only differences from
-/// the simulation are the accumulation order and the 16-bit output rounding.
+/// simulation's rounding), cuDNN's 8-bit convolution or our implicit-GEMM kernel on the stored codes, and α[o] and
+/// the bias applied to the sums in FP32 (inside the convolution's kernel, or in ours after cuDNN's), then back to
+/// NCHW. Like the 8-bit GEMMs, the only differences from the simulation are the accumulation order and the 16-bit
+/// output rounding.
 extension CUDAKernels {
-    /// y = conv(x) of a quantized layer, by the path measured fastest for x's shape (see `CUDAEightBitConvolution`).
-    package func eightBitConvolution(_ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+    /// y = conv(x) of a quantized layer, by the path measured fastest for x's shape (see `CUDAEightBitConvolution`);
+    /// without `allowsWGMMA`, our implicit-GEMM kernel is left out of the choice (for measurements against cuDNN).
+    package func eightBitConvolution(_ x: CUDATensor, _ w: CUDAEightBitConvolution, allowsWGMMA: Bool = true) throws -> CUDATensor {
         try requireHalf(x, op: "eightBitConvolution")
         guard x.shape.count == 4, x.shape[1] == w.inChannels else {
             throw CUDAError.invalidArgument("convolution \(w.name): input \(x.shape) for \(w.inChannels) input channels")
         }
         let capturing = context.allocator.isCapturing
-        if let known = w.paths[x.shape] {
+        if let variant = w.forcedWGMMA {
+            guard w.runsWarpSpecialized(self), WarpSpecializedGEMM.convolutionVariants(w.format).contains(variant) else {
+                throw CUDAError.invalidArgument("convolution \(w.name): our implicit-GEMM kernel needs stride 1, an odd square kernel "
+                                                + "with padding kernel / 2, a compute capability 9.0 card, and one of its "
+                                                + "\(w.format.reportName) tile variants, not \(variant)")
+            }
+            w.lastPath = .warpSpecialized(variant)
+            return try run(.warpSpecialized(variant), x, w)
+        }
+        let call = CUDAEightBitConvolution.Call(shape: x.shape, allowsWGMMA: allowsWGMMA)
+        if let known = w.paths[call] {
             w.lastPath = known
             return try run(known, x, w)
         }
@@ -21,7 +33,7 @@ extension CUDAKernels {
             var path = path
             if case .eightBit = path { path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form) }
             y = try run(path, x, w)
-            w.paths[x.shape] = path
+            w.paths[call] = path
             w.lastPath = path
         }
         // The 8-bit plan where cuDNN has one for the shape, else 16 bit.
@@ -33,20 +45,31 @@ extension CUDAKernels {
             }
         }
         if w.choosesFastestPath {
-            // Shared by every layer of this geometry (`CUDATuningTable`); on first use the 8-bit path is timed
-            // against the 16-bit one, and 8 bit is kept only where it is the faster path for this shape.
-            try context.tuning.decide(Self.eightBitConvolutionTuningKey(eightBitShape(x, w)), encode: \.tuningCode,
+            // Shared by every layer of this geometry (`CUDATuningTable`); on first use the 8-bit paths are timed
+            // against each other and the 16-bit one, and 8 bit is kept only where it is the faster path for this shape.
+            try context.tuning.decide(Self.eightBitConvolutionTuningKey(eightBitShape(x, w)) + (allowsWGMMA ? "" : " without-wgmma"),
+                                      encode: \.tuningCode,
                                       decode: CUDAEightBitConvolution.Path.init(tuningCode:), run: runPath) {
-                var path = planned()
-                if case .eightBit = path, !capturing {
-                    let eightBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(path, x, w) }
-                    let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
-                    let sixteenBit = try CUDABenchmark.time(context, warmup: 1, repeats: 5) { _ = try run(sixteen, x, w) }
-                    if sixteenBit < eightBit {
-                        path = .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, eightBit * 1000))
-                    }
+                let cuDNN = planned()
+                var candidates: [CUDAEightBitConvolution.Path] = []
+                if case .eightBit = cuDNN { candidates.append(cuDNN) }
+                if allowsWGMMA, w.runsWarpSpecialized(self) {
+                    candidates += WarpSpecializedGEMM.convolutionVariants(w.format).map { .warpSpecialized($0) }
                 }
-                return .init(path, timed: !capturing, ran: false)
+                guard let first = candidates.first else { return .init(cuDNN, timed: !capturing, ran: false) }
+                if capturing { return .init(first, timed: false, ran: false) }
+                // A path that fails to run (e.g. a kernel that does not compile for this card) drops out.
+                var fastest: (path: CUDAEightBitConvolution.Path, milliseconds: Double)?
+                for path in candidates {
+                    guard let ms = try? tuningTime({ _ = try run(path, x, w) }) else { continue }
+                    if ms < fastest.map({ $0.milliseconds }) ?? .infinity { fastest = (path, ms) }
+                }
+                guard let fastest else { return .init(.sixteenBit("no 8-bit path ran"), timed: true, ran: false) }
+                let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
+                let sixteenBit = try tuningTime { _ = try run(sixteen, x, w) }
+                let path = sixteenBit >= fastest.milliseconds ? fastest.path
+                    : .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, fastest.milliseconds * 1000))
+                return .init(path, timed: true, ran: false)
             }
         } else {
             // The 8-bit plan wherever there is one (checks of the 8-bit path itself): a choice of this layer only.
@@ -78,6 +101,8 @@ extension CUDAKernels {
         switch path {
         case .eightBit:
             return try runEightBit(try eightBitPlan(x, w, timing: false), x, w)
+        case .warpSpecialized(let variant):
+            return try runWarpSpecialized(variant, x, w)
         case .sixteenBit:
             let weights = try w.sixteenBitWeights(self)
             let input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: nil, groupSize: x.count / max(x.shape[0], 1))
@@ -88,13 +113,31 @@ extension CUDAKernels {
         }
     }
 
-    private func runEightBit(_ plan: CUDNNEightBitGraphs.Plan, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
-        let shape = eightBitShape(x, w)
-        let (n, c, hw) = (shape.n, shape.c, shape.h * shape.w)
-        let (oh, ow) = (shape.outputHeight, shape.outputWidth)
+    /// x [n, c, h, w] 16-bit as channels-last codes [n, h·w, c] with the layer's input scale.
+    private func channelsLastCodes(_ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+        let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         let codes = try context.empty([n, hw, c], dtype: w.format == .int8 ? .int8 : .float8e4m3)
         try compiler.launch(eightBitOp("quantize_channels_last"), grid: ((hw + 31) / 32, (c + 31) / 32, n), block: (32, 8, 1), [
             .tensor(x), .tensor(codes), .int(c), .int(hw), .float(w.inputScale), .int32(w.format == .int8 ? 0 : 1)])
+        return codes
+    }
+
+    private func runWarpSpecialized(_ variant: WarpSpecializedGEMM, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+        let (n, h, width) = (x.shape[0], x.shape[2], x.shape[3])
+        let codes = try channelsLastCodes(x, w)
+        let y = try output([n, h * width, w.outChannels])
+        try warpSpecializedConvolution(variant, format: w.format, codes: codes, images: n, height: h, width: width,
+                                       weight: w.codes, weightMap: try w.weightMap(for: variant, kernels: self),
+                                       epilogue: try w.epilogueOperands(self), y: y)
+        withExtendedLifetime(codes) {}
+        return try tokensToChannels(y, height: h, width: width)
+    }
+
+    private func runEightBit(_ plan: CUDNNEightBitGraphs.Plan, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+        let shape = eightBitShape(x, w)
+        let n = shape.n
+        let (oh, ow) = (shape.outputHeight, shape.outputWidth)
+        let codes = try channelsLastCodes(x, w)
         let y = try output([n, oh * ow, w.outChannels])
         var operands = CUDNNEightBitGraphs.Operands(x: codes.address, weight: w.codes.address, alpha: w.alpha.address,
                                                          bias: w.bias?.address, y: y.address, sums: 0)

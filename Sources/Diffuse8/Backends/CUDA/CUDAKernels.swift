@@ -115,6 +115,14 @@ public final class CUDAKernels: @unchecked Sendable {
         try compiler.launch(basic("hold_stream"), grid: (1, 1, 1), block: (1, 1, 1), [.int64(Int64(microseconds) * 1000)])
     }
 
+    /// Median device milliseconds of the work `body` queues, for choosing between paths on first use: each of five
+    /// runs is queued behind a hold of the stream, because a graph replay pays the device's time, not the host's
+    /// time to queue (which, eagerly timed, made a cuDNN call of a few launches look slower than it runs).
+    func tuningTime(_ body: () throws -> Void) throws -> Double {
+        try CUDABenchmark.time(context, warmup: 1, repeats: 5,
+                               hold: { try self.holdStream(microseconds: CUDABackend.timingHoldMicroseconds) }, body)
+    }
+
     func requireHalf(_ tensors: CUDATensor?..., op: String) throws {
         for t in tensors.compactMap({ $0 }) where t.dtype != storageType {
             throw CUDAError.invalidArgument("\(op): expects \(storageType) tensors (these kernels' storage type), got \(t.dtype) of shape \(t.shape)")
@@ -240,7 +248,7 @@ public final class CUDAKernels: @unchecked Sendable {
                     var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
                     for candidate in candidates {
                         // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
-                        guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { _ = try run(candidate) }) else { continue }
+                        guard let ms = try? tuningTime({ _ = try run(candidate) }) else { continue }
                         if ms < best.ms { best = (candidate, ms) }
                     }
                     path = best.path
@@ -533,7 +541,7 @@ public final class CUDAKernels: @unchecked Sendable {
                     var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
                     for candidate in candidates {
                         // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.
-                        guard let ms = try? CUDABenchmark.time(context, warmup: 1, repeats: 5, { try launch(candidate) }) else { continue }
+                        guard let ms = try? tuningTime({ try launch(candidate) }) else { continue }
                         if ms < best.milliseconds { best = (candidate, ms) }
                     }
                     kernel = best.kernel

@@ -1,0 +1,49 @@
+import XCTest
+@testable import Diffuse8
+
+/// The host side of the implicit-GEMM 8-bit convolution: how an image is cut into tiles and how its path choice is
+/// recorded. No GPU needed; the kernel itself is checked by `diffuse8-cuda-selftest` against the simulated layer.
+final class CUDAImplicitGEMMConvolutionTests: XCTestCase {
+    private let cooperative = CUDAKernels.WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false)   // 128-pixel tiles
+    private let pingPong = CUDAKernels.WarpSpecializedGEMM(columns: 128, stages: 8, pingPong: true)      // 64-pixel tiles
+
+    /// Tiles are 8, 16, 32 or 64 columns wide; the width that pads the image least wins, the widest of equals.
+    /// Expected values worked out by hand: padded area = ⌈W / w⌉·w × ⌈H / (pixels / w)⌉·(pixels / w).
+    func testTheTileWidthPadsTheImageLeast() {
+        // 128²: 64 × 2 and 32 × 4 both tile it exactly; the wider wins.
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(cooperative, height: 128, width: 128), 64)
+        // 32²: 64 wide pads to 64 × 32 = 2048 pixels, 32 wide is exact (1024).
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(cooperative, height: 32, width: 32), 32)
+        // 20²: 64 → 64 × 20 = 1280, 32 → 32 × 20 = 640, 16 → 32 × 24 = 768, 8 → 24 × 32 = 768.
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(cooperative, height: 20, width: 20), 32)
+        // 96²: 64 → 128 × 96, 32 → 96 × 96 (exact).
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(cooperative, height: 96, width: 96), 32)
+        // 8² in 64-pixel tiles: 8 × 8 is exact, every wider tile pads the width.
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(pingPong, height: 8, width: 8), 8)
+        // One row of 200 in 64-pixel tiles: 64 → 256 × 1, 32 → 224 × 2, 16 → 208 × 4, 8 → 200 × 8.
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(pingPong, height: 1, width: 200), 64)
+        // 24 × 40 in 128-pixel tiles: 64 → 64 × 24 = 1536, 32 → 64 × 24 = 1536, 16 → 48 × 24 = 1152, 8 → 40 × 32 = 1280.
+        XCTAssertEqual(CUDAKernels.convolutionTileWidth(cooperative, height: 24, width: 40), 16)
+    }
+
+    /// A recorded convolution path names cuDNN, one of our tile variants, or 16 bit with its reason, and reads back
+    /// as the same path; a variant this build does not have is not a path.
+    func testPathChoicesRoundTripThroughTheirTuningCodes() {
+        var paths: [CUDAEightBitConvolution.Path] = [.sixteenBit(""), .sixteenBit("16 bit measured faster (40.0 vs 52.1 µs)")]
+        paths += CUDAKernels.WarpSpecializedGEMM.convolutionVariants(.int8).map { .warpSpecialized($0) }
+        for path in paths {
+            XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: path.tuningCode), path, path.tuningCode)
+        }
+        XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: "8bit"), .eightBit(.fusedEpilogue))
+        XCTAssertEqual(CUDAEightBitConvolution.Path.warpSpecialized(cooperative).tuningCode, "wgmma 128 5 cooperative")
+        XCTAssertNil(CUDAEightBitConvolution.Path(tuningCode: "wgmma 96 4 cooperative"))
+        XCTAssertNil(CUDAEightBitConvolution.Path(tuningCode: "implicit"))
+    }
+
+    /// FP8 convolutions keep FP32 totals beside the accumulators: the 128×256 tile (128 accumulators a thread) would
+    /// need 256 registers for both, more than a consumer has, so it is not one of FP8's variants; INT8 has them all.
+    func testFP8ConvolutionsLeaveOutTheTileWithoutRegistersForTotals() {
+        XCTAssertEqual(CUDAKernels.WarpSpecializedGEMM.convolutionVariants(.int8), CUDAKernels.WarpSpecializedGEMM.variants)
+        XCTAssertEqual(CUDAKernels.WarpSpecializedGEMM.convolutionVariants(.fp8).map(\.columns).sorted(), [64, 128, 128])
+    }
+}

@@ -43,13 +43,14 @@ package struct CUDATuningRecord: Equatable, Sendable {
             + " | kernels \(kernels) | format \(formatVersion)")
     }
 
-    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain and with
-    /// GEGLU), the quantize, dequantize and GEGLU kernels, attention: a change to any of them makes earlier measurements
-    /// stale.
+    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain, with
+    /// GEGLU, and as a convolution), the quantize, dequantize and GEGLU kernels, attention: a change to any of them
+    /// makes earlier measurements stale.
     static var kernelFingerprint: String {
         let gemms = [QuantizedFormat.int8, .fp8].flatMap { format in
             CUDAKernels.WarpSpecializedGEMM.variants.flatMap { variant in
                 [false, true].map { CUDAKernels.warpSpecializedSource(variant, format: format, geglu: $0) }
+                    + [CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: 64)]
             }
         }
         let sources = gemms + [CUDAKernels.eightBitSource, CUDAKernels.fusedSource, CUDAAttentionSource.source]

@@ -88,6 +88,7 @@ extension CUDABenchmark {
             }
         }
 
+        try eightBitLinearRows(kernels: kernels, random: &random, add: add)
         try eightBitConvolutionRows(kernels: kernels, random: &random, add: add)
 
         // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).
@@ -148,6 +149,55 @@ extension CUDABenchmark {
         for _ in 0..<digits { scale *= 10 }
         let rounded = (value * scale).rounded() / scale
         return "\(rounded)"
+    }
+
+    /// 8-bit Linear layers and GEGLU projections at SDXL's shapes (batch 2; the 64² and 32² latents' transformer
+    /// levels), each a whole layer (input quantize, GEMM with its epilogue; GEGLU and the following quantize pass where
+    /// a path has them): every path of the format, per call of ten captured in a CUDA graph (device time).
+    private static func eightBitLinearRows(kernels: CUDAKernels, random: inout SelfTestRandom, add: (Row) -> Void) throws {
+        let context = kernels.context
+        let (major, minor) = context.computeCapability
+        // (name, rows, in, out, residual); a GEGLU projection's out is its output width, half its weight's rows
+        let linears = [("Q/K/V 64²", 8192, 640, 1920, false), ("to_out 64²", 8192, 640, 640, true), ("FF out 64²", 8192, 2560, 640, true),
+                       ("Q/K/V 32²", 2048, 1280, 3840, false), ("to_out 32²", 2048, 1280, 1280, true), ("FF out 32²", 2048, 5120, 1280, true)]
+        let gegluProjections = [("GEGLU 64²", 8192, 640, 2560), ("GEGLU 32²", 2048, 1280, 5120)]
+        func layer(_ format: QuantizedFormat, rows: Int, k: Int, n: Int) throws -> (CUDAEightBitLinear, CUDATensor) {
+            let x = random.normalHalfRounded([rows, k]), weight = random.normalHalfRounded([n, k], scale: 0.05)
+            let quantized = QuantizedLayer(name: "bench", kind: .linear,
+                                           weight: QuantizedWeight(quantizing: weight, format: format, perChannel: format == .int8),
+                                           inputAmax: 3, smoothing: nil, outputAmax: nil)
+            let linear = Linear(name: "bench", weight: quantized.weight.dequantized(), bias: random.normalHalfRounded([n]))
+            return (try CUDAEightBitLinear(kernels, linear, quantized), try kernels.upload(x))
+        }
+        func timeGraph(_ call: () throws -> CUDATensor) throws -> Double {
+            let (graph, outputs) = try CUDAGraph.capture(context) { try (0..<10).map { _ in try call() } }
+            return try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
+        }
+        for format in [QuantizedFormat.int8, .fp8] where format == .int8 || major * 10 + minor >= 89 {
+            for (name, rows, k, n, withResidual) in linears {
+                let (w, x) = try layer(format, rows: rows, k: k, n: n)
+                let residual = withResidual ? try kernels.upload(random.normalHalfRounded([rows, n])) : nil
+                for path in CUDAEightBitLinear.GEMMPath.candidates(format, wgmma: kernels.runsWarpSpecializedGEMM) {
+                    w.forcedGEMM = path
+                    // the first call outside the capture makes the path's plan or descriptors
+                    guard (try? kernels.eightBitLinear(x, w, residual: residual)) != nil, w.fallbackReason == nil else { continue }
+                    let ms = try timeGraph { try kernels.eightBitLinear(x, w, residual: residual) }
+                    add(Row(name: "SDXL 8-bit \(name), \(path.description(for: format)), graph", shape: "M\(rows) K\(k) N\(n)",
+                            milliseconds: ms, rate: 2.0 * Double(rows * n) * Double(k) / ms / 1e9, unit: "TFLOP/s"))
+                }
+            }
+            for (name, rows, k, n) in gegluProjections {
+                let (w, x) = try layer(format, rows: rows, k: k, n: 2 * n)
+                let fused = kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.gegluVariants : []
+                for path in [CUDAEightBitLinear.GEGLUPath.separate] + fused.map({ .fused($0) }) {
+                    w.forcedGEGLU = path
+                    guard (try? kernels.eightBitGEGLU(x, w, reader: nil)) != nil, w.fallbackReason == nil else { continue }
+                    let ms = try timeGraph { try kernels.eightBitGEGLU(x, w, reader: nil) }
+                    add(Row(name: "SDXL 8-bit \(name) \(format.reportName), \(path), graph", shape: "M\(rows) K\(k) N2×\(n)",
+                            milliseconds: ms, rate: 4.0 * Double(rows * n) * Double(k) / ms / 1e9, unit: "TFLOP/s"))
+                }
+            }
+        }
     }
 
     /// 8-bit 3×3 convolutions at SDXL's shapes (batch 2), each a whole layer (input quantize, convolution, back to

@@ -81,8 +81,7 @@ extension CUDABenchmark {
                 let ms = try time(context) { _ = try call() }
                 add(Row(name: "\(name), \(label)", shape: "B\(batch) H\(heads) L\(tokens) D64", milliseconds: ms,
                         rate: flop / ms / 1e9, unit: "TFLOP/s"))
-                let (graph, outputs) = try CUDAGraph.capture(context) { try (0..<10).map { _ in try call() } }
-                let graphMs = try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
+                let graphMs = try graphTime(context, call)
                 add(Row(name: "\(name), \(label), graph", shape: "B\(batch) H\(heads) L\(tokens) D64", milliseconds: graphMs,
                         rate: flop / graphMs / 1e9, unit: "TFLOP/s"))
             }
@@ -151,6 +150,13 @@ extension CUDABenchmark {
         return "\(rounded)"
     }
 
+    /// Milliseconds per call of `call`, ten calls captured in one CUDA graph and replayed: device time, as in a captured
+    /// UNet, without the host's launches.
+    private static func graphTime(_ context: CUDAContext, _ call: () throws -> CUDATensor) throws -> Double {
+        let (graph, outputs) = try CUDAGraph.capture(context) { try (0..<10).map { _ in try call() } }
+        return try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
+    }
+
     /// 8-bit Linear layers and GEGLU projections at SDXL's shapes (batch 2; the 64² and 32² latents' transformer
     /// levels), each a whole layer (input quantize, GEMM with its epilogue; GEGLU and the following quantize pass where
     /// a path has them): every path of the format, per call of ten captured in a CUDA graph (device time).
@@ -169,10 +175,6 @@ extension CUDABenchmark {
             let linear = Linear(name: "bench", weight: quantized.weight.dequantized(), bias: random.normalHalfRounded([n]))
             return (try CUDAEightBitLinear(kernels, linear, quantized), try kernels.upload(x))
         }
-        func timeGraph(_ call: () throws -> CUDATensor) throws -> Double {
-            let (graph, outputs) = try CUDAGraph.capture(context) { try (0..<10).map { _ in try call() } }
-            return try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
-        }
         for format in [QuantizedFormat.int8, .fp8] where format == .int8 || major * 10 + minor >= 89 {
             for (name, rows, k, n, withResidual) in linears {
                 let (w, x) = try layer(format, rows: rows, k: k, n: n)
@@ -181,7 +183,7 @@ extension CUDABenchmark {
                     w.forcedGEMM = path
                     // the first call outside the capture makes the path's plan or descriptors
                     guard (try? kernels.eightBitLinear(x, w, residual: residual)) != nil, w.fallbackReason == nil else { continue }
-                    let ms = try timeGraph { try kernels.eightBitLinear(x, w, residual: residual) }
+                    let ms = try graphTime(context) { try kernels.eightBitLinear(x, w, residual: residual) }
                     add(Row(name: "SDXL 8-bit \(name), \(path.description(for: format)), graph", shape: "M\(rows) K\(k) N\(n)",
                             milliseconds: ms, rate: 2.0 * Double(rows * n) * Double(k) / ms / 1e9, unit: "TFLOP/s"))
                 }
@@ -192,7 +194,7 @@ extension CUDABenchmark {
                 for path in [CUDAEightBitLinear.GEGLUPath.separate] + fused.map({ .fused($0) }) {
                     w.forcedGEGLU = path
                     guard (try? kernels.eightBitGEGLU(x, w, reader: nil)) != nil, w.fallbackReason == nil else { continue }
-                    let ms = try timeGraph { try kernels.eightBitGEGLU(x, w, reader: nil) }
+                    let ms = try graphTime(context) { try kernels.eightBitGEGLU(x, w, reader: nil) }
                     add(Row(name: "SDXL 8-bit \(name) \(format.reportName), \(path), graph", shape: "M\(rows) K\(k) N2×\(n)",
                             milliseconds: ms, rate: 4.0 * Double(rows * n) * Double(k) / ms / 1e9, unit: "TFLOP/s"))
                 }
@@ -226,10 +228,7 @@ extension CUDABenchmark {
                     w.forcedWGMMA = variant
                     // the first call outside the capture picks and times cuDNN's plan
                     guard (try? kernels.eightBitConvolution(input, w)) != nil, w.runsEightBit else { continue }
-                    let (graph, outputs) = try CUDAGraph.capture(context) {
-                        try (0..<10).map { _ in try kernels.eightBitConvolution(input, w) }
-                    }
-                    let ms = try withExtendedLifetime(outputs) { try time(context) { try graph.launch() } } / 10
+                    let ms = try graphTime(context) { try kernels.eightBitConvolution(input, w) }
                     add(Row(name: "SDXL conv 3x3 \(format.reportName), \(variant.map { "\($0)" } ?? "cuDNN"), graph",
                             shape: "[2,\(c),\(size),\(size)]→\(o)", milliseconds: ms, rate: flop / ms / 1e9, unit: "TFLOP/s"))
                 }

@@ -30,7 +30,7 @@ final class CUDAImplicitGEMMConvolutionTests: XCTestCase {
     /// as the same path; a variant this build does not have is not a path.
     func testPathChoicesRoundTripThroughTheirTuningCodes() {
         var paths: [CUDAEightBitConvolution.Path] = [.sixteenBit(""), .sixteenBit("16 bit measured faster (40.0 vs 52.1 µs)")]
-        paths += CUDAKernels.WarpSpecializedGEMM.convolutionVariants(.int8).map { .warpSpecialized($0) }
+        paths += CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) }
         for path in paths {
             XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: path.tuningCode), path, path.tuningCode)
         }
@@ -40,10 +40,17 @@ final class CUDAImplicitGEMMConvolutionTests: XCTestCase {
         XCTAssertNil(CUDAEightBitConvolution.Path(tuningCode: "implicit"))
     }
 
-    /// FP8 convolutions keep FP32 totals beside the accumulators: the 128×256 tile (128 accumulators a thread) would
-    /// need 256 registers for both, more than a consumer has, so it is not one of FP8's variants; INT8 has them all.
-    func testFP8ConvolutionsLeaveOutTheTileWithoutRegistersForTotals() {
-        XCTAssertEqual(CUDAKernels.WarpSpecializedGEMM.convolutionVariants(.int8), CUDAKernels.WarpSpecializedGEMM.variants)
-        XCTAssertEqual(CUDAKernels.WarpSpecializedGEMM.convolutionVariants(.fp8).map(\.columns).sorted(), [64, 128, 128])
+    /// FP8 sums deeper than 1280 products (every SDXL 3×3 convolution: 9 · 320 = 2880 and up) keep FP32 totals beside
+    /// the accumulators: the 128×256 tile (128 accumulators a thread) would need 256 registers for both, more than a
+    /// consumer has, so it is not one of their variants. INT8 sums are exact in INT32 and keep every variant.
+    func testDeepFP8SumsLeaveOutTheTileWithoutRegistersForTotals() {
+        typealias GEMM = CUDAKernels.WarpSpecializedGEMM
+        XCTAssertEqual(GEMM.variants(.int8, depth: 9 * 1280), GEMM.variants)
+        XCTAssertEqual(GEMM.variants(.fp8, depth: 9 * 320).map(\.columns).sorted(), [64, 128, 128])
+        XCTAssertEqual(GEMM.variants(.fp8, depth: 1280), GEMM.variants)
+        XCTAssertEqual(GEMM.variants(.fp8, depth: 1296).map(\.columns).sorted(), [64, 128, 128])
+        XCTAssertEqual(GEMM.gegluVariants(.fp8, depth: 2048).map(\.columns), [128, 128])
+        XCTAssertFalse(GEMM.promotesSums(.int8, depth: 9 * 1280))
+        XCTAssertFalse(GEMM.promotesSums(.fp8, depth: 1 * 320))
     }
 }

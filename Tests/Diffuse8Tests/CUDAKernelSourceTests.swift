@@ -36,23 +36,33 @@ final class CUDAKernelSourceTests: XCTestCase {
     }
 
     /// The wgmma GEMM uses Hopper-only instructions (wgmma, TMA, setmaxnreg): sm_90a, each tile variant, INT8 and FP8,
-    /// the variants with GEGLU or level 4's FP8 rounding in the epilogue, and the implicit-GEMM convolution per tile width.
+    /// the variants with GEGLU or level 4's FP8 rounding in the epilogue, and the implicit-GEMM convolution per tile width;
+    /// for FP8, each also with FP32 totals (deep sums) where the variant runs them.
     func testWarpSpecializedGEMMCompilesForHopper() throws {
         let nvrtc = try nvrtc()
         for variant in CUDAKernels.WarpSpecializedGEMM.variants {
             for format in [QuantizedFormat.int8, .fp8] {
-                assertCompiles("diffuse8_ws_gemm \(variant) \(format)", CUDAKernels.warpSpecializedSource(variant, format: format),
-                               architectures: ["sm_90a"], with: nvrtc)
-                assertCompiles("diffuse8_ws_gemm \(variant) \(format) FP8-rounded",
-                               CUDAKernels.warpSpecializedSource(variant, format: format, rounding: true), architectures: ["sm_90a"], with: nvrtc)
-                for tileWidth in [8, 16, 32, 64] where CUDAKernels.WarpSpecializedGEMM.convolutionVariants(format).contains(variant) {
-                    assertCompiles("diffuse8_ws_gemm \(variant) \(format) convolution, tiles \(tileWidth) wide",
-                                   CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: tileWidth),
+                // a depth without FP32 totals, and for FP8 one with them (where the variant runs it)
+                for depth in [1280, 2880] where CUDAKernels.WarpSpecializedGEMM.variants(format, depth: depth).contains(variant)
+                    && (depth == 1280 || CUDAKernels.WarpSpecializedGEMM.promotesSums(format, depth: depth)) {
+                    let promotes = CUDAKernels.WarpSpecializedGEMM.promotesSums(format, depth: depth)
+                    let name = "diffuse8_ws_gemm \(variant) \(format)\(promotes ? ", FP32 totals" : "")"
+                    assertCompiles(name, CUDAKernels.warpSpecializedSource(variant, format: format, promotes: promotes),
+                                   architectures: ["sm_90a"], with: nvrtc)
+                    assertCompiles(name + " FP8-rounded", CUDAKernels.warpSpecializedSource(variant, format: format, rounding: true, promotes: promotes),
+                                   architectures: ["sm_90a"], with: nvrtc)
+                    for tileWidth in [8, 16, 32, 64] {
+                        assertCompiles(name + " convolution, tiles \(tileWidth) wide",
+                                       CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: tileWidth, promotes: promotes),
+                                       architectures: ["sm_90a"], with: nvrtc)
+                    }
+                    guard CUDAKernels.WarpSpecializedGEMM.gegluVariants(format, depth: depth).contains(variant) else { continue }
+                    assertCompiles(name + " GEGLU", CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, promotes: promotes),
+                                   architectures: ["sm_90a"], with: nvrtc)
+                    assertCompiles(name + " GEGLU, codes out",
+                                   CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, gegluCodes: true, promotes: promotes),
                                    architectures: ["sm_90a"], with: nvrtc)
                 }
-                guard CUDAKernels.WarpSpecializedGEMM.gegluVariants.contains(variant) else { continue }
-                assertCompiles("diffuse8_ws_gemm \(variant) \(format) GEGLU",
-                               CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true), architectures: ["sm_90a"], with: nvrtc)
             }
         }
     }

@@ -229,12 +229,15 @@ final class CUDATuningRecordTests: XCTestCase {
     }
 
     func testFP8LayersCompeteOnlyOnPathsThatRunFP8() {
-        let int8 = CUDAEightBitLinear.GEMMPath.candidates(.int8, wgmma: true)
-        let fp8 = CUDAEightBitLinear.GEMMPath.candidates(.fp8, wgmma: true)
+        let int8 = CUDAEightBitLinear.GEMMPath.candidates(.int8, depth: 5120, wgmma: true)
+        let fp8 = CUDAEightBitLinear.GEMMPath.candidates(.fp8, depth: 640, wgmma: true)
         XCTAssertTrue(int8.contains(.cuDNN))
+        XCTAssertEqual(int8.count, CUDAKernels.WarpSpecializedGEMM.variants.count + 2)
         XCTAssertFalse(fp8.contains(.cuDNN), "cuDNN's fused matmul is INT8 only")
         XCTAssertEqual(fp8.count, CUDAKernels.WarpSpecializedGEMM.variants.count + 1)
-        XCTAssertEqual(CUDAEightBitLinear.GEMMPath.candidates(.fp8, wgmma: false), [.cuBLASLt])
+        // FP8 sums over 5120 inputs keep FP32 totals, which leave no registers for the 128×256 tile
+        XCTAssertEqual(CUDAEightBitLinear.GEMMPath.candidates(.fp8, depth: 5120, wgmma: true).count, CUDAKernels.WarpSpecializedGEMM.variants.count)
+        XCTAssertEqual(CUDAEightBitLinear.GEMMPath.candidates(.fp8, depth: 640, wgmma: false), [.cuBLASLt])
         XCTAssertEqual(CUDAEightBitLinear.GEMMPath.cuBLASLt.description(for: .fp8), "cuBLASLt FP8 E4M3")
     }
 
@@ -244,7 +247,7 @@ final class CUDATuningRecordTests: XCTestCase {
         XCTAssertEqual(Set(paths.map(\.tuningCode)).count, paths.count)
         for unknown in ["wgmma 256 3 ping-pong", "cuBLASLt", "", "cudnn "] { XCTAssertNil(CUDAEightBitLinear.GEMMPath(tuningCode: unknown)) }
 
-        let geglu = CUDAEightBitLinear.GEGLUPath.candidates
+        let geglu = CUDAEightBitLinear.GEGLUPath.candidates(.int8, depth: 1280)
         XCTAssertEqual(geglu.count, 1 + CUDAKernels.WarpSpecializedGEMM.gegluVariants.count)
         for path in geglu { XCTAssertEqual(CUDAEightBitLinear.GEGLUPath(tuningCode: path.tuningCode), path) }
         XCTAssertEqual(Set(geglu.map(\.tuningCode)).count, geglu.count)

@@ -158,8 +158,10 @@ extension CUDABenchmark {
     }
 
     /// 8-bit Linear layers and GEGLU projections at SDXL's shapes (batch 2; the 64² and 32² latents' transformer
-    /// levels), each a whole layer (input quantize, GEMM with its epilogue; GEGLU and the following quantize pass where
-    /// a path has them): every path of the format, per call of ten captured in a CUDA graph (device time).
+    /// levels), each as the UNet runs it: input codes from its producer (LayerNorm, attention, GEGLU), the GEMM with its
+    /// epilogue; a GEGLU projection writes the FF output layer's input codes (in its epilogue, by the GEGLU kernel, or
+    /// by a quantize pass, as the path has it). Every path of the format, per call of ten captured in a CUDA graph
+    /// (device time).
     private static func eightBitLinearRows(kernels: CUDAKernels, random: inout SelfTestRandom, add: (Row) -> Void) throws {
         let context = kernels.context
         let (major, minor) = context.computeCapability
@@ -167,19 +169,21 @@ extension CUDABenchmark {
         let linears = [("Q/K/V 64²", 8192, 640, 1920, false), ("to_out 64²", 8192, 640, 640, true), ("FF out 64²", 8192, 2560, 640, true),
                        ("Q/K/V 32²", 2048, 1280, 3840, false), ("to_out 32²", 2048, 1280, 1280, true), ("FF out 32²", 2048, 5120, 1280, true)]
         let gegluProjections = [("GEGLU 64²", 8192, 640, 2560), ("GEGLU 32²", 2048, 1280, 5120)]
+        // the layer and its input codes
         func layer(_ format: QuantizedFormat, rows: Int, k: Int, n: Int) throws -> (CUDAEightBitLinear, CUDATensor) {
             let x = random.normalHalfRounded([rows, k]), weight = random.normalHalfRounded([n, k], scale: 0.05)
             let quantized = QuantizedLayer(name: "bench", kind: .linear,
                                            weight: QuantizedWeight(quantizing: weight, format: format, perChannel: format == .int8),
                                            inputAmax: 3, smoothing: nil, outputAmax: nil)
             let linear = Linear(name: "bench", weight: quantized.weight.dequantized(), bias: random.normalHalfRounded([n]))
-            return (try CUDAEightBitLinear(kernels, linear, quantized), try kernels.upload(x))
+            let w = try CUDAEightBitLinear(kernels, linear, quantized)
+            return (w, try kernels.quantize(try kernels.upload(x), format: format, scale: w.inputScale, smoothing: nil))
         }
         for format in [QuantizedFormat.int8, .fp8] where format == .int8 || major * 10 + minor >= 89 {
             for (name, rows, k, n, withResidual) in linears {
                 let (w, x) = try layer(format, rows: rows, k: k, n: n)
                 let residual = withResidual ? try kernels.upload(random.normalHalfRounded([rows, n])) : nil
-                for path in CUDAEightBitLinear.GEMMPath.candidates(format, wgmma: kernels.runsWarpSpecializedGEMM) {
+                for path in CUDAEightBitLinear.GEMMPath.candidates(format, depth: k, wgmma: kernels.runsWarpSpecializedGEMM) {
                     w.forcedGEMM = path
                     // the first call outside the capture makes the path's plan or descriptors
                     guard (try? kernels.eightBitLinear(x, w, residual: residual)) != nil, w.fallbackReason == nil else { continue }
@@ -190,11 +194,11 @@ extension CUDABenchmark {
             }
             for (name, rows, k, n) in gegluProjections {
                 let (w, x) = try layer(format, rows: rows, k: k, n: 2 * n)
-                let fused = kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.gegluVariants : []
-                for path in [CUDAEightBitLinear.GEGLUPath.separate] + fused.map({ .fused($0) }) {
+                let (reader, _) = try layer(format, rows: 16, k: n, n: k)
+                for path in kernels.runsWarpSpecializedGEMM ? CUDAEightBitLinear.GEGLUPath.candidates(format, depth: k) : [.separate] {
                     w.forcedGEGLU = path
-                    guard (try? kernels.eightBitGEGLU(x, w, reader: nil)) != nil, w.fallbackReason == nil else { continue }
-                    let ms = try graphTime(context) { try kernels.eightBitGEGLU(x, w, reader: nil) }
+                    guard (try? kernels.eightBitGEGLU(x, w, reader: reader)) != nil, w.fallbackReason == nil else { continue }
+                    let ms = try graphTime(context) { try kernels.eightBitGEGLU(x, w, reader: reader) }
                     add(Row(name: "SDXL 8-bit \(name) \(format.reportName), \(path), graph", shape: "M\(rows) K\(k) N2×\(n)",
                             milliseconds: ms, rate: 4.0 * Double(rows * n) * Double(k) / ms / 1e9, unit: "TFLOP/s"))
                 }
@@ -220,7 +224,7 @@ extension CUDABenchmark {
                 let conv = Conv2d(name: "bench", weight: layer.weight.dequantized(), bias: bias, stride: 1, padding: 1)
                 let input = try kernels.upload(x)
                 let paths: [CUDAKernels.WarpSpecializedGEMM?] = (context.hasCUDNN ? [nil] : [])
-                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.convolutionVariants(format) : [])
+                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.variants(format, depth: 9 * c) : [])
                 let flop = 2.0 * 2 * Double(size * size) * Double(o) * Double(c * 9)
                 for variant in paths {
                     let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: true)

@@ -119,10 +119,11 @@ extension CUDASelfTest {
             }
         }
         for format in formats {
-            // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither).
+            // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither). FP8's
+            // deepest sums without FP32 totals (K = 1280) and with them (K = 2048).
             for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),
                                            (154, 2048, 1280, false)] {
-                let paths = CUDAEightBitLinear.GEMMPath.candidates(format, wgmma: kernels.runsWarpSpecializedGEMM)
+                let paths = CUDAEightBitLinear.GEMMPath.candidates(format, depth: k, wgmma: kernels.runsWarpSpecializedGEMM)
                 for gemm in paths {
                     let library = " " + gemm.description(for: format)
                     cases.append(("8-bit linear\(library)", "[\(rows),\(k)]·[\(n),\(k)]ᵀ\(residual ? "+res" : "")", 1e-3, { r in
@@ -149,7 +150,7 @@ extension CUDASelfTest {
             // (in the wgmma epilogue, else by a pass after the GEMM). Against the simulation of each layer (the CPU hook):
             // a sum within accumulation order of a step boundary can round one FP8 step away, hence 1e-2.
             for (rows, k, c) in [(256, 320, 320), (200, 640, 80)] {
-                for gemm in CUDAEightBitLinear.GEMMPath.candidates(format, wgmma: kernels.runsWarpSpecializedGEMM) {
+                for gemm in CUDAEightBitLinear.GEMMPath.candidates(format, depth: k, wgmma: kernels.runsWarpSpecializedGEMM) {
                     cases.append(("8-bit Q/K/V, FP8-rounded \(gemm.description(for: format))", "[\(rows),\(k)]·[3×\(c),\(k)]ᵀ", 1e-2, { r in
                         let xh = r.normalHalfRounded([rows, k])
                         var amax: Float = 0
@@ -178,10 +179,11 @@ extension CUDASelfTest {
                 }
             }
             // GEGLU projections: the GEMM with GEGLU in its epilogue (each tile variant that can) and the GEMM followed by
-            // the GEGLU kernel, 16-bit out; a partial row tile and a partial column tile (n = 656 outputs).
-            for (rows, k, n) in [(154, 320, 1280), (200, 640, 656)] {
-                let paths: [CUDAEightBitLinear.GEGLUPath] = [.separate]
-                    + (kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.gegluVariants.map { .fused($0) } : [])
+            // the GEGLU kernel, 16-bit out; a partial row tile and a partial column tile (n = 656 outputs); FP8 sums with
+            // FP32 totals (K = 2048).
+            for (rows, k, n) in [(154, 320, 1280), (200, 640, 656), (130, 2048, 320)] {
+                let paths: [CUDAEightBitLinear.GEGLUPath] = kernels.runsWarpSpecializedGEMM
+                    ? CUDAEightBitLinear.GEGLUPath.candidates(format, depth: k) : [.separate]
                 for path in paths {
                     cases.append(("8-bit GEGLU projection \(format) \(path)", "[\(rows),\(k)]·[\(2 * n),\(k)]ᵀ", 1e-3, { r in
                         let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([2 * n, k], scale: 0.05)
@@ -200,6 +202,44 @@ extension CUDASelfTest {
                     }))
                 }
             }
+            // GEGLU projections that hand the next layer (FF out, with SmoothQuant factors) its input codes: written by the
+            // wgmma epilogue from FP32, or by the GEGLU kernel after the GEMM. As code values against the simulation's
+            // codes of the FP32 GEGLU; a value within accumulation order of a rounding boundary may land one step away.
+            for (rows, k, n) in [(154, 320, 1280), (200, 640, 656)] {
+                let paths: [CUDAEightBitLinear.GEGLUPath] = kernels.runsWarpSpecializedGEMM
+                    ? CUDAEightBitLinear.GEGLUPath.candidates(format, depth: k) : [.separate]
+                for path in paths {
+                    cases.append(("8-bit GEGLU projection \(format) \(path), next layer's codes", "[\(rows),\(k)]·[\(2 * n),\(k)]ᵀ", 1e-2, { r in
+                        let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([2 * n, k], scale: 0.05)
+                        let bh = r.normalHalfRounded([2 * n])
+                        var amax: Float = 0
+                        for v in xh.scalars { amax = max(amax, abs(v)) }
+                        let layer = QuantizedLayer(name: "check", kind: .linear,
+                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                        let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
+                        let geglu = CPUKernels.geglu(CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh))
+                        let smoothing: [Float] = (0..<n).map { i in Float(0.5) + Float((i * 5) % 13) * Float(0.1) }
+                        var readerAmax: Float = 0
+                        for i in 0..<geglu.count { readerAmax = max(readerAmax, abs(geglu.scalars[i] * smoothing[i % n])) }
+                        let readerLayer = QuantizedLayer(name: "check.next", kind: .linear,
+                                                         weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, n], scale: 0.05), format: format,
+                                                                                 perChannel: format == .int8),
+                                                         inputAmax: 0.7 * readerAmax, smoothing: smoothing, outputAmax: nil)
+                        let reader = try CUDAEightBitLinear(kernels, Linear(name: "check.next", weight: readerLayer.weight.dequantized(), bias: nil),
+                                                            readerLayer)
+                        let w = try CUDAEightBitLinear(kernels, linear, layer)
+                        w.forcedGEGLU = path
+                        let y = try kernels.eightBitGEGLU(try kernels.upload(xh), w, reader: reader)
+                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                        guard y.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3) else { throw CUDAError.invalidArgument("wrote \(y.dtype), not the next layer's codes") }
+                        let scale = format.scale(forAmax: 0.7 * readerAmax)
+                        return (y, Tensor(shape: geglu.shape, scalars: geglu.scalars.indices.map { i in
+                            format.decode(format.encode(geglu.scalars[i] * smoothing[i % n], scale: scale), scale: 1)
+                        }))
+                    }))
+                }
+            }
             // Convolutions: cuDNN's 8-bit graph, and our implicit-GEMM kernel in each tile variant (stride 1), on
             // channels-last codes, per-channel (INT8) or per-tensor (FP8) weight scales. For our kernel: 96 channels (the
             // last 128-channel slice half outside), 80 outputs (a partial column tile), 20² (tiles past the image's edge).
@@ -207,7 +247,7 @@ extension CUDASelfTest {
             let convolutions = [(2, 320, 32, 320, 3, 1, true), (2, 64, 16, 128, 3, 2, true), (1, 32, 8, 48, 1, 1, false),
                                 (2, 96, 20, 80, 3, 1, true), (1, 1280, 8, 128, 3, 1, true)]
             for (n, c, hw, o, k, stride, withBias) in convolutions {
-                let ours = kernels.runsWarpSpecializedGEMM && stride == 1 ? CUDAKernels.WarpSpecializedGEMM.convolutionVariants(format) : []
+                let ours = kernels.runsWarpSpecializedGEMM && stride == 1 ? CUDAKernels.WarpSpecializedGEMM.variants(format, depth: k * k * c) : []
                 for variant in [nil] + ours.map(Optional.some) {
                     cases.append(("8-bit convolution \(format)\(variant.map { ", \($0)" } ?? ", cuDNN")",
                                   "B\(n) C\(c) \(hw)² → \(o) \(k)×\(k)/\(stride)\(withBias ? "+bias" : "")", 1e-3, { r in

@@ -39,6 +39,8 @@ package final class CUDAEightBitConvolution {
     let format: QuantizedFormat
     let inChannels: Int, outChannels: Int, kernelHeight: Int, kernelWidth: Int
     let stride: Int, padding: Int
+    /// Products summed per output: kh · kw · c.
+    var depth: Int { kernelHeight * kernelWidth * inChannels }
     /// [o, kh, kw, c] codes.
     let codes: CUDATensor
     /// α[o] = input scale · weight scale[o], FP32.

@@ -15,7 +15,7 @@ package final class CUDAEightBitLinear {
     let smoothing: CUDATensor?
     /// Calibrated amax of the (smoothed) input, and the activation scale amax / max it gives.
     let inputAmax: Float
-    let inputScale: Float
+    package let inputScale: Float
     /// FP32 on the device: weight scales ([1] or [out]).
     let weightScales: CUDATensor
     /// FP32 on the device. FP8: weight scale at offset 0, input scale at 16 bytes (cuBLASLt's A and B scale
@@ -48,9 +48,10 @@ package final class CUDAEightBitLinear {
         /// residual in its epilogue.
         case cuBLASLt
 
-        /// The paths for `format` (the wgmma variants where the card runs them).
-        package static func candidates(_ format: QuantizedFormat, wgmma: Bool) -> [GEMMPath] {
-            (wgmma ? CUDAKernels.WarpSpecializedGEMM.variants.map { .warpSpecialized($0) } : []) + (format == .int8 ? [.cuDNN, .cuBLASLt] : [.cuBLASLt])
+        /// The paths for `format` over `depth` inputs (the wgmma variants where the card runs them).
+        package static func candidates(_ format: QuantizedFormat, depth: Int, wgmma: Bool) -> [GEMMPath] {
+            (wgmma ? CUDAKernels.WarpSpecializedGEMM.variants(format, depth: depth).map { .warpSpecialized($0) } : [])
+                + (format == .int8 ? [.cuDNN, .cuBLASLt] : [.cuBLASLt])
         }
 
         /// The path for INT8 layers (the report's wording).
@@ -99,11 +100,14 @@ package final class CUDAEightBitLinear {
     package enum GEGLUPath: Hashable, Sendable, CustomStringConvertible {
         /// The layer's tuned GEMM, then the GEGLU kernel (which writes the next layer's codes).
         case separate
-        /// Our wgmma GEMM with GEGLU in its epilogue, then the next layer's quantize pass.
+        /// Our wgmma GEMM with GEGLU in its epilogue, which writes the next layer's codes where that layer takes them
+        /// in this layer's format (else 16 bit, and that layer's quantize pass).
         case fused(CUDAKernels.WarpSpecializedGEMM)
 
-        /// Both ways, the fused one in each tile variant that can.
-        static var candidates: [GEGLUPath] { [.separate] + CUDAKernels.WarpSpecializedGEMM.gegluVariants.map { .fused($0) } }
+        /// Both ways for `format` over `depth` inputs, the fused one in each tile variant that can.
+        package static func candidates(_ format: QuantizedFormat, depth: Int) -> [GEGLUPath] {
+            [.separate] + CUDAKernels.WarpSpecializedGEMM.gegluVariants(format, depth: depth).map { .fused($0) }
+        }
 
         package var description: String {
             switch self {
@@ -130,7 +134,8 @@ package final class CUDAEightBitLinear {
 
         /// The path a choice names, among this build's (nil for anything else).
         init?(tuningCode: String) {
-            guard let path = Self.candidates.first(where: { $0.tuningCode == tuningCode }) else { return nil }
+            let all = [GEGLUPath.separate] + CUDAKernels.WarpSpecializedGEMM.gegluVariants.map { .fused($0) }
+            guard let path = all.first(where: { $0.tuningCode == tuningCode }) else { return nil }
             self = path
         }
     }
@@ -146,6 +151,10 @@ package final class CUDAEightBitLinear {
     /// Host copies for `epilogue`: α per output column, and the bias.
     private let alphaValues: [Float]
     private let biasValues: [Float]?
+    /// Made on first use by a producer that writes this layer's codes in its epilogue (the wgmma GEGLU): the
+    /// SmoothQuant factors (ones without), then the input scale (FP32 [in + 1]); and their host copy.
+    private var codeFactors: CUDATensor?
+    private let smoothingValues: [Float]?
     /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
     var fallbackWeight: CUDATensor?
     package var fallbackReason: String?
@@ -197,6 +206,7 @@ package final class CUDAEightBitLinear {
         self.bias = try bias.map { try kernels.upload($0) }
         biasValues = bias?.scalars
         smoothing = try layer.smoothing.map { try context.upload(Tensor(shape: [$0.count], scalars: $0), dtype: .float32) }
+        smoothingValues = layer.smoothing
         inputAmax = amax
         let inputScale = layer.format.scale(forAmax: amax)
         self.inputScale = inputScale
@@ -224,6 +234,16 @@ package final class CUDAEightBitLinear {
         return made
     }
 
+    /// The FP32 [in + 1] operands with which a producer's epilogue writes this layer's input codes: the SmoothQuant
+    /// factors (ones without) and the input scale (made on first use).
+    func codeFactorOperands(_ kernels: CUDAKernels) throws -> CUDATensor {
+        if let codeFactors { return codeFactors }
+        let values = (smoothingValues ?? [Float](repeating: 1, count: inFeatures)) + [inputScale]
+        let made = try kernels.context.upload(Tensor(shape: [values.count], scalars: values), dtype: .float32)
+        codeFactors = made
+        return made
+    }
+
     /// The TMA descriptor of the codes for `variant`'s tile (made on first use); with `halves`, for the GEGLU-fused
     /// GEMM (`CUDAKernels.warpSpecializedGEGLU`).
     func weightMap(for variant: CUDAKernels.WarpSpecializedGEMM, kernels: CUDAKernels, halves: Bool = false) throws -> CUDATensorMap {
@@ -243,7 +263,7 @@ package final class CUDAEightBitLinear {
     /// Device bytes of the weight (codes, scales, bias, smoothing).
     var byteCount: Int {
         codes.byteCount + weightScales.byteCount + scales.byteCount + (bias?.byteCount ?? 0) + (smoothing?.byteCount ?? 0)
-            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0) + (epilogue?.byteCount ?? 0)
+            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0) + (epilogue?.byteCount ?? 0) + (codeFactors?.byteCount ?? 0)
     }
 }
 

@@ -244,15 +244,17 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
         // TMA needs 16-byte aligned rows: unaligned operands leave the wgmma GEMM out (a separate problem).
         let wgmma = runsWarpSpecializedGEMM && [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
+        let candidates = CUDAEightBitLinear.GEMMPath.candidates(w.format, depth: w.inFeatures, wgmma: wgmma)
         if let forced = w.forcedGEMM {
-            if case .warpSpecialized = forced, !wgmma {
-                throw CUDAError.invalidArgument("linear \(w.name): the wgmma 8-bit GEMM needs compute capability 9.0 and 16-byte aligned operands")
+            guard candidates.contains(forced) else {
+                throw CUDAError.invalidArgument("linear \(w.name): \(forced.description(for: w.format)) does not run here (the wgmma 8-bit GEMM "
+                                                + "needs compute capability 9.0 and 16-byte aligned operands; FP8 over more than 1280 "
+                                                + "inputs leaves out its 128×256 tile)")
             }
             return try run(forced)
         }
         let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: residual != nil, wgmma: wgmma, rounded: rounding != nil)
         if let kept = w.gemmPaths[call] { return try run(kept) }
-        let candidates = CUDAEightBitLinear.GEMMPath.candidates(w.format, wgmma: wgmma)
         let key = Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
                                                bias: w.bias != nil, residual: residual != nil, storageType: storageType, wgmma: wgmma)
             + (rounding == nil ? "" : " fp8-rounded=1")
@@ -281,7 +283,8 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// `geglu` of the 8-bit GEGLU projection `w` of x (diffusers' GEGLU: the projection's first half times GELU of its
     /// second half), as `reader`'s input codes where `reader` takes them, else 16-bit. By the path chosen for the
     /// problem: the tuned GEMM into [rows, 2n] and then the GEGLU kernel writing the codes, or (sm_90a) our wgmma GEMM
-    /// with GEGLU in its epilogue — half the GEMM's output, 16-bit [rows, n] — and then `reader`'s quantize pass.
+    /// with GEGLU in its epilogue, which writes `reader`'s codes itself (when `reader` is in the same format; else
+    /// 16-bit [rows, n] and `reader`'s quantize pass).
     package func eightBitGEGLU(_ x: CUDATensor, _ w: CUDAEightBitLinear, reader: CUDAEightBitLinear?) throws -> CUDATensor {
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("GEGLU projection \(w.name): input \(x.shape) for \(w.inFeatures) input features")
@@ -300,11 +303,18 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             case .separate:
                 result = try geglu(try eightBitLinear(codes, w, residual: nil), quantizingFor: consumer)
             case .fused(let variant):
-                let y = try output(shape)
-                try warpSpecializedGEGLU(variant, format: w.format, codes: codes, rows: rows, weight: w.codes,
-                                         weightMap: try w.weightMap(for: variant, kernels: self, halves: true),
-                                         epilogue: try w.epilogueOperands(self), y: y)
-                result = try consumer.map { try quantize(y, format: $0.format, scale: $0.inputScale, smoothing: $0.smoothing) } ?? y
+                let weightMap = try w.weightMap(for: variant, kernels: self, halves: true)
+                if let consumer, consumer.format == w.format {
+                    let y = try context.empty(shape, dtype: consumer.codeType)
+                    try warpSpecializedGEGLU(variant, format: w.format, codes: codes, rows: rows, weight: w.codes, weightMap: weightMap,
+                                             epilogue: try w.epilogueOperands(self), codeFactors: try consumer.codeFactorOperands(self), y: y)
+                    result = y
+                } else {
+                    let y = try output(shape)
+                    try warpSpecializedGEGLU(variant, format: w.format, codes: codes, rows: rows, weight: w.codes, weightMap: weightMap,
+                                             epilogue: try w.epilogueOperands(self), y: y)
+                    result = try consumer.map { try quantize(y, format: $0.format, scale: $0.inputScale, smoothing: $0.smoothing) } ?? y
+                }
             }
             w.lastGEGLUPath = path
         }
@@ -316,7 +326,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         } else if let kept = w.gegluPaths[call] {
             try run(kept)
         } else {
-            let candidates = aligned ? CUDAEightBitLinear.GEGLUPath.candidates : [.separate]
+            let candidates = aligned ? CUDAEightBitLinear.GEGLUPath.candidates(w.format, depth: w.inFeatures) : [.separate]
             let key = "geglu-" + Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
                                                              bias: w.bias != nil, residual: false, storageType: storageType, wgmma: aligned)
                 + " codes=\(consumer == nil ? 0 : 1)"

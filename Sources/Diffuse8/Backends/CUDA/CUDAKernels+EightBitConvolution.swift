@@ -13,7 +13,7 @@ extension CUDAKernels {
         }
         let capturing = context.allocator.isCapturing
         if let variant = w.forcedWGMMA {
-            guard w.runsWarpSpecialized(self), WarpSpecializedGEMM.convolutionVariants(w.format).contains(variant) else {
+            guard w.runsWarpSpecialized(self), WarpSpecializedGEMM.variants(w.format, depth: w.depth).contains(variant) else {
                 throw CUDAError.invalidArgument("convolution \(w.name): our implicit-GEMM kernel needs stride 1, an odd square kernel "
                                                 + "with padding kernel / 2, a compute capability 9.0 card, and one of its "
                                                 + "\(w.format.reportName) tile variants, not \(variant)")
@@ -54,7 +54,7 @@ extension CUDAKernels {
                 var candidates: [CUDAEightBitConvolution.Path] = []
                 if case .eightBit = cuDNN { candidates.append(cuDNN) }
                 if allowsWGMMA, w.runsWarpSpecialized(self) {
-                    candidates += WarpSpecializedGEMM.convolutionVariants(w.format).map { .warpSpecialized($0) }
+                    candidates += WarpSpecializedGEMM.variants(w.format, depth: w.depth).map { .warpSpecialized($0) }
                 }
                 guard let first = candidates.first else { return .init(cuDNN, timed: !capturing, ran: false) }
                 if capturing { return .init(first, timed: false, ran: false) }

@@ -54,14 +54,28 @@ extension CUDAKernels {
                                        WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false),
                                        WarpSpecializedGEMM(columns: 256, stages: 3, pingPong: false)]
 
-        /// The variants that can fuse GEGLU: their tile's BN/2 outputs fill whole 64-column store boxes.
-        package static let gegluVariants = variants.filter { $0.columns >= 128 }
+        /// Whether sums over `depth` products (K: a Linear layer's inputs, a convolution's taps × channels) of `format`
+        /// are added to FP32 totals every four slices (the kernel's `PROMOTE`). FP8 `wgmma` accumulates with fewer
+        /// bits than FP32, so its error grows with the depth: on H200, 9.1–9.2e-4 from the simulated layer at
+        /// K = 2048 and 1.0e-3 at K = 2880 straight through (the self-test's bar is 1e-3), 2.1–3.9e-4 with totals.
+        /// Up to 1280 (all of SDXL's GEGLU projections and attention layers) the sums go straight through: the
+        /// totals cost registers and, for the convolutions, 1–13 % of the time.
+        package static func promotesSums(_ format: QuantizedFormat, depth: Int) -> Bool { format == .fp8 && depth > 1280 }
 
-        /// The variants that run `format`'s convolutions: FP8's keep FP32 totals beside the accumulators, which
-        /// leaves no registers for the 128×256 tile.
-        package static func convolutionVariants(_ format: QuantizedFormat) -> [WarpSpecializedGEMM] {
-            format == .fp8 ? variants.filter { $0.columns <= 128 } : variants
+        /// The variants that run `format`'s products over `depth`: with FP32 totals beside the accumulators, the
+        /// 128×256 tile has no registers left (ptxas: 396 bytes of spills).
+        package static func variants(_ format: QuantizedFormat, depth: Int) -> [WarpSpecializedGEMM] {
+            promotesSums(format, depth: depth) ? variants.filter { $0.columns <= 128 } : variants
         }
+
+        /// The variants that can fuse GEGLU over `depth` inputs: their tile's BN/2 outputs fill whole 64-column
+        /// store boxes.
+        package static func gegluVariants(_ format: QuantizedFormat, depth: Int) -> [WarpSpecializedGEMM] {
+            variants(format, depth: depth).filter { $0.columns >= 128 }
+        }
+
+        /// Every variant that fuses GEGLU at some depth.
+        package static let gegluVariants = variants.filter { $0.columns >= 128 }
     }
 
     /// Whether this card runs the warp-specialized GEMM: `wgmma`/TMA need sm_90a (compute capability 9.0 exactly),
@@ -79,7 +93,8 @@ extension CUDAKernels {
                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor,
                              residual: CUDATensor?, roundingScales: CUDATensor? = nil, y: CUDATensor) throws {
         let (n, k) = (weight.shape[0], weight.shape[1])
-        let function = try warpSpecializedFunction(variant, format: format, rounding: roundingScales != nil)
+        let function = try warpSpecializedFunction(variant, format: format, rounding: roundingScales != nil,
+                                                   promotes: WarpSpecializedGEMM.promotesSums(format, depth: k))
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
@@ -91,17 +106,23 @@ extension CUDAKernels {
 
     /// y[rows, n] = a · gelu(g) (diffusers' GEGLU) of the GEGLU projection [2n, k] in one kernel: a and g are the
     /// dequantized products of weight rows j and n + j, each with its α and bias (`epilogue` as above, 2n columns).
+    /// With `codeFactors` (FP32 [n + 1]: the reading layer's SmoothQuant factors, ones without, then its input scale),
+    /// y is instead that layer's input codes [rows, n] in `format`, rounded from FP32 as the quantize pass rounds.
     /// `weightMap` comes from `warpSpecializedWeightMap(_:_:halves: true)`. Requirements as above; n a multiple of 16.
     func warpSpecializedGEGLU(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, codes: CUDATensor, rows: Int,
-                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor, y: CUDATensor) throws {
+                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor, codeFactors: CUDATensor? = nil,
+                              y: CUDATensor) throws {
         let (n, k) = (weight.shape[0] / 2, weight.shape[1])
-        let function = try warpSpecializedFunction(variant, format: format, geglu: true)
+        let function = try warpSpecializedFunction(variant, format: format, geglu: true, gegluCodes: codeFactors != nil,
+                                                   promotes: WarpSpecializedGEMM.promotesSums(format, depth: k))
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
-        let outputMap = try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+        let outputMap = codeFactors == nil
+            ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+            : try context.tensorMap(y.address, extents: [n, rows], box: [variant.columns / 2, 64], swizzled: variant.columns == 256)
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns / 2 - 1) / (variant.columns / 2))
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
-            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(0),
+            .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(codeFactors?.address ?? 0),
             .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
@@ -115,7 +136,8 @@ extension CUDAKernels {
                                     y: CUDATensor) throws {
         let (o, kernelSize, c) = (weight.shape[0], weight.shape[1], weight.shape[3])
         let tileWidth = Self.convolutionTileWidth(variant, height: height, width: width)
-        let function = try warpSpecializedFunction(variant, format: format, convolutionTileWidth: tileWidth)
+        let function = try warpSpecializedFunction(variant, format: format, convolutionTileWidth: tileWidth,
+                                                   promotes: WarpSpecializedGEMM.promotesSums(format, depth: kernelSize * kernelSize * c))
         let inputMap = try context.tensorMap(codes.address, extents: [c, width, height, images],
                                              box: [128, tileWidth, variant.rows / tileWidth, 1])
         let outputMap = try context.tensorMap(y.address, extents: [o, width, height, images], box: [64, tileWidth, 64 / tileWidth, 1],
@@ -174,12 +196,18 @@ extension CUDAKernels {
     /// keep their registers: with the rounding compiled into every kernel, the tuner's picks for plain INT8 layers moved
     /// to smaller tiles and SDXL's INT8 GEMMs took 13.9 instead of 10.7 ms).
     private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
-                                         rounding: Bool = false, convolutionTileWidth: Int? = nil) throws -> CUDAFunction {
+                                         gegluCodes: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
+                                         promotes: Bool) throws -> CUDAFunction {
+        guard !promotes || variant.columns <= 128 else {
+            throw CUDAError.invalidArgument("the \(variant) tile has no registers for FP32 totals")
+        }
         let module = "diffuse8_ws_gemm_\(format == .int8 ? "int8" : "fp8")_\(variant.pingPong ? "pp" : "coop")\(variant.columns)_s\(variant.stages)"
-            + (geglu ? "_geglu" : "") + (rounding ? "_round" : "") + (convolutionTileWidth.map { "_conv\($0)" } ?? "")
+            + (geglu ? "_geglu" : "") + (gegluCodes ? "_codes" : "") + (rounding ? "_round" : "") + (convolutionTileWidth.map { "_conv\($0)" } ?? "")
+            + (promotes ? "_promote" : "")
         let function = try compiler.function("gemm8_ws", module: module, architecture: "sm_90a",
-                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu, rounding: rounding,
-                                                                                convolutionTileWidth: convolutionTileWidth))
+                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu, gegluCodes: gegluCodes,
+                                                                                rounding: rounding,
+                                                                                convolutionTileWidth: convolutionTileWidth, promotes: promotes))
         try compiler.allowSharedMemory(function, bytes: variant.sharedBytes)
         return function
     }
@@ -213,19 +241,21 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         """
     }
 
-    /// The kernel's source for `variant`: plain, with GEGLU or the FP8 rounding in its epilogue, or, with a
-    /// `convolutionTileWidth`, the implicit-GEMM convolution whose tiles are that many image columns wide (in FP8, its
-    /// sums added to FP32 totals every four 128-deep slices).
+    /// The kernel's source for `variant`: plain, with GEGLU (16-bit out, or with `gegluCodes` the next layer's 8-bit
+    /// codes in `format`) or the FP8 rounding in its epilogue, or, with a
+    /// `convolutionTileWidth`, the implicit-GEMM convolution whose tiles are that many image columns wide; with
+    /// `promotes` (FP8, see `WarpSpecializedGEMM.promotesSums`), its sums added to FP32 totals every four 128-deep
+    /// slices.
     static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
-                                      rounding: Bool = false, convolutionTileWidth: Int? = nil) -> String {
-        // FP8 convolutions sum thousands of products per output (K = 9 · channels): their slices' sums are promoted.
-        let promotes = format == .fp8 && convolutionTileWidth != nil
+                                      gegluCodes: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
+                                      promotes: Bool = false) -> String {
         let defines = """
         #define FMT \(format == .int8 ? 0 : 1)
         #define BN \(variant.columns)
         #define STAGES \(variant.stages)
         \(variant.pingPong ? "#define PINGPONG" : "")
         \(geglu ? "#define GEGLU" : "")
+        \(geglu && gegluCodes ? "#define CODES_OUT" : "")
         \(rounding ? "#define ROUND_OUTPUT" : "")
         \(convolutionTileWidth.map { "#define CONV_TILE_WIDTH \($0)" } ?? "")
         \(promotes ? "#define PROMOTE\n#define PROMOTE_SLICES 4" : "")
@@ -308,7 +338,10 @@ __device__ __forceinline__ void tma_load_4d(u32 dst, const TensorMap* map, int x
 // epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j. With ROUND_OUTPUT defined, each Y[i, j] is then
 // rounded to the FP8 E4M3 grid of scale round_scales[j] (from FP32, before the 16-bit store). With GEGLU defined, B is
 // [2N, K] (read through a halves map) and Y[M, N] = a · gelu_erf(g) with a, g the dequantized products of B's rows j
-// and N + j.
+// and N + j. With CODES_OUT defined too, Y is instead the 8-bit codes [M, N] of the layer that reads it, in this kernel's
+// format: code(Y[i, j] · s[j] / scale) from FP32, as the quantize pass rounds, with round_scales = (s[0…N-1], scale), s
+// that layer's SmoothQuant factors (ones without), stored through y_map (8-bit, boxes of BN / 2 columns × 64 rows; in the
+// 128-byte swizzle where those are 128 bytes, else packed).
 // With CONV_TILE_WIDTH defined, an implicit-GEMM convolution (stride 1, odd kernel size KS, padding KS / 2):
 // A is the channels-last image batch [M images, H, W, K channels] (a 4-D map: box 128 channels × BW columns × BM / BW
 // rows × 1), B the weight [N, KS·KS taps, K] (a 3-D map: box 128 channels × 1 tap × BN), Y [M, H, W, N] (a 4-D map:
@@ -462,19 +495,43 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
 #ifdef GEGLU
         // The tile's first BN/2 columns are the values a, the last BN/2 their gates g (weight rows N + col), so
-        // each thread holds both of its columns' a and g: out = a · gelu(g), 16-bit.
+        // each thread holds both of its columns' a and g: out = a · gelu(g), 16-bit, or with CODES_OUT its code.
+#ifdef CODES_OUT
+        const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
+#endif
         #pragma unroll
         for (int i = 0; i < BN / 16; i++) {
             const int col = n0 + i * 8 + 2 * q;
             const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
             const float4 ea = col < N ? epilogue[col >> 1] : zero, eg = col < N ? epilogue[(N + col) >> 1] : zero;
+#ifdef CODES_OUT
+            const float2 sm = col < N ? *(const float2*)(round_scales + col) : make_float2(0.f, 0.f);
+#endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
                 const int lr = local + hh * 8, a = i * 4 + hh * 2, g = (i + BN / 16) * 4 + hh * 2;
                 const float v0 = ((float)acc[a] * ea.x + ea.z) * gelu_erf((float)acc[g] * eg.x + eg.z);
                 const float v1 = ((float)acc[a + 1] * ea.y + ea.w) * gelu_erf((float)acc[g + 1] * eg.y + eg.w);
+#ifdef CODES_OUT
+                // 64 rows of BN/2 code bytes; rows of 128 in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of
+                // the offset), shorter ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way)
+                const float c0 = divide_by_scale(v0 * sm.x, code_scale, code_r), c1 = divide_by_scale(v1 * sm.y, code_scale, code_r);
+#if FMT == 0
+                const u32 pair = code_of_quotient(c0, 0) | (code_of_quotient(c1, 0) << 8);
+#else
+                unsigned short pair;
+                asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(c1), "f"(c0));
+#endif
+                const u32 offset = lr * (BN / 2) + i * 8 + 2 * q;
+#if BN == 256
+                asm volatile("st.shared.b16 [%0], %1;\n" :: "r"(out + (offset ^ ((offset >> 3) & 0x70))), "h"((unsigned short)pair) : "memory");
+#else
+                asm volatile("st.shared.b16 [%0], %1;\n" :: "r"(out + offset), "h"((unsigned short)pair) : "memory");
+#endif
+#else
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
                 asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
+#endif
             }
         }
 #else
@@ -505,6 +562,10 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");   // make the buffer visible to TMA
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
         if ((tid & 127) == 0) {
+#ifdef CODES_OUT
+            asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+                         :: "l"((u64)&y_map), "r"(n0), "r"(m0 + aRows), "r"(out) : "memory");
+#else
             #pragma unroll
             for (int b = 0; b < OUT_BN / 64; b++)
                 if (n0 + b * 64 < N)
@@ -515,6 +576,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #else
                     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
                                  :: "l"((u64)&y_map), "r"(n0 + b * 64), "r"(m0 + aRows), "r"(out + b * 8192) : "memory");
+#endif
 #endif
             asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
         }

@@ -44,13 +44,17 @@ package struct CUDATuningRecord: Equatable, Sendable {
     }
 
     /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain, with
-    /// GEGLU, and as a convolution), the quantize, dequantize and GEGLU kernels, attention: a change to any of them
+    /// GEGLU in 16 bit or codes, and as a convolution; with and without FP32 totals), the quantize, dequantize and GEGLU kernels, attention: a change to any of them
     /// makes earlier measurements stale.
     static var kernelFingerprint: String {
         let gemms = [QuantizedFormat.int8, .fp8].flatMap { format in
             CUDAKernels.WarpSpecializedGEMM.variants.flatMap { variant in
-                [false, true].map { CUDAKernels.warpSpecializedSource(variant, format: format, geglu: $0) }
-                    + [CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: 64)]
+                [false, true].flatMap { promotes in
+                    [CUDAKernels.warpSpecializedSource(variant, format: format, promotes: promotes),
+                     CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, promotes: promotes),
+                     CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, gegluCodes: true, promotes: promotes),
+                     CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: 64, promotes: promotes)]
+                }
             }
         }
         let sources = gemms + [CUDAKernels.eightBitSource, CUDAKernels.fusedSource, CUDAAttentionSource.source]

@@ -35,9 +35,11 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --rounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention are rounded to their FP8 grids first,
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
-                    --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution: then that change too
-                    (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel), its graph and the
-                    first replayed in turn (both medians from the same rounds)
+                    --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass: then
+                    that change too (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel;
+                    geglu-quantize-pass: the fused GEGLU writes 16 bit and the FF output layer's quantize pass
+                    follows), its graph and the first replayed in turn (both medians from the same rounds); with
+                    --unet, the parity check runs with that change instead
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
                     IMAGES: seeds 0..<IMAGES, judged by their mean PSNR) on the CPU (FP32) and the GPU (FP16): PSNR of
@@ -215,6 +217,20 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
         exit(CUDASelfTest.ExitCode.noCUDA.rawValue)
     }
     print("device    \(kernels.context.deviceName)")
+    // --versus NAME: the benchmark's second graph, or the parity check's only configuration
+    var alternative: CUDAUNetCheck.Alternative?
+    if let name = value(after: "--versus") {
+        switch name {
+        case "wgmma-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = true }
+        case "cudnn-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = false }
+        case "rounded-qkv": alternative = .init(label: name) { $0.skipsQKVRoundingForCuDNN = false }
+        case "cudnn-convolution": alternative = .init(label: name) { $0.usesWGMMAConvolutions = false }
+        case "geglu-quantize-pass": alternative = .init(label: name) { $0.gegluWritesCodes = false }
+        default:
+            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution or geglu-quantize-pass, got \(name)")
+            exit(1)
+        }
+    }
     if let directory = value(after: "--unet-bench") {
         let (h, w) = size(value(after: "--size")) ?? (64, 64)
         do {
@@ -229,18 +245,6 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
                 var r = QuantizationRecipe.recommended(for: format)
                 r.level = try QuantizationLevel(parsing: parts[1])
                 recipe = r
-            }
-            var alternative: CUDAUNetCheck.Alternative?
-            if let name = value(after: "--versus") {
-                switch name {
-                case "wgmma-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = true }
-                case "cudnn-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = false }
-                case "rounded-qkv": alternative = .init(label: name) { $0.skipsQKVRoundingForCuDNN = false }
-                case "cudnn-convolution": alternative = .init(label: name) { $0.usesWGMMAConvolutions = false }
-                default:
-                    print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv or cudnn-convolution, got \(name)")
-                    exit(1)
-                }
             }
             let timing = try CUDAUNetCheck.benchmark(directory: directory, kernels: kernels, height: h, width: w,
                                                      reference: value(after: "--reference"),
@@ -267,9 +271,9 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
         let (h, w) = size(spec.count > 1 ? spec[1] : nil) ?? (16, 16)
         let start = CUDAKernelCompiler.now()
         do {
-            let p = try CUDAUNetCheck.parity(directory: spec[0], kernels: kernels, height: h, width: w)
+            let p = try CUDAUNetCheck.parity(directory: spec[0], kernels: kernels, height: h, width: w, alternative: alternative)
             failed = failed || !p.passed
-            print("unet parity \(spec[0]) \(p.inputShape): rel. L2 \(p.relativeL2) (limit \(p.limit))"
+            print("unet parity \(spec[0]) \(p.inputShape)\(alternative.map { " (\($0.label))" } ?? ""): rel. L2 \(p.relativeL2) (limit \(p.limit))"
                   + (p.nonFinite > 0 ? ", \(p.nonFinite) non-finite" : "") + (p.passed ? " ok" : " FAIL")
                   + " [\(Int(CUDAKernelCompiler.now() - start)) s]")
         } catch {

@@ -51,9 +51,10 @@ public enum CUDAUNetCheck {
 
     /// Loads `directory` (a diffusers `unet/` folder) on both backends and compares one evaluation.
     public static func parity(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int, width: Int,
-                              contextLength: Int = 77, seed: UInt64 = 0xC0DA) throws -> Parity {
+                              contextLength: Int = 77, seed: UInt64 = 0xC0DA, alternative: Alternative? = nil) throws -> Parity {
         let model = try QuantizedModelFolder.loadUNet(directory: directory)  // plain, or quantized (CPU simulation)
         let unet = try CUDAUNet(model, kernels: kernels, keepHostWeights: true)
+        alternative?.apply(unet.backend)
         let inputs = randomInputs(model.configuration, batch: batch, height: height, width: width, contextLength: contextLength, seed: seed)
         let context = kernels.context
         let gpu = try context.download(unet.forward(

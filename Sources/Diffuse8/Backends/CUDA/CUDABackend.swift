@@ -78,6 +78,10 @@ public final class CUDABackend: ModelBackend {
     /// measures fastest for a shape (the default); off chooses between cuDNN's 8-bit plan and 16 bit only.
     public var usesWGMMAConvolutions = true
 
+    /// Whether our wgmma GEMM with GEGLU in its epilogue writes the FF output layer's input codes itself (the default);
+    /// off, it writes 16 bit and that layer's quantize pass follows (for measurements against that form).
+    public var gegluWritesCodes = true
+
     /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
     public static let wgmmaFP8AttentionDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_WGMMA_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? false
@@ -332,10 +336,12 @@ public final class CUDABackend: ModelBackend {
             return try geglu(linear(x, projection, residual: nil), readBy: reader)
         }
         return try op("GEMM + GEGLU", layer: projection.name, kernel: {
-            if let path = w.lastGEGLUPath, case .fused = path { return path.description(for: w.format) }
+            if let path = w.lastGEGLUPath, case .fused = path {
+                return path.description(for: w.format) + (w.lastGEGLUWroteCodes ? ", codes out" : "")
+            }
             return (w.lastGEMMPath?.description(for: w.format) ?? "8 bit") + ", then the GEGLU kernel"
         }, eightBit: { w.fallbackWeight == nil }) {
-            try kernels.eightBitGEGLU(x, w, reader: eightBitReader([reader]))
+            try kernels.eightBitGEGLU(x, w, reader: eightBitReader([reader]), writesCodes: gegluWritesCodes)
         }
     }
 

@@ -141,6 +141,8 @@ package final class CUDAEightBitLinear {
     }
     /// The GEGLU path of the last call (for reports).
     package internal(set) var lastGEGLUPath: GEGLUPath?
+    /// Whether the last call's fused GEGLU wrote the next layer's codes (for reports).
+    var lastGEGLUWroteCodes = false
     /// The GEMM of the last call (for reports).
     package internal(set) var lastGEMMPath: GEMMPath?
     /// Made on first use of the wgmma GEMM: (α[j], α[j+1], bias[j], bias[j+1]) per column pair (FP32), and the

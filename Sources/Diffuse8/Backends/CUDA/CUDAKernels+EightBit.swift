@@ -283,9 +283,10 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// `geglu` of the 8-bit GEGLU projection `w` of x (diffusers' GEGLU: the projection's first half times GELU of its
     /// second half), as `reader`'s input codes where `reader` takes them, else 16-bit. By the path chosen for the
     /// problem: the tuned GEMM into [rows, 2n] and then the GEGLU kernel writing the codes, or (sm_90a) our wgmma GEMM
-    /// with GEGLU in its epilogue, which writes `reader`'s codes itself (when `reader` is in the same format; else
-    /// 16-bit [rows, n] and `reader`'s quantize pass).
-    package func eightBitGEGLU(_ x: CUDATensor, _ w: CUDAEightBitLinear, reader: CUDAEightBitLinear?) throws -> CUDATensor {
+    /// with GEGLU in its epilogue, which writes `reader`'s codes itself (when `reader` is in the same format and
+    /// `writesCodes`; else 16-bit [rows, n] and `reader`'s quantize pass).
+    package func eightBitGEGLU(_ x: CUDATensor, _ w: CUDAEightBitLinear, reader: CUDAEightBitLinear?,
+                               writesCodes: Bool = true) throws -> CUDATensor {
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("GEGLU projection \(w.name): input \(x.shape) for \(w.inFeatures) input features")
         }
@@ -304,7 +305,9 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 result = try geglu(try eightBitLinear(codes, w, residual: nil), quantizingFor: consumer)
             case .fused(let variant):
                 let weightMap = try w.weightMap(for: variant, kernels: self, halves: true)
-                if let consumer, consumer.format == w.format {
+                w.lastGEGLUWroteCodes = false
+                if let consumer, consumer.format == w.format, writesCodes {
+                    w.lastGEGLUWroteCodes = true
                     let y = try context.empty(shape, dtype: consumer.codeType)
                     try warpSpecializedGEGLU(variant, format: w.format, codes: codes, rows: rows, weight: w.codes, weightMap: weightMap,
                                              epilogue: try w.epilogueOperands(self), codeFactors: try consumer.codeFactorOperands(self), y: y)
@@ -329,7 +332,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             let candidates = aligned ? CUDAEightBitLinear.GEGLUPath.candidates(w.format, depth: w.inFeatures) : [.separate]
             let key = "geglu-" + Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
                                                              bias: w.bias != nil, residual: false, storageType: storageType, wgmma: aligned)
-                + " codes=\(consumer == nil ? 0 : 1)"
+                + " codes=\(consumer == nil ? 0 : writesCodes ? 1 : 2)"
             w.gegluPaths[call] = try context.tuning.decide(key, encode: \.tuningCode,
                                                            decode: { CUDAEightBitLinear.GEGLUPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                                            run: run) {

@@ -59,7 +59,7 @@ extension CUDAUNetCheck {
         var lines = ["layer                                                        kernel                                        8-bit      ms"]
         for r in report.sorted(by: { $0.milliseconds > $1.milliseconds }) {
             lines.append(CUDASelfTest.pad(r.layer, 61) + CUDASelfTest.pad(r.kernel, 46) + CUDASelfTest.pad(r.eightBit ? "yes" : "no", 6)
-                         + "\((r.milliseconds * 10_000).rounded() / 10_000)")
+                         + "\((r.milliseconds * 10_000).rounded() / 10_000)" + (r.includesHostTime ? " *" : ""))
         }
         var classes: [String: (count: Int, ms: Double)] = [:]
         for r in report {
@@ -70,6 +70,11 @@ extension CUDAUNetCheck {
         lines.append("summary (layers timed one by one, device time; other operations not included):")
         for (key, value) in classes.sorted(by: { $0.value.ms > $1.value.ms }) {
             lines.append("  " + CUDASelfTest.pad(key, 30) + "\(value.count) layers, \((value.ms * 1000).rounded() / 1000) ms")
+        }
+        let hostBound = report.filter(\.includesHostTime)
+        if !hostBound.isEmpty {
+            lines.append("* \(hostBound.count) layers (\((hostBound.reduce(0) { $0 + $1.milliseconds } * 1000).rounded() / 1000) ms) blocked the host "
+                         + "while the stream waited: their times include the host's time to queue them (upper bounds)")
         }
         return lines.joined(separator: "\n")
     }

@@ -610,11 +610,15 @@ public final class CUDABackend: ModelBackend {
         try kernels.holdStream(microseconds: Self.timingHoldMicroseconds)
         try start.record(on: context.stream)
         let result = try body()
+        // Still holding: everything was queued in time. Else something in the operation blocked the host (e.g. a
+        // synchronising allocation) until the hold ended, and the time includes the host's time to queue the rest.
+        let includesHostTime = try start.isComplete()
         try end.record(on: context.stream)
         let milliseconds = try end.milliseconds(since: start)
         profile?[kind, default: 0] += milliseconds
         if reportsLayer, let layer {
-            layerReport?.append(CUDALayerTiming(layer: layer, kind: kind, kernel: kernel(), eightBit: eightBit(), milliseconds: milliseconds))
+            layerReport?.append(CUDALayerTiming(layer: layer, kind: kind, kernel: kernel(), eightBit: eightBit(), milliseconds: milliseconds,
+                                                includesHostTime: includesHostTime))
         }
         return result
     }

@@ -242,6 +242,17 @@ public final class CUDAEvent: @unchecked Sendable {
         try driver.check(driver.cuEventSynchronize(handle), "cuEventSynchronize")
     }
 
+    /// Whether the work recorded before this event has finished (without waiting).
+    public func isComplete() throws -> Bool {
+        let result = driver.cuEventQuery(handle)
+        if result == CUDAEvent.notReady { return false }
+        try driver.check(result, "cuEventQuery")
+        return true
+    }
+
+    /// CUDA_ERROR_NOT_READY: the event's work is still running.
+    private static let notReady: CUDADriverAPI.Result = 600
+
     deinit { _ = driver.cuEventDestroy(handle) }
 }
 

@@ -28,6 +28,7 @@ struct CUDADriverAPI {
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Result
     let cuEventRecord: @convention(c) (Handle, Handle) -> Result
     let cuEventSynchronize: @convention(c) (Handle) -> Result
+    let cuEventQuery: @convention(c) (Handle) -> Result
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Result
     let cuEventDestroy: @convention(c) (Handle) -> Result
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Result
@@ -75,6 +76,7 @@ struct CUDADriverAPI {
         cuEventCreate = try lib.function("cuEventCreate")
         cuEventRecord = try lib.function("cuEventRecord")
         cuEventSynchronize = try lib.function("cuEventSynchronize")
+        cuEventQuery = try lib.function("cuEventQuery")
         cuEventElapsedTime = try lib.function("cuEventElapsedTime_v2", "cuEventElapsedTime")
         cuEventDestroy = try lib.function("cuEventDestroy_v2")
         cuModuleLoadData = try lib.function("cuModuleLoadData")

@@ -280,4 +280,7 @@ public struct CUDALayerTiming: Sendable {
     /// Whether its arithmetic ran in 8 bit.
     public let eightBit: Bool
     public let milliseconds: Double
+    /// Whether the stream's hold ended before the operation was queued (something in it blocked the host), so that
+    /// `milliseconds` includes the host's time to queue it: an upper bound of its device time.
+    public let includesHostTime: Bool
 }

@@ -58,8 +58,9 @@ extension CUDAKernels {
         /// are added to FP32 totals every four slices (the kernel's `PROMOTE`). FP8 `wgmma` accumulates with fewer
         /// bits than FP32, so its error grows with the depth: on H200, 9.1–9.2e-4 from the simulated layer at
         /// K = 2048 and 1.0e-3 at K = 2880 straight through (the self-test's bar is 1e-3), 2.1–3.9e-4 with totals.
-        /// Up to 1280 (all of SDXL's GEGLU projections and attention layers) the sums go straight through: the
-        /// totals cost registers and, for the convolutions, 1–13 % of the time.
+        /// Up to 1280 (SDXL's GEGLU projections and self-attention layers; its FF output layers and the context's K/V,
+        /// K = 2048, get totals) the sums go straight through: the totals cost registers and, for the convolutions,
+        /// 1–13 % of the time.
         package static func promotesSums(_ format: QuantizedFormat, depth: Int) -> Bool { format == .fp8 && depth > 1280 }
 
         /// The variants that run `format`'s products over `depth`: with FP32 totals beside the accumulators, the

@@ -179,65 +179,53 @@ extension CUDASelfTest {
                 }
             }
             // GEGLU projections: the GEMM with GEGLU in its epilogue (each tile variant that can) and the GEMM followed by
-            // the GEGLU kernel, 16-bit out; a partial row tile and a partial column tile (n = 656 outputs); FP8 sums with
-            // FP32 totals (K = 2048).
+            // the GEGLU kernel; a partial row tile and a partial column tile (n = 656 outputs); FP8 sums with FP32 totals
+            // (K = 2048). 16-bit out, against the simulated layer followed by GEGLU; or handing the next layer (FF out,
+            // with SmoothQuant factors) its input codes, as code values against the simulation's codes of the FP32
+            // GEGLU, where a value within accumulation order of a rounding boundary may land one step away.
             for (rows, k, n) in [(154, 320, 1280), (200, 640, 656), (130, 2048, 320)] {
                 let paths: [CUDAEightBitLinear.GEGLUPath] = kernels.runsWarpSpecializedGEMM
                     ? CUDAEightBitLinear.GEGLUPath.candidates(format, depth: k) : [.separate]
                 for path in paths {
-                    cases.append(("8-bit GEGLU projection \(format) \(path)", "[\(rows),\(k)]·[\(2 * n),\(k)]ᵀ", 1e-3, { r in
-                        let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([2 * n, k], scale: 0.05)
-                        let bh = r.normalHalfRounded([2 * n])
-                        var amax: Float = 0
-                        for v in xh.scalars { amax = max(amax, abs(v)) }
-                        let layer = QuantizedLayer(name: "check", kind: .linear,
-                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
-                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
-                        let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
-                        let w = try CUDAEightBitLinear(kernels, linear, layer)
-                        w.forcedGEGLU = path
-                        let y = try kernels.eightBitGEGLU(try kernels.upload(xh), w, reader: nil)
-                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
-                        return (y, CPUKernels.geglu(CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh)))
-                    }))
-                }
-            }
-            // GEGLU projections that hand the next layer (FF out, with SmoothQuant factors) its input codes: written by the
-            // wgmma epilogue from FP32, or by the GEGLU kernel after the GEMM. As code values against the simulation's
-            // codes of the FP32 GEGLU; a value within accumulation order of a rounding boundary may land one step away.
-            for (rows, k, n) in [(154, 320, 1280), (200, 640, 656)] {
-                let paths: [CUDAEightBitLinear.GEGLUPath] = kernels.runsWarpSpecializedGEMM
-                    ? CUDAEightBitLinear.GEGLUPath.candidates(format, depth: k) : [.separate]
-                for path in paths {
-                    cases.append(("8-bit GEGLU projection \(format) \(path), next layer's codes", "[\(rows),\(k)]·[\(2 * n),\(k)]ᵀ", 1e-2, { r in
-                        let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([2 * n, k], scale: 0.05)
-                        let bh = r.normalHalfRounded([2 * n])
-                        var amax: Float = 0
-                        for v in xh.scalars { amax = max(amax, abs(v)) }
-                        let layer = QuantizedLayer(name: "check", kind: .linear,
-                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
-                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
-                        let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
-                        let geglu = CPUKernels.geglu(CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh))
-                        let smoothing: [Float] = (0..<n).map { i in Float(0.5) + Float((i * 5) % 13) * Float(0.1) }
-                        var readerAmax: Float = 0
-                        for i in 0..<geglu.count { readerAmax = max(readerAmax, abs(geglu.scalars[i] * smoothing[i % n])) }
-                        let readerLayer = QuantizedLayer(name: "check.next", kind: .linear,
-                                                         weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, n], scale: 0.05), format: format,
-                                                                                 perChannel: format == .int8),
-                                                         inputAmax: 0.7 * readerAmax, smoothing: smoothing, outputAmax: nil)
-                        let reader = try CUDAEightBitLinear(kernels, Linear(name: "check.next", weight: readerLayer.weight.dequantized(), bias: nil),
-                                                            readerLayer)
-                        let w = try CUDAEightBitLinear(kernels, linear, layer)
-                        w.forcedGEGLU = path
-                        let y = try kernels.eightBitGEGLU(try kernels.upload(xh), w, reader: reader)
-                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
-                        guard y.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3) else { throw CUDAError.invalidArgument("wrote \(y.dtype), not the next layer's codes") }
-                        let scale = format.scale(forAmax: 0.7 * readerAmax)
-                        return (y, Tensor(shape: geglu.shape, scalars: geglu.scalars.indices.map { i in
-                            format.decode(format.encode(geglu.scalars[i] * smoothing[i % n], scale: scale), scale: 1)
+                    for writesCodes in [false, true] {
+                        cases.append(("8-bit GEGLU projection \(format) \(path)\(writesCodes ? ", next layer's codes" : "")",
+                                      "[\(rows),\(k)]·[\(2 * n),\(k)]ᵀ", writesCodes ? 1e-2 : 1e-3, { r in
+                            let xh = r.normalHalfRounded([rows, k]), wh = r.normalHalfRounded([2 * n, k], scale: 0.05)
+                            let bh = r.normalHalfRounded([2 * n])
+                            var amax: Float = 0
+                            for v in xh.scalars { amax = max(amax, abs(v)) }
+                            let layer = QuantizedLayer(name: "check", kind: .linear,
+                                                       weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                                       inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                            let linear = Linear(name: "check", weight: layer.weight.dequantized(), bias: bh)
+                            let w = try CUDAEightBitLinear(kernels, linear, layer)
+                            w.forcedGEGLU = path
+                            let geglu = CPUKernels.geglu(CPUKernels.linear(layer.quantizedInput(xh), weight: linear.weight, bias: bh))
+                            guard writesCodes else {
+                                let y = try kernels.eightBitGEGLU(try kernels.upload(xh), w, reader: nil)
+                                if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                                return (y, geglu)
+                            }
+                            let smoothing: [Float] = (0..<n).map { i in Float(0.5) + Float((i * 5) % 13) * Float(0.1) }
+                            var readerAmax: Float = 0
+                            for i in 0..<geglu.count { readerAmax = max(readerAmax, abs(geglu.scalars[i] * smoothing[i % n])) }
+                            let readerLayer = QuantizedLayer(name: "check.next", kind: .linear,
+                                                             weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, n], scale: 0.05),
+                                                                                     format: format, perChannel: format == .int8),
+                                                             inputAmax: 0.7 * readerAmax, smoothing: smoothing, outputAmax: nil)
+                            let reader = try CUDAEightBitLinear(kernels, Linear(name: "check.next", weight: readerLayer.weight.dequantized(),
+                                                                                bias: nil), readerLayer)
+                            let y = try kernels.eightBitGEGLU(try kernels.upload(xh), w, reader: reader)
+                            if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                            guard y.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3) else {
+                                throw CUDAError.invalidArgument("wrote \(y.dtype), not the next layer's codes")
+                            }
+                            let scale = format.scale(forAmax: 0.7 * readerAmax)
+                            return (y, Tensor(shape: geglu.shape, scalars: geglu.scalars.indices.map { i in
+                                format.decode(format.encode(geglu.scalars[i] * smoothing[i % n], scale: scale), scale: 1)
+                            }))
                         }))
-                    }))
+                    }
                 }
             }
             // Convolutions: cuDNN's 8-bit graph, and our implicit-GEMM kernel in each tile variant (stride 1), on

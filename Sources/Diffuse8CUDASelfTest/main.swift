@@ -211,12 +211,6 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
 }
 
 if arguments.contains("--unet") || arguments.contains("--unet-bench") {
-    let kernels: CUDAKernels
-    do { kernels = try CUDAKernels(storageType: precision) } catch {
-        print("no CUDA GPU: \(error)")
-        exit(CUDASelfTest.ExitCode.noCUDA.rawValue)
-    }
-    print("device    \(kernels.context.deviceName)")
     // --versus NAME: the benchmark's second graph, or the parity check's only configuration
     var alternative: CUDAUNetCheck.Alternative?
     if let name = value(after: "--versus") {
@@ -231,6 +225,12 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
             exit(1)
         }
     }
+    let kernels: CUDAKernels
+    do { kernels = try CUDAKernels(storageType: precision) } catch {
+        print("no CUDA GPU: \(error)")
+        exit(CUDASelfTest.ExitCode.noCUDA.rawValue)
+    }
+    print("device    \(kernels.context.deviceName)")
     if let directory = value(after: "--unet-bench") {
         let (h, w) = size(value(after: "--size")) ?? (64, 64)
         do {

@@ -234,13 +234,20 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-compile", action="store_true")
-    parser.add_argument("--d8-extra", default="", help="extra arguments for diffuse8-cuda-selftest, e.g. --profile")
+    parser.add_argument("--d8-extra", default="", help="extra arguments for diffuse8-cuda-selftest, e.g. --d8-extra=--profile "
+                                                         "(or --d8-extra \"--profile --explain\")")
     parser.add_argument("--d8-quantized", default="", help="also time Diffuse8 quantized UNets, e.g. int8:3,fp8:4 (scales from a short GPU calibration on random inputs)")
     parser.add_argument("--torchao", action="store_true", help="time torchao's float8 dynamic quantization (uncompiled) as the PyTorch 8-bit peer")
     parser.add_argument("--torchao-compile", nargs="?", const="full", choices=["full", "regional"],
                         help="also torchao float8 under torch.compile: the whole UNet (full, the default; compiles for many minutes) "
                              "or diffusers' regional compilation of its transformer blocks (regional)")
-    args = parser.parse_args()
+    # argparse reads a value that starts with "--" as an option: the value after --d8-extra is taken whole
+    argv = sys.argv[1:]
+    for i in range(len(argv) - 1):
+        if argv[i] == "--d8-extra":
+            argv[i:i + 2] = ["--d8-extra=" + argv[i + 1]]
+            break
+    args = parser.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
 

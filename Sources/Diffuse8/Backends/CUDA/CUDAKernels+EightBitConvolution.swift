@@ -59,15 +59,12 @@ extension CUDAKernels {
                 guard let first = candidates.first else { return .init(cuDNN, timed: !capturing, ran: false) }
                 if capturing { return .init(first, timed: false, ran: false) }
                 // A path that fails to run (e.g. a kernel that does not compile for this card) drops out.
-                var fastest: (path: CUDAEightBitConvolution.Path, milliseconds: Double)?
-                for path in candidates {
-                    guard let ms = try? tuningTime({ _ = try run(path, x, w) }) else { continue }
-                    if ms < fastest.map({ $0.milliseconds }) ?? .infinity { fastest = (path, ms) }
+                guard let fastest = CUDATuningTable.fastest(candidates, time: { path in try tuningTime { _ = try run(path, x, w) } }).best else {
+                    return .init(.sixteenBit("no 8-bit path ran"), timed: true, ran: false)
                 }
-                guard let fastest else { return .init(.sixteenBit("no 8-bit path ran"), timed: true, ran: false) }
                 let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
                 let sixteenBit = try tuningTime { _ = try run(sixteen, x, w) }
-                let path = sixteenBit >= fastest.milliseconds ? fastest.path
+                let path = sixteenBit >= fastest.milliseconds ? fastest.candidate
                     : .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, fastest.milliseconds * 1000))
                 return .init(path, timed: true, ran: false)
             }

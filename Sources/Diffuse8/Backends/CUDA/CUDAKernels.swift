@@ -245,14 +245,10 @@ public final class CUDAKernels: @unchecked Sendable {
                 }) {
                     (path, ranOutput) = recorded
                 } else {
-                    var best = (path: ConvolutionPath.cudnn, ms: Double.infinity)
-                    for candidate in candidates {
-                        // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
-                        guard let ms = try? tuningTime({ _ = try run(candidate) }) else { continue }
-                        if ms < best.ms { best = (candidate, ms) }
-                    }
-                    path = best.path
-                    if best.ms.isFinite { context.tuning.record(key, path.tuningCode, .timed) }
+                    // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
+                    let best = CUDATuningTable.fastest(candidates) { candidate in try tuningTime { _ = try run(candidate) } }.best
+                    path = best?.candidate ?? .cudnn
+                    if best != nil { context.tuning.record(key, path.tuningCode, .timed) }
                 }
                 convolutionChoice[weightChannelsLast == nil ? shape : lastShape] = path
                 // An NCHW winner is also the best of the NCHW candidates: callers that drop the channels-last
@@ -538,14 +534,10 @@ public final class CUDAKernels: @unchecked Sendable {
                     kernel = recorded
                     launched = true
                 } else {
-                    var best = (kernel: AttentionKernel.simple, milliseconds: Double.infinity)
-                    for candidate in candidates {
-                        // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.
-                        guard let ms = try? tuningTime({ try launch(candidate) }) else { continue }
-                        if ms < best.milliseconds { best = (candidate, ms) }
-                    }
-                    kernel = best.kernel
-                    if best.milliseconds.isFinite { context.tuning.record(key, kernel.tuningCode, .timed) }
+                    // A candidate that cannot run this shape (cuDNN without a fused plan) drops out.
+                    let best = CUDATuningTable.fastest(candidates) { candidate in try tuningTime { try launch(candidate) } }.best
+                    kernel = best?.candidate ?? .simple
+                    if best != nil { context.tuning.record(key, kernel.tuningCode, .timed) }
                 }
                 attentionChoice[shape] = kernel
             }

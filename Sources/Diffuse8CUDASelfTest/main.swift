@@ -35,10 +35,12 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     --rounded-qkv: level-4 Q/K/V that feed cuDNN's FP8 attention are rounded to their FP8 grids first,
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
-                    --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass: then
-                    that change too (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel;
-                    geglu-quantize-pass: the fused GEGLU writes 16 bit and the FF output layer's quantize pass
-                    follows), its graph and the first replayed in turn (both medians from the same rounds); with
+                    --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass|
+                    qkv-quantize-pass: then that change too (cudnn-convolution: 8-bit convolutions without our
+                    implicit-GEMM kernel; geglu-quantize-pass: the fused GEGLU writes 16 bit and the FF output layer's
+                    quantize pass follows; qkv-quantize-pass: level 4's Q/K/V stacks write 16 bit and the FP8
+                    attention's quantize pass follows), its graph and the first replayed in turn (both medians from
+                    the same rounds); with
                     --unet, the parity check runs with that change instead
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
       --pipeline    one image per folder, DIR[:STEPS[:SCHEDULER[:IMAGES]]] (default 20 steps, Euler, CFG 5, seed 0;
@@ -220,8 +222,9 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
         case "rounded-qkv": alternative = .init(label: name) { $0.skipsQKVRoundingForCuDNN = false }
         case "cudnn-convolution": alternative = .init(label: name) { $0.usesWGMMAConvolutions = false }
         case "geglu-quantize-pass": alternative = .init(label: name) { $0.gegluWritesCodes = false }
+        case "qkv-quantize-pass": alternative = .init(label: name) { $0.qkvWritesAttentionCodes = false }
         default:
-            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution or geglu-quantize-pass, got \(name)")
+            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass or qkv-quantize-pass, got \(name)")
             exit(1)
         }
     }

@@ -51,6 +51,8 @@ final class CUDAKernelSourceTests: XCTestCase {
                                    architectures: ["sm_90a"], with: nvrtc)
                     assertCompiles(name + " FP8-rounded", CUDAKernels.warpSpecializedSource(variant, format: format, rounding: true, promotes: promotes),
                                    architectures: ["sm_90a"], with: nvrtc)
+                    assertCompiles(name + " codes out", CUDAKernels.warpSpecializedSource(variant, format: format, codesOut: true, promotes: promotes),
+                                   architectures: ["sm_90a"], with: nvrtc)
                     for tileWidth in [8, 16, 32, 64] {
                         assertCompiles(name + " convolution, tiles \(tileWidth) wide",
                                        CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: tileWidth, promotes: promotes),
@@ -60,7 +62,7 @@ final class CUDAKernelSourceTests: XCTestCase {
                     assertCompiles(name + " GEGLU", CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, promotes: promotes),
                                    architectures: ["sm_90a"], with: nvrtc)
                     assertCompiles(name + " GEGLU, codes out",
-                                   CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, gegluCodes: true, promotes: promotes),
+                                   CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, codesOut: true, promotes: promotes),
                                    architectures: ["sm_90a"], with: nvrtc)
                 }
             }

@@ -49,7 +49,7 @@ public enum CUDAUNetCheck {
         return inputs
     }
 
-    /// Loads `directory` (a diffusers `unet/` folder) on both backends and compares one evaluation.
+    /// Loads `directory` (a diffusers `unet/` folder) on both backends and compares one evaluation (the GPU's second).
     public static func parity(directory: String, kernels: CUDAKernels, batch: Int = 2, height: Int, width: Int,
                               contextLength: Int = 77, seed: UInt64 = 0xC0DA, alternative: Alternative? = nil) throws -> Parity {
         let model = try QuantizedModelFolder.loadUNet(directory: directory)  // plain, or quantized (CPU simulation)
@@ -57,10 +57,16 @@ public enum CUDAUNetCheck {
         alternative?.apply(unet.backend)
         let inputs = randomInputs(model.configuration, batch: batch, height: height, width: width, contextLength: contextLength, seed: seed)
         let context = kernels.context
-        let gpu = try context.download(unet.forward(
-            sample: kernels.upload(inputs.sample), timestep: inputs.timestep,
-            encoderHiddenStates: kernels.upload(inputs.encoderHiddenStates),
-            textEmbeds: inputs.textEmbeds.map { try kernels.upload($0) }, timeIds: inputs.timeIds))
+        // The second of two evaluations: the first decides which modules run fused paths, and later ones (every step of
+        // a sampling loop after the first) run the forms that follow from them, e.g. level 4's Q/K/V writing codes.
+        var output: CUDATensor?
+        for _ in 0..<2 {
+            output = try unet.forward(sample: kernels.upload(inputs.sample), timestep: inputs.timestep,
+                                      encoderHiddenStates: kernels.upload(inputs.encoderHiddenStates),
+                                      textEmbeds: inputs.textEmbeds.map { try kernels.upload($0) }, timeIds: inputs.timeIds)
+        }
+        guard let output else { throw CUDAError.invalidArgument("parity: no evaluation ran") }
+        let gpu = try context.download(output)
         let cpu = model(sample: inputs.sample, timestep: inputs.timestep, encoderHiddenStates: inputs.encoderHiddenStates,
                         textEmbeds: inputs.textEmbeds, timeIds: inputs.timeIds)
         let nonFinite = gpu.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }

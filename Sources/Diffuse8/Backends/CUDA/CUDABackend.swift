@@ -82,6 +82,11 @@ public final class CUDABackend: ModelBackend {
     /// off, it writes 16 bit and that layer's quantize pass follows (for measurements against that form).
     public var gegluWritesCodes = true
 
+    /// Whether a level-4 Q/K/V stack whose fused FP8 attention has run writes that attention's E4M3 codes in its GEMM's
+    /// epilogue (the default) instead of 16 bit that the attention then quantizes in a pass of its own (for measurements
+    /// against that form).
+    public var qkvWritesAttentionCodes = true
+
     /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
     public static let wgmmaFP8AttentionDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_WGMMA_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? false
@@ -105,6 +110,8 @@ public final class CUDABackend: ModelBackend {
     /// those that cannot.
     private var fp8Attentions: [ObjectIdentifier: CUDAFP8Attention] = [:]
     private var fp8AttentionsDeclined: Set<ObjectIdentifier> = []
+    /// The module whose fused FP8 attention read each 8-bit Q/K/V stack (once it has run).
+    private var fp8AttentionOfStack: [ObjectIdentifier: MultiHeadAttention] = [:]
 
     /// Whether `prepare` fuses by the models' `FusionPlan` (the default); false keeps every layer on its own, so a
     /// recording wrapper (calibration) sees each one.
@@ -246,7 +253,8 @@ public final class CUDABackend: ModelBackend {
     public func stackedLinear(_ x: CUDATensor, _ stack: LinearStack) throws -> CUDATensor {
         let name = (stack.layers.first?.name ?? "") + (stack.layers.count > 1 ? " (+\(stack.layers.count - 1) stacked)" : "")
         if let w = eightBitStacks[ObjectIdentifier(stack)] {
-            return try eightBitLinear(x, w, name: name, residual: nil, roundsOutput: !leavesRoundingToCuDNN(w))
+            return try eightBitLinear(x, w, name: name, residual: nil, roundsOutput: !leavesRoundingToCuDNN(w),
+                                      readerCodes: attentionReadingCodes(of: w, tokens: x.shape)?.stackCodes)
         }
         guard let w = stacks[ObjectIdentifier(stack)] else { throw unprepared(stack.layers.map(\.name).joined(separator: "+")) }
         return try op("GEMM (linear)", layer: name, kernel: {
@@ -266,19 +274,40 @@ public final class CUDABackend: ModelBackend {
         w.feedsCuDNNFP8Attention && skipsQKVRoundingForCuDNN && usesCuDNNFP8Attention && quantizesInProducers
     }
 
+    /// The fused FP8 attention that reads the stack `w`'s output, where it has run and runs again on these tokens
+    /// [B, L, C]: the stack then writes the attention's codes (`qkvWritesAttentionCodes`).
+    private func attentionReadingCodes(of w: CUDAEightBitLinear, tokens: [Int]) -> CUDAFP8Attention? {
+        guard qkvWritesAttentionCodes, leavesRoundingToCuDNN(w), tokens.count == 3,
+              let module = fp8AttentionOfStack[ObjectIdentifier(w)], let fused = fp8Attentions[ObjectIdentifier(module)],
+              fused.hasRun, fused.fallbackReason == nil,
+              runsFusedFP8Attention(channels: module.query.outFeatures, heads: module.heads, queries: tokens[1],
+                                    probabilityAmax: module.fp8ProbabilityAmax) else { return nil }
+        return fused
+    }
+
+    /// Whether the fused FP8 attention (cuDNN's, or our wgmma kernel with `usesWGMMAFP8Attention`) takes a self-attention
+    /// of this shape, given a stacked Q/K/V.
+    private func runsFusedFP8Attention(channels: Int, heads: Int, queries: Int, probabilityAmax: Float) -> Bool {
+        guard usesCuDNNFP8Attention, quantizesInProducers, heads > 0, channels % heads == 0, probabilityAmax == 1 else { return false }
+        return usesWGMMAFP8Attention && kernels.runsWGMMAFP8Attention(headDim: channels / heads)
+            || kernels.runsFP8Attention(headDim: channels / heads, queries: queries)
+    }
+
     /// A real 8-bit layer (or stack), reported under `name`.
     private func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, name: String, residual: CUDATensor?,
-                                roundsOutput: Bool = true) throws -> CUDATensor {
+                                roundsOutput: Bool = true, readerCodes: CUDAKernels.ReaderCodes? = nil) throws -> CUDATensor {
         try op("GEMM (linear)", layer: name, kernel: {
             guard w.fallbackWeight == nil, let path = w.lastGEMMPath else {
                 return w.fallbackWeight != nil ? "cuBLASLt 16-bit (no 8-bit algorithm)" : "8 bit (not run yet)"
             }
             let rounding = w.outputScales == nil ? ""
+                : w.lastReaderCodes == .epilogue ? ", writes the attention's FP8 codes"
+                : w.lastReaderCodes == .pass ? ", then the attention's quantize pass"
                 : !w.lastCallRounded ? ", FP8 rounding left to the attention's quantize pass"
                 : path.roundsOutput ? ", FP8 output rounding fused" : ", then the FP8 rounding pass"
             return path.description(for: w.format) + rounding
         }, eightBit: { w.fallbackWeight == nil }) {
-            try kernels.eightBitLinear(x, w, residual: residual, roundsOutput: roundsOutput)
+            try kernels.eightBitLinear(x, w, residual: residual, roundsOutput: roundsOutput, readerCodes: readerCodes)
         }
     }
 
@@ -375,6 +404,9 @@ public final class CUDABackend: ModelBackend {
                                              module: module) {
             return codes
         }
+        guard query.tensor.dtype != .float8e4m3 else {
+            throw CUDAError.invalidArgument("\(module.name): its Q/K/V stack wrote FP8 codes, but the fused FP8 attention did not run it")
+        }
         if let stack = eightBitStackOfMember[ObjectIdentifier(module.query)]?.stack, leavesRoundingToCuDNN(stack),
            let scales = stack.outputScales, query.tensor.address == key.tensor.address {
             // The stack left its rounding to cuDNN, which declined this call: our kernel reads FP8-rounded Q/K/V.
@@ -395,12 +427,11 @@ public final class CUDABackend: ModelBackend {
     private func fusedFP8Attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
                                    probabilityAmax: Float, module: MultiHeadAttention) throws -> CUDATensor? {
         let stack = query.tensor, channels = query.width
-        guard usesCuDNNFP8Attention, quantizesInProducers, key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,
+        guard key.tensor.address == stack.address, value.tensor.address == stack.address, key.tensor.shape == stack.shape,
               value.tensor.shape == stack.shape, stack.shape.count == 3, stack.shape[2] == 3 * channels,
               query.offset == 0, key.offset == channels, value.offset == 2 * channels, key.width == channels, value.width == channels,
-              heads > 0, channels % heads == 0, probabilityAmax == 1 else { return nil }
+              runsFusedFP8Attention(channels: channels, heads: heads, queries: stack.shape[1], probabilityAmax: probabilityAmax) else { return nil }
         let ours = usesWGMMAFP8Attention && kernels.runsWGMMAFP8Attention(headDim: channels / heads)
-        guard ours || kernels.runsFP8Attention(headDim: channels / heads, queries: stack.shape[1]) else { return nil }
         let id = ObjectIdentifier(module)
         let fused: CUDAFP8Attention
         if let known = fp8Attentions[id] {
@@ -419,7 +450,9 @@ public final class CUDABackend: ModelBackend {
         do {
             let codes = try op("attention self", layer: fused.name,
                                kernel: { ours ? "wgmma FP8 E4M3 fused attention" : "cuDNN FP8 E4M3 fused attention" }, eightBit: { true }) {
-                let qkv = try kernels.quantize(stack, format: .fp8, scale: 1, smoothing: fused.codeFactors)
+                // the stack's codes, from its GEMM (`attentionReadingCodes`) or from its 16-bit output
+                let qkv = stack.dtype == fused.stackCodes.codeType ? stack
+                    : try kernels.quantize(stack, format: .fp8, scale: 1, smoothing: fused.stackCodes.smoothing)
                 return try withExtendedLifetime(qkv) {
                     let run = ours ? kernels.wgmmaFP8Attention : kernels.cudnnFP8Attention
                     return try run(qkv.address, 3 * channels, qkv.address + UInt64(channels), qkv.address + UInt64(2 * channels),
@@ -427,6 +460,7 @@ public final class CUDABackend: ModelBackend {
                 }
             }
             fused.hasRun = true
+            if let w = eightBitStackOfMember[ObjectIdentifier(module.query)]?.stack { fp8AttentionOfStack[ObjectIdentifier(w)] = module }
             return codes
         } catch where !fused.hasRun {
             fused.fallbackReason = "\(error)"

@@ -32,10 +32,15 @@ package final class CUDAEightBitLinear {
     var feedsCuDNNFP8Attention = false
     /// Whether the last call rounded the output to the FP8 grids (for reports).
     var lastCallRounded = false
-    /// Per call shape of this layer (rows, residual, wgmma-aligned, output rounded), the GEMM its problem's choice
-    /// names (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated call skips the lookup).
+    /// How the last call made its reader's codes (`CUDAKernels.eightBitLinear(readerCodes:)`; nil: it wrote 16-bit
+    /// values), for reports.
+    var lastReaderCodes: ReaderCodesForm?
+    enum ReaderCodesForm { case epilogue, pass }
+    /// Per call shape of this layer (rows, residual, wgmma-aligned, output rounded, output as its reader's codes), the
+    /// GEMM its problem's choice names (`CUDATuningTable`, shared by the layers of one shape; kept here so a repeated
+    /// call skips the lookup).
     var gemmPaths: [GEMMCall: GEMMPath] = [:]
-    struct GEMMCall: Hashable { var rows: Int, residual: Bool, wgmma: Bool, rounded: Bool }
+    struct GEMMCall: Hashable { var rows: Int, residual: Bool, wgmma: Bool, rounded: Bool, readerCodes: QuantizedFormat? = nil }
     /// The 8-bit GEMM to run: nil lets all compete (the default); a path forces it (for checks and measurements).
     package var forcedGEMM: GEMMPath?
     /// One 8-bit GEMM implementation.

@@ -6,8 +6,9 @@
 final class CUDAFP8Attention {
     /// The module's name ("….attn1"), for reports.
     let name: String
-    /// 448 / amax of Q, K or V for each column of the stacked [q | k | v] output (FP32 [3·channels]).
-    let codeFactors: CUDATensor
+    /// The E4M3 codes the attention reads: the stacked [q | k | v] output times 448 / amax of Q, K or V per column
+    /// (scale 1). Written by the stack's GEMM where it can, else by a quantize pass.
+    let stackCodes: CUDAKernels.ReaderCodes
     /// The graph's scalars on the device (`FP8AttentionScales`).
     let scales: CUDATensor
     /// Why this module runs our own kernel instead: cuDNN had no FP8 plan for its shape on the first call.
@@ -23,9 +24,8 @@ final class CUDAFP8Attention {
               reader.inputScale > 0, reader.inputScale.isFinite else { return nil }
         let channels = module.query.outFeatures
         name = module.name
-        codeFactors = try kernels.context.upload(Tensor(shape: [3 * channels], scalars: [q, k, v].flatMap {
-            [Float](repeating: largest / $0, count: channels)
-        }), dtype: .float32)
+        stackCodes = try CUDAKernels.ReaderCodes(kernels, format: .fp8, factors: [q, k, v].flatMap { [Float](repeating: largest / $0, count: channels) },
+                                                 columns: 3 * channels, scale: 1)
         scales = try FP8AttentionScales(descaleQ: q / largest, descaleK: k / largest, descaleV: v / largest, descaleP: 1 / largest,
                                         scaleP: largest, scaleO: 1 / reader.inputScale).upload(to: kernels.context)
     }

@@ -127,14 +127,18 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     }
 
     /// x ⊙ s (s: SmoothQuant factors over the last dimension, or none) as `format` codes with one `scale`
-    /// (code = round(v / scale), `QuantizedFormat`'s rounding): an `.int8` or `.float8e4m3` tensor of x's shape.
-    public func quantize(_ x: CUDATensor, format: QuantizedFormat, scale: Float, smoothing: CUDATensor?) throws -> CUDATensor {
+    /// (code = round(v / scale), `QuantizedFormat`'s rounding): an `.int8` or `.float8e4m3` tensor of x's shape, new or
+    /// `out`.
+    public func quantize(_ x: CUDATensor, format: QuantizedFormat, scale: Float, smoothing: CUDATensor?,
+                         into out: CUDATensor? = nil) throws -> CUDATensor {
         try requireHalf(x, op: "quantize")
         let width = smoothing?.count ?? 1
-        guard scale.isFinite, scale > 0, smoothing.map({ $0.dtype == .float32 && x.shape.last == $0.count }) ?? true else {
-            throw CUDAError.invalidArgument("quantize: scale \(scale), smoothing \(smoothing?.shape ?? []) for input \(x.shape)")
+        let codeType: CUDADataType = format == .int8 ? .int8 : .float8e4m3
+        guard scale.isFinite, scale > 0, smoothing.map({ $0.dtype == .float32 && x.shape.last == $0.count }) ?? true,
+              out.map({ $0.shape == x.shape && $0.dtype == codeType }) ?? true else {
+            throw CUDAError.invalidArgument("quantize: scale \(scale), smoothing \(smoothing?.shape ?? []), output \(out?.shape ?? []) for input \(x.shape)")
         }
-        let codes = try context.empty(x.shape, dtype: format == .int8 ? .int8 : .float8e4m3)
+        let codes = try out ?? context.empty(x.shape, dtype: codeType)
         let formatCode: Int32 = format == .int8 ? 0 : 1
         if x.count % 8 == 0 && width % 8 == 0 && x.count / 8 <= Int(Int32.max) {
             try compiler.launch(eightBitOp("quantize_static8"), grid: elementwiseGrid(x.count / 8), block: (256, 1, 1), [
@@ -156,9 +160,15 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// factors (or already this layer's codes, from a producer that quantized its output: LayerNorm, GEGLU), then the
     /// 8-bit GEMM chosen for its problem (`tunedEightBitGEMM`). A layer whose shape has no 8-bit algorithm runs its
     /// dequantized weight in 16 bit. Level-4 Q/K/V (`w.outputScales`) come out rounded to their FP8 grids unless
-    /// `roundsOutput` is false (a reader that quantizes them to those grids itself: cuDNN's FP8 attention).
-    package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?, roundsOutput: Bool = true) throws -> CUDATensor {
+    /// `roundsOutput` is false (a reader that quantizes them to those grids itself: cuDNN's FP8 attention). With
+    /// `readerCodes`, the result is y as its reader's input codes instead of 16-bit values (then `roundsOutput` must be
+    /// false: the codes are the rounding).
+    package func eightBitLinear(_ x: CUDATensor, _ w: CUDAEightBitLinear, residual: CUDATensor?, roundsOutput: Bool = true,
+                                readerCodes: ReaderCodes? = nil) throws -> CUDATensor {
         let rounding = roundsOutput ? w.outputScales : nil
+        guard rounding == nil || readerCodes == nil else {
+            throw CUDAError.invalidArgument("linear \(w.name): its output is rounded to FP8 grids or written as codes, not both")
+        }
         guard x.shape.last == w.inFeatures else {
             throw CUDAError.invalidArgument("linear \(w.name): input \(x.shape) for \(w.inFeatures) input features")
         }
@@ -173,6 +183,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
             }
             let y = try linear(input, weight: weight, bias: w.bias, residual: residual)
+            if let readerCodes { return try quantize(y, format: readerCodes.format, scale: readerCodes.scale, smoothing: readerCodes.smoothing) }
             return try rounding.map { try fakeQuantizeColumns(y, format: .fp8, scales: $0, into: y) } ?? y
         }
         let rows = x.count / w.inFeatures
@@ -183,14 +194,15 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         }
         let codes = quantizedByProducer ? x : try quantize(x, format: w.format, scale: w.inputScale, smoothing: w.smoothing)
         let y = try output(shape)
+        let reading = try readerCodes.map { ($0, try context.empty(shape, dtype: $0.codeType)) }
         do {
-            try tunedEightBitGEMM(codes, w, rows: rows, residual: residual, rounding: rounding, y: y)
-            return y
+            try tunedEightBitGEMM(codes, w, rows: rows, residual: residual, rounding: rounding, y: y, reading: reading)
+            return reading?.1 ?? y
         } catch CUDAError.cublas(let call, let status, let detail) where !context.allocator.isCapturing {
             // No 8-bit algorithm for this shape (or the library refused it): this layer runs in 16 bit from now on.
             w.fallbackReason = "\(call) status \(status) \(detail)"
             w.fallbackWeight = try dequantizedWeight(w)
-            return try eightBitLinear(x, w, residual: residual, roundsOutput: roundsOutput)
+            return try eightBitLinear(x, w, residual: residual, roundsOutput: roundsOutput, readerCodes: readerCodes)
         }
     }
 
@@ -200,14 +212,25 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     /// the dequantization fused and cuBLASLt's INT32 sums plus our dequantize kernel; for FP8 cuBLASLt's FP8 GEMM with
     /// its scales, bias and residual in the epilogue. `w.forcedGEMM` can force one. With `rounding` (level-4 Q/K/V:
     /// each column's FP8 scale) the output is rounded to those grids, in the wgmma GEMM's epilogue, after the other paths
-    /// by a pass of their own, which their time includes.
+    /// by a pass of their own, which their time includes. With `reading` (the reader's codes and the tensor for them),
+    /// the wgmma GEMM writes those codes in its epilogue (where they are in the layer's own format), the other paths
+    /// write y and then quantize it for the reader, in the time they are measured by.
     private func tunedEightBitGEMM(_ codes: CUDATensor, _ w: CUDAEightBitLinear, rows: Int, residual: CUDATensor?,
-                                   rounding: CUDATensor?, y: CUDATensor) throws {
+                                   rounding: CUDATensor?, y: CUDATensor, reading: (ReaderCodes, CUDATensor)? = nil) throws {
         func run(_ path: CUDAEightBitLinear.GEMMPath) throws {
-            try runUnrounded(path)
-            if let rounding, !path.roundsOutput { _ = try fakeQuantizeColumns(y, format: .fp8, scales: rounding, into: y) }
             w.lastGEMMPath = path
             w.lastCallRounded = rounding != nil
+            w.lastReaderCodes = reading == nil ? nil : .pass
+            if let (reader, out) = reading, case .warpSpecialized(let variant) = path, reader.format == w.format {
+                try warpSpecializedGEMM(variant, format: w.format, codes: codes, rows: rows, weight: w.codes,
+                                        weightMap: try w.weightMap(for: variant, kernels: self), epilogue: try w.epilogueOperands(self),
+                                        residual: residual, codeFactors: reader.operands, y: out)
+                w.lastReaderCodes = .epilogue
+                return
+            }
+            try runUnrounded(path)
+            if let rounding, !path.roundsOutput { _ = try fakeQuantizeColumns(y, format: .fp8, scales: rounding, into: y) }
+            if let (reader, out) = reading { _ = try quantize(y, format: reader.format, scale: reader.scale, smoothing: reader.smoothing, into: out) }
         }
         func runUnrounded(_ path: CUDAEightBitLinear.GEMMPath) throws {
             switch (path, w.format) {
@@ -253,11 +276,12 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             }
             return try run(forced)
         }
-        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: residual != nil, wgmma: wgmma, rounded: rounding != nil)
+        let call = CUDAEightBitLinear.GEMMCall(rows: rows, residual: residual != nil, wgmma: wgmma, rounded: rounding != nil,
+                                               readerCodes: reading?.0.format)
         if let kept = w.gemmPaths[call] { return try run(kept) }
         let key = Self.eightBitLinearTuningKey(format: w.format, rows: rows, outFeatures: w.outFeatures, inFeatures: w.inFeatures,
                                                bias: w.bias != nil, residual: residual != nil, storageType: storageType, wgmma: wgmma)
-            + (rounding == nil ? "" : " fp8-rounded=1")
+            + (rounding == nil ? "" : " fp8-rounded=1") + (reading.map { " reader-codes=\($0.0.format == .int8 ? "int8" : "fp8")" } ?? "")
         w.gemmPaths[call] = try context.tuning.decide(key, encode: \.tuningCode, decode: { CUDAEightBitLinear.GEMMPath(tuningCode: $0).flatMap { candidates.contains($0) ? $0 : nil } },
                                   run: run) {
             try fastestPath(candidates, run: run, none: "linear \(w.name): no 8-bit GEMM ran")

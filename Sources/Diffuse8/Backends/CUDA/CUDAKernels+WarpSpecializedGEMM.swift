@@ -88,21 +88,26 @@ extension CUDAKernels {
 
     /// y[rows, n] = (codes[rows, k] · weight[n, k]ᵀ) · α + bias (+ residual) with `variant`. `epilogue` holds
     /// (α[2j], α[2j+1], bias[2j], bias[2j+1]) per column pair (FP32 [n / 2, 4]). With `roundingScales` (FP32 [n]),
-    /// each result is then rounded to the FP8 grid of its column's scale (level 4's Q/K/V outputs), from FP32.
-    /// Requirements (checked by the caller): k and n multiples of 16, every address 16-byte aligned; y 16-bit [rows, n].
+    /// each result is then rounded to the FP8 grid of its column's scale (level 4's Q/K/V outputs), from FP32. With
+    /// `codeFactors` (FP32 [n + 1], as for `warpSpecializedGEGLU`), y is instead its reader's input codes [rows, n] in
+    /// `format`. Requirements (checked by the caller): k and n multiples of 16, every address 16-byte aligned; y 16-bit
+    /// [rows, n], or 8-bit with `codeFactors`.
     func warpSpecializedGEMM(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, codes: CUDATensor, rows: Int,
                              weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor,
-                             residual: CUDATensor?, roundingScales: CUDATensor? = nil, y: CUDATensor) throws {
+                             residual: CUDATensor?, roundingScales: CUDATensor? = nil, codeFactors: CUDATensor? = nil,
+                             y: CUDATensor) throws {
         let (n, k) = (weight.shape[0], weight.shape[1])
-        let function = try warpSpecializedFunction(variant, format: format, rounding: roundingScales != nil,
+        let function = try warpSpecializedFunction(variant, format: format, codesOut: codeFactors != nil, rounding: roundingScales != nil,
                                                    promotes: WarpSpecializedGEMM.promotesSums(format, depth: k))
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
-        let outputMap = try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+        let outputMap = codeFactors == nil
+            ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+            : try context.tensorMap(y.address, extents: [n, rows], box: [min(variant.columns, 128), 64], swizzled: variant.columns >= 128)
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(residual?.address ?? 0),
-            .pointer(roundingScales?.address ?? 0), .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
+            .pointer((roundingScales ?? codeFactors)?.address ?? 0), .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
     /// y[rows, n] = a · gelu(g) (diffusers' GEGLU) of the GEGLU projection [2n, k] in one kernel: a and g are the
@@ -114,7 +119,7 @@ extension CUDAKernels {
                               weight: CUDATensor, weightMap: CUDATensorMap, epilogue: CUDATensor, codeFactors: CUDATensor? = nil,
                               y: CUDATensor) throws {
         let (n, k) = (weight.shape[0] / 2, weight.shape[1])
-        let function = try warpSpecializedFunction(variant, format: format, geglu: true, gegluCodes: codeFactors != nil,
+        let function = try warpSpecializedFunction(variant, format: format, geglu: true, codesOut: codeFactors != nil,
                                                    promotes: WarpSpecializedGEMM.promotesSums(format, depth: k))
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
@@ -197,16 +202,19 @@ extension CUDAKernels {
     /// keep their registers: with the rounding compiled into every kernel, the tuner's picks for plain INT8 layers moved
     /// to smaller tiles and SDXL's INT8 GEMMs took 13.9 instead of 10.7 ms).
     private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
-                                         gegluCodes: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
+                                         codesOut: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
                                          promotes: Bool) throws -> CUDAFunction {
         guard !promotes || variant.columns <= 128 else {
             throw CUDAError.invalidArgument("the \(variant) tile has no registers for FP32 totals")
         }
+        guard !codesOut || (!rounding && convolutionTileWidth == nil) else {
+            throw CUDAError.invalidArgument("the wgmma GEMM writes codes only from plain or GEGLU products")
+        }
         let module = "diffuse8_ws_gemm_\(format == .int8 ? "int8" : "fp8")_\(variant.pingPong ? "pp" : "coop")\(variant.columns)_s\(variant.stages)"
-            + (geglu ? "_geglu" : "") + (gegluCodes ? "_codes" : "") + (rounding ? "_round" : "") + (convolutionTileWidth.map { "_conv\($0)" } ?? "")
+            + (geglu ? "_geglu" : "") + (codesOut ? "_codes" : "") + (rounding ? "_round" : "") + (convolutionTileWidth.map { "_conv\($0)" } ?? "")
             + (promotes ? "_promote" : "")
         let function = try compiler.function("gemm8_ws", module: module, architecture: "sm_90a",
-                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu, gegluCodes: gegluCodes,
+                                             source: Self.warpSpecializedSource(variant, format: format, geglu: geglu, codesOut: codesOut,
                                                                                 rounding: rounding,
                                                                                 convolutionTileWidth: convolutionTileWidth, promotes: promotes))
         try compiler.allowSharedMemory(function, bytes: variant.sharedBytes)
@@ -242,13 +250,13 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         """
     }
 
-    /// The kernel's source for `variant`: plain, with GEGLU (16-bit out, or with `gegluCodes` the next layer's 8-bit
-    /// codes in `format`) or the FP8 rounding in its epilogue, or, with a
+    /// The kernel's source for `variant`: plain or with GEGLU (16-bit out, or with `codesOut` the reader's 8-bit codes in
+    /// `format`), or with the FP8 rounding in its epilogue, or, with a
     /// `convolutionTileWidth`, the implicit-GEMM convolution whose tiles are that many image columns wide; with
     /// `promotes` (FP8, see `WarpSpecializedGEMM.promotesSums`), its sums added to FP32 totals every four 128-deep
     /// slices.
     static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
-                                      gegluCodes: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
+                                      codesOut: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
                                       promotes: Bool = false) -> String {
         let defines = """
         #define FMT \(format == .int8 ? 0 : 1)
@@ -256,7 +264,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         #define STAGES \(variant.stages)
         \(variant.pingPong ? "#define PINGPONG" : "")
         \(geglu ? "#define GEGLU" : "")
-        \(geglu && gegluCodes ? "#define CODES_OUT" : "")
+        \(codesOut ? "#define CODES_OUT" : "")
         \(rounding ? "#define ROUND_OUTPUT" : "")
         \(convolutionTileWidth.map { "#define CONV_TILE_WIDTH \($0)" } ?? "")
         \(promotes ? "#define PROMOTE\n#define PROMOTE_SLICES 4" : "")
@@ -293,6 +301,9 @@ typedef float ACC;
 #define OUT_BN BN
 #endif
 #define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
+#ifdef CODES_OUT
+#define CODE_BOX (OUT_BN < 128 ? OUT_BN : 128)   // code columns per TMA store box (bytes per box row)
+#endif
 #ifdef CONV_TILE_WIDTH
 #define BW CONV_TILE_WIDTH    // image columns per tile (8, 16, 32 or 64: a consumer's 64 rows are whole image rows)
 #endif
@@ -301,6 +312,28 @@ typedef float ACC;
 __device__ __forceinline__ float fp8_grid(float v, float scale) {
     return decode_code(code_of_quotient(divide_by_scale(v, scale, __frcp_rn(scale)), 1), 1) * scale;
 }
+
+#ifdef CODES_OUT
+/// The codes of v0 / scale and v1 / scale (r = 1 / scale) in this kernel's format, rounded as the quantize pass rounds.
+__device__ __forceinline__ unsigned short code_pair(float v0, float v1, float scale, float r) {
+    const float c0 = divide_by_scale(v0, scale, r), c1 = divide_by_scale(v1, scale, r);
+#if FMT == 0
+    return (unsigned short)(code_of_quotient(c0, 0) | (code_of_quotient(c1, 0) << 8));
+#else
+    unsigned short pair;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(c1), "f"(c0));
+    return pair;
+#endif
+}
+/// Stores a code pair at row `row`, column `col` of a consumer's code buffer: boxes of 64 rows × CODE_BOX bytes, 8192
+/// bytes apart; rows of 128 bytes in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of the offset), shorter
+/// ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way).
+__device__ __forceinline__ void store_code_pair(u32 out, int row, int col, unsigned short pair) {
+    u32 offset = row * CODE_BOX + col % CODE_BOX;
+    if (CODE_BOX == 128) offset ^= (offset >> 3) & 0x70;
+    asm volatile("st.shared.b16 [%0], %1;\n" :: "r"(out + (col / CODE_BOX) * 8192 + offset), "h"(pair) : "memory");
+}
+#endif
 
 /// A `CUtensorMap` passed by value.
 struct __align__(64) TensorMap { u64 v[16]; };
@@ -339,10 +372,10 @@ __device__ __forceinline__ void tma_load_4d(u32 dst, const TensorMap* map, int x
 // epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j. With ROUND_OUTPUT defined, each Y[i, j] is then
 // rounded to the FP8 E4M3 grid of scale round_scales[j] (from FP32, before the 16-bit store). With GEGLU defined, B is
 // [2N, K] (read through a halves map) and Y[M, N] = a · gelu_erf(g) with a, g the dequantized products of B's rows j
-// and N + j. With CODES_OUT defined too, Y is instead the 8-bit codes [M, N] of the layer that reads it, in this kernel's
-// format: code(Y[i, j] · s[j] / scale) from FP32, as the quantize pass rounds, with round_scales = (s[0…N-1], scale), s
-// that layer's SmoothQuant factors (ones without), stored through y_map (8-bit, boxes of BN / 2 columns × 64 rows; in the
-// 128-byte swizzle where those are 128 bytes, else packed).
+// and N + j. With CODES_OUT defined (plain or GEGLU, not with ROUND_OUTPUT), Y is instead the 8-bit codes [M, N] of the
+// layer or attention that reads it, in this kernel's format: code(Y[i, j] · s[j] / scale) from FP32, as the quantize
+// pass rounds, with round_scales = (s[0…N-1], scale), s that reader's SmoothQuant factors (ones without), stored through
+// y_map (8-bit, boxes of CODE_BOX columns × 64 rows; in the 128-byte swizzle where those are 128 bytes, else packed).
 // With CONV_TILE_WIDTH defined, an implicit-GEMM convolution (stride 1, odd kernel size KS, padding KS / 2):
 // A is the channels-last image batch [M images, H, W, K channels] (a 4-D map: box 128 channels × BW columns × BM / BW
 // rows × 1), B the weight [N, KS·KS taps, K] (a 3-D map: box 128 channels × 1 tap × BN), Y [M, H, W, N] (a 4-D map:
@@ -514,21 +547,8 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 const float v0 = ((float)acc[a] * ea.x + ea.z) * gelu_erf((float)acc[g] * eg.x + eg.z);
                 const float v1 = ((float)acc[a + 1] * ea.y + ea.w) * gelu_erf((float)acc[g + 1] * eg.y + eg.w);
 #ifdef CODES_OUT
-                // 64 rows of BN/2 code bytes; rows of 128 in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of
-                // the offset), shorter ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way)
-                const float c0 = divide_by_scale(v0 * sm.x, code_scale, code_r), c1 = divide_by_scale(v1 * sm.y, code_scale, code_r);
-#if FMT == 0
-                const u32 pair = code_of_quotient(c0, 0) | (code_of_quotient(c1, 0) << 8);
-#else
-                unsigned short pair;
-                asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(c1), "f"(c0));
-#endif
-                const u32 offset = lr * (BN / 2) + i * 8 + 2 * q;
-#if BN == 256
-                asm volatile("st.shared.b16 [%0], %1;\n" :: "r"(out + (offset ^ ((offset >> 3) & 0x70))), "h"((unsigned short)pair) : "memory");
-#else
-                asm volatile("st.shared.b16 [%0], %1;\n" :: "r"(out + offset), "h"((unsigned short)pair) : "memory");
-#endif
+                const unsigned short pair = code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r);
+                store_code_pair(out, lr, i * 8 + 2 * q, (unsigned short)pair);
 #else
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
                 asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
@@ -536,10 +556,16 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             }
         }
 #else
+#ifdef CODES_OUT
+        const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
+#endif
         #pragma unroll
         for (int i = 0; i < BN / 8; i++) {
             const int col = n0 + i * 8 + 2 * q;
             const float4 e = col < N ? epilogue[col >> 1] : make_float4(0.f, 0.f, 0.f, 0.f);
+#ifdef CODES_OUT
+            const float2 sm = col < N ? *(const float2*)(round_scales + col) : make_float2(0.f, 0.f);
+#endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
                 const int r = row + hh * 8, lr = local + hh * 8;
@@ -555,8 +581,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                     v0 = fp8_grid(v0, s.x); v1 = fp8_grid(v1, s.y);
                 }
 #endif
+#ifdef CODES_OUT
+                store_code_pair(out, lr, i * 8 + 2 * q, code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r));
+#else
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
                 asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
+#endif
             }
         }
 #endif
@@ -564,8 +594,11 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
         if ((tid & 127) == 0) {
 #ifdef CODES_OUT
-            asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
-                         :: "l"((u64)&y_map), "r"(n0), "r"(m0 + aRows), "r"(out) : "memory");
+            #pragma unroll
+            for (int b = 0; b < OUT_BN / CODE_BOX; b++)
+                if (n0 + b * CODE_BOX < N)
+                    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+                                 :: "l"((u64)&y_map), "r"(n0 + b * CODE_BOX), "r"(m0 + aRows), "r"(out + b * 8192) : "memory");
 #else
             #pragma unroll
             for (int b = 0; b < OUT_BN / 64; b++)

@@ -43,8 +43,8 @@ package struct CUDATuningRecord: Equatable, Sendable {
             + " | kernels \(kernels) | format \(formatVersion)")
     }
 
-    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain, with
-    /// GEGLU in 16 bit or codes, and as a convolution; with and without FP32 totals), the quantize, dequantize and GEGLU kernels, attention: a change to any of them
+    /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain or with
+    /// GEGLU, in 16 bit or codes, and as a convolution; with and without FP32 totals), the quantize, dequantize and GEGLU kernels, attention: a change to any of them
     /// makes earlier measurements stale.
     static var kernelFingerprint: String {
         let gemms = [QuantizedFormat.int8, .fp8].flatMap { format in
@@ -52,7 +52,8 @@ package struct CUDATuningRecord: Equatable, Sendable {
                 [false, true].flatMap { promotes in
                     [CUDAKernels.warpSpecializedSource(variant, format: format, promotes: promotes),
                      CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, promotes: promotes),
-                     CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, gegluCodes: true, promotes: promotes),
+                     CUDAKernels.warpSpecializedSource(variant, format: format, geglu: true, codesOut: true, promotes: promotes),
+                     CUDAKernels.warpSpecializedSource(variant, format: format, codesOut: true, promotes: promotes),
                      CUDAKernels.warpSpecializedSource(variant, format: format, convolutionTileWidth: 64, promotes: promotes)]
                 }
             }

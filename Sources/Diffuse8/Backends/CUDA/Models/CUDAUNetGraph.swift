@@ -16,7 +16,7 @@ public final class CUDAUNetGraph {
     let conditioning: CUDAUNet.Conditioning
     public let output: CUDATensor
 
-    /// Warms up (one eager forward) and captures. `textEmbedsWidth`/`timeIdCount` only for SDXL (text_time).
+    /// Warms up (two eager forwards) and captures. `textEmbedsWidth`/`timeIdCount` only for SDXL (text_time).
     public init(_ unet: CUDAUNet, batch: Int, height: Int, width: Int, contextLength: Int,
                 textEmbedsWidth: Int? = nil, timeIdCount: Int = 6) throws {
         self.unet = unet
@@ -31,7 +31,9 @@ public final class CUDAUNetGraph {
         let timeIds = c.usesTextTimeEmbedding ? Tensor(zeros: [batch, timeIdCount]) : nil
         conditioning = try unet.conditioning(batch: batch, timestep: 0, timeIds: timeIds)
         let (sample, states, text, inputs) = (sample, encoderHiddenStates, textEmbeds, conditioning)
-        _ = try unet.forward(sample: sample, conditioning: inputs, encoderHiddenStates: states, textEmbeds: text)
+        // Two eager forwards: the first decides which modules run fused paths (level 4's FP8 attention), the second
+        // times the forms that follow from those (its Q/K/V stack writing the attention's codes) outside the capture.
+        for _ in 0..<2 { _ = try unet.forward(sample: sample, conditioning: inputs, encoderHiddenStates: states, textEmbeds: text) }
         try context.synchronize()
         let (graph, output) = try CUDAGraph.capture(context) {
             try unet.forward(sample: sample, conditioning: inputs, encoderHiddenStates: states, textEmbeds: text)

@@ -1,0 +1,30 @@
+extension CUDAKernels {
+    /// The input codes of whatever reads an 8-bit GEMM's output (`eightBitLinear(readerCodes:)`): code(y[·, j] · s[j] /
+    /// scale) in `format`, as the quantize pass makes them. Level 4's stacked Q/K/V write them for cuDNN's FP8 attention
+    /// (E4M3, s = 448 / amax of Q, K or V per column, scale 1), which saves a pass over the 16-bit stack.
+    package struct ReaderCodes {
+        /// The reader's 8-bit format.
+        let format: QuantizedFormat
+        /// The factors s over y's columns (FP32 [n]), nil for ones.
+        let smoothing: CUDATensor?
+        /// The reader's input scale.
+        let scale: Float
+        /// (s, or ones, then scale): FP32 [n + 1], the operand of the wgmma GEMM that writes the codes in its epilogue.
+        let operands: CUDATensor
+
+        /// The codes' element type.
+        var codeType: CUDADataType { format == .int8 ? .int8 : .float8e4m3 }
+
+        /// Codes of `format` for y's `factors` (none: ones) and `scale`, their operands uploaded once.
+        package init(_ kernels: CUDAKernels, format: QuantizedFormat, factors: [Float]?, columns: Int, scale: Float) throws {
+            guard scale > 0, scale.isFinite, factors.map({ $0.count == columns }) ?? true else {
+                throw CUDAError.invalidArgument("reader codes: scale \(scale), \(factors?.count ?? columns) factors for \(columns) columns")
+            }
+            self.format = format
+            self.scale = scale
+            smoothing = try factors.map { try kernels.context.upload(Tensor(shape: [columns], scalars: $0), dtype: .float32) }
+            operands = try kernels.context.upload(Tensor(shape: [columns + 1], scalars: (factors ?? [Float](repeating: 1, count: columns)) + [scale]),
+                                                  dtype: .float32)
+        }
+    }
+}

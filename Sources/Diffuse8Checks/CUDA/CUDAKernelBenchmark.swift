@@ -60,6 +60,26 @@ extension CUDABenchmark {
             }
         }
 
+        // Level-4 cross-attention at SDXL's shapes (16-bit Q/K/V, FP8-rounded probabilities over 77 text tokens): the
+        // one-pass kernel for at most 128 keys against the two passes longer sequences take (64 or, pipelined, 128
+        // queries per block), ten calls in a CUDA graph.
+        for (name, heads, lq) in [("SDXL FP8-P cross-attn 64²", 10, 4096), ("SDXL FP8-P cross-attn 32²", 20, 1024)] {
+            let q = try device([2, lq, heads * 64]), k = try device([2, 77, heads * 64]), v = try device([2, 77, heads * 64])
+            let previous = kernels.attentionKernel
+            defer { kernels.onePassFP8AttentionDisabled = false; kernels.attentionKernel = previous }
+            for (label, kernel, twoPasses) in [("one pass", CUDAKernels.AttentionKernel.simple, false), ("two passes", .simple, true),
+                                               ("two passes, pipelined", .pipelined, true)] {
+                kernels.onePassFP8AttentionDisabled = twoPasses
+                kernels.attentionKernel = kernel
+                let ms = try graphTime(context) {
+                    try kernels.attention(query: q.address, queryStride: heads * 64, key: k.address, value: v.address, keyValueStride: heads * 64,
+                                          batch: 2, queries: lq, keys: 77, channels: heads * 64, heads: heads, fp8ProbabilityAmax: 1)
+                }
+                add(Row(name: "\(name), \(label), graph", shape: "B2 H\(heads) Lq\(lq) Lk77 D64", milliseconds: ms,
+                        rate: 4.0 * Double(2 * heads) * Double(lq) * 77 * 64 / ms / 1e9, unit: "TFLOP/s"))
+            }
+        }
+
         // Level-4 FP8 self-attention at SDXL's shapes (stacked Q/K/V codes in, O's codes out) through cuDNN and through
         // our wgmma kernel: per call, and per call of ten captured in a CUDA graph (device time without the host's
         // launches, as in a captured UNet).

@@ -16,13 +16,23 @@ package enum CUDAAttentionSource {
     /// (32 per warp, so each K/V fragment feeds two MMAs) and cp.async double-buffered K/V tiles.
     package static let pipelinedHeadDims = [32, 40, 64, 80]
 
+    /// Head dims of the one-pass FP8-probability kernel for at most 128 keys (`attention_fp8p_k128_d<D>`; its K and V
+    /// tiles of 128 rows fit the 48 KB of static shared memory up to D = 80).
+    package static let shortKeyHeadDims = [32, 40, 48, 64, 80]
+
+    /// The most keys `attention_fp8p_k128_d<D>` takes.
+    package static let shortKeys = 128
+
     /// Level-4 FP8 attention: `attention_fp8p_d<D>` rounds each softmax probability to FP8 E4M3 with the layer's
     /// probability amax a (scale a/448, saturating at a; a = 1 when not calibrated) before P·V, as the CPU simulation
     /// (`FP8AttentionSimulation`) and NVIDIA's FP8 attention recipe define it. The probabilities must be normalised
     /// before rounding, so it makes two passes over the keys: the first finds each row's maximum and sum, the second
     /// forms the exact probabilities (≈1.5× the 16-bit kernel's work). Given `pmax`, it stops after the first pass and
     /// raises `*pmax` to the largest probability of its rows, 1/Σ exp(s − max) (what calibration records).
-    /// `attention_pipelined_fp8p_d<D>` makes the same two passes in the pipelined kernel.
+    /// `attention_pipelined_fp8p_d<D>` makes the same two passes in the pipelined kernel. Where all keys fit in one tile
+    /// of 128 (cross-attention's 77 text tokens), `attention_fp8p_k128_d<D>` makes one pass: the tile's maximum and sum
+    /// are then the row's (the two-pass kernel's probabilities, but for the sum's rounding: that one adds two 64-key
+    /// tiles with a rescale).
     static var source: String {
         CUDAKernelSources.prelude + pack + body + pipelinedBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
             headDims.map { d in
@@ -34,6 +44,15 @@ package enum CUDAAttentionSource {
 
                 """
             }.joined()
+        }.joined() + shortKeyHeadDims.map { d in
+            """
+            extern "C" __global__ void __launch_bounds__(128) attention_fp8p_k128_d\(d)(const half_t* q, const half_t* k,
+                    const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
+                    float p_encode, float p_decode, float* pmax) {
+                attention_tile<\(d), true, 128>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride, p_encode, p_decode, nullptr);
+            }
+
+            """
         }.joined() + [("", false), ("fp8p_", true)].map { prefix, fp8 in
             pipelinedHeadDims.map { d in
                 """
@@ -285,11 +304,14 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
 }
 
 // q: rows of q_stride halves, k, v: rows of kv_stride halves (head h at column h*D); o: [B, Lq, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
-template <int D, bool FP8P>
+// BN: keys per tile. FP8P with all keys in one tile (Lk <= BN) and no pmax: one pass, as the tile's maximum and sum are
+// the row's (the probabilities two passes of the same BN give, bit for bit).
+template <int D, bool FP8P, int BN = 64>
 __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
         float p_encode, float p_decode, float* pmax) {
-    constexpr int BM = 64, BN = 64;
+    constexpr int BM = 64;
+    const bool single = FP8P && Lk <= BN && pmax == nullptr;
     constexpr int DP = (D + 15) / 16 * 16;            // head dim padded for the k=16 steps of Q·Kᵀ
     constexpr int KS = DP + 8;                        // shared row strides (halves), chosen bank-conflict free
     constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
@@ -322,7 +344,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
     float row_max[2] = {-D8_INFINITY, -D8_INFINITY}, row_sum[2] = {0.f, 0.f}, row_inv[2] = {1.f, 1.f};
 
     // FP8P: pass 0 only finds the row maxima and sums; pass 1 (the only pass otherwise) accumulates P·V.
-    for (int pass = FP8P ? 0 : 1; pass < 2; ++pass) {
+    for (int pass = FP8P && !single ? 0 : 1; pass < 2; ++pass) {
     for (int k0 = 0; k0 < Lk; k0 += BN) {
         __syncthreads();
         // K tile [BN, DP] and V tile [BN, D] into shared memory, 16 bytes at a time, zero past the ends.
@@ -345,6 +367,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
 #pragma unroll
         for (int n = 0; n < BN / 8; ++n) {
             s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+            if (single && k0 + n * 8 >= Lk) continue;   // keys past the end: masked below
             const half_t* krow = Ks + (n * 8 + g) * KS + 2 * t;
 #pragma unroll
             for (int ks = 0; ks < DP / 16; ++ks) {
@@ -366,7 +389,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         }
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            if (FP8P && pass == 1) {
+            if (FP8P && pass == 1 && !single) {
                 // Final maximum and sum known: the normalised probabilities themselves.
 #pragma unroll
                 for (int n = 0; n < BN / 8; ++n) {
@@ -392,12 +415,21 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
             row_sum[r] = row_sum[r] * correction + sum;   // per-thread partial; the quad is summed at the end
 #pragma unroll
             for (int j = 0; j < D / 8; ++j) { acc[j][2 * r] *= correction; acc[j][2 * r + 1] *= correction; }
+            if (FP8P && single) {
+                // The only tile: its maximum and (quad-summed) sum are the row's, so normalise now, as pass 1 would.
+                float total = row_sum[r] + __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+                total += __shfl_xor_sync(0xffffffffu, total, 2);
+                const float inv = 1.f / total;
+#pragma unroll
+                for (int n = 0; n < BN / 8; ++n) { s[n][2 * r] *= inv; s[n][2 * r + 1] *= inv; }
+            }
         }
         if (pass == 0) continue;
 
-        // O += P·V: two accumulator n-tiles of P form one A fragment (k = 16 keys).
+        // O += P·V: two accumulator n-tiles of P form one A fragment (k = 16 keys); with one pass, the tile's keys only.
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
+            if (single && k0 + kk * 16 >= Lk) break;
             u32 a[4];
             a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1], p_encode);
             a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3], p_encode);

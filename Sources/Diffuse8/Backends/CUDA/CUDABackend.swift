@@ -499,7 +499,7 @@ public final class CUDABackend: ModelBackend {
         // The report's name and text are built only while reporting (this runs for every attention of every forward).
         return try op(queries == keys ? "attention self" : "attention cross", layer: layerReport == nil ? nil : module?.name, kernel: {
             let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
-            return "16-bit tensor cores, FP8-rounded probabilities, two passes" + reason
+            return "16-bit tensor cores, FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")" + reason
         }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes

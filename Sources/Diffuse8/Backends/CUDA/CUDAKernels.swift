@@ -346,6 +346,13 @@ public final class CUDAKernels: @unchecked Sendable {
     /// Forces the one-block-per-group GroupNorm kernel (for tests and comparisons).
     public var splitGroupNormDisabled = false
 
+    /// Makes FP8-probability attention over at most 128 keys take the two-pass kernel as longer sequences do, instead
+    /// of `attention_fp8p_k128_d<D>`'s one pass (for measurements).
+    package var onePassFP8AttentionDisabled = false
+
+    /// Whether the last FP8-probability attention made one pass over its keys (for reports).
+    package private(set) var lastFP8AttentionOnePass = false
+
     /// `torch.nn.LayerNorm` over the last dimension.
     /// LayerNorm over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
@@ -505,8 +512,12 @@ public final class CUDAKernels: @unchecked Sendable {
             }
             let pipelined = kernel == .pipelined
             let variant = fp8Probabilities ? "fp8p_" : ""
-            let function = try compiler.function(pipelined ? "attention_pipelined_\(variant)d\(d)" : "attention_\(variant)d\(d)",
-                                                 module: "diffuse8_attention", source: CUDAAttentionSource.source)
+            // FP8 probabilities over at most 128 keys (cross-attention): the one-pass kernel
+            let onePass = fp8Probabilities && !pipelined && !onePassFP8AttentionDisabled && lk <= CUDAAttentionSource.shortKeys
+                && CUDAAttentionSource.shortKeyHeadDims.contains(d)
+            let name = pipelined ? "attention_pipelined_\(variant)d\(d)" : onePass ? "attention_fp8p_k128_d\(d)" : "attention_\(variant)d\(d)"
+            lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)
+            let function = try compiler.function(name, module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
             var arguments: [CUDAKernelArgument] = [
                 .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),

@@ -149,71 +149,48 @@ extension CUDASelfTest {
                 }
             }
             // Level 4's stacked Q/K/V: three layers with their own output ranges, each output rounded to its FP8 grid
-            // (in the wgmma epilogue, else by a pass after the GEMM). Against the simulation of each layer (the CPU hook):
-            // a sum within accumulation order of a step boundary can round one FP8 step away, hence 1e-2.
-            for (rows, k, c) in [(256, 320, 320), (200, 640, 80)] {
-                for gemm in CUDAEightBitLinear.GEMMPath.candidates(format, depth: k, wgmma: kernels.runsWarpSpecializedGEMM) {
-                    cases.append(("8-bit Q/K/V, FP8-rounded \(gemm.description(for: format))", "[\(rows),\(k)]·[3×\(c),\(k)]ᵀ", 1e-2, { r in
-                        let xh = r.normalHalfRounded([rows, k])
-                        var amax: Float = 0
-                        for v in xh.scalars { amax = max(amax, abs(v)) }
-                        // one weight quantized as a whole (one FP8 scale, INT8 per channel), as stacks are, then split
-                        let whole = QuantizedWeight(quantizing: r.normalHalfRounded([3 * c, k], scale: 0.05), format: format,
-                                                    perChannel: format == .int8)
-                        let layers = (0..<3).map { i -> Linear in
-                            let bh = r.normalHalfRounded([c])
-                            let weight = QuantizedWeight(format: format, shape: [c, k], codes: Array(whole.codes[(i * c * k)..<((i + 1) * c * k)]),
-                                                         scales: whole.scales.count == 1 ? whole.scales : Array(whole.scales[(i * c)..<((i + 1) * c)]))
-                            let quantized = QuantizedLayer(name: "check.\(i)", kind: .linear, weight: weight,
-                                                           inputAmax: 0.8 * amax, smoothing: nil, outputAmax: [Float(1.5), 3, 0.75][i])
-                            let linear = Linear(name: "check.\(i)", weight: quantized.weight.dequantized(), bias: bh)
-                            linear.executionHook = SimulatedQuantizationHook(quantized)
-                            return linear
-                        }
-                        let w = try CUDAEightBitLinear(kernels, stacking: try LinearStack(layers))
-                        w.forcedGEMM = gemm
-                        let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: nil)
-                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
-                        let parts = layers.map { $0(xh) }
-                        let reference = (0..<rows).flatMap { row in parts.flatMap { $0.scalars[(row * c)..<((row + 1) * c)] } }
-                        return (y, Tensor(shape: [rows, 3 * c], scalars: reference))
-                    }))
-                }
-            }
-            // The same stacks writing the E4M3 codes cuDNN's FP8 attention reads (448 / amax of Q, K or V per column, scale
-            // 1): in the wgmma epilogue where the GEMM is FP8, else by the quantize pass after the GEMM. Against the codes of
-            // the simulation's rounded outputs; a 64-wide stack makes the 256-column tile write a partial box.
+            // (in the wgmma epilogue, else by a pass after the GEMM), or written as the E4M3 codes cuDNN's FP8 attention
+            // reads (448 / amax of Q, K or V per column, scale 1: in the wgmma epilogue where the GEMM is FP8, else by the
+            // quantize pass after the GEMM). Against the simulation of each layer (the CPU hook), or its codes: a sum
+            // within accumulation order of a step boundary can round one FP8 step away, hence 1e-2. A 64-wide stack makes
+            // the 256-column tile write a partial box.
             for (rows, k, c) in [(256, 320, 320), (200, 640, 80), (130, 1280, 64)] {
                 for gemm in CUDAEightBitLinear.GEMMPath.candidates(format, depth: k, wgmma: kernels.runsWarpSpecializedGEMM) {
-                    cases.append(("8-bit Q/K/V, attention's E4M3 codes \(gemm.description(for: format))", "[\(rows),\(k)]·[3×\(c),\(k)]ᵀ", 1e-2, { r in
-                        let xh = r.normalHalfRounded([rows, k])
-                        var amax: Float = 0
-                        for v in xh.scalars { amax = max(amax, abs(v)) }
-                        let whole = QuantizedWeight(quantizing: r.normalHalfRounded([3 * c, k], scale: 0.05), format: format,
-                                                    perChannel: format == .int8)
-                        let ranges: [Float] = [1.5, 3, 0.75]
-                        let layers = (0..<3).map { i -> Linear in
-                            let weight = QuantizedWeight(format: format, shape: [c, k], codes: Array(whole.codes[(i * c * k)..<((i + 1) * c * k)]),
-                                                         scales: whole.scales.count == 1 ? whole.scales : Array(whole.scales[(i * c)..<((i + 1) * c)]))
-                            let quantized = QuantizedLayer(name: "check.\(i)", kind: .linear, weight: weight,
-                                                           inputAmax: 0.8 * amax, smoothing: nil, outputAmax: ranges[i])
-                            let linear = Linear(name: "check.\(i)", weight: quantized.weight.dequantized(), bias: r.normalHalfRounded([c]))
-                            linear.executionHook = SimulatedQuantizationHook(quantized)
-                            return linear
-                        }
-                        let w = try CUDAEightBitLinear(kernels, stacking: try LinearStack(layers))
-                        w.forcedGEMM = gemm
-                        let factors = ranges.flatMap { [Float](repeating: QuantizedFormat.fp8.maxValue / $0, count: c) }
-                        let readerCodes = try CUDAKernels.ReaderCodes(kernels, format: .fp8, factors: factors, columns: 3 * c, scale: 1)
-                        let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: nil, roundsOutput: false, readerCodes: readerCodes)
-                        if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
-                        guard y.dtype == .float8e4m3 else { throw CUDAError.invalidArgument("wrote \(y.dtype), not E4M3 codes") }
-                        let parts = layers.map { $0(xh) }
-                        let reference = (0..<rows).flatMap { row in
-                            (0..<(3 * c)).map { j in parts[j / c].scalars[row * c + j % c] * factors[j] }
-                        }
-                        return (y, Tensor(shape: [rows, 3 * c], scalars: reference))
-                    }))
+                    for writesCodes in [false, true] {
+                        let label = writesCodes ? "attention's E4M3 codes" : "FP8-rounded"
+                        cases.append(("8-bit Q/K/V, \(label) \(gemm.description(for: format))", "[\(rows),\(k)]·[3×\(c),\(k)]ᵀ", 1e-2, { r in
+                            let xh = r.normalHalfRounded([rows, k])
+                            var amax: Float = 0
+                            for v in xh.scalars { amax = max(amax, abs(v)) }
+                            // one weight quantized as a whole (one FP8 scale, INT8 per channel), as stacks are, then split
+                            let whole = QuantizedWeight(quantizing: r.normalHalfRounded([3 * c, k], scale: 0.05), format: format,
+                                                        perChannel: format == .int8)
+                            let ranges: [Float] = [1.5, 3, 0.75]
+                            let layers = (0..<3).map { i -> Linear in
+                                let weight = QuantizedWeight(format: format, shape: [c, k], codes: Array(whole.codes[(i * c * k)..<((i + 1) * c * k)]),
+                                                             scales: whole.scales.count == 1 ? whole.scales : Array(whole.scales[(i * c)..<((i + 1) * c)]))
+                                let quantized = QuantizedLayer(name: "check.\(i)", kind: .linear, weight: weight,
+                                                               inputAmax: 0.8 * amax, smoothing: nil, outputAmax: ranges[i])
+                                let linear = Linear(name: "check.\(i)", weight: quantized.weight.dequantized(), bias: r.normalHalfRounded([c]))
+                                linear.executionHook = SimulatedQuantizationHook(quantized)
+                                return linear
+                            }
+                            let w = try CUDAEightBitLinear(kernels, stacking: try LinearStack(layers))
+                            w.forcedGEMM = gemm
+                            let factors = ranges.flatMap { [Float](repeating: writesCodes ? QuantizedFormat.fp8.maxValue / $0 : 1, count: c) }
+                            let readerCodes = writesCodes
+                                ? try CUDAKernels.ReaderCodes(kernels, format: .fp8, factors: factors, columns: 3 * c, scale: 1) : nil
+                            let y = try kernels.eightBitLinear(try kernels.upload(xh), w, residual: nil, roundsOutput: !writesCodes,
+                                                               readerCodes: readerCodes)
+                            if let reason = w.fallbackReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                            guard !writesCodes || y.dtype == .float8e4m3 else { throw CUDAError.invalidArgument("wrote \(y.dtype), not E4M3 codes") }
+                            let parts = layers.map { $0(xh) }
+                            let reference = (0..<rows).flatMap { row in
+                                (0..<(3 * c)).map { j in parts[j / c].scalars[row * c + j % c] * factors[j] }
+                            }
+                            return (y, Tensor(shape: [rows, 3 * c], scalars: reference))
+                        }))
+                    }
                 }
             }
             // GEGLU projections: the GEMM with GEGLU in its epilogue (each tile variant that can) and the GEMM followed by

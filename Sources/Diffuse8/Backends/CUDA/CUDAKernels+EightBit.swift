@@ -266,7 +266,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             }
         }
         // TMA needs 16-byte aligned rows: unaligned operands leave the wgmma GEMM out (a separate problem).
-        let wgmma = runsWarpSpecializedGEMM && [codes.address, y.address, residual?.address ?? 0].allSatisfy { $0 % 16 == 0 }
+        let wgmma = runsWarpSpecializedGEMM && [codes.address, y.address, residual?.address ?? 0, reading?.1.address ?? 0].allSatisfy { $0 % 16 == 0 }
         let candidates = CUDAEightBitLinear.GEMMPath.candidates(w.format, depth: w.inFeatures, wgmma: wgmma)
         if let forced = w.forcedGEMM {
             guard candidates.contains(forced) else {

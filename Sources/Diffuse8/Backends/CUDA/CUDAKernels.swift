@@ -516,7 +516,7 @@ public final class CUDAKernels: @unchecked Sendable {
             let onePass = fp8Probabilities && !pipelined && !onePassFP8AttentionDisabled && lk <= CUDAAttentionSource.shortKeys
                 && CUDAAttentionSource.shortKeyHeadDims.contains(d)
             let name = pipelined ? "attention_pipelined_\(variant)d\(d)" : onePass ? "attention_fp8p_k128_d\(d)" : "attention_\(variant)d\(d)"
-            lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)
+            lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)   // or all keys in its 64-key tile
             let function = try compiler.function(name, module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
             var arguments: [CUDAKernelArgument] = [

@@ -158,9 +158,9 @@ package final class CUDAEightBitLinear {
     /// Host copies for `epilogue`: α per output column, and the bias.
     private let alphaValues: [Float]
     private let biasValues: [Float]?
-    /// Made on first use by a producer that writes this layer's codes in its epilogue (the wgmma GEGLU): the
-    /// SmoothQuant factors (ones without), then the input scale (FP32 [in + 1]); and their host copy.
-    private var codeFactors: CUDATensor?
+    /// How a producer writes this layer's input codes in its epilogue (the wgmma GEGLU), made on first use; and the
+    /// host copy of the SmoothQuant factors it is made from.
+    private var inputCodes: CUDAKernels.ReaderCodes?
     private let smoothingValues: [Float]?
     /// Set when this layer's shape had no 8-bit GEMM: its weight dequantized to 16 bit, used from then on.
     var fallbackWeight: CUDATensor?
@@ -241,13 +241,13 @@ package final class CUDAEightBitLinear {
         return made
     }
 
-    /// The FP32 [in + 1] operands with which a producer's epilogue writes this layer's input codes: the SmoothQuant
-    /// factors (ones without) and the input scale (made on first use).
-    func codeFactorOperands(_ kernels: CUDAKernels) throws -> CUDATensor {
-        if let codeFactors { return codeFactors }
-        let values = (smoothingValues ?? [Float](repeating: 1, count: inFeatures)) + [inputScale]
-        let made = try kernels.context.upload(Tensor(shape: [values.count], scalars: values), dtype: .float32)
-        codeFactors = made
+    /// This layer's input codes as a producer writes them: its format, SmoothQuant factors and input scale (the
+    /// operands made on first use).
+    func readerCodes(_ kernels: CUDAKernels) throws -> CUDAKernels.ReaderCodes {
+        if let inputCodes { return inputCodes }
+        let made = try CUDAKernels.ReaderCodes(kernels, format: format, factors: smoothingValues, columns: inFeatures, scale: inputScale,
+                                               factorsOnDevice: smoothing)
+        inputCodes = made
         return made
     }
 
@@ -270,7 +270,7 @@ package final class CUDAEightBitLinear {
     /// Device bytes of the weight (codes, scales, bias, smoothing).
     var byteCount: Int {
         codes.byteCount + weightScales.byteCount + scales.byteCount + (bias?.byteCount ?? 0) + (smoothing?.byteCount ?? 0)
-            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0) + (epilogue?.byteCount ?? 0) + (codeFactors?.byteCount ?? 0)
+            + (outputScales?.byteCount ?? 0) + (fallbackWeight?.byteCount ?? 0) + (epilogue?.byteCount ?? 0) + (inputCodes?.operands.byteCount ?? 0)
     }
 }
 

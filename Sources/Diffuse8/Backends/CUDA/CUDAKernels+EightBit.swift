@@ -334,7 +334,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                     w.lastGEGLUWroteCodes = true
                     let y = try context.empty(shape, dtype: consumer.codeType)
                     try warpSpecializedGEGLU(variant, format: w.format, codes: codes, rows: rows, weight: w.codes, weightMap: weightMap,
-                                             epilogue: try w.epilogueOperands(self), codeFactors: try consumer.codeFactorOperands(self), y: y)
+                                             epilogue: try w.epilogueOperands(self), codeFactors: try consumer.readerCodes(self).operands, y: y)
                     result = y
                 } else {
                     let y = try output(shape)

@@ -102,7 +102,7 @@ extension CUDAKernels {
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
             ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
-            : try context.tensorMap(y.address, extents: [n, rows], box: [min(variant.columns, 128), 64], swizzled: variant.columns >= 128)
+            : try codeOutputMap(y, rows: rows, columns: n, boxColumns: min(variant.columns, 128))
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
@@ -124,12 +124,18 @@ extension CUDAKernels {
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
             ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
-            : try context.tensorMap(y.address, extents: [n, rows], box: [variant.columns / 2, 64], swizzled: variant.columns == 256)
+            : try codeOutputMap(y, rows: rows, columns: n, boxColumns: variant.columns / 2)
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns / 2 - 1) / (variant.columns / 2))
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(codeFactors?.address ?? 0),
             .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
+    }
+
+    /// The TMA map through which the wgmma kernels store 8-bit codes y [rows, n] (the kernel's CODE_BOX): boxes of
+    /// `boxColumns` codes × 64 rows, in the 128-byte swizzle where a box row is 128 bytes, else packed.
+    private func codeOutputMap(_ y: CUDATensor, rows: Int, columns n: Int, boxColumns: Int) throws -> CUDATensorMap {
+        try context.tensorMap(y.address, extents: [n, rows], box: [boxColumns, 64], swizzled: boxColumns == 128)
     }
 
     /// y = conv(x)·α[o] + bias[o] of a stride-1 convolution with an odd `kernelSize` and padding `kernelSize / 2`, as an

@@ -122,9 +122,10 @@ extension CUDASelfTest {
         }
         for format in formats {
             // Shapes of SD1.5/SDXL layers too: GEGLU projections (bias, no residual), cross-attention K/V (neither). FP8's
-            // deepest sums without FP32 totals (K = 1280) and with them (K = 2048).
+            // deepest sums without FP32 totals (K = 1280) and with them (K = 2048). One row tile (99, 64 rows), and more
+            // tiles than the card has multiprocessors in every variant (1024 × 5120), so that each block takes several.
             for (rows, k, n, residual) in [(154, 320, 640, true), (99, 64, 32, false), (512, 640, 1280, true), (64, 1280, 10240, false),
-                                           (154, 2048, 1280, false)] {
+                                           (154, 2048, 1280, false), (1024, 256, 5120, true)] {
                 let paths = CUDAEightBitLinear.GEMMPath.candidates(format, depth: k, wgmma: kernels.runsWarpSpecializedGEMM)
                 for gemm in paths {
                     let library = " " + gemm.description(for: format)

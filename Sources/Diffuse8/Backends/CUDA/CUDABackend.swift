@@ -452,7 +452,7 @@ public final class CUDABackend: ModelBackend {
                                kernel: { ours ? "wgmma FP8 E4M3 fused attention" : "cuDNN FP8 E4M3 fused attention" }, eightBit: { true }) {
                 // the stack's codes, from its GEMM (`attentionReadingCodes`) or from its 16-bit output
                 let qkv = stack.dtype == fused.stackCodes.codeType ? stack
-                    : try kernels.quantize(stack, format: .fp8, scale: 1, smoothing: fused.stackCodes.smoothing)
+                    : try kernels.quantize(stack, as: fused.stackCodes)
                 return try withExtendedLifetime(qkv) {
                     let run = ours ? kernels.wgmmaFP8Attention : kernels.cudnnFP8Attention
                     return try run(qkv.address, 3 * channels, qkv.address + UInt64(channels), qkv.address + UInt64(2 * channels),

@@ -183,7 +183,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
                 input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: w.smoothing, groupSize: w.inFeatures)
             }
             let y = try linear(input, weight: weight, bias: w.bias, residual: residual)
-            if let readerCodes { return try quantize(y, format: readerCodes.format, scale: readerCodes.scale, smoothing: readerCodes.smoothing) }
+            if let readerCodes { return try quantize(y, as: readerCodes) }
             return try rounding.map { try fakeQuantizeColumns(y, format: .fp8, scales: $0, into: y) } ?? y
         }
         let rows = x.count / w.inFeatures
@@ -230,7 +230,7 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
             }
             try runUnrounded(path)
             if let rounding, !path.roundsOutput { _ = try fakeQuantizeColumns(y, format: .fp8, scales: rounding, into: y) }
-            if let (reader, out) = reading { _ = try quantize(y, format: reader.format, scale: reader.scale, smoothing: reader.smoothing, into: out) }
+            if let (reader, out) = reading { _ = try quantize(y, as: reader, into: out) }
         }
         func runUnrounded(_ path: CUDAEightBitLinear.GEMMPath) throws {
             switch (path, w.format) {

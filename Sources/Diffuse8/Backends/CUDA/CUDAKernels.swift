@@ -354,7 +354,6 @@ public final class CUDAKernels: @unchecked Sendable {
     package private(set) var lastFP8AttentionOnePass = false
 
     /// `torch.nn.LayerNorm` over the last dimension.
-    /// LayerNorm over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
         try layerNorm(x, weight: weight, bias: bias, epsilon: epsilon, quantizingFor: nil)
     }

@@ -30,4 +30,9 @@ extension CUDAKernels {
                                                   dtype: .float32)
         }
     }
+
+    /// y as the input codes `reader` describes (the quantize pass), new or `out`.
+    func quantize(_ y: CUDATensor, as reader: ReaderCodes, into out: CUDATensor? = nil) throws -> CUDATensor {
+        try quantize(y, format: reader.format, scale: reader.scale, smoothing: reader.smoothing, into: out)
+    }
 }

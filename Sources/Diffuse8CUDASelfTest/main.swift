@@ -36,10 +36,11 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
                     --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass|
-                    qkv-quantize-pass: then that change too (cudnn-convolution: 8-bit convolutions without our
-                    implicit-GEMM kernel; geglu-quantize-pass: the fused GEGLU writes 16 bit and the FF output layer's
-                    quantize pass follows; qkv-quantize-pass: level 4's Q/K/V stacks write 16 bit and the FP8
-                    attention's quantize pass follows), its graph and the first replayed in turn (both medians from
+                    qkv-quantize-pass|serial-launches: then that change too (cudnn-convolution: 8-bit convolutions
+                    without our implicit-GEMM kernel; geglu-quantize-pass: the fused GEGLU writes 16 bit and the FF
+                    output layer's quantize pass follows; qkv-quantize-pass: level 4's Q/K/V stacks write 16 bit and
+                    the FP8 attention's quantize pass follows; serial-launches: no kernel starts before the previous
+                    one has ended), its graph and the first replayed in turn (both medians from
                     the same rounds); with
                     --unet, the parity check runs with that change instead
       --text        CUDA vs CPU text encoder(s) of each diffusers folder (limit 5e-3 relative L2)
@@ -223,8 +224,9 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
         case "cudnn-convolution": alternative = .init(label: name) { $0.usesWGMMAConvolutions = false }
         case "geglu-quantize-pass": alternative = .init(label: name) { $0.gegluWritesCodes = false }
         case "qkv-quantize-pass": alternative = .init(label: name) { $0.qkvWritesAttentionCodes = false }
+        case "serial-launches": alternative = .init(label: name) { $0.kernels.compiler.overlapsLaunches = false }
         default:
-            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass or qkv-quantize-pass, got \(name)")
+            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass or serial-launches, got \(name)")
             exit(1)
         }
     }

@@ -69,6 +69,32 @@ final class CUDAKernelSourceTests: XCTestCase {
         }
     }
 
+    /// Kernels are launched so that each may start before the previous one ends (`overlapsLaunches`): one that read
+    /// or wrote memory before `D8_AFTER_PREVIOUS_KERNEL()` could see its predecessor's inputs half written. Every
+    /// kernel of every module must call it once, at its start (the wgmma GEMM after setting up its barriers).
+    func testEveryKernelWaitsForThePreviousKernel() {
+        let variant = CUDAKernels.WarpSpecializedGEMM.variants[0]
+        let modules = [("diffuse8_basic", CUDAKernelSources.basic), ("diffuse8_eight_bit", CUDAKernels.eightBitSource),
+                       ("diffuse8_fused", CUDAKernels.fusedSource), ("diffuse8_gemm_attention", CUDAKernels.gemmAttentionSource),
+                       ("diffuse8_model_ops", CUDAKernels.modelOpsSource), ("diffuse8_short_attention", CUDAKernels.shortAttentionSource),
+                       ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source),
+                       ("diffuse8_fp8_attention_wgmma", CUDAKernels.wgmmaFP8AttentionSource),
+                       ("diffuse8_ws_gemm", CUDAKernels.warpSpecializedSource(variant, format: .fp8, promotes: false)),
+                       ("diffuse8_ws_gemm convolution",
+                        CUDAKernels.warpSpecializedSource(variant, format: .int8, convolutionTileWidth: 16, promotes: false))]
+        var kernels = 0
+        for (module, source) in modules {
+            // each kernel's text runs from its `__global__` to the next one's
+            for kernel in source.components(separatedBy: "__global__").dropFirst() {
+                let name = kernel.split(separator: "(")[0].split(separator: " ").last.map(String.init) ?? "?"
+                XCTAssertEqual(kernel.components(separatedBy: "D8_AFTER_PREVIOUS_KERNEL();").count, 2,
+                               "\(module): kernel \(name) must call D8_AFTER_PREVIOUS_KERNEL() once")
+                kernels += 1
+            }
+        }
+        XCTAssertGreaterThan(kernels, 40)
+    }
+
     /// Our FP8 attention for Hopper (wgmma, sm_90a).
     func testWGMMAFP8AttentionCompilesForHopper() throws {
         assertCompiles("diffuse8_fp8_attention_wgmma", CUDAKernels.wgmmaFP8AttentionSource, architectures: ["sm_90a"], with: try nvrtc())

@@ -114,13 +114,16 @@ public enum CUDAUNetCheck {
         public struct Alternation: Sendable {
             public var label: String
             public var medianA = 0.0, minimumA = 0.0, medianB = 0.0, minimumB = 0.0
-            /// B's eager output vs `reference`'s `output`, and B's graph vs B's eager output.
+            /// B's eager output vs `reference`'s `output`, vs A's eager output (0 where the change keeps the
+            /// arithmetic), and B's graph vs B's eager output.
             public var relativeL2BVersusReference: Double?
+            public var relativeL2BVersusA = 0.0
             public var graphRelativeL2BVersusEager = 0.0
             var json: String {
                 "{\"label\": \"\(label)\", \"graph_median_ms_a\": \(medianA), \"graph_min_ms_a\": \(minimumA), "
                     + "\"graph_median_ms_b\": \(medianB), \"graph_min_ms_b\": \(minimumB), "
-                    + "\"rel_l2_b_vs_reference\": \(Timing.number(relativeL2BVersusReference)), \"graph_rel_l2_b_vs_eager\": \(graphRelativeL2BVersusEager)}"
+                    + "\"rel_l2_b_vs_reference\": \(Timing.number(relativeL2BVersusReference)), \"rel_l2_b_vs_a\": \(relativeL2BVersusA), "
+                    + "\"graph_rel_l2_b_vs_eager\": \(graphRelativeL2BVersusEager)}"
             }
         }
 
@@ -276,6 +279,7 @@ public enum CUDAUNetCheck {
                 for _ in 0..<max(warmup, 1) { output = try run() }
                 let eagerB = try context.download(output)
                 result.relativeL2BVersusReference = expected.map { eagerB.relativeL2(to: $0) }
+                result.relativeL2BVersusA = eagerB.relativeL2(to: eager)
                 let replayB = try captureForward()
                 result.graphRelativeL2BVersusEager = try context.download(replayB()).relativeL2(to: eagerB)
                 for _ in 0..<warmup { _ = try replayB() }

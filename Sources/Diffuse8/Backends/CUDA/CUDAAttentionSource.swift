@@ -39,6 +39,7 @@ package enum CUDAAttentionSource {
                 """
                 extern "C" __global__ void __launch_bounds__(128) attention_\(prefix)d\(d)(const half_t* q, const half_t* k,
                         const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode, float* pmax" : "")) {
+                    D8_AFTER_PREVIOUS_KERNEL();
                     attention_tile<\(d), \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode, pmax" : ", 448.f, FP8_PROBABILITY_SCALE, nullptr"));
                 }
 
@@ -49,6 +50,7 @@ package enum CUDAAttentionSource {
             extern "C" __global__ void __launch_bounds__(128) attention_fp8p_k128_d\(d)(const half_t* q, const half_t* k,
                     const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
                     float p_encode, float p_decode, float* pmax) {
+                D8_AFTER_PREVIOUS_KERNEL();
                 attention_tile<\(d), true, 128>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride, p_encode, p_decode, nullptr);
             }
 
@@ -58,6 +60,7 @@ package enum CUDAAttentionSource {
                 """
                 extern "C" __global__ void __launch_bounds__(128) attention_pipelined_\(prefix)d\(d)(const half_t* q, const half_t* k,
                         const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode" : "")) {
+                    D8_AFTER_PREVIOUS_KERNEL();
                     attention_tile_pipelined<\(d), 2, \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode" : ", 448.f, FP8_PROBABILITY_SCALE"));
                 }
 

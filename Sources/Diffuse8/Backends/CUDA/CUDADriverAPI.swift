@@ -37,6 +37,9 @@ struct CUDADriverAPI {
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result
+    /// `cuLaunchKernelEx(config, function, params, extra)` with a `CUlaunchConfig` (CUDA 12+; nil on older drivers).
+    let cuLaunchKernelEx: (@convention(c) (UnsafeRawPointer, Handle, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                           UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Result)?
     /// CUDA graphs (optional: nil when the driver lacks them).
     let cuStreamBeginCapture: (@convention(c) (Handle, Int32) -> Result)?
     let cuStreamEndCapture: (@convention(c) (Handle, UnsafeMutablePointer<Handle>) -> Result)?
@@ -83,6 +86,7 @@ struct CUDADriverAPI {
         cuModuleGetFunction = try lib.function("cuModuleGetFunction")
         cuFuncSetAttribute = try lib.function("cuFuncSetAttribute")
         cuLaunchKernel = try lib.function("cuLaunchKernel")
+        cuLaunchKernelEx = lib.optionalFunction("cuLaunchKernelEx")
         cuStreamBeginCapture = lib.optionalFunction("cuStreamBeginCapture_v2")
         cuStreamEndCapture = lib.optionalFunction("cuStreamEndCapture")
         cuGraphInstantiateWithFlags = lib.optionalFunction("cuGraphInstantiateWithFlags")

@@ -50,9 +50,18 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
     /// The 16-bit storage type every kernel is compiled for (bfloat16: `D8_BF16` defined, separate modules).
     let storageType: CUDADataType
 
+    /// Whether kernels are launched with programmatic stream serialization, so that each may start while the kernel
+    /// before it finishes (sm_90 and later): every kernel waits for its predecessor in `D8_AFTER_PREVIOUS_KERNEL()`
+    /// before it touches memory, then lets its successor start. Launches captured into a CUDA graph keep this as
+    /// programmatic edges. Off (or with `DIFFUSE8_OVERLAPPED_LAUNCHES=off`), each kernel starts only after the
+    /// previous one has ended, as with `cuLaunchKernel`.
+    public var overlapsLaunches: Bool
+
     init(context: CUDAContext, storageType: CUDADataType) {
         self.context = context
         self.storageType = storageType
+        overlapsLaunches = context.computeCapability.major >= 9 && context.driver.cuLaunchKernelEx != nil
+            && CUDALibraryLoader.environment("DIFFUSE8_OVERLAPPED_LAUNCHES") != "off"
     }
 
     var architecture: String { "sm_\(context.computeCapability.major)\(context.computeCapability.minor)" }
@@ -192,11 +201,39 @@ public final class CUDAKernelCompiler: @unchecked Sendable {
         try context.makeCurrent()
         let driver = context.driver
         try pointers.withUnsafeMutableBufferPointer { params in
-            try driver.check(driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                                                   UInt32(block.0), UInt32(block.1), UInt32(block.2),
-                                                   UInt32(sharedBytes), context.stream.handle, params.baseAddress, nil),
-                             "cuLaunchKernel(\(function.name), grid \(grid), block \(block))")
+            if overlapsLaunches, let launchEx = driver.cuLaunchKernelEx {
+                try withOverlappingLaunchConfiguration(grid: grid, block: block, sharedBytes: sharedBytes) { config in
+                    try driver.check(launchEx(config, function.handle, params.baseAddress, nil),
+                                     "cuLaunchKernelEx(\(function.name), grid \(grid), block \(block))")
+                }
+            } else {
+                try driver.check(driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
+                                                       UInt32(block.0), UInt32(block.1), UInt32(block.2),
+                                                       UInt32(sharedBytes), context.stream.handle, params.baseAddress, nil),
+                                 "cuLaunchKernel(\(function.name), grid \(grid), block \(block))")
+            }
         }
+    }
+
+    /// Calls `body` with a `CUlaunchConfig` for the context's stream that carries one `CUlaunchAttribute`:
+    /// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION (6) = 1. Layouts as in `cuda.h` (64-bit): the config is
+    /// six grid/block dimensions, the shared bytes, the stream at offset 32, the attribute pointer at 40 and their
+    /// count at 48 (56 bytes); an attribute is its 4-byte id, padding, and a 64-byte value union at offset 8.
+    private func withOverlappingLaunchConfiguration(grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int,
+                                                    _ body: (UnsafeRawPointer) throws -> Void) rethrows {
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: 56 + 72, alignment: 16)
+        defer { storage.deallocate() }
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: 56 + 72)
+        let attribute = storage + 56
+        for (i, value) in [grid.0, grid.1, grid.2, block.0, block.1, block.2, sharedBytes].enumerated() {
+            storage.storeBytes(of: UInt32(value), toByteOffset: 4 * i, as: UInt32.self)
+        }
+        storage.storeBytes(of: UInt(bitPattern: context.stream.handle), toByteOffset: 32, as: UInt.self)
+        storage.storeBytes(of: UInt(bitPattern: attribute), toByteOffset: 40, as: UInt.self)
+        storage.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
+        attribute.storeBytes(of: UInt32(6), as: UInt32.self)
+        attribute.storeBytes(of: Int32(1), toByteOffset: 8, as: Int32.self)
+        try body(storage)
     }
 
     // MARK: Disk cache helpers (plain libc: FoundationEssentials keeps the binary small)

@@ -37,6 +37,15 @@ __device__ __forceinline__ void unpack8(const vec16& t, float* f) {
     unpack2(t.x, f[0], f[1]); unpack2(t.y, f[2], f[3]); unpack2(t.z, f[4], f[5]); unpack2(t.w, f[6], f[7]);
 }
 __device__ __forceinline__ i64 min64(i64 a, i64 b) { return a < b ? a : b; }
+/// Programmatic dependent launch (sm_90 and later, `CUDAKernelCompiler.overlapsLaunches`): a kernel may be started
+/// while the kernel before it in the stream still runs. Every kernel calls this before it touches global memory: it
+/// waits until the previous kernel has finished and its writes are visible, then lets the next kernel start, whose
+/// blocks then wait here in turn. Launch latency and set-up so overlap the previous kernel's last wave.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define D8_AFTER_PREVIOUS_KERNEL() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;\n" ::: "memory")
+#else
+#define D8_AFTER_PREVIOUS_KERNEL() do {} while (0)
+#endif
 /// m ≥ 0 (not NaN) rounded to FP8 E4M3 "fn": saturated to 448, nearest even, subnormals on a 2^-9 grid.
 __device__ __forceinline__ float e4m3_round(float m) {
     m = fminf(m, 448.f);
@@ -186,6 +195,7 @@ __device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
 // Keeps the stream busy for `ns` nanoseconds (one thread), so that work the host queues meanwhile then runs back to
 // back, as in a CUDA graph: timing events around that work measure the device alone (`CUDAKernels.holdStream`).
 extern "C" __global__ void hold_stream(long long ns) {
+    D8_AFTER_PREVIOUS_KERNEL();
     unsigned long long start, now;
     asm volatile("mov.u64 %0, %globaltimer;" : "=l"(start));
     do {
@@ -198,6 +208,7 @@ extern "C" __global__ void hold_stream(long long ns) {
 // centred variance, like torch), a third to write. Optional fused SiLU.
 extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
         const half_t* __restrict__ beta, half_t* __restrict__ y, int C, int HW, int groups, float eps, int fuse_silu) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     const int ng = blockIdx.x, g = ng % groups, cpg = C / groups;
     const i64 base = (i64)ng * cpg * HW, len = (i64)cpg * HW;
@@ -221,6 +232,7 @@ extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const h
 // Chunks are merged with Chan's formula in pass 2, so no E[x²] − E[x]² cancellation.
 extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float* __restrict__ partial,
         i64 group_len, int chunk_len) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y;
     const i64 start = (i64)chunk * chunk_len;
@@ -262,6 +274,7 @@ extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float*
 extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const float* __restrict__ partial,
         const half_t* __restrict__ gamma, const half_t* __restrict__ beta, half_t* __restrict__ y,
         int C, int HW, int groups, i64 group_len, int chunk_len, float eps, int fuse_silu) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float stats[2];
     const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y, g = ng % groups, cpg = C / groups;
     if (threadIdx.x == 0) {
@@ -310,6 +323,7 @@ extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const 
 // LayerNorm over the last dimension D: one block per row.
 extern "C" __global__ void layer_norm(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
         const half_t* __restrict__ beta, half_t* __restrict__ y, int D, float eps) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     const half_t* xp = x + (i64)blockIdx.x * D;
     half_t* yp = y + (i64)blockIdx.x * D;
@@ -324,6 +338,7 @@ extern "C" __global__ void layer_norm(const half_t* __restrict__ x, const half_t
 
 // Softmax over the last dimension D: one block per row.
 extern "C" __global__ void softmax_rows(const half_t* __restrict__ x, half_t* __restrict__ y, int D) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     const half_t* xp = x + (i64)blockIdx.x * D;
     half_t* yp = y + (i64)blockIdx.x * D;
@@ -338,6 +353,7 @@ extern "C" __global__ void softmax_rows(const half_t* __restrict__ x, half_t* __
 
 // Unary maps. op: 0 SiLU, 1 GELU (erf), 2 GELU (tanh), 3 quick GELU, 4 multiply by `scalar`.
 extern "C" __global__ void unary(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n, int op, float scalar) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const float v = h2f(x[i]);
         float r;
@@ -353,6 +369,7 @@ extern "C" __global__ void unary(const half_t* __restrict__ x, half_t* __restric
 }
 
 extern "C" __global__ void add(const half_t* __restrict__ a, const half_t* __restrict__ b, half_t* __restrict__ y, i64 n) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         y[i] = f2h(h2f(a[i]) + h2f(b[i]));
 }
@@ -360,6 +377,7 @@ extern "C" __global__ void add(const half_t* __restrict__ a, const half_t* __res
 // y[n, c, :] = x[n, c, :] + v[n*C + c] (per_image = 1) or + v[c] (per_image = 0: a conv bias).
 extern "C" __global__ void add_channel_bias(const half_t* __restrict__ x, const half_t* __restrict__ v,
         half_t* __restrict__ y, i64 n, int C, int HW, int per_image) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const i64 nc = i / HW;
         y[i] = f2h(h2f(x[i]) + h2f(v[per_image ? nc : nc % C]));
@@ -368,6 +386,7 @@ extern "C" __global__ void add_channel_bias(const half_t* __restrict__ x, const 
 
 // diffusers' GEGLU tail: x [rows, 2d] -> a * gelu(b) with a = x[:, :d], b = x[:, d:] (exact GELU).
 extern "C" __global__ void geglu(const half_t* __restrict__ x, half_t* __restrict__ y, i64 rows, int d) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const i64 n = rows * d;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const i64 r = i / d; const int c = (int)(i - r * d);
@@ -378,6 +397,7 @@ extern "C" __global__ void geglu(const half_t* __restrict__ x, half_t* __restric
 
 // Nearest 2x upsampling of NCHW (F.interpolate(scale_factor=2, mode="nearest")).
 extern "C" __global__ void upsample_nearest2x(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n, int H, int W) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const int ox = (int)(i % (2 * W)); const i64 t = i / (2 * W);
         const int oy = (int)(t % (2 * H)); const i64 nc = t / (2 * H);
@@ -387,6 +407,7 @@ extern "C" __global__ void upsample_nearest2x(const half_t* __restrict__ x, half
 
 // Batched transpose: x [B, R, C] -> y [B, C, R], through a 32x33 shared tile. Block (32, 8).
 extern "C" __global__ void transpose_batched(const half_t* __restrict__ x, half_t* __restrict__ y, int R, int C) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ half_t tile[32][33];
     const i64 offset = (i64)blockIdx.z * R * C;
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
@@ -404,6 +425,7 @@ extern "C" __global__ void transpose_batched(const half_t* __restrict__ x, half_
 // im2col for NCHW: cols[n][(c*kh + ky)*kw + kx][oy*OW + ox], zero outside the image.
 extern "C" __global__ void im2col(const half_t* __restrict__ x, half_t* __restrict__ cols, i64 total,
         int C, int H, int W, int kh, int kw, int stride, int pad, int OH, int OW) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const int P = OH * OW, CK = C * kh * kw;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
         const int p = (int)(i % P); const i64 t = i / P;

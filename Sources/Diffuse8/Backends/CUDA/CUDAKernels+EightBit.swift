@@ -9,6 +9,7 @@ extension CUDAKernels {
 // multiple of 8).
 extern "C" __global__ void quantize_static8(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         vec8* __restrict__ codes, u32 n8, int width, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const u32 groups = (u32)width / 8u;
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
         float v[8];
@@ -20,6 +21,7 @@ extern "C" __global__ void quantize_static8(const half_t* __restrict__ x, const 
 // codes = code(x * s[i % width]); four values per thread (n4 = n / 4; n and width multiples of 4).
 extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         u32* __restrict__ codes, i64 n4, int width, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n4; i += (i64)gridDim.x * blockDim.x) {
         const vec8 raw = ((const vec8*)x)[i];
         const half_t h[4] = {(half_t)(raw.x & 0xffffu), (half_t)(raw.x >> 16), (half_t)(raw.y & 0xffffu), (half_t)(raw.y >> 16)};
@@ -36,6 +38,7 @@ extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const 
 
 extern "C" __global__ void quantize_static(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         unsigned char* __restrict__ codes, i64 n, int width, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         float v = h2f(x[i]);
         if (smoothing) v *= smoothing[i % width];
@@ -46,6 +49,7 @@ extern "C" __global__ void quantize_static(const half_t* __restrict__ x, const f
 // y[r, j] = acc[r, j] * alpha[j] (+ bias[j]) (+ residual[r, j]) in FP32, stored 16-bit: the INT8 GEMM's epilogue.
 extern "C" __global__ void dequantize_accumulators(const int* __restrict__ acc, const float* __restrict__ alpha,
         const half_t* __restrict__ bias, const half_t* __restrict__ residual, half_t* __restrict__ y, i64 n, int cols) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const int j = (int)(i % cols);
         float v = (float)acc[i] * alpha[j];
@@ -58,6 +62,7 @@ extern "C" __global__ void dequantize_accumulators(const int* __restrict__ acc, 
 // y[r, j] = sums[r, j] * alpha[j] (+ bias[j]) in FP32, stored 16-bit: the FP32 sums of an FP8 convolution.
 extern "C" __global__ void dequantize_float_sums(const float* __restrict__ sums, const float* __restrict__ alpha,
         const half_t* __restrict__ bias, half_t* __restrict__ y, i64 n, int cols) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const int j = (int)(i % cols);
         float v = sums[i] * alpha[j];
@@ -70,6 +75,7 @@ extern "C" __global__ void dequantize_float_sums(const float* __restrict__ sums,
 // convolutions), through a 32×32 shared-memory tile like transpose_batched.
 extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, unsigned char* __restrict__ codes,
         int C, int P, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float tile[32][33];
     const i64 offset = (i64)blockIdx.z * C * P;
     const int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
@@ -87,6 +93,7 @@ extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, 
 // y[r, j] = fq(x[r, j]) with column j's scale: level-4 FP8 rounding of stacked Q/K/V outputs, each with its own amax.
 extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, const float* __restrict__ scales,
         half_t* __restrict__ y, i64 n, int cols, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         y[i] = f2h(fake_quantize(h2f(x[i]), scales[i % cols], format));
 }
@@ -94,6 +101,7 @@ extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, c
 // The same, eight values per thread (n8 = n / 8 < 2^31; cols a multiple of 8).
 extern "C" __global__ void fake_quantize_columns8(const vec16* __restrict__ x, const float* __restrict__ scales,
         vec16* __restrict__ y, u32 n8, int cols, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const u32 groups = (u32)cols / 8u;
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
         float v[8];
@@ -109,6 +117,7 @@ extern "C" __global__ void fake_quantize_columns8(const vec16* __restrict__ x, c
 // y = decode(codes) * scale, 16-bit: the input a producer quantized for a layer that fell back to 16 bit.
 extern "C" __global__ void dequantize_activation(const unsigned char* __restrict__ codes, half_t* __restrict__ y, i64 n,
         float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         y[i] = f2h(decode_code(codes[i], format) * scale);
 }
@@ -117,6 +126,7 @@ extern "C" __global__ void dequantize_activation(const unsigned char* __restrict
 // cannot run (no algorithm for its shape).
 extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
         int perRow, half_t* __restrict__ w, i64 n, int cols, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         w[i] = f2h(decode_code(codes[i], format) * scales[perRow ? (int)(i / cols) : 0]);
 }

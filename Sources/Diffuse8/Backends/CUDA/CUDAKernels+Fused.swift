@@ -9,6 +9,7 @@ extension CUDAKernels {
 // With `codes` set, the result goes straight to an 8-bit layer instead: codes = code(y ⊙ smoothing / scale), y unused.
 extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __restrict__ y, i64 rows, int d,
         const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const int groups = d / 8;
     const i64 n = rows * groups;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
@@ -37,6 +38,7 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
 extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
         const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D, float eps,
         const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -91,6 +93,7 @@ extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const h
 // y[n,c,:] = x[n,c,:] + v[n * v_stride + c]  (v: per-image rows, e.g. one slice of all resnets' time projections).
 extern "C" __global__ void add_channel_vector(const half_t* __restrict__ x, const half_t* __restrict__ v,
         half_t* __restrict__ y, i64 n, int C, int HW, int v_stride) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const i64 nc = i / HW;
         const int image = (int)(nc / C), c = (int)(nc % C);
@@ -101,6 +104,7 @@ extern "C" __global__ void add_channel_vector(const half_t* __restrict__ x, cons
 // y = (r + x + bias[c]) * scale on NCHW.
 extern "C" __global__ void bias_residual(const half_t* __restrict__ x, const half_t* __restrict__ bias,
         const half_t* __restrict__ r, half_t* __restrict__ y, i64 n, int C, int HW, float scale) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const int c = (int)((i / HW) % C);
         y[i] = f2h((h2f(r[i]) + (h2f(x[i]) + h2f(bias[c]))) * scale);
@@ -110,6 +114,7 @@ extern "C" __global__ void bias_residual(const half_t* __restrict__ x, const hal
 // y[b, c, p] = t[b, p, c] + r[b, c, p]: tokens [B, R=HW, C] back to NCHW plus the residual.
 extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, const half_t* __restrict__ r,
         half_t* __restrict__ y, int R, int C) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ half_t tile[32][33];
     const i64 offset = (i64)blockIdx.z * R * C;
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;

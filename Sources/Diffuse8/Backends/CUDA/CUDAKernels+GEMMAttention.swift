@@ -20,6 +20,7 @@ extension CUDAKernels {
 // running max and sum, one to write). Rows of any length (16384 keys for a 1024² VAE decode). fp8_scale > 0: the
 // normalized probabilities are FP8-quantized with that scale first (level-4 FP8 attention, as the CPU simulation does).
 extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, i64 pitch, float c, float fp8_scale) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     half_t* p = s + (i64)blockIdx.x * pitch;
     float m = -D8_INFINITY, sum = 0.f;
@@ -41,6 +42,7 @@ extern "C" __global__ void softmax_rows_scaled(half_t* s, int D, i64 pitch, floa
 // dst[r * dst_stride + j] = src[r * src_stride + j] for r < rows, j < cols (strided head slices <-> contiguous).
 extern "C" __global__ void copy_rows(const half_t* __restrict__ src, i64 src_stride, half_t* __restrict__ dst,
         i64 dst_stride, i64 rows, int cols) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const i64 n = rows * cols;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const i64 r = i / cols; const int j = (int)(i - r * cols);

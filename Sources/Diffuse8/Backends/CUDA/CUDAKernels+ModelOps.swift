@@ -8,6 +8,7 @@ extension CUDAKernels {
     static let modelOpsSource = CUDAKernelSources.prelude + #"""
 
 extern "C" __global__ void affine(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n, float scale, float shift) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x)
         y[i] = f2h(scale * h2f(x[i]) + shift);
 }
@@ -15,6 +16,7 @@ extern "C" __global__ void affine(const half_t* __restrict__ x, half_t* __restri
 // F.interpolate(size=(OH, OW), mode="nearest") on NCHW: source index floor(dst * (in/out)), scale in FP32.
 extern "C" __global__ void resize_nearest(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n,
         int H, int W, int OH, int OW, float scaleY, float scaleX) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const int ox = (int)(i % OW); const i64 t = i / OW;
         const int oy = (int)(t % OH); const i64 nc = t / OH;
@@ -25,6 +27,7 @@ extern "C" __global__ void resize_nearest(const half_t* __restrict__ x, half_t* 
 
 // F.pad(x, (0, 1, 0, 1)) on NCHW.
 extern "C" __global__ void pad_right_bottom(const half_t* __restrict__ x, half_t* __restrict__ y, i64 n, int H, int W) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         const int ox = (int)(i % (W + 1)); const i64 t = i / (W + 1);
         const int oy = (int)(t % (H + 1)); const i64 nc = t / (H + 1);
@@ -39,6 +42,7 @@ __device__ __forceinline__ float amax_scale(float amax, float max_value) {
 // Static: y = fq(x * s[i % width]) with one scale. smoothing may be null.
 extern "C" __global__ void fake_quantize_static(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         half_t* __restrict__ y, i64 n, int width, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         float v = h2f(x[i]);
         if (smoothing) v *= smoothing[i % width];
@@ -49,6 +53,7 @@ extern "C" __global__ void fake_quantize_static(const half_t* __restrict__ x, co
 // Dynamic: one block per group of `group` consecutive values (a token row, or a whole sample), scale = amax / max.
 extern "C" __global__ void fake_quantize_dynamic(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         half_t* __restrict__ y, i64 group, int width, int format, float max_value) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     const i64 base = (i64)blockIdx.x * group;
     float m = 0.f;
@@ -68,6 +73,7 @@ extern "C" __global__ void fake_quantize_dynamic(const half_t* __restrict__ x, c
 // Calibration statistics. out (u32, zeroed) receives max |x| as float bits: for non-negative floats the bit
 // patterns order like the values, so atomicMax on them is a float max.
 extern "C" __global__ void abs_max(const half_t* __restrict__ x, i64 n, u32* __restrict__ out) {
+    D8_AFTER_PREVIOUS_KERNEL();
     __shared__ float scratch[32];
     float m = 0.f;
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) m = fmaxf(m, fabsf(h2f(x[i])));
@@ -78,6 +84,7 @@ extern "C" __global__ void abs_max(const half_t* __restrict__ x, i64 n, u32* __r
 // out[j] (u32 float bits, zeroed) = max |x[r, j]| over rows; block (256): 256 columns, blockIdx.y a chunk of rows.
 extern "C" __global__ void column_abs_max(const half_t* __restrict__ x, i64 rows, int width, int rowsPerChunk,
         u32* __restrict__ out) {
+    D8_AFTER_PREVIOUS_KERNEL();
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= width) return;
     const i64 r0 = (i64)blockIdx.y * rowsPerChunk, r1 = min64(rows, r0 + rowsPerChunk);

@@ -6,6 +6,7 @@ extension CUDAKernels {
 /// q, k, v rows of [B, L, stride] halves, head h at channel h·D; y [B, L, H·D]. Shared: D + L + 32 floats.
 extern "C" __global__ void short_attention(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ y, int H, int L, int D, int stride, float scale, int causal) {
+    D8_AFTER_PREVIOUS_KERNEL();
     extern __shared__ float shared[];
     float* qs = shared;
     float* p = shared + D;

@@ -102,6 +102,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) fp8_attention_wgmma(
         const unsigned char* __restrict__ q, const unsigned char* __restrict__ k, const unsigned char* __restrict__ v,
         unsigned char* __restrict__ y, const float* __restrict__ scales, int Lq, int Lk, int q_stride, int kv_stride,
         int y_stride) {
+    D8_AFTER_PREVIOUS_KERNEL();
     extern __shared__ unsigned char smem_raw[];
     const u32 base = (smem_addr(smem_raw) + 1023) & ~1023u;
     const u32 sQ = base, sK = base + 2 * TILE, sV = base + 4 * TILE, sP = base + 6 * TILE;

@@ -413,8 +413,10 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         for (int s = 0; s < STAGES; s++) { mbar_init(bars + 8 * s, 1); mbar_init(bars + 8 * (STAGES + s), EMPTY_COUNT); }
         for (int c = 0; c < 2; c++) mbar_init(bars + 8 * (2 * STAGES + c), 128);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        for (const TensorMap* map : {&a_map, &b_map, &y_map}) asm volatile("prefetch.tensormap [%0];\n" :: "l"(map) : "memory");
     }
     __syncthreads();
+    D8_AFTER_PREVIOUS_KERNEL();   // the barriers' set-up above overlaps the previous kernel's tail
 
     if (wg == 2) {   // producer warpgroup: one thread issues the loads, in the consumers' order
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");

@@ -14,6 +14,7 @@ extern "C" __global__ void sampler_step(float* __restrict__ x, float* __restrict
         const half_t* __restrict__ y, half_t* __restrict__ next, i64 n, int batch, int mode, float guidance,
         float from_sample, float from_output, float sample_scale, float original_scale, float previous_scale,
         float noise_scale, float clipped_scale, float clip_range, float next_divisor) {
+    D8_AFTER_PREVIOUS_KERNEL();
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
         float s = x[i];
         if (mode != 0) {

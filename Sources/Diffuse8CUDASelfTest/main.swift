@@ -11,7 +11,7 @@ let argumentList = Array(CommandLine.arguments.dropFirst())
 let arguments = Set(argumentList)
 if arguments.contains("--help") || arguments.contains("-h") {
     print("""
-    usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only]
+    usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only] [--bench-parts PART,...]
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
                                   [--quantize FORMAT:LEVEL] [--explain]
@@ -23,6 +23,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
       --large       add 4096-token attention checks (slower CPU reference)
       --bench       also time GEMMs, attention and UNet blocks at model shapes
       --bench-only  only the benchmark
+      --bench-parts only these parts of the benchmark: \(CUDABenchmark.Part.allCases.map(\.rawValue).joined(separator: ", "))
       --unet        FP16 CUDAUNet vs FP32 CPU UNet on each diffusers unet folder (batch 2, latents HxW,
                     default 16x16), limit 5e-3 relative L2
       --unet-bench  time CUDAUNet.forward (batch 2, default 64x64 latents, 77 tokens); prints one JSON line;
@@ -291,6 +292,18 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
     exit(failed ? 1 : 0)
 }
 
+var benchmarkParts = Set(CUDABenchmark.Part.allCases)
+if arguments.contains("--bench-parts") {
+    let list = value(after: "--bench-parts") ?? ""
+    let names = list.split(separator: ",").map(String.init)
+    let unknown = names.filter { CUDABenchmark.Part(rawValue: $0) == nil }
+    guard !names.isEmpty, unknown.isEmpty else {
+        print("--bench-parts takes a comma-separated list of \(CUDABenchmark.Part.allCases.map(\.rawValue).joined(separator: ", ")), got \(list)")
+        exit(1)
+    }
+    benchmarkParts = Set(names.compactMap(CUDABenchmark.Part.init(rawValue:)))
+}
 let code = CUDASelfTest.runReport(tests: !arguments.contains("--bench-only"), large: arguments.contains("--large"),
-                                  benchmark: arguments.contains("--bench") || arguments.contains("--bench-only"))
+                                  benchmark: arguments.contains("--bench") || arguments.contains("--bench-only"),
+                                  benchmarkParts: benchmarkParts)
 exit(code.rawValue)

@@ -12,8 +12,25 @@ extension CUDABenchmark {
         public let unit: String
     }
 
-    /// GEMMs (8192³ and UNet shapes), attention at SD1.5 / SDXL shapes, and a few UNet building blocks.
-    public static func run(kernels: CUDAKernels, progress: ((Row) -> Void)? = nil) throws -> [Row] {
+    /// The benchmark's parts, in the order they run (`run(kernels:parts:)`; `--bench-parts` of the self-test).
+    public enum Part: String, CaseIterable, Sendable {
+        /// 16-bit GEMMs: 8192³ and UNet shapes.
+        case gemm
+        /// 16-bit attention at SD1.5 and SDXL shapes, and level 4's cross-attention with FP8-rounded probabilities.
+        case attention
+        /// Level 4's FP8 self-attention (cuDNN's and our wgmma kernel).
+        case fp8Attention = "fp8-attention"
+        /// 8-bit Linear layers and GEGLU projections at SDXL's shapes, every GEMM path.
+        case eightBitLinear = "8-bit-linear"
+        /// 8-bit 3×3 convolutions at SDXL's shapes, cuDNN's and ours.
+        case eightBitConvolution = "8-bit-convolution"
+        /// UNet building blocks: GroupNorm, 16-bit convolutions, LayerNorm, GEGLU, layout, a device copy.
+        case blocks
+    }
+
+    /// GEMMs (8192³ and UNet shapes), attention at SD1.5 / SDXL shapes, and a few UNet building blocks: the `parts` asked for.
+    public static func run(kernels: CUDAKernels, parts: Set<Part> = Set(Part.allCases),
+                           progress: ((Row) -> Void)? = nil) throws -> [Row] {
         let context = kernels.context
         var random = SelfTestRandom(seed: 42)
         var rows: [Row] = []
@@ -31,7 +48,7 @@ extension CUDABenchmark {
             ("SDXL FF in 1280→10240", 2 * 1024, 1280, 10240),
             ("SDXL FF out 5120→1280", 2 * 1024, 5120, 1280),
         ]
-        for (name, m, k, n) in gemms {
+        for (name, m, k, n) in gemms where parts.contains(.gemm) {
             let x = try device([m, k]), w = try device([n, k], scale: 0.05), b = try device([n])
             let ms = try time(context) { _ = try kernels.linear(x, weight: w, bias: name.hasPrefix("GEMM") ? nil : b) }
             add(Row(name: name + (name.hasPrefix("GEMM") ? "" : " +bias"), shape: "M\(m) K\(k) N\(n)", milliseconds: ms,
@@ -46,7 +63,7 @@ extension CUDABenchmark {
             ("SDXL self-attn 32²", 2, 20, 1024, 1024, 64),
             ("SDXL cross-attn 64²", 2, 10, 4096, 77, 64),
         ]
-        for (name, batch, heads, lq, lk, d) in attentions {
+        for (name, batch, heads, lq, lk, d) in attentions where parts.contains(.attention) {
             let q = try device([batch, lq, heads * d]), k = try device([batch, lk, heads * d]), v = try device([batch, lk, heads * d])
             let previous = kernels.attentionKernel
             defer { kernels.attentionKernel = previous }
@@ -63,7 +80,8 @@ extension CUDABenchmark {
         // Level-4 cross-attention at SDXL's shapes (16-bit Q/K/V, FP8-rounded probabilities over 77 text tokens): the
         // one-pass kernel for at most 128 keys against the two passes longer sequences take (64 or, pipelined, 128
         // queries per block), ten calls in a CUDA graph.
-        for (name, heads, lq) in [("SDXL FP8-P cross-attn 64²", 10, 4096), ("SDXL FP8-P cross-attn 32²", 20, 1024)] {
+        for (name, heads, lq) in [("SDXL FP8-P cross-attn 64²", 10, 4096), ("SDXL FP8-P cross-attn 32²", 20, 1024)]
+            where parts.contains(.attention) {
             let q = try device([2, lq, heads * 64]), k = try device([2, 77, heads * 64]), v = try device([2, 77, heads * 64])
             let previous = kernels.attentionKernel
             defer { kernels.onePassFP8AttentionDisabled = false; kernels.attentionKernel = previous }
@@ -84,7 +102,8 @@ extension CUDABenchmark {
         // our wgmma kernel: per call, and per call of ten captured in a CUDA graph (device time without the host's
         // launches, as in a captured UNet).
         let (major, _) = context.computeCapability
-        for (name, batch, heads, tokens) in [("SDXL FP8 self-attn 64²", 2, 10, 4096), ("SDXL FP8 self-attn 32²", 2, 20, 1024)] {
+        for (name, batch, heads, tokens) in [("SDXL FP8 self-attn 64²", 2, 10, 4096), ("SDXL FP8 self-attn 32²", 2, 20, 1024)]
+            where parts.contains(.fp8Attention) {
             let c = heads * 64
             let stack = try kernels.quantize(try device([batch, tokens, 3 * c]), format: .fp8, scale: 4.0 / 448, smoothing: nil)
             let scales = try FP8AttentionScales(descaleQ: 4.0 / 448, descaleK: 4.0 / 448, descaleV: 4.0 / 448, descaleP: 1.0 / 448,
@@ -107,8 +126,9 @@ extension CUDABenchmark {
             }
         }
 
-        try eightBitLinearRows(kernels: kernels, random: &random, add: add)
-        try eightBitConvolutionRows(kernels: kernels, random: &random, add: add)
+        if parts.contains(.eightBitLinear) { try eightBitLinearRows(kernels: kernels, random: &random, add: add) }
+        if parts.contains(.eightBitConvolution) { try eightBitConvolutionRows(kernels: kernels, random: &random, add: add) }
+        guard parts.contains(.blocks) else { return rows }
 
         // UNet building blocks at SD1.5's first level (batch 2, 320 channels, 64×64).
         let feature = try device([2, 320, 64, 64]), gamma = try device([320]), beta = try device([320])

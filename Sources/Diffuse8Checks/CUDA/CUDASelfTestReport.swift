@@ -14,6 +14,7 @@ extension CUDASelfTest {
     /// What `diffuse8 cuda-selftest` (and `diffuse8-cuda-selftest`) does: prints the device and libraries,
     /// runs the GPU checks (unless `tests` is false) and optionally the benchmark, and returns the exit code.
     public static func runReport(tests: Bool = true, large: Bool = false, benchmark: Bool = false,
+                                 benchmarkParts: Set<CUDABenchmark.Part> = Set(CUDABenchmark.Part.allCases),
                                  print output: (String) -> Void = { Swift.print($0); fflush(stdout) }) -> ExitCode {
         let kernels: CUDAKernels
         do {
@@ -39,7 +40,7 @@ extension CUDASelfTest {
         }
         if benchmark {
             do {
-                output(CUDABenchmark.table(try CUDABenchmark.run(kernels: kernels)))
+                output(CUDABenchmark.table(try CUDABenchmark.run(kernels: kernels, parts: benchmarkParts)))
             } catch {
                 output("benchmark failed: \(error)")
                 code = .failed

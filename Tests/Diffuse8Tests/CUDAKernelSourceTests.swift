@@ -24,13 +24,16 @@ final class CUDAKernelSourceTests: XCTestCase {
         }
     }
 
+    /// The modules every architecture compiles (the Hopper-only ones are made per variant below).
+    private static let portableModules = [
+        ("diffuse8_basic", CUDAKernelSources.basic), ("diffuse8_eight_bit", CUDAKernels.eightBitSource),
+        ("diffuse8_fused", CUDAKernels.fusedSource), ("diffuse8_gemm_attention", CUDAKernels.gemmAttentionSource),
+        ("diffuse8_model_ops", CUDAKernels.modelOpsSource), ("diffuse8_short_attention", CUDAKernels.shortAttentionSource),
+        ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source)]
+
     func testEveryKernelModuleCompilesForAmpereAdaAndHopper() throws {
         let nvrtc = try nvrtc()
-        let modules = [("diffuse8_basic", CUDAKernelSources.basic), ("diffuse8_eight_bit", CUDAKernels.eightBitSource),
-                       ("diffuse8_fused", CUDAKernels.fusedSource), ("diffuse8_gemm_attention", CUDAKernels.gemmAttentionSource),
-                       ("diffuse8_model_ops", CUDAKernels.modelOpsSource), ("diffuse8_short_attention", CUDAKernels.shortAttentionSource),
-                       ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source)]
-        for (module, source) in modules {
+        for (module, source) in Self.portableModules {
             assertCompiles(module, source, architectures: ["sm_80", "sm_89", "sm_90"], with: nvrtc)
         }
     }
@@ -74,14 +77,10 @@ final class CUDAKernelSourceTests: XCTestCase {
     /// kernel of every module must call it once, at its start (the wgmma GEMM after setting up its barriers).
     func testEveryKernelWaitsForThePreviousKernel() {
         let variant = CUDAKernels.WarpSpecializedGEMM.variants[0]
-        let modules = [("diffuse8_basic", CUDAKernelSources.basic), ("diffuse8_eight_bit", CUDAKernels.eightBitSource),
-                       ("diffuse8_fused", CUDAKernels.fusedSource), ("diffuse8_gemm_attention", CUDAKernels.gemmAttentionSource),
-                       ("diffuse8_model_ops", CUDAKernels.modelOpsSource), ("diffuse8_short_attention", CUDAKernels.shortAttentionSource),
-                       ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source),
-                       ("diffuse8_fp8_attention_wgmma", CUDAKernels.wgmmaFP8AttentionSource),
-                       ("diffuse8_ws_gemm", CUDAKernels.warpSpecializedSource(variant, format: .fp8, promotes: false)),
-                       ("diffuse8_ws_gemm convolution",
-                        CUDAKernels.warpSpecializedSource(variant, format: .int8, convolutionTileWidth: 16, promotes: false))]
+        let modules = Self.portableModules + [
+            ("diffuse8_fp8_attention_wgmma", CUDAKernels.wgmmaFP8AttentionSource),
+            ("diffuse8_ws_gemm", CUDAKernels.warpSpecializedSource(variant, format: .fp8, promotes: false)),
+            ("diffuse8_ws_gemm convolution", CUDAKernels.warpSpecializedSource(variant, format: .int8, convolutionTileWidth: 16, promotes: false))]
         var kernels = 0
         for (module, source) in modules {
             // each kernel's text runs from its `__global__` to the next one's

@@ -272,6 +272,53 @@ extension CUDASelfTest {
                     }))
                 }
             }
+            // GroupNorm+SiLU writing an 8-bit convolution's channels-last input codes: the codes, as code values against
+            // the simulation's codes of the FP32 GroupNorm (a value within rounding of a boundary may land one step
+            // away); and the convolution run on them (cuDNN's graph, and our kernel where the card runs it) against
+            // the simulated layer on the FP32 GroupNorm. 32 groups as in the UNets: one chunk per group (64 channels,
+            // 8²), several (320, 32²), and tiles past the last pixel and channel (96 channels, 20²).
+            for (n, c, hw) in [(2, 64, 8), (2, 320, 32), (1, 96, 20)] {
+                let ours = kernels.runsWarpSpecializedGEMM ? CUDAKernels.WarpSpecializedGEMM.variants(format, depth: 9 * c).prefix(1) : []
+                for (variant, convolves) in [(nil, false), (nil, true)] + ours.map({ (Optional.some($0), true) }) {
+                    let name = convolves ? "GroupNorm+SiLU codes → 8-bit convolution \(format)\(variant.map { ", \($0)" } ?? ", cuDNN")"
+                        : "GroupNorm+SiLU → channels-last \(format) codes"
+                    cases.append((name, "B\(n) C\(c) \(hw)², 32 groups", convolves ? 2e-3 : 1e-2, { r in
+                        let xh = r.normalHalfRounded([n, c, hw, hw], scale: 2), gamma = r.normalHalfRounded([c]), beta = r.normalHalfRounded([c])
+                        let normed = CPUKernels.groupNorm(xh, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true)
+                        var amax: Float = 0
+                        for v in normed.scalars { amax = max(amax, abs(v)) }
+                        let wh = r.normalHalfRounded([64, c, 3, 3], scale: 0.05)
+                        let layer = QuantizedLayer(name: "check", kind: .conv2d,
+                                                   weight: QuantizedWeight(quantizing: wh, format: format, perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                        let conv = Conv2d(name: "check", weight: layer.weight.dequantized(), bias: nil, stride: 1, padding: 1)
+                        let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: false)
+                        w.choosesFastestPath = false
+                        w.forcedWGMMA = variant
+                        let x = try kernels.upload(xh)
+                        // the first call on 16-bit input chooses the path the codes are then read by
+                        _ = try kernels.eightBitConvolution(try kernels.groupNorm(x, groups: 32, weight: kernels.upload(gamma), bias: kernels.upload(beta),
+                                                                                  epsilon: 1e-5, fusedSiLU: true), w)
+                        guard w.takesCodes(forInput: xh.shape, allowsWGMMA: true) else { throw CUDAError.invalidArgument("no 8-bit path chosen") }
+                        let codes = try kernels.groupNorm(x, groups: 32, weight: kernels.upload(gamma), bias: kernels.upload(beta), epsilon: 1e-5,
+                                                          fusedSiLU: true, channelsLastCodes: format, scale: w.inputScale)
+                        guard codes.dtype == w.codeType, codes.shape == [n, hw, hw, c] else {
+                            throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not channels-last codes")
+                        }
+                        if convolves {
+                            let y = try kernels.eightBitConvolution(codes, w)
+                            if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                            return (y, CPUKernels.conv2d(layer.quantizedInput(normed), weight: conv.weight, bias: nil, stride: 1, padding: 1))
+                        }
+                        let plane = hw * hw
+                        return (codes, Tensor(shape: [n, hw, hw, c], scalars: (0..<normed.count).map { i in
+                            let (image, p, channel) = (i / (plane * c), i / c % plane, i % c)
+                            let v = normed.scalars[(image * c + channel) * plane + p]
+                            return format.decode(format.encode(v, scale: w.inputScale), scale: 1)
+                        }))
+                    }))
+                }
+            }
             cases.append(("8-bit weight → 16-bit \(format)", "[96,64]", 1e-3, { r in
                 let wh = r.normalHalfRounded([96, 64], scale: 0.05)
                 let layer = QuantizedLayer(name: "check", kind: .linear,

@@ -52,6 +52,10 @@ public final class CUDABackend: ModelBackend {
     /// same codes up to the 16-bit rounding the fused path skips; off is for measuring the difference.
     public var quantizesInProducers = true
 
+    /// Whether a GroupNorm (+SiLU) read by a real 8-bit convolution writes its channels-last input codes (the
+    /// default); off leaves the 16-bit result to the convolution's transposing quantize pass (for measurements).
+    public var groupNormWritesCodes = true
+
     /// Whether level-4 self-attention may run through cuDNN's FP8 attention (`fp8Attention`). cuDNN 9.14 returned wrong
     /// tiles in calls of more than one wave of tiles, so `CUDAKernels.cudnnFP8Attention` makes calls of at most one wave
     /// (`diffuse8-cuda-selftest` checks shapes past one wave). cuDNN rounds the probabilities before normalising; off
@@ -343,6 +347,20 @@ public final class CUDABackend: ModelBackend {
     public func groupNorm(_ x: CUDATensor, _ norm: GroupNorm, silu: Bool) throws -> CUDATensor {
         guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
         return try op("groupNorm") { try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu) }
+    }
+
+    /// When `reader` is a real 8-bit convolution whose path for this input is 8-bit (chosen on its first call), the
+    /// GroupNorm writes its channels-last input codes directly, so the convolution skips its transposing quantize pass.
+    public func groupNorm(_ x: CUDATensor, _ norm: GroupNorm, silu: Bool, readBy reader: Conv2d) throws -> CUDATensor {
+        guard quantizesInProducers, groupNormWritesCodes, let w = eightBitConvolutions[ObjectIdentifier(reader)],
+              w.takesCodes(forInput: x.shape, allowsWGMMA: usesWGMMAConvolutions) else {
+            return try groupNorm(x, norm, silu: silu)
+        }
+        guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
+        return try op("groupNorm") {
+            try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu,
+                                  channelsLastCodes: w.format, scale: w.inputScale)
+        }
     }
 
     public func layerNorm(_ x: CUDATensor, _ norm: LayerNorm) throws -> CUDATensor {

@@ -47,7 +47,7 @@ package final class CUDAEightBitConvolution {
     let alpha: CUDATensor
     let bias: CUDATensor?
     let inputAmax: Float
-    let inputScale: Float
+    package let inputScale: Float
     /// The stored layer and bias the 16-bit path's weights are made from when a shape needs them (the model's host
     /// weight is released once the backend holds its copy; the codes stay).
     private let quantized: QuantizedLayer
@@ -145,6 +145,18 @@ package final class CUDAEightBitConvolution {
         let map = try kernels.warpSpecializedConvolutionWeightMap(codes, variant)
         weightMaps[variant] = map
         return map
+    }
+
+    /// The dtype of this layer's input codes.
+    package var codeType: CUDADataType { format == .int8 ? .int8 : .float8e4m3 }
+
+    /// Whether an input of `shape` [n, c, h, w] runs an 8-bit path already chosen (forced, or timed on an earlier
+    /// call), so that a producer may hand this layer its channels-last input codes instead.
+    package func takesCodes(forInput shape: [Int], allowsWGMMA: Bool) -> Bool {
+        switch forcedWGMMA.map(Path.warpSpecialized) ?? paths[Call(shape: shape, allowsWGMMA: allowsWGMMA)] {
+        case .eightBit, .warpSpecialized: true
+        case .sixteenBit, nil: false
+        }
     }
 
     package var runsEightBit: Bool {

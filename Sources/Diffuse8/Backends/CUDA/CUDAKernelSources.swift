@@ -320,6 +320,77 @@ extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const 
     }
 }
 
+// Split GroupNorm for a reader that is an 8-bit convolution, pass 2: each (image, channel)'s scale and shift,
+// affine[image, c] = (inv·γ[c], β[c] − mean·inv·γ[c]), from its group's chunk statistics merged as group_norm_apply
+// merges them (once per channel here, not in every block of pass 3).
+extern "C" __global__ void group_norm_affine(const float* __restrict__ partial, const half_t* __restrict__ gamma,
+        const half_t* __restrict__ beta, float* __restrict__ affine, int images, int C, int groups, i64 group_len,
+        int chunks, int chunk_len, float eps) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= images * C) return;
+    const int c = i % C;
+    const i64 ng = (i64)(i / C) * groups + c / (C / groups);
+    double n = 0.0, mean = 0.0, m2 = 0.0;
+    for (int k = 0; k < chunks; ++k) {
+        const double nb = (double)min64((i64)chunk_len, group_len - (i64)k * chunk_len);
+        const double mb = partial[2 * (ng * chunks + k)], m2b = partial[2 * (ng * chunks + k) + 1];
+        const double total = n + nb, delta = mb - mean;
+        mean += delta * nb / total;
+        m2 += m2b + delta * delta * n * nb / total;
+        n = total;
+    }
+    const float s = rsqrtf((float)(m2 / n) + eps) * h2f(gamma[c]);
+    affine[2 * i] = s;
+    affine[2 * i + 1] = h2f(beta[c]) - (float)mean * s;
+}
+
+// Pass 3: the normalised (and SiLU'd) values as the convolution's channels-last input codes, codes[b, p, c] =
+// code(y[b, c, p] / scale), rounded from FP32 (no 16-bit result, no quantize pass of the convolution's own). Block
+// (64 pixels, 64 channels, image): pairs of pixels read per thread, the tile transposed through shared memory, four
+// channels' codes written per thread (C a multiple of 4).
+extern "C" __global__ void group_norm_codes_channels_last(const half_t* __restrict__ x, const float* __restrict__ affine,
+        unsigned char* __restrict__ codes, int C, int P, int fuse_silu, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    __shared__ float tile[64][65];
+    __shared__ float ab[64][2];
+    const int image = blockIdx.z, p0 = blockIdx.x * 64, c0 = blockIdx.y * 64;
+    const int t = threadIdx.y * 32 + threadIdx.x;
+    if (t < 64 && c0 + t < C) {
+        ab[t][0] = affine[2 * ((i64)image * C + c0 + t)];
+        ab[t][1] = affine[2 * ((i64)image * C + c0 + t) + 1];
+    }
+    __syncthreads();
+    const i64 offset = (i64)image * C * P;
+    const int p = p0 + 2 * threadIdx.x;
+    for (int j = threadIdx.y; j < 64 && c0 + j < C; j += 8) {
+        const half_t* row = x + offset + (i64)(c0 + j) * P;
+        float v[2] = {0.f, 0.f};
+        if ((P & 1) == 0 && p < P) {
+            const u32 w = *(const u32*)(row + p);
+            v[0] = h2f((half_t)(w & 0xffffu));
+            v[1] = h2f((half_t)(w >> 16));
+        } else {
+            if (p < P) v[0] = h2f(row[p]);
+            if (p + 1 < P) v[1] = h2f(row[p + 1]);
+        }
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const float r = v[e] * ab[j][0] + ab[j][1];
+            tile[j][2 * threadIdx.x + e] = fuse_silu ? silu(r) : r;
+        }
+    }
+    __syncthreads();
+    const int q = t & 15, c = c0 + 4 * q;
+    for (int r = t >> 4; r < 64; r += 16) {
+        if (p0 + r >= P || c >= C) continue;
+        u32 packed = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) packed |= quantize_code(tile[4 * q + e][r], scale, format) << (8 * e);
+        *(u32*)(codes + offset + (i64)(p0 + r) * C + c) = packed;
+    }
+}
+
 // LayerNorm over the last dimension D: one block per row.
 extern "C" __global__ void layer_norm(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
         const half_t* __restrict__ beta, half_t* __restrict__ y, int D, float eps) {

@@ -6,11 +6,10 @@
 extension CUDAKernels {
     /// y = conv(x) of a quantized layer, by the path measured fastest for x's shape (see `CUDAEightBitConvolution`);
     /// without `allowsWGMMA`, our implicit-GEMM kernel is left out of the choice (for measurements against cuDNN).
+    /// x is 16-bit NCHW, or the layer's channels-last input codes [n, h, w, c] from a producer
+    /// (`groupNorm(…channelsLastCodes:…)`) once an 8-bit path is chosen for the shape.
     package func eightBitConvolution(_ x: CUDATensor, _ w: CUDAEightBitConvolution, allowsWGMMA: Bool = true) throws -> CUDATensor {
-        try requireHalf(x, op: "eightBitConvolution")
-        guard x.shape.count == 4, x.shape[1] == w.inChannels else {
-            throw CUDAError.invalidArgument("convolution \(w.name): input \(x.shape) for \(w.inChannels) input channels")
-        }
+        let shape = try convolutionInputShape(x, w)
         let capturing = context.allocator.isCapturing
         if let variant = w.forcedWGMMA {
             guard w.runsWarpSpecialized(self), WarpSpecializedGEMM.variants(w.format, depth: w.depth).contains(variant) else {
@@ -19,27 +18,30 @@ extension CUDAKernels {
                                                 + "\(w.format.reportName) tile variants, not \(variant)")
             }
             w.lastPath = .warpSpecialized(variant)
-            return try run(.warpSpecialized(variant), x, w)
+            return try run(.warpSpecialized(variant), x, shape, w)
         }
-        let call = CUDAEightBitConvolution.Call(shape: x.shape, allowsWGMMA: allowsWGMMA)
+        let call = CUDAEightBitConvolution.Call(shape: shape, allowsWGMMA: allowsWGMMA)
         if let known = w.paths[call] {
             w.lastPath = known
-            return try run(known, x, w)
+            return try run(known, x, shape, w)
+        }
+        guard x.dtype != w.codeType else {
+            throw CUDAError.invalidArgument("convolution \(w.name): input codes before a path is chosen for \(shape)")
         }
         var y: CUDATensor?
         // Runs `path` for this call and keeps it for this layer and shape (an 8-bit path with the form of the plan
         // that ran, timed on first use of its shape).
         func runPath(_ path: CUDAEightBitConvolution.Path) throws {
             var path = path
-            if case .eightBit = path { path = .eightBit(try eightBitPlan(x, w, timing: !capturing).form) }
-            y = try run(path, x, w)
+            if case .eightBit = path { path = .eightBit(try eightBitPlan(x, shape, w, timing: !capturing).form) }
+            y = try run(path, x, shape, w)
             w.paths[call] = path
             w.lastPath = path
         }
         // The 8-bit plan where cuDNN has one for the shape, else 16 bit.
         func planned() -> CUDAEightBitConvolution.Path {
             do {
-                return .eightBit(try eightBitPlan(x, w, timing: !capturing).form)
+                return .eightBit(try eightBitPlan(x, shape, w, timing: !capturing).form)
             } catch {
                 return .sixteenBit("no cuDNN 8-bit plan: \(error)")
             }
@@ -47,7 +49,7 @@ extension CUDAKernels {
         if w.choosesFastestPath {
             // Shared by every layer of this geometry (`CUDATuningTable`); on first use the 8-bit paths are timed
             // against each other and the 16-bit one, and 8 bit is kept only where it is the faster path for this shape.
-            try context.tuning.decide(Self.eightBitConvolutionTuningKey(eightBitShape(x, w)) + (allowsWGMMA ? "" : " without-wgmma"),
+            try context.tuning.decide(Self.eightBitConvolutionTuningKey(eightBitShape(shape, w)) + (allowsWGMMA ? "" : " without-wgmma"),
                                       encode: \.tuningCode,
                                       decode: CUDAEightBitConvolution.Path.init(tuningCode:), run: runPath) {
                 let cuDNN = planned()
@@ -59,11 +61,11 @@ extension CUDAKernels {
                 guard let first = candidates.first else { return .init(cuDNN, timed: !capturing, ran: false) }
                 if capturing { return .init(first, timed: false, ran: false) }
                 // A path that fails to run (e.g. a kernel that does not compile for this card) drops out.
-                guard let fastest = CUDATuningTable.fastest(candidates, time: { path in try tuningTime { _ = try run(path, x, w) } }).best else {
+                guard let fastest = CUDATuningTable.fastest(candidates, time: { path in try tuningTime { _ = try run(path, x, shape, w) } }).best else {
                     return .init(.sixteenBit("no 8-bit path ran"), timed: true, ran: false)
                 }
                 let sixteen = CUDAEightBitConvolution.Path.sixteenBit("")
-                let sixteenBit = try tuningTime { _ = try run(sixteen, x, w) }
+                let sixteenBit = try tuningTime { _ = try run(sixteen, x, shape, w) }
                 let path = sixteenBit >= fastest.milliseconds ? fastest.candidate
                     : .sixteenBit(String(format: "16 bit measured faster (%.1f vs %.1f µs)", sixteenBit * 1000, fastest.milliseconds * 1000))
                 return .init(path, timed: true, ran: false)
@@ -83,24 +85,42 @@ extension CUDAKernels {
         "8bit-conv-path " + CUDNNEightBitGraphs.tuningKey(shape).split(separator: " ").dropFirst().joined(separator: " ")
     }
 
-    private func eightBitPlan(_ x: CUDATensor, _ w: CUDAEightBitConvolution, timing: Bool) throws -> CUDNNEightBitGraphs.Plan {
-        let cudnn = try eightBitGraphs()
-        return try cudnn.plan(eightBitShape(x, w), timing: timing) { plan in _ = try runEightBit(plan, x, w) }
+    /// x's shape as [n, c, h, w], checked against the layer: 16-bit NCHW values, or channels-last codes [n, h, w, c].
+    private func convolutionInputShape(_ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> [Int] {
+        if x.dtype == w.codeType {
+            guard x.shape.count == 4, x.shape[3] == w.inChannels else {
+                throw CUDAError.invalidArgument("convolution \(w.name): channels-last codes \(x.shape) for \(w.inChannels) input channels")
+            }
+            return [x.shape[0], x.shape[3], x.shape[1], x.shape[2]]
+        }
+        try requireHalf(x, op: "eightBitConvolution")
+        guard x.shape.count == 4, x.shape[1] == w.inChannels else {
+            throw CUDAError.invalidArgument("convolution \(w.name): input \(x.shape) for \(w.inChannels) input channels")
+        }
+        return x.shape
     }
 
-    private func eightBitShape(_ x: CUDATensor, _ w: CUDAEightBitConvolution) -> CUDNNEightBitGraphs.Shape {
-        CUDNNEightBitGraphs.Shape(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], o: w.outChannels,
+    private func eightBitPlan(_ x: CUDATensor, _ shape: [Int], _ w: CUDAEightBitConvolution, timing: Bool) throws -> CUDNNEightBitGraphs.Plan {
+        let cudnn = try eightBitGraphs()
+        return try cudnn.plan(eightBitShape(shape, w), timing: timing) { plan in _ = try runEightBit(plan, x, shape, w) }
+    }
+
+    private func eightBitShape(_ shape: [Int], _ w: CUDAEightBitConvolution) -> CUDNNEightBitGraphs.Shape {
+        CUDNNEightBitGraphs.Shape(n: shape[0], c: shape[1], h: shape[2], w: shape[3], o: w.outChannels,
                                        kh: w.kernelHeight, kw: w.kernelWidth, stride: w.stride, padding: w.padding,
                                        format: w.format, hasBias: w.bias != nil, outputType: storageType)
     }
 
-    private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+    private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ shape: [Int], _ w: CUDAEightBitConvolution) throws -> CUDATensor {
         switch path {
         case .eightBit:
-            return try runEightBit(try eightBitPlan(x, w, timing: false), x, w)
+            return try runEightBit(try eightBitPlan(x, shape, w, timing: false), x, shape, w)
         case .warpSpecialized(let variant):
-            return try runWarpSpecialized(variant, x, w)
+            return try runWarpSpecialized(variant, x, shape, w)
         case .sixteenBit:
+            guard x.dtype != w.codeType else {
+                throw CUDAError.invalidArgument("convolution \(w.name): runs in 16 bit for \(shape), so it needs its 16-bit input, not codes")
+            }
             let weights = try w.sixteenBitWeights(self)
             let input = try fakeQuantize(x, format: w.format, amax: w.inputAmax, smoothing: nil, groupSize: x.count / max(x.shape[0], 1))
             let y = try conv2d(input, weight: weights.weight, bias: weights.bias, stride: weights.stride, padding: weights.padding,
@@ -110,8 +130,10 @@ extension CUDAKernels {
         }
     }
 
-    /// x [n, c, h, w] 16-bit as channels-last codes [n, h·w, c] with the layer's input scale.
+    /// x [n, c, h, w] 16-bit as channels-last codes [n, h·w, c] with the layer's input scale (x itself where it is
+    /// those codes already).
     private func channelsLastCodes(_ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+        if x.dtype == w.codeType { return x.reshaped([x.shape[0], x.shape[1] * x.shape[2], x.shape[3]]) }
         let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
         let codes = try context.empty([n, hw, c], dtype: w.format == .int8 ? .int8 : .float8e4m3)
         try compiler.launch(eightBitOp("quantize_channels_last"), grid: ((hw + 31) / 32, (c + 31) / 32, n), block: (32, 8, 1), [
@@ -119,8 +141,9 @@ extension CUDAKernels {
         return codes
     }
 
-    private func runWarpSpecialized(_ variant: WarpSpecializedGEMM, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
-        let (n, h, width) = (x.shape[0], x.shape[2], x.shape[3])
+    private func runWarpSpecialized(_ variant: WarpSpecializedGEMM, _ x: CUDATensor, _ shape: [Int],
+                                    _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+        let (n, h, width) = (shape[0], shape[2], shape[3])
         let codes = try channelsLastCodes(x, w)
         let y = try output([n, h * width, w.outChannels])
         try warpSpecializedConvolution(variant, format: w.format, codes: codes, images: n, height: h, width: width,
@@ -130,8 +153,9 @@ extension CUDAKernels {
         return try tokensToChannels(y, height: h, width: width)
     }
 
-    private func runEightBit(_ plan: CUDNNEightBitGraphs.Plan, _ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
-        let shape = eightBitShape(x, w)
+    private func runEightBit(_ plan: CUDNNEightBitGraphs.Plan, _ x: CUDATensor, _ inputShape: [Int],
+                             _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+        let shape = eightBitShape(inputShape, w)
         let n = shape.n
         let (oh, ow) = (shape.outputHeight, shape.outputWidth)
         let codes = try channelsLastCodes(x, w)

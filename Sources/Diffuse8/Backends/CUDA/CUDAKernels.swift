@@ -324,23 +324,60 @@ public final class CUDAKernels: @unchecked Sendable {
         guard c % groups == 0 else { throw CUDAError.invalidArgument("groupNorm: \(c) channels, \(groups) groups") }
         let y = try output(x.shape)
         let groupLength = c / groups * spatial
-        // Enough blocks to fill the card: split each group into chunks (≥ 2048 values, a multiple of 8).
-        let chunks = max(1, min((groupLength + 2047) / 2048, (4 * context.multiprocessorCount + n * groups - 1) / (n * groups)))
+        let chunks = groupNormChunks(images: n, groups: groups, groupLength: groupLength)
         if chunks == 1 || splitGroupNormDisabled {
             try compiler.launch(basic("group_norm_nchw"), grid: (n * groups, 1, 1), block: (512, 1, 1), [
                 .tensor(x), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
                 .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
             return y
         }
+        let (partial, chunkLength, chunkCount) = try groupNormStatistics(x, groups: groups, chunks: chunks)
+        try compiler.launch(basic("group_norm_apply"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
+            .tensor(x), .tensor(partial), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
+            .int64(Int64(groupLength)), .int(chunkLength), .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
+        return y
+    }
+
+    /// `groupNorm` written as the input codes of an 8-bit convolution that alone reads it: channels-last [n, h, w, c]
+    /// `.int8` / `.float8e4m3` codes of the normalised (and SiLU'd) values divided by `scale`, rounded from FP32 as
+    /// `quantize` rounds (no 16-bit result in between).
+    package func groupNorm(_ x: CUDATensor, groups: Int, weight: CUDATensor, bias: CUDATensor, epsilon: Float, fusedSiLU: Bool,
+                           channelsLastCodes format: QuantizedFormat, scale: Float) throws -> CUDATensor {
+        try requireHalf(x, weight, bias, op: "groupNorm")
+        guard x.shape.count == 4, groups > 0, x.shape[1] % groups == 0, x.shape[1] % 4 == 0, weight.count == x.shape[1],
+              bias.count == x.shape[1], scale.isFinite, scale > 0 else {
+            throw CUDAError.invalidArgument("groupNorm to codes: input \(x.shape), \(groups) groups, \(weight.count) weights, scale \(scale)")
+        }
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let groupLength = c / groups * h * w
+        let chunks = groupNormChunks(images: n, groups: groups, groupLength: groupLength)
+        let (partial, chunkLength, chunkCount) = try groupNormStatistics(x, groups: groups, chunks: chunks)
+        let affine = try context.empty([n, c, 2], dtype: .float32)
+        try compiler.launch(basic("group_norm_affine"), grid: ((n * c + 255) / 256, 1, 1), block: (256, 1, 1), [
+            .tensor(partial), .tensor(weight), .tensor(bias), .tensor(affine), .int(n), .int(c), .int(groups),
+            .int64(Int64(groupLength)), .int(chunkCount), .int(chunkLength), .float(epsilon)])
+        let codes = try context.empty([n, h, w, c], dtype: format == .int8 ? .int8 : .float8e4m3)
+        try compiler.launch(basic("group_norm_codes_channels_last"), grid: ((h * w + 63) / 64, (c + 63) / 64, n), block: (32, 8, 1), [
+            .tensor(x), .tensor(affine), .tensor(codes), .int(c), .int(h * w), .int32(fusedSiLU ? 1 : 0),
+            .float(scale), .int32(format == .int8 ? 0 : 1)])
+        withExtendedLifetime((partial, affine)) {}
+        return codes
+    }
+
+    /// Enough blocks to fill the card: each group split into chunks (≥ 2048 values, a multiple of 8).
+    private func groupNormChunks(images n: Int, groups: Int, groupLength: Int) -> Int {
+        max(1, min((groupLength + 2047) / 2048, (4 * context.multiprocessorCount + n * groups - 1) / (n * groups)))
+    }
+
+    /// Each (image, group)'s chunks' mean and centred sum of squares (`group_norm_stats`), FP32 [n·groups·chunks, 2].
+    private func groupNormStatistics(_ x: CUDATensor, groups: Int, chunks: Int) throws -> (partial: CUDATensor, chunkLength: Int, chunkCount: Int) {
+        let n = x.shape[0], groupLength = x.count / (n * groups)
         let chunkLength = ((groupLength + chunks - 1) / chunks + 7) / 8 * 8
         let chunkCount = (groupLength + chunkLength - 1) / chunkLength
         let partial = try context.empty([n * groups * chunkCount * 2], dtype: .float32)
         try compiler.launch(basic("group_norm_stats"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
             .tensor(x), .tensor(partial), .int64(Int64(groupLength)), .int(chunkLength)])
-        try compiler.launch(basic("group_norm_apply"), grid: (chunkCount, n * groups, 1), block: (256, 1, 1), [
-            .tensor(x), .tensor(partial), .tensor(weight), .tensor(bias), .tensor(y), .int(c), .int(spatial), .int(groups),
-            .int64(Int64(groupLength)), .int(chunkLength), .float(epsilon), .int32(fusedSiLU ? 1 : 0)])
-        return y
+        return (partial, chunkLength, chunkCount)
     }
 
     /// Forces the one-block-per-group GroupNorm kernel (for tests and comparisons).

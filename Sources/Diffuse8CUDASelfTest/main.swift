@@ -37,12 +37,13 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
                     --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass|
-                    qkv-quantize-pass|groupnorm-quantize-pass|serial-launches: then that change too
+                    qkv-quantize-pass|groupnorm-quantize-pass|resnet-epilogue-passes|serial-launches: then that change too
                     (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel; geglu-quantize-pass: the
                     fused GEGLU writes 16 bit and the FF output layer's quantize pass follows; qkv-quantize-pass: level
                     4's Q/K/V stacks write 16 bit and the FP8 attention's quantize pass follows;
                     groupnorm-quantize-pass: GroupNorm+SiLU writes 16 bit and the 8-bit convolution's transposing
-                    quantize pass follows; serial-launches: no kernel starts before the previous
+                    quantize pass follows; resnet-epilogue-passes: a resnet's time embedding and output are added in
+                    passes of their own after its 8-bit convolutions; serial-launches: no kernel starts before the previous
                     one has ended), its graph and the first replayed in turn (both medians from
                     the same rounds); with
                     --unet, the parity check runs with that change instead
@@ -228,9 +229,10 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
         case "geglu-quantize-pass": alternative = .init(label: name) { $0.gegluWritesCodes = false }
         case "qkv-quantize-pass": alternative = .init(label: name) { $0.qkvWritesAttentionCodes = false }
         case "groupnorm-quantize-pass": alternative = .init(label: name) { $0.groupNormWritesCodes = false }
+        case "resnet-epilogue-passes": alternative = .init(label: name) { $0.fusesResnetEpilogues = false }
         case "serial-launches": alternative = .init(label: name) { $0.kernels.compiler.overlapsLaunches = false }
         default:
-            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass, groupnorm-quantize-pass or serial-launches, got \(name)")
+            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass, groupnorm-quantize-pass, resnet-epilogue-passes or serial-launches, got \(name)")
             exit(1)
         }
     }

@@ -80,6 +80,12 @@ public protocol ModelBackend: AnyObject {
     /// A resnet's output (conv2 result `h` + `residual`) / `output_scale_factor`; with a fusion plan the conv2 and
     /// shortcut biases a fusion plan folded out are added here.
     func resnetOutput(_ h: Value, residual: Value, block: ResnetBlock2D) throws -> Value
+    /// `addChannelVector(conv2d(x, layer), rows, offset:)`: a resnet's conv1 and its time embedding, one operation so
+    /// that a backend may fuse them.
+    func conv2d(_ x: Value, _ layer: Conv2d, addingChannelVector rows: Value, offset: Int) throws -> Value
+    /// `resnetOutput(conv2d(h, layer), residual:, block:)`: a resnet's conv2 and its output, one operation so that a
+    /// backend may fuse them.
+    func resnetOutput(convolving h: Value, _ layer: Conv2d, residual: Value, block: ResnetBlock2D) throws -> Value
 
     // MARK: Layout
 
@@ -123,6 +129,12 @@ extension ModelBackend {
     }
     public func attentionProbabilityMax(query: Columns<Value>, key: Columns<Value>, heads: Int) throws -> Float? { nil }
     public func geglu(_ x: Value, readBy reader: Linear) throws -> Value { try geglu(x) }
+    public func conv2d(_ x: Value, _ layer: Conv2d, addingChannelVector rows: Value, offset: Int) throws -> Value {
+        try addChannelVector(conv2d(x, layer), rows, offset: offset)
+    }
+    public func resnetOutput(convolving h: Value, _ layer: Conv2d, residual: Value, block: ResnetBlock2D) throws -> Value {
+        try resnetOutput(conv2d(h, layer), residual: residual, block: block)
+    }
     public func gegluProjection(_ x: Value, _ projection: Linear, readBy reader: Linear) throws -> Value {
         try geglu(linear(x, projection, residual: nil), readBy: reader)
     }

@@ -51,6 +51,23 @@ extension CUDASelfTest {
             return (try kernels.tokensToChannelsAdding(t, residual: res),
                     CPUKernels.add(CPUKernels.tokensToChannels(th, height: 5, width: 7), resh))
         }
+        // The transposing epilogues of a resnet's 8-bit convolutions: its time embedding, and its output with and
+        // without the folded bias (scale 0.5: diffusers' output_scale_factor 2).
+        check("tokensToChannels + channel vector", "[2,35,48] → [2,48,5,7] + v[2,stride 100]", 1e-3) { r in
+            let (t, th) = try pair([2, 35, 48], &r, 1), (v, vh) = try pair([2, 100], &r, 1)
+            let slice = Tensor(shape: [2, 48]) { out in for n in 0..<2 { for c in 0..<48 { out[n * 48 + c] = vh.scalars[n * 100 + 30 + c] } } }
+            return (try kernels.tokensToChannels(t, height: 5, width: 7, .addingChannelVector(v, offset: 30)),
+                    CPUKernels.addChannelBias(CPUKernels.tokensToChannels(th, height: 5, width: 7), slice))
+        }
+        for withBias in [true, false] {
+            check("tokensToChannels + resnet output\(withBias ? " + bias" : "")", "[2,35,48] → [2,48,5,7] scale 0.5", 1e-3) { r in
+                let (t, th) = try pair([2, 35, 48], &r, 1), (b, bh) = try pair([48], &r, 1), (res, resh) = try pair([2, 48, 5, 7], &r, 1)
+                let h = CPUKernels.tokensToChannels(th, height: 5, width: 7)
+                let biased = withBias ? Tensor(shape: h.shape) { out in for i in 0..<h.scalars.count { out[i] = h.scalars[i] + bh.scalars[(i / 35) % 48] } } : h
+                return (try kernels.tokensToChannels(t, height: 5, width: 7, .addingResidual(res, bias: withBias ? b : nil, scale: 0.5)),
+                        CPUKernels.scale(CPUKernels.add(resh, biased), 0.5))
+            }
+        }
         check("affine (center_input_sample)", "[2,4,9,9] 2x-1", 1e-3) { r in
             let (x, xh) = try pair([2, 4, 9, 9], &r, 1)
             return (try kernels.affine(x, scale: 2, shift: -1), CPUKernels.map(xh) { 2 * $0 - 1 })

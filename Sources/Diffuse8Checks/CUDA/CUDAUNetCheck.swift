@@ -85,7 +85,7 @@ public enum CUDAUNetCheck {
         /// Most device memory the allocator held (weights included) after the first (autotuning) forward and
         /// `releaseUnusedWeightLayouts`.
         public let peakBytes: Int
-        /// Relative L2 of the output vs. `reference`'s `output` when one was given.
+        /// Relative L2 of the last timed forward's output vs. `reference`'s `output` when one was given.
         public let relativeL2VersusReference: Double?
         /// The same forward replayed as a CUDA graph (`CUDAUNetGraph`): median, minimum, and its output's
         /// relative L2 vs. the eager forward's; or why capture failed.
@@ -207,7 +207,6 @@ public enum CUDAUNetCheck {
         var output = try run()
         try context.synchronize()
         let firstForwardSeconds = CUDAKernelCompiler.now() - firstStart
-        let relativeL2 = try expected.map { try context.download(output).relativeL2(to: $0) }
         // The per-shape convolution choices are made: drop the unused weight layouts, and count the peak from here
         // (weights + one forward's working set) — the first forward's measurements allocate extra candidates.
         unet.releaseUnusedWeightLayouts()
@@ -225,6 +224,8 @@ public enum CUDAUNetCheck {
             times.append(try end.milliseconds(since: begin))
         }
         times.sort()
+        // the output of the forward as it now runs (the first one decides the fused paths later forwards take)
+        let relativeL2 = try expected.map { try context.download(output).relativeL2(to: $0) }
         var timing = Timing(directory: directory, inputShape: inputs.sample.shape, loadSeconds: loadSeconds,
                             medianMilliseconds: times[times.count / 2], minimumMilliseconds: times[0], runs: repeats,
                             peakBytes: context.peakAllocatorBytes, relativeL2VersusReference: relativeL2)

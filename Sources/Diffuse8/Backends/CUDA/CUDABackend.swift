@@ -56,6 +56,11 @@ public final class CUDABackend: ModelBackend {
     /// default); off leaves the 16-bit result to the convolution's transposing quantize pass (for measurements).
     public var groupNormWritesCodes = true
 
+    /// Whether a resnet's real 8-bit conv1 adds its time embedding, and its 8-bit conv2 makes the block's output, in
+    /// the pass that turns the convolution's channels-last result back to NCHW (the default); off runs those additions
+    /// as passes of their own (for measurements; the values are the same bit for bit).
+    public var fusesResnetEpilogues = true
+
     /// Whether level-4 self-attention may run through cuDNN's FP8 attention (`fp8Attention`). cuDNN 9.14 returned wrong
     /// tiles in calls of more than one wave of tiles, so `CUDAKernels.cudnnFP8Attention` makes calls of at most one wave
     /// (`diffuse8-cuda-selftest` checks shapes past one wave). cuDNN rounds the probabilities before normalising; off
@@ -316,11 +321,20 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func conv2d(_ x: CUDATensor, _ layer: Conv2d) throws -> CUDATensor {
+        try conv2d(x, layer, epilogue: .channels)
+    }
+
+    /// `conv2d`; a real 8-bit convolution applies `epilogue` as it writes its NCHW result, any other after it.
+    private func conv2d(_ x: CUDATensor, _ layer: Conv2d, epilogue: ConvolutionOutput) throws -> CUDATensor {
         if let w = eightBitConvolutions[ObjectIdentifier(layer)] {
             return try op(w.kernelHeight == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: { w.lastKernelDescription },
                           eightBit: { w.runsEightBit }) {
-                try kernels.eightBitConvolution(x, w, allowsWGMMA: usesWGMMAConvolutions)
+                try kernels.eightBitConvolution(x, w, allowsWGMMA: usesWGMMAConvolutions, epilogue: epilogue)
             }
+        }
+        guard case .channels = epilogue else {
+            let y = try conv2d(x, layer, epilogue: .channels)
+            return try op("element-wise") { try kernels.finish(y, epilogue) }
         }
         guard let w = convolutions[ObjectIdentifier(layer)] else { throw unprepared(layer.name) }
         return try op(w.weight.shape[2] == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: {
@@ -566,14 +580,30 @@ public final class CUDABackend: ModelBackend {
     }
 
     public func resnetOutput(_ h: CUDATensor, residual: CUDATensor, block: ResnetBlock2D) throws -> CUDATensor {
-        let scale = 1 / block.outputScaleFactor
-        return try op("element-wise") {
-            if let bias = resnetBiases[ObjectIdentifier(block)] {
-                return try kernels.biasResidual(h, bias: bias, residual: residual, scale: scale)
-            }
-            let sum = try kernels.add(residual, h)
-            return scale == 1 ? sum : try kernels.scale(sum, scale)
+        try op("element-wise") { try kernels.finish(h, resnetOutput(residual: residual, block: block)) }
+    }
+
+    private func resnetOutput(residual: CUDATensor, block: ResnetBlock2D) -> ConvolutionOutput {
+        .addingResidual(residual, bias: resnetBiases[ObjectIdentifier(block)], scale: 1 / block.outputScaleFactor)
+    }
+
+    /// A real 8-bit conv1 adds the time embedding in the pass that turns its channels-last result back to NCHW.
+    public func conv2d(_ x: CUDATensor, _ layer: Conv2d, addingChannelVector rows: CUDATensor, offset: Int) throws -> CUDATensor {
+        guard fusesResnetEpilogues, eightBitConvolutions[ObjectIdentifier(layer)] != nil else {
+            return try addChannelVector(conv2d(x, layer), rows, offset: offset)
         }
+        guard rows.shape.count == 2, x.shape.count == 4, rows.shape[0] == x.shape[0] else {
+            throw CUDAError.invalidArgument("\(layer.name): channel vectors \(rows.shape) for input \(x.shape)")
+        }
+        return try conv2d(x, layer, epilogue: .addingChannelVector(rows, offset: offset))
+    }
+
+    /// A real 8-bit conv2 makes the resnet's output in the pass that turns its channels-last result back to NCHW.
+    public func resnetOutput(convolving h: CUDATensor, _ layer: Conv2d, residual: CUDATensor, block: ResnetBlock2D) throws -> CUDATensor {
+        guard fusesResnetEpilogues, eightBitConvolutions[ObjectIdentifier(layer)] != nil else {
+            return try resnetOutput(conv2d(h, layer), residual: residual, block: block)
+        }
+        return try conv2d(h, layer, epilogue: resnetOutput(residual: residual, block: block))
     }
 
     // MARK: Layout

@@ -3,12 +3,28 @@
 /// the bias applied to the sums in FP32 (inside the convolution's kernel, or in ours after cuDNN's), then back to
 /// NCHW. Like the 8-bit GEMMs, the only differences from the simulation are the accumulation order and the 16-bit
 /// output rounding.
+/// What becomes of an 8-bit convolution's channels-last result in the pass that transposes it back to NCHW
+/// (`CUDAKernels.tokensToChannels(_:height:width:_:)`): the operation that follows the convolution in a resnet.
+package enum ConvolutionOutput {
+    /// The NCHW result.
+    case channels
+    /// Plus rows[image, offset + c] per image and channel (a resnet's conv1 and its time embedding).
+    case addingChannelVector(CUDATensor, offset: Int)
+    /// (residual + result + bias[c]) · scale (a resnet's conv2 and its output; bias: the conv2 and shortcut biases a
+    /// fusion plan folded out).
+    case addingResidual(CUDATensor, bias: CUDATensor?, scale: Float)
+
+    var isChannelVector: Bool { if case .addingChannelVector = self { true } else { false } }
+}
+
 extension CUDAKernels {
     /// y = conv(x) of a quantized layer, by the path measured fastest for x's shape (see `CUDAEightBitConvolution`);
     /// without `allowsWGMMA`, our implicit-GEMM kernel is left out of the choice (for measurements against cuDNN).
     /// x is 16-bit NCHW, or the layer's channels-last input codes [n, h, w, c] from a producer
     /// (`groupNorm(…channelsLastCodes:…)`) once an 8-bit path is chosen for the shape.
-    package func eightBitConvolution(_ x: CUDATensor, _ w: CUDAEightBitConvolution, allowsWGMMA: Bool = true) throws -> CUDATensor {
+    /// `epilogue`: what the result becomes in the pass that turns it back to NCHW.
+    package func eightBitConvolution(_ x: CUDATensor, _ w: CUDAEightBitConvolution, allowsWGMMA: Bool = true,
+                                     epilogue: ConvolutionOutput = .channels) throws -> CUDATensor {
         let shape = try convolutionInputShape(x, w)
         let capturing = context.allocator.isCapturing
         if let variant = w.forcedWGMMA {
@@ -18,12 +34,12 @@ extension CUDAKernels {
                                                 + "\(w.format.reportName) tile variants, not \(variant)")
             }
             w.lastPath = .warpSpecialized(variant)
-            return try run(.warpSpecialized(variant), x, shape, w)
+            return try run(.warpSpecialized(variant), x, shape, w, epilogue)
         }
         let call = CUDAEightBitConvolution.Call(shape: shape, allowsWGMMA: allowsWGMMA)
         if let known = w.paths[call] {
             w.lastPath = known
-            return try run(known, x, shape, w)
+            return try run(known, x, shape, w, epilogue)
         }
         guard x.dtype != w.codeType else {
             throw CUDAError.invalidArgument("convolution \(w.name): input codes before a path is chosen for \(shape)")
@@ -34,7 +50,7 @@ extension CUDAKernels {
         func runPath(_ path: CUDAEightBitConvolution.Path) throws {
             var path = path
             if case .eightBit = path { path = .eightBit(try eightBitPlan(x, shape, w, timing: !capturing).form) }
-            y = try run(path, x, shape, w)
+            y = try run(path, x, shape, w, epilogue)
             w.paths[call] = path
             w.lastPath = path
         }
@@ -111,12 +127,13 @@ extension CUDAKernels {
                                        format: w.format, hasBias: w.bias != nil, outputType: storageType)
     }
 
-    private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ shape: [Int], _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+    private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ shape: [Int], _ w: CUDAEightBitConvolution,
+                     _ epilogue: ConvolutionOutput = .channels) throws -> CUDATensor {
         switch path {
         case .eightBit:
-            return try runEightBit(try eightBitPlan(x, shape, w, timing: false), x, shape, w)
+            return try runEightBit(try eightBitPlan(x, shape, w, timing: false), x, shape, w, epilogue)
         case .warpSpecialized(let variant):
-            return try runWarpSpecialized(variant, x, shape, w)
+            return try runWarpSpecialized(variant, x, shape, w, epilogue)
         case .sixteenBit:
             guard x.dtype != w.codeType else {
                 throw CUDAError.invalidArgument("convolution \(w.name): runs in 16 bit for \(shape), so it needs its 16-bit input, not codes")
@@ -126,7 +143,7 @@ extension CUDAKernels {
             let y = try conv2d(input, weight: weights.weight, bias: weights.bias, stride: weights.stride, padding: weights.padding,
                                weightChannelsLast: weights.weightChannelsLast, forceChannelsLast: weights.onlyChannelsLast)
             weights.lastPath = lastConvolutionPath
-            return y
+            return try finish(y, epilogue)
         }
     }
 
@@ -142,7 +159,7 @@ extension CUDAKernels {
     }
 
     private func runWarpSpecialized(_ variant: WarpSpecializedGEMM, _ x: CUDATensor, _ shape: [Int],
-                                    _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+                                    _ w: CUDAEightBitConvolution, _ epilogue: ConvolutionOutput) throws -> CUDATensor {
         let (n, h, width) = (shape[0], shape[2], shape[3])
         let codes = try channelsLastCodes(x, w)
         let y = try output([n, h * width, w.outChannels])
@@ -150,11 +167,11 @@ extension CUDAKernels {
                                        weight: w.codes, weightMap: try w.weightMap(for: variant, kernels: self),
                                        epilogue: try w.epilogueOperands(self), y: y)
         withExtendedLifetime(codes) {}
-        return try tokensToChannels(y, height: h, width: width)
+        return try tokensToChannels(y, height: h, width: width, epilogue)
     }
 
     private func runEightBit(_ plan: CUDNNEightBitGraphs.Plan, _ x: CUDATensor, _ inputShape: [Int],
-                             _ w: CUDAEightBitConvolution) throws -> CUDATensor {
+                             _ w: CUDAEightBitConvolution, _ epilogue: ConvolutionOutput = .channels) throws -> CUDATensor {
         let shape = eightBitShape(inputShape, w)
         let n = shape.n
         let (oh, ow) = (shape.outputHeight, shape.outputWidth)
@@ -176,6 +193,6 @@ extension CUDAKernels {
             try compiler.launch(eightBitOp(kernel), grid: elementwiseGrid(y.count), block: (256, 1, 1), arguments)
         }
         withExtendedLifetime(codes) {}
-        return try tokensToChannels(y, height: oh, width: ow)
+        return try tokensToChannels(y, height: oh, width: ow, epilogue)
     }
 }

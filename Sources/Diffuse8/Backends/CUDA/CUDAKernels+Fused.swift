@@ -111,6 +111,40 @@ extern "C" __global__ void bias_residual(const half_t* __restrict__ x, const hal
     }
 }
 
+// y[b, c, p] from tokens t[b, p, c] [B, R=HW, C] (an 8-bit convolution's channels-last output) in the pass that
+// transposes them back to NCHW, with what follows it: mode 0, t + v[b · v_stride + c] (a resnet's time embedding, as
+// add_channel_vector adds it); mode 1, (r + (t + bias[c])) · scale (a resnet's output, as bias_residual makes it), or
+// without a bias r + t, times scale only where scale ≠ 1 (as add, then scale).
+extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict__ t, const half_t* __restrict__ v, int v_stride,
+        const half_t* __restrict__ bias, const half_t* __restrict__ r, half_t* __restrict__ y, int R, int C, float scale, int mode) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    __shared__ half_t tile[32][33];
+    const i64 offset = (i64)blockIdx.z * R * C;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int row = r0 + j, c = c0 + threadIdx.x;
+        if (row < R && c < C) tile[j][threadIdx.x] = t[offset + (i64)row * C + c];
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int c = c0 + j, row = r0 + threadIdx.x;
+        if (c < C && row < R) {
+            const i64 o = offset + (i64)c * R + row;
+            const float x = h2f(tile[threadIdx.x][j]);
+            half_t out;
+            if (mode == 0) {
+                out = f2h(x + h2f(v[(i64)blockIdx.z * v_stride + c]));
+            } else if (bias) {
+                out = f2h((h2f(r[o]) + (x + h2f(bias[c]))) * scale);
+            } else {
+                out = f2h(h2f(r[o]) + x);
+                if (scale != 1.f) out = f2h(h2f(out) * scale);
+            }
+            y[o] = out;
+        }
+    }
+}
+
 // y[b, c, p] = t[b, p, c] + r[b, c, p]: tokens [B, R=HW, C] back to NCHW plus the residual.
 extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, const half_t* __restrict__ r,
         half_t* __restrict__ y, int R, int C) {
@@ -160,6 +194,56 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
             .tensor(x), .tensor(bias), .tensor(residual), .tensor(y), .int64(Int64(x.count)), .int(x.shape[1]),
             .int(x.count / (x.shape[0] * x.shape[1])), .float(scale)])
         return y
+    }
+
+    /// tokens [N, H·W, C] back to NCHW [N, C, height, width] with `epilogue` applied in the same pass (bit for bit as
+    /// `addChannelVector` or `biasResidual` / `add` then `scale` after `tokensToChannels`).
+    package func tokensToChannels(_ tokens: CUDATensor, height: Int, width: Int, _ epilogue: ConvolutionOutput) throws -> CUDATensor {
+        try requireHalf(tokens, op: "tokensToChannels")
+        guard tokens.shape.count == 3, tokens.shape[1] == height * width else {
+            throw CUDAError.invalidArgument("tokensToChannels: tokens \(tokens.shape) for \(height)×\(width)")
+        }
+        let (n, hw, c) = (tokens.shape[0], tokens.shape[1], tokens.shape[2])
+        let shape = [n, c, height, width]
+        var arguments: [CUDAKernelArgument]
+        var scale: Float = 1
+        switch epilogue {
+        case .channels:
+            return try tokensToChannels(tokens, height: height, width: width)
+        case .addingChannelVector(let rows, let offset):
+            try requireHalf(rows, op: "tokensToChannels")
+            guard rows.shape.count == 2, rows.shape[0] == n, offset >= 0, offset + c <= rows.shape[1] else {
+                throw CUDAError.invalidArgument("tokensToChannels: rows \(rows.shape) at offset \(offset) for \(shape)")
+            }
+            arguments = [.pointer(rows.address + UInt64(offset * rows.dtype.byteSize)), .int(rows.shape[1]), .pointer(0), .pointer(0)]
+        case .addingResidual(let residual, let bias, let residualScale):
+            try requireHalf(residual, op: "tokensToChannels")
+            guard residual.shape == shape, bias.map({ $0.count == c && $0.dtype == residual.dtype }) ?? true else {
+                throw CUDAError.invalidArgument("tokensToChannels: residual \(residual.shape), bias \(bias?.shape ?? []) for \(shape)")
+            }
+            arguments = [.pointer(0), .int(0), .pointer(bias?.address ?? 0), .tensor(residual)]
+            scale = residualScale
+        }
+        let y = try output(shape)
+        arguments += [.tensor(y), .int(hw), .int(c), .float(scale), .int32(epilogue.isChannelVector ? 0 : 1)]
+        try compiler.launch(fused("tokens_to_channels_epilogue"), grid: ((c + 31) / 32, (hw + 31) / 32, n), block: (32, 8, 1),
+                            [.tensor(tokens)] + arguments)
+        return y
+    }
+
+    /// `epilogue` applied to an NCHW result in passes of its own (what `tokensToChannels(_:height:width:_:)` does while
+    /// it transposes).
+    package func finish(_ y: CUDATensor, _ epilogue: ConvolutionOutput) throws -> CUDATensor {
+        switch epilogue {
+        case .channels:
+            return y
+        case .addingChannelVector(let rows, let offset):
+            return try addChannelVector(y, rows, offset: offset, stride: rows.shape[1])
+        case .addingResidual(let residual, let bias, let scale):
+            if let bias { return try biasResidual(y, bias: bias, residual: residual, scale: scale) }
+            let sum = try add(residual, y)
+            return scale == 1 ? sum : try self.scale(sum, scale)
+        }
     }
 
     /// `add(tokensToChannels(tokens), residual)`: tokens [N, H·W, C], residual NCHW.

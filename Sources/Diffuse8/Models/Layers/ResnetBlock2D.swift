@@ -30,18 +30,19 @@ public final class ResnetBlock2D {
 
     /// The block on any backend. `time`: what the UNet adds after conv1 (nil for the VAE's resnets).
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, time: ResnetTimeInput<B.Value>?) throws -> B.Value {
-        var h = try b.conv2d(b.groupNorm(x, norm1, silu: true, readBy: conv1), conv1)
+        let normed = try b.groupNorm(x, norm1, silu: true, readBy: conv1)
+        let h: B.Value
         switch time {
-        case nil: break
+        case nil:
+            h = try b.conv2d(normed, conv1)
         case .activatedEmbedding(let embedding)?:
             guard let projection = timeEmbeddingProjection else { throw ModelBackendError("\(conv1.name): this resnet has no time_emb_proj") }
-            h = try b.addChannelVector(h, b.linear(embedding, projection, residual: nil), offset: 0)
+            h = try b.conv2d(normed, conv1, addingChannelVector: b.linear(embedding, projection, residual: nil), offset: 0)
         case .stacked(let vectors, let offset)?:
-            h = try b.addChannelVector(h, vectors, offset: offset)
+            h = try b.conv2d(normed, conv1, addingChannelVector: vectors, offset: offset)
         }
-        h = try b.conv2d(b.groupNorm(h, norm2, silu: true, readBy: conv2), conv2)
         let residual = try shortcut.map { try b.conv2d(x, $0) } ?? x
-        return try b.resnetOutput(h, residual: residual, block: self)
+        return try b.resnetOutput(convolving: b.groupNorm(h, norm2, silu: true, readBy: conv2), conv2, residual: residual, block: self)
     }
 
     /// Its quantizable layers in execution order: `time_emb_proj` (UNet resnets only); conv1, conv2, conv_shortcut.

@@ -325,7 +325,7 @@ public final class CUDABackend: ModelBackend {
     }
 
     /// `conv2d`; a real 8-bit convolution applies `epilogue` as it writes its NCHW result, any other after it.
-    private func conv2d(_ x: CUDATensor, _ layer: Conv2d, epilogue: ConvolutionOutput) throws -> CUDATensor {
+    private func conv2d(_ x: CUDATensor, _ layer: Conv2d, epilogue: CUDAConvolutionOutput) throws -> CUDATensor {
         if let w = eightBitConvolutions[ObjectIdentifier(layer)] {
             return try op(w.kernelHeight == 1 ? "conv 1x1" : "conv 3x3", layer: layer.name, kernel: { w.lastKernelDescription },
                           eightBit: { w.runsEightBit }) {
@@ -583,7 +583,7 @@ public final class CUDABackend: ModelBackend {
         try op("element-wise") { try kernels.finish(h, resnetOutput(residual: residual, block: block)) }
     }
 
-    private func resnetOutput(residual: CUDATensor, block: ResnetBlock2D) -> ConvolutionOutput {
+    private func resnetOutput(residual: CUDATensor, block: ResnetBlock2D) -> CUDAConvolutionOutput {
         .addingResidual(residual, bias: resnetBiases[ObjectIdentifier(block)], scale: 1 / block.outputScaleFactor)
     }
 

@@ -1,22 +1,9 @@
 /// Real 8-bit convolutions: the NCHW input quantized to channels-last codes with the layer's calibrated scale (the
-/// simulation's rounding), cuDNN's 8-bit convolution or our implicit-GEMM kernel on the stored codes, and α[o] and
-/// the bias applied to the sums in FP32 (inside the convolution's kernel, or in ours after cuDNN's), then back to
-/// NCHW. Like the 8-bit GEMMs, the only differences from the simulation are the accumulation order and the 16-bit
-/// output rounding.
-/// What becomes of an 8-bit convolution's channels-last result in the pass that transposes it back to NCHW
-/// (`CUDAKernels.tokensToChannels(_:height:width:_:)`): the operation that follows the convolution in a resnet.
-package enum ConvolutionOutput {
-    /// The NCHW result.
-    case channels
-    /// Plus rows[image, offset + c] per image and channel (a resnet's conv1 and its time embedding).
-    case addingChannelVector(CUDATensor, offset: Int)
-    /// (residual + result + bias[c]) · scale (a resnet's conv2 and its output; bias: the conv2 and shortcut biases a
-    /// fusion plan folded out).
-    case addingResidual(CUDATensor, bias: CUDATensor?, scale: Float)
-
-    var isChannelVector: Bool { if case .addingChannelVector = self { true } else { false } }
-}
-
+/// simulation's rounding; or those codes as a resnet's GroupNorm wrote them), cuDNN's 8-bit convolution or our
+/// implicit-GEMM kernel on the stored codes, and α[o] and the bias applied to the sums in FP32 (inside the
+/// convolution's kernel, or in ours after cuDNN's), then back to NCHW (with a resnet's additions in that pass). Like
+/// the 8-bit GEMMs, the only differences from the simulation are the accumulation order and the 16-bit output
+/// rounding.
 extension CUDAKernels {
     /// y = conv(x) of a quantized layer, by the path measured fastest for x's shape (see `CUDAEightBitConvolution`);
     /// without `allowsWGMMA`, our implicit-GEMM kernel is left out of the choice (for measurements against cuDNN).
@@ -24,7 +11,7 @@ extension CUDAKernels {
     /// (`groupNorm(…channelsLastCodes:…)`) once an 8-bit path is chosen for the shape.
     /// `epilogue`: what the result becomes in the pass that turns it back to NCHW.
     package func eightBitConvolution(_ x: CUDATensor, _ w: CUDAEightBitConvolution, allowsWGMMA: Bool = true,
-                                     epilogue: ConvolutionOutput = .channels) throws -> CUDATensor {
+                                     epilogue: CUDAConvolutionOutput = .channels) throws -> CUDATensor {
         let shape = try convolutionInputShape(x, w)
         let capturing = context.allocator.isCapturing
         if let variant = w.forcedWGMMA {
@@ -128,7 +115,7 @@ extension CUDAKernels {
     }
 
     private func run(_ path: CUDAEightBitConvolution.Path, _ x: CUDATensor, _ shape: [Int], _ w: CUDAEightBitConvolution,
-                     _ epilogue: ConvolutionOutput = .channels) throws -> CUDATensor {
+                     _ epilogue: CUDAConvolutionOutput = .channels) throws -> CUDATensor {
         switch path {
         case .eightBit:
             return try runEightBit(try eightBitPlan(x, shape, w, timing: false), x, shape, w, epilogue)
@@ -159,7 +146,7 @@ extension CUDAKernels {
     }
 
     private func runWarpSpecialized(_ variant: WarpSpecializedGEMM, _ x: CUDATensor, _ shape: [Int],
-                                    _ w: CUDAEightBitConvolution, _ epilogue: ConvolutionOutput) throws -> CUDATensor {
+                                    _ w: CUDAEightBitConvolution, _ epilogue: CUDAConvolutionOutput) throws -> CUDATensor {
         let (n, h, width) = (shape[0], shape[2], shape[3])
         let codes = try channelsLastCodes(x, w)
         let y = try output([n, h * width, w.outChannels])
@@ -171,7 +158,7 @@ extension CUDAKernels {
     }
 
     private func runEightBit(_ plan: CUDNNEightBitGraphs.Plan, _ x: CUDATensor, _ inputShape: [Int],
-                             _ w: CUDAEightBitConvolution, _ epilogue: ConvolutionOutput = .channels) throws -> CUDATensor {
+                             _ w: CUDAEightBitConvolution, _ epilogue: CUDAConvolutionOutput = .channels) throws -> CUDATensor {
         let shape = eightBitShape(inputShape, w)
         let n = shape.n
         let (oh, ow) = (shape.outputHeight, shape.outputWidth)

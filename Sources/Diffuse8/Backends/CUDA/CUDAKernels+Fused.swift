@@ -198,7 +198,7 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
 
     /// tokens [N, H·W, C] back to NCHW [N, C, height, width] with `epilogue` applied in the same pass (bit for bit as
     /// `addChannelVector` or `biasResidual` / `add` then `scale` after `tokensToChannels`).
-    package func tokensToChannels(_ tokens: CUDATensor, height: Int, width: Int, _ epilogue: ConvolutionOutput) throws -> CUDATensor {
+    package func tokensToChannels(_ tokens: CUDATensor, height: Int, width: Int, _ epilogue: CUDAConvolutionOutput) throws -> CUDATensor {
         try requireHalf(tokens, op: "tokensToChannels")
         guard tokens.shape.count == 3, tokens.shape[1] == height * width else {
             throw CUDAError.invalidArgument("tokensToChannels: tokens \(tokens.shape) for \(height)×\(width)")
@@ -233,7 +233,7 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
 
     /// `epilogue` applied to an NCHW result in passes of its own (what `tokensToChannels(_:height:width:_:)` does while
     /// it transposes).
-    package func finish(_ y: CUDATensor, _ epilogue: ConvolutionOutput) throws -> CUDATensor {
+    package func finish(_ y: CUDATensor, _ epilogue: CUDAConvolutionOutput) throws -> CUDATensor {
         switch epilogue {
         case .channels:
             return y

@@ -10,7 +10,7 @@ extension TextEncoder {
         guard clipSkip <= layers else {
             throw PipelineError("clip skip \(clipSkip) is outside 1...\(layers) (the text encoder has \(layers) layers)")
         }
-        return try CPUBackend.shared.layerNorm(try model.forward(CPUBackend.shared, tokenIDs: tokenIDs).hiddenStates[layers + 1 - clipSkip],
-                                                model.finalLayerNorm)
+        let hidden = try model.forward(CPUBackend.shared, tokenIDs: tokenIDs).hiddenStates[layers + 1 - clipSkip]
+        return CPUBackend.shared.layerNorm(hidden, model.finalLayerNorm)
     }
 }

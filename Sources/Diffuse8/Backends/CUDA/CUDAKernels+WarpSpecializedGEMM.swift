@@ -314,6 +314,13 @@ typedef float ACC;
 #define BW CONV_TILE_WIDTH    // image columns per tile (8, 16, 32 or 64: a consumer's 64 rows are whole image rows)
 #endif
 
+/// Stores v at shared address `at` of the block's aligned shared memory (`smem`, at shared address `base`) as a plain
+/// C++ store. An `asm volatile` store with a "memory" clobber would keep every global load of the epilogue (α, bias,
+/// residual) behind the previous column's store: one load latency per column, most of the epilogue's time.
+template <typename T> __device__ __forceinline__ void store_shared(unsigned char* smem, u32 base, u32 at, T v) {
+    *(T*)(smem + (at - base)) = v;
+}
+
 /// v rounded to the FP8 E4M3 grid of `scale`, as `fake_quantize` rounds: its code, decoded, times the scale.
 __device__ __forceinline__ float fp8_grid(float v, float scale) {
     return decode_code(code_of_quotient(divide_by_scale(v, scale, __frcp_rn(scale)), 1), 1) * scale;
@@ -334,10 +341,10 @@ __device__ __forceinline__ unsigned short code_pair(float v0, float v1, float sc
 /// Stores a code pair at row `row`, column `col` of a consumer's code buffer: boxes of 64 rows × CODE_BOX bytes, 8192
 /// bytes apart; rows of 128 bytes in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of the offset), shorter
 /// ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way).
-__device__ __forceinline__ void store_code_pair(u32 out, int row, int col, unsigned short pair) {
+__device__ __forceinline__ void store_code_pair(unsigned char* smem, u32 base, u32 out, int row, int col, unsigned short pair) {
     u32 offset = row * CODE_BOX + col % CODE_BOX;
     if (CODE_BOX == 128) offset ^= (offset >> 3) & 0x70;
-    asm volatile("st.shared.b16 [%0], %1;\n" :: "r"(out + (col / CODE_BOX) * 8192 + offset), "h"(pair) : "memory");
+    store_shared(smem, base, out + (col / CODE_BOX) * 8192 + offset, pair);
 }
 #endif
 
@@ -398,6 +405,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         ) {
     extern __shared__ unsigned char smem_raw[];
     const u32 base = (smem_addr(smem_raw) + 1023) & ~1023u;
+    unsigned char* const smem = smem_raw + (base - smem_addr(smem_raw));
     // the ring at base, consumer c's output buffer at base + STAGES·STAGE_BYTES + c·64·BN·2, then the mbarriers:
     // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the ping-pong turn of consumer c at bars + 8 (2 STAGES + c)
     const u32 bars = base + STAGES * STAGE_BYTES + OUT_BYTES;
@@ -556,10 +564,10 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 const float v1 = ((float)acc[a + 1] * ea.y + ea.w) * gelu_erf((float)acc[g + 1] * eg.y + eg.w);
 #ifdef CODES_OUT
                 const unsigned short pair = code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r);
-                store_code_pair(out, lr, i * 8 + 2 * q, (unsigned short)pair);
+                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, (unsigned short)pair);
 #else
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
-                asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
+                store_shared(smem, base, at, pack_half2(v0, v1));
 #endif
             }
         }
@@ -590,10 +598,10 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 }
 #endif
 #ifdef CODES_OUT
-                store_code_pair(out, lr, i * 8 + 2 * q, code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r));
+                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r));
 #else
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
-                asm volatile("st.shared.b32 [%0], %1;\n" :: "r"(at), "r"(pack_half2(v0, v1)) : "memory");
+                store_shared(smem, base, at, pack_half2(v0, v1));
 #endif
             }
         }

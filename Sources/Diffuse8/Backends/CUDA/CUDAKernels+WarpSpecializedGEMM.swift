@@ -36,7 +36,7 @@ extension CUDAKernels {
         /// Bytes of the two consumers' output buffers (64 rows × `columns` 16-bit values each).
         var outputBytes: Int { 2 * 64 * columns * 2 }
         /// Dynamic shared memory: the ring, the output buffers, 1 KB of alignment slack, the mbarriers.
-        var sharedBytes: Int { stageBytes * stages + outputBytes + 1024 + 16 * stages + 16 }
+        var sharedBytes: Int { stageBytes * stages + outputBytes + 1024 + 16 * stages + 32 }
 
         package var description: String { "wgmma \(pingPong ? "ping-pong 64" : "cooperative 128")×\(columns), \(stages) stages" }
 
@@ -103,11 +103,14 @@ extension CUDAKernels {
         let outputMap = codeFactors == nil
             ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
             : try codeOutputMap(y, rows: rows, columns: n, boxColumns: min(variant.columns, 128))
+        // the residual's tiles, loaded with TMA into the output buffer in the output's layout
+        let residualMap = try residual.map { try context.tensorMap($0.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2) }
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(residual?.address ?? 0),
-            .pointer((roundingScales ?? codeFactors)?.address ?? 0), .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
+            .pointer((roundingScales ?? codeFactors)?.address ?? 0), .tensorMap(outputMap), .tensorMap(residualMap ?? outputMap),
+            .int(rows), .int(n), .int(k)])
     }
 
     /// y[rows, n] = a · gelu(g) (diffusers' GEGLU) of the GEGLU projection [2n, k] in one kernel: a and g are the
@@ -129,7 +132,7 @@ extension CUDAKernels {
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(codeFactors?.address ?? 0),
-            .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
+            .tensorMap(outputMap), .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
     }
 
     /// The TMA map through which the wgmma kernels store 8-bit codes y [rows, n] (the kernel's CODE_BOX): boxes of
@@ -160,7 +163,7 @@ extension CUDAKernels {
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(0), .tensorMap(outputMap),
-            .int(images), .int(o), .int(c), .int(height), .int(width), .int(kernelSize)])
+            .tensorMap(outputMap), .int(images), .int(o), .int(c), .int(height), .int(width), .int(kernelSize)])
     }
 
     /// The TMA descriptor of a convolution's weight codes [o, kernelSize, kernelSize, c] for `variant`: boxes of one
@@ -310,6 +313,9 @@ typedef float ACC;
 #ifdef CODES_OUT
 #define CODE_BOX (OUT_BN < 128 ? OUT_BN : 128)   // code columns per TMA store box (bytes per box row)
 #endif
+#if !defined(GEGLU) && !defined(CODES_OUT) && !defined(CONV_TILE_WIDTH)
+#define RESIDUAL_TMA          // a residual's tiles are loaded with TMA into the output buffer while the tile is multiplied
+#endif
 #ifdef CONV_TILE_WIDTH
 #define BW CONV_TILE_WIDTH    // image columns per tile (8, 16, 32 or 64: a consumer's 64 rows are whole image rows)
 #endif
@@ -398,7 +404,7 @@ __device__ __forceinline__ void tma_load_4d(u32 dst, const TensorMap* map, int x
 extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const __grid_constant__ TensorMap a_map, const __grid_constant__ TensorMap b_map, const float4* __restrict__ epilogue,
         const half_t* __restrict__ residual, const float* __restrict__ round_scales, const __grid_constant__ TensorMap y_map,
-        int M, int N, int K
+        const __grid_constant__ TensorMap r_map, int M, int N, int K
 #ifdef CONV_TILE_WIDTH
         , int H, int W, int KS
 #endif
@@ -407,7 +413,8 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
     const u32 base = (smem_addr(smem_raw) + 1023) & ~1023u;
     unsigned char* const smem = smem_raw + (base - smem_addr(smem_raw));
     // the ring at base, consumer c's output buffer at base + STAGES·STAGE_BYTES + c·64·BN·2, then the mbarriers:
-    // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the ping-pong turn of consumer c at bars + 8 (2 STAGES + c)
+    // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the ping-pong turn of consumer c at bars + 8 (2 STAGES + c),
+    // consumer c's residual tile at bars + 8 (2 STAGES + 2 + c)
     const u32 bars = base + STAGES * STAGE_BYTES + OUT_BYTES;
     const int tid = threadIdx.x, wg = tid >> 7;
 #ifdef CONV_TILE_WIDTH
@@ -419,9 +426,9 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
     const int tilesN = (N + OUT_BN - 1) / OUT_BN, tiles = tilesM * tilesN;
     if (tid == 0) {
         for (int s = 0; s < STAGES; s++) { mbar_init(bars + 8 * s, 1); mbar_init(bars + 8 * (STAGES + s), EMPTY_COUNT); }
-        for (int c = 0; c < 2; c++) mbar_init(bars + 8 * (2 * STAGES + c), 128);
+        for (int c = 0; c < 2; c++) { mbar_init(bars + 8 * (2 * STAGES + c), 128); mbar_init(bars + 8 * (2 * STAGES + 2 + c), 1); }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        for (const TensorMap* map : {&a_map, &b_map, &y_map}) asm volatile("prefetch.tensormap [%0];\n" :: "l"(map) : "memory");
+        for (const TensorMap* map : {&a_map, &b_map, &y_map, &r_map}) asm volatile("prefetch.tensormap [%0];\n" :: "l"(map) : "memory");
     }
     __syncthreads();
     D8_AFTER_PREVIOUS_KERNEL();   // the barriers' set-up above overlaps the previous kernel's tail
@@ -476,6 +483,23 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const int m0 = mt * BM;
 #endif
         const int j = (t - blockIdx.x) / gridDim.x, p0 = j * KT;   // this tile's first slot in the load sequence
+#ifdef RESIDUAL_TMA
+        // The residual's part of this consumer's tile is loaded into its output buffer (in the layout the epilogue
+        // writes) once the previous tile's store has read that buffer, and arrives while the tile is multiplied. Each
+        // thread's own loads of its columns, in the epilogue, made that epilogue wait on global memory once per column.
+#ifdef PINGPONG
+        const int residualPhase = (j >> 1) & 1;
+#else
+        const int residualPhase = j & 1;
+#endif
+        if (residual && (tid & 127) == 0) {
+            asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+            const u32 bar = bars + 8 * (2 * STAGES + 2 + wg), buffer = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
+            const int boxes = min(OUT_BN / 64, (N - n0 + 63) / 64);
+            mbar_expect(bar, boxes * 8192);
+            for (int b = 0; b < boxes; b++) tma_load(buffer + b * 8192, &r_map, n0 + b * 64, m0 + aRows, bar);
+        }
+#endif
 #ifdef PINGPONG
         // The consumers' main loops take turns in tile order, so that no consumer waits on a slot a whole ring ahead
         // of the loads (an mbarrier's parity cannot tell those phases apart).
@@ -543,6 +567,9 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const int local = warp * 16 + (lane >> 2), row = m0 + aRows + local;
         if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
+#ifdef RESIDUAL_TMA
+        if (residual) mbar_wait(bars + 8 * (2 * STAGES + 2 + wg), residualPhase);
+#endif
 #ifdef GEGLU
         // The tile's first BN/2 columns are the values a, the last BN/2 their gates g (weight rows N + col), so
         // each thread holds both of its columns' a and g: out = a · gelu(g), 16-bit, or with CODES_OUT its code.
@@ -584,13 +611,25 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
-                const int r = row + hh * 8, lr = local + hh * 8;
+                const int lr = local + hh * 8;
                 float v0 = (float)acc[i * 4 + hh * 2] * e.x + e.z, v1 = (float)acc[i * 4 + hh * 2 + 1] * e.y + e.w;
+#ifndef CODES_OUT
+                const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
+#endif
+#ifdef RESIDUAL_TMA
+                if (residual) {   // rows past M were read as zeros; columns past N are not stored
+                    float r0, r1;
+                    unpack2(*(const u32*)(smem + (at - base)), r0, r1);
+                    v0 += r0; v1 += r1;
+                }
+#else
+                const int r = row + hh * 8;
                 if (residual && r < M && col < N) {
                     float r0, r1;
                     unpack2(*(const u32*)(residual + (i64)r * N + col), r0, r1);
                     v0 += r0; v1 += r1;
                 }
+#endif
 #ifdef ROUND_OUTPUT
                 if (col < N) {
                     const float2 s = *(const float2*)(round_scales + col);
@@ -600,7 +639,6 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #ifdef CODES_OUT
                 store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r));
 #else
-                const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
                 store_shared(smem, base, at, pack_half2(v0, v1));
 #endif
             }

@@ -12,6 +12,12 @@
 /// 128-byte swizzle, so the quads' 4-byte stores hit 32 distinct banks) and one thread hands it to a TMA store, which
 /// drains while the consumer goes on to its next tile. Storing straight from registers to global memory instead made
 /// the epilogue 2–4× as long as the products at K ≤ 1280 (measured on H200: 136 vs 75 µs for 8192×640 → 5120).
+/// A residual's part of the tile comes into that buffer by TMA while the tile is multiplied, and the epilogue adds it
+/// from there. At SDXL's shapes the epilogue takes as long as the products or longer (H200, INT8, the 128×256 tile,
+/// timed without its epilogue: Q/K/V at 64² latents 29.9 µs whole, 15.5 µs without), so it is kept free of waits on
+/// global memory: shared stores as plain C++ stores (an `asm` store with a "memory" clobber held each column's α/bias
+/// load behind the previous column's store; that Q/K/V 29.9 → 24.5 µs), the residual by TMA (`to_out` at 64², the
+/// 64×128 tile, 17.4 → 13.5 µs).
 ///
 /// The GEGLU variant (`warpSpecializedGEGLU`) loads the rows of both halves of a GEGLU projection into one tile, so
 /// each thread holds a value and its gate, and stores a · gelu(g): half the plain GEMM's output.

@@ -269,6 +269,23 @@ extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float*
     if (threadIdx.x == 0) { partial[2 * ((i64)ng * chunks + chunk)] = mean; partial[2 * ((i64)ng * chunks + chunk) + 1] = m2; }
 }
 
+// Group ng's mean and variance from its chunks' (mean, M2) in `partial` (pass 1: chunks of chunk_len values, the
+// last one shorter), merged in double (Chan et al.'s pairwise update).
+__device__ __forceinline__ void merge_group_statistics(const float* __restrict__ partial, i64 ng, int chunks, int chunk_len,
+        i64 group_len, double& mean, double& variance) {
+    double n = 0.0, m2 = 0.0;
+    mean = 0.0;
+    for (int c = 0; c < chunks; ++c) {
+        const double nb = (double)min64((i64)chunk_len, group_len - (i64)c * chunk_len);
+        const double mb = partial[2 * (ng * chunks + c)], m2b = partial[2 * (ng * chunks + c) + 1];
+        const double total = n + nb, delta = mb - mean;
+        mean += delta * nb / total;
+        m2 += m2b + delta * delta * n * nb / total;
+        n = total;
+    }
+    variance = m2 / n;
+}
+
 // Split GroupNorm, pass 2: merges the group's chunk statistics (thread 0, in double) and normalises this block's
 // chunk, 8 values per 16-byte access when the sizes allow. Optional fused SiLU.
 extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const float* __restrict__ partial,
@@ -278,17 +295,10 @@ extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const 
     __shared__ float stats[2];
     const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y, g = ng % groups, cpg = C / groups;
     if (threadIdx.x == 0) {
-        double n = 0.0, mean = 0.0, m2 = 0.0;
-        for (int c = 0; c < chunks; ++c) {
-            const double nb = (double)min64((i64)chunk_len, group_len - (i64)c * chunk_len);
-            const double mb = partial[2 * ((i64)ng * chunks + c)], m2b = partial[2 * ((i64)ng * chunks + c) + 1];
-            const double total = n + nb, delta = mb - mean;
-            mean += delta * nb / total;
-            m2 += m2b + delta * delta * n * nb / total;
-            n = total;
-        }
+        double mean, variance;
+        merge_group_statistics(partial, ng, chunks, chunk_len, group_len, mean, variance);
         stats[0] = (float)mean;
-        stats[1] = rsqrtf((float)(m2 / n) + eps);
+        stats[1] = rsqrtf((float)variance + eps);
     }
     __syncthreads();
     const float mean = stats[0], inv = stats[1];
@@ -331,16 +341,9 @@ extern "C" __global__ void group_norm_affine(const float* __restrict__ partial, 
     if (i >= images * C) return;
     const int c = i % C;
     const i64 ng = (i64)(i / C) * groups + c / (C / groups);
-    double n = 0.0, mean = 0.0, m2 = 0.0;
-    for (int k = 0; k < chunks; ++k) {
-        const double nb = (double)min64((i64)chunk_len, group_len - (i64)k * chunk_len);
-        const double mb = partial[2 * (ng * chunks + k)], m2b = partial[2 * (ng * chunks + k) + 1];
-        const double total = n + nb, delta = mb - mean;
-        mean += delta * nb / total;
-        m2 += m2b + delta * delta * n * nb / total;
-        n = total;
-    }
-    const float s = rsqrtf((float)(m2 / n) + eps) * h2f(gamma[c]);
+    double mean, variance;
+    merge_group_statistics(partial, ng, chunks, chunk_len, group_len, mean, variance);
+    const float s = rsqrtf((float)variance + eps) * h2f(gamma[c]);
     affine[2 * i] = s;
     affine[2 * i + 1] = h2f(beta[c]) - (float)mean * s;
 }

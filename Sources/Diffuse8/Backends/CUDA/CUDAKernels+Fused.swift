@@ -144,27 +144,6 @@ extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict_
         }
     }
 }
-
-// y[b, c, p] = t[b, p, c] + r[b, c, p]: tokens [B, R=HW, C] back to NCHW plus the residual.
-extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, const half_t* __restrict__ r,
-        half_t* __restrict__ y, int R, int C) {
-    D8_AFTER_PREVIOUS_KERNEL();
-    __shared__ half_t tile[32][33];
-    const i64 offset = (i64)blockIdx.z * R * C;
-    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const int row = r0 + j, c = c0 + threadIdx.x;
-        if (row < R && c < C) tile[j][threadIdx.x] = t[offset + (i64)row * C + c];
-    }
-    __syncthreads();
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const int c = c0 + j, row = r0 + threadIdx.x;
-        if (c < C && row < R) {
-            const i64 o = offset + (i64)c * R + row;
-            y[o] = f2h(h2f(tile[threadIdx.x][j]) + h2f(r[o]));
-        }
-    }
-}
 """#
 
     func fused(_ name: String) throws -> CUDAFunction {
@@ -246,16 +225,14 @@ extern "C" __global__ void tokens_to_channels_add(const half_t* __restrict__ t, 
         }
     }
 
-    /// `add(tokensToChannels(tokens), residual)`: tokens [N, H·W, C], residual NCHW.
+    /// `add(tokensToChannels(tokens), residual)`: tokens [N, H·W, C], residual NCHW (a transformer's `proj_out`
+    /// plus its input), in the same pass as an 8-bit convolution's result and its residual.
     package func tokensToChannelsAdding(_ tokens: CUDATensor, residual: CUDATensor) throws -> CUDATensor {
-        let n = residual.shape[0], c = residual.shape[1], hw = residual.count / (n * c)
-        guard tokens.shape == [n, hw, c] else {
+        guard residual.shape.count == 4 else {
             throw CUDAError.invalidArgument("tokensToChannelsAdding: tokens \(tokens.shape), residual \(residual.shape)")
         }
-        let y = try output(residual.shape)
-        try compiler.launch(fused("tokens_to_channels_add"), grid: ((c + 31) / 32, (hw + 31) / 32, n), block: (32, 8, 1), [
-            .tensor(tokens), .tensor(residual), .tensor(y), .int(hw), .int(c)])
-        return y
+        return try tokensToChannels(tokens, height: residual.shape[2], width: residual.shape[3],
+                                    .addingResidual(residual, bias: nil, scale: 1))
     }
 
     /// [O, C, kh, kw] → [O, kh, kw, C] (the weight layout of channels-last convolutions).

@@ -328,7 +328,7 @@ typedef float ACC;
 
 /// Stores v at shared address `at` of the block's aligned shared memory (`smem`, at shared address `base`) as a plain
 /// C++ store. An `asm volatile` store with a "memory" clobber would keep every global load of the epilogue (α, bias,
-/// residual) behind the previous column's store: one load latency per column, most of the epilogue's time.
+/// residual) behind the previous column's store: one load latency per column.
 template <typename T> __device__ __forceinline__ void store_shared(unsigned char* smem, u32 base, u32 at, T v) {
     *(T*)(smem + (at - base)) = v;
 }

@@ -41,8 +41,17 @@ extension CUDAKernels {
         var stageBytes: Int { (rows + columns) * 128 }
         /// Bytes of the two consumers' output buffers (64 rows × `columns` 16-bit values each).
         var outputBytes: Int { 2 * 64 * columns * 2 }
-        /// Dynamic shared memory: the ring, the output buffers, 1 KB of alignment slack, the mbarriers.
-        var sharedBytes: Int { stageBytes * stages + outputBytes + 1024 + 16 * stages + 32 }
+        /// Bytes of the two consumers' copies of their tile's epilogue operands: per column, α and bias (8 bytes) and
+        /// the scale that rounding or code-writing epilogues read (4 bytes).
+        var epilogueBytes: Int { 2 * columns * 12 }
+        /// The ring, the output buffers, 1 KB of alignment slack, the mbarriers.
+        private var ringAndBuffersBytes: Int { stageBytes * stages + outputBytes + 1024 + 16 * stages + 32 }
+        /// Whether the epilogue operands are copied into shared memory while the tile is multiplied: where they fit
+        /// beside the ring in sm_90's 227 KB (the 64×128 ping-pong tile's 8 slots leave no room; its epilogue overlaps
+        /// the other consumer's products instead).
+        var stagesEpilogue: Bool { ringAndBuffersBytes + epilogueBytes <= 232_448 }
+        /// Dynamic shared memory: the ring, the output buffers, the alignment slack, the mbarriers, the epilogue operands.
+        var sharedBytes: Int { ringAndBuffersBytes + (stagesEpilogue ? epilogueBytes : 0) }
 
         package var description: String { "wgmma \(pingPong ? "ping-pong 64" : "cooperative 128")×\(columns), \(stages) stages" }
 
@@ -278,6 +287,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         #define BN \(variant.columns)
         #define STAGES \(variant.stages)
         \(variant.pingPong ? "#define PINGPONG" : "")
+        \(variant.stagesEpilogue ? "#define EPILOGUE_STAGED" : "")
         \(geglu ? "#define GEGLU" : "")
         \(codesOut ? "#define CODES_OUT" : "")
         \(rounding ? "#define ROUND_OUTPUT" : "")
@@ -332,6 +342,40 @@ typedef float ACC;
 template <typename T> __device__ __forceinline__ void store_shared(unsigned char* smem, u32 base, u32 at, T v) {
     *(T*)(smem + (at - base)) = v;
 }
+template <typename T> __device__ __forceinline__ T load_shared(const unsigned char* smem, u32 base, u32 at) {
+    return *(const T*)(smem + (at - base));
+}
+
+#ifdef EPILOGUE_STAGED
+#define EPI_BYTES (BN * 12)   // one consumer's copy of its tile's epilogue operands
+/// 16 bytes from global `src` to shared `dst`, without registers (zeros where !valid); complete after cp.async.wait_all.
+__device__ __forceinline__ void copy_async16(u32 dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+/// Starts copying the epilogue operands of the tile at column n0 into a consumer's buffer `staged` (thread t of its
+/// 128): the column pairs' (α, α, bias, bias) (with GEGLU the values' pairs, then their gates'), then, where the
+/// epilogue rounds or writes codes, the columns' scales, BN·8 bytes in. Columns past N read as zeros. Loaded in the
+/// epilogue itself, from L2 (the operands of all of a layer's columns do not stay in the L1 that the ring leaves), they
+/// made each column wait on global memory.
+__device__ __forceinline__ void stage_epilogue(u32 staged, const float4* epilogue, const float* scales, int n0, int N, int t) {
+#ifdef GEGLU
+    const int pairs = BN / 4, parts = 2;
+#else
+    const int pairs = BN / 2, parts = 1;
+#endif
+    for (int c = t; c < parts * pairs; c += 128) {
+        const int part = c / pairs, col = n0 + 2 * (c % pairs);
+        copy_async16(staged + c * 16, epilogue + (col < N ? (part * N + col) / 2 : 0), col < N);
+    }
+#if defined(CODES_OUT) || defined(ROUND_OUTPUT)
+    for (int c = t; c < OUT_BN / 4; c += 128) {
+        const int col = n0 + 4 * c;
+        copy_async16(staged + BN * 8 + c * 16, scales + (col < N ? col : 0), col < N);
+    }
+#endif
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+#endif
 
 /// v rounded to the FP8 E4M3 grid of `scale`, as `fake_quantize` rounds: its code, decoded, times the scale.
 __device__ __forceinline__ float fp8_grid(float v, float scale) {
@@ -420,7 +464,8 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
     unsigned char* const smem = smem_raw + (base - smem_addr(smem_raw));
     // the ring at base, consumer c's output buffer at base + STAGES·STAGE_BYTES + c·64·BN·2, then the mbarriers:
     // full[s] at bars + 8 s, empty[s] at bars + 8 (STAGES + s), the ping-pong turn of consumer c at bars + 8 (2 STAGES + c),
-    // consumer c's residual tile at bars + 8 (2 STAGES + 2 + c)
+    // consumer c's residual tile at bars + 8 (2 STAGES + 2 + c); with EPILOGUE_STAGED, consumer c's epilogue operands
+    // at bars + 16 STAGES + 32 + c·EPI_BYTES
     const u32 bars = base + STAGES * STAGE_BYTES + OUT_BYTES;
     const int tid = threadIdx.x, wg = tid >> 7;
 #ifdef CONV_TILE_WIDTH
@@ -472,6 +517,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     const int warp = (tid >> 5) & 3, lane = tid & 31, q = lane & 3;
+#ifdef EPILOGUE_STAGED
+    const u32 staged = bars + 16 * STAGES + 32 + wg * EPI_BYTES;   // this consumer's copy of its tile's epilogue operands
+#endif
+#ifdef CODES_OUT
+    const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
+#endif
     ACC acc[BN / 2];
 #ifdef PROMOTE
     float total[BN / 2];
@@ -489,6 +540,9 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         const int m0 = mt * BM;
 #endif
         const int j = (t - blockIdx.x) / gridDim.x, p0 = j * KT;   // this tile's first slot in the load sequence
+#ifdef EPILOGUE_STAGED
+        stage_epilogue(staged, epilogue, round_scales, n0, N, tid & 127);   // the buffer's last reader passed the bar.sync
+#endif
 #ifdef RESIDUAL_TMA
         // The residual's part of this consumer's tile is loaded into its output buffer (in the layout the epilogue
         // writes) once the previous tile's store has read that buffer, and arrives while the tile is multiplied. Each
@@ -570,8 +624,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         // consumer's buffer (64-column boxes of 64 rows × 128 bytes, 16-byte chunks swizzled by row); then one thread
         // stores the tile with TMA. The buffer is reused only after that store has read it.
         const u32 out = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
-        const int local = warp * 16 + (lane >> 2), row = m0 + aRows + local;
+        const int local = warp * 16 + (lane >> 2);
+        [[maybe_unused]] const int row = m0 + aRows + local;   // read only by the residual's loads without TMA
         if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#ifdef EPILOGUE_STAGED
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
 #ifdef RESIDUAL_TMA
         if (residual) mbar_wait(bars + 8 * (2 * STAGES + 2 + wg), residualPhase);
@@ -579,16 +637,22 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #ifdef GEGLU
         // The tile's first BN/2 columns are the values a, the last BN/2 their gates g (weight rows N + col), so
         // each thread holds both of its columns' a and g: out = a · gelu(g), 16-bit, or with CODES_OUT its code.
-#ifdef CODES_OUT
-        const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
-#endif
         #pragma unroll
         for (int i = 0; i < BN / 16; i++) {
-            const int col = n0 + i * 8 + 2 * q;
+            [[maybe_unused]] const int col = n0 + i * 8 + 2 * q;   // unread where the operands are staged
+#ifdef EPILOGUE_STAGED
+            const float4 ea = load_shared<float4>(smem, base, staged + (i * 4 + q) * 16);
+            const float4 eg = load_shared<float4>(smem, base, staged + (BN / 4 + i * 4 + q) * 16);
+#else
             const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
             const float4 ea = col < N ? epilogue[col >> 1] : zero, eg = col < N ? epilogue[(N + col) >> 1] : zero;
+#endif
 #ifdef CODES_OUT
+#ifdef EPILOGUE_STAGED
+            const float2 sm = load_shared<float2>(smem, base, staged + BN * 8 + (i * 8 + 2 * q) * 4);
+#else
             const float2 sm = col < N ? *(const float2*)(round_scales + col) : make_float2(0.f, 0.f);
+#endif
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
@@ -605,15 +669,20 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             }
         }
 #else
-#ifdef CODES_OUT
-        const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
-#endif
         #pragma unroll
         for (int i = 0; i < BN / 8; i++) {
-            const int col = n0 + i * 8 + 2 * q;
+            [[maybe_unused]] const int col = n0 + i * 8 + 2 * q;   // unread where the operands are staged
+#ifdef EPILOGUE_STAGED
+            const float4 e = load_shared<float4>(smem, base, staged + (i * 4 + q) * 16);
+#else
             const float4 e = col < N ? epilogue[col >> 1] : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
 #ifdef CODES_OUT
+#ifdef EPILOGUE_STAGED
+            const float2 sm = load_shared<float2>(smem, base, staged + BN * 8 + (i * 8 + 2 * q) * 4);
+#else
             const float2 sm = col < N ? *(const float2*)(round_scales + col) : make_float2(0.f, 0.f);
+#endif
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
@@ -638,7 +707,11 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #endif
 #ifdef ROUND_OUTPUT
                 if (col < N) {
+#ifdef EPILOGUE_STAGED
+                    const float2 s = load_shared<float2>(smem, base, staged + BN * 8 + (i * 8 + 2 * q) * 4);
+#else
                     const float2 s = *(const float2*)(round_scales + col);
+#endif
                     v0 = fp8_grid(v0, s.x); v1 = fp8_grid(v1, s.y);
                 }
 #endif

@@ -1,0 +1,30 @@
+import XCTest
+@testable import Diffuse8
+
+/// The wgmma GEMM's dynamic shared memory per variant. No GPU needed: a variant that outgrew Hopper's limit would not
+/// fail loudly on the card, it would turn the kernel off there (`runsWarpSpecializedGEMM`) and leave every 8-bit layer
+/// to the libraries.
+final class CUDAWarpSpecializedGEMMLayoutTests: XCTestCase {
+    /// Compute capability 9.0 gives a block at most 227 KB of shared memory (CUDA C++ Programming Guide, technical
+    /// specifications per compute capability). Expected bytes worked out by hand: the ring, stages × (rows + columns) ×
+    /// 128; the two consumers' output buffers, 2 × 64 × columns × 2; 1024 bytes of alignment slack; the mbarriers,
+    /// 16 × stages + 32; and, where all of that still fits, the two consumers' epilogue operands, 2 × columns × 12.
+    func testEveryVariantFitsHopperAndKeepsItsEpilogueOperandsInSharedMemoryWhereTheyFit() {
+        let hopperLimit = 227 * 1024
+        let expected: [(columns: Int, stages: Int, pingPong: Bool, bytes: Int, staged: Bool)] = [
+            // 196 608 + 32 768 + 1024 + 160 = 230 560; the operands' 3072 bytes would make it 233 632
+            (128, 8, true, 230_560, false),
+            (64, 10, true, 163_840 + 16_384 + 1024 + 192 + 1536, true),
+            (128, 5, false, 163_840 + 32_768 + 1024 + 112 + 3072, true),
+            (256, 3, false, 147_456 + 65_536 + 1024 + 80 + 6144, true),
+        ]
+        XCTAssertEqual(CUDAKernels.WarpSpecializedGEMM.variants.count, expected.count)
+        for (columns, stages, pingPong, bytes, staged) in expected {
+            let variant = CUDAKernels.WarpSpecializedGEMM(columns: columns, stages: stages, pingPong: pingPong)
+            XCTAssertTrue(CUDAKernels.WarpSpecializedGEMM.variants.contains(variant), "\(variant)")
+            XCTAssertEqual(variant.sharedBytes, bytes, "\(variant)")
+            XCTAssertEqual(variant.stagesEpilogue, staged, "\(variant)")
+            XCTAssertLessThanOrEqual(variant.sharedBytes, hopperLimit, "\(variant)")
+        }
+    }
+}

@@ -348,8 +348,9 @@ template <typename T> __device__ __forceinline__ T load_shared(const unsigned ch
     return *(const T*)(smem + (at - base));
 }
 
+#define EPI_BYTES (BN * 12)   // one consumer's copy of its tile's epilogue operands (with EPILOGUE_STAGED)
+
 #ifdef EPILOGUE_STAGED
-#define EPI_BYTES (BN * 12)   // one consumer's copy of its tile's epilogue operands
 /// 16 bytes from global `src` to shared `dst`, without registers (zeros where !valid); complete after cp.async.wait_all.
 __device__ __forceinline__ void copy_async16(u32 dst, const void* src, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
@@ -378,6 +379,26 @@ __device__ __forceinline__ void stage_epilogue(u32 staged, const float4* epilogu
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 #endif
+
+/// The epilogue's (α, α, bias, bias) for layer columns col, col + 1 (pair `pair` of `epilogue`, pair `index` of the
+/// tile): from the consumer's copy `staged` where the operands are staged, else from global memory (zeros past N).
+__device__ __forceinline__ float4 pair_operands(const unsigned char* smem, u32 base, u32 staged, const float4* epilogue,
+                                                int index, int pair, int col, int N) {
+#ifdef EPILOGUE_STAGED
+    return load_shared<float4>(smem, base, staged + index * 16);
+#else
+    return col < N ? epilogue[pair] : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
+}
+/// The scales of layer columns col, col + 1 (tile column `offset`), in the same two forms.
+__device__ __forceinline__ float2 column_scales(const unsigned char* smem, u32 base, u32 staged, const float* scales,
+                                                int offset, int col, int N) {
+#ifdef EPILOGUE_STAGED
+    return load_shared<float2>(smem, base, staged + BN * 8 + offset * 4);
+#else
+    return col < N ? *(const float2*)(scales + col) : make_float2(0.f, 0.f);
+#endif
+}
 
 #ifdef GEGLU
 /// gelu(x) = x·Φ(x) as diffusers' GEGLU computes it (erf, not tanh), with Φ from erfc(|x|/√2) in the form of
@@ -536,9 +557,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     const int warp = (tid >> 5) & 3, lane = tid & 31, q = lane & 3;
-#ifdef EPILOGUE_STAGED
     const u32 staged = bars + 16 * STAGES + 32 + wg * EPI_BYTES;   // this consumer's copy of its tile's epilogue operands
-#endif
 #ifdef CODES_OUT
     const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
 #endif
@@ -658,20 +677,11 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         // each thread holds both of its columns' a and g: out = a · gelu(g), 16-bit, or with CODES_OUT its code.
         #pragma unroll
         for (int i = 0; i < BN / 16; i++) {
-            [[maybe_unused]] const int col = n0 + i * 8 + 2 * q;   // unread where the operands are staged
-#ifdef EPILOGUE_STAGED
-            const float4 ea = load_shared<float4>(smem, base, staged + (i * 4 + q) * 16);
-            const float4 eg = load_shared<float4>(smem, base, staged + (BN / 4 + i * 4 + q) * 16);
-#else
-            const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-            const float4 ea = col < N ? epilogue[col >> 1] : zero, eg = col < N ? epilogue[(N + col) >> 1] : zero;
-#endif
+            const int col = n0 + i * 8 + 2 * q;
+            const float4 ea = pair_operands(smem, base, staged, epilogue, i * 4 + q, col >> 1, col, N);
+            const float4 eg = pair_operands(smem, base, staged, epilogue, BN / 4 + i * 4 + q, (N + col) >> 1, col, N);
 #ifdef CODES_OUT
-#ifdef EPILOGUE_STAGED
-            const float2 sm = load_shared<float2>(smem, base, staged + BN * 8 + (i * 8 + 2 * q) * 4);
-#else
-            const float2 sm = col < N ? *(const float2*)(round_scales + col) : make_float2(0.f, 0.f);
-#endif
+            const float2 sm = column_scales(smem, base, staged, round_scales, i * 8 + 2 * q, col, N);
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
@@ -690,18 +700,10 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #else
         #pragma unroll
         for (int i = 0; i < BN / 8; i++) {
-            [[maybe_unused]] const int col = n0 + i * 8 + 2 * q;   // unread where the operands are staged
-#ifdef EPILOGUE_STAGED
-            const float4 e = load_shared<float4>(smem, base, staged + (i * 4 + q) * 16);
-#else
-            const float4 e = col < N ? epilogue[col >> 1] : make_float4(0.f, 0.f, 0.f, 0.f);
-#endif
+            const int col = n0 + i * 8 + 2 * q;
+            const float4 e = pair_operands(smem, base, staged, epilogue, i * 4 + q, col >> 1, col, N);
 #ifdef CODES_OUT
-#ifdef EPILOGUE_STAGED
-            const float2 sm = load_shared<float2>(smem, base, staged + BN * 8 + (i * 8 + 2 * q) * 4);
-#else
-            const float2 sm = col < N ? *(const float2*)(round_scales + col) : make_float2(0.f, 0.f);
-#endif
+            const float2 sm = column_scales(smem, base, staged, round_scales, i * 8 + 2 * q, col, N);
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
@@ -726,11 +728,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #endif
 #ifdef ROUND_OUTPUT
                 if (col < N) {
-#ifdef EPILOGUE_STAGED
-                    const float2 s = load_shared<float2>(smem, base, staged + BN * 8 + (i * 8 + 2 * q) * 4);
-#else
-                    const float2 s = *(const float2*)(round_scales + col);
-#endif
+                    const float2 s = column_scales(smem, base, staged, round_scales, i * 8 + 2 * q, col, N);
                     v0 = fp8_grid(v0, s.x); v1 = fp8_grid(v1, s.y);
                 }
 #endif

@@ -220,6 +220,22 @@ extension CUDABenchmark {
             return (w, try kernels.quantize(try kernels.upload(x), format: format, scale: w.inputScale, smoothing: nil))
         }
         for format in [QuantizedFormat.int8, .fp8] where format == .int8 || major * 10 + minor >= 89 {
+            // The producers of the layers' input codes: LayerNorm writing them, and the quantize pass after a 16-bit
+            // output (an attention's at level 3). GB/s counts the 16-bit input and the codes.
+            for (name, rows, k) in [("64²", 8192, 640), ("32²", 2048, 1280)] {
+                let (w, _) = try layer(format, rows: 16, k: k, n: k)
+                let x = try kernels.upload(random.normalHalfRounded([rows, k]))
+                let gamma = try kernels.upload(random.normalHalfRounded([k])), beta = try kernels.upload(random.normalHalfRounded([k]))
+                let bytes = Double(rows * k * 3)
+                let normMs = try graphTime(context) {
+                    try kernels.layerNorm(x, weight: gamma, bias: beta, epsilon: 1e-5, quantizingFor: w)
+                }
+                add(Row(name: "SDXL \(format.reportName) codes \(name), LayerNorm writing them, graph", shape: "[\(rows),\(k)]",
+                        milliseconds: normMs, rate: bytes / normMs / 1e6, unit: "GB/s"))
+                let passMs = try graphTime(context) { try kernels.quantize(x, format: format, scale: w.inputScale, smoothing: nil) }
+                add(Row(name: "SDXL \(format.reportName) codes \(name), quantize pass, graph", shape: "[\(rows),\(k)]",
+                        milliseconds: passMs, rate: bytes / passMs / 1e6, unit: "GB/s"))
+            }
             for (name, rows, k, n, withResidual) in linears {
                 let (w, x) = try layer(format, rows: rows, k: k, n: n)
                 let residual = withResidual ? try kernels.upload(random.normalHalfRounded([rows, n])) : nil

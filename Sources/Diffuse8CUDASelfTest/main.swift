@@ -11,7 +11,7 @@ let argumentList = Array(CommandLine.arguments.dropFirst())
 let arguments = Set(argumentList)
 if arguments.contains("--help") || arguments.contains("-h") {
     print("""
-    usage: diffuse8-cuda-selftest [--large] [--bench] [--bench-only] [--bench-parts PART,...]
+    usage: diffuse8-cuda-selftest [--large] [--only TEXT] [--bench] [--bench-only] [--bench-parts PART,...]
            diffuse8-cuda-selftest --unet DIR[:HxW] ...
            diffuse8-cuda-selftest --unet-bench DIR [--size HxW] [--reference FILE.safetensors] [--repeats N] [--no-graph] [--profile]
                                   [--quantize FORMAT:LEVEL] [--explain]
@@ -21,6 +21,7 @@ if arguments.contains("--help") || arguments.contains("-h") {
            (the whole-model modes take --bf16: BF16 storage instead of FP16)
       runs every CUDA kernel on random data and compares it with the CPU reference kernels
       --large       add 4096-token attention checks (slower CPU reference)
+      --only TEXT   only the checks whose name contains TEXT, ignoring case (e.g. "layernorm", "8-bit GEGLU")
       --bench       also time GEMMs, attention and UNet blocks at model shapes
       --bench-only  only the benchmark
       --bench-parts only these parts of the benchmark: \(CUDABenchmark.Part.allCases.map(\.rawValue).joined(separator: ", "))
@@ -308,7 +309,12 @@ if arguments.contains("--bench-parts") {
     }
     benchmarkParts = Set(names.compactMap(CUDABenchmark.Part.init(rawValue:)))
 }
+if arguments.contains("--only") && (value(after: "--only") ?? "").isEmpty {
+    print("--only takes a text that the names of the checks to run contain, e.g. --only LayerNorm")
+    exit(1)
+}
 let code = CUDASelfTest.runReport(tests: !arguments.contains("--bench-only"), large: arguments.contains("--large"),
+                                  only: arguments.contains("--only") ? value(after: "--only") : nil,
                                   benchmark: arguments.contains("--bench") || arguments.contains("--bench-only"),
                                   benchmarkParts: benchmarkParts)
 exit(code.rawValue)

@@ -272,6 +272,32 @@ extension CUDASelfTest {
                     }))
                 }
             }
+            // LayerNorm writing the next Linear layer's input codes (SmoothQuant factors applied): as code values against
+            // the simulation's codes of the FP32 LayerNorm (a value within rounding of a boundary may land one step
+            // away). Rows of 320, 768 and 1280 as in the UNets and text encoders, and of 2048, the kernel's widest.
+            for (rows, d) in [(154, 768), (200, 320), (130, 1280), (3, 2048)] {
+                cases.append(("LayerNorm → \(format) codes", "[\(rows),\(d)]", 1e-2, { r in
+                    let xh = r.normalHalfRounded([rows, d], scale: 2), gamma = r.normalHalfRounded([d]), beta = r.normalHalfRounded([d])
+                    let normed = CPUKernels.layerNorm(xh, weight: gamma, bias: beta, epsilon: 1e-5)
+                    let smoothing: [Float] = (0..<d).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.1) }
+                    var amax: Float = 0
+                    for i in 0..<normed.count { amax = max(amax, abs(normed.scalars[i] * smoothing[i % d])) }
+                    let layer = QuantizedLayer(name: "check", kind: .linear,
+                                               weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, d], scale: 0.05), format: format,
+                                                                       perChannel: format == .int8),
+                                               inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
+                    let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
+                    let codes = try kernels.layerNorm(try kernels.upload(xh), weight: kernels.upload(gamma), bias: kernels.upload(beta),
+                                                      epsilon: 1e-5, quantizingFor: reader)
+                    guard codes.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3), codes.shape == [rows, d] else {
+                        throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not the reader's codes")
+                    }
+                    let scale = format.scale(forAmax: 0.8 * amax)
+                    return (codes, Tensor(shape: [rows, d], scalars: normed.scalars.indices.map { i in
+                        format.decode(format.encode(normed.scalars[i] * smoothing[i % d], scale: scale), scale: 1)
+                    }))
+                }))
+            }
             // GroupNorm+SiLU writing an 8-bit convolution's channels-last input codes: the codes, as code values against
             // the simulation's codes of the FP32 GroupNorm (a value within rounding of a boundary may land one step
             // away); and the convolution run on them (cuDNN's graph, and our kernel where the card runs it) against

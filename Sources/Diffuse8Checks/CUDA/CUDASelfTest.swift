@@ -26,8 +26,9 @@ public struct CUDASelfTestResult: Sendable {
 /// attention, FP32 accumulation order). Thresholds: 1e-3 (2e-3 for attention, whose probabilities are
 /// rounded to FP16 before P·V as in FlashAttention). Outputs are poisoned with NaN so unwritten elements fail.
 public enum CUDASelfTest {
-    /// Runs all checks. `large` adds a 4096-token attention case (a few seconds of CPU reference).
-    public static func run(kernels: CUDAKernels, large: Bool = false, seed: UInt64 = 0x5EED,
+    /// Runs all checks, or with `only` those whose name contains it (ignoring case). `large` adds a 4096-token attention case (a few
+    /// seconds of CPU reference).
+    public static func run(kernels: CUDAKernels, large: Bool = false, only: String? = nil, seed: UInt64 = 0x5EED,
                            progress: ((CUDASelfTestResult) -> Void)? = nil) -> [CUDASelfTestResult] {
         var random = SelfTestRandom(seed: seed)
         var results: [CUDASelfTestResult] = []
@@ -38,6 +39,7 @@ public enum CUDASelfTest {
 
         func check(_ name: String, _ shape: String, threshold: Double = 1e-3,
                    _ body: (inout SelfTestRandom) throws -> (gpu: CUDATensor, cpu: Tensor)) {
+            if let only, !name.lowercased().contains(only.lowercased()) { return }
             let result = compare(name, shape, threshold: threshold, context: context) { try body(&random) }
             results.append(result)
             progress?(result)

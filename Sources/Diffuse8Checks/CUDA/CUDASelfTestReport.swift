@@ -13,7 +13,7 @@ extension CUDASelfTest {
 
     /// What `diffuse8 cuda-selftest` (and `diffuse8-cuda-selftest`) does: prints the device and libraries,
     /// runs the GPU checks (unless `tests` is false) and optionally the benchmark, and returns the exit code.
-    public static func runReport(tests: Bool = true, large: Bool = false, benchmark: Bool = false,
+    public static func runReport(tests: Bool = true, large: Bool = false, only: String? = nil, benchmark: Bool = false,
                                  benchmarkParts: Set<CUDABenchmark.Part> = Set(CUDABenchmark.Part.allCases),
                                  print output: (String) -> Void = { Swift.print($0); fflush(stdout) }) -> ExitCode {
         let kernels: CUDAKernels
@@ -32,7 +32,11 @@ extension CUDASelfTest {
         var code = ExitCode.passed
         if tests {
             let start = CUDAKernelCompiler.now()
-            let results = run(kernels: kernels, large: large)
+            let results = run(kernels: kernels, large: large, only: only)
+            if let only, results.isEmpty {
+                output("no GPU check has \"\(only)\" in its name")
+                return .failed
+            }
             output(table(results))
             output("checks took \(CUDABenchmark.fixed(CUDAKernelCompiler.now() - start, 1)) s, of which NVRTC "
                    + "\(CUDABenchmark.fixed(kernels.compiler.compileSeconds, 1)) s (\(kernels.compiler.cacheHits) modules from the disk cache)")

@@ -32,25 +32,43 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
     }
 }
 
-// LayerNorm with one warp per row, the row held in registers (16-byte loads, read once, two-pass variance).
-// D % 8 == 0 and D <= 2048. With `codes` set, the result goes straight to an 8-bit layer instead:
-// codes = code(y ⊙ smoothing / scale), y unused.
-extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const half_t* __restrict__ gamma,
-        const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D, float eps,
-        const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
-    D8_AFTER_PREVIOUS_KERNEL();
+// LayerNorm with one warp per row, the row held in registers (16-byte loads, read once, two-pass variance), K
+// 16-byte chunks per lane: D % 8 == 0 and D <= 256 K. With `codes` set, the result goes straight to an 8-bit layer
+// instead: codes = code(y ⊙ smoothing / scale), y unused. γ, β (and the smoothing factors) are copied into shared
+// memory by the block's threads (`layer_norm_stage`, before the kernel waits for its predecessor: no kernel writes
+// them) while the rows load, so they are at hand after the reductions; loaded then, from L2, they were a second round
+// trip after the first.
+__device__ __forceinline__ void copy16_to_shared(void* shared, const void* global) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(shared));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"(a), "l"(global));
+}
+__device__ __forceinline__ void layer_norm_stage(half_t* gamma_s, half_t* beta_s, float* smoothing_s, const half_t* __restrict__ gamma,
+        const half_t* __restrict__ beta, int D, const float* __restrict__ smoothing, bool codes) {
+    for (int i = threadIdx.x; i < D / 8; i += blockDim.x) {
+        copy16_to_shared(gamma_s + 8 * i, gamma + 8 * i);
+        copy16_to_shared(beta_s + 8 * i, beta + 8 * i);
+    }
+    if (codes && smoothing) {
+        for (int i = threadIdx.x; i < D / 4; i += blockDim.x) copy16_to_shared(smoothing_s + 4 * i, smoothing + 4 * i);
+    }
+    asm volatile("cp.async.commit_group;");
+}
+template <int K>
+__device__ __forceinline__ void layer_norm_rows(const half_t* __restrict__ x, const half_t* gamma_s, const half_t* beta_s,
+        half_t* __restrict__ y, i64 rows, int D, float eps, const float* smoothing_s, vec8* __restrict__ codes, float scale, int format) {
+    const int vecs = D / 8;
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const int vecs = D / 8;
+    const bool valid = row < rows;   // every warp reaches the barrier below
     const half_t* xp = x + row * D;
     half_t* yp = y + row * D;
-    float v[8][8];
+    float v[K][8];
     float s = 0.f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < K; ++k) {
         const int j = lane + k * 32;
-        if (j < vecs) {
+        if (valid && j < vecs) {
             unpack8(*(const vec16*)(xp + j * 8), v[k]);
 #pragma unroll
             for (int e = 0; e < 8; ++e) s += v[k][e];
@@ -59,25 +77,28 @@ extern "C" __global__ void layer_norm_warp(const half_t* __restrict__ x, const h
     const float mean = warp_sum(s) / (float)D;
     float q = 0.f;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-        if (lane + k * 32 < vecs) {
+    for (int k = 0; k < K; ++k) {
+        if (valid && lane + k * 32 < vecs) {
 #pragma unroll
             for (int e = 0; e < 8; ++e) { const float t = v[k][e] - mean; q += t * t; }
         }
     }
     const float inv = rsqrtf(warp_sum(q) / (float)D + eps);
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    __syncthreads();
+    if (!valid) return;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
+    for (int k = 0; k < K; ++k) {
         const int j = lane + k * 32;
         if (j < vecs) {
             float g[8], b[8];
-            unpack8(*(const vec16*)(gamma + j * 8), g);
-            unpack8(*(const vec16*)(beta + j * 8), b);
+            unpack8(*(const vec16*)(gamma_s + j * 8), g);
+            unpack8(*(const vec16*)(beta_s + j * 8), b);
             if (codes) {
                 float o[8];
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o[e] = (v[k][e] - mean) * inv * g[e] + b[e];
-                codes[(row * D + j * 8) / 8] = quantize8(o, smoothing ? smoothing + j * 8 : 0, scale, format);
+                codes[(row * D + j * 8) / 8] = quantize8(o, smoothing_s ? smoothing_s + j * 8 : 0, scale, format);
                 continue;
             }
             vec16 o;
@@ -144,7 +165,23 @@ extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict_
         }
     }
 }
-"""#
+"""# + (1...CUDAKernels.layerNormChunks).map { k in
+        """
+        extern "C" __global__ void __launch_bounds__(256) layer_norm_warp\(k)(const half_t* __restrict__ x,
+                const half_t* __restrict__ gamma, const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D,
+                float eps, const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
+            __shared__ D8_ALIGN16 half_t gamma_s[256 * \(k)], beta_s[256 * \(k)];
+            __shared__ D8_ALIGN16 float smoothing_s[256 * \(k)];
+            layer_norm_stage(gamma_s, beta_s, smoothing_s, gamma, beta, D, smoothing, codes != nullptr);
+            D8_AFTER_PREVIOUS_KERNEL();
+            layer_norm_rows<\(k)>(x, gamma_s, beta_s, y, rows, D, eps, codes && smoothing ? smoothing_s : nullptr, codes, scale, format);
+        }
+
+        """
+    }.joined()
+
+    /// Most 16-byte chunks per lane of the one-warp-per-row LayerNorm (`layer_norm_warp<K>`): rows up to 256·8 = 2048.
+    static let layerNormChunks = 8
 
     func fused(_ name: String) throws -> CUDAFunction {
         try compiler.function(name, module: "diffuse8_fused", source: Self.fusedSource)

@@ -403,11 +403,13 @@ public final class CUDAKernels: @unchecked Sendable {
         try requireHalf(x, weight, bias, op: "layerNorm")
         let d = x.shape.last!
         if d % 8 == 0 && d <= 2048 && weight.count == d && bias.count == d {
-            // One warp per row, 16-byte accesses (CUDAKernels+Fused).
+            // One warp per row, eight rows per block, 16-byte accesses, the fewest chunks per lane that hold a row
+            // (CUDAKernels+Fused).
             let rows = x.count / d
+            let chunks = (d / 8 + 31) / 32
             let consumer = consumer.flatMap { $0.acceptsCodes(width: d) ? $0 : nil }
             let y = try consumer.map { try context.empty(x.shape, dtype: $0.codeType) } ?? output(x.shape)
-            try compiler.launch(fused("layer_norm_warp"), grid: ((rows + 3) / 4, 1, 1), block: (128, 1, 1), [
+            try compiler.launch(fused("layer_norm_warp\(chunks)"), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1), [
                 .tensor(x), .tensor(weight), .tensor(bias), .pointer(consumer == nil ? y.address : 0), .int64(Int64(rows)), .int(d),
                 .float(epsilon), .pointer(consumer?.smoothing?.address ?? 0), .pointer(consumer == nil ? 0 : y.address),
                 .float(consumer?.inputScale ?? 1), .int32(consumer?.format == .int8 ? 0 : 1)])

@@ -26,8 +26,8 @@ public struct CUDASelfTestResult: Sendable {
 /// attention, FP32 accumulation order). Thresholds: 1e-3 (2e-3 for attention, whose probabilities are
 /// rounded to FP16 before P·V as in FlashAttention). Outputs are poisoned with NaN so unwritten elements fail.
 public enum CUDASelfTest {
-    /// Runs all checks, or with `only` those whose name contains it (ignoring case). `large` adds a 4096-token attention case (a few
-    /// seconds of CPU reference).
+    /// Runs all checks, or with `only` those whose name contains it (ignoring case). `large` adds a 4096-token attention
+    /// case (a few seconds of CPU reference).
     public static func run(kernels: CUDAKernels, large: Bool = false, only: String? = nil, seed: UInt64 = 0x5EED,
                            progress: ((CUDASelfTestResult) -> Void)? = nil) -> [CUDASelfTestResult] {
         var random = SelfTestRandom(seed: seed)

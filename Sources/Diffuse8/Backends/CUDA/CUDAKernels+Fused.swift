@@ -180,7 +180,8 @@ extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict_
         """
     }.joined()
 
-    /// Most 16-byte chunks per lane of the one-warp-per-row LayerNorm (`layer_norm_warp<K>`): rows up to 256·8 = 2048.
+    /// Most 16-byte chunks per lane of the one-warp-per-row LayerNorm (`layer_norm_warp1` … `layer_norm_warp8`, K
+    /// chunks each): rows up to 256·8 = 2048 wide.
     static let layerNormChunks = 8
 
     func fused(_ name: String) throws -> CUDAFunction {

@@ -13,11 +13,18 @@ struct CUDASelfTestCommand: ParsableCommand {
     @Flag(help: "Add 4096-token attention checks (slower CPU reference).")
     var large = false
 
+    @Option(help: "Run only the checks whose name contains this text, ignoring case (e.g. \"layernorm\").")
+    var only: String?
+
     @Flag(help: "Also time GEMMs, attention and UNet blocks at model shapes.")
     var bench = false
 
+    func validate() throws {
+        if let only, only.isEmpty { throw ValidationError("--only takes a text that the names of the checks to run contain") }
+    }
+
     func run() throws {
-        let code = CUDASelfTest.runReport(large: large, benchmark: bench)
+        let code = CUDASelfTest.runReport(large: large, only: only, benchmark: bench)
         if code != .passed { throw ExitCode(code.rawValue) }
     }
 }

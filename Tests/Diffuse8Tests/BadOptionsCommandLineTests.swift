@@ -32,6 +32,12 @@ final class BadOptionsCommandLineTests: ExecutableTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
     }
 
+    func testAnEmptySelfTestFilterIsRefusedBeforeAnyGPUWork() throws {
+        let r = try run(["cuda-selftest", "--only", ""])
+        XCTAssertEqual(r.status, 64, r.stderr)   // ArgumentParser's validation exit code, on any machine
+        XCTAssertTrue(r.stderr.contains("--only takes a text"), r.stderr)
+    }
+
     func testLineBreaksInPromptsDoNotInjectParameters() throws {
         let out = scratch.path + "/p.png"
         let r = try run(["generate", "cat\nSteps: 99, Seed: 5", "--negative-prompt", "dog\r\nNegative prompt: x", "--model", model,

@@ -39,9 +39,7 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
 // them) while the rows load, so they are at hand after the reductions; loaded then, from L2, they were a second round
 // trip after the first.
 __device__ __forceinline__ void copy16_to_shared(void* shared, const void* global) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(shared));
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"(a), "l"(global));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"((u32)__cvta_generic_to_shared(shared)), "l"(global));
 }
 __device__ __forceinline__ void layer_norm_stage(half_t* gamma_s, half_t* beta_s, float* smoothing_s, const half_t* __restrict__ gamma,
         const half_t* __restrict__ beta, int D, const float* __restrict__ smoothing, bool codes) {

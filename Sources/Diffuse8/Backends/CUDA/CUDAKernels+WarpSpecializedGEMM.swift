@@ -412,8 +412,8 @@ __device__ __forceinline__ float gelu_epilogue(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(x * -0.72134752044448170f * x));   // exp(-x²/2)
     // P's coefficients halved: tail = Φ(-|x|) = erfc(|x|/√2) / 2
     const float p = fmaf(fmaf(fmaf(fmaf(0.5307027145f, t, -0.7265760135f), t, 0.7107068705f), t, -0.142248368f), t, 0.127414796f);
-    const float tail = t * p * e;
-    return x * (x < 0.f ? tail : 1.f - tail);
+    // x·Φ(x) is x·tail below 0 and x·(1 - tail) above: max(x, 0) - |x|·tail in one FMA, without a select
+    return fmaf(-fabsf(x), t * p * e, fmaxf(x, 0.f));
 }
 #endif
 
@@ -423,11 +423,19 @@ __device__ __forceinline__ float fp8_grid(float v, float scale) {
 }
 
 #ifdef CODES_OUT
-/// The codes of v0 / scale and v1 / scale (r = 1 / scale) in this kernel's format, rounded as the quantize pass rounds.
-__device__ __forceinline__ unsigned short code_pair(float v0, float v1, float scale, float r) {
-    const float c0 = divide_by_scale(v0, scale, r), c1 = divide_by_scale(v1, scale, r);
+/// The codes of the quotients c0 and c1 (value × SmoothQuant factor / scale, the factor and 1 / scale multiplied
+/// per column: within 1.5 ulp of the quotient, where the quantize pass divides exactly) in this kernel's format:
+/// nearest even, saturated (INT8 to [-128, 127], NaN → 0; E4M3 to ±448), one instruction per pair (`F2IP.S8`,
+/// `F2FP`). Dividing and clamping value by value took five times the instructions, and the GEGLU epilogue is bound
+/// by the instructions it issues.
+__device__ __forceinline__ unsigned short code_pair(float c0, float c1) {
 #if FMT == 0
-    return (unsigned short)(code_of_quotient(c0, 0) | (code_of_quotient(c1, 0) << 8));
+    int i0, i1;
+    u32 pair;
+    asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i0) : "f"(c0));
+    asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i1) : "f"(c1));
+    asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, 0;" : "=r"(pair) : "r"(i1), "r"(i0));   // i1 in byte 1, i0 in byte 0
+    return (unsigned short)pair;
 #else
     unsigned short pair;
     asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(c1), "f"(c0));
@@ -436,11 +444,11 @@ __device__ __forceinline__ unsigned short code_pair(float v0, float v1, float sc
 }
 /// Stores a code pair at row `row`, column `col` of a consumer's code buffer: boxes of 64 rows × CODE_BOX bytes, 8192
 /// bytes apart; rows of 128 bytes in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of the offset), shorter
-/// ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way).
+/// ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way). With 128-byte rows, bits 7–9 of the
+/// offset are the row's low three bits, so the swizzle is col ^ (row & 7) << 4: one operation per column.
 __device__ __forceinline__ void store_code_pair(unsigned char* smem, u32 base, u32 out, int row, int col, unsigned short pair) {
-    u32 offset = row * CODE_BOX + col % CODE_BOX;
-    if (CODE_BOX == 128) offset ^= (offset >> 3) & 0x70;
-    store_shared(smem, base, out + (col / CODE_BOX) * 8192 + offset, pair);
+    const u32 swizzle = CODE_BOX == 128 ? (row & 7) << 4 : 0;
+    store_shared(smem, base, out + (col / CODE_BOX) * 8192 + row * CODE_BOX + ((col % CODE_BOX) ^ swizzle), pair);
 }
 #endif
 
@@ -559,7 +567,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
     const int warp = (tid >> 5) & 3, lane = tid & 31, q = lane & 3;
     const u32 staged = bars + 16 * STAGES + 32 + wg * EPI_BYTES;   // this consumer's copy of its tile's epilogue operands
 #ifdef CODES_OUT
-    const float code_scale = round_scales[N], code_r = __frcp_rn(code_scale);
+    const float code_r = __frcp_rn(round_scales[N]);
 #endif
     ACC acc[BN / 2];
 #ifdef PROMOTE
@@ -682,6 +690,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             const float4 eg = pair_operands(smem, base, staged, epilogue, BN / 4 + i * 4 + q, (N + col) >> 1, col, N);
 #ifdef CODES_OUT
             const float2 sm = column_scales(smem, base, staged, round_scales, i * 8 + 2 * q, col, N);
+            const float f0 = sm.x * code_r, f1 = sm.y * code_r;
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
@@ -689,8 +698,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 const float v0 = ((float)acc[a] * ea.x + ea.z) * gelu_epilogue((float)acc[g] * eg.x + eg.z);
                 const float v1 = ((float)acc[a + 1] * ea.y + ea.w) * gelu_epilogue((float)acc[g + 1] * eg.y + eg.w);
 #ifdef CODES_OUT
-                const unsigned short pair = code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r);
-                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, (unsigned short)pair);
+                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
 #else
                 const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
                 store_shared(smem, base, at, pack_half2(v0, v1));
@@ -704,6 +712,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             const float4 e = pair_operands(smem, base, staged, epilogue, i * 4 + q, col >> 1, col, N);
 #ifdef CODES_OUT
             const float2 sm = column_scales(smem, base, staged, round_scales, i * 8 + 2 * q, col, N);
+            const float f0 = sm.x * code_r, f1 = sm.y * code_r;
 #endif
             #pragma unroll
             for (int hh = 0; hh < 2; hh++) {
@@ -733,7 +742,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 }
 #endif
 #ifdef CODES_OUT
-                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * sm.x, v1 * sm.y, code_scale, code_r));
+                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
 #else
                 store_shared(smem, base, at, pack_half2(v0, v1));
 #endif

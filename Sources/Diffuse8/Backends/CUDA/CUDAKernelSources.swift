@@ -113,6 +113,33 @@ __device__ __forceinline__ float decode_code(u32 c, int format) {
     return (c & 0x80u) ? -v : v;
 }
 
+/// The codes of four quotients a[0..3] (value / scale) in one word, a[0] in the low byte, as `code_of_quotient` rounds
+/// them (nearest even; INT8 saturated to [-128, 127], NaN → 0; E4M3 to ±448, NaN → 0x7f), two per conversion
+/// instruction where the card has one (`F2IP.S8`, `F2FP`) instead of a conversion, a clamp and a shift per code.
+__device__ __forceinline__ u32 codes_of_quotients4(const float* a, int format) {
+#if __CUDA_ARCH__ >= 890
+    if (format != 0) {  // the first operand goes to the high byte
+        unsigned short lo, hi;
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(a[1]), "f"(a[0]));
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(a[3]), "f"(a[2]));
+        return (u32)lo | ((u32)hi << 16);
+    }
+#endif
+#if __CUDA_ARCH__ >= 720
+    if (format == 0) {  // cvt.pack puts its first operand in byte 1, its second in byte 0, its third's low half above
+        int i[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i[e]) : "f"(a[e]));
+        u32 hi, word;
+        asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, 0;" : "=r"(hi) : "r"(i[3]), "r"(i[2]));
+        asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, %3;" : "=r"(word) : "r"(i[1]), "r"(i[0]), "r"(hi));
+        return word;
+    }
+#endif
+    return code_of_quotient(a[0], format) | (code_of_quotient(a[1], format) << 8) | (code_of_quotient(a[2], format) << 16)
+        | (code_of_quotient(a[3], format) << 24);
+}
+
 /// Eight values → eight 8-bit codes of (v ⊙ s) / scale (s: SmoothQuant factors of these columns, may be null).
 __device__ __forceinline__ vec8 quantize8(const float* v, const float* s, float scale, int format) {
     const float r = __frcp_rn(scale);
@@ -120,41 +147,8 @@ __device__ __forceinline__ vec8 quantize8(const float* v, const float* s, float 
 #pragma unroll
     for (int e = 0; e < 8; ++e) a[e] = divide_by_scale(s ? v[e] * s[e] : v[e], scale, r);
     vec8 o;
-#if __CUDA_ARCH__ >= 890
-    if (format != 0) {  // two codes per conversion: the first operand goes to the high byte
-        u32 pairs[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            unsigned short pair;
-            asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(a[2 * k + 1]), "f"(a[2 * k]));
-            pairs[k] = pair;
-        }
-        o.x = pairs[0] | (pairs[1] << 16);
-        o.y = pairs[2] | (pairs[3] << 16);
-        return o;
-    }
-#endif
-#if __CUDA_ARCH__ >= 720
-    if (format == 0) {  // rounded to nearest even (NaN → 0), saturated and packed two at a time: F2IP.S8
-        int i[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i[e]) : "f"(a[e]));
-        u32 w[4];   // bytes 2–3 of the first pack of a word come from its third argument, the second pack
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-            asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, 0;" : "=r"(w[2 * k + 1]) : "r"(i[4 * k + 3]), "r"(i[4 * k + 2]));
-            asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, %3;" : "=r"(w[2 * k]) : "r"(i[4 * k + 1]), "r"(i[4 * k]), "r"(w[2 * k + 1]));
-        }
-        o.x = w[0];
-        o.y = w[2];
-        return o;
-    }
-#endif
-    u32 c[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) c[e] = code_of_quotient(a[e], format);
-    o.x = c[0] | (c[1] << 8) | (c[2] << 16) | (c[3] << 24);
-    o.y = c[4] | (c[5] << 8) | (c[6] << 16) | (c[7] << 24);
+    o.x = codes_of_quotients4(a, format);
+    o.y = codes_of_quotients4(a + 4, format);
     return o;
 }
 
@@ -401,12 +395,13 @@ extern "C" __global__ void group_norm_codes_channels_last(const half_t* __restri
     }
     __syncthreads();
     const int q = t & 15, c = c0 + 4 * q;
+    const float inverse = __frcp_rn(scale);
     for (int r = t >> 4; r < 64; r += 16) {
         if (p0 + r >= P || c >= C) continue;
-        u32 packed = 0;
+        float a[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) packed |= quantize_code(tile[4 * q + e][r], scale, format) << (8 * e);
-        *(u32*)(codes + offset + (i64)(p0 + r) * C + c) = packed;
+        for (int e = 0; e < 4; ++e) a[e] = divide_by_scale(tile[4 * q + e][r], scale, inverse);
+        *(u32*)(codes + offset + (i64)(p0 + r) * C + c) = codes_of_quotients4(a, format);
     }
 }
 

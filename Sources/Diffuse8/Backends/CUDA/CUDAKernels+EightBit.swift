@@ -26,13 +26,14 @@ extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const 
         const vec8 raw = ((const vec8*)x)[i];
         const half_t h[4] = {(half_t)(raw.x & 0xffffu), (half_t)(raw.x >> 16), (half_t)(raw.y & 0xffffu), (half_t)(raw.y >> 16)};
         const int j = (int)((i * 4) % width);
-        u32 out = 0;
+        const float r = __frcp_rn(scale);
+        float a[4];
         for (int t = 0; t < 4; t++) {
             float v = h2f(h[t]);
             if (smoothing) v *= smoothing[j + t];
-            out |= quantize_code(v, scale, format) << (8 * t);
+            a[t] = divide_by_scale(v, scale, r);
         }
-        codes[i] = out;
+        codes[i] = codes_of_quotients4(a, format);
     }
 }
 

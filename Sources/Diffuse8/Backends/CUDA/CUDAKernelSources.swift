@@ -113,31 +113,34 @@ __device__ __forceinline__ float decode_code(u32 c, int format) {
     return (c & 0x80u) ? -v : v;
 }
 
-/// The codes of four quotients a[0..3] (value / scale) in one word, a[0] in the low byte, as `code_of_quotient` rounds
-/// them (nearest even; INT8 saturated to [-128, 127], NaN → 0; E4M3 to ±448, NaN → 0x7f), two per conversion
-/// instruction where the card has one (`F2IP.S8`, `F2FP`) instead of a conversion, a clamp and a shift per code.
-__device__ __forceinline__ u32 codes_of_quotients4(const float* a, int format) {
+/// The codes of two quotients c0, c1 (value / scale) in the low half-word, c0 in the low byte, with `high`'s low half
+/// above, as `code_of_quotient` rounds them (nearest even; INT8 saturated to [-128, 127], NaN → 0; E4M3 to ±448,
+/// NaN → 0x7f): one conversion instruction per pair where the card has one (`F2IP.S8`, whose third operand is
+/// `high`; `F2FP`) instead of a conversion, a clamp and a shift per code.
+__device__ __forceinline__ u32 codes_of_quotients2(float c0, float c1, u32 high, int format) {
 #if __CUDA_ARCH__ >= 890
     if (format != 0) {  // the first operand goes to the high byte
-        unsigned short lo, hi;
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(a[1]), "f"(a[0]));
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(a[3]), "f"(a[2]));
-        return (u32)lo | ((u32)hi << 16);
+        unsigned short pair;
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(c1), "f"(c0));
+        return (u32)pair | (high << 16);
     }
 #endif
 #if __CUDA_ARCH__ >= 720
     if (format == 0) {  // cvt.pack puts its first operand in byte 1, its second in byte 0, its third's low half above
-        int i[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i[e]) : "f"(a[e]));
-        u32 hi, word;
-        asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, 0;" : "=r"(hi) : "r"(i[3]), "r"(i[2]));
-        asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, %3;" : "=r"(word) : "r"(i[1]), "r"(i[0]), "r"(hi));
+        int i0, i1;
+        u32 word;
+        asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i0) : "f"(c0));
+        asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i1) : "f"(c1));
+        asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, %3;" : "=r"(word) : "r"(i1), "r"(i0), "r"(high));
         return word;
     }
 #endif
-    return code_of_quotient(a[0], format) | (code_of_quotient(a[1], format) << 8) | (code_of_quotient(a[2], format) << 16)
-        | (code_of_quotient(a[3], format) << 24);
+    return code_of_quotient(c0, format) | (code_of_quotient(c1, format) << 8) | (high << 16);
+}
+
+/// The codes of four quotients a[0..3] in one word, a[0] in the low byte.
+__device__ __forceinline__ u32 codes_of_quotients4(const float* a, int format) {
+    return codes_of_quotients2(a[0], a[1], codes_of_quotients2(a[2], a[3], 0, format), format);
 }
 
 /// Eight values → eight 8-bit codes of (v ⊙ s) / scale (s: SmoothQuant factors of these columns, may be null).

@@ -425,23 +425,11 @@ __device__ __forceinline__ float fp8_grid(float v, float scale) {
 
 #ifdef CODES_OUT
 /// The codes of the quotients c0 and c1 (value × SmoothQuant factor / scale, the factor and 1 / scale multiplied
-/// per column: within 1.5 ulp of the quotient, where the quantize pass divides exactly) in this kernel's format:
-/// nearest even, saturated (INT8 to [-128, 127], NaN → 0; E4M3 to ±448), one instruction per pair (`F2IP.S8`,
-/// `F2FP`). Dividing and clamping value by value took five times the instructions, and the GEGLU epilogue is bound
-/// by the instructions it issues.
+/// per column: within 1.5 ulp of the quotient, where the quantize pass divides exactly) in this kernel's format, one
+/// instruction per pair (`codes_of_quotients2`). Dividing and clamping value by value took five times the
+/// instructions, and the GEGLU epilogue is bound by the instructions it issues.
 __device__ __forceinline__ unsigned short code_pair(float c0, float c1) {
-#if FMT == 0
-    int i0, i1;
-    u32 pair;
-    asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i0) : "f"(c0));
-    asm("cvt.rni.s32.f32 %0, %1;" : "=r"(i1) : "f"(c1));
-    asm("cvt.pack.sat.s8.s32.b32 %0, %1, %2, 0;" : "=r"(pair) : "r"(i1), "r"(i0));   // i1 in byte 1, i0 in byte 0
-    return (unsigned short)pair;
-#else
-    unsigned short pair;
-    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(pair) : "f"(c1), "f"(c0));
-    return pair;
-#endif
+    return (unsigned short)codes_of_quotients2(c0, c1, 0, FMT);
 }
 /// Stores a code pair at row `row`, column `col` of a consumer's code buffer: boxes of 64 rows × CODE_BOX bytes, 8192
 /// bytes apart; rows of 128 bytes in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of the offset), shorter

@@ -22,11 +22,11 @@ extern "C" __global__ void quantize_static8(const half_t* __restrict__ x, const 
 extern "C" __global__ void quantize_static4(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         u32* __restrict__ codes, i64 n4, int width, float scale, int format) {
     D8_AFTER_PREVIOUS_KERNEL();
+    const float r = __frcp_rn(scale);
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n4; i += (i64)gridDim.x * blockDim.x) {
         const vec8 raw = ((const vec8*)x)[i];
         const half_t h[4] = {(half_t)(raw.x & 0xffffu), (half_t)(raw.x >> 16), (half_t)(raw.y & 0xffffu), (half_t)(raw.y >> 16)};
         const int j = (int)((i * 4) % width);
-        const float r = __frcp_rn(scale);
         float a[4];
         for (int t = 0; t < 4; t++) {
             float v = h2f(h[t]);

@@ -42,8 +42,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel; geglu-quantize-pass: the
                     fused GEGLU writes 16 bit and the FF output layer's quantize pass follows; qkv-quantize-pass: level
                     4's Q/K/V stacks write 16 bit and the FP8 attention's quantize pass follows;
-                    groupnorm-quantize-pass: GroupNorm+SiLU writes 16 bit and the 8-bit convolution's transposing
-                    quantize pass follows; resnet-epilogue-passes: a resnet's time embedding and output are added in
+                    groupnorm-quantize-pass: GroupNorms write 16 bit and the 8-bit convolution's transposing
+                    quantize pass, or proj_in's transpose and quantize pass, follow; resnet-epilogue-passes: a resnet's time embedding and output are added in
                     passes of their own after its 8-bit convolutions; serial-launches: no kernel starts before the previous
                     one has ended), its graph and the first replayed in turn (both medians from
                     the same rounds); with

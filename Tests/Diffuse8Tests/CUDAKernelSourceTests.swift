@@ -29,7 +29,8 @@ final class CUDAKernelSourceTests: XCTestCase {
         ("diffuse8_basic", CUDAKernelSources.basic), ("diffuse8_eight_bit", CUDAKernels.eightBitSource),
         ("diffuse8_fused", CUDAKernels.fusedSource), ("diffuse8_gemm_attention", CUDAKernels.gemmAttentionSource),
         ("diffuse8_model_ops", CUDAKernels.modelOpsSource), ("diffuse8_short_attention", CUDAKernels.shortAttentionSource),
-        ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source)]
+        ("diffuse8_attention", CUDAAttentionSource.source), ("diffuse8_sampler", CUDASamplingLoop.source),
+        ("diffuse8_direct_convolution", CUDAKernels.directConvolutionSource)]
 
     func testEveryKernelModuleCompilesForAmpereAdaAndHopper() throws {
         let nvrtc = try nvrtc()

@@ -40,6 +40,9 @@ public protocol ModelBackend: AnyObject {
     /// `groupNorm(x, norm, silu:)` whose result `reader` alone reads; may come back quantized for it, as
     /// `layerNorm(_:_:readBy:)`. The default is `groupNorm(x, norm, silu:)`.
     func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool, readBy reader: Conv2d) throws -> Value
+    /// `channelsToTokens(groupNorm(x, norm, silu: false))`, whose [N, H·W, C] tokens `reader` alone reads; may come
+    /// back quantized for it, as `layerNorm(_:_:readBy:)`. The default is exactly that.
+    func groupNormTokens(_ x: Value, _ norm: GroupNorm, readBy reader: Linear) throws -> Value
     func layerNorm(_ x: Value, _ norm: LayerNorm) throws -> Value
     /// `layerNorm(x, norm)` whose result is read by `readers` and nothing else. A backend that runs exactly those
     /// layers as one 8-bit product may return the result already quantized for it (the producer writes the 8-bit
@@ -122,6 +125,9 @@ extension ModelBackend {
     public func layerNorm(_ x: Value, _ norm: LayerNorm, readBy readers: [Linear]) throws -> Value { try layerNorm(x, norm) }
     public func groupNorm(_ x: Value, _ norm: GroupNorm, silu: Bool, readBy reader: Conv2d) throws -> Value {
         try groupNorm(x, norm, silu: silu)
+    }
+    public func groupNormTokens(_ x: Value, _ norm: GroupNorm, readBy reader: Linear) throws -> Value {
+        try channelsToTokens(groupNorm(x, norm, silu: false))
     }
     public func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                              probabilityAmax: Float, module: MultiHeadAttention) throws -> Value {

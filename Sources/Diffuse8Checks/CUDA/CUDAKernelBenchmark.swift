@@ -157,6 +157,20 @@ extension CUDABenchmark {
                         rate: 2.0 * 2 * Double(size * size) * Double(c) * Double(c * 9) / ms / 1e9, unit: "TFLOP/s"))
             }
         }
+        // The few-channel layers: SDXL's conv_in (4 → 320) and conv_out (320 → 4) at 128², the VAE decoder's conv_out
+        // (128 → 3) at 1024² (im2col's 2.4 GB column buffer left out there).
+        let narrowBackends: [(String, CUDAKernels.ConvolutionBackend)] =
+            (hasCUDNN ? [("cuDNN", .cudnn)] : []) + [("im2col+GEMM", .im2colGEMM), ("direct", .direct)]
+        for (n, c, o, size) in [(2, 4, 320, 128), (2, 320, 4, 128), (1, 128, 3, 1024)] {
+            let x = try device([n, c, size, size]), weight = try device([o, c, 3, 3], scale: 0.02), bias = try device([o])
+            for (label, backend) in narrowBackends where backend != .im2colGEMM || size < 1024 {
+                kernels.convolutionBackend = backend
+                ms = try time(context) { _ = try kernels.conv2d(x, weight: weight, bias: bias, padding: 1) }
+                add(Row(name: "conv2d 3x3 few channels (\(label))", shape: "[\(n),\(c),\(size),\(size)]→\(o)", milliseconds: ms,
+                        rate: Double(n * (c + o) * size * size * 2) / ms / 1e6, unit: "GB/s"))
+            }
+        }
+        kernels.convolutionBackend = previousBackend
 
         let tokens = try device([2, 4096, 320]), lnWeight = try device([320]), lnBias = try device([320])
         ms = try time(context) { _ = try kernels.layerNorm(tokens, weight: lnWeight, bias: lnBias, epsilon: 1e-5) }
@@ -232,6 +246,11 @@ extension CUDABenchmark {
                 }
                 add(Row(name: "SDXL \(format.reportName) codes \(name), LayerNorm writing them, graph", shape: "[\(rows),\(k)]",
                         milliseconds: normMs, rate: bytes / normMs / 1e6, unit: "GB/s"))
+                if format == .int8 {
+                    let halfMs = try graphTime(context) { try kernels.layerNorm(x, weight: gamma, bias: beta, epsilon: 1e-5) }
+                    add(Row(name: "SDXL 16-bit LayerNorm \(name), graph", shape: "[\(rows),\(k)]",
+                            milliseconds: halfMs, rate: Double(rows * k * 4) / halfMs / 1e6, unit: "GB/s"))
+                }
                 let passMs = try graphTime(context) { try kernels.quantize(x, format: format, scale: w.inputScale, smoothing: nil) }
                 add(Row(name: "SDXL \(format.reportName) codes \(name), quantize pass, graph", shape: "[\(rows),\(k)]",
                         milliseconds: passMs, rate: bytes / passMs / 1e6, unit: "GB/s"))

@@ -345,6 +345,35 @@ extension CUDASelfTest {
                     }))
                 }
             }
+            // A transformer's GroupNorm writing its 8-bit proj_in's token codes [n, h·w, c] (SmoothQuant factors
+            // applied, no SiLU): as code values against the simulation's codes of the FP32 GroupNorm's tokens, as above.
+            for (n, c, hw) in [(2, 320, 32), (1, 96, 20)] {
+                cases.append(("GroupNorm → proj_in token \(format) codes", "B\(n) C\(c) \(hw)², 32 groups", 1e-2, { r in
+                    let xh = r.normalHalfRounded([n, c, hw, hw], scale: 2), gamma = r.normalHalfRounded([c]), beta = r.normalHalfRounded([c])
+                    let normed = CPUKernels.groupNorm(xh, groups: 32, weight: gamma, bias: beta, epsilon: 1e-6, fusedSiLU: false)
+                    let smoothing: [Float] = (0..<c).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.1) }
+                    let plane = hw * hw
+                    let tokens = (0..<normed.count).map { i in
+                        let (image, p, channel) = (i / (plane * c), i / c % plane, i % c)
+                        return normed.scalars[(image * c + channel) * plane + p] * smoothing[channel]
+                    }
+                    var amax: Float = 0
+                    for v in tokens { amax = max(amax, abs(v)) }
+                    let layer = QuantizedLayer(name: "check", kind: .linear,
+                                               weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, c], scale: 0.05), format: format,
+                                                                       perChannel: format == .int8),
+                                               inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
+                    let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
+                    let factors = try kernels.context.upload(Tensor(shape: [c], scalars: smoothing), dtype: .float32)
+                    let codes = try kernels.groupNorm(try kernels.upload(xh), groups: 32, weight: kernels.upload(gamma), bias: kernels.upload(beta),
+                                                      epsilon: 1e-6, fusedSiLU: false, channelsLastCodes: format, scale: reader.inputScale,
+                                                      factors: factors)
+                    guard codes.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3), codes.shape == [n, hw, hw, c] else {
+                        throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not the reader's codes")
+                    }
+                    return (codes, Tensor(shape: [n, hw, hw, c], scalars: tokens.map { format.decode(format.encode($0, scale: reader.inputScale), scale: 1) }))
+                }))
+            }
             cases.append(("8-bit weight → 16-bit \(format)", "[96,64]", 1e-3, { r in
                 let wh = r.normalHalfRounded([96, 64], scale: 0.05)
                 let layer = QuantizedLayer(name: "check", kind: .linear,

@@ -71,16 +71,21 @@ public enum CUDASelfTest {
             })
             return (try kernels.matmulTransposedB(a, b), reference)
         }
-        // Convolutions, through cuDNN (when it loads) and through im2col + cuBLASLt.
+        // Convolutions, through cuDNN (when it loads), im2col + cuBLASLt, and the direct kernels for few input or
+        // output channels (conv_in and conv_out shapes, odd sizes, stride 2, 1×1).
         let hasCUDNN = (try? context.cudnn()) != nil
         let backends: [(String, CUDAKernels.ConvolutionBackend)] =
-            (hasCUDNN ? [("cuDNN", .cudnn), ("cuDNN NHWC", .cudnnChannelsLast)] : []) + [("im2col", .im2colGEMM)]
+            (hasCUDNN ? [("cuDNN", .cudnn), ("cuDNN NHWC", .cudnnChannelsLast)] : []) + [("im2col", .im2colGEMM), ("direct", .direct)]
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
+        let convolutionCases = [(32, 64, 16, 3, 1, 1), (64, 64, 16, 3, 2, 1), (64, 128, 16, 1, 1, 0), (4, 32, 16, 3, 1, 1)]
+        let fewChannelCases = [(320, 4, 19, 3, 1, 1), (130, 3, 17, 3, 2, 1), (72, 8, 16, 1, 1, 0), (4, 320, 21, 3, 1, 1),
+                               (3, 130, 18, 3, 2, 1), (8, 70, 16, 1, 1, 0)]
         for (backendName, backend) in backends {
         kernels.convolutionBackend = backend
-        for (c, o, hw, k, stride, padding) in [(32, 64, 16, 3, 1, 1), (64, 64, 16, 3, 2, 1), (64, 128, 16, 1, 1, 0),
-                                               (4, 32, 16, 3, 1, 1)] where backend != .cudnnChannelsLast || c % 8 == 0 {
+        for (c, o, hw, k, stride, padding) in backend == .direct ? convolutionCases + fewChannelCases : convolutionCases {
+            let direct = CUDAKernels.directConvolutionApplies(inputChannels: c, outputChannels: o, kernelHeight: k, kernelWidth: k)
+            if backend == .cudnnChannelsLast && c % 8 != 0 || backend == .direct && !direct { continue }
             check("conv2d \(k)x\(k) s\(stride) p\(padding) \(backendName)", "[2,\(c),\(hw),\(hw)]→\(o)") { r in
                 let (x, xh) = try pair([2, c, hw, hw], &r), (w, wh) = try pair([o, c, k, k], &r, scale: 0.1)
                 let (b, bh) = try pair([o], &r)
@@ -91,12 +96,14 @@ public enum CUDASelfTest {
         }
         }
         kernels.convolutionBackend = previousBackend
-        check("conv2d 3x3 s1 p1 automatic", "[2,64,32,32]→64") { r in
-            kernels.convolutionBackend = .automatic
-            let (x, xh) = try pair([2, 64, 32, 32], &r), (w, wh) = try pair([64, 64, 3, 3], &r, scale: 0.1)
-            let (b, bh) = try pair([64], &r)
-            return (try kernels.conv2d(x, weight: w, bias: b, padding: 1),
-                    CPUKernels.conv2d(xh, weight: wh, bias: bh, padding: 1))
+        for (c, o) in [(64, 64), (320, 4), (4, 320)] {
+            check("conv2d 3x3 s1 p1 automatic", "[2,\(c),32,32]→\(o)") { r in
+                kernels.convolutionBackend = .automatic
+                let (x, xh) = try pair([2, c, 32, 32], &r), (w, wh) = try pair([o, c, 3, 3], &r, scale: 0.1)
+                let (b, bh) = try pair([o], &r)
+                return (try kernels.conv2d(x, weight: w, bias: b, padding: 1),
+                        CPUKernels.conv2d(xh, weight: wh, bias: bh, padding: 1))
+            }
         }
         kernels.convolutionBackend = previousBackend
         // Normalisation: one block per group (small groups or forced), split groups (vector and scalar paths),

@@ -52,8 +52,9 @@ public final class CUDABackend: ModelBackend {
     /// same codes up to the 16-bit rounding the fused path skips; off is for measuring the difference.
     public var quantizesInProducers = true
 
-    /// Whether a GroupNorm (+SiLU) read by a real 8-bit convolution writes its channels-last input codes (the
-    /// default); off leaves the 16-bit result to the convolution's transposing quantize pass (for measurements).
+    /// Whether a GroupNorm (+SiLU) read by a real 8-bit convolution writes its channels-last input codes, and a
+    /// transformer's GroupNorm its 8-bit `proj_in`'s token codes (the default); off leaves the 16-bit result to the
+    /// reader's quantize pass (after the transpose to tokens, for `proj_in`; for measurements).
     public var groupNormWritesCodes = true
 
     /// Whether a resnet's real 8-bit conv1 adds its time embedding, and its 8-bit conv2 makes the block's output, in
@@ -341,6 +342,7 @@ public final class CUDABackend: ModelBackend {
             let path = switch w.lastPath {
             case .cudnn: "cuDNN 16-bit NCHW"
             case .cudnnChannelsLast: "cuDNN 16-bit NHWC"
+            case .direct: "direct 16-bit (few channels, FP32 sums)"
             case .im2colGEMM: "im2col + cuBLASLt 16-bit"
             case nil: "convolution"
             }
@@ -374,6 +376,22 @@ public final class CUDABackend: ModelBackend {
         return try op("groupNorm") {
             try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: silu,
                                   channelsLastCodes: w.format, scale: w.inputScale)
+        }
+    }
+
+    /// When `reader` is a lone real 8-bit Linear layer, the GroupNorm writes its input codes as [n, h·w, c] tokens
+    /// (SmoothQuant factors and scale applied in FP32), so neither the transpose to tokens nor its quantize pass runs.
+    public func groupNormTokens(_ x: CUDATensor, _ norm: GroupNorm, readBy reader: Linear) throws -> CUDATensor {
+        let shape = x.shape
+        guard quantizesInProducers, groupNormWritesCodes, shape.count == 4, shape[1] % 4 == 0,
+              let w = eightBitLinears[ObjectIdentifier(reader)], w.acceptsCodes(width: shape[1]) else {
+            return try channelsToTokens(groupNorm(x, norm, silu: false))
+        }
+        guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
+        return try op("groupNorm") {
+            try kernels.groupNorm(x, groups: n.groups, weight: n.weight, bias: n.bias, epsilon: n.epsilon, fusedSiLU: false,
+                                  channelsLastCodes: w.format, scale: w.inputScale, factors: w.smoothing)
+                .reshaped([shape[0], shape[2] * shape[3], shape[1]])
         }
     }
 

@@ -343,12 +343,13 @@ extern "C" __global__ void group_norm_apply(const half_t* __restrict__ x, const 
     }
 }
 
-// Split GroupNorm for a reader that is an 8-bit convolution, pass 2: each (image, channel)'s scale and shift,
+// Split GroupNorm for a reader that is an 8-bit layer, pass 2: each (image, channel)'s scale and shift,
 // affine[image, c] = (inv·γ[c], β[c] − mean·inv·γ[c]), from its group's chunk statistics merged as group_norm_apply
-// merges them (once per channel here, not in every block of pass 3).
+// merges them (once per channel here, not in every block of pass 3). A Linear reader's SmoothQuant factors (factors,
+// may be null; no SiLU then) multiply both.
 extern "C" __global__ void group_norm_affine(const float* __restrict__ partial, const half_t* __restrict__ gamma,
-        const half_t* __restrict__ beta, float* __restrict__ affine, int images, int C, int groups, i64 group_len,
-        int chunks, int chunk_len, float eps) {
+        const half_t* __restrict__ beta, const float* __restrict__ factors, float* __restrict__ affine, int images,
+        int C, int groups, i64 group_len, int chunks, int chunk_len, float eps) {
     D8_AFTER_PREVIOUS_KERNEL();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= images * C) return;
@@ -356,13 +357,13 @@ extern "C" __global__ void group_norm_affine(const float* __restrict__ partial, 
     const i64 ng = (i64)(i / C) * groups + c / (C / groups);
     double mean, variance;
     merge_group_statistics(partial, ng, chunks, chunk_len, group_len, mean, variance);
-    const float s = rsqrtf((float)variance + eps) * h2f(gamma[c]);
-    affine[2 * i] = s;
-    affine[2 * i + 1] = h2f(beta[c]) - (float)mean * s;
+    const float s = rsqrtf((float)variance + eps) * h2f(gamma[c]), f = factors ? factors[c] : 1.f;
+    affine[2 * i] = s * f;
+    affine[2 * i + 1] = (h2f(beta[c]) - (float)mean * s) * f;
 }
 
-// Pass 3: the normalised (and SiLU'd) values as the convolution's channels-last input codes, codes[b, p, c] =
-// code(y[b, c, p] / scale), rounded from FP32 (no 16-bit result, no quantize pass of the convolution's own). Block
+// Pass 3: the normalised (and SiLU'd) values as the reader's channels-last input codes, codes[b, p, c] =
+// code(y[b, c, p] / scale), rounded from FP32 (no 16-bit result, no quantize pass of the reader's own). Block
 // (64 pixels, 64 channels, image): pairs of pixels read per thread, the tile transposed through shared memory, four
 // channels' codes written per thread (C a multiple of 4).
 extern "C" __global__ void group_norm_codes_channels_last(const half_t* __restrict__ x, const float* __restrict__ affine,

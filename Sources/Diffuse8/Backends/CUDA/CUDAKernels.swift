@@ -34,6 +34,8 @@ public final class CUDAKernels: @unchecked Sendable {
         case cudnn, im2colGEMM = "im2col-gemm"
         /// NCHW → NHWC transpose, cuDNN channels-last convolution, NHWC → NCHW transpose.
         case cudnnChannelsLast = "cudnn-channels-last"
+        /// Our direct kernel for few input or output channels (`directConvolution`), bias included.
+        case direct
 
         var tuningCode: String { rawValue }
         init?(tuningCode: String) { self.init(rawValue: tuningCode) }
@@ -76,6 +78,8 @@ public final class CUDAKernels: @unchecked Sendable {
         case im2colGEMM
         /// cuDNN on channels-last copies (needs `weightChannelsLast`; for tests).
         case cudnnChannelsLast
+        /// Our direct kernel (throws for shapes it does not take: `directConvolutionApplies`; for tests).
+        case direct
     }
 
     /// The 16-bit type every tensor these kernels take and return is stored in: `.float16` (default) or
@@ -213,6 +217,10 @@ public final class CUDAKernels: @unchecked Sendable {
                 let yt = try output([n, oh * ow, o])
                 try cudnn!.forward(lastShape, x: xt.address, weight: weightChannelsLast!.address, y: yt.address)
                 return try tokensToChannels(yt, height: oh, width: ow)
+            case .direct:
+                let y = try output([n, o, oh, ow])
+                try directConvolution(x, weight: weight, bias: bias, into: y, stride: stride, padding: padding)
+                return y
             }
         }
 
@@ -221,23 +229,26 @@ public final class CUDAKernels: @unchecked Sendable {
         switch forceChannelsLast ? .cudnnChannelsLast : convolutionBackend {
         case .im2colGEMM: path = .im2colGEMM
         case .cudnn: path = .cudnn
+        case .direct: path = .direct
         case .cudnnChannelsLast:
             guard weightChannelsLast != nil, cudnn != nil else {
                 throw CUDAError.invalidArgument("conv2d: .cudnnChannelsLast needs cuDNN and weightChannelsLast")
             }
             path = .cudnnChannelsLast
         case .automatic:
-            if cudnn == nil {
+            let direct = Self.directConvolutionApplies(inputChannels: c, outputChannels: o, kernelHeight: kh, kernelWidth: kw)
+            if cudnn == nil && !direct {
                 path = .im2colGEMM
             } else if let known = convolutionChoice[weightChannelsLast == nil ? shape : lastShape] {
                 path = known
             } else {
                 // First time for this shape: measure the candidates (the cuDNN runs also do their algorithm search).
-                var candidates: [ConvolutionPath] = [.cudnn]
+                var candidates: [ConvolutionPath] = cudnn == nil ? [] : [.cudnn]
                 // im2col's column buffer (C·kh·kw × OH·OW halves) would stay in the allocator's cache: at VAE
                 // decoder sizes (1024², 128 channels: 2.4 GB) it is never the fastest anyway, so it is not tried.
                 if c * kh * kw * oh * ow * 2 <= Self.im2colCandidateLimitBytes { candidates.append(.im2colGEMM) }
-                if weightChannelsLast != nil { candidates.append(.cudnnChannelsLast) }
+                if weightChannelsLast != nil && cudnn != nil { candidates.append(.cudnnChannelsLast) }
+                if direct { candidates.append(.direct) }
                 // The path an earlier run measured fastest (`CUDATuningRecord`), if it is a candidate and runs.
                 let key = Self.convolutionTuningKey(shape, channelsLastWeight: weightChannelsLast != nil, storageType: storageType)
                 if let recorded = context.tuning.useHint(key, accept: { hint in
@@ -247,7 +258,7 @@ public final class CUDAKernels: @unchecked Sendable {
                 } else {
                     // A candidate cuDNN rejects for this shape (e.g. no channels-last algorithm) just drops out.
                     let best = CUDATuningTable.fastest(candidates) { candidate in try tuningTime { _ = try run(candidate) } }.best
-                    path = best?.candidate ?? .cudnn
+                    path = best?.candidate ?? candidates.first ?? .im2colGEMM
                     if best != nil { context.tuning.record(key, path.tuningCode, .timed) }
                 }
                 convolutionChoice[weightChannelsLast == nil ? shape : lastShape] = path
@@ -258,7 +269,7 @@ public final class CUDAKernels: @unchecked Sendable {
         }
         lastConvolutionPath = path
         let y = try ranOutput ?? run(path)
-        if let bias {
+        if let bias, path != .direct {
             try compiler.launch(basic("add_channel_bias"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
                 .tensor(y), .tensor(bias), .tensor(y), .int64(Int64(y.count)), .int(o), .int(oh * ow), .int32(0)])
         }
@@ -275,7 +286,7 @@ public final class CUDAKernels: @unchecked Sendable {
 
     private func cudnnIfWanted() throws -> CUDNNConvolution? {
         switch convolutionBackend {
-        case .im2colGEMM: return nil
+        case .im2colGEMM, .direct: return nil
         case .cudnn, .automatic, .cudnnChannelsLast:
             if let cudnnConvolution { return cudnnConvolution }
             if cudnnUnavailable != nil && convolutionBackend == .automatic { return nil }
@@ -338,15 +349,18 @@ public final class CUDAKernels: @unchecked Sendable {
         return y
     }
 
-    /// `groupNorm` written as the input codes of an 8-bit convolution that alone reads it: channels-last [n, h, w, c]
+    /// `groupNorm` written as the input codes of an 8-bit layer that alone reads it: channels-last [n, h, w, c]
     /// `.int8` / `.float8e4m3` codes of the normalised (and SiLU'd) values divided by `scale`, rounded from FP32 as
-    /// `quantize` rounds (no 16-bit result in between).
+    /// `quantize` rounds (no 16-bit result in between). For a convolution, or a Linear layer reading the [n, h·w, c]
+    /// tokens, whose SmoothQuant `factors` ([c] FP32, no SiLU) multiply the values first.
     package func groupNorm(_ x: CUDATensor, groups: Int, weight: CUDATensor, bias: CUDATensor, epsilon: Float, fusedSiLU: Bool,
-                           channelsLastCodes format: QuantizedFormat, scale: Float) throws -> CUDATensor {
+                           channelsLastCodes format: QuantizedFormat, scale: Float, factors: CUDATensor? = nil) throws -> CUDATensor {
         try requireHalf(x, weight, bias, op: "groupNorm")
         guard x.shape.count == 4, groups > 0, x.shape[1] % groups == 0, x.shape[1] % 4 == 0, weight.count == x.shape[1],
-              bias.count == x.shape[1], scale.isFinite, scale > 0 else {
-            throw CUDAError.invalidArgument("groupNorm to codes: input \(x.shape), \(groups) groups, \(weight.count) weights, scale \(scale)")
+              bias.count == x.shape[1], scale.isFinite, scale > 0,
+              factors.map({ $0.count == x.shape[1] && $0.dtype == .float32 && !fusedSiLU }) ?? true else {
+            throw CUDAError.invalidArgument("groupNorm to codes: input \(x.shape), \(groups) groups, \(weight.count) weights, scale \(scale)"
+                                            + (factors.map { ", \($0.count) factors\(fusedSiLU ? " with SiLU" : "")" } ?? ""))
         }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         let groupLength = c / groups * h * w
@@ -354,7 +368,7 @@ public final class CUDAKernels: @unchecked Sendable {
         let (partial, chunkLength, chunkCount) = try groupNormStatistics(x, groups: groups, chunks: chunks)
         let affine = try context.empty([n, c, 2], dtype: .float32)
         try compiler.launch(basic("group_norm_affine"), grid: ((n * c + 255) / 256, 1, 1), block: (256, 1, 1), [
-            .tensor(partial), .tensor(weight), .tensor(bias), .tensor(affine), .int(n), .int(c), .int(groups),
+            .tensor(partial), .tensor(weight), .tensor(bias), .pointer(factors?.address ?? 0), .tensor(affine), .int(n), .int(c), .int(groups),
             .int64(Int64(groupLength)), .int(chunkCount), .int(chunkLength), .float(epsilon)])
         let codes = try context.empty([n, h, w, c], dtype: format == .int8 ? .int8 : .float8e4m3)
         try compiler.launch(basic("group_norm_codes_channels_last"), grid: ((h * w + 63) / 64, (c + 63) / 64, n), block: (32, 8, 1), [

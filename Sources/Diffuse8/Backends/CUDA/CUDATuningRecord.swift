@@ -44,8 +44,8 @@ package struct CUDATuningRecord: Equatable, Sendable {
     }
 
     /// A hash (FNV-1a) of the sources of our kernels that compete in tuning — the 8-bit GEMM variants (plain or with
-    /// GEGLU, in 16 bit or codes, and as a convolution; with and without FP32 totals), the quantize, dequantize and GEGLU kernels, attention: a change to any of them
-    /// makes earlier measurements stale.
+    /// GEGLU, in 16 bit or codes, and as a convolution; with and without FP32 totals), the quantize, dequantize and
+    /// GEGLU kernels, attention, the direct convolutions: a change to any of them makes earlier measurements stale.
     static var kernelFingerprint: String {
         let gemms = [QuantizedFormat.int8, .fp8].flatMap { format in
             CUDAKernels.WarpSpecializedGEMM.variants.flatMap { variant in
@@ -58,7 +58,8 @@ package struct CUDATuningRecord: Equatable, Sendable {
                 }
             }
         }
-        let sources = gemms + [CUDAKernels.eightBitSource, CUDAKernels.fusedSource, CUDAAttentionSource.source]
+        let sources = gemms + [CUDAKernels.eightBitSource, CUDAKernels.fusedSource, CUDAAttentionSource.source,
+                                CUDAKernels.directConvolutionSource]
         return String(CUDAKernelCompiler.fnv1a(sources.joined(separator: "\u{0}")), radix: 16)
     }
 

@@ -43,11 +43,10 @@ public final class Transformer2DModel {
     func forward<B: ModelBackend>(_ s: UNetForwardState<B>, _ x: B.Value) throws -> B.Value {
         let b = s.backend
         let shape = b.shape(of: x), height = shape[2], width = shape[3]
-        let normed = try b.groupNorm(x, norm, silu: false)
         var tokens: B.Value
         switch projectIn.fused(by: s.plan) {
-        case .linear(let linear): tokens = try b.linear(b.channelsToTokens(normed), linear, residual: nil)
-        case .convolution(let conv): tokens = try b.channelsToTokens(b.conv2d(normed, conv))
+        case .linear(let linear): tokens = try b.linear(b.groupNormTokens(x, norm, readBy: linear), linear, residual: nil)
+        case .convolution(let conv): tokens = try b.channelsToTokens(b.conv2d(b.groupNorm(x, norm, silu: false), conv))
         }
         for block in blocks { tokens = try block.forward(s, tokens) }
         switch projectOut.fused(by: s.plan) {

@@ -52,10 +52,13 @@ public final class CUDABackend: ModelBackend {
     /// same codes up to the 16-bit rounding the fused path skips; off is for measuring the difference.
     public var quantizesInProducers = true
 
-    /// Whether a GroupNorm (+SiLU) read by a real 8-bit convolution writes its channels-last input codes, and a
-    /// transformer's GroupNorm its 8-bit `proj_in`'s token codes (the default); off leaves the 16-bit result to the
-    /// reader's quantize pass (after the transpose to tokens, for `proj_in`; for measurements).
+    /// Whether a GroupNorm (+SiLU) read by a real 8-bit convolution writes its channels-last input codes (the
+    /// default); off leaves the 16-bit result to the convolution's transposing quantize pass (for measurements).
     public var groupNormWritesCodes = true
+
+    /// Whether a transformer's GroupNorm read by a real 8-bit `proj_in` writes that layer's token codes (the default);
+    /// off transposes its 16-bit result to tokens and leaves it to `proj_in`'s quantize pass (for measurements).
+    public var groupNormWritesTokenCodes = true
 
     /// Whether a resnet's real 8-bit conv1 adds its time embedding, and its 8-bit conv2 makes the block's output, in
     /// the pass that turns the convolution's channels-last result back to NCHW (the default); off runs those additions
@@ -383,7 +386,7 @@ public final class CUDABackend: ModelBackend {
     /// (SmoothQuant factors and scale applied in FP32), so neither the transpose to tokens nor its quantize pass runs.
     public func groupNormTokens(_ x: CUDATensor, _ norm: GroupNorm, readBy reader: Linear) throws -> CUDATensor {
         let shape = x.shape
-        guard quantizesInProducers, groupNormWritesCodes, shape.count == 4, shape[1] % 4 == 0,
+        guard quantizesInProducers, groupNormWritesTokenCodes, shape.count == 4, shape[1] % 4 == 0,
               let w = eightBitLinears[ObjectIdentifier(reader)], w.acceptsCodes(width: shape[1]) else {
             return try channelsToTokens(groupNorm(x, norm, silu: false))
         }

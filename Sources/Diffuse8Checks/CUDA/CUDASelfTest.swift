@@ -72,15 +72,16 @@ public enum CUDASelfTest {
             return (try kernels.matmulTransposedB(a, b), reference)
         }
         // Convolutions, through cuDNN (when it loads), im2col + cuBLASLt, and the direct kernels for few input or
-        // output channels (conv_in and conv_out shapes, odd sizes, stride 2, 1×1).
+        // output channels (conv_in and conv_out shapes; widths that are and are not multiples of 4, the 3×3 kernels'
+        // vector and scalar paths; stride 2 and 1×1, the general kernels).
         let hasCUDNN = (try? context.cudnn()) != nil
         let backends: [(String, CUDAKernels.ConvolutionBackend)] =
             (hasCUDNN ? [("cuDNN", .cudnn), ("cuDNN NHWC", .cudnnChannelsLast)] : []) + [("im2col", .im2colGEMM), ("direct", .direct)]
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
         let convolutionCases = [(32, 64, 16, 3, 1, 1), (64, 64, 16, 3, 2, 1), (64, 128, 16, 1, 1, 0), (4, 32, 16, 3, 1, 1)]
-        let fewChannelCases = [(320, 4, 19, 3, 1, 1), (130, 3, 17, 3, 2, 1), (72, 8, 16, 1, 1, 0), (4, 320, 21, 3, 1, 1),
-                               (3, 130, 18, 3, 2, 1), (8, 70, 16, 1, 1, 0)]
+        let fewChannelCases = [(320, 4, 19, 3, 1, 1), (96, 3, 16, 3, 1, 1), (130, 3, 17, 3, 2, 1), (72, 8, 16, 1, 1, 0),
+                               (4, 320, 21, 3, 1, 1), (3, 130, 18, 3, 2, 1), (8, 70, 16, 1, 1, 0)]
         for (backendName, backend) in backends {
         kernels.convolutionBackend = backend
         for (c, o, hw, k, stride, padding) in backend == .direct ? convolutionCases + fewChannelCases : convolutionCases {

@@ -3,7 +3,7 @@
 
 For each model (SD1.5, SDXL) it builds diffusers' UNet2DConditionModel with random weights (fixed seed) from
 the reference config, saves it once as a diffusers unet folder with FP16 safetensors, times diffusers FP16
-eager and torch.compile (default mode) with CUDA events (median of --repeats runs after warm-up), writes the
+eager and torch.compile (default mode; --compile-modes adds others, e.g. reduce-overhead) with CUDA events (median of --repeats runs after warm-up), writes the
 inputs and diffusers' eager output to a safetensors file, and runs `diffuse8-cuda-selftest --unet-bench` on the
 same folder and inputs (which also reports its output's relative L2 vs. diffusers'). Peak GPU memory:
 torch.cuda.max_memory_allocated / max_memory_reserved; Diffuse8: its allocator's peak (live + cached).
@@ -94,22 +94,22 @@ def bench_model(name, result, args, log, save):
     reference = os.path.join(args.workdir, name + "-reference.safetensors")
     save_file({k: v.float().contiguous().cpu() for k, v in {**tensors, "output": output}.items()}, reference)
 
-    if not args.skip_compile:
+    for mode in ([] if args.skip_compile else args.compile_modes.split(",")):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         torch._dynamo.reset()  # a second model in this process would otherwise recompile with dynamic shapes
-        compiled = torch.compile(unet)
+        compiled = torch.compile(unet, mode=None if mode == "default" else mode)
         t0 = time.time()
-        compiled_output = run(compiled)
+        compiled_output = run(compiled).clone()  # reduce-overhead's graph outputs are overwritten by the next replay
         torch.cuda.synchronize()
         compile_s = time.time() - t0
         median, minimum = timed(lambda: run(compiled), args.warmup, args.repeats)
         diff = (compiled_output.float() - output.float()).norm() / output.float().norm()
-        result["diffusers_compile"] = {"median_ms": median, "min_ms": minimum, "compile_s": compile_s,
-                                       "rel_l2_vs_eager": diff.item(), **memory()}
-        log(f"{name}: torch.compile {median:.2f} ms (compile {compile_s:.0f} s)")
+        result[compile_key(mode)] = {"median_ms": median, "min_ms": minimum, "compile_s": compile_s, "compile_mode": mode,
+                                     "rel_l2_vs_eager": diff.item(), **memory()}
+        log(f"{name}: torch.compile ({mode}) {median:.2f} ms (compile {compile_s:.0f} s)")
         save()
-        del compiled
+        del compiled, compiled_output
     if args.torchao:
         bench_torchao(name, unet, sample, states, kwargs, args, log, result, save)
     del unet, output
@@ -186,11 +186,18 @@ def bench_torchao(name, unet, sample, states, kwargs, args, log, out, save):
     torch.cuda.empty_cache()
 
 
+def compile_key(mode):
+    """The results key of diffusers' UNet under torch.compile in `mode` ("default": torch.compile's own default)."""
+    return "diffusers_compile" if mode == "default" else "diffusers_compile_" + mode
+
+
 def markdown(results, header, d8_type="FP16"):
     lines = [header, "", "| model | implementation | median ms | min ms | peak GPU memory | notes |", "|---|---|---:|---:|---:|---|"]
     for r in results:
-        labels = [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile"),
-                  ("torchao_fp8", "torchao float8 dynamic (BF16), eager"), ("torchao_fp8_compile", "torchao float8 dynamic (BF16) + torch.compile"),
+        labels = [("diffusers_eager", "diffusers FP16 eager"), ("diffusers_compile", "diffusers FP16 torch.compile")]
+        labels += [(k, f"diffusers FP16 torch.compile (mode {k[len('diffusers_compile_'):]})")
+                   for k in r if k.startswith("diffusers_compile_")]
+        labels += [("torchao_fp8", "torchao float8 dynamic (BF16), eager"), ("torchao_fp8_compile", "torchao float8 dynamic (BF16) + torch.compile"),
                   ("diffuse8", f"Diffuse8 CUDAUNet {d8_type}")]
         labels += [(k, "Diffuse8 CUDAUNet " + k[len("diffuse8_"):].replace(":", " level ").upper().replace("LEVEL", "level"))
                    for k in r if k.startswith("diffuse8_")]
@@ -203,7 +210,7 @@ def markdown(results, header, d8_type="FP16"):
                 continue
             peak = e.get("max_allocated_bytes", e.get("peak_bytes", 0)) / 2**30
             note = ""
-            if key in ("diffusers_compile", "torchao_fp8_compile"):
+            if key.startswith("diffusers_compile") or key == "torchao_fp8_compile":
                 note = (f"compile {e['compile_s']:.0f} s{' (regional)' if e.get('compile_mode') == 'regional' else ''}; "
                         f"reserved {e['max_reserved_bytes'] / 2**30:.2f} GiB")
             elif key in ("diffusers_eager", "torchao_fp8"):
@@ -234,6 +241,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--compile-modes", default="default",
+                        help="torch.compile modes to time, comma-separated: default (torch.compile's default), "
+                             "reduce-overhead (CUDA graphs, so the host's launch time drops out), max-autotune, ...")
     parser.add_argument("--d8-extra", default="", help="extra arguments for diffuse8-cuda-selftest, e.g. --d8-extra=--profile "
                                                          "(or --d8-extra \"--profile --explain\")")
     parser.add_argument("--d8-quantized", default="", help="also time Diffuse8 quantized UNets, e.g. int8:3,fp8:4 (scales from a short GPU calibration on random inputs)")

@@ -1,7 +1,7 @@
 /// Direct convolutions for layers with few output or few input channels: a UNet's or VAE's `conv_out` (320 or 128
 /// channels → 4 or 3) and `conv_in` (4 or 3 channels → 320, 512 or 128). Tensor-core paths pad such a layer's narrow
 /// side to a whole tile (cuDNN's 16-bit `conv_out` of SDXL took 0.24 ms for 0.75 GFLOP); these kernels sum in FP32 on
-/// the CUDA cores and read or write each pixel once. `conv2d`'s `.automatic` times them against the other paths.
+/// the CUDA cores, with nothing padded. `conv2d`'s `.automatic` times them against the other paths.
 extension CUDAKernels {
     /// Output channels `conv2d_direct_few_outputs` computes per pixel (its registers and shared-memory weights).
     static let directConvolutionMaxOutputs = 8

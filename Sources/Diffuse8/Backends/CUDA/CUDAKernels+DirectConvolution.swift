@@ -7,6 +7,9 @@ extension CUDAKernels {
     static let directConvolutionMaxOutputs = 8
     /// Input channels `conv2d_direct_few_inputs` holds per pixel, each with a kernel of at most 3×3.
     static let directConvolutionMaxInputs = 8
+    /// Output (or input) channels the register-blocked "same" 3×3 kernels take: `conv2d_direct_few_outputs_3x3` sums
+    /// four outputs per pixel in a float4 of weights, `conv2d_direct_few_inputs_3x3` holds four input planes.
+    static let directConvolution3x3Channels = 4
 
     /// Whether a direct kernel runs a convolution of this many channels and kernel size: at most 3×3, and at most 8
     /// output channels or at most 8 input channels.
@@ -289,12 +292,13 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_direct_few_inputs_3x3(c
             throw CUDAError.invalidArgument("conv2d: no direct kernel for \(c) → \(o) channels, \(kh)×\(kw)")
         }
         let pixels = n * oh * ow, quads = n * oh * ((ow + 3) / 4)
-        if kh == 3 && kw == 3 && stride == 1 && oh == h && ow == w && (o <= 4 || c <= 4) {
+        if kh == 3 && kw == 3 && stride == 1 && oh == h && ow == w
+            && (o <= Self.directConvolution3x3Channels || c <= Self.directConvolution3x3Channels) {
             // "same" 3×3: the register-blocked kernels
             let arguments: [CUDAKernelArgument] = [
                 .tensor(x), .tensor(weight), .pointer(bias?.address ?? 0), .tensor(y), .int(n), .int(c), .int(h), .int(w),
                 .int(o), .int(padding)]
-            if o <= 4 {
+            if o <= Self.directConvolution3x3Channels {
                 try compiler.launch(directConvolutionFunction("conv2d_direct_few_outputs_3x3"), grid: ((quads + 31) / 32, 1, 1),
                                     block: (512, 1, 1), arguments)
             } else {

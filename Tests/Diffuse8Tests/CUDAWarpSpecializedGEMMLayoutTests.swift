@@ -16,6 +16,7 @@ final class CUDAWarpSpecializedGEMMLayoutTests: XCTestCase {
             (128, 7, true, 205_968 + 3072, true),
             (64, 10, true, 163_840 + 16_384 + 1024 + 192 + 1536, true),
             (128, 5, false, 163_840 + 32_768 + 1024 + 112 + 3072, true),
+            (192, 4, false, 163_840 + 49_152 + 1024 + 96 + 4608, true),
             (256, 3, false, 147_456 + 65_536 + 1024 + 80 + 6144, true),
         ]
         XCTAssertEqual(CUDAKernels.WarpSpecializedGEMM.variants.count, expected.count)

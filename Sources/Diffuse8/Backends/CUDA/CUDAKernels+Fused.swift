@@ -37,24 +37,30 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
 // instead: codes = code(y ⊙ smoothing / scale), y unused. γ, β (and the smoothing factors) are copied into shared
 // memory by the block's threads (`layer_norm_stage`, before the kernel waits for its predecessor: no kernel writes
 // them) while the rows load, so they are at hand after the reductions; loaded then, from L2, they were a second round
-// trip after the first.
+// trip after the first. For codes, the block then folds each column's multiplier m = factor / scale into γ and β
+// (FP32), so that a value's quotient is one FMA, (x - mean)·inv·(γm) + βm, within a few ulp of y·factor / scale
+// (the GEMM epilogue's codes make the same approximation); multiplying and dividing value by value made the
+// code-writing LayerNorm slower than the 16-bit one that writes twice the bytes.
 __device__ __forceinline__ void copy16_to_shared(void* shared, const void* global) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"((u32)__cvta_generic_to_shared(shared)), "l"(global));
 }
-__device__ __forceinline__ void layer_norm_stage(half_t* gamma_s, half_t* beta_s, float* smoothing_s, const half_t* __restrict__ gamma,
+__device__ __forceinline__ void layer_norm_stage(half_t* gamma_s, half_t* beta_s, float* gain_s, const half_t* __restrict__ gamma,
         const half_t* __restrict__ beta, int D, const float* __restrict__ smoothing, bool codes) {
     for (int i = threadIdx.x; i < D / 8; i += blockDim.x) {
         copy16_to_shared(gamma_s + 8 * i, gamma + 8 * i);
         copy16_to_shared(beta_s + 8 * i, beta + 8 * i);
     }
     if (codes && smoothing) {
-        for (int i = threadIdx.x; i < D / 4; i += blockDim.x) copy16_to_shared(smoothing_s + 4 * i, smoothing + 4 * i);
+        for (int i = threadIdx.x; i < D / 4; i += blockDim.x) copy16_to_shared(gain_s + 4 * i, smoothing + 4 * i);
     }
     asm volatile("cp.async.commit_group;");
 }
+/// With `codes`: gain_s holds the smoothing factors where `smoothed` (from `layer_norm_stage`), and gain_s, shift_s
+/// become γ·m and β·m per column.
 template <int K>
 __device__ __forceinline__ void layer_norm_rows(const half_t* __restrict__ x, const half_t* gamma_s, const half_t* beta_s,
-        half_t* __restrict__ y, i64 rows, int D, float eps, const float* smoothing_s, vec8* __restrict__ codes, float scale, int format) {
+        half_t* __restrict__ y, i64 rows, int D, float eps, float* gain_s, float* shift_s, bool smoothed, vec8* __restrict__ codes,
+        float scale, int format) {
     const int vecs = D / 8;
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -84,21 +90,38 @@ __device__ __forceinline__ void layer_norm_rows(const half_t* __restrict__ x, co
     const float inv = rsqrtf(warp_sum(q) / (float)D + eps);
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
+    if (codes) {
+        const float r = __frcp_rn(scale);
+        for (int c = threadIdx.x; c < D; c += blockDim.x) {
+            const float m = smoothed ? gain_s[c] * r : r;
+            gain_s[c] = h2f(gamma_s[c]) * m;
+            shift_s[c] = h2f(beta_s[c]) * m;
+        }
+        __syncthreads();
+    }
     if (!valid) return;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
         const int j = lane + k * 32;
         if (j < vecs) {
+            if (codes) {
+                float a[8];
+                const float4* gm = (const float4*)(gain_s + j * 8);
+                const float4* bm = (const float4*)(shift_s + j * 8);
+                const float4 g0 = gm[0], g1 = gm[1], b0 = bm[0], b1 = bm[1];
+                const float g[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+                const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+                for (int e = 0; e < 8; ++e) a[e] = fmaf((v[k][e] - mean) * inv, g[e], b[e]);
+                vec8 o;
+                o.x = codes_of_quotients4(a, format);
+                o.y = codes_of_quotients4(a + 4, format);
+                codes[(row * D + j * 8) / 8] = o;
+                continue;
+            }
             float g[8], b[8];
             unpack8(*(const vec16*)(gamma_s + j * 8), g);
             unpack8(*(const vec16*)(beta_s + j * 8), b);
-            if (codes) {
-                float o[8];
-#pragma unroll
-                for (int e = 0; e < 8; ++e) o[e] = (v[k][e] - mean) * inv * g[e] + b[e];
-                codes[(row * D + j * 8) / 8] = quantize8(o, smoothing_s ? smoothing_s + j * 8 : 0, scale, format);
-                continue;
-            }
             vec16 o;
             o.x = pack_half2((v[k][0] - mean) * inv * g[0] + b[0], (v[k][1] - mean) * inv * g[1] + b[1]);
             o.y = pack_half2((v[k][2] - mean) * inv * g[2] + b[2], (v[k][3] - mean) * inv * g[3] + b[3]);
@@ -169,10 +192,10 @@ extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict_
                 const half_t* __restrict__ gamma, const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D,
                 float eps, const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
             __shared__ D8_ALIGN16 half_t gamma_s[256 * \(k)], beta_s[256 * \(k)];
-            __shared__ D8_ALIGN16 float smoothing_s[256 * \(k)];
-            layer_norm_stage(gamma_s, beta_s, smoothing_s, gamma, beta, D, smoothing, codes != nullptr);
+            __shared__ D8_ALIGN16 float gain_s[256 * \(k)], shift_s[256 * \(k)];
+            layer_norm_stage(gamma_s, beta_s, gain_s, gamma, beta, D, smoothing, codes != nullptr);
             D8_AFTER_PREVIOUS_KERNEL();
-            layer_norm_rows<\(k)>(x, gamma_s, beta_s, y, rows, D, eps, codes && smoothing ? smoothing_s : nullptr, codes, scale, format);
+            layer_norm_rows<\(k)>(x, gamma_s, beta_s, y, rows, D, eps, gain_s, shift_s, smoothing != nullptr, codes, scale, format);
         }
 
         """

@@ -32,7 +32,7 @@
 extension CUDAKernels {
     /// One compiled tile shape of the warp-specialized GEMM.
     package struct WarpSpecializedGEMM: Hashable, Sendable, CustomStringConvertible {
-        /// Output columns per tile (the `wgmma` N: 64, 128 or 256).
+        /// Output columns per tile (the `wgmma` N: 64, 128, 192 or 256).
         let columns: Int
         /// Shared-memory slots in the load ring.
         let stages: Int
@@ -66,10 +66,13 @@ extension CUDAKernels {
 
         /// The variants timed per shape (H200, 2026-11-30): the 64×128 ping-pong tile wins most shapes with a residual
         /// and short K, the 64×64 one small outputs (more tiles than SMs), the cooperative 128×256 tile large N at
-        /// K ≤ 1280 and long K, the cooperative 128×128 tile large N at 32×32 latents.
+        /// K ≤ 1280 and long K, the cooperative 128×128 tile large N at 32×32 latents. The 128×192 tile is for outputs
+        /// 1280 wide at 2048 rows (SDXL's 32×32 latent level): 16 × 7 = 112 tiles make one wave on 132 SMs, where
+        /// 128×128 tiles make 160, a second wave of 28.
         package static let variants = [WarpSpecializedGEMM(columns: 128, stages: 7, pingPong: true),
                                        WarpSpecializedGEMM(columns: 64, stages: 10, pingPong: true),
                                        WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false),
+                                       WarpSpecializedGEMM(columns: 192, stages: 4, pingPong: false),
                                        WarpSpecializedGEMM(columns: 256, stages: 3, pingPong: false)]
 
         /// Whether sums over `depth` products (K: a Linear layer's inputs, a convolution's taps × channels) of `format`
@@ -84,17 +87,28 @@ extension CUDAKernels {
         /// The variants that run `format`'s products over `depth`: with FP32 totals beside the accumulators, the
         /// 128×256 tile has no registers left (ptxas: 396 bytes of spills).
         package static func variants(_ format: QuantizedFormat, depth: Int) -> [WarpSpecializedGEMM] {
-            promotesSums(format, depth: depth) ? variants.filter { $0.columns <= 128 } : variants
+            promotesSums(format, depth: depth) ? variants.filter(\.holdsTotals) : variants
         }
+
+        /// Whether the consumers' registers hold FP32 totals beside the accumulators (ptxas, sm_90a: none spilled up
+        /// to 192 columns; 396 bytes at 256).
+        var holdsTotals: Bool { columns <= 192 }
 
         /// The variants that can fuse GEGLU over `depth` inputs: their tile's BN/2 outputs fill whole 64-column
         /// store boxes.
         package static func gegluVariants(_ format: QuantizedFormat, depth: Int) -> [WarpSpecializedGEMM] {
-            variants(format, depth: depth).filter { $0.columns >= 128 }
+            variants(format, depth: depth).filter(\.fusesGEGLU)
         }
 
         /// Every variant that fuses GEGLU at some depth.
-        package static let gegluVariants = variants.filter { $0.columns >= 128 }
+        package static let gegluVariants = variants.filter(\.fusesGEGLU)
+
+        /// Whether the tile can fuse GEGLU: its `columns / 2` outputs fill whole 64-column store boxes.
+        var fusesGEGLU: Bool { columns % 128 == 0 }
+
+        /// Code columns per TMA store box where the epilogue writes 8-bit codes, `outputColumns` per tile (the kernel's
+        /// CODE_BOX): 128-byte rows where they divide the tile, else 64-byte ones.
+        static func codeBoxColumns(outputColumns: Int) -> Int { outputColumns % 128 == 0 ? 128 : 64 }
     }
 
     /// Whether this card runs the warp-specialized GEMM: `wgmma`/TMA need sm_90a (compute capability 9.0 exactly),
@@ -120,7 +134,7 @@ extension CUDAKernels {
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
             ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
-            : try codeOutputMap(y, rows: rows, columns: n, boxColumns: min(variant.columns, 128))
+            : try codeOutputMap(y, rows: rows, columns: n, boxColumns: WarpSpecializedGEMM.codeBoxColumns(outputColumns: variant.columns))
         // the residual's tiles, loaded with TMA into the output buffer in the output's layout
         let residualMap = try residual.map { try context.tensorMap($0.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2) }
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
@@ -145,7 +159,7 @@ extension CUDAKernels {
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
             ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
-            : try codeOutputMap(y, rows: rows, columns: n, boxColumns: variant.columns / 2)
+            : try codeOutputMap(y, rows: rows, columns: n, boxColumns: WarpSpecializedGEMM.codeBoxColumns(outputColumns: variant.columns / 2))
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns / 2 - 1) / (variant.columns / 2))
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
@@ -231,7 +245,7 @@ extension CUDAKernels {
     private func warpSpecializedFunction(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
                                          codesOut: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
                                          promotes: Bool) throws -> CUDAFunction {
-        guard !promotes || variant.columns <= 128 else {
+        guard !promotes || variant.holdsTotals else {
             throw CUDAError.invalidArgument("the \(variant) tile has no registers for FP32 totals")
         }
         guard !codesOut || (!rounding && convolutionTileWidth == nil) else {
@@ -330,7 +344,7 @@ typedef float ACC;
 #endif
 #define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
 #ifdef CODES_OUT
-#define CODE_BOX (OUT_BN < 128 ? OUT_BN : 128)   // code columns per TMA store box (bytes per box row)
+#define CODE_BOX (OUT_BN % 128 == 0 ? 128 : 64)   // code columns per TMA store box (bytes per box row)
 #endif
 #if !defined(GEGLU) && !defined(CODES_OUT) && !defined(CONV_TILE_WIDTH)
 #define RESIDUAL_TMA          // a residual's tiles are loaded with TMA into the output buffer while the tile is multiplied

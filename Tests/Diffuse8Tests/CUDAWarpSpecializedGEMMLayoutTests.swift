@@ -28,4 +28,23 @@ final class CUDAWarpSpecializedGEMMLayoutTests: XCTestCase {
             XCTAssertLessThanOrEqual(variant.sharedBytes, hopperLimit, "\(variant)")
         }
     }
+
+    /// The epilogue stores a tile's codes in whole TMA boxes of `codeBoxColumns` (the kernel's CODE_BOX, 64 or 128
+    /// bytes a row), `outputColumns / box` of them: a box wider than the tile's remainder would leave columns unstored
+    /// (a 128-byte box over the 128×192 tile's 192 columns stores 128). Plain tiles write all their columns, GEGLU tiles
+    /// half (values and gates share a tile).
+    func testCodeStoreBoxesCoverEveryTilesColumns() {
+        typealias GEMM = CUDAKernels.WarpSpecializedGEMM
+        for variant in GEMM.variants {
+            var outputs = [variant.columns]
+            if GEMM.gegluVariants.contains(variant) { outputs.append(variant.columns / 2) }
+            for columns in outputs {
+                let box = GEMM.codeBoxColumns(outputColumns: columns)
+                XCTAssertTrue(box == 64 || box == 128, "\(variant): \(box)")
+                XCTAssertEqual(columns % box, 0, "\(variant), \(columns) output columns: boxes of \(box)")
+            }
+        }
+        XCTAssertEqual(GEMM.codeBoxColumns(outputColumns: 192), 64)
+        XCTAssertEqual(GEMM.codeBoxColumns(outputColumns: 256), 128)
+    }
 }

@@ -107,7 +107,7 @@ extension CUDAKernels {
         var fusesGEGLU: Bool { columns % 128 == 0 }
 
         /// Code columns per TMA store box where the epilogue writes 8-bit codes, `outputColumns` per tile (the kernel's
-        /// CODE_BOX): 128-byte rows where they divide the tile, else 64-byte ones.
+        /// CODE_BOX, bytes per box row): 128-byte rows where they divide the tile, else 64-byte ones.
         static func codeBoxColumns(outputColumns: Int) -> Int { outputColumns % 128 == 0 ? 128 : 64 }
     }
 
@@ -306,7 +306,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         \(variant.pingPong ? "#define PINGPONG" : "")
         \(variant.stagesEpilogue ? "#define EPILOGUE_STAGED" : "")
         \(geglu ? "#define GEGLU" : "")
-        \(codesOut ? "#define CODES_OUT" : "")
+        \(codesOut ? "#define CODES_OUT\n#define CODE_BOX \(WarpSpecializedGEMM.codeBoxColumns(outputColumns: geglu ? variant.columns / 2 : variant.columns))" : "")
         \(rounding ? "#define ROUND_OUTPUT" : "")
         \(convolutionTileWidth.map { "#define CONV_TILE_WIDTH \($0)" } ?? "")
         \(promotes ? "#define PROMOTE\n#define PROMOTE_SLICES 4" : "")
@@ -343,9 +343,6 @@ typedef float ACC;
 #define OUT_BN BN
 #endif
 #define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
-#ifdef CODES_OUT
-#define CODE_BOX (OUT_BN % 128 == 0 ? 128 : 64)   // code columns per TMA store box (bytes per box row)
-#endif
 #if !defined(GEGLU) && !defined(CODES_OUT) && !defined(CONV_TILE_WIDTH)
 #define RESIDUAL_TMA          // a residual's tiles are loaded with TMA into the output buffer while the tile is multiplied
 #endif

@@ -16,6 +16,8 @@ final class CUDAWarpSpecializedGEMMLayoutTests: XCTestCase {
             (128, 7, true, 205_968 + 3072, true),
             (64, 10, true, 163_840 + 16_384 + 1024 + 192 + 1536, true),
             (128, 5, false, 163_840 + 32_768 + 1024 + 112 + 3072, true),
+            // 5 × 288 × 128 = 184 320, 2 × 64 × 160 × 2 = 40 960: 230 256 of the 232 448
+            (160, 5, false, 184_320 + 40_960 + 1024 + 112 + 3840, true),
             (192, 4, false, 163_840 + 49_152 + 1024 + 96 + 4608, true),
             (256, 3, false, 147_456 + 65_536 + 1024 + 80 + 6144, true),
         ]
@@ -29,22 +31,30 @@ final class CUDAWarpSpecializedGEMMLayoutTests: XCTestCase {
         }
     }
 
-    /// The epilogue stores a tile's codes in whole TMA boxes of `codeBoxColumns` (the kernel's CODE_BOX, 64 or 128
-    /// bytes a row), `outputColumns / box` of them: a box wider than the tile's remainder would leave columns unstored
-    /// (a 128-byte box over the 128×192 tile's 192 columns stores 128). Plain tiles write all their columns, GEGLU tiles
-    /// half (values and gates share a tile).
-    func testCodeStoreBoxesCoverEveryTilesColumns() {
+    /// The epilogue stores a tile's codes in whole TMA boxes of `codeBoxColumns` (the kernel's CODE_BOX, 32, 64 or 128
+    /// bytes a row), `outputColumns / box` of them, and its 16-bit values (and loads a residual) in boxes of
+    /// `outputBoxColumns` (OUT_BOX, 32 or 64 values): a box wider than the tile's remainder would leave columns unstored
+    /// (a 128-byte box over the 128×192 tile's 192 columns stores 128; 64-value boxes over the 128×160 tile's 160 store
+    /// 128). Plain tiles write all their columns, GEGLU tiles half (values and gates share a tile). The boxes of a
+    /// consumer's tile fit in its output buffer (64 rows × `columns` 16-bit values).
+    func testStoreBoxesCoverEveryTilesColumns() {
         typealias GEMM = CUDAKernels.WarpSpecializedGEMM
         for variant in GEMM.variants {
             var outputs = [variant.columns]
             if GEMM.gegluVariants.contains(variant) { outputs.append(variant.columns / 2) }
             for columns in outputs {
-                let box = GEMM.codeBoxColumns(outputColumns: columns)
-                XCTAssertTrue(box == 64 || box == 128, "\(variant): \(box)")
-                XCTAssertEqual(columns % box, 0, "\(variant), \(columns) output columns: boxes of \(box)")
+                let codeBox = GEMM.codeBoxColumns(outputColumns: columns), valueBox = GEMM.outputBoxColumns(outputColumns: columns)
+                XCTAssertTrue([32, 64, 128].contains(codeBox), "\(variant): \(codeBox)")
+                XCTAssertEqual(columns % codeBox, 0, "\(variant), \(columns) output columns: code boxes of \(codeBox)")
+                XCTAssertTrue([32, 64].contains(valueBox), "\(variant): \(valueBox)")
+                XCTAssertEqual(columns % valueBox, 0, "\(variant), \(columns) output columns: 16-bit boxes of \(valueBox)")
+                XCTAssertLessThanOrEqual(columns / valueBox * 64 * valueBox * 2, 64 * variant.columns * 2, "\(variant)")
             }
         }
+        XCTAssertEqual(GEMM.codeBoxColumns(outputColumns: 160), 32)
         XCTAssertEqual(GEMM.codeBoxColumns(outputColumns: 192), 64)
         XCTAssertEqual(GEMM.codeBoxColumns(outputColumns: 256), 128)
+        XCTAssertEqual(GEMM.outputBoxColumns(outputColumns: 160), 32)
+        XCTAssertEqual(GEMM.outputBoxColumns(outputColumns: 192), 64)
     }
 }

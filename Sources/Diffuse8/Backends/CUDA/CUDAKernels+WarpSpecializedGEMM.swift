@@ -32,7 +32,7 @@
 extension CUDAKernels {
     /// One compiled tile shape of the warp-specialized GEMM.
     package struct WarpSpecializedGEMM: Hashable, Sendable, CustomStringConvertible {
-        /// Output columns per tile (the `wgmma` N: 64, 128, 192 or 256).
+        /// Output columns per tile (the `wgmma` N: 64, 128, 160, 192 or 256).
         let columns: Int
         /// Shared-memory slots in the load ring.
         let stages: Int
@@ -68,10 +68,14 @@ extension CUDAKernels {
         /// and short K, the 64×64 one small outputs (more tiles than SMs), the cooperative 128×256 tile large N at
         /// K ≤ 1280 and long K, the cooperative 128×128 tile large N at 32×32 latents. The 128×192 tile is for outputs
         /// 1280 wide at 2048 rows (SDXL's 32×32 latent level): 16 × 7 = 112 tiles make one wave on 132 SMs, where
-        /// 128×128 tiles make 160, a second wave of 28.
+        /// 128×128 tiles make 160, a second wave of 28. The 128×160 tile cuts the same outputs into 128 tiles, so
+        /// each SM's share is a sixth smaller (INT8 `to_out` at 32² 9.8 → 8.8 µs, FF out 22.8 → 20.0 µs), and 320-,
+        /// 640- and 1280-channel convolutions into tiles without padded columns: it won every SDXL 3×3 convolution
+        /// (H200, 2026-12-02). Its 16-bit stores go out in 32-column boxes (`outputBoxColumns`).
         package static let variants = [WarpSpecializedGEMM(columns: 128, stages: 7, pingPong: true),
                                        WarpSpecializedGEMM(columns: 64, stages: 10, pingPong: true),
                                        WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false),
+                                       WarpSpecializedGEMM(columns: 160, stages: 5, pingPong: false),
                                        WarpSpecializedGEMM(columns: 192, stages: 4, pingPong: false),
                                        WarpSpecializedGEMM(columns: 256, stages: 3, pingPong: false)]
 
@@ -107,8 +111,15 @@ extension CUDAKernels {
         var fusesGEGLU: Bool { columns % 128 == 0 }
 
         /// Code columns per TMA store box where the epilogue writes 8-bit codes, `outputColumns` per tile (the kernel's
-        /// CODE_BOX, bytes per box row): 128-byte rows where they divide the tile, else 64-byte ones.
-        static func codeBoxColumns(outputColumns: Int) -> Int { outputColumns % 128 == 0 ? 128 : 64 }
+        /// CODE_BOX, bytes per box row): the widest of 128, 64 and 32 that divides the tile.
+        static func codeBoxColumns(outputColumns: Int) -> Int { [128, 64].first { outputColumns % $0 == 0 } ?? 32 }
+
+        /// 16-bit columns per TMA box of the epilogue's output and residual tiles (the kernel's OUT_BOX): 64 (128-byte
+        /// rows, 128-byte swizzle) where they divide the tile, else 32 (64-byte rows, 64-byte swizzle).
+        static func outputBoxColumns(outputColumns: Int) -> Int { outputColumns % 64 == 0 ? 64 : 32 }
+
+        /// `outputBoxColumns` of this tile's plain output.
+        var outputBoxColumns: Int { Self.outputBoxColumns(outputColumns: columns) }
     }
 
     /// Whether this card runs the warp-specialized GEMM: `wgmma`/TMA need sm_90a (compute capability 9.0 exactly),
@@ -133,10 +144,10 @@ extension CUDAKernels {
                                                    promotes: WarpSpecializedGEMM.promotesSums(format, depth: k))
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
-            ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+            ? try sixteenBitOutputMap(y.address, rows: rows, columns: n, boxColumns: variant.outputBoxColumns)
             : try codeOutputMap(y, rows: rows, columns: n, boxColumns: WarpSpecializedGEMM.codeBoxColumns(outputColumns: variant.columns))
         // the residual's tiles, loaded with TMA into the output buffer in the output's layout
-        let residualMap = try residual.map { try context.tensorMap($0.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2) }
+        let residualMap = try residual.map { try sixteenBitOutputMap($0.address, rows: rows, columns: n, boxColumns: variant.outputBoxColumns) }
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns - 1) / variant.columns)
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
@@ -158,13 +169,20 @@ extension CUDAKernels {
                                                    promotes: WarpSpecializedGEMM.promotesSums(format, depth: k))
         let inputMap = try context.tensorMap(codes.address, rows: rows, columns: k, boxRows: variant.rows)
         let outputMap = codeFactors == nil
-            ? try context.tensorMap(y.address, rows: rows, columns: n, boxRows: 64, elementBytes: 2)
+            ? try sixteenBitOutputMap(y.address, rows: rows, columns: n,
+                                      boxColumns: WarpSpecializedGEMM.outputBoxColumns(outputColumns: variant.columns / 2))
             : try codeOutputMap(y, rows: rows, columns: n, boxColumns: WarpSpecializedGEMM.codeBoxColumns(outputColumns: variant.columns / 2))
         let tiles = ((rows + variant.rows - 1) / variant.rows) * ((n + variant.columns / 2 - 1) / (variant.columns / 2))
         try compiler.launch(function, grid: (min(tiles, context.multiprocessorCount), 1, 1), block: (384, 1, 1),
                             sharedBytes: variant.sharedBytes, [
             .tensorMap(inputMap), .tensorMap(weightMap), .tensor(epilogue), .pointer(0), .pointer(codeFactors?.address ?? 0),
             .tensorMap(outputMap), .tensorMap(outputMap), .int(rows), .int(n), .int(k)])
+    }
+
+    /// The TMA map through which the wgmma kernels store a 16-bit y [rows, n] and load a residual (the kernel's OUT_BOX):
+    /// boxes of `boxColumns` (64 or 32) values × 64 rows, in the swizzle of their row's width.
+    private func sixteenBitOutputMap(_ address: UInt64, rows: Int, columns n: Int, boxColumns: Int) throws -> CUDATensorMap {
+        try context.tensorMap(address, extents: [n, rows], box: [boxColumns, 64], elementBytes: 2)
     }
 
     /// The TMA map through which the wgmma kernels store 8-bit codes y [rows, n] (the kernel's CODE_BOX): boxes of
@@ -187,8 +205,8 @@ extension CUDAKernels {
                                                    promotes: WarpSpecializedGEMM.promotesSums(format, depth: kernelSize * kernelSize * c))
         let inputMap = try context.tensorMap(codes.address, extents: [c, width, height, images],
                                              box: [128, tileWidth, variant.rows / tileWidth, 1])
-        let outputMap = try context.tensorMap(y.address, extents: [o, width, height, images], box: [64, tileWidth, 64 / tileWidth, 1],
-                                              elementBytes: 2)
+        let outputMap = try context.tensorMap(y.address, extents: [o, width, height, images],
+                                              box: [variant.outputBoxColumns, tileWidth, 64 / tileWidth, 1], elementBytes: 2)
         let tileRows = variant.rows / tileWidth
         let tiles = images * ((height + tileRows - 1) / tileRows) * ((width + tileWidth - 1) / tileWidth)
             * ((o + variant.columns - 1) / variant.columns)
@@ -306,6 +324,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         \(variant.pingPong ? "#define PINGPONG" : "")
         \(variant.stagesEpilogue ? "#define EPILOGUE_STAGED" : "")
         \(geglu ? "#define GEGLU" : "")
+        #define OUT_BOX \(WarpSpecializedGEMM.outputBoxColumns(outputColumns: geglu ? variant.columns / 2 : variant.columns))
         \(codesOut ? "#define CODES_OUT\n#define CODE_BOX \(WarpSpecializedGEMM.codeBoxColumns(outputColumns: geglu ? variant.columns / 2 : variant.columns))" : "")
         \(rounding ? "#define ROUND_OUTPUT" : "")
         \(convolutionTileWidth.map { "#define CONV_TILE_WIDTH \($0)" } ?? "")
@@ -343,6 +362,17 @@ typedef float ACC;
 #define OUT_BN BN
 #endif
 #define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
+#define OUT_BOX_BYTES (64 * OUT_BOX * 2)   // one 16-bit TMA box: 64 rows of OUT_BOX values
+
+/// Byte offset of the 16-bit columns 8i…8i+7 of tile row lr in a consumer's output buffer: boxes of 64 rows × OUT_BOX
+/// values, each row's 16-byte chunks placed as TMA's 128-byte swizzle (OUT_BOX 64: chunk bits 4–6 ^= offset bits 7–9,
+/// the row's low three bits) or 64-byte swizzle (OUT_BOX 32: bits 4–5 ^= bits 7–8, the row's bits 1–2) places them,
+/// so that the 8 rows of a warp's stores fall in distinct banks.
+__device__ __forceinline__ u32 out_offset(int i, int lr) {
+    constexpr int chunks = OUT_BOX / 8;
+    const int swizzle = OUT_BOX == 64 ? (lr & 7) : ((lr >> 1) & 3);
+    return (i / chunks) * OUT_BOX_BYTES + lr * (OUT_BOX * 2) + (((i % chunks) ^ swizzle) << 4);
+}
 #if !defined(GEGLU) && !defined(CODES_OUT) && !defined(CONV_TILE_WIDTH)
 #define RESIDUAL_TMA          // a residual's tiles are loaded with TMA into the output buffer while the tile is multiplied
 #endif
@@ -442,13 +472,13 @@ __device__ __forceinline__ float fp8_grid(float v, float scale) {
 __device__ __forceinline__ unsigned short code_pair(float c0, float c1) {
     return (unsigned short)codes_of_quotients2(c0, c1, 0, FMT);
 }
-/// Stores a code pair at row `row`, column `col` of a consumer's code buffer: boxes of 64 rows × CODE_BOX bytes, 8192
-/// bytes apart; rows of 128 bytes in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of the offset), shorter
+/// Stores a code pair at row `row`, column `col` of a consumer's code buffer: boxes of 64 rows × CODE_BOX bytes, one
+/// after the other; rows of 128 bytes in the 128-byte swizzle (16-byte chunk bits 4–6 ^= bits 7–9 of the offset), shorter
 /// ones packed (a 64-byte box in the 128-byte swizzle is not laid out that way). With 128-byte rows, bits 7–9 of the
 /// offset are the row's low three bits, so the swizzle is col ^ (row & 7) << 4: one operation per column.
 __device__ __forceinline__ void store_code_pair(unsigned char* smem, u32 base, u32 out, int row, int col, unsigned short pair) {
     const u32 swizzle = CODE_BOX == 128 ? (row & 7) << 4 : 0;
-    store_shared(smem, base, out + (col / CODE_BOX) * 8192 + row * CODE_BOX + ((col % CODE_BOX) ^ swizzle), pair);
+    store_shared(smem, base, out + (col / CODE_BOX) * (64 * CODE_BOX) + row * CODE_BOX + ((col % CODE_BOX) ^ swizzle), pair);
 }
 #endif
 
@@ -484,8 +514,8 @@ __device__ __forceinline__ void tma_load_4d(u32 dst, const TensorMap* map, int x
                  :: "r"(dst), "l"((u64)map), "r"(x), "r"(y), "r"(z), "r"(w), "r"(bar) : "memory");
 }
 
-// Y[M, N] = (A[M, K] · B[N, K]ᵀ) · α + bias (+ residual), stored 16-bit through y_map (TMA, 64 × 64 boxes; stores
-// outside Y are dropped). A, B: 8-bit codes read through the tensor maps (zero outside the matrices).
+// Y[M, N] = (A[M, K] · B[N, K]ᵀ) · α + bias (+ residual), stored 16-bit through y_map (TMA, OUT_BOX × 64 boxes;
+// stores outside Y are dropped). A, B: 8-bit codes read through the tensor maps (zero outside the matrices).
 // epilogue[j / 2] = (α[j], α[j + 1], bias[j], bias[j + 1]) for even j. With ROUND_OUTPUT defined, each Y[i, j] is then
 // rounded to the FP8 E4M3 grid of scale round_scales[j] (from FP32, before the 16-bit store). With GEGLU defined, B is
 // [2N, K] (read through a halves map) and Y[M, N] = a · gelu_epilogue(g) with a, g the dequantized products of B's rows j
@@ -496,7 +526,7 @@ __device__ __forceinline__ void tma_load_4d(u32 dst, const TensorMap* map, int x
 // With CONV_TILE_WIDTH defined, an implicit-GEMM convolution (stride 1, odd kernel size KS, padding KS / 2):
 // A is the channels-last image batch [M images, H, W, K channels] (a 4-D map: box 128 channels × BW columns × BM / BW
 // rows × 1), B the weight [N, KS·KS taps, K] (a 3-D map: box 128 channels × 1 tap × BN), Y [M, H, W, N] (a 4-D map:
-// box 64 channels × BW × 64 / BW × 1). A tile is BM pixels (BM / BW rows of BW columns of one image) × BN channels;
+// box OUT_BOX channels × BW × 64 / BW × 1). A tile is BM pixels (BM / BW rows of BW columns of one image) × BN channels;
 // its K loop runs over the taps and, per tap, 128-channel slices of the image shifted by the tap, whose pixels
 // outside the image TMA reads as zeros: the padding.
 extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
@@ -601,9 +631,9 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         if (residual && (tid & 127) == 0) {
             asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
             const u32 bar = bars + 8 * (2 * STAGES + 2 + wg), buffer = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
-            const int boxes = min(OUT_BN / 64, (N - n0 + 63) / 64);
-            mbar_expect(bar, boxes * 8192);
-            for (int b = 0; b < boxes; b++) tma_load(buffer + b * 8192, &r_map, n0 + b * 64, m0 + aRows, bar);
+            const int boxes = min(OUT_BN / OUT_BOX, (N - n0 + OUT_BOX - 1) / OUT_BOX);
+            mbar_expect(bar, boxes * OUT_BOX_BYTES);
+            for (int b = 0; b < boxes; b++) tma_load(buffer + b * OUT_BOX_BYTES, &r_map, n0 + b * OUT_BOX, m0 + aRows, bar);
         }
 #endif
 #ifdef PINGPONG
@@ -667,7 +697,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #endif
 
         // Epilogue: each thread's column pairs, α, bias and residual in FP32, one rounding to 16 bit, into this
-        // consumer's buffer (64-column boxes of 64 rows × 128 bytes, 16-byte chunks swizzled by row); then one thread
+        // consumer's buffer (boxes of 64 rows × OUT_BOX columns, 16-byte chunks swizzled by row); then one thread
         // stores the tile with TMA. The buffer is reused only after that store has read it.
         const u32 out = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
         const int local = warp * 16 + (lane >> 2);
@@ -700,8 +730,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #ifdef CODES_OUT
                 store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
 #else
-                const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
-                store_shared(smem, base, at, pack_half2(v0, v1));
+                store_shared(smem, base, out + out_offset(i, lr) + q * 4, pack_half2(v0, v1));
 #endif
             }
         }
@@ -719,7 +748,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 const int lr = local + hh * 8;
                 float v0 = (float)acc[i * 4 + hh * 2] * e.x + e.z, v1 = (float)acc[i * 4 + hh * 2 + 1] * e.y + e.w;
 #ifndef CODES_OUT
-                const u32 at = out + (i >> 3) * 8192 + lr * 128 + (((i & 7) ^ (lr & 7)) << 4) + q * 4;
+                const u32 at = out + out_offset(i, lr) + q * 4;
 #endif
 #ifdef RESIDUAL_TMA
                 if (residual) {   // rows past M were read as zeros; columns past N are not stored
@@ -757,18 +786,18 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             for (int b = 0; b < OUT_BN / CODE_BOX; b++)
                 if (n0 + b * CODE_BOX < N)
                     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
-                                 :: "l"((u64)&y_map), "r"(n0 + b * CODE_BOX), "r"(m0 + aRows), "r"(out + b * 8192) : "memory");
+                                 :: "l"((u64)&y_map), "r"(n0 + b * CODE_BOX), "r"(m0 + aRows), "r"(out + b * 64 * CODE_BOX) : "memory");
 #else
             #pragma unroll
-            for (int b = 0; b < OUT_BN / 64; b++)
-                if (n0 + b * 64 < N)
+            for (int b = 0; b < OUT_BN / OUT_BOX; b++)
+                if (n0 + b * OUT_BOX < N)
 #ifdef CONV_TILE_WIDTH
                     asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n"
-                                 :: "l"((u64)&y_map), "r"(n0 + b * 64), "r"(x0), "r"(y0 + aRows / BW), "r"(image), "r"(out + b * 8192)
+                                 :: "l"((u64)&y_map), "r"(n0 + b * OUT_BOX), "r"(x0), "r"(y0 + aRows / BW), "r"(image), "r"(out + b * OUT_BOX_BYTES)
                                  : "memory");
 #else
                     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
-                                 :: "l"((u64)&y_map), "r"(n0 + b * 64), "r"(m0 + aRows), "r"(out + b * 8192) : "memory");
+                                 :: "l"((u64)&y_map), "r"(n0 + b * OUT_BOX), "r"(m0 + aRows), "r"(out + b * OUT_BOX_BYTES) : "memory");
 #endif
 #endif
             asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");

@@ -24,8 +24,8 @@ extension CUDAContext {
 
     /// The descriptor of a packed array of `elementBytes`-byte elements (1 or 2) at `address` with `extents`, innermost
     /// first (e.g. channels, width, height, images of a channels-last image batch), moved in boxes of `box` elements per
-    /// dimension whose innermost side is 128 bytes in the 128-byte swizzle, or (`swizzled` false) 16…128 bytes, a
-    /// multiple of 16, packed. Every stride must be a multiple of 16 bytes, `address` 16-byte aligned, and each box side
+    /// dimension whose innermost side is 128 or 64 bytes in the swizzle of that width, or (`swizzled` false) 16…128
+    /// bytes, a multiple of 16, packed. Every stride must be a multiple of 16 bytes, `address` 16-byte aligned, and each box side
     /// 1…256 elements (TMA's rules).
     func tensorMap(_ address: UInt64, extents: [Int], box: [Int], elementBytes: Int = 1, swizzled: Bool = true) throws -> CUDATensorMap {
         guard let encode = driver.cuTensorMapEncodeTiled else {
@@ -33,7 +33,7 @@ extension CUDAContext {
         }
         guard (2...5).contains(extents.count), box.count == extents.count, elementBytes == 1 || elementBytes == 2,
               extents.allSatisfy({ $0 > 0 && $0 <= 1 << 31 }), box.allSatisfy({ (1...256).contains($0) }),
-              swizzled ? box[0] * elementBytes == 128 : box[0] * elementBytes <= 128 && (box[0] * elementBytes) % 16 == 0,
+              swizzled ? [64, 128].contains(box[0] * elementBytes) : box[0] * elementBytes <= 128 && (box[0] * elementBytes) % 16 == 0,
               (extents[0] * elementBytes) % 16 == 0, address % 16 == 0 else {
             throw CUDAError.invalidArgument("TMA descriptor: extents \(extents) of \(elementBytes)-byte elements at "
                                             + "0x\(String(address, radix: 16)), box \(box)")
@@ -49,10 +49,10 @@ extension CUDAContext {
         }
         let boxSides = box.map { UInt32($0) }
         let elementStrides = [UInt32](repeating: 1, count: box.count)
-        // CU_TENSOR_MAP_DATA_TYPE_UINT8 / UINT16 (bytes are only moved), no interleave, CU_TENSOR_MAP_SWIZZLE_128B (or
-        // _NONE), L2 promotion 128 B, zero fill
-        let (dataType, noInterleave, swizzle, l2Promotion128, zeroFill): (Int32, Int32, Int32, Int32, Int32) =
-            (elementBytes == 1 ? 0 : 1, 0, swizzled ? 3 : 0, 2, 0)
+        // CU_TENSOR_MAP_DATA_TYPE_UINT8 / UINT16 (bytes are only moved), no interleave, CU_TENSOR_MAP_SWIZZLE_128B or
+        // _64B by the box row's width (or _NONE), L2 promotion 128 B, zero fill
+        let swizzle: Int32 = swizzled ? (box[0] * elementBytes == 128 ? 3 : 2) : 0
+        let (dataType, noInterleave, l2Promotion128, zeroFill): (Int32, Int32, Int32, Int32) = (elementBytes == 1 ? 0 : 1, 0, 2, 0)
         let result = words.withUnsafeMutableBytes { map in
             encode(map.baseAddress!, dataType, UInt32(boxSides.count), UnsafeMutableRawPointer(bitPattern: UInt(address)), dimensions, strides,
                    boxSides, elementStrides, noInterleave, swizzle, l2Promotion128, zeroFill)

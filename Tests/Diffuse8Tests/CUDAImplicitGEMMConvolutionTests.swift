@@ -36,6 +36,8 @@ final class CUDAImplicitGEMMConvolutionTests: XCTestCase {
         }
         XCTAssertEqual(CUDAEightBitConvolution.Path(tuningCode: "8bit"), .eightBit(.fusedEpilogue))
         XCTAssertEqual(CUDAEightBitConvolution.Path.warpSpecialized(cooperative).tuningCode, "wgmma 128 5 cooperative")
+        XCTAssertEqual(CUDAEightBitConvolution.Path.warpSpecialized(.init(columns: 128, stages: 4, pingPong: true, pingPongRows: 128)).tuningCode,
+                       "wgmma 128 4 ping-pong 128")
         XCTAssertNil(CUDAEightBitConvolution.Path(tuningCode: "wgmma 96 4 cooperative"))
         XCTAssertNil(CUDAEightBitConvolution.Path(tuningCode: "implicit"))
     }
@@ -52,7 +54,10 @@ final class CUDAImplicitGEMMConvolutionTests: XCTestCase {
         XCTAssertEqual(GEMM.variants(.fp8, depth: 1280), GEMM.variants)
         XCTAssertEqual(GEMM.variants(.fp8, depth: 1296).map(\.columns).sorted(), [64, 128, 128, 160, 192])
         XCTAssertEqual(GEMM.gegluVariants(.fp8, depth: 2048).map(\.columns), [128, 128])
-        XCTAssertEqual(GEMM.gegluVariants(.int8, depth: 1280).map(\.columns), [128, 128, 256])
+        XCTAssertEqual(GEMM.gegluVariants(.int8, depth: 1280).map(\.columns), [128, 128, 128, 256])
+        // the 128-row ping-pong tile holds 2 × 64 accumulators a thread, as many as the 128×256 cooperative one
+        XCTAssertFalse(GEMM(columns: 128, stages: 4, pingPong: true, pingPongRows: 128).holdsTotals)
+        XCTAssertTrue(GEMM(columns: 128, stages: 7, pingPong: true).holdsTotals)
         XCTAssertFalse(GEMM.promotesSums(.int8, depth: 9 * 1280))
         XCTAssertFalse(GEMM.promotesSums(.fp8, depth: 1 * 320))
     }

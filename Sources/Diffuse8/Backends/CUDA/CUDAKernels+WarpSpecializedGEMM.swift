@@ -5,10 +5,10 @@
 /// Structure (the warp-specialized persistent design of Hopper GEMMs): one producer thread streams 128-byte-deep
 /// K slices of x and W with TMA into a ring of shared-memory slots (128-byte swizzle, mbarrier-guarded); two
 /// consumer warpgroups multiply with `wgmma.mma_async` straight from shared memory. In the ping-pong variants each
-/// consumer takes whole 64-row tiles in turn, so one's epilogue overlaps the other's products; in the cooperative
-/// variants both share a 128-row tile. The grid is one block per SM, walking the tiles.
+/// consumer takes whole tiles (64 or 128 rows) in turn, so one's epilogue overlaps the other's products; in the
+/// cooperative variants both share a 128-row tile. The grid is one block per SM, walking the tiles.
 ///
-/// The epilogue writes each consumer's 64-row result, rounded to 16 bit, into its own shared-memory buffer (in the
+/// The epilogue writes each consumer's rows of the tile, rounded to 16 bit, into its own shared-memory buffer (in the
 /// 128-byte swizzle, so the quads' 4-byte stores hit 32 distinct banks) and one thread hands it to a TMA store, which
 /// drains while the consumer goes on to its next tile. Storing straight from registers to global memory instead made
 /// the epilogue 2–4× as long as the products at K ≤ 1280 (measured on H200: 136 vs 75 µs for 8192×640 → 5120).
@@ -36,15 +36,19 @@ extension CUDAKernels {
         let columns: Int
         /// Shared-memory slots in the load ring.
         let stages: Int
-        /// Consumers take whole 64-row tiles in turn (else they share 128-row tiles).
+        /// Consumers take whole tiles in turn (else they share 128-row tiles).
         let pingPong: Bool
+        /// Rows of a ping-pong tile, 64 or 128 (one consumer multiplies a 128-row tile as two 64-row `wgmma` blocks).
+        var pingPongRows = 64
 
         /// Rows per tile.
-        var rows: Int { pingPong ? 64 : 128 }
+        var rows: Int { pingPong ? pingPongRows : 128 }
+        /// Rows each consumer multiplies and stores per tile.
+        var consumerRows: Int { pingPong ? pingPongRows : 64 }
         /// Bytes of one ring slot: `rows + columns` rows of 128 code bytes.
         var stageBytes: Int { (rows + columns) * 128 }
-        /// Bytes of the two consumers' output buffers (64 rows × `columns` 16-bit values each).
-        var outputBytes: Int { 2 * 64 * columns * 2 }
+        /// Bytes of the two consumers' output buffers (`consumerRows` × `columns` 16-bit values each).
+        var outputBytes: Int { 2 * consumerRows * columns * 2 }
         /// Bytes of the two consumers' copies of their tile's epilogue operands: per column, α and bias (8 bytes) and
         /// the scale that rounding or code-writing epilogues read (4 bytes).
         var epilogueBytes: Int { 2 * columns * 12 }
@@ -56,10 +60,12 @@ extension CUDAKernels {
         /// Dynamic shared memory: the ring, the output buffers, the alignment slack, the mbarriers, the epilogue operands.
         var sharedBytes: Int { ringAndBuffersBytes + (stagesEpilogue ? epilogueBytes : 0) }
 
-        package var description: String { "wgmma \(pingPong ? "ping-pong 64" : "cooperative 128")×\(columns), \(stages) stages" }
+        package var description: String { "wgmma \(pingPong ? "ping-pong" : "cooperative") \(rows)×\(columns), \(stages) stages" }
 
-        /// The variant as a `CUDATuningRecord` choice, e.g. "wgmma 128 5 cooperative".
-        var tuningCode: String { "wgmma \(columns) \(stages) \(pingPong ? "ping-pong" : "cooperative")" }
+        /// The variant as a `CUDATuningRecord` choice, e.g. "wgmma 128 5 cooperative", "wgmma 128 4 ping-pong 128".
+        var tuningCode: String {
+            "wgmma \(columns) \(stages) \(pingPong ? "ping-pong" : "cooperative")" + (pingPong && pingPongRows != 64 ? " \(pingPongRows)" : "")
+        }
 
         /// The variant a tuning choice names, among those this build has (nil for anything else).
         static func named(tuningCode: String) -> WarpSpecializedGEMM? { variants.first { $0.tuningCode == tuningCode } }
@@ -71,9 +77,13 @@ extension CUDAKernels {
         /// 128×128 tiles make 160, a second wave of 28. The 128×160 tile cuts the same outputs into 128 tiles, so
         /// each SM's share is a sixth smaller (INT8 `to_out` at 32² 9.8 → 8.8 µs, FF out 22.8 → 20.0 µs), and 320-,
         /// 640- and 1280-channel convolutions into tiles without padded columns: it won every SDXL 3×3 convolution
-        /// (H200, 2026-12-02). Its 16-bit stores go out in 32-column boxes (`outputBoxColumns`).
+        /// (H200, 2026-12-02). Its 16-bit stores go out in 32-column boxes (`outputBoxColumns`). The ping-pong 128×128
+        /// tile gives each consumer a whole 128-row tile (two 64-row `wgmma` blocks, as many accumulators as the
+        /// 128×256 cooperative tile), so that one consumer's epilogue runs while the other multiplies, on a ring slot of
+        /// 32 KB for 2 M products where the 64×256 ping-pong tile (dropped: it lost every GEGLU projection) read 40 KB.
         package static let variants = [WarpSpecializedGEMM(columns: 128, stages: 7, pingPong: true),
                                        WarpSpecializedGEMM(columns: 64, stages: 10, pingPong: true),
+                                       WarpSpecializedGEMM(columns: 128, stages: 4, pingPong: true, pingPongRows: 128),
                                        WarpSpecializedGEMM(columns: 128, stages: 5, pingPong: false),
                                        WarpSpecializedGEMM(columns: 160, stages: 5, pingPong: false),
                                        WarpSpecializedGEMM(columns: 192, stages: 4, pingPong: false),
@@ -95,8 +105,8 @@ extension CUDAKernels {
         }
 
         /// Whether the consumers' registers hold FP32 totals beside the accumulators (ptxas, sm_90a: none spilled up
-        /// to 192 columns; 396 bytes at 256).
-        var holdsTotals: Bool { columns <= 192 }
+        /// to 96 accumulators a thread, 64 rows × 192 columns; 396 bytes at 128, 64 × 256).
+        var holdsTotals: Bool { consumerRows / 64 * columns <= 192 }
 
         /// The variants that can fuse GEGLU over `depth` inputs: their tile's BN/2 outputs fill whole 64-column
         /// store boxes.
@@ -322,6 +332,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         #define BN \(variant.columns)
         #define STAGES \(variant.stages)
         \(variant.pingPong ? "#define PINGPONG" : "")
+        #define CONSUMER_ROWS \(variant.consumerRows)
         \(variant.stagesEpilogue ? "#define EPILOGUE_STAGED" : "")
         \(geglu ? "#define GEGLU" : "")
         #define OUT_BOX \(WarpSpecializedGEMM.outputBoxColumns(outputColumns: geglu ? variant.columns / 2 : variant.columns))
@@ -349,19 +360,21 @@ typedef float ACC;
 
     private static let warpSpecializedBody = #"""
 #ifdef PINGPONG
-#define BM 64                 // each consumer warpgroup takes whole tiles, in turn
+#define BM CONSUMER_ROWS      // each consumer warpgroup takes whole tiles (64 or 128 rows), in turn
 #define EMPTY_COUNT 4
 #else
-#define BM 128                // the two consumer warpgroups share each tile, 64 rows each
+#define BM 128                // the two consumer warpgroups share each tile, 64 rows each (CONSUMER_ROWS)
 #define EMPTY_COUNT 8
 #endif
+#define BLOCKS (CONSUMER_ROWS / 64)   // 64-row wgmma blocks per consumer and tile
 #define STAGE_BYTES ((BM + BN) * 128)
 #ifdef GEGLU
 #define OUT_BN (BN / 2)       // output columns per tile: BN/2 values and their BN/2 gates
 #else
 #define OUT_BN BN
 #endif
-#define OUT_BYTES (2 * 64 * BN * 2)   // the two consumers' output buffers
+#define BLOCK_OUT_BYTES (64 * BN * 2)   // one 64-row block's part of a consumer's output buffer
+#define OUT_BYTES (2 * BLOCKS * BLOCK_OUT_BYTES)   // the two consumers' output buffers
 #define OUT_BOX_BYTES (64 * OUT_BOX * 2)   // one 16-bit TMA box: 64 rows of OUT_BOX values
 
 /// Byte offset of the 16-bit columns 8i…8i+7 of tile row lr in a consumer's output buffer: boxes of 64 rows × OUT_BOX
@@ -599,9 +612,9 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #ifdef CODES_OUT
     const float code_r = __frcp_rn(round_scales[N]);
 #endif
-    ACC acc[BN / 2];
+    ACC acc[BLOCKS][BN / 2];   // per 64-row block of this consumer's rows
 #ifdef PROMOTE
-    float total[BN / 2];
+    float total[BLOCKS][BN / 2];
 #endif
 #ifdef PINGPONG
     const int firstTile = blockIdx.x + wg * gridDim.x, tileStep = 2 * gridDim.x, aRows = 0;
@@ -630,10 +643,12 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #endif
         if (residual && (tid & 127) == 0) {
             asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-            const u32 bar = bars + 8 * (2 * STAGES + 2 + wg), buffer = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
+            const u32 bar = bars + 8 * (2 * STAGES + 2 + wg), buffer = base + STAGES * STAGE_BYTES + wg * (BLOCKS * BLOCK_OUT_BYTES);
             const int boxes = min(OUT_BN / OUT_BOX, (N - n0 + OUT_BOX - 1) / OUT_BOX);
-            mbar_expect(bar, boxes * OUT_BOX_BYTES);
-            for (int b = 0; b < boxes; b++) tma_load(buffer + b * OUT_BOX_BYTES, &r_map, n0 + b * OUT_BOX, m0 + aRows, bar);
+            mbar_expect(bar, BLOCKS * boxes * OUT_BOX_BYTES);
+            for (int h = 0; h < BLOCKS; h++)
+                for (int b = 0; b < boxes; b++)
+                    tma_load(buffer + h * BLOCK_OUT_BYTES + b * OUT_BOX_BYTES, &r_map, n0 + b * OUT_BOX, m0 + aRows + h * 64, bar);
         }
 #endif
 #ifdef PINGPONG
@@ -642,10 +657,14 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         if (j > 0) mbar_wait(bars + 8 * (2 * STAGES + (1 - wg)), ((j - 2 + wg) >> 1) & 1);
 #endif
         #pragma unroll
-        for (int i = 0; i < BN / 2; i++) acc[i] = 0;
+        for (int h = 0; h < BLOCKS; h++)
+            #pragma unroll
+            for (int i = 0; i < BN / 2; i++) acc[h][i] = 0;
 #ifdef PROMOTE
         #pragma unroll
-        for (int i = 0; i < BN / 2; i++) total[i] = 0.f;
+        for (int h = 0; h < BLOCKS; h++)
+            #pragma unroll
+            for (int i = 0; i < BN / 2; i++) total[h][i] = 0.f;
 #endif
         int previous = -1;
         for (int kt = 0; kt < KT; kt++) {
@@ -653,11 +672,13 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             mbar_wait(bars + 8 * s, ((p0 + kt) / STAGES) & 1);
             const u32 slot = base + s * STAGE_BYTES;
             #pragma unroll
-            for (int i = 0; i < BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i]) :: "memory");
+            for (int i = 0; i < BLOCKS * BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i / (BN / 2)][i % (BN / 2)]) :: "memory");
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
             #pragma unroll
             for (int kk = 0; kk < 4; kk++)
-                wgmma_tile(acc, smem_desc(slot + aRows * 128 + kk * 32), smem_desc(slot + BM * 128 + kk * 32));
+                #pragma unroll
+                for (int h = 0; h < BLOCKS; h++)
+                    wgmma_tile(acc[h], smem_desc(slot + (aRows + h * 64) * 128 + kk * 32), smem_desc(slot + BM * 128 + kk * 32));
             asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #ifdef PROMOTE
             // FP8 wgmma adds its products into the accumulator with fewer bits than FP32, so the error grows with K
@@ -668,14 +689,17 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             if (kt % PROMOTE_SLICES == PROMOTE_SLICES - 1 || kt == KT - 1) {
                 asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
                 #pragma unroll
-                for (int i = 0; i < BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i]) :: "memory");
+                for (int i = 0; i < BLOCKS * BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i / (BN / 2)][i % (BN / 2)]) :: "memory");
                 if (lane == 0) {
                     if (previous >= 0) mbar_arrive(bars + 8 * (STAGES + previous));
                     mbar_arrive(bars + 8 * (STAGES + s));
                 }
                 previous = -1;
                 #pragma unroll
-                for (int i = 0; i < BN / 2; i++) { total[i] += acc[i]; acc[i] = 0.f; }
+                for (int i = 0; i < BLOCKS * BN / 2; i++) {
+                    total[i / (BN / 2)][i % (BN / 2)] += acc[i / (BN / 2)][i % (BN / 2)];
+                    acc[i / (BN / 2)][i % (BN / 2)] = 0.f;
+                }
                 continue;
             }
 #endif
@@ -689,17 +713,17 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
 #endif
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
         #pragma unroll
-        for (int i = 0; i < BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i]) :: "memory");
+        for (int i = 0; i < BLOCKS * BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i / (BN / 2)][i % (BN / 2)]) :: "memory");
         if (previous >= 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + previous));
 #ifdef PROMOTE
         #pragma unroll
-        for (int i = 0; i < BN / 2; i++) acc[i] = total[i];
+        for (int i = 0; i < BLOCKS * BN / 2; i++) acc[i / (BN / 2)][i % (BN / 2)] = total[i / (BN / 2)][i % (BN / 2)];
 #endif
 
         // Epilogue: each thread's column pairs, α, bias and residual in FP32, one rounding to 16 bit, into this
-        // consumer's buffer (boxes of 64 rows × OUT_BOX columns, 16-byte chunks swizzled by row); then one thread
-        // stores the tile with TMA. The buffer is reused only after that store has read it.
-        const u32 out = base + STAGES * STAGE_BYTES + wg * (64 * BN * 2);
+        // consumer's buffer (per 64-row block, boxes of 64 rows × OUT_BOX columns, 16-byte chunks swizzled by row);
+        // then one thread stores the tile with TMA. The buffer is reused only after that store has read it.
+        const u32 out = base + STAGES * STAGE_BYTES + wg * (BLOCKS * BLOCK_OUT_BYTES);
         const int local = warp * 16 + (lane >> 2);
         [[maybe_unused]] const int row = m0 + aRows + local;   // read only by the residual's loads without TMA
         if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
@@ -723,14 +747,14 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             const float f0 = sm.x * code_r, f1 = sm.y * code_r;
 #endif
             #pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                const int lr = local + hh * 8, a = i * 4 + hh * 2, g = (i + BN / 16) * 4 + hh * 2;
-                const float v0 = ((float)acc[a] * ea.x + ea.z) * gelu_epilogue((float)acc[g] * eg.x + eg.z);
-                const float v1 = ((float)acc[a + 1] * ea.y + ea.w) * gelu_epilogue((float)acc[g + 1] * eg.y + eg.w);
+            for (int h = 0; h < BLOCKS * 2; h++) {
+                const int blk = h >> 1, hh = h & 1, lr = local + hh * 8, a = i * 4 + hh * 2, g = (i + BN / 16) * 4 + hh * 2;
+                const float v0 = ((float)acc[blk][a] * ea.x + ea.z) * gelu_epilogue((float)acc[blk][g] * eg.x + eg.z);
+                const float v1 = ((float)acc[blk][a + 1] * ea.y + ea.w) * gelu_epilogue((float)acc[blk][g + 1] * eg.y + eg.w);
 #ifdef CODES_OUT
-                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
+                store_code_pair(smem, base, out + blk * BLOCK_OUT_BYTES, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
 #else
-                store_shared(smem, base, out + out_offset(i, lr) + q * 4, pack_half2(v0, v1));
+                store_shared(smem, base, out + blk * BLOCK_OUT_BYTES + out_offset(i, lr) + q * 4, pack_half2(v0, v1));
 #endif
             }
         }
@@ -744,11 +768,11 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             const float f0 = sm.x * code_r, f1 = sm.y * code_r;
 #endif
             #pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                const int lr = local + hh * 8;
-                float v0 = (float)acc[i * 4 + hh * 2] * e.x + e.z, v1 = (float)acc[i * 4 + hh * 2 + 1] * e.y + e.w;
+            for (int h = 0; h < BLOCKS * 2; h++) {
+                const int blk = h >> 1, hh = h & 1, lr = local + hh * 8;
+                float v0 = (float)acc[blk][i * 4 + hh * 2] * e.x + e.z, v1 = (float)acc[blk][i * 4 + hh * 2 + 1] * e.y + e.w;
 #ifndef CODES_OUT
-                const u32 at = out + out_offset(i, lr) + q * 4;
+                const u32 at = out + blk * BLOCK_OUT_BYTES + out_offset(i, lr) + q * 4;
 #endif
 #ifdef RESIDUAL_TMA
                 if (residual) {   // rows past M were read as zeros; columns past N are not stored
@@ -757,7 +781,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                     v0 += r0; v1 += r1;
                 }
 #else
-                const int r = row + hh * 8;
+                const int r = row + blk * 64 + hh * 8;
                 if (residual && r < M && col < N) {
                     float r0, r1;
                     unpack2(*(const u32*)(residual + (i64)r * N + col), r0, r1);
@@ -771,7 +795,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
                 }
 #endif
 #ifdef CODES_OUT
-                store_code_pair(smem, base, out, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
+                store_code_pair(smem, base, out + blk * BLOCK_OUT_BYTES, lr, i * 8 + 2 * q, code_pair(v0 * f0, v1 * f1));
 #else
                 store_shared(smem, base, at, pack_half2(v0, v1));
 #endif
@@ -781,25 +805,33 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");   // make the buffer visible to TMA
         asm volatile("bar.sync %0, 128;\n" :: "r"(1 + wg) : "memory");
         if ((tid & 127) == 0) {
+            #pragma unroll
+            for (int blk = 0; blk < BLOCKS; blk++) {
+                const u32 block_out = out + blk * BLOCK_OUT_BYTES;
+                const int block_row = aRows + blk * 64;   // the block's first row in the tile
 #ifdef CODES_OUT
-            #pragma unroll
-            for (int b = 0; b < OUT_BN / CODE_BOX; b++)
-                if (n0 + b * CODE_BOX < N)
-                    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
-                                 :: "l"((u64)&y_map), "r"(n0 + b * CODE_BOX), "r"(m0 + aRows), "r"(out + b * 64 * CODE_BOX) : "memory");
+                #pragma unroll
+                for (int b = 0; b < OUT_BN / CODE_BOX; b++)
+                    if (n0 + b * CODE_BOX < N)
+                        asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+                                     :: "l"((u64)&y_map), "r"(n0 + b * CODE_BOX), "r"(m0 + block_row), "r"(block_out + b * 64 * CODE_BOX)
+                                     : "memory");
 #else
-            #pragma unroll
-            for (int b = 0; b < OUT_BN / OUT_BOX; b++)
-                if (n0 + b * OUT_BOX < N)
+                #pragma unroll
+                for (int b = 0; b < OUT_BN / OUT_BOX; b++)
+                    if (n0 + b * OUT_BOX < N)
 #ifdef CONV_TILE_WIDTH
-                    asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n"
-                                 :: "l"((u64)&y_map), "r"(n0 + b * OUT_BOX), "r"(x0), "r"(y0 + aRows / BW), "r"(image), "r"(out + b * OUT_BOX_BYTES)
-                                 : "memory");
+                        asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%1, %2, %3, %4}], [%5];\n"
+                                     :: "l"((u64)&y_map), "r"(n0 + b * OUT_BOX), "r"(x0), "r"(y0 + block_row / BW), "r"(image),
+                                        "r"(block_out + b * OUT_BOX_BYTES)
+                                     : "memory");
 #else
-                    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
-                                 :: "l"((u64)&y_map), "r"(n0 + b * OUT_BOX), "r"(m0 + aRows), "r"(out + b * OUT_BOX_BYTES) : "memory");
+                        asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+                                     :: "l"((u64)&y_map), "r"(n0 + b * OUT_BOX), "r"(m0 + block_row), "r"(block_out + b * OUT_BOX_BYTES)
+                                     : "memory");
 #endif
 #endif
+            }
             asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
         }
     }

@@ -495,6 +495,15 @@ __device__ __forceinline__ void store_code_pair(unsigned char* smem, u32 base, u
 }
 #endif
 
+/// Ties every accumulator register to this point, so that the compiler keeps its reads and writes on their side of
+/// the asynchronous `wgmma` (which reads and writes them without the compiler seeing it).
+__device__ __forceinline__ void fence_accumulators(ACC (&acc)[BLOCKS][BN / 2]) {
+    #pragma unroll
+    for (int h = 0; h < BLOCKS; h++)
+        #pragma unroll
+        for (int i = 0; i < BN / 2; i++) asm volatile("" : ACC_FENCE(acc[h][i]) :: "memory");
+}
+
 /// A `CUtensorMap` passed by value.
 struct __align__(64) TensorMap { u64 v[16]; };
 
@@ -671,8 +680,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             const int s = (p0 + kt) % STAGES;
             mbar_wait(bars + 8 * s, ((p0 + kt) / STAGES) & 1);
             const u32 slot = base + s * STAGE_BYTES;
-            #pragma unroll
-            for (int i = 0; i < BLOCKS * BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i / (BN / 2)][i % (BN / 2)]) :: "memory");
+            fence_accumulators(acc);
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
             #pragma unroll
             for (int kk = 0; kk < 4; kk++)
@@ -688,18 +696,16 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             // the products, so not after every slice.
             if (kt % PROMOTE_SLICES == PROMOTE_SLICES - 1 || kt == KT - 1) {
                 asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-                #pragma unroll
-                for (int i = 0; i < BLOCKS * BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i / (BN / 2)][i % (BN / 2)]) :: "memory");
+                fence_accumulators(acc);
                 if (lane == 0) {
                     if (previous >= 0) mbar_arrive(bars + 8 * (STAGES + previous));
                     mbar_arrive(bars + 8 * (STAGES + s));
                 }
                 previous = -1;
                 #pragma unroll
-                for (int i = 0; i < BLOCKS * BN / 2; i++) {
-                    total[i / (BN / 2)][i % (BN / 2)] += acc[i / (BN / 2)][i % (BN / 2)];
-                    acc[i / (BN / 2)][i % (BN / 2)] = 0.f;
-                }
+                for (int h = 0; h < BLOCKS; h++)
+                    #pragma unroll
+                    for (int i = 0; i < BN / 2; i++) { total[h][i] += acc[h][i]; acc[h][i] = 0.f; }
                 continue;
             }
 #endif
@@ -712,12 +718,13 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
         mbar_arrive(bars + 8 * (2 * STAGES + wg));
 #endif
         asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        #pragma unroll
-        for (int i = 0; i < BLOCKS * BN / 2; i++) asm volatile("" : ACC_FENCE(acc[i / (BN / 2)][i % (BN / 2)]) :: "memory");
+        fence_accumulators(acc);
         if (previous >= 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + previous));
 #ifdef PROMOTE
         #pragma unroll
-        for (int i = 0; i < BLOCKS * BN / 2; i++) acc[i / (BN / 2)][i % (BN / 2)] = total[i / (BN / 2)][i % (BN / 2)];
+        for (int h = 0; h < BLOCKS; h++)
+            #pragma unroll
+            for (int i = 0; i < BN / 2; i++) acc[h][i] = total[h][i];
 #endif
 
         // Epilogue: each thread's column pairs, α, bias and residual in FP32, one rounding to 16 bit, into this

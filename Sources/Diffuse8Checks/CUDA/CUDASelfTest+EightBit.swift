@@ -287,8 +287,9 @@ extension CUDASelfTest {
                                                                        perChannel: format == .int8),
                                                inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
                     let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
-                    let codes = try kernels.layerNorm(try kernels.upload(xh), weight: kernels.upload(gamma), bias: kernels.upload(beta),
-                                                      epsilon: 1e-5, quantizingFor: reader)
+                    let (gammaOnDevice, betaOnDevice) = (try kernels.upload(gamma), try kernels.upload(beta))
+                    let codes = try kernels.layerNorm(try kernels.upload(xh), weight: gammaOnDevice, bias: betaOnDevice, epsilon: 1e-5,
+                                                      writing: kernels.layerNormCodes(weight: gammaOnDevice, bias: betaOnDevice, for: reader))
                     guard codes.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3), codes.shape == [rows, d] else {
                         throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not the reader's codes")
                     }
@@ -297,6 +298,44 @@ extension CUDASelfTest {
                         format.decode(format.encode(normed.scalars[i] * smoothing[i % d], scale: scale), scale: 1)
                     }))
                 }))
+            }
+            // Our attention kernels writing `to_out.0`'s input codes (SmoothQuant factors applied), with 16-bit and with FP8
+            // probabilities: as code values against the simulation's codes of the FP32 attention (CPU), as for LayerNorm.
+            // Cross-attention's 77 keys, self-attention's square shapes; the simple and the pipelined kernel.
+            for (lq, lk, d, fp8Probabilities) in [(300, 77, 64, false), (256, 256, 64, false), (200, 200, 40, false), (300, 77, 64, true)] {
+                let heads = 320 / d
+                for (label, kernel) in fp8Kernels(d) {
+                    let probabilities = fp8Probabilities ? "FP8" : "16-bit"
+                    cases.append(("attention (\(label), \(probabilities) probabilities) → \(format) codes", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 1e-2, { r in
+                        let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
+                        let attended = fp8Probabilities ? FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads)
+                            : CPUKernels.attention(query: qh, key: kh, value: vh, heads: heads)
+                        let smoothing: [Float] = (0..<320).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.1) }
+                        var amax: Float = 0
+                        for i in 0..<attended.count { amax = max(amax, abs(attended.scalars[i] * smoothing[i % 320])) }
+                        let layer = QuantizedLayer(name: "check", kind: .linear,
+                                                   weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, 320], scale: 0.05), format: format,
+                                                                           perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
+                        let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
+                        let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
+                        let previous = kernels.attentionKernel
+                        kernels.attentionKernel = kernel
+                        defer { kernels.attentionKernel = previous }
+                        let codes = try withExtendedLifetime((q, k, v)) {
+                            try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
+                                                  batch: 2, queries: lq, keys: lk, channels: 320, heads: heads,
+                                                  fp8ProbabilityAmax: fp8Probabilities ? 1 : nil, writingCodesFor: reader)
+                        }
+                        guard codes.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3), codes.shape == [2, lq, 320] else {
+                            throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not the reader's codes")
+                        }
+                        let scale = format.scale(forAmax: 0.8 * amax)
+                        return (codes, Tensor(shape: [2, lq, 320], scalars: attended.scalars.indices.map { i in
+                            format.decode(format.encode(attended.scalars[i] * smoothing[i % 320], scale: scale), scale: 1)
+                        }))
+                    }))
+                }
             }
             // GroupNorm+SiLU writing an 8-bit convolution's channels-last input codes: the codes, as code values against
             // the simulation's codes of the FP32 GroupNorm (a value within rounding of a boundary may land one step

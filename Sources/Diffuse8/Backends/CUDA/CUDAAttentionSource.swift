@@ -38,9 +38,11 @@ package enum CUDAAttentionSource {
             headDims.map { d in
                 """
                 extern "C" __global__ void __launch_bounds__(128) attention_\(prefix)d\(d)(const half_t* q, const half_t* k,
-                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode, float* pmax" : "")) {
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode, float* pmax" : ""),
+                        unsigned char* codes, const float* smoothing, float code_scale, int format) {
                     D8_AFTER_PREVIOUS_KERNEL();
-                    attention_tile<\(d), \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode, pmax" : ", 448.f, FP8_PROBABILITY_SCALE, nullptr"));
+                    attention_tile<\(d), \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode, pmax" : ", 448.f, FP8_PROBABILITY_SCALE, nullptr"),
+                                                   codes, smoothing, code_scale, format);
                 }
 
                 """
@@ -49,9 +51,11 @@ package enum CUDAAttentionSource {
             """
             extern "C" __global__ void __launch_bounds__(128) attention_fp8p_k128_d\(d)(const half_t* q, const half_t* k,
                     const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
-                    float p_encode, float p_decode, float* pmax) {
+                    float p_encode, float p_decode, float* pmax, unsigned char* codes, const float* smoothing, float code_scale,
+                    int format) {
                 D8_AFTER_PREVIOUS_KERNEL();
-                attention_tile<\(d), true, 128>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride, p_encode, p_decode, nullptr);
+                attention_tile<\(d), true, 128>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride, p_encode, p_decode, nullptr,
+                                                codes, smoothing, code_scale, format);
             }
 
             """
@@ -59,9 +63,11 @@ package enum CUDAAttentionSource {
             pipelinedHeadDims.map { d in
                 """
                 extern "C" __global__ void __launch_bounds__(128) attention_pipelined_\(prefix)d\(d)(const half_t* q, const half_t* k,
-                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode" : "")) {
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride\(fp8 ? ",\n                        float p_encode, float p_decode" : ""),
+                        unsigned char* codes, const float* smoothing, float code_scale, int format) {
                     D8_AFTER_PREVIOUS_KERNEL();
-                    attention_tile_pipelined<\(d), 2, \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode" : ", 448.f, FP8_PROBABILITY_SCALE"));
+                    attention_tile_pipelined<\(d), 2, \(fp8)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride\(fp8 ? ", p_encode, p_decode" : ", 448.f, FP8_PROBABILITY_SCALE"),
+                                                             codes, smoothing, code_scale, format);
                 }
 
                 """
@@ -88,6 +94,31 @@ __device__ __forceinline__ u32 pack_p(float a, float b, float p_encode) {
     return pack_half2(e4m3_round(a * p_encode), e4m3_round(b * p_encode));
 #endif
 }
+
+/// Stores one query row of a warp's output tile: per 8 columns the pair acc[j][2r], acc[j][2r + 1] times `inv`, at
+/// columns col0 + 8j (+1) of the row starting at `row_offset`. With `codes`, as the reading 8-bit layer's input codes
+/// instead of 16-bit values: code(y · s[c] / scale) from FP32 (s: its SmoothQuant factors, may be null; the
+/// multiplier s[c] · (1/scale) as the code-writing LayerNorm folds it), as its quantize pass would make them from the
+/// 16-bit output.
+template <int D>
+__device__ __forceinline__ void store_attention_row(const float (&acc)[D / 8][4], int r, float inv, half_t* __restrict__ o,
+        unsigned char* __restrict__ codes, i64 row_offset, int col0, const float* __restrict__ smoothing, float code_scale,
+        int format) {
+    if (codes) {
+        const float rs = __frcp_rn(code_scale);
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            const int c = col0 + j * 8;
+            const float m0 = smoothing ? smoothing[c] * rs : rs, m1 = smoothing ? smoothing[c + 1] * rs : rs;
+            *(unsigned short*)(codes + row_offset + c) =
+                (unsigned short)codes_of_quotients2(acc[j][2 * r] * inv * m0, acc[j][2 * r + 1] * inv * m1, 0u, format);
+        }
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+        *(u32*)(o + row_offset + col0 + j * 8) = pack_half2(acc[j][2 * r] * inv, acc[j][2 * r + 1] * inv);
+}
 """#
 
     /// The pipelined variant: MT m-tiles of 16 queries per warp (BM = 64·MT per block), K/V tiles loaded with
@@ -105,7 +136,8 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 template <int D, int MT, bool FP8P>
 __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
-        float p_encode, float p_decode) {
+        float p_encode, float p_decode, unsigned char* __restrict__ codes, const float* __restrict__ smoothing, float code_scale,
+        int format) {
     constexpr int BM = 64 * MT, BN = 64;
     constexpr int DP = (D + 15) / 16 * 16;
     constexpr int KS = DP + 8;
@@ -282,11 +314,8 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
         for (int r = 0; r < 2; ++r) {
             const int row = q0 + mt * 16 + g + 8 * r;
             if (row < Lq) {
-                const float inv = FP8P ? p_decode : row_inv[mt][r];
-                half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
-#pragma unroll
-                for (int j = 0; j < D / 8; ++j)
-                    *(u32*)(orow + j * 8) = pack_half2(acc[mt][j][2 * r] * inv, acc[mt][j][2 * r + 1] * inv);
+                store_attention_row<D>(acc[mt], r, FP8P ? p_decode : row_inv[mt][r], o, codes, ((i64)b * Lq + row) * stride,
+                                       h * D + 2 * t, smoothing, code_scale, format);
             }
         }
 }
@@ -312,7 +341,8 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
 template <int D, bool FP8P, int BN = 64>
 __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, const half_t* __restrict__ k,
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
-        float p_encode, float p_decode, float* pmax) {
+        float p_encode, float p_decode, float* pmax, unsigned char* __restrict__ codes, const float* __restrict__ smoothing,
+        float code_scale, int format) {
     constexpr int BM = 64;
     const bool single = FP8P && Lk <= BN && pmax == nullptr;
     constexpr int DP = (D + 15) / 16 * 16;            // head dim padded for the k=16 steps of Q·Kᵀ
@@ -472,11 +502,8 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
     for (int r = 0; r < 2; ++r) {
         const int row = q0 + g + 8 * r;
         if (row < Lq) {
-            const float inv = FP8P ? p_decode : row_inv[r];
-            half_t* orow = o + ((i64)b * Lq + row) * stride + h * D + 2 * t;
-#pragma unroll
-            for (int j = 0; j < D / 8; ++j)
-                *(u32*)(orow + j * 8) = pack_half2(acc[j][2 * r] * inv, acc[j][2 * r + 1] * inv);
+            store_attention_row<D>(acc, r, FP8P ? p_decode : row_inv[r], o, codes, ((i64)b * Lq + row) * stride, h * D + 2 * t,
+                                   smoothing, code_scale, format);
         }
     }
 }

@@ -100,6 +100,12 @@ public final class CUDABackend: ModelBackend {
     /// against that form).
     public var qkvWritesAttentionCodes = true
 
+    /// Whether a level-4 attention that our FP8-probability kernels run (cross-attention; self-attention where the fused
+    /// FP8 attention declines) writes its real 8-bit `to_out.0`'s input codes (the default), instead of 16 bit and that
+    /// layer's quantize pass (for measurements against that form). Level 3's 16-bit attention keeps the pass: writing
+    /// codes from our kernels measured slower there in a CUDA graph (`docs/PERFORMANCE.md`).
+    public var attentionWritesCodes = true
+
     /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
     public static let wgmmaFP8AttentionDefault: Bool =
         EnvironmentSetting.choice("DIFFUSE8_WGMMA_FP8_ATTENTION", of: Switch.self).map { $0 == .on } ?? false
@@ -117,6 +123,8 @@ public final class CUDABackend: ModelBackend {
     private var convolutions: [ObjectIdentifier: CUDAConvolutionWeights] = [:]
     private var eightBitConvolutions: [ObjectIdentifier: CUDAEightBitConvolution] = [:]
     private var norms: [ObjectIdentifier: CUDANormWeights] = [:]
+    /// Per LayerNorm, its operands for writing its reader's input codes (made on its first such call).
+    private var layerNormCodes: [ObjectIdentifier: CUDAKernels.LayerNormCodes] = [:]
     private var resnetBiases: [ObjectIdentifier: CUDATensor] = [:]
     private var plans: [ObjectIdentifier: FusionPlan] = [:]
     /// Level-4 self-attention modules that run through cuDNN's FP8 attention (decided on their first call), and
@@ -406,9 +414,16 @@ public final class CUDABackend: ModelBackend {
     /// writes their input codes directly (SmoothQuant factors and scale applied in the kernel).
     public func layerNorm(_ x: CUDATensor, _ norm: LayerNorm, readBy readers: [Linear]) throws -> CUDATensor {
         guard let n = norms[ObjectIdentifier(norm)] else { throw unprepared(norm.name) }
-        return try op("layerNorm") {
-            try kernels.layerNorm(x, weight: n.weight, bias: n.bias, epsilon: n.epsilon, quantizingFor: eightBitReader(readers))
+        var codes: CUDAKernels.LayerNormCodes?
+        if let reader = eightBitReader(readers) {
+            if let known = layerNormCodes[ObjectIdentifier(norm)], known.reader === reader {
+                codes = known
+            } else {
+                codes = try kernels.layerNormCodes(weight: n.weight, bias: n.bias, for: reader)
+                layerNormCodes[ObjectIdentifier(norm)] = codes
+            }
         }
+        return try op("layerNorm") { try kernels.layerNorm(x, weight: n.weight, bias: n.bias, epsilon: n.epsilon, writing: codes) }
     }
 
     /// An 8-bit projection runs `CUDAKernels.eightBitGEGLU` (the GEMM with GEGLU in its epilogue where that measured
@@ -466,7 +481,7 @@ public final class CUDABackend: ModelBackend {
             _ = try op("element-wise") { try kernels.fakeQuantizeColumns(query.tensor, format: .fp8, scales: scales, into: query.tensor) }
         }
         return try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8ProbabilityAmax: probabilityAmax,
-                             module: module)
+                             module: module, reader: attentionWritesCodes ? eightBitReader([module.output]) : nil)
     }
 
     /// Whether `reader` (a module's `to_out.0`) can take cuDNN's FP8 attention output as its input codes: a real FP8
@@ -538,8 +553,10 @@ public final class CUDABackend: ModelBackend {
     }
 
     /// Our kernels; a level-4 `module` is reported per layer (why cuDNN's FP8 attention did not run it, if it was tried).
+    /// With `reader`, the fused kernels may return its input codes (`CUDAKernels.attention(writingCodesFor:)`).
     private func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
-                           causal: Bool, fp8ProbabilityAmax: Float?, module: MultiHeadAttention?) throws -> CUDATensor {
+                           causal: Bool, fp8ProbabilityAmax: Float?, module: MultiHeadAttention?,
+                           reader: CUDAEightBitLinear? = nil) throws -> CUDATensor {
         let q = query.tensor, k = key.tensor
         guard q.shape.count == 3, k.shape.count == 3, value.tensor.shape.count == 3, q.shape[0] == k.shape[0],
               let keyValueStride = k.shape.last, value.tensor.shape.last == keyValueStride, k.shape[1] == value.tensor.shape[1],
@@ -552,7 +569,8 @@ public final class CUDABackend: ModelBackend {
         // The report's name and text are built only while reporting (this runs for every attention of every forward).
         return try op(queries == keys ? "attention self" : "attention cross", layer: layerReport == nil ? nil : module?.name, kernel: {
             let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
-            return "16-bit tensor cores, FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")" + reason
+            let codes = reader?.acceptsCodes(width: channels) == true ? ", writes to_out.0's codes" : ""
+            return "16-bit tensor cores, FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")" + codes + reason
         }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes
@@ -570,7 +588,8 @@ public final class CUDABackend: ModelBackend {
                     // Level 4: Q, K and V arrive FP8-rounded from their projections; the kernel rounds the probabilities.
                     return try kernels.attention(query: queryAddress, queryStride: q.shape[2], key: keyAddress, value: valueAddress,
                                                  keyValueStride: keyValueStride, batch: batch, queries: queries, keys: keys,
-                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8ProbabilityAmax)
+                                                 channels: channels, heads: heads, fp8ProbabilityAmax: fp8ProbabilityAmax,
+                                                 writingCodesFor: reader)
                 }
                 // Head dims without a fused kernel: the GEMM path (its softmax rounds the normalised probabilities to
                 // FP8 at level 4, exactly as the simulation).

@@ -34,33 +34,46 @@ extern "C" __global__ void geglu_vec8(const half_t* __restrict__ x, half_t* __re
 
 // LayerNorm with one warp per row, the row held in registers (16-byte loads, read once, two-pass variance), K
 // 16-byte chunks per lane: D % 8 == 0 and D <= 256 K. With `codes` set, the result goes straight to an 8-bit layer
-// instead: codes = code(y ⊙ smoothing / scale), y unused. γ, β (and the smoothing factors) are copied into shared
+// instead: codes = code(y ⊙ smoothing / scale), y unused. The per-column operands (γ, β; for codes, γ·m and β·m with
+// m = factor / scale, folded once per layer by `layer_norm_code_affine`, so that a value's quotient is one FMA,
+// (x - mean)·inv·(γm) + βm, within a few ulp of y·factor / scale, as the GEMM epilogue's codes) are copied into shared
 // memory by the block's threads (`layer_norm_stage`, before the kernel waits for its predecessor: no kernel writes
 // them) while the rows load, so they are at hand after the reductions; loaded then, from L2, they were a second round
-// trip after the first. For codes, the block then folds each column's multiplier m = factor / scale into γ and β
-// (FP32), so that a value's quotient is one FMA, (x - mean)·inv·(γm) + βm, within a few ulp of y·factor / scale
-// (the GEMM epilogue's codes make the same approximation); multiplying and dividing value by value made the
-// code-writing LayerNorm slower than the 16-bit one that writes twice the bytes.
+// trip after the first, and folded in every block, they made the code-writing LayerNorm slower than the 16-bit one.
 __device__ __forceinline__ void copy16_to_shared(void* shared, const void* global) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" :: "r"((u32)__cvta_generic_to_shared(shared)), "l"(global));
 }
-__device__ __forceinline__ void layer_norm_stage(half_t* gamma_s, half_t* beta_s, float* gain_s, const half_t* __restrict__ gamma,
-        const half_t* __restrict__ beta, int D, const float* __restrict__ smoothing, bool codes) {
-    for (int i = threadIdx.x; i < D / 8; i += blockDim.x) {
-        copy16_to_shared(gamma_s + 8 * i, gamma + 8 * i);
-        copy16_to_shared(beta_s + 8 * i, beta + 8 * i);
-    }
-    if (codes && smoothing) {
-        for (int i = threadIdx.x; i < D / 4; i += blockDim.x) copy16_to_shared(gain_s + 4 * i, smoothing + 4 * i);
+__device__ __forceinline__ void layer_norm_stage(half_t* gamma_s, half_t* beta_s, float* gain_s, float* shift_s,
+        const half_t* __restrict__ gamma, const half_t* __restrict__ beta, const float* __restrict__ affine, int D) {
+    if (affine) {
+        for (int i = threadIdx.x; i < D / 4; i += blockDim.x) {
+            copy16_to_shared(gain_s + 4 * i, affine + 4 * i);
+            copy16_to_shared(shift_s + 4 * i, affine + D + 4 * i);
+        }
+    } else {
+        for (int i = threadIdx.x; i < D / 8; i += blockDim.x) {
+            copy16_to_shared(gamma_s + 8 * i, gamma + 8 * i);
+            copy16_to_shared(beta_s + 8 * i, beta + 8 * i);
+        }
     }
     asm volatile("cp.async.commit_group;");
 }
-/// With `codes`: gain_s holds the smoothing factors where `smoothed` (from `layer_norm_stage`), and gain_s, shift_s
-/// become γ·m and β·m per column.
+// The code-writing LayerNorm's operands for one reader: affine[c] = γ[c]·m, affine[D + c] = β[c]·m, m = factor[c] / scale
+// (factor 1 without SmoothQuant factors; the reciprocal of the scale correctly rounded, then one product each).
+extern "C" __global__ void layer_norm_code_affine(const half_t* __restrict__ gamma, const half_t* __restrict__ beta,
+        const float* __restrict__ smoothing, float scale, float* __restrict__ affine, int D) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    const float r = __frcp_rn(scale);
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < D; c += gridDim.x * blockDim.x) {
+        const float m = smoothing ? smoothing[c] * r : r;
+        affine[c] = h2f(gamma[c]) * m;
+        affine[D + c] = h2f(beta[c]) * m;
+    }
+}
 template <int K>
 __device__ __forceinline__ void layer_norm_rows(const half_t* __restrict__ x, const half_t* gamma_s, const half_t* beta_s,
-        half_t* __restrict__ y, i64 rows, int D, float eps, float* gain_s, float* shift_s, bool smoothed, vec8* __restrict__ codes,
-        float scale, int format) {
+        half_t* __restrict__ y, i64 rows, int D, float eps, const float* gain_s, const float* shift_s, vec8* __restrict__ codes,
+        int format) {
     const int vecs = D / 8;
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -90,15 +103,6 @@ __device__ __forceinline__ void layer_norm_rows(const half_t* __restrict__ x, co
     const float inv = rsqrtf(warp_sum(q) / (float)D + eps);
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
-    if (codes) {
-        const float r = __frcp_rn(scale);
-        for (int c = threadIdx.x; c < D; c += blockDim.x) {
-            const float m = smoothed ? gain_s[c] * r : r;
-            gain_s[c] = h2f(gamma_s[c]) * m;
-            shift_s[c] = h2f(beta_s[c]) * m;
-        }
-        __syncthreads();
-    }
     if (!valid) return;
 #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -190,12 +194,12 @@ extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict_
         """
         extern "C" __global__ void __launch_bounds__(256) layer_norm_warp\(k)(const half_t* __restrict__ x,
                 const half_t* __restrict__ gamma, const half_t* __restrict__ beta, half_t* __restrict__ y, i64 rows, int D,
-                float eps, const float* __restrict__ smoothing, vec8* __restrict__ codes, float scale, int format) {
+                float eps, const float* __restrict__ affine, vec8* __restrict__ codes, int format) {
             __shared__ D8_ALIGN16 half_t gamma_s[256 * \(k)], beta_s[256 * \(k)];
             __shared__ D8_ALIGN16 float gain_s[256 * \(k)], shift_s[256 * \(k)];
-            layer_norm_stage(gamma_s, beta_s, gain_s, gamma, beta, D, smoothing, codes != nullptr);
+            layer_norm_stage(gamma_s, beta_s, gain_s, shift_s, gamma, beta, codes ? affine : nullptr, D);
             D8_AFTER_PREVIOUS_KERNEL();
-            layer_norm_rows<\(k)>(x, gamma_s, beta_s, y, rows, D, eps, gain_s, shift_s, smoothing != nullptr, codes, scale, format);
+            layer_norm_rows<\(k)>(x, gamma_s, beta_s, y, rows, D, eps, gain_s, shift_s, codes, format);
         }
 
         """

@@ -406,27 +406,48 @@ public final class CUDAKernels: @unchecked Sendable {
 
     /// `torch.nn.LayerNorm` over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
-        try layerNorm(x, weight: weight, bias: bias, epsilon: epsilon, quantizingFor: nil)
+        try layerNorm(x, weight: weight, bias: bias, epsilon: epsilon, writing: nil)
     }
 
-    /// `layerNorm`; with `consumer` (an 8-bit layer that alone reads the result) the result is returned as that
-    /// layer's input codes (`quantize` of it, without the 16-bit rounding in between) when the one-warp-per-row kernel
-    /// applies (check the returned dtype).
+    /// What a LayerNorm needs to write `reader`'s input codes (`layerNormCodes(weight:bias:for:)`).
+    package struct LayerNormCodes {
+        /// The 8-bit layer that alone reads the LayerNorm's result.
+        let reader: CUDAEightBitLinear
+        /// FP32 [2, D]: γ·m, then β·m, per column, m = the reader's SmoothQuant factor (or 1) / its input scale.
+        let affine: CUDATensor
+    }
+
+    /// The operands of a LayerNorm (γ `weight`, β `bias`) that writes `reader`'s input codes, folded once on the device;
+    /// nil where the one-warp-per-row kernel or the reader does not take codes of this width.
+    package func layerNormCodes(weight: CUDATensor, bias: CUDATensor, for reader: CUDAEightBitLinear) throws -> LayerNormCodes? {
+        try requireHalf(weight, bias, op: "layerNorm")
+        let d = weight.count
+        guard d % 8 == 0, d <= 256 * Self.layerNormChunks, bias.count == d, reader.acceptsCodes(width: d) else { return nil }
+        let affine = try context.empty([2, d], dtype: .float32)
+        try compiler.launch(fused("layer_norm_code_affine"), grid: ((d + 255) / 256, 1, 1), block: (256, 1, 1), [
+            .tensor(weight), .tensor(bias), .pointer(reader.smoothing?.address ?? 0), .float(reader.inputScale), .tensor(affine),
+            .int(d)])
+        return LayerNormCodes(reader: reader, affine: affine)
+    }
+
+    /// `layerNorm`; with `codes` (made from the same `weight` and `bias`) the result is returned as its reader's input
+    /// codes (`quantize` of it, without the 16-bit rounding in between) when the one-warp-per-row kernel applies (check
+    /// the returned dtype).
     package func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float,
-                           quantizingFor consumer: CUDAEightBitLinear?) throws -> CUDATensor {
+                           writing codes: LayerNormCodes?) throws -> CUDATensor {
         try requireHalf(x, weight, bias, op: "layerNorm")
         let d = x.shape.last!
-        if d % 8 == 0 && d <= 2048 && weight.count == d && bias.count == d {
+        if d % 8 == 0 && d <= 256 * Self.layerNormChunks && weight.count == d && bias.count == d {
             // One warp per row, eight rows per block, 16-byte accesses, the fewest chunks per lane that hold a row
             // (CUDAKernels+Fused).
             let rows = x.count / d
             let chunks = (d / 8 + 31) / 32
-            let consumer = consumer.flatMap { $0.acceptsCodes(width: d) ? $0 : nil }
-            let y = try consumer.map { try context.empty(x.shape, dtype: $0.codeType) } ?? output(x.shape)
+            let codes = codes.flatMap { $0.affine.count == 2 * d ? $0 : nil }
+            let y = try codes.map { try context.empty(x.shape, dtype: $0.reader.codeType) } ?? output(x.shape)
             try compiler.launch(fused("layer_norm_warp\(chunks)"), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1), [
-                .tensor(x), .tensor(weight), .tensor(bias), .pointer(consumer == nil ? y.address : 0), .int64(Int64(rows)), .int(d),
-                .float(epsilon), .pointer(consumer?.smoothing?.address ?? 0), .pointer(consumer == nil ? 0 : y.address),
-                .float(consumer?.inputScale ?? 1), .int32(consumer?.format == .int8 ? 0 : 1)])
+                .tensor(x), .tensor(weight), .tensor(bias), .pointer(codes == nil ? y.address : 0), .int64(Int64(rows)), .int(d),
+                .float(epsilon), .pointer(codes?.affine.address ?? 0), .pointer(codes == nil ? 0 : y.address),
+                .int32(codes?.reader.format == .int8 ? 0 : 1)])
             return y
         }
         let y = try output(x.shape)
@@ -537,10 +558,12 @@ public final class CUDAKernels: @unchecked Sendable {
     /// QKV (`[B, L, 3C]`) or K/V projections of several layers at once (`[B, Lk, Σ 2C]`) are read in place.
     /// Addresses and strides must keep 16-byte alignment (multiples of 8 halves). Output: [batch, queries, channels].
     /// `fp8ProbabilityAmax`: level-4 FP8 attention, the softmax probabilities rounded to FP8 with this amax (1 when
-    /// not calibrated; larger probabilities saturate at it).
+    /// not calibrated; larger probabilities saturate at it). With `reader` (an 8-bit layer that alone reads the
+    /// result) our kernels return its input codes instead (`store_attention_row`); cuDNN's returns 16 bit (check the
+    /// returned dtype).
     package func attention(query: UInt64, queryStride: Int, key: UInt64, value: UInt64, keyValueStride: Int,
                    batch: Int, queries lq: Int, keys lk: Int, channels: Int, heads: Int, scale: Float? = nil,
-                   fp8ProbabilityAmax: Float? = nil) throws -> CUDATensor {
+                   fp8ProbabilityAmax: Float? = nil, writingCodesFor reader: CUDAEightBitLinear? = nil) throws -> CUDATensor {
         let fp8Probabilities = fp8ProbabilityAmax != nil
         let d = channels / heads
         guard channels % heads == 0, CUDAAttentionSource.headDims.contains(d) else {
@@ -555,7 +578,9 @@ public final class CUDAKernels: @unchecked Sendable {
         }
         let s = scale ?? 1 / Float(d).squareRoot()
         let y = try output([batch, lq, channels])
-        func launch(_ kernel: AttentionKernel) throws {
+        let reader = reader.flatMap { $0.acceptsCodes(width: channels) ? $0 : nil }
+        /// Launches `kernel`; our kernels write `codes` where given.
+        func launch(_ kernel: AttentionKernel, codes: CUDATensor? = nil) throws {
             if kernel == .cudnn && !fp8Probabilities {
                 let shape = CUDNNAttention.Shape(batch: batch, heads: heads, queries: lq, keys: lk, headDim: d,
                                                  queryStride: queryStride, keyValueStride: keyValueStride)
@@ -575,6 +600,8 @@ public final class CUDAKernels: @unchecked Sendable {
                 .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
                 .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)]
             if let amax = fp8ProbabilityAmax { arguments += Self.probabilityCoding(amax) + (pipelined ? [] : [.pointer(0)]) }
+            arguments += [.pointer(codes?.address ?? 0), .pointer(reader?.smoothing?.address ?? 0), .float(reader?.inputScale ?? 1),
+                          .int32(reader?.format == .int8 ? 0 : 1)]
             try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1),
                                 arguments)
         }
@@ -605,6 +632,12 @@ public final class CUDAKernels: @unchecked Sendable {
                 attentionChoice[shape] = kernel
             }
         }
+        if let reader, kernel != .cudnn || fp8Probabilities {
+            // The choice is timed on 16-bit outputs; the chosen kernel of ours then writes the reader's codes.
+            let codes = try context.empty([batch, lq, channels], dtype: reader.codeType)
+            try launch(kernel, codes: codes)
+            return codes
+        }
         if !launched { try launch(kernel) }
         return y
     }
@@ -631,7 +664,8 @@ public final class CUDAKernels: @unchecked Sendable {
         let function = try compiler.function("attention_fp8p_d\(d)", module: "diffuse8_attention", source: CUDAAttentionSource.source)
         try compiler.launch(function, grid: ((lq + 63) / 64, batch * heads, 1), block: (128, 1, 1), [
             .pointer(query), .pointer(key), .pointer(key), .pointer(0), .int(heads), .int(lq), .int(lk),
-            .float(s * 1.4426950408889634), .int(queryStride), .int(keyStride)] + Self.probabilityCoding(1) + [.tensor(result)])
+            .float(s * 1.4426950408889634), .int(queryStride), .int(keyStride)] + Self.probabilityCoding(1)
+            + [.tensor(result), .pointer(0), .pointer(0), .float(1), .int32(0)])
         return try context.download(result).scalars.first
     }
 

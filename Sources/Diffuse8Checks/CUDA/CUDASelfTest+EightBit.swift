@@ -10,6 +10,42 @@ extension CUDASelfTest {
     /// `QuantizedLayer` (dequantized weight, fake-quantized smoothed input): the codes are the same, so only the
     /// accumulation order and the 16-bit output rounding differ. The same for 8-bit convolutions
     /// (`CUDAKernels.eightBitConvolution`). Also the 16-bit fallback weight from the codes.
+    /// Our attention kernel `kernel` on device copies of q [2, Lq, 320] and k, v [2, Lk, 320] (`heads` heads), as
+    /// `CUDAKernels.attention(query:queryStride:…)` runs it.
+    private static func attention(_ kernels: CUDAKernels, _ kernel: CUDAKernels.AttentionKernel, query qh: Tensor, key kh: Tensor,
+                                  value vh: Tensor, heads: Int, fp8ProbabilityAmax: Float?,
+                                  writingCodesFor reader: CUDAEightBitLinear? = nil) throws -> CUDATensor {
+        let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
+        let previous = kernels.attentionKernel
+        kernels.attentionKernel = kernel
+        defer { kernels.attentionKernel = previous }
+        return try withExtendedLifetime((q, k, v)) {
+            try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
+                                  batch: 2, queries: qh.shape[1], keys: kh.shape[1], channels: 320, heads: heads,
+                                  fp8ProbabilityAmax: fp8ProbabilityAmax, writingCodesFor: reader)
+        }
+    }
+
+    /// An 8-bit layer (16 outputs) that reads `values` [..., width] with SmoothQuant factors 0.5…1.5 and an input amax of
+    /// 0.8 × the largest smoothed value (so that some codes saturate), and the simulation's codes of `values` for it,
+    /// as code values (`QuantizedFormat.encode`, decoded with scale 1): what a producer writing its codes must match.
+    private static func codeReader(_ kernels: CUDAKernels, _ r: inout SelfTestRandom, format: QuantizedFormat,
+                                   reading values: Tensor) throws -> (CUDAEightBitLinear, Tensor) {
+        guard let width = values.shape.last, width > 0 else { throw CUDAError.invalidArgument("codeReader: shape \(values.shape)") }
+        let smoothing: [Float] = (0..<width).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.1) }
+        var amax: Float = 0
+        for i in 0..<values.count { amax = max(amax, abs(values.scalars[i] * smoothing[i % width])) }
+        let layer = QuantizedLayer(name: "check", kind: .linear,
+                                   weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, width], scale: 0.05), format: format,
+                                                           perChannel: format == .int8),
+                                   inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
+        let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
+        let scale = format.scale(forAmax: 0.8 * amax)
+        return (reader, Tensor(shape: values.shape, scalars: values.scalars.indices.map { i in
+            format.decode(format.encode(values.scalars[i] * smoothing[i % width], scale: scale), scale: 1)
+        }))
+    }
+
     static func eightBitCases(_ kernels: CUDAKernels) -> [FusedCase] {
         let context = kernels.context
         var cases: [FusedCase] = []
@@ -28,14 +64,7 @@ extension CUDASelfTest {
             for (label, kernel) in fp8Kernels(d) {
             cases.append(("attention FP8 probabilities (\(label))", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
-                let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
-                let previous = kernels.attentionKernel
-                kernels.attentionKernel = kernel
-                defer { kernels.attentionKernel = previous }
-                let y = try withExtendedLifetime((q, k, v)) {
-                    try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
-                                          batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8ProbabilityAmax: 1)
-                }
+                let y = try attention(kernels, kernel, query: qh, key: kh, value: vh, heads: heads, fp8ProbabilityAmax: 1)
                 return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads))
             }))
             }
@@ -47,14 +76,7 @@ extension CUDASelfTest {
             for (label, kernel) in fp8Kernels(d) {
             cases.append(("attention FP8 probabilities amax \(amax) (\(label))", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320], scale: 3), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
-                let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
-                let previous = kernels.attentionKernel
-                kernels.attentionKernel = kernel
-                defer { kernels.attentionKernel = previous }
-                let y = try withExtendedLifetime((q, k, v)) {
-                    try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
-                                          batch: 2, queries: lq, keys: lk, channels: 320, heads: heads, fp8ProbabilityAmax: amax)
-                }
+                let y = try attention(kernels, kernel, query: qh, key: kh, value: vh, heads: heads, fp8ProbabilityAmax: amax)
                 return (y, FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads, probabilityAmax: amax))
             }))
             }
@@ -279,24 +301,14 @@ extension CUDASelfTest {
                 cases.append(("LayerNorm → \(format) codes", "[\(rows),\(d)]", 1e-2, { r in
                     let xh = r.normalHalfRounded([rows, d], scale: 2), gamma = r.normalHalfRounded([d]), beta = r.normalHalfRounded([d])
                     let normed = CPUKernels.layerNorm(xh, weight: gamma, bias: beta, epsilon: 1e-5)
-                    let smoothing: [Float] = (0..<d).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.1) }
-                    var amax: Float = 0
-                    for i in 0..<normed.count { amax = max(amax, abs(normed.scalars[i] * smoothing[i % d])) }
-                    let layer = QuantizedLayer(name: "check", kind: .linear,
-                                               weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, d], scale: 0.05), format: format,
-                                                                       perChannel: format == .int8),
-                                               inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
-                    let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
+                    let (reader, expected) = try codeReader(kernels, &r, format: format, reading: normed)
                     let (gammaOnDevice, betaOnDevice) = (try kernels.upload(gamma), try kernels.upload(beta))
                     let codes = try kernels.layerNorm(try kernels.upload(xh), weight: gammaOnDevice, bias: betaOnDevice, epsilon: 1e-5,
                                                       writing: kernels.layerNormCodes(weight: gammaOnDevice, bias: betaOnDevice, for: reader))
                     guard codes.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3), codes.shape == [rows, d] else {
                         throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not the reader's codes")
                     }
-                    let scale = format.scale(forAmax: 0.8 * amax)
-                    return (codes, Tensor(shape: [rows, d], scalars: normed.scalars.indices.map { i in
-                        format.decode(format.encode(normed.scalars[i] * smoothing[i % d], scale: scale), scale: 1)
-                    }))
+                    return (codes, expected)
                 }))
             }
             // Our attention kernels writing `to_out.0`'s input codes (SmoothQuant factors applied), with 16-bit and with FP8
@@ -310,30 +322,13 @@ extension CUDASelfTest {
                         let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
                         let attended = fp8Probabilities ? FP8AttentionSimulation.attention(query: qh, key: kh, value: vh, heads: heads)
                             : CPUKernels.attention(query: qh, key: kh, value: vh, heads: heads)
-                        let smoothing: [Float] = (0..<320).map { i in Float(0.5) + Float((i * 7) % 11) * Float(0.1) }
-                        var amax: Float = 0
-                        for i in 0..<attended.count { amax = max(amax, abs(attended.scalars[i] * smoothing[i % 320])) }
-                        let layer = QuantizedLayer(name: "check", kind: .linear,
-                                                   weight: QuantizedWeight(quantizing: r.normalHalfRounded([16, 320], scale: 0.05), format: format,
-                                                                           perChannel: format == .int8),
-                                                   inputAmax: 0.8 * amax, smoothing: smoothing, outputAmax: nil)
-                        let reader = try CUDAEightBitLinear(kernels, Linear(name: "check", weight: layer.weight.dequantized(), bias: nil), layer)
-                        let q = try kernels.upload(qh), k = try kernels.upload(kh), v = try kernels.upload(vh)
-                        let previous = kernels.attentionKernel
-                        kernels.attentionKernel = kernel
-                        defer { kernels.attentionKernel = previous }
-                        let codes = try withExtendedLifetime((q, k, v)) {
-                            try kernels.attention(query: q.address, queryStride: 320, key: k.address, value: v.address, keyValueStride: 320,
-                                                  batch: 2, queries: lq, keys: lk, channels: 320, heads: heads,
+                        let (reader, expected) = try codeReader(kernels, &r, format: format, reading: attended)
+                        let codes = try attention(kernels, kernel, query: qh, key: kh, value: vh, heads: heads,
                                                   fp8ProbabilityAmax: fp8Probabilities ? 1 : nil, writingCodesFor: reader)
-                        }
                         guard codes.dtype == (format == .int8 ? CUDADataType.int8 : .float8e4m3), codes.shape == [2, lq, 320] else {
                             throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not the reader's codes")
                         }
-                        let scale = format.scale(forAmax: 0.8 * amax)
-                        return (codes, Tensor(shape: [2, lq, 320], scalars: attended.scalars.indices.map { i in
-                            format.decode(format.encode(attended.scalars[i] * smoothing[i % 320], scale: scale), scale: 1)
-                        }))
+                        return (codes, expected)
                     }))
                 }
             }

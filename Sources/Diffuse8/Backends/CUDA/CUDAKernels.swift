@@ -577,14 +577,21 @@ public final class CUDAKernels: @unchecked Sendable {
             throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
         }
         let s = scale ?? 1 / Float(d).squareRoot()
-        let y = try output([batch, lq, channels])
         let reader = reader.flatMap { $0.acceptsCodes(width: channels) ? $0 : nil }
+        // The 16-bit output, made when a launch writes it (not for a call that writes the reader's codes).
+        var sixteenBit: CUDATensor?
+        func y() throws -> CUDATensor {
+            if let sixteenBit { return sixteenBit }
+            let made = try output([batch, lq, channels])
+            sixteenBit = made
+            return made
+        }
         /// Launches `kernel`; our kernels write `codes` where given.
         func launch(_ kernel: AttentionKernel, codes: CUDATensor? = nil) throws {
             if kernel == .cudnn && !fp8Probabilities {
                 let shape = CUDNNAttention.Shape(batch: batch, heads: heads, queries: lq, keys: lk, headDim: d,
                                                  queryStride: queryStride, keyValueStride: keyValueStride)
-                try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y.address, scale: s)
+                try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y().address, scale: s)
                 return
             }
             let pipelined = kernel == .pipelined
@@ -596,8 +603,9 @@ public final class CUDAKernels: @unchecked Sendable {
             lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)   // or all keys in its 64-key tile
             let function = try compiler.function(name, module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let queriesPerBlock = pipelined ? 128 : 64
+            let outputAddress = codes == nil ? try y().address : 0
             var arguments: [CUDAKernelArgument] = [
-                .pointer(query), .pointer(key), .pointer(value), .tensor(y), .int(heads), .int(lq), .int(lk),
+                .pointer(query), .pointer(key), .pointer(value), .pointer(outputAddress), .int(heads), .int(lq), .int(lk),
                 .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)]
             if let amax = fp8ProbabilityAmax { arguments += Self.probabilityCoding(amax) + (pipelined ? [] : [.pointer(0)]) }
             arguments += [.pointer(codes?.address ?? 0), .pointer(reader?.smoothing?.address ?? 0), .float(reader?.inputScale ?? 1),
@@ -639,7 +647,7 @@ public final class CUDAKernels: @unchecked Sendable {
             return codes
         }
         if !launched { try launch(kernel) }
-        return y
+        return try y()
     }
 
     /// `p_encode` = 448/a and `p_decode` = a/448 of the FP8-probability kernel (for a = 1 exactly 448 and 1/448).

@@ -586,9 +586,11 @@ public final class CUDAKernels: @unchecked Sendable {
             sixteenBit = made
             return made
         }
+        /// Whether `kernel` runs as cuDNN's 16-bit attention (its FP8-probability calls run ours).
+        func runsCuDNN(_ kernel: AttentionKernel) -> Bool { kernel == .cudnn && !fp8Probabilities }
         /// Launches `kernel`; our kernels write `codes` where given.
         func launch(_ kernel: AttentionKernel, codes: CUDATensor? = nil) throws {
-            if kernel == .cudnn && !fp8Probabilities {
+            if runsCuDNN(kernel) {
                 let shape = CUDNNAttention.Shape(batch: batch, heads: heads, queries: lq, keys: lk, headDim: d,
                                                  queryStride: queryStride, keyValueStride: keyValueStride)
                 try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y().address, scale: s)
@@ -640,7 +642,7 @@ public final class CUDAKernels: @unchecked Sendable {
                 attentionChoice[shape] = kernel
             }
         }
-        if let reader, kernel != .cudnn || fp8Probabilities {
+        if let reader, !runsCuDNN(kernel) {
             // The choice is timed on 16-bit outputs; the chosen kernel of ours then writes the reader's codes.
             let codes = try context.empty([batch, lq, channels], dtype: reader.codeType)
             try launch(kernel, codes: codes)

@@ -53,15 +53,16 @@ extension CUDASelfTest {
         let formats: [QuantizedFormat] = major * 10 + minor >= 89 ? [.int8, .fp8] : [.int8]
         // The fused kernel with FP8 probabilities against the simulation: FP32 logits on both sides, but a probability
         // within rounding of an FP8 step can land one step (up to 6%) away, hence 2e-2 as for the GEMM path.
-        // Both kernels: the simple one and the pipelined one (at its head dims).
-        let fp8Kernels: (Int) -> [(String, CUDAKernels.AttentionKernel)] = { d in
+        // Every kernel of ours: the simple one, the pipelined one (at its head dims) and, up to 128 keys, the short-key one.
+        let fp8Kernels: (Int, Int) -> [(String, CUDAKernels.AttentionKernel)] = { d, keys in
             [("flash", .simple)] + (CUDAAttentionSource.pipelinedHeadDims.contains(d) ? [("flash pipelined", .pipelined)] : [])
+                + (CUDAAttentionSource.shortKeyHeadDims.contains(d) && keys <= 128 ? [("short keys", .shortKeys)] : [])
         }
         // Up to 128 keys (cross-attention) the simple kernel makes one pass: 77 and 128 keys in one 128-key tile, 50 keys
         // of a 160-wide head in one 64-key tile.
         for (lq, lk, d) in [(256, 256, 64), (300, 77, 64), (200, 200, 40), (1024, 1024, 64), (150, 128, 80), (100, 50, 160)] {
             let heads = 320 / d
-            for (label, kernel) in fp8Kernels(d) {
+            for (label, kernel) in fp8Kernels(d, lk) {
             cases.append(("attention FP8 probabilities (\(label))", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
                 let y = try attention(kernels, kernel, query: qh, key: kh, value: vh, heads: heads, fp8ProbabilityAmax: 1)
@@ -73,7 +74,7 @@ extension CUDASelfTest {
         // finer grid; and the largest probability itself, as calibration records it (first pass of the same kernel).
         for (lq, lk, d, amax) in [(256, 256, 64, Float(0.25)), (300, 77, 40, 0.6)] {
             let heads = 320 / d
-            for (label, kernel) in fp8Kernels(d) {
+            for (label, kernel) in fp8Kernels(d, lk) {
             cases.append(("attention FP8 probabilities amax \(amax) (\(label))", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 2e-2, { r in
                 let qh = r.normalHalfRounded([2, lq, 320], scale: 3), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])
                 let y = try attention(kernels, kernel, query: qh, key: kh, value: vh, heads: heads, fp8ProbabilityAmax: amax)
@@ -313,10 +314,10 @@ extension CUDASelfTest {
             }
             // Our attention kernels writing `to_out.0`'s input codes (SmoothQuant factors applied), with 16-bit and with FP8
             // probabilities: as code values against the simulation's codes of the FP32 attention (CPU), as for LayerNorm.
-            // Cross-attention's 77 keys, self-attention's square shapes; the simple and the pipelined kernel.
+            // Cross-attention's 77 keys, self-attention's square shapes; every kernel of ours that takes the shape.
             for (lq, lk, d, fp8Probabilities) in [(300, 77, 64, false), (256, 256, 64, false), (200, 200, 40, false), (300, 77, 64, true)] {
                 let heads = 320 / d
-                for (label, kernel) in fp8Kernels(d) {
+                for (label, kernel) in fp8Kernels(d, lk) {
                     let probabilities = fp8Probabilities ? "FP8" : "16-bit"
                     cases.append(("attention (\(label), \(probabilities) probabilities) → \(format) codes", "B2 H\(heads) Lq\(lq) Lk\(lk) d=\(d)", 1e-2, { r in
                         let qh = r.normalHalfRounded([2, lq, 320]), kh = r.normalHalfRounded([2, lk, 320]), vh = r.normalHalfRounded([2, lk, 320])

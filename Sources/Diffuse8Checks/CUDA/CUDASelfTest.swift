@@ -169,11 +169,13 @@ public enum CUDASelfTest {
             let (a, ah) = try pair([2, 24, 5, 5], &r), (b, bh) = try pair([2, 8, 5, 5], &r)
             return (try kernels.concatChannels(a, b), CPUKernels.concatChannels(ah, bh))
         }
-        // Fused attention: every head dim, ragged query/key counts, cross-attention with 77 keys.
+        // Fused attention: every head dim, ragged query/key counts, cross-attention with 77 keys (and the short-key
+        // kernel's two key tiles: 77 and 100 keys, and 128).
         var attentionCases: [(batch: Int, heads: Int, lq: Int, lk: Int, d: Int)] =
             CUDAAttentionSource.headDims.map { (2, 2, 200, 200, $0) }
         attentionCases += [(2, 8, 256, 77, 40), (2, 10, 64, 77, 64), (1, 4, 1024, 1024, 64), (2, 2, 7, 3, 80),
-                           (1, 2, 333, 130, 32), (2, 2, 64, 77, 8), (2, 2, 100, 77, 16), (2, 2, 70, 70, 48)]
+                           (1, 2, 333, 130, 32), (2, 2, 64, 77, 8), (2, 2, 100, 77, 16), (2, 2, 70, 70, 48),
+                           (1, 3, 333, 100, 80), (2, 5, 1000, 128, 64)]
         if large { attentionCases += [(1, 2, 4096, 4096, 40), (1, 1, 4096, 4096, 64)] }
         let previousAttention = kernels.attentionKernel
         defer { kernels.attentionKernel = previousAttention }
@@ -182,6 +184,7 @@ public enum CUDASelfTest {
                 ? [("", .simple), (" pipelined", .pipelined)] : [("", .simple)]
             // cuDNN's fused attention at the head dims SD/SDXL use (it may not fuse every other one).
             if [32, 40, 64, 80, 128].contains(c.d) && kernels.context.hasCUDNN { variants.append((" cuDNN", .cudnn)) }
+            if CUDAAttentionSource.shortKeyHeadDims.contains(c.d) && c.lk <= 128 { variants.append((" short keys", .shortKeys)) }
             for (label, variant) in variants {
             kernels.attentionKernel = variant
             check("attention d=\(c.d)\(label)", "B\(c.batch) H\(c.heads) Lq\(c.lq) Lk\(c.lk)", threshold: 2e-3) { r in

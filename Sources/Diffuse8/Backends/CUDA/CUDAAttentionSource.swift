@@ -34,7 +34,7 @@ package enum CUDAAttentionSource {
     /// are then the row's (the two-pass kernel's probabilities, but for the sum's rounding: that one adds two 64-key
     /// tiles with a rescale).
     static var source: String {
-        CUDAKernelSources.prelude + pack + body + pipelinedBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
+        CUDAKernelSources.prelude + pack + body + pipelinedBody + shortKeysBody + [("", false), ("fp8p_", true)].map { prefix, fp8 in
             headDims.map { d in
                 """
                 extern "C" __global__ void __launch_bounds__(128) attention_\(prefix)d\(d)(const half_t* q, const half_t* k,
@@ -72,8 +72,25 @@ package enum CUDAAttentionSource {
 
                 """
             }.joined()
+        }.joined() + [("", false), ("fp8p_", true)].map { prefix, fp8 in
+            shortKeyHeadDims.flatMap { d in shortKeyTiles.map { keys in (d, keys) } }.map { d, keys in
+                """
+                extern "C" __global__ void __launch_bounds__(128) attention_short\(keys)_\(prefix)d\(d)(const half_t* q, const half_t* k,
+                        const half_t* v, half_t* o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
+                        float p_encode, float p_decode, unsigned char* codes, const float* smoothing, float code_scale, int format) {
+                    D8_AFTER_PREVIOUS_KERNEL();
+                    attention_short_keys<\(d), \(fp8), \(keys)>(q, k, v, o, heads, Lq, Lk, scale_log2, q_stride, kv_stride, p_encode, p_decode,
+                                                          codes, smoothing, code_scale, format);
+                }
+
+                """
+            }.joined()
         }.joined()
     }
+
+    /// Key counts the short-key kernel holds in shared memory (`attention_short<N>_d<D>`, head dims `shortKeyHeadDims`):
+    /// 80 for the text encoder's 77 tokens, 128 for up to 128.
+    package static let shortKeyTiles = [80, 128]
 
     /// Packs two probabilities for P·V. FP8P: as their FP8 codes with amax a (scale a/448), i.e. (448/a)·p rounded
     /// to E4M3 (`p_encode` = 448/a) — exact in FP16 — and the output is multiplied by a/448 (`p_decode`) once at the
@@ -318,6 +335,160 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
                                        h * D + 2 * t, smoothing, code_scale, format);
             }
         }
+}
+"""#
+
+    /// The short-key kernel (cross-attention over at most 128 text tokens). The flash kernels give each block 64
+    /// queries and reload the few keys per block, so their time is the latency of those loads; here each block copies
+    /// all of its (batch, head)'s keys and values into shared memory once (cp.async, zero past Lk and K past D), and
+    /// each warp then takes 16-query tiles in turn (w, w + 4·gridDim.x, …) with the next tile's Q fragments loading while
+    /// it multiplies this one. All keys lie in one tile, so each row's maximum and sum are known before P·V: FP8P
+    /// rounds the normalised probabilities (as `attention_fp8p_k128`), 16 bit multiplies O by 1/sum at the end.
+    static let shortKeysBody = #"""
+
+template <int D>
+__device__ __forceinline__ void load_query_fragments(u32 (&qf)[(D + 15) / 16][4], const half_t* __restrict__ qb, int q0, int Lq,
+                                                     int q_stride, int g, int t) {
+#pragma unroll
+    for (int s = 0; s < (D + 15) / 16; ++s) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int row = q0 + g + ((r & 1) ? 8 : 0);
+            const int col = s * 16 + 2 * t + ((r & 2) ? 8 : 0);
+            qf[s][r] = (row < Lq && col < D) ? *(const u32*)(qb + (i64)row * q_stride + col) : 0u;
+        }
+    }
+}
+
+template <int D, bool FP8P, int BN>
+__device__ __forceinline__ void attention_short_keys(const half_t* __restrict__ q, const half_t* __restrict__ k,
+        const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
+        float p_encode, float p_decode, unsigned char* __restrict__ codes, const float* __restrict__ smoothing, float code_scale,
+        int format) {
+    constexpr int DP = (D + 15) / 16 * 16;
+    constexpr int KS = DP + 8;
+    constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
+    __shared__ D8_ALIGN16 half_t Ks[BN * KS];
+    __shared__ D8_ALIGN16 half_t Vs[BN * VS];
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.y / heads, h = blockIdx.y % heads;
+    const int stride = heads * D;
+    const half_t* qb = q + (i64)b * Lq * q_stride + h * D;
+    const half_t* kb = k + (i64)b * Lk * kv_stride + h * D;
+    const half_t* vb = v + (i64)b * Lk * kv_stride + h * D;
+
+    for (int i = tid; i < BN * (DP / 8); i += 128) {
+        const int j = i / (DP / 8), c = (i % (DP / 8)) * 8;
+        const bool inside = j < Lk && c < D;
+        cp_async16(shared_address(&Ks[j * KS + c]), inside ? kb + (i64)j * kv_stride + c : kb, inside ? 16 : 0);
+    }
+    for (int i = tid; i < BN * (D / 8); i += 128) {
+        const int j = i / (D / 8), c = (i % (D / 8)) * 8;
+        const bool inside = j < Lk;
+        cp_async16(shared_address(&Vs[j * VS + c]), inside ? vb + (i64)j * kv_stride + c : vb, inside ? 16 : 0);
+    }
+    cp_async_commit();
+
+    const int tiles = (Lq + 15) / 16, step = gridDim.x * 4;
+    int tile = blockIdx.x * 4 + warp;
+    u32 qa[DP / 16][4], qn[DP / 16][4];
+    load_query_fragments<D>(qa, qb, tile * 16, Lq, q_stride, g, t);
+    cp_async_wait_all();
+    __syncthreads();
+
+    // One 16-query tile: S = Q·Kᵀ over every key, the exact softmax, O = P·V, stored (or written as codes).
+    auto attend = [&](const u32 (&qf)[DP / 16][4], int q0) {
+        float s[BN / 8][4];
+#pragma unroll
+        for (int n = 0; n < BN / 8; ++n) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+            if (n * 8 >= Lk) continue;   // masked below
+            const half_t* kfrag = Ks + (n * 8 + (lane & 7)) * KS + (lane >> 3) * 8;
+#pragma unroll
+            for (int ks = 0; ks + 1 < DP / 16; ks += 2) {
+                u32 b0, b1, b2, b3;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3) : "r"(shared_address(kfrag + ks * 16)));
+                mma_16816(s[n], qf[ks], b0, b1);
+                mma_16816(s[n], qf[ks + 1], b2, b3);
+            }
+            if ((DP / 16) % 2 == 1) {
+                constexpr int ks = DP / 16 - 1;
+                u32 b0, b1;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+                             : "=r"(b0), "=r"(b1)
+                             : "r"(shared_address(Ks + (n * 8 + (lane & 7)) * KS + ks * 16 + ((lane >> 3) & 1) * 8)));
+                mma_16816(s[n], qf[ks], b0, b1);
+            }
+        }
+        float scale[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float m = -D8_INFINITY;
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                    s[n][e] = n * 8 + 2 * t + (e & 1) < Lk ? s[n][e] * scale_log2 : -D8_INFINITY;
+                    m = fmaxf(m, s[n][e]);
+                }
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            float sum = 0.f;
+#pragma unroll
+            for (int n = 0; n < BN / 8; ++n) {
+                s[n][2 * r] = fast_exp2(s[n][2 * r] - m);
+                s[n][2 * r + 1] = fast_exp2(s[n][2 * r + 1] - m);
+                sum += s[n][2 * r] + s[n][2 * r + 1];
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float inv = 1.f / sum;
+            if (FP8P) {
+#pragma unroll
+                for (int n = 0; n < BN / 8; ++n) { s[n][2 * r] *= inv; s[n][2 * r + 1] *= inv; }
+            }
+            scale[r] = FP8P ? p_decode : inv;
+        }
+        float acc[D / 8][4];
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) { acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f; }
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            if (kk * 16 >= Lk) break;
+            u32 a[4];
+            a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1], p_encode);
+            a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3], p_encode);
+            a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1], p_encode);
+            a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3], p_encode);
+            const half_t* vrow = Vs + (kk * 16 + (lane & 15)) * VS;
+#pragma unroll
+            for (int j = 0; j < D / 8; ++j) {
+                u32 b0, b1;
+                asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                             : "=r"(b0), "=r"(b1) : "r"(shared_address(vrow + j * 8)));
+                mma_16816(acc[j], a, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = q0 + g + 8 * r;
+            if (row < Lq) {
+                store_attention_row<D>(acc, r, scale[r], o, codes, ((i64)b * Lq + row) * stride, h * D + 2 * t, smoothing,
+                                       code_scale, format);
+            }
+        }
+    };
+
+    // Two fragment buffers in turn, so that a tile's Q loads are in flight while the previous tile is multiplied.
+    for (; tile < tiles; tile += 2 * step) {
+        load_query_fragments<D>(qn, qb, (tile + step) * 16, Lq, q_stride, g, t);
+        attend(qa, tile * 16);
+        if (tile + step >= tiles) break;
+        load_query_fragments<D>(qa, qb, (tile + 2 * step) * 16, Lq, q_stride, g, t);
+        attend(qn, (tile + step) * 16);
+    }
 }
 """#
 

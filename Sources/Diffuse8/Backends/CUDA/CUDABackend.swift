@@ -570,7 +570,9 @@ public final class CUDABackend: ModelBackend {
         return try op(queries == keys ? "attention self" : "attention cross", layer: layerReport == nil ? nil : module?.name, kernel: {
             let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
             let codes = reader?.acceptsCodes(width: channels) == true ? ", writes to_out.0's codes" : ""
-            return "16-bit tensor cores, FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")" + codes + reason
+            let kernel = kernels.lastFP8AttentionShortKeys ? "short-key kernel, " : ""
+            return kernel + "16-bit tensor cores, FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")"
+                + codes + reason
         }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes

@@ -60,11 +60,15 @@ public final class CUDAKernels: @unchecked Sendable {
         case pipelined
         /// cuDNN's fused flash attention (`CUDNNAttention`; throws where cuDNN is missing or cannot fuse the shape).
         case cudnn
+        /// Every key in shared memory, loaded once per block, each warp walking 16-query tiles
+        /// (`CUDAAttentionSource.shortKeysBody`): at most 128 keys, head dims `CUDAAttentionSource.shortKeyHeadDims`.
+        case shortKeys
 
         /// A measured kernel as a `CUDATuningRecord` choice, and back.
         var tuningCode: String { "\(self)" }
         init?(tuningCode: String) {
-            guard let kernel = [AttentionKernel.simple, .pipelined, .cudnn].first(where: { $0.tuningCode == tuningCode }) else { return nil }
+            guard let kernel = [AttentionKernel.simple, .pipelined, .cudnn, .shortKeys].first(where: { $0.tuningCode == tuningCode })
+            else { return nil }
             self = kernel
         }
     }
@@ -401,8 +405,13 @@ public final class CUDAKernels: @unchecked Sendable {
     /// of `attention_fp8p_k128_d<D>`'s one pass (for measurements).
     package var onePassFP8AttentionDisabled = false
 
-    /// Whether the last FP8-probability attention made one pass over its keys (for reports).
+    /// Leaves the short-key attention kernel out of the automatic choice (for measurements against the flash kernels).
+    package var shortKeyAttentionDisabled = false
+
+    /// Whether the last FP8-probability attention made one pass over its keys, and whether the short-key kernel ran it
+    /// (for reports).
     package private(set) var lastFP8AttentionOnePass = false
+    package private(set) var lastFP8AttentionShortKeys = false
 
     /// `torch.nn.LayerNorm` over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
@@ -576,6 +585,10 @@ public final class CUDAKernels: @unchecked Sendable {
         if attentionKernel == .pipelined && !hasPipelined {
             throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
         }
+        let keyTile = CUDAAttentionSource.shortKeyHeadDims.contains(d) ? CUDAAttentionSource.shortKeyTiles.first(where: { lk <= $0 }) : nil
+        if attentionKernel == .shortKeys && (keyTile == nil || lk < 1) {
+            throw CUDAError.invalidArgument("attention: no short-key kernel for \(lk) keys at head dim \(d)")
+        }
         let s = scale ?? 1 / Float(d).squareRoot()
         let reader = reader.flatMap { $0.acceptsCodes(width: channels) ? $0 : nil }
         // The 16-bit output, made when a launch writes it (not for a call that writes the reader's codes).
@@ -596,35 +609,51 @@ public final class CUDAKernels: @unchecked Sendable {
                 try cudnnAttentionRegardless().forward(shape, query: query, key: key, value: value, output: y().address, scale: s)
                 return
             }
-            let pipelined = kernel == .pipelined
+            let pipelined = kernel == .pipelined, shortKeys = kernel == .shortKeys
             let variant = fp8Probabilities ? "fp8p_" : ""
             // FP8 probabilities over at most 128 keys (cross-attention): the one-pass kernel
             let onePass = fp8Probabilities && !pipelined && !onePassFP8AttentionDisabled && lk <= CUDAAttentionSource.shortKeys
                 && CUDAAttentionSource.shortKeyHeadDims.contains(d)
-            let name = pipelined ? "attention_pipelined_\(variant)d\(d)" : onePass ? "attention_fp8p_k128_d\(d)" : "attention_\(variant)d\(d)"
-            lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)   // or all keys in its 64-key tile
+            let name: String, blocks: Int
+            if shortKeys, let keyTile {
+                name = "attention_short\(keyTile)_\(variant)d\(d)"
+                blocks = shortKeyBlocks(queries: lq, batchHeads: batch * heads)
+                lastFP8AttentionOnePass = fp8Probabilities
+                lastFP8AttentionShortKeys = fp8Probabilities
+            } else {
+                name = pipelined ? "attention_pipelined_\(variant)d\(d)" : onePass ? "attention_fp8p_k128_d\(d)" : "attention_\(variant)d\(d)"
+                blocks = (lq + (pipelined ? 127 : 63)) / (pipelined ? 128 : 64)
+                lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)   // or all keys in its 64-key tile
+                lastFP8AttentionShortKeys = false
+            }
             let function = try compiler.function(name, module: "diffuse8_attention", source: CUDAAttentionSource.source)
-            let queriesPerBlock = pipelined ? 128 : 64
             let outputAddress = codes == nil ? try y().address : 0
             var arguments: [CUDAKernelArgument] = [
                 .pointer(query), .pointer(key), .pointer(value), .pointer(outputAddress), .int(heads), .int(lq), .int(lk),
                 .float(s * 1.4426950408889634), .int(queryStride), .int(keyValueStride)]
-            if let amax = fp8ProbabilityAmax { arguments += Self.probabilityCoding(amax) + (pipelined ? [] : [.pointer(0)]) }
+            // The FP8-probability kernels' coding (the flash kernel's also a calibration pointer); the short-key kernel
+            // takes it in both forms.
+            if let amax = fp8ProbabilityAmax {
+                arguments += Self.probabilityCoding(amax) + (pipelined || shortKeys ? [] : [.pointer(0)])
+            } else if shortKeys {
+                arguments += Self.probabilityCoding(1)
+            }
             arguments += [.pointer(codes?.address ?? 0), .pointer(reader?.smoothing?.address ?? 0), .float(reader?.inputScale ?? 1),
                           .int32(reader?.format == .int8 ? 0 : 1)]
-            try compiler.launch(function, grid: ((lq + queriesPerBlock - 1) / queriesPerBlock, batch * heads, 1), block: (128, 1, 1),
-                                arguments)
+            try compiler.launch(function, grid: (blocks, batch * heads, 1), block: (128, 1, 1), arguments)
         }
         var kernel = attentionKernel
         var launched = false
         if kernel == .automatic {
             // The pipelined kernel is faster on long sequences but its 128-query blocks can leave SMs idle on short
-            // ones; cuDNN's fused kernel wins on long sequences where it builds a plan: measure once per shape.
-            let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride, fp8Probabilities ? 1 : 0]
+            // ones; cuDNN's fused kernel wins on long sequences where it builds a plan; the short-key kernel is meant
+            // for cross-attention's few keys: measure once per shape.
+            let shortKeyCandidate = keyTile != nil && lk >= 1 && !shortKeyAttentionDisabled
+            let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride, fp8Probabilities ? 1 : 0, shortKeyCandidate ? 1 : 0]
             if let known = attentionChoice[shape] {
                 kernel = known
             } else {
-                var candidates: [AttentionKernel] = [.simple] + (hasPipelined ? [.pipelined] : [])
+                var candidates: [AttentionKernel] = [.simple] + (hasPipelined ? [.pipelined] : []) + (shortKeyCandidate ? [.shortKeys] : [])
                 if cudnnAttentionUnavailable == nil && d % 8 == 0 && d <= 128 && !fp8Probabilities { candidates.append(.cudnn) }
                 // The kernel an earlier run measured fastest (`CUDATuningRecord`), if it is a candidate and runs.
                 let key = "attention shape=\(shape.map(String.init).joined(separator: ",")) type=\(storageType.rawValue)"
@@ -650,6 +679,16 @@ public final class CUDAKernels: @unchecked Sendable {
         }
         if !launched { try launch(kernel) }
         return try y()
+    }
+
+    /// Blocks per (batch, head) of the short-key kernel: each of its 4 warps takes 16-query tiles in turn, and the
+    /// blocks of every head should fit in one wave at three blocks per multiprocessor (its registers allow three), each
+    /// warp taking the same number of tiles.
+    func shortKeyBlocks(queries: Int, batchHeads: Int) -> Int {
+        let tiles = (queries + 15) / 16
+        let warps = 4 * 3 * max(context.multiprocessorCount, 1)
+        let tilesPerWarp = max(1, (tiles * batchHeads + warps - 1) / warps)
+        return max(1, (tiles + 4 * tilesPerWarp - 1) / (4 * tilesPerWarp))
     }
 
     /// `p_encode` = 448/a and `p_decode` = a/448 of the FP8-probability kernel (for a = 1 exactly 448 and 1/448).

@@ -454,23 +454,7 @@ __device__ __forceinline__ void attention_short_keys(const half_t* __restrict__ 
         float acc[D / 8][4];
 #pragma unroll
         for (int j = 0; j < D / 8; ++j) { acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f; }
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            if (kk * 16 >= Lk) break;
-            u32 a[4];
-            a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1], p_encode);
-            a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3], p_encode);
-            a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1], p_encode);
-            a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3], p_encode);
-            const half_t* vrow = Vs + (kk * 16 + (lane & 15)) * VS;
-#pragma unroll
-            for (int j = 0; j < D / 8; ++j) {
-                u32 b0, b1;
-                asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
-                             : "=r"(b0), "=r"(b1) : "r"(shared_address(vrow + j * 8)));
-                mma_16816(acc[j], a, b0, b1);
-            }
-        }
+        accumulate_pv<D, FP8P, BN, VS>(acc, s, Vs, lane, p_encode, true, 0, Lk);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const int row = q0 + g + 8 * r;
@@ -504,6 +488,30 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
     u32 a;
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
     return a;
+}
+
+// O += P·V for one warp's 16 rows over the tile of keys from k0 in shared memory (rows of VS halves): two accumulator
+// n-tiles of P form one A fragment (k = 16 keys), V fragments by `ldmatrix.trans`; with `stops`, only up to key Lk.
+template <int D, bool FP8P, int BN, int VS>
+__device__ __forceinline__ void accumulate_pv(float (&acc)[D / 8][4], const float (&s)[BN / 8][4], const half_t* Vt, int lane,
+                                              float p_encode, bool stops, int k0, int Lk) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+        if (stops && k0 + kk * 16 >= Lk) break;
+        u32 a[4];
+        a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1], p_encode);
+        a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3], p_encode);
+        a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1], p_encode);
+        a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3], p_encode);
+        const half_t* vrow = Vt + (kk * 16 + (lane & 15)) * VS;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            u32 b0, b1;
+            asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                         : "=r"(b0), "=r"(b1) : "r"(shared_address(vrow + j * 8)));
+            mma_16816(acc[j], a, b0, b1);
+        }
+    }
 }
 
 // q: rows of q_stride halves, k, v: rows of kv_stride halves (head h at column h*D); o: [B, Lq, heads*D]. Grid (ceil(Lq/64), B*heads), block 128.
@@ -630,24 +638,8 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         }
         if (pass == 0) continue;
 
-        // O += P·V: two accumulator n-tiles of P form one A fragment (k = 16 keys); with one pass, the tile's keys only.
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            if (single && k0 + kk * 16 >= Lk) break;
-            u32 a[4];
-            a[0] = pack_p<FP8P>(s[2 * kk][0], s[2 * kk][1], p_encode);
-            a[1] = pack_p<FP8P>(s[2 * kk][2], s[2 * kk][3], p_encode);
-            a[2] = pack_p<FP8P>(s[2 * kk + 1][0], s[2 * kk + 1][1], p_encode);
-            a[3] = pack_p<FP8P>(s[2 * kk + 1][2], s[2 * kk + 1][3], p_encode);
-            const half_t* vrow = Vs + (kk * 16 + (lane & 15)) * VS;
-#pragma unroll
-            for (int j = 0; j < D / 8; ++j) {
-                u32 b0, b1;
-                asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
-                             : "=r"(b0), "=r"(b1) : "r"(shared_address(vrow + j * 8)));
-                mma_16816(acc[j], a, b0, b1);
-            }
-        }
+        // O += P·V; with one pass, the tile's keys only.
+        accumulate_pv<D, FP8P, BN, VS>(acc, s, Vs, lane, p_encode, single, k0, Lk);
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {

@@ -681,13 +681,18 @@ public final class CUDAKernels: @unchecked Sendable {
         return try y()
     }
 
-    /// Blocks per (batch, head) of the short-key kernel: each of its 4 warps takes 16-query tiles in turn, and the
-    /// blocks of every head should fit in one wave at three blocks per multiprocessor (its registers allow three), each
-    /// warp taking the same number of tiles.
+    /// Blocks per (batch, head) of the short-key kernel on this card (`shortKeyBlocks(queries:batchHeads:multiprocessors:)`).
     func shortKeyBlocks(queries: Int, batchHeads: Int) -> Int {
-        let tiles = (queries + 15) / 16
-        let warps = 4 * 3 * max(context.multiprocessorCount, 1)
-        let tilesPerWarp = max(1, (tiles * batchHeads + warps - 1) / warps)
+        Self.shortKeyBlocks(queries: queries, batchHeads: batchHeads, multiprocessors: context.multiprocessorCount)
+    }
+
+    /// Blocks per (batch, head) of the short-key kernel: each of its 4 warps takes 16-query tiles in turn (tile w, then
+    /// w + 4·blocks, …). The blocks of every head should fit in one wave at three blocks per multiprocessor (its
+    /// registers allow three), each warp taking the same number of tiles: the fewest tiles per warp for which they fit.
+    static func shortKeyBlocks(queries: Int, batchHeads: Int, multiprocessors: Int) -> Int {
+        let tiles = (max(queries, 0) + 15) / 16
+        let warps = 4 * 3 * max(multiprocessors, 1)
+        let tilesPerWarp = max(1, (tiles * max(batchHeads, 1) + warps - 1) / warps)
         return max(1, (tiles + 4 * tilesPerWarp - 1) / (4 * tilesPerWarp))
     }
 

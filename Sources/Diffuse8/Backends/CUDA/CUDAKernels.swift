@@ -585,8 +585,10 @@ public final class CUDAKernels: @unchecked Sendable {
         if attentionKernel == .pipelined && !hasPipelined {
             throw CUDAError.invalidArgument("attention: no pipelined kernel for head dim \(d)")
         }
-        let keyTile = CUDAAttentionSource.shortKeyHeadDims.contains(d) ? CUDAAttentionSource.shortKeyTiles.first(where: { lk <= $0 }) : nil
-        if attentionKernel == .shortKeys && (keyTile == nil || lk < 1) {
+        // The short-key kernel's key tile for this call, if it takes it.
+        let keyTile = lk >= 1 && CUDAAttentionSource.shortKeyHeadDims.contains(d)
+            ? CUDAAttentionSource.shortKeyTiles.first(where: { lk <= $0 }) : nil
+        if attentionKernel == .shortKeys && keyTile == nil {
             throw CUDAError.invalidArgument("attention: no short-key kernel for \(lk) keys at head dim \(d)")
         }
         let s = scale ?? 1 / Float(d).squareRoot()
@@ -648,7 +650,7 @@ public final class CUDAKernels: @unchecked Sendable {
             // The pipelined kernel is faster on long sequences but its 128-query blocks can leave SMs idle on short
             // ones; cuDNN's fused kernel wins on long sequences where it builds a plan; the short-key kernel is meant
             // for cross-attention's few keys: measure once per shape.
-            let shortKeyCandidate = keyTile != nil && lk >= 1 && !shortKeyAttentionDisabled
+            let shortKeyCandidate = keyTile != nil && !shortKeyAttentionDisabled
             let shape = [d, lq, lk, batch * heads, queryStride, keyValueStride, fp8Probabilities ? 1 : 0, shortKeyCandidate ? 1 : 0]
             if let known = attentionChoice[shape] {
                 kernel = known

@@ -158,6 +158,11 @@ public enum CUDASelfTest {
         check("upsampleNearest2x", "[2,32,9,7]") { r in
             let (x, xh) = try pair([2, 32, 9, 7], &r); return (try kernels.upsampleNearest2x(x), CPUKernels.upsampleNearest2x(xh))
         }
+        for shape in [[2, 16, 6, 12], [1, 3, 5, 4]] {   // widths of whole quads: the vectorised kernel
+            check("upsampleNearest2x", "\(shape)") { r in
+                let (x, xh) = try pair(shape, &r); return (try kernels.upsampleNearest2x(x), CPUKernels.upsampleNearest2x(xh))
+            }
+        }
         check("channelsToTokens", "[2,40,9,7]") { r in
             let (x, xh) = try pair([2, 40, 9, 7], &r); return (try kernels.channelsToTokens(x), CPUKernels.channelsToTokens(xh))
         }

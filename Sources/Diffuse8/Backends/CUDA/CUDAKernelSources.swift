@@ -494,6 +494,23 @@ extern "C" __global__ void upsample_nearest2x(const half_t* __restrict__ x, half
     }
 }
 
+// upsample_nearest2x for W % 4 == 0: each thread reads four halves of input row r (8 bytes) and writes each twice,
+// 16 bytes to output rows 2r and 2r + 1 (row nc·H + iy becomes rows nc·2H + 2iy and the next), one division per four
+// inputs where the element form takes two 64-bit divisions per output.
+extern "C" __global__ void upsample_nearest2x_vec4(const half_t* __restrict__ x, half_t* __restrict__ y, i64 quads, int W) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    const int quadsPerRow = W / 4;
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < quads; i += (i64)gridDim.x * blockDim.x) {
+        const i64 r = i / quadsPerRow; const int q = (int)(i - r * quadsPerRow);
+        const uint2 v = *reinterpret_cast<const uint2*>(x + i * 4);
+        const uint4 o = make_uint4(__byte_perm(v.x, 0, 0x1010), __byte_perm(v.x, 0, 0x3232),
+                                   __byte_perm(v.y, 0, 0x1010), __byte_perm(v.y, 0, 0x3232));
+        uint4* row = reinterpret_cast<uint4*>(y + 2 * r * (2 * (i64)W) + 8 * q);
+        row[0] = o;
+        row[W / 4] = o;   // the next output row, 2W halves = W/4 uint4 further
+    }
+}
+
 // Batched transpose: x [B, R, C] -> y [B, C, R], through a 32x33 shared tile. Block (32, 8).
 extern "C" __global__ void transpose_batched(const half_t* __restrict__ x, half_t* __restrict__ y, int R, int C) {
     D8_AFTER_PREVIOUS_KERNEL();

@@ -799,6 +799,12 @@ public final class CUDAKernels: @unchecked Sendable {
         try requireHalf(x, op: "upsampleNearest2x")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
         let y = try output([n, c, 2 * h, 2 * w])
+        if w % 4 == 0 {
+            let quads = x.count / 4
+            try compiler.launch(basic("upsample_nearest2x_vec4"), grid: elementwiseGrid(quads), block: (256, 1, 1), [
+                .tensor(x), .tensor(y), .int64(Int64(quads)), .int(w)])
+            return y
+        }
         try compiler.launch(basic("upsample_nearest2x"), grid: elementwiseGrid(y.count), block: (256, 1, 1), [
             .tensor(x), .tensor(y), .int64(Int64(y.count)), .int(h), .int(w)])
         return y

@@ -38,14 +38,15 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     not left to its quantize pass (every mode: DIFFUSE8_SKIP_QKV_ROUNDING=off);
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
                     --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass|
-                    qkv-quantize-pass|attention-quantize-pass|flash-cross-attention|groupnorm-quantize-pass|proj-in-quantize-pass|
-                    resnet-epilogue-passes|serial-launches: then that change too
+                    qkv-quantize-pass|attention-quantize-pass|flash-cross-attention|single-half-transpose|
+                    groupnorm-quantize-pass|proj-in-quantize-pass|resnet-epilogue-passes|serial-launches: then that change too
                     (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel; geglu-quantize-pass: the
                     fused GEGLU writes 16 bit and the FF output layer's quantize pass follows; qkv-quantize-pass: level
                     4's Q/K/V stacks write 16 bit and the FP8 attention's quantize pass follows; attention-quantize-pass:
                     level 4's FP8-probability attention kernels write 16 bit and `to_out.0`'s quantize pass follows;
                     flash-cross-attention: attention over at most 128 keys chooses among the flash kernels and cuDNN's,
-                    without the short-key kernel;
+                    without the short-key kernel; single-half-transpose: tokens go back to NCHW (8-bit convolutions'
+                    results, proj_out) through 32×32 tiles of single halves, not the paired 64×64 form;
                     groupnorm-quantize-pass: GroupNorms write 16 bit and the 8-bit convolution's transposing
                     quantize pass, or proj_in's transpose and quantize pass, follow; proj-in-quantize-pass: only the
                     latter; resnet-epilogue-passes: a resnet's time embedding and output are added in
@@ -235,13 +236,14 @@ if arguments.contains("--unet") || arguments.contains("--unet-bench") {
         case "geglu-quantize-pass": alternative = .init(label: name) { $0.gegluWritesCodes = false }
         case "qkv-quantize-pass": alternative = .init(label: name) { $0.qkvWritesAttentionCodes = false }
         case "attention-quantize-pass": alternative = .init(label: name) { $0.attentionWritesCodes = false }
+        case "single-half-transpose": alternative = .init(label: name) { $0.kernels.pairedTransposeDisabled = true }
         case "flash-cross-attention": alternative = .init(label: name) { $0.kernels.shortKeyAttentionDisabled = true }
         case "groupnorm-quantize-pass": alternative = .init(label: name) { $0.groupNormWritesCodes = false; $0.groupNormWritesTokenCodes = false }
         case "proj-in-quantize-pass": alternative = .init(label: name) { $0.groupNormWritesTokenCodes = false }
         case "resnet-epilogue-passes": alternative = .init(label: name) { $0.fusesResnetEpilogues = false }
         case "serial-launches": alternative = .init(label: name) { $0.kernels.compiler.overlapsLaunches = false }
         default:
-            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass, attention-quantize-pass, flash-cross-attention, groupnorm-quantize-pass, proj-in-quantize-pass, resnet-epilogue-passes or serial-launches, got \(name)")
+            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass, attention-quantize-pass, flash-cross-attention, single-half-transpose, groupnorm-quantize-pass, proj-in-quantize-pass, resnet-epilogue-passes or serial-launches, got \(name)")
             exit(1)
         }
     }

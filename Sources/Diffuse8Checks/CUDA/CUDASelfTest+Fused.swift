@@ -46,26 +46,35 @@ extension CUDASelfTest {
             let biased = Tensor(shape: xh.shape) { out in for i in 0..<xh.scalars.count { out[i] = xh.scalars[i] + bh.scalars[(i / 81) % 64] } }
             return (try kernels.biasResidual(x, bias: b, residual: res, scale: 0.5), CPUKernels.scale(CPUKernels.add(resh, biased), 0.5))
         }
-        check("tokensToChannelsAdding", "[2,35,48] → [2,48,5,7]", 1e-3) { r in
-            let (t, th) = try pair([2, 35, 48], &r, 1), (res, resh) = try pair([2, 48, 5, 7], &r, 1)
-            return (try kernels.tokensToChannelsAdding(t, residual: res),
-                    CPUKernels.add(CPUKernels.tokensToChannels(th, height: 5, width: 7), resh))
-        }
         // The transposing epilogues of a resnet's 8-bit convolutions: its time embedding, and its output with and
-        // without the folded bias (scale 0.5: diffusers' output_scale_factor 2).
-        check("tokensToChannels + channel vector", "[2,35,48] → [2,48,5,7] + v[2,stride 100]", 1e-3) { r in
-            let (t, th) = try pair([2, 35, 48], &r, 1), (v, vh) = try pair([2, 100], &r, 1)
-            let slice = Tensor(shape: [2, 48]) { out in for n in 0..<2 { for c in 0..<48 { out[n * 48 + c] = vh.scalars[n * 100 + 30 + c] } } }
-            return (try kernels.tokensToChannels(t, height: 5, width: 7, .addingChannelVector(v, offset: 30)),
-                    CPUKernels.addChannelBias(CPUKernels.tokensToChannels(th, height: 5, width: 7), slice))
-        }
-        for withBias in [true, false] {
-            check("tokensToChannels + resnet output\(withBias ? " + bias" : "")", "[2,35,48] → [2,48,5,7] scale 0.5", 1e-3) { r in
-                let (t, th) = try pair([2, 35, 48], &r, 1), (b, bh) = try pair([48], &r, 1), (res, resh) = try pair([2, 48, 5, 7], &r, 1)
-                let h = CPUKernels.tokensToChannels(th, height: 5, width: 7)
-                let biased = withBias ? Tensor(shape: h.shape) { out in for i in 0..<h.scalars.count { out[i] = h.scalars[i] + bh.scalars[(i / 35) % 48] } } : h
-                return (try kernels.tokensToChannels(t, height: 5, width: 7, .addingResidual(res, bias: withBias ? b : nil, scale: 0.5)),
-                        CPUKernels.scale(CPUKernels.add(resh, biased), 0.5))
+        // without the folded bias (scale 0.5: diffusers' output_scale_factor 2). Odd token counts take the 32×32 kernel,
+        // even ones (and an even channel count) in a grid of two or more blocks per multiprocessor the paired 64×64
+        // one, here over partial tiles.
+        for (h, w, c) in [(5, 7, 48), (96, 99, 160)] {
+            let hw = h * w, shapes = "[2,\(hw),\(c)] → [2,\(c),\(h),\(w)]"
+            check("tokensToChannelsAdding", shapes, 1e-3) { r in
+                let (t, th) = try pair([2, hw, c], &r, 1), (res, resh) = try pair([2, c, h, w], &r, 1)
+                return (try kernels.tokensToChannelsAdding(t, residual: res),
+                        CPUKernels.add(CPUKernels.tokensToChannels(th, height: h, width: w), resh))
+            }
+            check("tokensToChannels + channel vector", shapes + " + v[2,stride \(c + 52)]", 1e-3) { r in
+                let (t, th) = try pair([2, hw, c], &r, 1), (v, vh) = try pair([2, c + 52], &r, 1)
+                let slice = Tensor(shape: [2, c]) { out in
+                    for n in 0..<2 { for k in 0..<c { out[n * c + k] = vh.scalars[n * (c + 52) + 30 + k] } }
+                }
+                return (try kernels.tokensToChannels(t, height: h, width: w, .addingChannelVector(v, offset: 30)),
+                        CPUKernels.addChannelBias(CPUKernels.tokensToChannels(th, height: h, width: w), slice))
+            }
+            for withBias in [true, false] {
+                check("tokensToChannels + resnet output\(withBias ? " + bias" : "")", shapes + " scale 0.5", 1e-3) { r in
+                    let (t, th) = try pair([2, hw, c], &r, 1), (b, bh) = try pair([c], &r, 1), (res, resh) = try pair([2, c, h, w], &r, 1)
+                    let tokens = CPUKernels.tokensToChannels(th, height: h, width: w)
+                    let biased = withBias
+                        ? Tensor(shape: tokens.shape) { out in for i in 0..<tokens.scalars.count { out[i] = tokens.scalars[i] + bh.scalars[(i / hw) % c] } }
+                        : tokens
+                    return (try kernels.tokensToChannels(t, height: h, width: w, .addingResidual(res, bias: withBias ? b : nil, scale: 0.5)),
+                            CPUKernels.scale(CPUKernels.add(resh, biased), 0.5))
+                }
             }
         }
         check("affine (center_input_sample)", "[2,4,9,9] 2x-1", 1e-3) { r in

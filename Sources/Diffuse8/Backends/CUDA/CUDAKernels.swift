@@ -408,6 +408,10 @@ public final class CUDAKernels: @unchecked Sendable {
     /// Leaves the short-key attention kernel out of the automatic choice (for measurements against the flash kernels).
     package var shortKeyAttentionDisabled = false
 
+    /// Transposes tokens back to NCHW (`tokensToChannels(_:height:width:_:)`) through 32×32 tiles of single halves even
+    /// where the paired 64×64 form applies (for measurements against it).
+    package var pairedTransposeDisabled = false
+
     /// Whether the last FP8-probability attention made one pass over its keys, and whether the short-key kernel ran it
     /// (for reports).
     package private(set) var lastFP8AttentionOnePass = false

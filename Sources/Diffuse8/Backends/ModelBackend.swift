@@ -53,6 +53,10 @@ public protocol ModelBackend: AnyObject {
     /// (Q, K, V arrive FP8-rounded from their projections; the softmax probabilities are FP8-rounded before P·V).
     func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                    causal: Bool, fp8: Bool) throws -> Value
+    /// `attention(…, causal: false, fp8: false)` of `module`, which a backend may name in its per-layer report. The
+    /// default is exactly that attention.
+    func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
+                   module: MultiHeadAttention) throws -> Value
     /// Level-4 FP8 attention of `module` whose softmax probabilities are rounded to FP8 with scale
     /// `probabilityAmax` / 448 (saturating at `probabilityAmax`; 1 when not calibrated); see `FP8AttentionSimulation`.
     /// The result is read by `module.output` alone and may come back quantized for it, as `layerNorm(_:_:readBy:)`.
@@ -128,6 +132,10 @@ extension ModelBackend {
     }
     public func groupNormTokens(_ x: Value, _ norm: GroupNorm, readBy reader: Linear) throws -> Value {
         try channelsToTokens(groupNorm(x, norm, silu: false))
+    }
+    public func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
+                          module: MultiHeadAttention) throws -> Value {
+        try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8: false)
     }
     public func fp8Attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                              probabilityAmax: Float, module: MultiHeadAttention) throws -> Value {

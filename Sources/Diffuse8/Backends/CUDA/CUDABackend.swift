@@ -103,7 +103,7 @@ public final class CUDABackend: ModelBackend {
     /// Whether a level-4 attention that our FP8-probability kernels run (cross-attention; self-attention where the fused
     /// FP8 attention declines) writes its real 8-bit `to_out.0`'s input codes (the default), instead of 16 bit and that
     /// layer's quantize pass (for measurements against that form). Level 3's 16-bit attention keeps the pass: writing
-    /// codes from our kernels measured slower there in a CUDA graph (`docs/PERFORMANCE.md`).
+    /// codes from our kernels measured no faster there in a CUDA graph (`docs/PERFORMANCE.md`).
     public var attentionWritesCodes = true
 
     /// `DIFFUSE8_WGMMA_FP8_ATTENTION=on|off` (read once; off when unset): the default of `usesWGMMAFP8Attention`.
@@ -459,6 +459,12 @@ public final class CUDABackend: ModelBackend {
         try attention(query: query, key: key, value: value, heads: heads, causal: causal, fp8ProbabilityAmax: fp8 ? 1 : nil, module: nil)
     }
 
+    /// 16-bit attention, reported per layer under `module`'s name.
+    public func attention(query: Columns<CUDATensor>, key: Columns<CUDATensor>, value: Columns<CUDATensor>, heads: Int,
+                          module: MultiHeadAttention) throws -> CUDATensor {
+        try attention(query: query, key: key, value: value, heads: heads, causal: false, fp8ProbabilityAmax: nil, module: module)
+    }
+
     /// With `usesCuDNNFP8Attention`, self-attention whose Q/K/V come from one stacked projection and whose `to_out.0` is
     /// a real FP8 GEMM runs through cuDNN's FP8 attention (Hopper or newer, head dims that are multiples of 16), or with
     /// `usesWGMMAFP8Attention` our wgmma kernel that rounds alike (sm_90a, head dim 64), returning `to_out.0`'s input codes.
@@ -570,9 +576,15 @@ public final class CUDABackend: ModelBackend {
         return try op(queries == keys ? "attention self" : "attention cross", layer: layerReport == nil ? nil : module?.name, kernel: {
             let reason = module.flatMap { fp8Attentions[ObjectIdentifier($0)]?.fallbackReason }.map { " (cuDNN: \($0))" } ?? ""
             let codes = reader?.acceptsCodes(width: channels) == true ? ", writes to_out.0's codes" : ""
-            let kernel = kernels.lastFP8AttentionShortKeys ? "short-key kernel, " : ""
-            return kernel + "16-bit tensor cores, FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")"
-                + codes + reason
+            let kernel = switch kernels.lastAttentionKernel {
+            case .cudnn: "cuDNN fused attention, "
+            case .shortKeys: "short-key kernel, "
+            case .pipelined: "pipelined flash kernel, "
+            default: "flash kernel, "
+            }
+            let probabilities = fp8ProbabilityAmax == nil ? ""
+                : ", FP8-rounded probabilities, \(kernels.lastFP8AttentionOnePass ? "one pass" : "two passes")"
+            return kernel + "16-bit tensor cores" + probabilities + codes + reason
         }, eightBit: { false }) {
             try withExtendedLifetime((q, k, value.tensor)) {
                 let queryAddress = q.address + UInt64(query.offset) * elementBytes

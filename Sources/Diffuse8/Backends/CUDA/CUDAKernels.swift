@@ -412,10 +412,10 @@ public final class CUDAKernels: @unchecked Sendable {
     /// where the paired 64×64 form applies (for measurements against it).
     package var pairedTransposeDisabled = false
 
-    /// Whether the last FP8-probability attention made one pass over its keys, and whether the short-key kernel ran it
-    /// (for reports).
+    /// Whether the last FP8-probability attention made one pass over its keys, and the kernel that ran the last
+    /// attention (for reports).
     package private(set) var lastFP8AttentionOnePass = false
-    package private(set) var lastFP8AttentionShortKeys = false
+    package private(set) var lastAttentionKernel = AttentionKernel.simple
 
     /// `torch.nn.LayerNorm` over the last dimension.
     public func layerNorm(_ x: CUDATensor, weight: CUDATensor, bias: CUDATensor, epsilon: Float) throws -> CUDATensor {
@@ -625,12 +625,10 @@ public final class CUDAKernels: @unchecked Sendable {
                 name = "attention_short\(keyTile)_\(variant)d\(d)"
                 blocks = shortKeyBlocks(queries: lq, batchHeads: batch * heads)
                 lastFP8AttentionOnePass = fp8Probabilities
-                lastFP8AttentionShortKeys = fp8Probabilities
             } else {
                 name = pipelined ? "attention_pipelined_\(variant)d\(d)" : onePass ? "attention_fp8p_k128_d\(d)" : "attention_\(variant)d\(d)"
                 blocks = (lq + (pipelined ? 127 : 63)) / (pipelined ? 128 : 64)
                 lastFP8AttentionOnePass = fp8Probabilities && !pipelined && (onePass || lk <= 64)   // or all keys in its 64-key tile
-                lastFP8AttentionShortKeys = false
             }
             let function = try compiler.function(name, module: "diffuse8_attention", source: CUDAAttentionSource.source)
             let outputAddress = codes == nil ? try y().address : 0
@@ -677,6 +675,7 @@ public final class CUDAKernels: @unchecked Sendable {
                 attentionChoice[shape] = kernel
             }
         }
+        lastAttentionKernel = runsCuDNN(kernel) ? .cudnn : kernel == .shortKeys ? .shortKeys : kernel == .pipelined ? .pipelined : .simple
         if let reader, !runsCuDNN(kernel) {
             // The choice is timed on 16-bit outputs; the chosen kernel of ours then writes the reader's codes.
             let codes = try context.empty([batch, lq, channels], dtype: reader.codeType)

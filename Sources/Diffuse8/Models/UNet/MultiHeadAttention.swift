@@ -42,7 +42,7 @@ public final class MultiHeadAttention {
         }
         let context = usesFP8Attention
             ? try b.fp8Attention(query: q, key: k, value: v, heads: heads, probabilityAmax: fp8ProbabilityAmax, module: self)
-            : try b.attention(query: q, key: k, value: v, heads: heads, causal: false, fp8: false)
+            : try b.attention(query: q, key: k, value: v, heads: heads, module: self)
         return try b.linear(context, output, residual: residual)
     }
 

@@ -311,10 +311,8 @@ extern "C" __global__ void tokens_to_channels_epilogue_pairs(const half_t* __res
         }
         let y = try output(shape)
         arguments += [.tensor(y), .int(hw), .int(c), .float(scale), .int32(epilogue.isChannelVector ? 0 : 1)]
-        // The paired form's 64×64 tiles, where they make at least two blocks per multiprocessor (fewer larger blocks
-        // measured slower on SD1.5's 16² and 8² levels).
-        let pairedBlocks = (c + 63) / 64 * ((hw + 63) / 64) * n
-        if hw % 2 == 0 && c % 2 == 0 && pairedBlocks >= 2 * context.multiprocessorCount && !pairedTransposeDisabled {
+        if !pairedTransposeDisabled
+            && Self.transposesInPairs(tokens: hw, channels: c, images: n, multiprocessors: context.multiprocessorCount) {
             try compiler.launch(fused("tokens_to_channels_epilogue_pairs"), grid: ((c + 63) / 64, (hw + 63) / 64, n),
                                 block: (32, 8, 1), [.tensor(tokens)] + arguments)
         } else {
@@ -322,6 +320,15 @@ extern "C" __global__ void tokens_to_channels_epilogue_pairs(const half_t* __res
                                 [.tensor(tokens)] + arguments)
         }
         return y
+    }
+
+    /// Whether `tokensToChannels(_:height:width:_:)` takes the paired 64×64 kernel: two halves per access need an even
+    /// token count and channel count (each row then starts on a 4-byte boundary), and its grid must make at least two
+    /// blocks per multiprocessor (fewer, larger blocks than the 32×32 kernel's measured slower on SD1.5's 16² and 8²
+    /// levels).
+    static func transposesInPairs(tokens: Int, channels: Int, images: Int, multiprocessors: Int) -> Bool {
+        guard tokens > 0, channels > 0, images > 0, tokens % 2 == 0, channels % 2 == 0 else { return false }
+        return (channels + 63) / 64 * ((tokens + 63) / 64) * images >= 2 * max(multiprocessors, 1)
     }
 
     /// `epilogue` applied to an NCHW result in passes of its own (what `tokensToChannels(_:height:width:_:)` does while

@@ -95,7 +95,14 @@ package enum CUDAAttentionSource {
     /// Packs two probabilities for P·V. FP8P: as their FP8 codes with amax a (scale a/448), i.e. (448/a)·p rounded
     /// to E4M3 (`p_encode` = 448/a) — exact in FP16 — and the output is multiplied by a/448 (`p_decode`) once at the
     /// end; a = 1 gives 448 and `FP8_PROBABILITY_SCALE`.
+    /// Also the shared-memory strides every attention kernel lays its K and V tiles out with.
     static let pack = #"""
+
+/// Shared-memory row strides (halves) of a head dim's K and V tiles, the same in every attention kernel: DP pads D for
+/// the k = 16 steps of Q·Kᵀ; KS and VS are chosen bank-conflict free.
+template <int D> struct AttentionStrides {
+    static constexpr int DP = (D + 15) / 16 * 16, KS = DP + 8, VS = (D % 16 == 8) ? D + 16 : D + 8;
+};
 
 #define FP8_PROBABILITY_SCALE (1.f / 448.f)
 template <bool FP8P>
@@ -156,9 +163,7 @@ __device__ __forceinline__ void attention_tile_pipelined(const half_t* __restric
         float p_encode, float p_decode, unsigned char* __restrict__ codes, const float* __restrict__ smoothing, float code_scale,
         int format) {
     constexpr int BM = 64 * MT, BN = 64;
-    constexpr int DP = (D + 15) / 16 * 16;
-    constexpr int KS = DP + 8;
-    constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
+    constexpr int DP = AttentionStrides<D>::DP, KS = AttentionStrides<D>::KS, VS = AttentionStrides<D>::VS;
     __shared__ D8_ALIGN16 half_t Ks[2][BN * KS];
     __shared__ D8_ALIGN16 half_t Vs[2][BN * VS];
 
@@ -365,9 +370,7 @@ __device__ __forceinline__ void attention_short_keys(const half_t* __restrict__ 
         const half_t* __restrict__ v, half_t* __restrict__ o, int heads, int Lq, int Lk, float scale_log2, int q_stride, int kv_stride,
         float p_encode, float p_decode, unsigned char* __restrict__ codes, const float* __restrict__ smoothing, float code_scale,
         int format) {
-    constexpr int DP = (D + 15) / 16 * 16;
-    constexpr int KS = DP + 8;
-    constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
+    constexpr int DP = AttentionStrides<D>::DP, KS = AttentionStrides<D>::KS, VS = AttentionStrides<D>::VS;
     __shared__ D8_ALIGN16 half_t Ks[BN * KS];
     __shared__ D8_ALIGN16 half_t Vs[BN * VS];
 
@@ -524,9 +527,7 @@ __device__ __forceinline__ void attention_tile(const half_t* __restrict__ q, con
         float code_scale, int format) {
     constexpr int BM = 64;
     const bool single = FP8P && Lk <= BN && pmax == nullptr;
-    constexpr int DP = (D + 15) / 16 * 16;            // head dim padded for the k=16 steps of Q·Kᵀ
-    constexpr int KS = DP + 8;                        // shared row strides (halves), chosen bank-conflict free
-    constexpr int VS = (D % 16 == 8) ? D + 16 : D + 8;
+    constexpr int DP = AttentionStrides<D>::DP, KS = AttentionStrides<D>::KS, VS = AttentionStrides<D>::VS;
     __shared__ D8_ALIGN16 half_t Ks[BN * KS];
     __shared__ D8_ALIGN16 half_t Vs[BN * VS];
 

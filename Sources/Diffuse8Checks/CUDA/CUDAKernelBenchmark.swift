@@ -152,6 +152,20 @@ extension CUDABenchmark {
             add(Row(name: "groupNorm+SiLU" + label, shape: "[1,128,512,512]", milliseconds: ms,
                     rate: 2 * Double(vaeFeature.byteCount) / ms / 1e6, unit: "GB/s"))
         }
+        // SDXL's resnet GroupNorms (batch 2, 32 groups, SiLU), as a CUDA graph runs them: the 16-bit form, and the form
+        // that writes the 3×3 convolution's channels-last INT8 codes. GB/s of compulsory traffic (one read, one write).
+        for (c, size) in [(320, 128), (960, 128), (640, 64), (1920, 64), (1280, 32), (2560, 32)] {
+            let x = try device([2, c, size, size]), gamma = try device([c]), beta = try device([c])
+            let bytes = Double(x.byteCount)
+            ms = try graphTime(context) { try kernels.groupNorm(x, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true) }
+            add(Row(name: "groupNorm+SiLU, graph", shape: "[2,\(c),\(size),\(size)]", milliseconds: ms, rate: 2 * bytes / ms / 1e6, unit: "GB/s"))
+            ms = try graphTime(context) {
+                try kernels.groupNorm(x, groups: 32, weight: gamma, bias: beta, epsilon: 1e-5, fusedSiLU: true,
+                                      channelsLastCodes: .int8, scale: 0.05)
+            }
+            add(Row(name: "groupNorm+SiLU → INT8, graph", shape: "[2,\(c),\(size),\(size)]", milliseconds: ms,
+                    rate: 1.5 * bytes / ms / 1e6, unit: "GB/s"))
+        }
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
         let hasCUDNN = (try? context.cudnn()) != nil

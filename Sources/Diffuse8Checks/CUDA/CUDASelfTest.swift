@@ -170,9 +170,12 @@ public enum CUDASelfTest {
             let (x, xh) = try pair([2, 63, 40], &r)
             return (try kernels.tokensToChannels(x, height: 9, width: 7), CPUKernels.tokensToChannels(xh, height: 9, width: 7))
         }
-        check("concatChannels", "[2,24,5,5]+[2,8,5,5]") { r in
-            let (a, ah) = try pair([2, 24, 5, 5], &r), (b, bh) = try pair([2, 8, 5, 5], &r)
-            return (try kernels.concatChannels(a, b), CPUKernels.concatChannels(ah, bh))
+        // 16-byte vectors (both parts' images a multiple of 8 values), and device copies (not)
+        for (ca, cb) in [(24, 8), (3, 2)] {
+            check("concatChannels", "[2,\(ca),5,5]+[2,\(cb),5,5]") { r in
+                let (a, ah) = try pair([2, ca, 5, 5], &r), (b, bh) = try pair([2, cb, 5, 5], &r)
+                return (try kernels.concatChannels(a, b), CPUKernels.concatChannels(ah, bh))
+            }
         }
         // Fused attention: every head dim, ragged query/key counts, cross-attention with 77 keys (and the short-key
         // kernel's two key tiles: 77 and 100 keys, and 128).

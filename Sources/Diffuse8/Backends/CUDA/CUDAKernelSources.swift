@@ -240,6 +240,34 @@ extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const h
     }
 }
 
+// Σ term(v) over a GroupNorm chunk's len values (a multiple of 8) from xp, the block's threads taking 8 values each in
+// turn, four 16-byte loads in flight per thread (one at a time, each thread waited on memory's latency).
+template <typename Term>
+__device__ __forceinline__ float sum_over_chunk8(const half_t* __restrict__ xp, int len, Term term) {
+    float s = 0.f;
+    const int step = blockDim.x * 8;
+    int i = threadIdx.x * 8;
+    for (; i + 3 * step < len; i += 4 * step) {
+        vec16 v[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] = *(const vec16*)(xp + i + k * step);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            float f[8];
+            unpack8(v[k], f);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s += term(f[e]);
+        }
+    }
+    for (; i < len; i += step) {
+        float f[8];
+        unpack8(*(const vec16*)(xp + i), f);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) s += term(f[e]);
+    }
+    return s;
+}
+
 // Split GroupNorm for large groups, pass 1: block (chunk, image*group) computes the mean and the centred sum of
 // squares (M2) of its chunk of the group (two passes over the chunk, which stays in L2) into partial[..] = (mean, M2).
 // Chunks are merged with Chan's formula in pass 2, so no E[x²] − E[x]² cancellation.
@@ -254,27 +282,14 @@ extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float*
     const bool vector = ((group_len | chunk_len) & 7) == 0;
     float s = 0.f;
     if (vector) {
-        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
-            const vec16 v = *(const vec16*)(xp + i);
-            const u32 w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s += h2f((half_t)(w[e] & 0xffffu)) + h2f((half_t)(w[e] >> 16));
-        }
+        s = sum_over_chunk8(xp, len, [](float v) { return v; });
     } else {
         for (int i = threadIdx.x; i < len; i += blockDim.x) s += h2f(xp[i]);
     }
     const float mean = block_sum(s, scratch) / (float)len;
     float m2 = 0.f;
     if (vector) {
-        for (int i = threadIdx.x * 8; i < len; i += blockDim.x * 8) {
-            const vec16 v = *(const vec16*)(xp + i);
-            const u32 w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float a = h2f((half_t)(w[e] & 0xffffu)) - mean, b = h2f((half_t)(w[e] >> 16)) - mean;
-                m2 += a * a + b * b;
-            }
-        }
+        m2 = sum_over_chunk8(xp, len, [mean](float v) { return (v - mean) * (v - mean); });
     } else {
         for (int i = threadIdx.x; i < len; i += blockDim.x) { const float d = h2f(xp[i]) - mean; m2 += d * d; }
     }
@@ -364,8 +379,9 @@ extern "C" __global__ void group_norm_affine(const float* __restrict__ partial, 
 
 // Pass 3: the normalised (and SiLU'd) values as the reader's channels-last input codes, codes[b, p, c] =
 // code(y[b, c, p] / scale), rounded from FP32 (no 16-bit result, no quantize pass of the reader's own). Block
-// (64 pixels, 64 channels, image): pairs of pixels read per thread, the tile transposed through shared memory, four
-// channels' codes written per thread (C a multiple of 4).
+// (64 pixels, 64 channels, image): each thread loads a pair of pixels from 8 channels, all 8 loads issued before the
+// first is used (one at a time, each thread waited on memory's latency), the tile transposed through shared memory,
+// four channels' codes written per thread (C a multiple of 4).
 extern "C" __global__ void group_norm_codes_channels_last(const half_t* __restrict__ x, const float* __restrict__ affine,
         unsigned char* __restrict__ codes, int C, int P, int fuse_silu, float scale, int format) {
     D8_AFTER_PREVIOUS_KERNEL();
@@ -373,24 +389,34 @@ extern "C" __global__ void group_norm_codes_channels_last(const half_t* __restri
     __shared__ float ab[64][2];
     const int image = blockIdx.z, p0 = blockIdx.x * 64, c0 = blockIdx.y * 64;
     const int t = threadIdx.y * 32 + threadIdx.x;
+    const i64 offset = (i64)image * C * P;
+    const int p = p0 + 2 * threadIdx.x;
+    u32 pairs[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int j = threadIdx.y + 8 * k;
+        const half_t* row = x + offset + (i64)(c0 + j) * P;
+        pairs[k] = 0u;
+        if (c0 + j < C) {
+            if ((P & 1) == 0) {
+                if (p < P) pairs[k] = *(const u32*)(row + p);
+            } else {
+                if (p < P) pairs[k] = row[p];
+                if (p + 1 < P) pairs[k] |= (u32)row[p + 1] << 16;
+            }
+        }
+    }
     if (t < 64 && c0 + t < C) {
         ab[t][0] = affine[2 * ((i64)image * C + c0 + t)];
         ab[t][1] = affine[2 * ((i64)image * C + c0 + t) + 1];
     }
     __syncthreads();
-    const i64 offset = (i64)image * C * P;
-    const int p = p0 + 2 * threadIdx.x;
-    for (int j = threadIdx.y; j < 64 && c0 + j < C; j += 8) {
-        const half_t* row = x + offset + (i64)(c0 + j) * P;
-        float v[2] = {0.f, 0.f};
-        if ((P & 1) == 0 && p < P) {
-            const u32 w = *(const u32*)(row + p);
-            v[0] = h2f((half_t)(w & 0xffffu));
-            v[1] = h2f((half_t)(w >> 16));
-        } else {
-            if (p < P) v[0] = h2f(row[p]);
-            if (p + 1 < P) v[1] = h2f(row[p + 1]);
-        }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int j = threadIdx.y + 8 * k;
+        if (c0 + j >= C) continue;
+        float v[2];
+        unpack2(pairs[k], v[0], v[1]);
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const float r = v[e] * ab[j][0] + ab[j][1];
@@ -509,6 +535,18 @@ extern "C" __global__ void upsample_nearest2x_vec4(const half_t* __restrict__ x,
         row[0] = o;
         row[W / 4] = o;   // the next output row, 2W halves = W/4 uint4 further
     }
+}
+
+// NCHW channel concatenation of two tensors, 16 bytes per access: image blockIdx.y of y holds that image's planes of
+// a (a_vectors 16-byte vectors), then of b (b_vectors). One launch for every image (device copies take one per image
+// and part).
+extern "C" __global__ void concat_channels_vec8(const vec16* __restrict__ a, const vec16* __restrict__ b, vec16* __restrict__ y,
+        int a_vectors, int b_vectors) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    const int total = a_vectors + b_vectors;
+    const i64 image = blockIdx.y;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x)
+        y[image * total + i] = i < a_vectors ? a[image * a_vectors + i] : b[image * b_vectors + (i - a_vectors)];
 }
 
 // Batched transpose: x [B, R, C] -> y [B, C, R], through a 32x33 shared tile. Block (32, 8).

@@ -80,10 +80,14 @@ extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, 
     __shared__ float tile[32][33];
     const i64 offset = (i64)blockIdx.z * C * P;
     const int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const int c = c0 + j, p = p0 + threadIdx.x;
-        if (c < C && p < P) tile[j][threadIdx.x] = h2f(x[offset + (i64)c * P + p]);
+    half_t in[4];   // all four loads issued before the first is used
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int c = c0 + threadIdx.y + 8 * k, p = p0 + threadIdx.x;
+        in[k] = c < C && p < P ? x[offset + (i64)c * P + p] : (half_t)0;
     }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = h2f(in[k]);
     __syncthreads();
     for (int j = threadIdx.y; j < 32; j += 8) {
         const int p = p0 + j, c = c0 + threadIdx.x;

@@ -167,26 +167,39 @@ extern "C" __global__ void tokens_to_channels_epilogue(const half_t* __restrict_
     __shared__ half_t tile[32][33];
     const i64 offset = (i64)blockIdx.z * R * C;
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const int row = r0 + j, c = c0 + threadIdx.x;
-        if (row < R && c < C) tile[j][threadIdx.x] = t[offset + (i64)row * C + c];
+    half_t in[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int row = r0 + threadIdx.y + 8 * k, c = c0 + threadIdx.x;
+        in[k] = row < R && c < C ? t[offset + (i64)row * C + c] : (half_t)0;
     }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = in[k];
     __syncthreads();
-    for (int j = threadIdx.y; j < 32; j += 8) {
-        const int c = c0 + j, row = r0 + threadIdx.x;
+    // Each position's residual and its channel's addend, all loaded before the first is used.
+    half_t res[4], add[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int c = c0 + threadIdx.y + 8 * k, row = r0 + threadIdx.x;
+        const bool inside = c < C && row < R;
+        res[k] = inside && mode != 0 ? r[offset + (i64)c * R + row] : (half_t)0;
+        add[k] = !inside ? (half_t)0 : mode == 0 ? v[(i64)blockIdx.z * v_stride + c] : bias ? bias[c] : (half_t)0;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int j = threadIdx.y + 8 * k, c = c0 + j, row = r0 + threadIdx.x;
         if (c < C && row < R) {
-            const i64 o = offset + (i64)c * R + row;
             const float x = h2f(tile[threadIdx.x][j]);
             half_t out;
             if (mode == 0) {
-                out = f2h(x + h2f(v[(i64)blockIdx.z * v_stride + c]));
+                out = f2h(x + h2f(add[k]));
             } else if (bias) {
-                out = f2h((h2f(r[o]) + (x + h2f(bias[c]))) * scale);
+                out = f2h((h2f(res[k]) + (x + h2f(add[k]))) * scale);
             } else {
-                out = f2h(h2f(r[o]) + x);
+                out = f2h(h2f(res[k]) + x);
                 if (scale != 1.f) out = f2h(h2f(out) * scale);
             }
-            y[o] = out;
+            y[offset + (i64)c * R + row] = out;
         }
     }
 }
@@ -201,35 +214,49 @@ extern "C" __global__ void tokens_to_channels_epilogue_pairs(const half_t* __res
     __shared__ u32 tile[64][33];   // [token row][pair of channels]; the odd stride spreads a column over the banks
     const i64 offset = (i64)blockIdx.z * R * C;
     const int c0 = blockIdx.x * 64, r0 = blockIdx.y * 64, x2 = 2 * threadIdx.x;
-    for (int j = threadIdx.y; j < 64; j += 8) {
-        const int row = r0 + j, c = c0 + x2;
-        if (row < R && c < C) tile[j][threadIdx.x] = *reinterpret_cast<const u32*>(t + offset + (i64)row * C + c);
+    u32 in[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int row = r0 + threadIdx.y + 8 * k, c = c0 + x2;
+        in[k] = row < R && c < C ? *reinterpret_cast<const u32*>(t + offset + (i64)row * C + c) : 0u;
     }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = in[k];
     __syncthreads();
-    for (int j = threadIdx.y; j < 64; j += 8) {
-        const int c = c0 + j, row = r0 + x2;
+    // Each pair's residual and its channel's addend, all loaded before the first is used.
+    u32 res[8];
+    half_t add[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int c = c0 + threadIdx.y + 8 * k, row = r0 + x2;
+        const bool inside = c < C && row < R;
+        res[k] = inside && mode != 0 ? *reinterpret_cast<const u32*>(r + offset + (i64)c * R + row) : 0u;
+        add[k] = !inside ? (half_t)0 : mode == 0 ? v[(i64)blockIdx.z * v_stride + c] : bias ? bias[c] : (half_t)0;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int j = threadIdx.y + 8 * k, c = c0 + j, row = r0 + x2;
         if (c < C && row < R) {
-            const i64 o = offset + (i64)c * R + row;
             const int shift = 16 * (j & 1);
             float x[2] = {h2f((half_t)(tile[x2][j >> 1] >> shift)), h2f((half_t)(tile[x2 + 1][j >> 1] >> shift))};
             float out[2];
             if (mode == 0) {
-                const float add = h2f(v[(i64)blockIdx.z * v_stride + c]);
-                for (int k = 0; k < 2; ++k) out[k] = x[k] + add;
+                const float a = h2f(add[k]);
+                for (int e = 0; e < 2; ++e) out[e] = x[e] + a;
             } else {
-                float res[2];
-                unpack2(*reinterpret_cast<const u32*>(r + o), res[0], res[1]);
+                float rv[2];
+                unpack2(res[k], rv[0], rv[1]);
                 if (bias) {
-                    const float b = h2f(bias[c]);
-                    for (int k = 0; k < 2; ++k) out[k] = (res[k] + (x[k] + b)) * scale;
+                    const float b = h2f(add[k]);
+                    for (int e = 0; e < 2; ++e) out[e] = (rv[e] + (x[e] + b)) * scale;
                 } else {
-                    for (int k = 0; k < 2; ++k) {
-                        out[k] = h2f(f2h(res[k] + x[k]));
-                        if (scale != 1.f) out[k] *= scale;
+                    for (int e = 0; e < 2; ++e) {
+                        out[e] = h2f(f2h(rv[e] + x[e]));
+                        if (scale != 1.f) out[e] *= scale;
                     }
                 }
             }
-            *reinterpret_cast<u32*>(y + o) = pack_half2(out[0], out[1]);
+            *reinterpret_cast<u32*>(y + offset + (i64)c * R + row) = pack_half2(out[0], out[1]);
         }
     }
 }

@@ -240,60 +240,74 @@ extern "C" __global__ void group_norm_nchw(const half_t* __restrict__ x, const h
     }
 }
 
-// Σ term(v) over a GroupNorm chunk's len values (a multiple of 8) from xp, the block's threads taking 8 values each in
-// turn, four 16-byte loads in flight per thread (one at a time, each thread waited on memory's latency).
-template <typename Term>
-__device__ __forceinline__ float sum_over_chunk8(const half_t* __restrict__ xp, int len, Term term) {
-    float s = 0.f;
-    const int step = blockDim.x * 8;
-    int i = threadIdx.x * 8;
-    for (; i + 3 * step < len; i += 4 * step) {
-        vec16 v[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) v[k] = *(const vec16*)(xp + i + k * step);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            float f[8];
-            unpack8(v[k], f);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) s += term(f[e]);
-        }
+// Adds the moments (nb values, mean mb, centred sum of squares m2b) into (n, mean, m2): Chan et al.'s pairwise update.
+__device__ __forceinline__ void merge_moments(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
+    const float total = n + nb;
+    if (total == 0.f) return;
+    const float delta = mb - mean, w = nb / total;
+    mean += delta * w;
+    m2 += m2b + delta * delta * n * w;
+    n = total;
+}
+
+// The block's moments merged from every thread's; thread 0 gets the result. `scratch` holds 96 floats.
+__device__ void block_merge_moments(float& n, float& mean, float& m2, float* scratch) {
+    for (int o = 16; o > 0; o >>= 1)
+        merge_moments(n, mean, m2, __shfl_xor_sync(0xffffffffu, n, o), __shfl_xor_sync(0xffffffffu, mean, o),
+                      __shfl_xor_sync(0xffffffffu, m2, o));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    if (lane == 0) { scratch[warp] = n; scratch[32 + warp] = mean; scratch[64 + warp] = m2; }
+    __syncthreads();
+    if (warp == 0) {
+        n = lane < warps ? scratch[lane] : 0.f;
+        mean = lane < warps ? scratch[32 + lane] : 0.f;
+        m2 = lane < warps ? scratch[64 + lane] : 0.f;
+        for (int o = 16; o > 0; o >>= 1)
+            merge_moments(n, mean, m2, __shfl_xor_sync(0xffffffffu, n, o), __shfl_xor_sync(0xffffffffu, mean, o),
+                          __shfl_xor_sync(0xffffffffu, m2, o));
     }
-    for (; i < len; i += step) {
-        float f[8];
-        unpack8(*(const vec16*)(xp + i), f);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) s += term(f[e]);
-    }
-    return s;
 }
 
 // Split GroupNorm for large groups, pass 1: block (chunk, image*group) computes the mean and the centred sum of
-// squares (M2) of its chunk of the group (two passes over the chunk, which stays in L2) into partial[..] = (mean, M2).
-// Chunks are merged with Chan's formula in pass 2, so no E[x²] − E[x]² cancellation.
+// squares (M2) of its chunk of the group into partial[..] = (mean, M2), reading the chunk once. Each thread sums its
+// values less the first one it reads (d = v − ref: Σd, Σd²; no division per value) and turns them into its mean and
+// M2 = Σd² − (Σd)²/n, which does not cancel while ref is one of the values; the threads' moments, and in pass 2 the
+// chunks', are merged with Chan's formula, so no E[x²] − E[x]² cancellation over the group. With 8-value vectors, a
+// thread's loads go out four at a time (the last ones predicated) and ref is taken from the first of them, so that it
+// waits on memory once per batch.
 extern "C" __global__ void group_norm_stats(const half_t* __restrict__ x, float* __restrict__ partial,
         i64 group_len, int chunk_len) {
     D8_AFTER_PREVIOUS_KERNEL();
-    __shared__ float scratch[32];
+    __shared__ float scratch[96];
     const int chunk = blockIdx.x, chunks = gridDim.x, ng = blockIdx.y;
     const i64 start = (i64)chunk * chunk_len;
     const int len = (int)min64((i64)chunk_len, group_len - start);
     const half_t* xp = x + (i64)ng * group_len + start;
     const bool vector = ((group_len | chunk_len) & 7) == 0;
-    float s = 0.f;
+    const int first = vector ? threadIdx.x * 8 : threadIdx.x, step = vector ? blockDim.x * 8 : blockDim.x;
+    float ref = 0.f, s1 = 0.f, s2 = 0.f;
     if (vector) {
-        s = sum_over_chunk8(xp, len, [](float v) { return v; });
+        for (int i = first; i < len; i += 4 * step) {
+            vec16 v[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) v[k] = i + k * step < len ? *(const vec16*)(xp + i + k * step) : vec16{0u, 0u, 0u, 0u};
+            if (i == first) ref = h2f((half_t)(v[0].x & 0xffffu));
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                if (i + k * step >= len) break;
+                float f[8];
+                unpack8(v[k], f);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) { const float d = f[e] - ref; s1 += d; s2 = fmaf(d, d, s2); }
+            }
+        }
     } else {
-        for (int i = threadIdx.x; i < len; i += blockDim.x) s += h2f(xp[i]);
+        if (first < len) ref = h2f(xp[first]);
+        for (int i = first; i < len; i += step) { const float d = h2f(xp[i]) - ref; s1 += d; s2 = fmaf(d, d, s2); }
     }
-    const float mean = block_sum(s, scratch) / (float)len;
-    float m2 = 0.f;
-    if (vector) {
-        m2 = sum_over_chunk8(xp, len, [mean](float v) { return (v - mean) * (v - mean); });
-    } else {
-        for (int i = threadIdx.x; i < len; i += blockDim.x) { const float d = h2f(xp[i]) - mean; m2 += d * d; }
-    }
-    m2 = block_sum(m2, scratch);
+    float n = first < len ? (float)((len - first + step - 1) / step * (vector ? 8 : 1)) : 0.f;
+    float mean = n > 0.f ? ref + s1 / n : 0.f, m2 = n > 0.f ? fmaxf(s2 - s1 * (s1 / n), 0.f) : 0.f;
+    block_merge_moments(n, mean, m2, scratch);
     if (threadIdx.x == 0) { partial[2 * ((i64)ng * chunks + chunk)] = mean; partial[2 * ((i64)ng * chunks + chunk) + 1] = m2; }
 }
 

@@ -20,6 +20,8 @@ extension CUDABenchmark {
         case attention
         /// Level 4's FP8 self-attention (cuDNN's and our wgmma kernel).
         case fp8Attention = "fp8-attention"
+        /// cuDNN's fused attention at SDXL's self-attention shapes, 16-bit and FP8, each plan its heuristics offer.
+        case cudnnAttentionPlans = "cudnn-attention-plans"
         /// 8-bit Linear layers and GEGLU projections at SDXL's shapes, every GEMM path.
         case eightBitLinear = "8-bit-linear"
         /// 8-bit 3×3 convolutions at SDXL's shapes, cuDNN's and ours.
@@ -102,6 +104,40 @@ extension CUDABenchmark {
                     let ms = try graphTime(context, call)
                     add(Row(name: "\(name)\(fp8 ? " FP8-P" : ""), \(label), graph", shape: "B2 H\(heads) Lq\(lq) Lk77 D64", milliseconds: ms,
                             rate: 4.0 * Double(2 * heads) * Double(lq) * 77 * 64 / ms / 1e9, unit: "TFLOP/s"))
+                }
+            }
+        }
+
+        // cuDNN's fused attention at SDXL's self-attention shapes, Q/K/V read from one stacked tensor as in the UNet, each
+        // execution plan its heuristics offer (in their order; the UNet runs the first), ten calls in a CUDA graph: 16-bit
+        // in one call, level 4's FP8 in its calls of at most one wave.
+        for (name, heads, tokens) in [("SDXL self-attn 64²", 10, 4096), ("SDXL self-attn 32²", 20, 1024)]
+            where parts.contains(.cudnnAttentionPlans) && context.hasCUDNN {
+            let c = heads * 64, flop = 4.0 * Double(2 * heads) * Double(tokens) * Double(tokens) * 64
+            let previous = kernels.attentionKernel
+            defer { kernels.cudnnAttentionPlanIndex = 0; kernels.attentionKernel = previous }
+            kernels.attentionKernel = .cudnn
+            let stack = try device([2, tokens, 3 * c])
+            let codes = try kernels.quantize(stack, format: .fp8, scale: 4.0 / 448, smoothing: nil)
+            let scales = try FP8AttentionScales(descaleQ: 4.0 / 448, descaleK: 4.0 / 448, descaleV: 4.0 / 448, descaleP: 1.0 / 448,
+                                                scaleP: 448, scaleO: 448.0 / 3).upload(to: context)
+            for fp8 in [false, true] where !fp8 || context.computeCapability.major >= 9 {
+                for index in 0..<8 {
+                    kernels.cudnnAttentionPlanIndex = index
+                    func call() throws -> CUDATensor {
+                        if fp8 {
+                            return try kernels.cudnnFP8Attention(query: codes.address, queryStride: 3 * c, key: codes.address + UInt64(c),
+                                                                 value: codes.address + UInt64(2 * c), keyValueStride: 3 * c, batch: 2,
+                                                                 queries: tokens, keys: tokens, channels: c, heads: heads, scales: scales)
+                        }
+                        return try kernels.attention(query: stack.address, queryStride: 3 * c, key: stack.address + UInt64(2 * c),
+                                                     value: stack.address + UInt64(4 * c), keyValueStride: 3 * c, batch: 2,
+                                                     queries: tokens, keys: tokens, channels: c, heads: heads, fp8ProbabilityAmax: nil)
+                    }
+                    guard (try? call()) != nil else { break }   // no plan at this index
+                    let ms = try graphTime(context, call)
+                    add(Row(name: "\(name)\(fp8 ? " FP8" : ""), cuDNN plan \(index), graph", shape: "B2 H\(heads) L\(tokens) D64",
+                            milliseconds: ms, rate: flop / ms / 1e9, unit: "TFLOP/s"))
                 }
             }
         }

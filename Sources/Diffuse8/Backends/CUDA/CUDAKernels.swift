@@ -741,6 +741,13 @@ public final class CUDAKernels: @unchecked Sendable {
         }
     }
 
+    /// Which of the execution plans cuDNN's heuristics offer its fused attention runs, in their order (0, the first;
+    /// for measurements). A shape with fewer plans throws.
+    package var cudnnAttentionPlanIndex: Int {
+        get { cudnnAttention?.planIndex ?? 0 }
+        set { (try? cudnnAttentionRegardless())?.planIndex = newValue }
+    }
+
     /// The FP32 scratch value of `cudnnFP8Attention`'s amax(O), made on first use.
     func fp8AttentionAmax() throws -> CUDATensor {
         if let fp8AttentionAmaxScratch { return fp8AttentionAmaxScratch }

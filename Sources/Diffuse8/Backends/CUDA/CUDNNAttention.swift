@@ -6,7 +6,8 @@
 /// log-sum-exp statistics, virtual) → P (FP16) → O = P·V. Q, K, V and O are read and written in place with
 /// strides — rows of [B, L, stride] halves with head h at channel h·D — so the fused QKV projection and the
 /// UNet-wide cross-attention K/V buffer need no copies. One execution plan (heuristic mode A, first config that
-/// finalizes) per shape and strides, cached.
+/// finalizes) per shape and strides, cached: at SDXL's self-attention shapes the first was the fastest of those
+/// offered, 16-bit and FP8 (kernel bench part `cudnn-attention-plans`).
 ///
 /// FP8 (level 4, `forwardFP8`): the graph of cudnn-frontend's FP8 SDPA node — Q, K and V as E4M3 codes, S = Q·Kᵀ
 /// (FP32) · scale · descale_Q · descale_K → the same softmax → P · scale_P rounded to E4M3 → O = P·V · descale_P ·
@@ -39,6 +40,12 @@ final class CUDNNAttention: @unchecked Sendable {
 
     /// The 16-bit type of the operands.
     let storageType: CUDADataType
+
+    /// Which of the execution plans cuDNN's heuristics offer (in their order) each shape's graph runs: 0, the first,
+    /// unless a measurement asks for another (plans are made again for every shape; a shape with fewer plans throws).
+    var planIndex = 0 {
+        didSet { lock.withLock { plans.removeAll(); unsupported.removeAll() } }
+    }
 
     init(context: CUDAContext, storageType: CUDADataType) throws {
         self.storageType = storageType
@@ -108,7 +115,7 @@ final class CUDNNAttention: @unchecked Sendable {
         let probabilities = try scores(g, s, type: io)
         let operations = [try g.matmul(q, kT, s1), try g.pointwise(CUDNNGraph.Pointwise.mul, s1, scale, s2)]
             + (try softmax(g, s, s2, into: probabilities)) + [try g.matmul(probabilities, v, o)]
-        return try g.executionPlans(operations, limit: 1, "fused attention \(s)")[0]
+        return try chosenPlan(g.executionPlans(operations, limit: planIndex + 1, "fused attention \(s)"), "fused attention \(s)")
     }
 
     /// The FP8 graph (see the type's overview): the 16-bit graph's softmax between the two scaled 8-bit products.
@@ -142,7 +149,15 @@ final class CUDNNAttention: @unchecked Sendable {
             try g.pointwise(Pointwise.mul, o3, scaleO, o),
             try g.reduction(CUDNNGraph.Reduction.amax, o3, amaxO),
         ]
-        return try g.executionPlans(operations, limit: 1, "fused FP8 attention \(s)")[0]
+        return try chosenPlan(g.executionPlans(operations, limit: planIndex + 1, "fused FP8 attention \(s)"), "fused FP8 attention \(s)")
+    }
+
+    /// The plan at `planIndex` of those cuDNN offered.
+    private func chosenPlan(_ offered: [CUDNNExecutionPlan], _ what: String) throws -> CUDNNExecutionPlan {
+        guard planIndex < offered.count else {
+            throw CUDAError.invalidArgument("cuDNN offers \(offered.count) plans for \(what), not \(planIndex + 1)")
+        }
+        return offered[planIndex]
     }
 
     /// Q, Kᵀ and V read in place: rows of `queryStride` / `keyValueStride` elements, head h at channel h·headDim.

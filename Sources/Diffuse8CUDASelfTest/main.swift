@@ -39,7 +39,8 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     DIFFUSE8_WGMMA_FP8_ATTENTION=on (every mode): that attention through our wgmma kernel, not cuDNN's;
                     --versus wgmma-attention|cudnn-attention|rounded-qkv|cudnn-convolution|geglu-quantize-pass|
                     qkv-quantize-pass|attention-quantize-pass|flash-cross-attention|single-half-transpose|
-                    groupnorm-quantize-pass|proj-in-quantize-pass|resnet-epilogue-passes|serial-launches: then that change too
+                    groupnorm-quantize-pass|proj-in-quantize-pass|upsample-quantize-pass|single-item-quantize-pass|
+                    resnet-epilogue-passes|serial-launches (several joined by +): then that change too
                     (cudnn-convolution: 8-bit convolutions without our implicit-GEMM kernel; geglu-quantize-pass: the
                     fused GEGLU writes 16 bit and the FF output layer's quantize pass follows; qkv-quantize-pass: level
                     4's Q/K/V stacks write 16 bit and the FP8 attention's quantize pass follows; attention-quantize-pass:
@@ -49,7 +50,9 @@ if arguments.contains("--help") || arguments.contains("-h") {
                     results, proj_out) through 32×32 tiles of single halves, not the paired 64×64 form;
                     groupnorm-quantize-pass: GroupNorms write 16 bit and the 8-bit convolution's transposing
                     quantize pass, or proj_in's transpose and quantize pass, follow; proj-in-quantize-pass: only the
-                    latter; resnet-epilogue-passes: a resnet's time embedding and output are added in
+                    latter; upsample-quantize-pass: the upsamplers write their 16-bit result and the convolution's
+                    transposing quantize pass follows; single-item-quantize-pass: each thread of the quantize pass
+                    takes one item of eight values, not two; resnet-epilogue-passes: a resnet's time embedding and output are added in
                     passes of their own after its 8-bit convolutions; serial-launches: no kernel starts before the previous
                     one has ended), its graph and the first replayed in turn (both medians from
                     the same rounds); with
@@ -225,27 +228,33 @@ if ["--text", "--pipeline", "--vae", "--generate-bench", "--mixed-precision", "-
 }
 
 if arguments.contains("--unet") || arguments.contains("--unet-bench") {
-    // --versus NAME: the benchmark's second graph, or the parity check's only configuration
+    // --versus NAME[+NAME…]: the benchmark's second graph, or the parity check's only configuration
     var alternative: CUDAUNetCheck.Alternative?
-    if let name = value(after: "--versus") {
-        switch name {
-        case "wgmma-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = true }
-        case "cudnn-attention": alternative = .init(label: name) { $0.usesWGMMAFP8Attention = false }
-        case "rounded-qkv": alternative = .init(label: name) { $0.skipsQKVRoundingForCuDNN = false }
-        case "cudnn-convolution": alternative = .init(label: name) { $0.usesWGMMAConvolutions = false }
-        case "geglu-quantize-pass": alternative = .init(label: name) { $0.gegluWritesCodes = false }
-        case "qkv-quantize-pass": alternative = .init(label: name) { $0.qkvWritesAttentionCodes = false }
-        case "attention-quantize-pass": alternative = .init(label: name) { $0.attentionWritesCodes = false }
-        case "single-half-transpose": alternative = .init(label: name) { $0.kernels.pairedTransposeDisabled = true }
-        case "flash-cross-attention": alternative = .init(label: name) { $0.kernels.shortKeyAttentionDisabled = true }
-        case "groupnorm-quantize-pass": alternative = .init(label: name) { $0.groupNormWritesCodes = false; $0.groupNormWritesTokenCodes = false }
-        case "proj-in-quantize-pass": alternative = .init(label: name) { $0.groupNormWritesTokenCodes = false }
-        case "resnet-epilogue-passes": alternative = .init(label: name) { $0.fusesResnetEpilogues = false }
-        case "serial-launches": alternative = .init(label: name) { $0.kernels.compiler.overlapsLaunches = false }
-        default:
-            print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass, attention-quantize-pass, flash-cross-attention, single-half-transpose, groupnorm-quantize-pass, proj-in-quantize-pass, resnet-epilogue-passes or serial-launches, got \(name)")
-            exit(1)
+    if let names = value(after: "--versus") {
+        var changes: [(CUDABackend) -> Void] = []
+        for name in names.split(separator: "+").map(String.init) {
+            switch name {
+            case "wgmma-attention": changes.append { $0.usesWGMMAFP8Attention = true }
+            case "cudnn-attention": changes.append { $0.usesWGMMAFP8Attention = false }
+            case "rounded-qkv": changes.append { $0.skipsQKVRoundingForCuDNN = false }
+            case "cudnn-convolution": changes.append { $0.usesWGMMAConvolutions = false }
+            case "geglu-quantize-pass": changes.append { $0.gegluWritesCodes = false }
+            case "qkv-quantize-pass": changes.append { $0.qkvWritesAttentionCodes = false }
+            case "attention-quantize-pass": changes.append { $0.attentionWritesCodes = false }
+            case "single-half-transpose": changes.append { $0.kernels.pairedTransposeDisabled = true }
+            case "flash-cross-attention": changes.append { $0.kernels.shortKeyAttentionDisabled = true }
+            case "groupnorm-quantize-pass": changes.append { $0.groupNormWritesCodes = false; $0.groupNormWritesTokenCodes = false }
+            case "proj-in-quantize-pass": changes.append { $0.groupNormWritesTokenCodes = false }
+            case "upsample-quantize-pass": changes.append { $0.upsampleWritesCodes = false }
+            case "single-item-quantize-pass": changes.append { $0.kernels.quantizePassItemsPerThread = 1 }
+            case "resnet-epilogue-passes": changes.append { $0.fusesResnetEpilogues = false }
+            case "serial-launches": changes.append { $0.kernels.compiler.overlapsLaunches = false }
+            default:
+                print("--versus takes wgmma-attention, cudnn-attention, rounded-qkv, cudnn-convolution, geglu-quantize-pass, qkv-quantize-pass, attention-quantize-pass, flash-cross-attention, single-half-transpose, groupnorm-quantize-pass, proj-in-quantize-pass, upsample-quantize-pass, single-item-quantize-pass, resnet-epilogue-passes or serial-launches (several joined by +), got \(name)")
+                exit(1)
+            }
         }
+        alternative = .init(label: names) { backend in changes.forEach { $0(backend) } }
     }
     let kernels: CUDAKernels
     do { kernels = try CUDAKernels(storageType: precision) } catch {

@@ -106,6 +106,9 @@ public protocol ModelBackend: AnyObject {
     func tokensToChannels(_ x: Value, height: Int, width: Int, residual: Value?) throws -> Value
     /// `F.interpolate(size=(height, width), mode="nearest")` on NCHW (2× is the common case).
     func upsampleNearest(_ x: Value, height: Int, width: Int) throws -> Value
+    /// `upsampleNearest(x, height:, width:)` whose result `reader` alone reads; may come back quantized for it, as
+    /// `groupNorm(_:_:silu:readBy:)`. The default is `upsampleNearest(x, height:, width:)`.
+    func upsampleNearest(_ x: Value, height: Int, width: Int, readBy reader: Conv2d) throws -> Value
     /// `F.pad(x, (0, 1, 0, 1))`: one zero column on the right and one zero row at the bottom of NCHW.
     func padRightBottom(_ x: Value) throws -> Value
     /// Rows x[b, positions[b], :] of a token tensor [B, L, C] → [B, C] (CLIP's pooled output).
@@ -132,6 +135,9 @@ extension ModelBackend {
     }
     public func groupNormTokens(_ x: Value, _ norm: GroupNorm, readBy reader: Linear) throws -> Value {
         try channelsToTokens(groupNorm(x, norm, silu: false))
+    }
+    public func upsampleNearest(_ x: Value, height: Int, width: Int, readBy reader: Conv2d) throws -> Value {
+        try upsampleNearest(x, height: height, width: width)
     }
     public func attention(query: Columns<Value>, key: Columns<Value>, value: Columns<Value>, heads: Int,
                           module: MultiHeadAttention) throws -> Value {

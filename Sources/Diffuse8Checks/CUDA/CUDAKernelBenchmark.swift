@@ -202,6 +202,19 @@ extension CUDABenchmark {
             add(Row(name: "groupNorm+SiLU → INT8, graph", shape: "[2,\(c),\(size),\(size)]", milliseconds: ms,
                     rate: 1.5 * bytes / ms / 1e6, unit: "GB/s"))
         }
+        // SDXL's upsamplers (batch 2) as INT8 channels-last codes for their 3×3 convolution, as a CUDA graph runs them:
+        // the 16-bit upsampled tensor and the convolution's transposing quantize pass, and the upsampling writing the
+        // codes itself. GB/s of the fused form's compulsory traffic (the input once, the codes once).
+        for (c, size) in [(1280, 32), (640, 64)] {
+            let x = try device([2, c, size, size])
+            let bytes = Double(x.byteCount) * 3
+            ms = try graphTime(context) { try kernels.channelsLastCodes(kernels.upsampleNearest2x(x), format: .int8, scale: 0.05) }
+            add(Row(name: "upsample 2× + quantize pass → INT8, graph", shape: "[2,\(c),\(size),\(size)]", milliseconds: ms,
+                    rate: bytes / ms / 1e6, unit: "GB/s"))
+            ms = try graphTime(context) { try kernels.upsampledChannelsLastCodes(x, format: .int8, scale: 0.05) }
+            add(Row(name: "upsample 2× → INT8 codes, graph", shape: "[2,\(c),\(size),\(size)]", milliseconds: ms,
+                    rate: bytes / ms / 1e6, unit: "GB/s"))
+        }
         let previousBackend = kernels.convolutionBackend
         defer { kernels.convolutionBackend = previousBackend }
         let hasCUDNN = (try? context.cudnn()) != nil
@@ -308,9 +321,19 @@ extension CUDABenchmark {
                     add(Row(name: "SDXL 16-bit LayerNorm \(name), graph", shape: "[\(rows),\(k)]",
                             milliseconds: halfMs, rate: Double(rows * k * 4) / halfMs / 1e6, unit: "GB/s"))
                 }
-                let passMs = try graphTime(context) { try kernels.quantize(x, format: format, scale: w.inputScale, smoothing: nil) }
-                add(Row(name: "SDXL \(format.reportName) codes \(name), quantize pass, graph", shape: "[\(rows),\(k)]",
-                        milliseconds: passMs, rate: bytes / passMs / 1e6, unit: "GB/s"))
+                // with SmoothQuant factors (INT8's recommended recipe) and without (FP8's); each thread takes 2 items
+                // (the default), 4 or 1
+                let factors = try context.upload(Tensor(shape: [k], scalars: (0..<k).map { Float(0.5) + Float($0 % 11) * 0.1 }), dtype: .float32)
+                let itemsByDefault = kernels.quantizePassItemsPerThread
+                for (smoothing, label) in [(factors, " with SmoothQuant factors"), (nil, "")] {
+                    for items in [2, 4, 1] {
+                        kernels.quantizePassItemsPerThread = items
+                        defer { kernels.quantizePassItemsPerThread = itemsByDefault }
+                        let passMs = try graphTime(context) { try kernels.quantize(x, format: format, scale: w.inputScale, smoothing: smoothing) }
+                        add(Row(name: "SDXL \(format.reportName) codes \(name), quantize pass\(label), \(items) item\(items == 1 ? "" : "s") a thread, graph",
+                                shape: "[\(rows),\(k)]", milliseconds: passMs, rate: bytes / passMs / 1e6, unit: "GB/s"))
+                    }
+                }
             }
             for (name, rows, k, n, withResidual) in linears {
                 let (w, x) = try layer(format, rows: rows, k: k, n: n)

@@ -380,6 +380,47 @@ extension CUDASelfTest {
                     }))
                 }
             }
+            // An upsampler's nearest 2× upsampling writing its 8-bit convolution's channels-last input codes: the codes,
+            // as code values against the simulation's codes of the upsampled 16-bit input (the same values, so the same
+            // codes), and cuDNN's convolution run on them against the simulated layer. Tiles past the last pixel and
+            // channel, and a non-square image (96 channels, 10×7).
+            for (n, c, h, wd) in [(2, 64, 8, 8), (1, 96, 10, 7)] {
+                for convolves in [false, true] {
+                    let name = convolves ? "upsampled 2× codes → 8-bit convolution \(format), cuDNN" : "upsample 2× → channels-last \(format) codes"
+                    cases.append((name, "B\(n) C\(c) \(h)×\(wd) → \(2 * h)×\(2 * wd)", convolves ? 2e-3 : 1e-6, { r in
+                        let xh = r.normalHalfRounded([n, c, h, wd], scale: 2)
+                        let upsampled = CPUKernels.upsampleNearest2x(xh)
+                        var amax: Float = 0
+                        for v in xh.scalars { amax = max(amax, abs(v)) }
+                        let layer = QuantizedLayer(name: "check", kind: .conv2d,
+                                                   weight: QuantizedWeight(quantizing: r.normalHalfRounded([32, c, 3, 3], scale: 0.05),
+                                                                           format: format, perChannel: format == .int8),
+                                                   inputAmax: 0.8 * amax, smoothing: nil, outputAmax: nil)
+                        let conv = Conv2d(name: "check", weight: layer.weight.dequantized(), bias: nil, stride: 1, padding: 1)
+                        let w = try CUDAEightBitConvolution(kernels, conv, layer, withBias: false)
+                        w.choosesFastestPath = false
+                        let x = try kernels.upload(xh)
+                        // the first call on 16-bit input chooses the path the codes are then read by
+                        _ = try kernels.eightBitConvolution(try kernels.upsampleNearest2x(x), w)
+                        guard w.takesCodes(forInput: upsampled.shape, allowsWGMMA: true) else { throw CUDAError.invalidArgument("no 8-bit path chosen") }
+                        let codes = try kernels.upsampledChannelsLastCodes(x, format: format, scale: w.inputScale)
+                        guard codes.dtype == w.codeType, codes.shape == [n, 2 * h, 2 * wd, c] else {
+                            throw CUDAError.invalidArgument("wrote \(codes.dtype) \(codes.shape), not channels-last codes")
+                        }
+                        if convolves {
+                            let y = try kernels.eightBitConvolution(codes, w)
+                            if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
+                            return (y, CPUKernels.conv2d(layer.quantizedInput(upsampled), weight: conv.weight, bias: nil, stride: 1, padding: 1))
+                        }
+                        let plane = 4 * h * wd
+                        return (codes, Tensor(shape: [n, 2 * h, 2 * wd, c], scalars: (0..<upsampled.count).map { i in
+                            let (image, p, channel) = (i / (plane * c), i / c % plane, i % c)
+                            let v = upsampled.scalars[(image * c + channel) * plane + p]
+                            return format.decode(format.encode(v, scale: w.inputScale), scale: 1)
+                        }))
+                    }))
+                }
+            }
             // A transformer's GroupNorm writing its 8-bit proj_in's token codes [n, h·w, c] (SmoothQuant factors
             // applied, no SiLU): as code values against the simulation's codes of the FP32 GroupNorm's tokens, as above.
             for (n, c, hw) in [(2, 320, 32), (1, 96, 20)] {

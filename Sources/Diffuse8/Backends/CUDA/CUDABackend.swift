@@ -60,6 +60,11 @@ public final class CUDABackend: ModelBackend {
     /// off transposes its 16-bit result to tokens and leaves it to `proj_in`'s quantize pass (for measurements).
     public var groupNormWritesTokenCodes = true
 
+    /// Whether an upsampler's nearest 2× upsampling read by a real 8-bit convolution writes that convolution's
+    /// channels-last input codes (the default); off writes the upsampled 16-bit tensor and leaves it to the
+    /// convolution's transposing quantize pass (for measurements; the codes are the same bit for bit).
+    public var upsampleWritesCodes = true
+
     /// Whether a resnet's real 8-bit conv1 adds its time embedding, and its 8-bit conv2 makes the block's output, in
     /// the pass that turns the convolution's channels-last result back to NCHW (the default); off runs those additions
     /// as passes of their own (for measurements; the values are the same bit for bit).
@@ -701,6 +706,18 @@ public final class CUDABackend: ModelBackend {
             if x.shape.count == 4, height == 2 * x.shape[2], width == 2 * x.shape[3] { return try kernels.upsampleNearest2x(x) }
             return try kernels.resizeNearest(x, height: height, width: width)
         }
+    }
+
+    /// When `reader` is a real 8-bit convolution whose path for the upsampled shape is 8-bit (chosen on its first
+    /// call), the 2× upsampling writes its channels-last input codes straight from x (a quarter of the upsampled
+    /// tensor's reads, none of its 16-bit writes), so the convolution skips its transposing quantize pass.
+    public func upsampleNearest(_ x: CUDATensor, height: Int, width: Int, readBy reader: Conv2d) throws -> CUDATensor {
+        guard quantizesInProducers, upsampleWritesCodes, x.shape.count == 4, height == 2 * x.shape[2], width == 2 * x.shape[3],
+              let w = eightBitConvolutions[ObjectIdentifier(reader)],
+              w.takesCodes(forInput: [x.shape[0], x.shape[1], height, width], allowsWGMMA: usesWGMMAConvolutions) else {
+            return try upsampleNearest(x, height: height, width: width)
+        }
+        return try op("upsample") { try kernels.upsampledChannelsLastCodes(x, format: w.format, scale: w.inputScale) }
     }
 
     public func padRightBottom(_ x: CUDATensor) throws -> CUDATensor { try op("element-wise") { try kernels.padRightBottom(x) } }

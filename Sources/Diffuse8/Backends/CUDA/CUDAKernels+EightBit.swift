@@ -5,16 +5,35 @@
 extension CUDAKernels {
     static let eightBitSource = CUDAKernelSources.prelude + #"""
 
-// codes = code(x ⊙ s / scale); eight values per thread, 32-bit index arithmetic (n8 = n / 8 < 2^31; width a
-// multiple of 8).
+// codes = code(x ⊙ s / scale); eight values per item, 32-bit index arithmetic (n8 = n / 8 < 2^31; width a multiple
+// of 8). Each thread takes up to four items a grid apart and issues their loads before it converts the first (the
+// grid sets how many: `CUDAKernels.quantizePassItemsPerThread`).
 extern "C" __global__ void quantize_static8(const half_t* __restrict__ x, const float* __restrict__ smoothing,
         vec8* __restrict__ codes, u32 n8, int width, float scale, int format) {
     D8_AFTER_PREVIOUS_KERNEL();
-    const u32 groups = (u32)width / 8u;
-    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += gridDim.x * blockDim.x) {
-        float v[8];
-        unpack8(((const vec16*)x)[i], v);
-        codes[i] = quantize8(v, smoothing ? smoothing + (i % groups) * 8u : 0, scale, format);
+    const u32 groups = (u32)width / 8u, stride = gridDim.x * blockDim.x;
+    for (u32 first = blockIdx.x * blockDim.x + threadIdx.x; first < n8; first += 4u * stride) {
+        vec16 raw[4];
+#pragma unroll
+        for (u32 k = 0; k < 4u; ++k) {
+            const u32 i = first + k * stride;
+            if (i < n8) raw[k] = ((const vec16*)x)[i];
+        }
+#pragma unroll
+        for (u32 k = 0; k < 4u; ++k) {
+            const u32 i = first + k * stride;
+            if (i < n8) {
+                float v[8], f[8];
+                unpack8(raw[k], v);
+                if (smoothing) {  // the eight columns' factors in two 16-byte loads
+                    const vec16 lo = ((const vec16*)smoothing)[(i % groups) * 2u], hi = ((const vec16*)smoothing)[(i % groups) * 2u + 1u];
+                    const u32 bits[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) f[e] = __uint_as_float(bits[e]);
+                }
+                codes[i] = quantize8(v, smoothing ? f : 0, scale, format);
+            }
+        }
     }
 }
 
@@ -95,6 +114,39 @@ extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, 
     }
 }
 
+// codes[b, (2y + dy)·2W + 2x + dx, c] = code(x[b, c, y·W + x]), dy, dx ∈ {0, 1}: quantize_channels_last of x upsampled
+// 2× (nearest), read from x itself: each code of the input tile is stored at its four output pixels.
+extern "C" __global__ void quantize_channels_last_upsampled2x(const half_t* __restrict__ x, unsigned char* __restrict__ codes,
+        int C, int H, int W, float scale, int format) {
+    D8_AFTER_PREVIOUS_KERNEL();
+    __shared__ float tile[32][33];
+    const int P = H * W;
+    const i64 offset = (i64)blockIdx.z * C * P;
+    const int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+    half_t in[4];   // all four loads issued before the first is used
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int c = c0 + threadIdx.y + 8 * k, p = p0 + threadIdx.x;
+        in[k] = c < C && p < P ? x[offset + (i64)c * P + p] : (half_t)0;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = h2f(in[k]);
+    __syncthreads();
+    const i64 rowBytes = (i64)2 * W * C;   // one output row of codes
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const int p = p0 + j, c = c0 + threadIdx.x;
+        if (p < P && c < C) {
+            const unsigned char code = (unsigned char)quantize_code(tile[threadIdx.x][j], scale, format);
+            const int y = p / W, xx = p - y * W;
+            const i64 o = 4 * offset + 2 * (i64)y * rowBytes + (i64)(2 * xx) * C + c;
+            codes[o] = code;
+            codes[o + C] = code;
+            codes[o + rowBytes] = code;
+            codes[o + rowBytes + C] = code;
+        }
+    }
+}
+
 // y[r, j] = fq(x[r, j]) with column j's scale: level-4 FP8 rounding of stacked Q/K/V outputs, each with its own amax.
 extern "C" __global__ void fake_quantize_columns(const half_t* __restrict__ x, const float* __restrict__ scales,
         half_t* __restrict__ y, i64 n, int cols, int format) {
@@ -147,7 +199,8 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
     public func quantize(_ x: CUDATensor, format: QuantizedFormat, scale: Float, smoothing: CUDATensor?,
                          into out: CUDATensor? = nil) throws -> CUDATensor {
         try requireHalf(x, op: "quantize")
-        let width = smoothing?.count ?? 1
+        // the factors' period; without factors any multiple of 8 lets the 8-wide kernel run
+        let width = smoothing?.count ?? 8
         let codeType: CUDADataType = format == .int8 ? .int8 : .float8e4m3
         guard scale.isFinite, scale > 0, smoothing.map({ $0.dtype == .float32 && x.shape.last == $0.count }) ?? true,
               out.map({ $0.shape == x.shape && $0.dtype == codeType }) ?? true else {
@@ -156,7 +209,8 @@ extern "C" __global__ void dequantize_codes(const unsigned char* __restrict__ co
         let codes = try out ?? context.empty(x.shape, dtype: codeType)
         let formatCode: Int32 = format == .int8 ? 0 : 1
         if x.count % 8 == 0 && width % 8 == 0 && x.count / 8 <= Int(Int32.max) {
-            try compiler.launch(eightBitOp("quantize_static8"), grid: elementwiseGrid(x.count / 8), block: (256, 1, 1), [
+            let items = min(max(quantizePassItemsPerThread, 1), 4)
+            try compiler.launch(eightBitOp("quantize_static8"), grid: elementwiseGrid((x.count / 8 + items - 1) / items), block: (256, 1, 1), [
                 .tensor(x), .pointer(smoothing?.address ?? 0), .tensor(codes), .int32(Int32(x.count / 8)),
                 .int(width), .float(scale), .int32(formatCode)])
         } else if x.count % 4 == 0 && width % 4 == 0 {

@@ -138,10 +138,34 @@ extension CUDAKernels {
     /// those codes already).
     private func channelsLastCodes(_ x: CUDATensor, _ w: CUDAEightBitConvolution) throws -> CUDATensor {
         if x.dtype == w.codeType { return x.reshaped([x.shape[0], x.shape[1] * x.shape[2], x.shape[3]]) }
+        return try channelsLastCodes(x, format: w.format, scale: w.inputScale)
+    }
+
+    /// x [n, c, h, w] 16-bit as `format` codes [n, h·w, c] with `scale` (`QuantizedFormat`'s rounding).
+    package func channelsLastCodes(_ x: CUDATensor, format: QuantizedFormat, scale: Float) throws -> CUDATensor {
+        try requireHalf(x, op: "channelsLastCodes")
+        guard x.shape.count == 4, scale.isFinite, scale > 0 else {
+            throw CUDAError.invalidArgument("channelsLastCodes: input \(x.shape), scale \(scale)")
+        }
         let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-        let codes = try context.empty([n, hw, c], dtype: w.format == .int8 ? .int8 : .float8e4m3)
+        let codes = try context.empty([n, hw, c], dtype: format == .int8 ? .int8 : .float8e4m3)
         try compiler.launch(eightBitOp("quantize_channels_last"), grid: ((hw + 31) / 32, (c + 31) / 32, n), block: (32, 8, 1), [
-            .tensor(x), .tensor(codes), .int(c), .int(hw), .float(w.inputScale), .int32(w.format == .int8 ? 0 : 1)])
+            .tensor(x), .tensor(codes), .int(c), .int(hw), .float(scale), .int32(format == .int8 ? 0 : 1)])
+        return codes
+    }
+
+    /// The channels-last codes [n, 2h, 2w, c] of x [n, c, h, w] upsampled 2× (nearest), with `scale`: the codes
+    /// `channelsLastCodes` makes from the upsampled tensor, bit for bit, without that tensor.
+    package func upsampledChannelsLastCodes(_ x: CUDATensor, format: QuantizedFormat, scale: Float) throws -> CUDATensor {
+        try requireHalf(x, op: "upsampledChannelsLastCodes")
+        guard x.shape.count == 4, scale.isFinite, scale > 0 else {
+            throw CUDAError.invalidArgument("upsampledChannelsLastCodes: input \(x.shape), scale \(scale)")
+        }
+        let (n, c, h, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let codes = try context.empty([n, 2 * h, 2 * width, c], dtype: format == .int8 ? .int8 : .float8e4m3)
+        try compiler.launch(eightBitOp("quantize_channels_last_upsampled2x"), grid: ((h * width + 31) / 32, (c + 31) / 32, n),
+                            block: (32, 8, 1), [.tensor(x), .tensor(codes), .int(c), .int(h), .int(width), .float(scale),
+                                                .int32(format == .int8 ? 0 : 1)])
         return codes
     }
 

@@ -412,6 +412,11 @@ public final class CUDAKernels: @unchecked Sendable {
     /// where the paired 64×64 form applies (for measurements against it).
     package var pairedTransposeDisabled = false
 
+    /// Items of eight values each thread of the 16-bit → 8-bit quantize pass (`quantize`) takes, 1 to 4, their loads
+    /// issued together; the grid shrinks to match. 2 was the fastest at SDXL's shapes on an H200 (other values are for
+    /// measurements).
+    package var quantizePassItemsPerThread = 2
+
     /// Whether the last FP8-probability attention made one pass over its keys, and the kernel that ran the last
     /// attention (for reports).
     package private(set) var lastFP8AttentionOnePass = false

@@ -12,6 +12,6 @@ public final class Upsample2D {
     func forward<B: ModelBackend>(_ b: B, _ x: B.Value, size: (height: Int, width: Int)? = nil) throws -> B.Value {
         let shape = b.shape(of: x)
         let target = size ?? (2 * shape[2], 2 * shape[3])
-        return try b.conv2d(b.upsampleNearest(x, height: target.height, width: target.width), conv)
+        return try b.conv2d(b.upsampleNearest(x, height: target.height, width: target.width, readBy: conv), conv)
     }
 }

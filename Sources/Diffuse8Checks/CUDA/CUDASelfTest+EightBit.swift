@@ -450,6 +450,22 @@ extension CUDASelfTest {
                     return (codes, Tensor(shape: [n, hw, hw, c], scalars: tokens.map { format.decode(format.encode($0, scale: reader.inputScale), scale: 1) }))
                 }))
             }
+            // The quantize pass of a 16-bit input (SmoothQuant factors or none) as code values against the simulation's
+            // codes: eight values a thread ([64, 320]), four ([5, 12]) and one ([3, 7]).
+            for (rows, width, smoothed) in [(64, 320, true), (64, 320, false), (5, 12, true), (5, 12, false), (3, 7, false)] {
+                cases.append(("quantize pass → \(format) codes\(smoothed ? ", SmoothQuant factors" : "")", "[\(rows),\(width)]", 1e-6, { r in
+                    let xh = r.normalHalfRounded([rows, width], scale: 2)
+                    let factors: [Float] = (0..<width).map { i in smoothed ? Float(0.5) + Float((i * 7) % 11) * Float(0.1) : 1 }
+                    var amax: Float = 0
+                    for (i, v) in xh.scalars.enumerated() { amax = max(amax, abs(v * factors[i % width])) }
+                    let scale = format.scale(forAmax: 0.8 * amax)
+                    let codes = try kernels.quantize(try kernels.upload(xh), format: format, scale: scale,
+                                                     smoothing: smoothed ? try kernels.context.upload(Tensor(shape: [width], scalars: factors), dtype: .float32) : nil)
+                    return (codes, Tensor(shape: [rows, width], scalars: xh.scalars.enumerated().map { i, v in
+                        format.decode(format.encode(smoothed ? v * factors[i % width] : v, scale: scale), scale: 1)
+                    }))
+                }))
+            }
             cases.append(("8-bit weight → 16-bit \(format)", "[96,64]", 1e-3, { r in
                 let wh = r.normalHalfRounded([96, 64], scale: 0.05)
                 let layer = QuantizedLayer(name: "check", kind: .linear,

@@ -91,6 +91,20 @@ extern "C" __global__ void dequantize_float_sums(const float* __restrict__ sums,
     }
 }
 
+// tile[c][p] = x[c0 + c, p0 + p] of one image's [C, P] values (0 outside), for a 32×8 block; all four of a thread's
+// loads issued before the first is used.
+__device__ __forceinline__ void load_channel_tile(const half_t* __restrict__ x, int C, int P, int c0, int p0, float (*tile)[33]) {
+    half_t in[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const int c = c0 + threadIdx.y + 8 * k, p = p0 + threadIdx.x;
+        in[k] = c < C && p < P ? x[(i64)c * P + p] : (half_t)0;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = h2f(in[k]);
+    __syncthreads();
+}
+
 // codes[b, p, c] = code(x[b, c, p]): NCHW 16-bit values to channels-last 8-bit codes (the input of cuDNN's 8-bit
 // convolutions), through a 32×32 shared-memory tile like transpose_batched.
 extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, unsigned char* __restrict__ codes,
@@ -99,15 +113,7 @@ extern "C" __global__ void quantize_channels_last(const half_t* __restrict__ x, 
     __shared__ float tile[32][33];
     const i64 offset = (i64)blockIdx.z * C * P;
     const int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
-    half_t in[4];   // all four loads issued before the first is used
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        const int c = c0 + threadIdx.y + 8 * k, p = p0 + threadIdx.x;
-        in[k] = c < C && p < P ? x[offset + (i64)c * P + p] : (half_t)0;
-    }
-#pragma unroll
-    for (int k = 0; k < 4; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = h2f(in[k]);
-    __syncthreads();
+    load_channel_tile(x + offset, C, P, c0, p0, tile);
     for (int j = threadIdx.y; j < 32; j += 8) {
         const int p = p0 + j, c = c0 + threadIdx.x;
         if (p < P && c < C) codes[offset + (i64)p * C + c] = (unsigned char)quantize_code(tile[threadIdx.x][j], scale, format);
@@ -123,15 +129,7 @@ extern "C" __global__ void quantize_channels_last_upsampled2x(const half_t* __re
     const int P = H * W;
     const i64 offset = (i64)blockIdx.z * C * P;
     const int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
-    half_t in[4];   // all four loads issued before the first is used
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        const int c = c0 + threadIdx.y + 8 * k, p = p0 + threadIdx.x;
-        in[k] = c < C && p < P ? x[offset + (i64)c * P + p] : (half_t)0;
-    }
-#pragma unroll
-    for (int k = 0; k < 4; ++k) tile[threadIdx.y + 8 * k][threadIdx.x] = h2f(in[k]);
-    __syncthreads();
+    load_channel_tile(x + offset, C, P, c0, p0, tile);
     const i64 rowBytes = (i64)2 * W * C;   // one output row of codes
     for (int j = threadIdx.y; j < 32; j += 8) {
         const int p = p0 + j, c = c0 + threadIdx.x;

@@ -26,6 +26,17 @@ extension CUDASelfTest {
         }
     }
 
+    /// The simulation's codes of NCHW `x` with `scale`, channels-last [n, h, w, c], as code values
+    /// (`QuantizedFormat.encode`, decoded with scale 1): what a producer writing a convolution's input codes must match.
+    private static func channelsLastCodeValues(_ x: Tensor, format: QuantizedFormat, scale: Float) -> Tensor {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let plane = h * w
+        return Tensor(shape: [n, h, w, c], scalars: (0..<x.count).map { i in
+            let (image, p, channel) = (i / (plane * c), i / c % plane, i % c)
+            return format.decode(format.encode(x.scalars[(image * c + channel) * plane + p], scale: scale), scale: 1)
+        })
+    }
+
     /// An 8-bit layer (16 outputs) that reads `values` [..., width] with SmoothQuant factors 0.5…1.5 and an input amax of
     /// 0.8 × the largest smoothed value (so that some codes saturate), and the simulation's codes of `values` for it,
     /// as code values (`QuantizedFormat.encode`, decoded with scale 1): what a producer writing its codes must match.
@@ -371,12 +382,7 @@ extension CUDASelfTest {
                             if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
                             return (y, CPUKernels.conv2d(layer.quantizedInput(normed), weight: conv.weight, bias: nil, stride: 1, padding: 1))
                         }
-                        let plane = hw * hw
-                        return (codes, Tensor(shape: [n, hw, hw, c], scalars: (0..<normed.count).map { i in
-                            let (image, p, channel) = (i / (plane * c), i / c % plane, i % c)
-                            let v = normed.scalars[(image * c + channel) * plane + p]
-                            return format.decode(format.encode(v, scale: w.inputScale), scale: 1)
-                        }))
+                        return (codes, channelsLastCodeValues(normed, format: format, scale: w.inputScale))
                     }))
                 }
             }
@@ -412,12 +418,7 @@ extension CUDASelfTest {
                             if let reason = w.sixteenBitReason { throw CUDAError.invalidArgument("ran in 16 bit, not 8: \(reason)") }
                             return (y, CPUKernels.conv2d(layer.quantizedInput(upsampled), weight: conv.weight, bias: nil, stride: 1, padding: 1))
                         }
-                        let plane = 4 * h * wd
-                        return (codes, Tensor(shape: [n, 2 * h, 2 * wd, c], scalars: (0..<upsampled.count).map { i in
-                            let (image, p, channel) = (i / (plane * c), i / c % plane, i % c)
-                            let v = upsampled.scalars[(image * c + channel) * plane + p]
-                            return format.decode(format.encode(v, scale: w.inputScale), scale: 1)
-                        }))
+                        return (codes, channelsLastCodeValues(upsampled, format: format, scale: w.inputScale))
                     }))
                 }
             }

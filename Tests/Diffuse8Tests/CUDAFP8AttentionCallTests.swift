@@ -52,4 +52,13 @@ final class CUDAFP8AttentionCallTests: XCTestCase {
             XCTAssertEqual(covered.count, batch * heads, "B\(batch) H\(heads) L\(queries)")
         }
     }
+
+    func testOneCallWhereCuDNNRunsPastOneWave() {
+        // cuDNN 9.19 (91900) runs the whole attention in one call; 9.14 (91400) gets one-wave calls.
+        XCTAssertTrue(CUDAKernels.fp8AttentionRunsPastOneWave(cudnnVersion: 91900))
+        XCTAssertFalse(CUDAKernels.fp8AttentionRunsPastOneWave(cudnnVersion: 91400))
+        let calls = CUDAKernels.fp8AttentionCalls(batch: 2, heads: 10, headDim: 64, queries: 4096, keys: 4096, queryStride: 1920,
+                                                  keyValueStride: 1920, multiprocessors: .max)
+        XCTAssertEqual(calls, [Call(image: 0, images: 2, firstHead: 0, heads: 10, queryOffset: 0, keyValueOffset: 0, outputOffset: 0)])
+    }
 }

@@ -52,8 +52,9 @@ extension CUDAKernels {
         let attention = try cudnnAttentionRegardless()
         let y = try context.empty([batch, lq, channels], dtype: .float8e4m3)
         let amax = try fp8AttentionAmax()
+        let wave = Self.fp8AttentionRunsPastOneWave(cudnnVersion: attention.api.cudnnGetVersion()) ? Int.max : context.multiprocessorCount
         for call in Self.fp8AttentionCalls(batch: batch, heads: heads, headDim: d, queries: lq, keys: lk, queryStride: queryStride,
-                                           keyValueStride: keyValueStride, multiprocessors: context.multiprocessorCount) {
+                                           keyValueStride: keyValueStride, multiprocessors: wave) {
             let shape = CUDNNAttention.Shape(batch: call.images, heads: call.heads, queries: lq, keys: lk, headDim: d,
                                              queryStride: queryStride, keyValueStride: keyValueStride, outputStride: channels)
             try attention.forwardFP8(shape, query: query + UInt64(call.queryOffset), key: key + UInt64(call.keyValueOffset),
@@ -70,9 +71,16 @@ extension CUDAKernels {
         var queryOffset: Int, keyValueOffset: Int, outputOffset: Int
     }
 
+    /// Whether cuDNN `cudnnVersion` (`cudnnGetVersion`'s number) runs the FP8 attention right in calls of more than one
+    /// wave of tiles, so that one call covers all images and heads: 9.19 did on an H200 (2026-12-03: the self-test's
+    /// 2048- and 4096-token cases, and the SDXL UNet's graph equal to its eager forward), 9.14 did not (below); the
+    /// versions between were not tried. One call took 32.6 instead of 43.0 µs at SDXL's 1024 tokens (three calls) and
+    /// 158 instead of 182 µs at 4096 (five).
+    static func fp8AttentionRunsPastOneWave(cudnnVersion: Int) -> Bool { cudnnVersion >= 91900 }
+
     /// Calls that cover `batch` images × `heads` heads with at most one wave of 128-query tiles each on
-    /// `multiprocessors` SMs: every image in each call and the heads in groups when one wave holds a head of every
-    /// image, else one image per call; as few groups as that allows, of ⌈heads / groups⌉ heads but the last.
+    /// `multiprocessors` SMs (`Int.max`: one call): every image in each call and the heads in groups when one wave
+    /// holds a head of every image, else one image per call; as few groups as that allows, of ⌈heads / groups⌉ heads but the last.
     /// cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong, a different set on every run, in calls of more
     /// 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5 heads at 2048 queries
     /// (160 tiles), and now and then one image at 4096 (160); calls of up to 128 tiles matched in every run. The calls

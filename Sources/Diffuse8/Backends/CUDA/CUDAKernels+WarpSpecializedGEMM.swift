@@ -90,9 +90,10 @@ extension CUDAKernels {
                                        WarpSpecializedGEMM(columns: 256, stages: 3, pingPong: false)]
 
         /// Whether sums over `depth` products (K: a Linear layer's inputs, a convolution's taps × channels) of `format`
-        /// are added to FP32 totals every four slices (the kernel's `PROMOTE`). FP8 `wgmma` accumulates with fewer
+        /// are added to FP32 totals every eight slices (the kernel's `PROMOTE`). FP8 `wgmma` accumulates with fewer
         /// bits than FP32, so its error grows with the depth: on H200, 9.1–9.2e-4 from the simulated layer at
-        /// K = 2048 and 1.0e-3 at K = 2880 straight through (the self-test's bar is 1e-3), 2.1–3.9e-4 with totals.
+        /// K = 2048 and 1.0e-3 at K = 2880 straight through (the self-test's bar is 1e-3); with totals every eight slices
+        /// the convolutions' cases are 4.7–5.7e-4 (every four: 3.4–3.9e-4, 4–6 % slower at SDXL's deep shapes).
         /// Up to 1280 (SDXL's GEGLU projections and self-attention layers; its FF output layers and the context's K/V,
         /// K = 2048, get totals) the sums go straight through: the totals cost registers and, for the convolutions,
         /// 1–13 % of the time.
@@ -322,7 +323,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
     /// The kernel's source for `variant`: plain or with GEGLU (16-bit out, or with `codesOut` the reader's 8-bit codes in
     /// `format`), or with the FP8 rounding in its epilogue, or, with a
     /// `convolutionTileWidth`, the implicit-GEMM convolution whose tiles are that many image columns wide; with
-    /// `promotes` (FP8, see `WarpSpecializedGEMM.promotesSums`), its sums added to FP32 totals every four 128-deep
+    /// `promotes` (FP8, see `WarpSpecializedGEMM.promotesSums`), its sums added to FP32 totals every eight 128-deep
     /// slices.
     static func warpSpecializedSource(_ variant: WarpSpecializedGEMM, format: QuantizedFormat, geglu: Bool = false,
                                       codesOut: Bool = false, rounding: Bool = false, convolutionTileWidth: Int? = nil,
@@ -339,7 +340,7 @@ __device__ __forceinline__ u64 smem_desc(u32 addr) {
         \(codesOut ? "#define CODES_OUT\n#define CODE_BOX \(WarpSpecializedGEMM.codeBoxColumns(outputColumns: geglu ? variant.columns / 2 : variant.columns))" : "")
         \(rounding ? "#define ROUND_OUTPUT" : "")
         \(convolutionTileWidth.map { "#define CONV_TILE_WIDTH \($0)" } ?? "")
-        \(promotes ? "#define PROMOTE\n#define PROMOTE_SLICES 4" : "")
+        \(promotes ? "#define PROMOTE\n#define PROMOTE_SLICES 8" : "")
 
         """
         return CUDAKernelSources.prelude + "\n" + defines + warpSpecializedHead + sharedMemoryOperands
@@ -690,8 +691,8 @@ extern "C" __global__ void __launch_bounds__(384, 1) gemm8_ws(
             asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #ifdef PROMOTE
             // FP8 wgmma adds its products into the accumulator with fewer bits than FP32, so the error grows with K
-            // (on H200, 1.0e-3 from the simulated layer at K = 2880 without totals, 3.4e-4 with them; cuDNN 2.4e-4).
-            // Every PROMOTE_SLICES slices (512 deep) the sums are added to FP32 totals and the accumulator starts from
+            // (on H200, 1.0e-3 from the simulated layer at K = 2880 without totals, 4.8e-4 with them; cuDNN 2.4e-4).
+            // Every PROMOTE_SLICES slices (1024 deep) the sums are added to FP32 totals and the accumulator starts from
             // zero again (two-level accumulation, as cuBLASLt does without its fast-accumulation mode). That waits for
             // the products, so not after every slice.
             if (kt % PROMOTE_SLICES == PROMOTE_SLICES - 1 || kt == KT - 1) {

@@ -52,9 +52,11 @@ extension CUDAKernels {
         let attention = try cudnnAttentionRegardless()
         let y = try context.empty([batch, lq, channels], dtype: .float8e4m3)
         let amax = try fp8AttentionAmax()
-        let wave = Self.fp8AttentionRunsPastOneWave(cudnnVersion: attention.api.cudnnGetVersion()) ? Int.max : context.multiprocessorCount
+        // The SMs bound a call's tiles only where cuDNN gets calls past one wave wrong.
+        let tilesPerCall = Self.fp8AttentionRunsPastOneWave(cudnnVersion: attention.api.cudnnGetVersion())
+            ? Int.max : context.multiprocessorCount
         for call in Self.fp8AttentionCalls(batch: batch, heads: heads, headDim: d, queries: lq, keys: lk, queryStride: queryStride,
-                                           keyValueStride: keyValueStride, multiprocessors: wave) {
+                                           keyValueStride: keyValueStride, multiprocessors: tilesPerCall) {
             let shape = CUDNNAttention.Shape(batch: call.images, heads: call.heads, queries: lq, keys: lk, headDim: d,
                                              queryStride: queryStride, keyValueStride: keyValueStride, outputStride: channels)
             try attention.forwardFP8(shape, query: query + UInt64(call.queryOffset), key: key + UInt64(call.keyValueOffset),
@@ -80,7 +82,8 @@ extension CUDAKernels {
 
     /// Calls that cover `batch` images × `heads` heads with at most one wave of 128-query tiles each on
     /// `multiprocessors` SMs (`Int.max`: one call): every image in each call and the heads in groups when one wave
-    /// holds a head of every image, else one image per call; as few groups as that allows, of ⌈heads / groups⌉ heads but the last.
+    /// holds a head of every image, else one image per call; as few groups as that allows, of ⌈heads / groups⌉ heads
+    /// but the last.
     /// cuDNN 9.14's FP8 kernel on an H200 returned some tiles wrong, a different set on every run, in calls of more
     /// 128-query tiles (batch · heads · ⌈queries / 128⌉) than the GPU has SMs: two images of 5 heads at 2048 queries
     /// (160 tiles), and now and then one image at 4096 (160); calls of up to 128 tiles matched in every run. The calls
